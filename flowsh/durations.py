@@ -1,0 +1,46 @@
+"""Durations as people write them: ``90s``, ``5m``, ``1h30m``, ``250ms``, ``2d``, or seconds."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+DURATION_PATTERN = r"^\s*((\d+(\.\d+)?)(ms|s|m|h|d|w)\s*)+$|^\s*\d+(\.\d+)?\s*$"
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds. Raises ValueError with a message a person can act on."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 5m, 1h30m")
+    text = value.strip().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 5m, 1h30m, 250ms")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

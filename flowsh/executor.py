@@ -1,0 +1,93 @@
+"""The executor interface: the seam between the engine and wherever a step's process runs.
+
+The engine never forks. It hands an executor a `StepRequest` (argv, cwd, env, timeout,
+log file) and collects `Outcome`s from `wait()`. The local executor (flowsh.process) runs
+OS processes on this machine; plugins register others (Celery workers...) through
+``flowsh_register_executors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Exit code reported for a step killed by its timeout, as timeout(1) does.
+EXIT_TIMEOUT = 124
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    key: str  # unique among the jobs in flight (the step name)
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    log_path: str
+    timeout: float | None = None
+    kill_grace: float = 5.0
+    stdin: str | None = None  # a file to read stdin from; /dev/null otherwise
+    # Shown in logs instead of argv (secrets masked). Never executed.
+    display: str = ""
+
+
+@dataclass
+class Outcome:
+    exit_code: int  # 124 on timeout, 128+N when killed by signal N
+    started_at: float
+    ended_at: float
+    signal: int | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    error: str | None = None  # the process could not start (no such file, permission...)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.interrupted
+
+    @property
+    def elapsed(self) -> float:
+        return self.ended_at - self.started_at
+
+    def describe(self) -> str:
+        if self.error:
+            return self.error
+        if self.timed_out:
+            return "timed out"
+        if self.interrupted:
+            return "interrupted"
+        if self.signal:
+            import signal as _signal
+
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"killed by {name}"
+        return f"exit code {self.exit_code}"
+
+
+# Called with (key, one line of output without its newline, already masked).
+OutputCallback = Callable[[str, str], None]
+
+
+class Executor(Protocol):
+    """Runs steps; all methods are called from the engine's thread."""
+
+    def start(self, request: StepRequest) -> None:
+        """Start a job. Failures to start are reported as an Outcome from `wait`."""
+
+    def wait(self, timeout: float | None) -> list[tuple[str, Outcome]]:
+        """Block up to `timeout` seconds (None: until something happens); return finished
+        jobs as (key, outcome). Returns early, possibly empty, when `wake()` is called."""
+
+    def wake(self) -> None:
+        """Make a blocked `wait` return soon; safe to call from a signal handler."""
+
+    def cancel_all(self) -> None:
+        """Stop every running job: TERM its process group, then KILL after the grace period.
+        Their outcomes arrive from `wait` with ``interrupted=True``."""
+
+    def running(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,123 @@
+"""Every hook flowsh calls. Plugins implement them with ``@flowsh.hookimpl``.
+
+Two kinds:
+
+* Registration hooks receive a ``register`` callback. The core collects what each plugin
+  registers, so it can name the plugin at fault when two register the same name. They are
+  called once per process, the first time flowsh needs that kind of thing.
+* Event hooks are called for every run, in the runner process, after the state backend has
+  recorded the transition. An exception in an event hook is reported once on stderr and
+  never changes the run's outcome; a slow hook slows the run, so do slow work (network) in
+  your own thread with a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from flowsh.model import Workflow
+    from flowsh.state import RunRecord, StepRecord
+
+hookspec = pluggy.HookspecMarker("flowsh")
+
+Register = Callable[..., None]
+
+# --- registration ---------------------------------------------------------------------
+
+
+@hookspec
+def flowsh_register_notifiers(register: Register) -> None:
+    """Register notifier types for `notify.channels`.
+
+    Call ``register(type_name, factory)``; ``factory(channel_name, config: dict)`` returns an
+    object with ``send(alert: flowsh.notify.Alert) -> None`` and raises
+    `flowsh.errors.WorkflowError` for a bad config. Called when a workflow has channels.
+    """
+
+
+@hookspec
+def flowsh_register_state_backends(register: Register) -> None:
+    """Register state backends by URL scheme.
+
+    Call ``register(scheme, factory)``; ``factory(url: str)`` returns a
+    `flowsh.state.StateBackend`. Called when flowsh opens its state store.
+    """
+
+
+@hookspec
+def flowsh_register_schedulers(register: Register) -> None:
+    """Register schedulers (crontab, systemd timers...) for `flowsh schedule`.
+
+    Call ``register(name, factory)``; ``factory()`` returns an object with
+    ``add(workflow, exprs) / list() / remove(name)``. Called by the schedule commands.
+    """
+
+
+@hookspec
+def flowsh_register_executors(register: Register) -> None:
+    """Register executors: where a step's process runs (local, Celery...).
+
+    Call ``register(name, factory)``; ``factory(**options)`` returns a
+    `flowsh.executor.Executor`. Called when a run starts.
+    """
+
+
+@hookspec
+def flowsh_register_exporters(register: Register) -> None:
+    """Register export formats for `flowsh export`.
+
+    Call ``register(name, exporter)``; ``exporter(workflow, **options) -> str`` renders the
+    workflow as text (a bash script, a crontab line...). Called by `flowsh export`.
+    """
+
+
+@hookspec
+def flowsh_register_commands(app: typer.Typer) -> None:
+    """Add sub-commands to the ``flowsh`` CLI. Called once when the CLI starts."""
+
+
+# --- run events -----------------------------------------------------------------------
+
+
+@hookspec
+def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
+    """A run has started (or resumed): its record exists, no step has started yet."""
+
+
+@hookspec
+def flowsh_step_started(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
+    """An attempt of ``step`` has started; ``step.attempts`` counts this attempt."""
+
+
+@hookspec
+def flowsh_step_retrying(
+    run: RunRecord, step: StepRecord, workflow: Workflow, delay: float
+) -> None:
+    """An attempt failed and another follows after ``delay`` seconds.
+
+    ``step`` holds the failed attempt's exit code/signal and ``message``.
+    """
+
+
+@hookspec
+def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
+    """A step reached its final state for this run: succeeded, failed, skipped or interrupted.
+
+    Skipped steps (an `if` test was false, or a dependency failed) fire this too, with
+    ``step.attempts == 0`` when nothing ran.
+    """
+
+
+@hookspec
+def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
+    """A run has ended; ``run.status`` and ``run.exit_code`` are final."""
+
+
+def _all_hooks() -> dict[str, Any]:
+    return {k: v for k, v in globals().items() if k.startswith("flowsh_") and callable(v)}

@@ -1,0 +1,284 @@
+"""Workflow files -> validated `Workflow`, with errors that point at FILE:LINE:COL.
+
+YAML is composed into nodes first so every key and value keeps its position; pydantic's
+error locations are mapped back to those positions. TOML carries no positions, so its
+errors name the key path. Seed-style bash files (`declare -A workflow=(...)`) go through
+`flowsh.seed`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from flowsh.errors import WorkflowError
+from flowsh.model import IDENT, Workflow
+
+Loc = tuple[str | int, ...]
+
+
+class Positions:
+    """Line/column (1-based) of every key and value in a file, by key path."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.keys: dict[Loc, tuple[int, int]] = {}
+        self.values: dict[Loc, tuple[int, int]] = {}
+
+    def find(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
+        table = self.keys if key else self.values
+        loc = tuple(loc)
+        while loc:
+            if loc in table:
+                return table[loc]
+            if loc in self.values:
+                return self.values[loc]
+            loc = loc[:-1]
+        return (1, 1) if self.values or self.keys else (None, None)
+
+    def error(self, message: str, loc: Loc = (), *, key: bool = False) -> WorkflowError:
+        line, col = self.find(loc, key=key)
+        return WorkflowError(message, path=self.path, line=line, col=col)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader; kept separate so nothing we add leaks into PyYAML's global loader."""
+
+
+def _walk(node: yaml.Node, loc: Loc, pos: Positions) -> Any:
+    """Build plain data from a composed node, recording positions and refusing duplicate keys."""
+    mark = node.start_mark
+    pos.values[loc] = (mark.line + 1, mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        _Loader.flatten_mapping(_Loader(""), node)  # resolves `<<:` merge keys
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _Loader("").construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise pos.error("mapping keys must be plain strings", loc)
+            key = str(key)
+            kmark = key_node.start_mark
+            if key in out:
+                raise WorkflowError(
+                    f"duplicate key {key!r}",
+                    path=pos.path,
+                    line=kmark.line + 1,
+                    col=kmark.column + 1,
+                )
+            pos.keys[(*loc, key)] = (kmark.line + 1, kmark.column + 1)
+            out[key] = _walk(value_node, (*loc, key), pos)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(child, (*loc, i), pos) for i, child in enumerate(node.value)]
+    return _Loader("").construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
+    pos = Positions(path)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise WorkflowError(
+            f"malformed YAML: {problem}",
+            path=path,
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"malformed YAML: {exc}", path=path) from None
+    if node is None:
+        raise WorkflowError("the file is empty", path=path, line=1, col=1)
+    try:
+        data = _walk(node, (), pos)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise WorkflowError(
+            f"malformed YAML: {exc.problem}",
+            path=path,
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
+        ) from None
+    return data, pos
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Known keys of the mapping at `loc`, for "did you mean" hints."""
+    from flowsh import model
+
+    cls: Any = model.Workflow
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None) or (ann,)
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, model.BaseModel)]
+        if not nested:
+            return []
+        cls = nested[0]
+    names = []
+    for name, field in cls.model_fields.items():
+        if field.exclude:
+            continue
+        names.append(field.alias or name)
+    return names
+
+
+def _where(loc: Loc, data: Any) -> str:
+    """``step 'extract': timeout`` rather than ``steps.0.timeout``."""
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        try:
+            name = data["steps"][loc[1]].get("name")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = None
+        head = f"step {name!r}" if name else f"step #{loc[1] + 1}"
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"{head} key {rest!r}" if rest else head
+    return f"key {'.'.join(str(p) for p in loc)!r}" if loc else "workflow"
+
+
+def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    # pydantic puts validator-internal parts (function-after[...]) in loc; drop them.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    where = _where(loc, data)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        message = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        return message, loc, True
+    if kind == "missing":
+        return f"{_where(loc[:-1], data)}: missing required key {str(loc[-1])!r}", loc[:-1], False
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{where}: {msg}", loc, False
+
+
+def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
+    if not isinstance(data, dict):
+        raise pos.error("a workflow file must be a mapping with at least a `steps` list")
+    data.setdefault("name", default_name)
+    if isinstance(data.get("steps"), list):
+        for i, step in enumerate(data["steps"]):
+            if isinstance(step, str):
+                # `- ./backup.sh` is a step whose name is derived and whose text is the command.
+                data["steps"][i] = {"name": f"step{i + 1}", "run": step}
+    try:
+        wf = Workflow.model_validate(data)
+    except ValidationError as exc:
+        message, loc, key = _describe(exc.errors()[0], data)
+        more = exc.error_count() - 1
+        if more:
+            message += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise pos.error(message, loc, key=key) from None
+    _check_references(wf, pos)
+    return wf
+
+
+def _check_references(wf: Workflow, pos: Positions) -> None:
+    """Duplicate names and unknown `needs`; cycles are found by the graph."""
+    seen: dict[str, int] = {}
+    for i, step in enumerate(wf.steps):
+        if step.name in seen:
+            raise pos.error(
+                f"duplicate step name {step.name!r} (first defined at step #{seen[step.name] + 1})",
+                ("steps", i, "name"),
+            )
+        seen[step.name] = i
+    for i, step in enumerate(wf.steps):
+        for j, dep in enumerate(step.needs or ()):
+            if dep not in seen:
+                close = difflib.get_close_matches(dep, list(seen), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise pos.error(
+                    f"step {step.name!r} needs unknown step {dep!r}{hint}",
+                    ("steps", i, "needs", j),
+                )
+            if dep == step.name:
+                raise pos.error(f"step {step.name!r} needs itself", ("steps", i, "needs", j))
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` command-line params; the value is taken verbatim."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not IDENT.match(key):
+            from flowsh.errors import UsageError
+
+            raise UsageError(
+                f"parameter {pair!r} must be KEY=VALUE with KEY a shell identifier"
+            )
+        out[key] = value
+    return out
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """A dotenv file: KEY=VALUE lines, `export` allowed, quotes stripped, # comments."""
+    out: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise WorkflowError(f"cannot read env_file: {exc.strerror}", path=path) from None
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not IDENT.match(key):
+            raise WorkflowError("expected KEY=VALUE", path=path, line=n, col=1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def load_workflow(path: str | os.PathLike[str]) -> Workflow:
+    """Read and validate a workflow file (YAML, TOML or seed-style bash)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError("no such file", path=p) from None
+    except IsADirectoryError:
+        raise WorkflowError("is a directory, not a workflow file", path=p) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"cannot read: {exc}", path=p) from None
+    default_name = p.stem if IDENT.match(p.stem.replace("-", "_").replace(".", "_")) else "workflow"
+    suffix = p.suffix.lower()
+    if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
+                                      and text.startswith("#!")):
+        from flowsh.seed import parse_seed
+
+        data, pos = parse_seed(text, p)
+    elif suffix == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise WorkflowError(f"malformed TOML: {exc}", path=p) from None
+        pos = Positions(p)
+    else:
+        data, pos = parse_yaml(text, p)
+    wf = validate_data(data, pos, default_name=default_name)
+    wf = wf.model_copy(update={"path": str(p.resolve())})
+    from flowsh.graph import Graph
+
+    Graph.build(wf, pos)  # refuses cycles before anything runs
+    return wf

@@ -1,0 +1,263 @@
+"""The workflow model: what a workflow file means, validated and immutable.
+
+Loaders (YAML, TOML, seed-style bash) turn a file into plain data; `Workflow.model_validate`
+checks it. After validation every step carries its effective settings (defaults applied,
+the implicit chain turned into `needs`), so nothing downstream looks at `defaults` again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from flowsh.durations import DURATION_PATTERN, parse_duration
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+STEP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Names whose values are masked everywhere flowsh writes or shows them.
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS?)", re.I)
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "Seconds, or a duration such as 90s, 5m, 1h30m, 250ms.",
+        }
+    ),
+]
+
+
+def _str_value(value: Any) -> Any:
+    """Env and param values are strings; accept YAML scalars (numbers, booleans) as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Scalar = Annotated[str, BeforeValidator(_str_value)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
+    for key in mapping:
+        if not IDENT.match(key):
+            raise ValueError(
+                f"{what} name {key!r} is not a shell identifier (letters, digits, _; "
+                "not starting with a digit)"
+            )
+    return mapping
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Defaults(_Frozen):
+    """Settings every step inherits unless it sets its own."""
+
+    retries: int = Field(0, ge=0, description="Extra attempts after a failure.")
+    retry_delay: Duration = Field(1.0, description="Wait before the first retry.")
+    backoff: float = Field(2.0, ge=1.0, description="Multiplier applied to the delay per retry.")
+    max_delay: Duration = Field(300.0, description="Upper bound on one retry delay.")
+    jitter: float = Field(
+        0.1, ge=0.0, le=1.0, description="Random +/- fraction applied to each retry delay."
+    )
+    timeout: Duration | None = Field(None, description="Kill the step after this long.")
+
+
+class Step(_Frozen):
+    """One step: a shell command (`run`) or a script file (`script` + `args`)."""
+
+    name: str = Field(description="Unique step name (letters, digits, _ . -).")
+    description: str | None = None
+    run: str | None = Field(None, description="Shell text, run by `shell`.")
+    script: str | None = Field(None, description="A script file, relative to the workdir.")
+    args: list[Scalar] = Field(default_factory=list, description="Arguments for `script`.")
+    needs: StrList | None = Field(
+        None, description="Steps this one waits for. Absent: the step listed before it."
+    )
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    workdir: str | None = None
+    source: StrList = Field(
+        default_factory=list, description="Bash files sourced before the step (adds to the workflow's)."
+    )
+    shell: str | None = None
+    retries: int | None = Field(None, ge=0)
+    retry_delay: Duration | None = None
+    backoff: float | None = Field(None, ge=1.0)
+    max_delay: Duration | None = None
+    jitter: float | None = Field(None, ge=0.0, le=1.0)
+    timeout: Duration | None = None
+    if_: str | None = Field(
+        None, alias="if", description="Shell test; a non-zero exit skips the step."
+    )
+    always: bool = Field(False, description="Run even after failures (like `finally`).")
+    continue_on_failure: bool = Field(
+        False, description="A failure of this step does not fail the run."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not STEP_NAME.match(v):
+            raise ValueError(f"step name {v!r} may hold only letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_idents(v, "env")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Step:
+        if (self.run is None) == (self.script is None):
+            raise ValueError(f"step {self.name!r} needs exactly one of `run` or `script`")
+        if self.args and self.script is None:
+            raise ValueError(f"step {self.name!r}: `args` goes with `script`")
+        return self
+
+    @property
+    def retry_count(self) -> int:
+        return self.retries or 0
+
+
+Severity = Literal["critical", "warning", "info"]
+EventName = Literal["run_failed", "run_succeeded", "step_failed", "step_retry", "run_long"]
+
+
+class Channel(BaseModel):
+    """A notification channel: `type` names a notifier; other keys are its config."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class Notify(_Frozen):
+    """The seed's `alert()`: channels, severity routes, and which events alert at what level."""
+
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    routes: dict[Severity, StrList] = Field(default_factory=dict)
+    events: dict[EventName, Severity] = Field(default_factory=dict)
+    long_after: Duration | None = Field(
+        None, description="A run still going after this long fires `run_long`."
+    )
+
+
+class Monitor(_Frozen):
+    """Logs and metrics written by the built-in monitoring plugins."""
+
+    csv: bool | str = Field(True, description="The seed's CSV log: true, false or a path.")
+    jsonl: bool | str = Field(True, description="JSON Lines event log: true, false or a path.")
+    prometheus: bool | str = Field(
+        False, description="Prometheus textfile: true (default path), false, or a path."
+    )
+    push: str | None = Field(None, description="Pushgateway URL.")
+
+
+class Workflow(_Frozen):
+    """A validated workflow. Build it with `flowsh.loader.load_workflow`."""
+
+    name: str
+    description: str | None = None
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    env_file: str | None = None
+    secrets: StrList = Field(
+        default_factory=list, description="More env/param names whose values are masked."
+    )
+    shell: str = Field("bash", description="Interpreter for `run` text (bash, sh, zsh...).")
+    strict: bool = Field(True, description="Run `run` text under `set -eo pipefail`.")
+    workdir: str | None = None
+    source: StrList = Field(default_factory=list)
+    concurrency: int = Field(4, ge=1)
+    overlap: Literal["skip", "wait", "allow"] = "skip"
+    lock_timeout: Duration | None = None
+    kill_grace: Duration = Field(
+        5.0, description="After a timeout or Ctrl-C: wait this long after TERM before KILL."
+    )
+    state: str | None = Field(None, description="State URL, e.g. sqlite:///path or json:///dir.")
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    steps: list[Step] = Field(min_length=1)
+    notify: Notify = Field(default_factory=Notify)
+    monitor: Monitor = Field(default_factory=Monitor)
+    schedule: StrList = Field(default_factory=list, description="Cron expressions.")
+    # Set by the loader, not by the file.
+    path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
+
+    @field_validator("name")
+    @classmethod
+    def _wf_name(cls, v: str) -> str:
+        if not STEP_NAME.match(v):
+            raise ValueError(f"workflow name {v!r} may hold only letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_idents(v, "param")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_idents(v, "env")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Workflow:
+        d = self.defaults
+        resolved: list[Step] = []
+        previous: str | None = None
+        for step in self.steps:
+            updates: dict[str, Any] = {}
+            for key in ("retries", "retry_delay", "backoff", "max_delay", "jitter", "timeout"):
+                if getattr(step, key) is None:
+                    updates[key] = getattr(d, key)
+            if step.needs is None:
+                updates["needs"] = [previous] if previous is not None else []
+            if step.shell is None:
+                updates["shell"] = self.shell
+            resolved.append(step.model_copy(update=updates) if updates else step)
+            previous = step.name
+        object.__setattr__(self, "steps", resolved)
+        return self
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def secret_names(self) -> set[str]:
+        names = {n for n in (*self.params, *self.env) if SECRET_NAME.search(n)}
+        return names | set(self.secrets)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a workflow file (`flowsh schema`)."""
+    schema = Workflow.model_json_schema(by_alias=True, mode="validation")
+    schema["properties"].pop("path", None)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flowsh workflow"
+    return schema

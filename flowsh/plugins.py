@@ -1,0 +1,191 @@
+"""The plugin manager: built-ins first, then entry points of group ``flowsh``.
+
+Environment:
+  FLOWSH_PLUGINS          comma-separated allow-list of plugin names to load (built-ins
+                          always load unless disabled)
+  FLOWSH_DISABLE_PLUGINS  comma-separated names to block (built-in or third-party)
+  FLOWSH_LOAD_ENTRYPOINTS set to 0 to skip installed third-party plugins (the test suite
+                          does this so a developer's plugins cannot change its results)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+from flowsh import hookspecs
+from flowsh.errors import PluginError
+
+# Built-ins, registered through the same door as third-party plugins. Later entries can
+# be replaced: a third-party plugin that registers the same name wins (tryfirst by order).
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "flowsh.builtin.exec_local",
+    "flowsh.builtin.state_sqlite",
+    "flowsh.builtin.state_json",
+)
+
+_pm: pluggy.PluginManager | None = None
+_problems: list[str] = []
+
+
+def _names(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def warn(message: str) -> None:
+    """A plugin problem, reported once on stderr; never fatal."""
+    if message not in _problems:
+        _problems.append(message)
+        print(f"flowsh: warning: {message}", file=sys.stderr)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager, loaded on first use."""
+    global _pm
+    if _pm is None:
+        _pm = _load()
+    return _pm
+
+
+def reset() -> None:
+    """Forget the manager and registries (tests, and `plugins install` in-process)."""
+    global _pm
+    _pm = None
+    _registries.clear()
+
+
+def _load() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("flowsh")
+    pm.add_hookspecs(hookspecs)
+    blocked = _names("FLOWSH_DISABLE_PLUGINS") or set()
+    for name in blocked:
+        pm.set_blocked(name)
+    for modname in DEFAULT_PLUGINS:
+        short = modname.rsplit(".", 1)[1]
+        if short in blocked or modname in blocked:
+            continue
+        try:
+            mod = importlib.import_module(modname)
+        except Exception as exc:  # a broken built-in must not take the CLI down
+            warn(f"built-in plugin {short} failed to load: {exc}")
+            continue
+        pm.register(mod, name=short)
+    if os.environ.get("FLOWSH_LOAD_ENTRYPOINTS", "1") != "0":
+        _load_entrypoints(pm, allow=_names("FLOWSH_PLUGINS"), blocked=blocked)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        warn(f"plugin {exc.plugin!r} implements unknown hooks: {exc}")
+    return pm
+
+
+def _load_entrypoints(
+    pm: pluggy.PluginManager, *, allow: set[str] | None, blocked: set[str]
+) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="flowsh"):
+        if ep.name in blocked or (allow is not None and ep.name not in allow):
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            warn(f"plugin {ep.name} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            pm.register(plugin, name=ep.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            warn(f"plugin {ep.name} could not be registered: {exc}")
+            continue
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            _dists[ep.name] = (dist.metadata["Name"], dist.version)
+
+
+_dists: dict[str, tuple[str, str]] = {}
+_registries: dict[str, dict[str, tuple[Any, str]]] = {}
+
+
+def registry(kind: str) -> dict[str, Any]:
+    """What plugins registered through ``flowsh_register_<kind>``: name -> object.
+
+    A name registered twice keeps the first registration in hook-call order (third-party
+    plugins are called before built-ins, so they can replace one) and the duplicate is
+    reported by the name of the plugin that lost.
+    """
+    if kind not in _registries:
+        pm = get_plugin_manager()
+        hook = getattr(pm.hook, f"flowsh_register_{kind}")
+        found: dict[str, tuple[Any, str]] = {}
+        for impl in _call_order(hook):
+
+            def register(name: str, obj: Any, _plugin: str = impl.plugin_name) -> None:
+                if name in found:
+                    warn(
+                        f"plugin {_plugin} registers {kind[:-1]} {name!r}, already registered "
+                        f"by {found[name][1]}; keeping {found[name][1]}'s"
+                    )
+                    return
+                found[name] = (obj, _plugin)
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                warn(f"plugin {impl.plugin_name} failed in flowsh_register_{kind}: {exc}")
+        _registries[kind] = found
+    return {name: obj for name, (obj, _) in _registries[kind].items()}
+
+
+def registered_by(kind: str, name: str) -> str | None:
+    registry(kind)
+    entry = _registries[kind].get(name)
+    return entry[1] if entry else None
+
+
+def _call_order(hook: Any) -> list[Any]:
+    # pluggy calls implementations last-registered first; keep that order.
+    return list(reversed(hook.get_hookimpls()))
+
+
+def emit(event: str, **kwargs: Any) -> None:
+    """Call an event hook on every plugin; a plugin that raises is reported, not fatal."""
+    hook = getattr(get_plugin_manager().hook, event)
+    for impl in _call_order(hook):
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except Exception as exc:
+            warn(f"plugin {impl.plugin_name} failed in {event}: {type(exc).__name__}: {exc}")
+
+
+def plugin_info() -> list[dict[str, Any]]:
+    """Name, version and hooks of every loaded plugin (`flowsh plugins`)."""
+    from flowsh import __version__
+
+    pm = get_plugin_manager()
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        dist, version = _dists.get(name, ("flowsh", __version__))
+        out.append({
+            "name": name,
+            "distribution": dist,
+            "version": version,
+            "builtin": name not in _dists,
+            "hooks": hooks,
+        })
+    return sorted(out, key=lambda p: (not p["builtin"], p["name"]))
+
+
+Factory = Callable[..., Any]

@@ -1,0 +1,152 @@
+"""Run and step records, and the interface every state backend implements.
+
+A backend is chosen by URL (`sqlite:///path`, `json:///dir`, plugins add more). The engine
+writes every transition through it before it starts anything that depends on that
+transition, so a crash loses nothing a run had recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# Run statuses. `running` with a dead pid or a stale heartbeat is read back as `crashed`.
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED = (
+    "running", "succeeded", "failed", "interrupted", "crashed",
+)
+FINISHED_RUN = frozenset({SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
+# Step statuses.
+PENDING, STEP_RUNNING, RETRYING, SKIPPED = "pending", "running", "retrying", "skipped"
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str = PENDING
+    attempts: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    log_path: str | None = None
+    message: str | None = None  # why it failed or was skipped, one line
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or _now()) - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    workflow: str
+    file: str | None
+    definition_hash: str
+    params: dict[str, str]  # secrets already masked
+    status: str = RUNNING
+    pid: int | None = None
+    host: str | None = None
+    started_at: float = 0.0
+    ended_at: float | None = None
+    heartbeat: float | None = None
+    exit_code: int | None = None
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    # Step names in file order when the run started (to refuse resumes of a changed file).
+    step_names: list[str] = field(default_factory=list)
+    resumed_from: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return (self.ended_at or _now()) - self.started_at if self.started_at else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = {n: s.to_dict() for n, s in self.steps.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "steps"}
+        run = cls(**known)
+        run.steps = {n: StepRecord.from_dict(s) for n, s in (data.get("steps") or {}).items()}
+        return run
+
+
+class StateBackend(Protocol):
+    """What the engine and the commands need from a state store.
+
+    Implementations must make each call atomic: after it returns, the change survives a
+    crash of this process; if it raises, the store holds what it held before.
+    Errors are raised as `flowsh.errors.StateError` (or `NotFoundError` for unknown ids).
+    """
+
+    url: str
+
+    def create_run(self, run: RunRecord) -> None: ...
+
+    def update_run(self, run: RunRecord) -> None:
+        """Write the run's own fields (status, times, exit code), not its steps."""
+
+    def save_step(self, run: RunRecord, step: StepRecord) -> None:
+        """Write one step's record; also refreshes the run's heartbeat."""
+
+    def heartbeat(self, run: RunRecord) -> None: ...
+
+    def load_run(self, run_id: str) -> RunRecord:
+        """A run by id or unique id prefix; NotFoundError otherwise."""
+
+    def list_runs(
+        self, workflow: str | None = None, *, limit: int | None = None,
+        statuses: frozenset[str] | None = None,
+    ) -> list[RunRecord]:
+        """Newest first, without step records (cheap enough for `history`)."""
+
+    def delete_runs(self, run_ids: list[str]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def flowsh_home() -> Path:
+    """`$FLOWSH_HOME`, else `$XDG_STATE_HOME/flowsh`, else `~/.local/state/flowsh`."""
+    home = os.environ.get("FLOWSH_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(xdg) / "flowsh"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) as 0700; flowsh's files hold logs and params."""
+    from flowsh.errors import StateError
+
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except PermissionError:
+        raise StateError(f"{path}: permission denied (cannot create the state directory)") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create directory: {exc.strerror}") from None
+    return path
+
+
+def default_state_url() -> str:
+    return f"sqlite:///{flowsh_home() / 'flowsh.db'}"
