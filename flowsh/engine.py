@@ -213,8 +213,9 @@ class Engine:
             run.step_names = [s.name for s in wf.steps]
             for name in self.graph.names:
                 rec = run.steps.get(name)
+                # `always` steps are the run's `finally`: they close each attempt of it.
                 again = (name in opt.only) if opt.only is not None else (
-                    rec is None or rec.status != SUCCEEDED)
+                    rec is None or rec.status != SUCCEEDED or self.steps[name].always)
                 if rec is None or again:
                     run.steps[name] = StepRecord(
                         name=name, attempts=rec.attempts if rec else 0,
