@@ -48,7 +48,7 @@ load_data() {
 
 validate_data() {
     local in_db
-    in_db=$(python3 scripts/count.py "$DB")
+    in_db=$(python3 scripts/count.py "$DB" "$WORK/clean/orders.tsv")
     echo "extracted=$EXTRACTED transformed=$TRANSFORMED loaded=$in_db"
     if [ "$in_db" -ne "$TRANSFORMED" ]; then
         echo "validation failed: $in_db rows in the warehouse, $TRANSFORMED expected" >&2
