@@ -525,13 +525,13 @@ class Engine:
 
 
 @contextmanager
-def _backend(options: RunOptions) -> Iterator[StateBackend]:
+def _backend(options: RunOptions, wf_state: str | None) -> Iterator[StateBackend]:
     if options.backend is not None:
         yield options.backend
         return
     from flowsh.store import open_backend
 
-    backend = open_backend(options.state_url)
+    backend = open_backend(options.state_url or os.environ.get("FLOWSH_STATE") or wf_state)
     try:
         yield backend
     finally:
@@ -547,7 +547,7 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()
 
 
