@@ -290,7 +290,7 @@ def test_status_marks_a_dead_runner_crashed(write_flow: Callable[..., Path], tmp
 def test_overlap_skip_wait_allow(write_flow: Callable[..., Path], tmp_path: Path, cli: Cli) -> None:
     path = write_flow("""
         name: nightly
-        steps: [{name: a, run: 'touch started.$$; sleep 1.5'}]
+        steps: [{name: a, run: 'touch started.$$; until [ -e release ]; do sleep 0.05; done'}]
     """)
     first = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)])
     while not list(tmp_path.glob("started.*")):
@@ -301,11 +301,19 @@ def test_overlap_skip_wait_allow(write_flow: Callable[..., Path], tmp_path: Path
     assert "pid" in skipped.stderr
     waited = cli("run", "-q", "--overlap", "wait", "--lock-timeout", "0.2s", str(path))
     assert waited.returncode == EXIT_LOCKED and "gave up after waiting" in waited.stderr
-    allowed = cli("run", "-q", "--overlap", "allow", str(path))
-    assert allowed.returncode == 0
-    waited = cli("run", "-q", "--overlap", "wait", str(path))
-    assert waited.returncode == 0
+    allowed = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", "--overlap",
+                                "allow", str(path)])
+    while len(list(tmp_path.glob("started.*"))) < 2:
+        time.sleep(0.05)
+    waiter = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", "--overlap",
+                               "wait", str(path)])
+    time.sleep(1.0)
+    assert waiter.poll() is None  # blocked on the lock, its step not started
+    assert len(list(tmp_path.glob("started.*"))) == 2
+    (tmp_path / "release").touch()
+    assert allowed.wait(timeout=30) == 0
     assert first.wait(timeout=30) == 0
+    assert waiter.wait(timeout=30) == 0  # ran once the holder finished
     assert len(list(tmp_path.glob("started.*"))) == 3
 
 
