@@ -354,3 +354,16 @@ def test_prune_keep_and_older_than(write_flow: Callable[..., Path], cli: Cli, ho
     assert sorted(p.name for p in (home / "runs").iterdir()) == [runs[0]["run_id"]]
     assert "deleted 0" in cli("prune", "--older-than", "30d").stdout
     assert cli("prune").returncode == 2
+
+
+def test_workflow_state_key_chooses_the_backend(write_flow: Callable[..., Path],
+                                                 tmp_path: Path, cli: Cli) -> None:
+    store = tmp_path / "wf-state"
+    path = write_flow(f"state: json:///{store}\nsteps: [{{name: a, run: 'true'}}]\n")
+    assert cli("run", "-q", str(path)).returncode == 0
+    files = list(store.glob("state_*.json"))
+    assert len(files) == 1
+    res = cli("history", "--json", "--state", f"json:///{store}")
+    assert json.loads(res.stdout)[0]["status"] == "succeeded"
+    assert cli("run", "-q", str(path), "--state", f"json:///{store}2").returncode == 0
+    assert len(list(store.glob("state_*.json"))) == 1  # the CLI's --state wins
