@@ -99,7 +99,9 @@ __flowsh_guard() {
 __flowsh_source() {
   # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
   # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
-  __flowsh_opts=$(set +o; shopt -p extdebug)
+  # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
+  __flowsh_opts=$(set +o; shopt -p extdebug || :)
+  __flowsh_e=${-//[^e]/}
   set +euo pipefail
   __flowsh_sets=()
   __flowsh_stopped=
@@ -110,6 +112,7 @@ __flowsh_source() {
 __flowsh_sourced() {
   local rc=$1 file=$2 s
   eval "$__flowsh_opts"
+  if [[ -n $__flowsh_e ]]; then set -e; fi
   for s in "${__flowsh_sets[@]}"; do eval "$s"; done
   if (( rc == 1 )) && [[ ! -r $file ]]; then
     printf 'flowsh: cannot read %s\n' "$file" >&2
@@ -124,7 +127,7 @@ __flowsh_sourced() {
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
-    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped __flowsh_rc"
+    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped __flowsh_rc __flowsh_e"
 )
 
 
