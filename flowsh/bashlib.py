@@ -188,7 +188,8 @@ def _clean_env() -> dict[str, str]:
 
 
 def probe_names(
-    files: Sequence[str], names: Iterable[str], cwd: str | os.PathLike[str]
+    files: Sequence[str], names: Iterable[str], cwd: str | os.PathLike[str],
+    *, shown: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Ask bash what each name is after sourcing `files` (guarded) in a clean environment.
 
@@ -211,28 +212,18 @@ def probe_names(
         )
     except sh.TimeoutException:
         raise WorkflowError(
-            f"reading {', '.join(files)} took over 30s (a top-level command waiting?)"
+            f"reading {', '.join(shown or files)} took over 30s (a top-level command waiting?)"
         ) from None
     out = str(result)
     if result.exit_code != 0:
         err = (result.stderr or b"").decode(errors="replace").strip().splitlines()
         detail = err[0] if err else f"bash exited with {result.exit_code}"
-        raise WorkflowError(f"cannot source {', '.join(files)}: {detail}")
+        raise WorkflowError(f"cannot source {', '.join(shown or files)}: {detail}")
     kinds: dict[str, str] = {}
     for line in out.splitlines():
         name, _, kind = line.partition("\t")
         kinds[name] = kind
     return kinds
-
-
-def step_sources(wf: Workflow, step: Step) -> list[str]:
-    return [*wf.source, *step.source]
-
-
-def step_cwd(wf: Workflow, step: Step) -> Path:
-    base = Path(wf.path).parent if wf.path else Path.cwd()
-    workdir = step.workdir or wf.workdir
-    return base / workdir if workdir else base
 
 
 def check_functions(wf: Workflow) -> list[WorkflowError]:
@@ -242,9 +233,11 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
     (a builtin, keyword or a program on PATH is fine): those can only be meant to come from
     the files. One bash per distinct (files, directory), in a clean environment.
     """
+    from flowsh.paths import resolve_path, step_cwd
+
     groups: dict[tuple[tuple[str, ...], Path], list[tuple[int, Step, str]]] = {}
     for i, step in enumerate(wf.steps):
-        files = step_sources(wf, step)
+        files = [*wf.source, *step.source]
         if step.run is None or not files:
             continue
         word = first_word(step.run)
@@ -255,7 +248,9 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
     pos = _positions(wf)
     for (files, cwd), items in groups.items():
         try:
-            kinds = probe_names(files, [w for _, _, w in items], cwd)
+            # Resolved as the engine resolves them: against the workflow file's directory.
+            paths = [str(resolve_path(wf, f)) for f in files]
+            kinds = probe_names(paths, [w for _, _, w in items], cwd, shown=files)
         except WorkflowError as exc:
             errors.append(_at(pos, wf, ("source",), exc.detail))
             continue

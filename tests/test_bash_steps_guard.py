@@ -186,10 +186,12 @@ def test_check_functions_per_step_source_and_clean_env(
     assert "step 'two' calls 'leaked'" in str(errors[0])
 
 
-def test_check_functions_reports_unreadable_source(tmp_path: Path) -> None:
+def test_check_functions_reports_a_source_with_a_syntax_error(tmp_path: Path) -> None:
+    lib(tmp_path, "broken() {\n", name="broken.sh")
     wf_file = tmp_path / "flow.yaml"
-    wf_file.write_text("source: nope.sh\nsteps:\n  - {name: s, run: something}\n")
+    wf_file.write_text("source: broken.sh\nsteps:\n  - {name: s, run: something}\n")
     errors = check_functions(load_workflow(wf_file))
     assert len(errors) == 1
-    assert "cannot source nope.sh" in str(errors[0])
+    assert "cannot source broken.sh" in str(errors[0])
+    assert "syntax error" in str(errors[0])
     assert str(errors[0]).startswith(f"{wf_file}:1:9:")
