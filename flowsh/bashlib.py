@@ -80,8 +80,8 @@ __flowsh_guard() {
   [[ ${FUNCNAME[1]-} == source && $BASH_SUBSHELL == "$__flowsh_subshell" ]] || return 0
   local cmd=$BASH_COMMAND
   case $cmd in
-    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *|shopt\ *|umask|umask\ *|:|:\ *)
-      return 0 ;;
+    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 0 ;;
+    shopt\ *|umask|umask\ *|:|:\ *) return 0 ;;
     source\ *|.\ *) return 0 ;;
     set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
   esac
@@ -127,7 +127,8 @@ __flowsh_sourced() {
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
-    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped __flowsh_rc __flowsh_e"
+    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
+    "__flowsh_rc __flowsh_e"
 )
 
 
@@ -154,10 +155,10 @@ def source_script(files: Sequence[str]) -> str:
 # --- checking that called functions exist ------------------------------------------------
 
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
-_KEYWORDS = frozenset(
-    "if then else elif fi case esac for select while until do done in function time "
-    "coproc { } ! [[ ]]".split()
-)
+_KEYWORDS = frozenset([
+    "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until",
+    "do", "done", "in", "function", "time", "coproc", "{", "}", "!", "[[", "]]",
+])
 
 
 def first_word(run: str) -> str | None:
@@ -199,10 +200,11 @@ def probe_names(
     import sh
 
     names = sorted(set(names))
-    script = source_script(files) + "".join(
-        f"printf '%s\\t%s\\n' {shlex.quote(n)} \"$(type -t -- {shlex.quote(n)})\"\n"
-        for n in names
-    )
+    lines = []
+    for n in names:
+        q = shlex.quote(n)
+        lines.append(f"printf '%s\\t%s\\n' {q} \"$(type -t -- {q})\"\n")
+    script = source_script(files) + "".join(lines)
     try:
         result = sh.Command("env")(
             "-i", *(f"{k}={v}" for k, v in _clean_env().items()),
@@ -246,18 +248,18 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
         groups.setdefault((tuple(files), step_cwd(wf, step)), []).append((i, step, word))
     errors: list[WorkflowError] = []
     pos = _positions(wf)
-    for (files, cwd), items in groups.items():
+    for (shown, cwd), items in groups.items():
         try:
             # Resolved as the engine resolves them: against the workflow file's directory.
-            paths = [str(resolve_path(wf, f)) for f in files]
-            kinds = probe_names(paths, [w for _, _, w in items], cwd, shown=files)
+            paths = [str(resolve_path(wf, f)) for f in shown]
+            kinds = probe_names(paths, [w for _, _, w in items], cwd, shown=shown)
         except WorkflowError as exc:
             errors.append(_at(pos, wf, ("source",), exc.detail))
             continue
         for i, step, word in items:
             if kinds.get(word):
                 continue
-            names = ", ".join(files)
+            names = ", ".join(shown)
             errors.append(_at(
                 pos, wf, ("steps", i, "run"),
                 f"step {step.name!r} calls {word!r}, which is not a function in {names} "

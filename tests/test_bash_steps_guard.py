@@ -120,7 +120,7 @@ def test_path_with_spaces_and_quotes(tmp_path: Path) -> None:
     d = tmp_path / "my 'lib' dir"
     d.mkdir()
     (d / 'it"s.sh').write_text("hi() { echo hi; }\n")
-    r = run_bash(tmp_path, [f"my 'lib' dir/it\"s.sh"], "hi\n")
+    r = run_bash(tmp_path, ["my 'lib' dir/it\"s.sh"], "hi\n")
     assert r.stdout == "hi\n", r.stderr
 
 

@@ -72,7 +72,7 @@ def test_kill_mid_way_then_resume(legacy: Path) -> None:
         time.sleep(0.05)
     time.sleep(0.3)  # load_data is sleeping now
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=60)
+    _out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     hist = json.loads(flowsh("history", "--json", cwd=legacy).stdout)
     run_id = hist[0]["run_id"]

@@ -83,8 +83,8 @@ def test_set_e_script_stops_at_the_failure(tmp_path: Path) -> None:
 def test_stdin_is_not_inherited(tmp_path: Path) -> None:
     # A function reading stdin gets EOF at once instead of eating flowsh's stdin or hanging.
     script = tmp_path / "reader.sh"
-    script.write_text('count() { local n=0; while read -r _; do n=$((n+1)); done; echo "read $n"; }\n'
-                      'count\n')
+    script.write_text('count() { local n=0; while read -r _; do n=$((n+1)); done; '
+                      'echo "read $n"; }\ncount\n')
     p = subprocess.run([*FLOWSH, "wrap", "--", "bash", str(script)], input="a\nb\nc\n",
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert (p.returncode, p.stdout) == (0, "read 0\n")

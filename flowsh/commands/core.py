@@ -267,7 +267,7 @@ def _extra_checks(wf: object) -> list[Exception]:
         from flowsh.bashlib import check_functions  # type: ignore[import-not-found]
     except ImportError:
         return []
-    return list(check_functions(wf))
+    return list(check_functions(wf))  # type: ignore[arg-type]
 
 
 def _schedule_lines(wf: object) -> list[str]:

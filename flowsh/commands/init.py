@@ -29,7 +29,7 @@ def _env() -> object:
         loader=jinja2.FileSystemLoader(str(root)),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - YAML and bash, not HTML
+        autoescape=False,
     )
 
 
