@@ -235,3 +235,19 @@ def test_notify_wires_the_workflow_model() -> None:
     step = wf.steps[0]
     assert (step.timeout, step.retries, step.retry_delay) == (3600.0, 2, 30.0)
     assert step.run == "exec ./backup.sh --full"
+
+
+def test_notify_sends_an_alert_on_failure(tmp_path: Path) -> None:
+    pytest.importorskip("flowsh.notify", reason="alerts (flowsh.notify) not merged yet")
+    alerts = tmp_path / "alerts.txt"
+    cfg = Path(os.environ["XDG_CONFIG_HOME"]) / "flowsh" / "config.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f"notify:\n  channels:\n    ops: {{type: command, run: 'cat >> {alerts}'}}\n")
+    assert wrap("--notify", "ops", "--", "true", cwd=tmp_path).returncode == 0
+    assert not alerts.exists()
+    r = wrap("--notify", "ops", "--name", "nightly", "--", "bash", "-c", "exit 3", cwd=tmp_path)
+    assert r.returncode == 3
+    assert "nightly" in alerts.read_text()
+    r = wrap("--notify", "nosuch", "--", "true", cwd=tmp_path)
+    assert r.returncode == 4
+    assert "nosuch" in r.stderr
