@@ -220,8 +220,9 @@ class Engine:
             run.step_names = [s.name for s in wf.steps]
             for name in self.graph.names:
                 rec = run.steps.get(name)
+                # `always` steps are the run's `finally`: they close each attempt of it.
                 again = (name in opt.only) if opt.only is not None else (
-                    rec is None or rec.status != SUCCEEDED)
+                    rec is None or rec.status != SUCCEEDED or self.steps[name].always)
                 if rec is None or again:
                     run.steps[name] = StepRecord(
                         name=name, attempts=rec.attempts if rec else 0,
@@ -531,13 +532,13 @@ class Engine:
 
 
 @contextmanager
-def _backend(options: RunOptions) -> Iterator[StateBackend]:
+def _backend(options: RunOptions, wf_state: str | None) -> Iterator[StateBackend]:
     if options.backend is not None:
         yield options.backend
         return
     from flowsh.store import open_backend
 
-    backend = open_backend(options.state_url)
+    backend = open_backend(options.state_url or os.environ.get("FLOWSH_STATE") or wf_state)
     try:
         yield backend
     finally:
@@ -553,7 +554,7 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()
 
 
