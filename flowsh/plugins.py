@@ -28,6 +28,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.state_json",
     "flowsh.commands.core",
     "flowsh.commands.runs",
+    "flowsh.commands.wrap",
+    "flowsh.commands.init",
+    "flowsh.commands.importer",
 )
 
 _pm: pluggy.PluginManager | None = None
