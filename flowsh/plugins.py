@@ -27,6 +27,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.exec_local",
     "flowsh.builtin.state_sqlite",
     "flowsh.builtin.state_json",
+    "flowsh.builtin.notify_log",
+    "flowsh.builtin.notify_command",
+    "flowsh.builtin.notify_email",
+    "flowsh.builtin.notify_webhook",
+    "flowsh.builtin.alerts",
+    "flowsh.commands.plugins",
+    "flowsh.commands.notify",
 )
 
 _pm: pluggy.PluginManager | None = None
@@ -83,7 +90,9 @@ def _load() -> pluggy.PluginManager:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        warn(f"plugin {exc.plugin!r} implements unknown hooks: {exc}")
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        # Kept registered: its other hooks work; the typo is reported once.
+        warn(f"plugin {name} implements unknown hooks: {exc}")
     return pm
 
 
@@ -95,7 +104,11 @@ def _load_entrypoints(
     for ep in entry_points(group="flowsh"):
         if ep.name in blocked or (allow is not None and ep.name not in allow):
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            warn(f"plugin {ep.name} ({ep.value}): another plugin is already named "
+                 f"{ep.name!r}; not loaded")
             continue
         try:
             plugin = ep.load()
