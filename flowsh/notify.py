@@ -170,10 +170,18 @@ def events_of(notify: Notify) -> dict[str, str]:
 
 
 def channels_for(notify: Notify, severity: str) -> list[str]:
-    """``routes[severity]``; without any routes, every declared channel hears everything."""
+    """``routes[severity]``; without any routes, every declared channel hears everything.
+
+    A notifier type can opt out of that fallback with a class attribute
+    ``implicit_routes = False`` (healthchecks: it pings on run events, not on alerts).
+    """
     if notify.routes:
         return list(notify.routes.get(severity, []))  # type: ignore[call-overload]
-    return list(notify.channels)
+    from flowsh.plugins import registry
+
+    factories = registry("notifiers")
+    return [name for name, ch in notify.channels.items()
+            if getattr(factories.get(ch.type), "implicit_routes", True)]
 
 
 def channel_config(notify: Notify, name: str) -> dict[str, Any]:
