@@ -255,7 +255,7 @@ def _positioned(exc: WorkflowError, workflow: Workflow) -> WorkflowError:
         _, pos = parse_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, WorkflowError):
         return WorkflowError(exc.detail, path=path)
-    if loc not in pos.values and loc not in pos.keys:
+    if loc[:3] not in pos.values:
         # Declared in the user config, not in this file.
         from flowsh.config import config_path
 
