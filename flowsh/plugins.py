@@ -77,7 +77,7 @@ def _load() -> pluggy.PluginManager:
     for name in blocked:
         pm.set_blocked(name)
     for modname in DEFAULT_PLUGINS:
-        short = modname.rsplit(".", 1)[1]
+        short = modname.rsplit(".", 1)[-1]
         if short in blocked or modname in blocked:
             continue
         try:

@@ -144,7 +144,7 @@ def test_bad_channel_reported_at_run_start(tmp_path, capsys):
     p.write_text("steps: [{name: a, run: 'true'}]\nnotify:\n  channels:\n"
                  "    mail: {type: email}\n")
     plugins.emit("flowsh_run_started", run=_run(), workflow=load_workflow(p))
-    assert ("bad.yaml:4:11: notify channel 'mail' key 'to': is required"
+    assert ("bad.yaml:4:5: notify channel 'mail' key 'to': is required"
             in capsys.readouterr().err)
 
 
