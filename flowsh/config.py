@@ -42,7 +42,12 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
         raise WorkflowError(f"cannot read the flowsh config file: {exc}", path=p) from None
     if not text.strip():
         return {}
-    data, pos = parse_yaml(text, p)
+    try:
+        data, pos = parse_yaml(text, p)
+    except WorkflowError as exc:
+        if exc.detail == "the file is empty":  # only comments: nothing configured yet
+            return {}
+        raise
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -77,8 +82,8 @@ def _check(model: type[BaseModel], data: dict[str, Any], key: str, pos: Any) -> 
     try:
         model.model_validate(data[key])
     except ValidationError as exc:
-        err = dict(exc.errors()[0])
-        err["loc"] = (key, *err["loc"])
+        err: dict[str, Any] = dict(exc.errors()[0])
+        err["loc"] = (key, *tuple(err["loc"]))
         message, loc, is_key = _describe(err, data)
         raise pos.error(message, loc, key=is_key) from None
 

@@ -166,7 +166,8 @@ def effective_notify(workflow: Workflow) -> Notify:
 
 
 def events_of(notify: Notify) -> dict[str, str]:
-    return dict(notify.events) if notify.events else dict(DEFAULT_EVENTS)
+    events: dict[str, str] = {str(k): str(v) for k, v in notify.events.items()}
+    return events or dict(DEFAULT_EVENTS)
 
 
 def channels_for(notify: Notify, severity: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Real servers on loopback for the notifier tests: HTTP, SMTP (aiosmtpd), a silent socket.
 
-Import the fixtures into a test module (``from notify_servers import http_server``).
+Import the fixtures into a test module: ``from notify_servers import http_server_fixture``
+(each is named ``X_fixture`` and provides fixture ``X``, so ruff sees no redefinition).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class HTTPRecorder:
     release: threading.Event = field(default_factory=threading.Event)
 
 
-@pytest.fixture
-def http_server() -> Iterator[HTTPRecorder]:
+@pytest.fixture(name="http_server")
+def http_server_fixture() -> Iterator[HTTPRecorder]:
     rec = HTTPRecorder(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -82,20 +83,20 @@ def _smtp(refuse: bool = False, users: dict[str, str] | None = None, tls: Any = 
     rec = SMTPRecorder("127.0.0.1", 0)
 
     class Handler:
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
             if refuse:
                 return "550 5.7.1 relaying denied"
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server, session, envelope):
             from email import message_from_bytes, policy
 
             msg = message_from_bytes(envelope.content, policy=policy.default)
             rec.messages.append((envelope, msg))
             return "250 Message accepted"
 
-    def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001
+    def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (isinstance(auth_data, LoginPassword) and users is not None
               and users.get(auth_data.login.decode()) == auth_data.password.decode())
         if ok:
@@ -121,23 +122,23 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SMTPRecorder]:
+@pytest.fixture(name="smtp_server")
+def smtp_server_fixture() -> Iterator[SMTPRecorder]:
     yield from _smtp()
 
 
-@pytest.fixture
-def smtp_refusing() -> Iterator[SMTPRecorder]:
+@pytest.fixture(name="smtp_refusing")
+def smtp_refusing_fixture() -> Iterator[SMTPRecorder]:
     yield from _smtp(refuse=True)
 
 
-@pytest.fixture
-def smtp_auth() -> Iterator[SMTPRecorder]:
+@pytest.fixture(name="smtp_auth")
+def smtp_auth_fixture() -> Iterator[SMTPRecorder]:
     yield from _smtp(users={"ops": "s3cret-pass"})
 
 
-@pytest.fixture
-def silent_server() -> Iterator[tuple[str, int]]:
+@pytest.fixture(name="silent_server")
+def silent_server_fixture() -> Iterator[tuple[str, int]]:
     """Accepts TCP connections and never says a word (a hung SMTP/HTTP server)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
-from notify_servers import http_server, silent_server  # noqa: F401 (fixtures)
+from notify_servers import (  # noqa: F401 (fixtures)
+    http_server_fixture,
+    silent_server_fixture,
+)
 
 FLOW = """\
 name: etl
@@ -99,7 +102,7 @@ def test_notify_test_bad_channel_config_is_exit_2(tmp_path):
     flow = _flow(tmp_path, "    hook: {type: webhook, url: 'ftp://x'}")
     res = run_cli("notify", "test", "hook", str(flow))
     assert res.returncode == 2
-    assert "etl.yaml:12:27: notify channel 'hook' key 'url'" in res.stderr and "key 'url'" in res.stderr
+    assert "etl.yaml:12:27: notify channel 'hook' key 'url'" in res.stderr
 
 
 def test_notify_send_for_exported_scripts(tmp_path):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from notify_servers import (  # noqa: F401 (fixtures)
     _smtp,
-    silent_server,
-    smtp_auth,
-    smtp_refusing,
-    smtp_server,
+    silent_server_fixture,
+    smtp_auth_fixture,
+    smtp_refusing_fixture,
+    smtp_server_fixture,
 )
 
 from flowsh.errors import WorkflowError

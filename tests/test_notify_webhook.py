@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from notify_servers import http_server  # noqa: F401 (fixture)
+from notify_servers import (  # noqa: F401 (fixtures)
+    http_server_fixture,
+)
 
 from flowsh.errors import WorkflowError
 from flowsh.model import Notify

@@ -123,3 +123,68 @@ def test_plugins_command_lists_builtins_with_hooks():
     assert human.returncode == 0
     assert any(line.startswith("notify_command") and "built-in" in line
                for line in human.stdout.splitlines())
+
+
+def test_event_hooks_fire_in_order_during_a_real_run(write_flow):
+    from flowsh.engine import RunOptions, run_workflow
+    from flowsh.loader import load_workflow
+
+    seen: list[tuple[str, ...]] = []
+
+    class Spy:
+        @hookimpl
+        def flowsh_run_started(self, run: RunRecord, workflow: Any) -> None:
+            seen.append(("run_started",))
+
+        @hookimpl
+        def flowsh_step_started(self, run: RunRecord, step: Any, workflow: Any) -> None:
+            seen.append(("step_started", step.name, str(step.attempts)))
+
+        @hookimpl
+        def flowsh_step_retrying(self, run: RunRecord, step: Any, workflow: Any,
+                                 delay: float) -> None:
+            seen.append(("step_retrying", step.name, str(step.exit_code)))
+
+        @hookimpl
+        def flowsh_step_finished(self, run: RunRecord, step: Any, workflow: Any) -> None:
+            seen.append(("step_finished", step.name, step.status))
+
+        @hookimpl
+        def flowsh_run_finished(self, run: RunRecord, workflow: Any) -> None:
+            seen.append(("run_finished", run.status))
+
+    plugins.get_plugin_manager().register(Spy(), name="spy")
+    flow = write_flow("""
+        steps:
+          - {name: a, run: 'true'}
+          - {name: b, run: 'exit 4', retries: 1, retry_delay: 0, jitter: 0}
+    """)
+    run = run_workflow(load_workflow(flow), RunOptions())
+    assert run.exit_code == 1
+    assert seen == [
+        ("run_started",),
+        ("step_started", "a", "1"), ("step_finished", "a", "succeeded"),
+        ("step_started", "b", "1"), ("step_retrying", "b", "4"),
+        ("step_started", "b", "2"), ("step_finished", "b", "failed"),
+        ("run_finished", "failed"),
+    ]
+
+
+def test_flowsh_register_commands_adds_a_cli_command():
+    import typer
+    from typer.testing import CliRunner
+
+    class Cmd:
+        @hookimpl
+        def flowsh_register_commands(self, app: typer.Typer) -> None:
+            @app.command("hello")
+            def hello(name: str) -> None:
+                typer.echo(f"hello {name}")
+
+    plugins.get_plugin_manager().register(Cmd(), name="hello-cmd")
+    app = typer.Typer()
+    plugins.emit("flowsh_register_commands", app=app)
+    result = CliRunner().invoke(app, ["hello", "world"])
+    assert result.exit_code == 0 and result.stdout == "hello world\n"
+    # the built-in command plugins registered theirs on the same app
+    assert CliRunner().invoke(app, ["plugins", "--help"]).exit_code == 0

@@ -11,11 +11,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
-from notify_servers import http_server  # noqa: F401 (fixture)
+from notify_servers import (  # noqa: F401 (fixtures)
+    http_server_fixture,
+)
 
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ after ``notify.long_after`` (a timer thread, cancelled when the run ends).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -33,10 +34,9 @@ def masker_for(workflow: Workflow, run: RunRecord | None = None) -> Masker:
         from flowsh.loader import read_env_file
 
         base = Path(workflow.path).parent if workflow.path else Path.cwd()
-        try:
+        # The engine reports a bad env_file; masking must not fail because of it.
+        with contextlib.suppress(Exception):
             env.update(read_env_file(base / workflow.env_file))
-        except Exception:  # the engine reports a bad env_file; masking must not fail
-            pass
     env.update(workflow.params)
     env.update(workflow.env)
     return Masker.for_env(env, workflow.secret_names())

@@ -12,7 +12,8 @@ from flowsh import hookimpl
 if TYPE_CHECKING:
     from flowsh.model import Workflow
 
-notify_app = typer.Typer(help="Send alerts through a workflow's notify channels.", no_args_is_help=True)
+notify_app = typer.Typer(help="Send alerts through a workflow's notify channels.",
+                         no_args_is_help=True)
 
 
 def _load(file: Path) -> Workflow:

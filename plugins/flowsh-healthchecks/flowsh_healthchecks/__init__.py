@@ -53,7 +53,7 @@ class HealthchecksChannel:
         last: Exception | None = None
         for _ in range(self.retries + 1):
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout):  # noqa: S310
+                with urllib.request.urlopen(req, timeout=self.timeout):
                     return
             except OSError as exc:
                 last = exc
@@ -90,7 +90,7 @@ def _ping_all(workflow: Any, suffix_for: Any, body: str = "") -> None:
     threads = [threading.Thread(target=one, args=(ch,), daemon=True) for ch in channels]
     for t in threads:
         t.start()
-    for t, ch in zip(threads, channels):
+    for t, ch in zip(threads, channels, strict=True):
         t.join(ch.timeout * (ch.retries + 1) + 1)
 
 

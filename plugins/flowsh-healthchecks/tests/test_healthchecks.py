@@ -6,9 +6,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import flowsh_healthchecks
 import pytest
 
-import flowsh_healthchecks
 from flowsh import plugins
 from flowsh.errors import WorkflowError
 from flowsh.model import Workflow

@@ -7,7 +7,8 @@ from typing import Any
 
 from flowsh import hookimpl
 
-COLORS = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":information_source:"}
+COLORS = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
+          "info": ":information_source:"}
 MAX_TEXT = 2900  # Slack refuses section text over 3000 characters
 
 
@@ -24,7 +25,8 @@ class SlackNotifier:
                                "give exactly one of `webhook_url` or `webhook_url_env`")
         if self.url and not self.url.startswith(("http://", "https://")):
             raise config_error(channel, "webhook_url", "must be an http(s) URL")
-        self.extra = {k: config[k] for k in ("channel", "username", "icon_emoji") if k in config}
+        self.extra: dict[str, Any] = {
+            k: config[k] for k in ("channel", "username", "icon_emoji") if k in config}
         self.mention = get_str(channel, config, "mention")
         retries = config.get("retries", 2)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:

@@ -6,9 +6,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import flowsh_slack
 import pytest
 
-import flowsh_slack
 from flowsh import plugins
 from flowsh.errors import WorkflowError
 from flowsh.model import Notify
