@@ -1,6 +1,6 @@
 """Real servers on loopback for the notifier tests: HTTP, SMTP (aiosmtpd), a silent socket.
 
-Import the fixtures into a test module: ``from notify_servers import http_server_fixture``
+Import the fixtures into a test module: ``from tests.notify_servers import http_server_fixture``
 (each is named ``X_fixture`` and provides fixture ``X``, so ruff sees no redefinition).
 """
 

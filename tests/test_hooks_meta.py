@@ -6,9 +6,9 @@ import inspect
 import re
 
 import pytest
-from conftest import ROOT
 
 from flowsh import hookspecs
+from tests.conftest import ROOT
 
 HOOKS = sorted(hookspecs._all_hooks())
 DOCS = (ROOT / "docs" / "plugins.md").read_text()

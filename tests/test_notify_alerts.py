@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from notify_servers import wait_for
 
 from flowsh import plugins
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.state import RunRecord, StepRecord
+from tests.notify_servers import wait_for
 
 CAPTURE = 'cat >> "$FLOWSH_ALERT_EVENT.jsonl"'
 

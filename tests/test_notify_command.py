@@ -82,7 +82,7 @@ def test_hanging_command_is_killed(tmp_path):
 
     pid = int((tmp_path / "child.pid").read_text())
     # The whole process group was killed, the backgrounded sleep included.
-    from notify_servers import wait_for
+    from tests.notify_servers import wait_for
 
     def gone() -> bool:
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
-from notify_servers import (  # noqa: F401 (fixtures)
+from tests.conftest import run_cli
+from tests.notify_servers import (  # noqa: F401 (fixtures)
     http_server_fixture,
     silent_server_fixture,
 )

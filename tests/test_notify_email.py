@@ -7,17 +7,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from notify_servers import (  # noqa: F401 (fixtures)
+
+from flowsh.errors import WorkflowError
+from flowsh.model import Notify
+from flowsh.notify import Alert, dispatch
+from tests.notify_servers import (  # noqa: F401 (fixtures)
     _smtp,
     silent_server_fixture,
     smtp_auth_fixture,
     smtp_refusing_fixture,
     smtp_server_fixture,
 )
-
-from flowsh.errors import WorkflowError
-from flowsh.model import Notify
-from flowsh.notify import Alert, dispatch
 
 
 def _alert(**kw: object) -> Alert:

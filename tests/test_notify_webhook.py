@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from notify_servers import (  # noqa: F401 (fixtures)
-    http_server_fixture,
-)
 
 from flowsh.errors import WorkflowError
 from flowsh.model import Notify
 from flowsh.notify import Alert, dispatch
+from tests.notify_servers import (  # noqa: F401 (fixtures)
+    http_server_fixture,
+)
 
 
 def _alert() -> Alert:

@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from conftest import run_cli
 
 from flowsh import hookimpl, plugins
 from flowsh.state import RunRecord
+from tests.conftest import run_cli
 
 KINDS = ["notifiers", "state_backends", "schedulers", "executors", "exporters"]
 

@@ -13,8 +13,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT, run_cli
-from notify_servers import (  # noqa: F401 (fixtures)
+
+from tests.conftest import ROOT, run_cli
+from tests.notify_servers import (  # noqa: F401 (fixtures)
     http_server_fixture,
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
+import subprocess  # already loaded by the CLI (sh, process.py)
 from typing import TYPE_CHECKING, Any
 
 from flowsh import hookimpl

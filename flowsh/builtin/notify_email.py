@@ -10,16 +10,14 @@ itself), ``ca_file`` (a CA bundle to verify the server with), ``timeout``.
 from __future__ import annotations
 
 import os
-import smtplib
-import ssl
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
 from flowsh import hookimpl
 from flowsh.hookspecs import Register
 
 if TYPE_CHECKING:
+    from email.message import EmailMessage
+
     from flowsh.notify import Alert
 
 _PORTS = {"none": 25, "starttls": 587, "ssl": 465}
@@ -66,6 +64,10 @@ class EmailNotifier:
         self.timeout = channel_timeout(channel, config)
 
     def message(self, alert: Alert) -> EmailMessage:
+        # Imported here: plugin modules load at every CLI start; smtplib/email are slow.
+        from email.message import EmailMessage
+        from email.utils import formatdate, make_msgid
+
         msg = EmailMessage()
         msg["Subject"] = alert.subject
         msg["From"] = self.sender or f"flowsh@{alert.host}"
@@ -95,6 +97,9 @@ class EmailNotifier:
         return user, password
 
     def send(self, alert: Alert) -> None:
+        import smtplib
+        import ssl
+
         creds = self._credentials()
         # Certificates are always verified; `ca_file` trusts a private CA instead.
         context = ssl.create_default_context(cafile=self.ca_file)

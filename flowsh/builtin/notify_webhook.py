@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from flowsh import hookimpl
@@ -25,6 +23,9 @@ if TYPE_CHECKING:
 def post_json(url: str, payload: Any, *, headers: dict[str, str] | None = None,
               timeout: float = 10.0, retries: int = 2, retry_delay: float = 1.0) -> int:
     """POST ``payload`` as JSON; returns the status. Shared with plugins (slack)."""
+    import urllib.error
+    import urllib.request
+
     from flowsh import __version__
 
     body = json.dumps(payload).encode()
