@@ -28,6 +28,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.state_json",
     "flowsh.commands.core",
     "flowsh.commands.runs",
+    "flowsh.builtin.log_csv",
+    "flowsh.builtin.log_jsonl",
+    "flowsh.builtin.metrics_prometheus",
+    "flowsh.commands.stats",
+    "flowsh.commands.report",
 )
 
 _pm: pluggy.PluginManager | None = None
