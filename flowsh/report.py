@@ -76,11 +76,14 @@ def segments_from_events(events: list[dict[str, Any]], step: StepRecord) -> list
         if t is None:
             continue
         kind = ev.get("event")
+        # The record's own times are exact; the event's time is when the hook ran.
         if kind == "step_started":
-            open_start, open_attempt = t, int(ev.get("attempt") or open_attempt + 1)
+            open_start = _parse_time(ev.get("started_at")) or t
+            open_attempt = int(ev.get("attempt") or open_attempt + 1)
         elif kind in ("step_retrying", "step_finished") and open_start is not None:
             status = "failed" if kind == "step_retrying" else str(ev.get("status"))
-            segs.append(Segment(open_start, max(t, open_start), open_attempt, status))
+            end = _parse_time(ev.get("ended_at")) or t
+            segs.append(Segment(open_start, max(end, open_start), open_attempt, status))
             open_start = None
     if open_start is not None:  # still running (report of a live run)
         segs.append(Segment(open_start, time.time(), open_attempt, "running"))
@@ -115,7 +118,7 @@ def order_levels(levels: list[list[str]], needs: dict[str, list[str]]) -> list[l
     for level in levels:
         def key(n: str) -> float:
             deps = [pos[d] for d in needs.get(n, []) if d in pos]
-            return sum(deps) / len(deps) if deps else level.index(n)
+            return sum(deps) / len(deps) if deps else level.index(n)  # noqa: B023
 
         ordered = sorted(level, key=key) if out else list(level)
         for i, n in enumerate(ordered):
@@ -161,6 +164,9 @@ def nice_step(span: float, target: int = 8) -> float:
     if span <= 0:
         return 1.0
     raw = span / target
+    if raw < 1:
+        mag = 10 ** math.floor(math.log10(raw))
+        return float(next(m * mag for m in (1, 2, 5, 10) if raw <= m * mag))
     for unit in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200):
         if raw <= unit:
             return float(unit)
@@ -175,8 +181,7 @@ def gantt_layout(run: RunRecord, steps: list[ReportStep]) -> dict[str, Any]:
     t1 = max([run.ended_at or 0.0, *ends, t0 + 0.001])
     span = t1 - t0
     scale = GANTT_W / span
-    # Sub-second runs get millisecond ticks.
-    step = nice_step(span) if span >= 8 else span / 8
+    step = nice_step(span)
     ticks = []
     t = 0.0
     while t <= span + 1e-9:
@@ -209,7 +214,9 @@ def gantt_layout(run: RunRecord, steps: list[ReportStep]) -> dict[str, Any]:
 
 def _tick_label(t: float, span: float) -> str:
     if span < 8:
-        return f"{t:.2f}s" if span < 1 else f"{t:.1f}s"
+        if span < 1:
+            return f"{t * 1000:.0f}ms"
+        return f"{t:.1f}s"
     if span < 120:
         return f"{t:.0f}s"
     if span < 7200:
@@ -223,11 +230,14 @@ def history_bars(run: RunRecord, history: list[RunRecord], n: int = 30) -> dict[
     durations = [(r, (r.ended_at or time.time()) - r.started_at) for r in runs if r.started_at]
     top = max((d for _, d in durations), default=1.0) or 1.0
     bar_w, gap, h = 14, 4, 60
-    bars = [{
-        "x": i * (bar_w + gap), "w": bar_w, "h": max(2.0, d / top * h), "y": h - max(2.0, d / top * h),
-        "status": r.status, "current": r.run_id == run.run_id,
-        "title": f"{r.run_id}: {r.status}, {format_duration(d)}",
-    } for i, (r, d) in enumerate(durations)]
+    bars = []
+    for i, (r, d) in enumerate(durations):
+        bh = max(2.0, d / top * h)
+        bars.append({
+            "x": i * (bar_w + gap), "w": bar_w, "h": bh, "y": h - bh,
+            "status": r.status, "current": r.run_id == run.run_id,
+            "title": f"{r.run_id}: {r.status}, {format_duration(d)}",
+        })
     return {"bars": bars, "width": max(1, len(bars) * (bar_w + gap)), "height": h}
 
 

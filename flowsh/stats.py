@@ -6,7 +6,6 @@ estimates.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -161,29 +160,6 @@ def load_history(
             continue
         out.append(backend.load_run(run.run_id) if not run.steps else run)
     return out[:limit]
-
-
-def open_backend(url: str | None = None) -> StateBackend:
-    """The state store at `url` (default: $FLOWSH_STATE or sqlite under $FLOWSH_HOME)."""
-    try:
-        from flowsh.store import open_backend as _open  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        _open = None
-    if _open is not None:
-        backend: StateBackend = _open(url)
-        return backend
-    from flowsh import plugins
-    from flowsh.errors import UsageError
-    from flowsh.state import default_state_url
-
-    url = url or os.environ.get("FLOWSH_STATE") or default_state_url()
-    scheme = url.split(":", 1)[0]
-    factories = plugins.registry("state_backends")
-    if scheme not in factories:
-        known = ", ".join(sorted(factories)) or "none"
-        raise UsageError(f"unknown state backend {scheme!r} in {url} (known: {known})")
-    backend = factories[scheme](url)
-    return backend
 
 
 def _dur(value: float | None) -> str:

@@ -74,7 +74,9 @@ def test_csv_log_has_seed_columns_and_round_trips_quoting(tmp_path: Path) -> Non
     assert {r["workflow_id"] for r in rows} == {"etl_r1"}
     failed = next(r for r in rows if r["status"] == "failed" and r["step"] == "load")
     assert failed["message"].startswith(NASTY)  # commas, quotes and newline intact
-    assert "exit 3" in failed["message"]
+    assert failed["message"] == NASTY + " after 1.0s"
+    transform = next(r for r in rows if r["status"] == "succeeded" and r["step"] == "transform")
+    assert transform["message"] == "exit code 0 after 1.0s"
     assert rows[2]["message"].startswith("attempt 1 failed: ")
     assert rows[2]["message"].endswith("; retrying in 0.5s")
     assert rows[1]["message"] == "attempt 1/3"

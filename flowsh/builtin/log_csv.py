@@ -55,18 +55,17 @@ def _write(workflow: Workflow, run: RunRecord, step: str, status: str, message: 
 
 
 def _step_summary(step: StepRecord) -> str:
-    parts = []
-    if step.exit_code is not None:
-        parts.append(f"exit {step.exit_code}")
-    if step.signal:
-        parts.append(f"signal {step.signal}")
+    """``exit code 3 after 1.2s, 2 attempts``; the engine's message says why it failed."""
+    from flowsh.durations import format_duration
+
+    parts = [step.message] if step.message else []
+    if not step.message and step.exit_code is not None:
+        parts.append(f"exit code {step.exit_code}")
     if step.duration is not None and step.attempts:
-        parts.append(f"after {step.duration:.1f}s")
+        parts.append(f"after {format_duration(step.duration)}")
+    text = " ".join(parts)
     if step.attempts > 1:
-        parts.append(f"{step.attempts} attempts")
-    text = ", ".join(parts)
-    if step.message:
-        text = f"{step.message} ({text})" if text else step.message
+        text += f", {step.attempts} attempts"
     return text
 
 

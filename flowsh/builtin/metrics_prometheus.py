@@ -55,7 +55,7 @@ RUN_LAST_END = Family(
 RUN_LAST_STATUS = Family("flowsh_run_last_status", _STATUS_HELP, ("workflow",))
 STEP_DURATION = Family(
     "flowsh_step_duration_seconds",
-    "Duration of the step in the last run (first attempt start to last attempt end).",
+    "Duration of the step's last attempt in the last run.",
     ("workflow", "step"),
 )
 STEP_ATTEMPTS = Family(

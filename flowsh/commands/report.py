@@ -25,7 +25,8 @@ def flowsh_register_commands(app: typer.Typer) -> None:
 
         from flowsh.builtin._monitor import atomic_write
         from flowsh.report import generate
-        from flowsh.stats import load_history, open_backend
+        from flowsh.stats import load_history
+        from flowsh.store import open_backend
 
         backend = open_backend(state)
         try:

@@ -38,7 +38,8 @@ def flowsh_register_commands(app: typer.Typer) -> None:
         import json
 
         from flowsh.errors import NotFoundError
-        from flowsh.stats import compute, format_text, load_history, open_backend
+        from flowsh.stats import compute, format_text, load_history
+        from flowsh.store import open_backend
 
         name, wf = resolve_workflow(workflow)
         backend = open_backend(state)
