@@ -82,5 +82,6 @@ def png_pixels(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
 def count_colour(pixels: list[tuple[int, int, int]], hex_colour: str, tol: int = 6) -> int:
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return sum(
-        1 for (pr, pg, pb) in pixels if abs(pr - r) <= tol and abs(pg - g) <= tol and abs(pb - b) <= tol
+        1 for (pr, pg, pb) in pixels
+        if abs(pr - r) <= tol and abs(pg - g) <= tol and abs(pb - b) <= tol
     )

@@ -101,7 +101,8 @@ def test_report_content_and_self_contained(tmp_path: Path) -> None:
     assert 'class="gantt-bar st-succeeded" data-attempt="2"' in row
     assert 'class="retry-wait"' in row
     # transform took 60s against a p95 of ~26.65s: flagged slow.
-    assert re.search(r'<tr class="slow">\s*<td><span class="dot st-succeeded"></span>transform', html)
+    slow = r'<tr class="slow">\s*<td><span class="dot st-succeeded"></span>transform'
+    assert re.search(slow, html)
     assert "of 8 earlier runs" in html
 
 
