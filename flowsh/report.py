@@ -279,7 +279,9 @@ def build_context(
         compare.append({
             "name": s.name, "status": s.record.status, "duration": d,
             "p50": s.hist_p50, "p95": s.hist_p95, "delta": delta,
-            "slow": d is not None and s.hist_p95 is not None and d > s.hist_p95,
+            # Slower than usual: above p95, and by a margin that is not noise.
+            "slow": d is not None and s.hist_p95 is not None and d > s.hist_p95
+            and d > (s.hist_p50 or 0.0) * 1.2,
             "w_cur": (d or 0.0) / max_dur * 100, "w_p50": (s.hist_p50 or 0.0) / max_dur * 100,
             "w_p95": (s.hist_p95 or 0.0) / max_dur * 100,
         })

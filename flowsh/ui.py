@@ -192,7 +192,7 @@ class TTYReporter(PlainReporter):
             elapsed = ""
         est = self.estimates.get(name)
         estimate = f"~{format_duration(est)}" if est is not None else "-"
-        if est and rec.status == "running" and name in self.running:
+        if est and est >= 1 and rec.status == "running" and name in self.running:
             left = est - (now - self.running[name])
             estimate += f" ({format_duration(left)} left)" if left > 0 else " (overdue)"
         return (f"[{style}]{mark}[/]", name, f"[{style}]{rec.status}[/]", attempt,
