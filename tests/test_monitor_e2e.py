@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import run_cli
 
 ETL = """\
 name: etl

@@ -16,11 +16,7 @@ import pytest
 from flowsh import plugins
 from flowsh.builtin import log_csv, log_jsonl
 from flowsh.state import flowsh_home
-
-try:  # tests/ is a package once the suite grows an __init__.py; a rootdir on sys.path before
-    from tests.monitor_helpers import make_run, write_workflow
-except ImportError:
-    from monitor_helpers import make_run, write_workflow  # type: ignore[no-redef]
+from tests.monitor_helpers import make_run, write_workflow
 
 NASTY = 'rows: 1,234 "quoted", and\na second line; comma, "again"'
 
@@ -94,7 +90,7 @@ def test_csv_concurrent_runs_append_whole_rows(tmp_path: Path) -> None:
 import sys
 from flowsh.loader import load_workflow
 from flowsh.builtin import log_csv
-from monitor_helpers import make_run
+from tests.monitor_helpers import make_run
 wf = load_workflow({str(wf_file)!r})
 me = sys.argv[1]
 run = make_run(wf, run_id="p" + me)
@@ -104,7 +100,7 @@ for i in range(60):
 """
     procs = [
         subprocess.Popen([sys.executable, "-c", writer, str(n)],
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
         for n in range(6)
     ]
     assert all(p.wait(timeout=60) == 0 for p in procs)

@@ -15,11 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowsh import plugins
 from flowsh.builtin import metrics_prometheus as mp
 from flowsh.state import flowsh_home
-
-try:
-    from tests.monitor_helpers import make_run, write_workflow
-except ImportError:
-    from monitor_helpers import make_run, write_workflow  # type: ignore[no-redef]
+from tests.monitor_helpers import make_run, write_workflow
 
 
 def _parse(text: str) -> dict[str, Any]:

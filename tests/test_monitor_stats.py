@@ -7,11 +7,7 @@ from pathlib import Path
 import pytest
 
 from flowsh.stats import compute, format_text, percentile
-
-try:
-    from tests.monitor_helpers import make_run, write_workflow
-except ImportError:
-    from monitor_helpers import make_run, write_workflow  # type: ignore[no-redef]
+from tests.monitor_helpers import make_run, write_workflow
 
 
 def test_percentile_interpolates() -> None:

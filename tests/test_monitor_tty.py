@@ -13,7 +13,7 @@ import termios
 from pathlib import Path
 from typing import Any
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 FLOW = """\
 name: tty

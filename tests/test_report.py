@@ -11,13 +11,8 @@ import pytest
 from flowsh.builtin._monitor import rfc3339
 from flowsh.report import dag_layout, generate, nice_step, order_levels, segments_from_events
 from flowsh.state import StepRecord
-
-try:
-    from tests import report_browser as browser
-    from tests.monitor_helpers import make_run, write_workflow
-except ImportError:
-    import report_browser as browser  # type: ignore[no-redef]
-    from monitor_helpers import make_run, write_workflow  # type: ignore[no-redef]
+from tests import report_browser as browser
+from tests.monitor_helpers import make_run, write_workflow
 
 DIAMOND = """\
 name: etl
