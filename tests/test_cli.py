@@ -184,3 +184,12 @@ def test_etl_example_end_to_end(tmp_path: Path, cli: Cli) -> None:
     assert res.returncode == 0, res.stderr
     assert "extract: started" not in res.stderr and "load: started" in res.stderr
     assert "extracted=5 transformed=5" in res.stdout  # outputs restored from the state
+
+
+def test_shell_completion_script_and_answers(cli: Cli) -> None:
+    script = cli("--show-completion", "bash")
+    assert script.returncode == 0 and "_flowsh_completion" in script.stdout
+    # What bash's completion function asks the program for, as it would ask it:
+    res = cli(env={"_FLOWSH_COMPLETE": "complete_bash", "COMP_WORDS": "flowsh hist",
+                   "COMP_CWORD": "1"})
+    assert "history" in res.stdout.split()

@@ -290,7 +290,7 @@ def test_status_marks_a_dead_runner_crashed(write_flow: Callable[..., Path], tmp
 def test_overlap_skip_wait_allow(write_flow: Callable[..., Path], tmp_path: Path, cli: Cli) -> None:
     path = write_flow("""
         name: nightly
-        steps: [{name: a, run: 'touch started.$$; sleep 1.5'}]
+        steps: [{name: a, run: 'touch started.$$; until [ -e release ]; do sleep 0.05; done'}]
     """)
     first = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)])
     while not list(tmp_path.glob("started.*")):
@@ -301,11 +301,19 @@ def test_overlap_skip_wait_allow(write_flow: Callable[..., Path], tmp_path: Path
     assert "pid" in skipped.stderr
     waited = cli("run", "-q", "--overlap", "wait", "--lock-timeout", "0.2s", str(path))
     assert waited.returncode == EXIT_LOCKED and "gave up after waiting" in waited.stderr
-    allowed = cli("run", "-q", "--overlap", "allow", str(path))
-    assert allowed.returncode == 0
-    waited = cli("run", "-q", "--overlap", "wait", str(path))
-    assert waited.returncode == 0
+    allowed = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", "--overlap",
+                                "allow", str(path)])
+    while len(list(tmp_path.glob("started.*"))) < 2:
+        time.sleep(0.05)
+    waiter = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", "--overlap",
+                               "wait", str(path)])
+    time.sleep(1.0)
+    assert waiter.poll() is None  # blocked on the lock, its step not started
+    assert len(list(tmp_path.glob("started.*"))) == 2
+    (tmp_path / "release").touch()
+    assert allowed.wait(timeout=30) == 0
     assert first.wait(timeout=30) == 0
+    assert waiter.wait(timeout=30) == 0  # ran once the holder finished
     assert len(list(tmp_path.glob("started.*"))) == 3
 
 
@@ -346,3 +354,16 @@ def test_prune_keep_and_older_than(write_flow: Callable[..., Path], cli: Cli, ho
     assert sorted(p.name for p in (home / "runs").iterdir()) == [runs[0]["run_id"]]
     assert "deleted 0" in cli("prune", "--older-than", "30d").stdout
     assert cli("prune").returncode == 2
+
+
+def test_workflow_state_key_chooses_the_backend(write_flow: Callable[..., Path],
+                                                 tmp_path: Path, cli: Cli) -> None:
+    store = tmp_path / "wf-state"
+    path = write_flow(f"state: json:///{store}\nsteps: [{{name: a, run: 'true'}}]\n")
+    assert cli("run", "-q", str(path)).returncode == 0
+    files = list(store.glob("state_*.json"))
+    assert len(files) == 1
+    res = cli("history", "--json", "--state", f"json:///{store}")
+    assert json.loads(res.stdout)[0]["status"] == "succeeded"
+    assert cli("run", "-q", str(path), "--state", f"json:///{store}2").returncode == 0
+    assert len(list(store.glob("state_*.json"))) == 1  # the CLI's --state wins
