@@ -38,6 +38,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.alerts",
     "flowsh.commands.plugins",
     "flowsh.commands.notify",
+    "flowsh.builtin.log_csv",
+    "flowsh.builtin.log_jsonl",
+    "flowsh.builtin.metrics_prometheus",
+    "flowsh.commands.stats",
+    "flowsh.commands.report",
 )
 
 _pm: pluggy.PluginManager | None = None
