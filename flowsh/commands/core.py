@@ -15,6 +15,7 @@ from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError, Wo
 
 if TYPE_CHECKING:
     from flowsh.engine import RunOptions
+    from flowsh.model import Workflow
 
 PARAMS_HELP = "Parameters as KEY=VALUE; they reach steps as environment variables."
 
@@ -261,16 +262,17 @@ def validate_cmd(
         raise typer.Exit(EXIT_USAGE)
 
 
-def _extra_checks(wf: object) -> list[Exception]:
-    """Checks that need more than the file: functions from sourced bash libraries."""
-    try:
-        from flowsh.bashlib import check_functions  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(check_functions(wf))  # type: ignore[arg-type]
+def _extra_checks(wf: Workflow) -> list[Exception]:
+    """Checks that need more than the file: notify channels (which may come from the user
+    config) and the functions steps call from sourced bash libraries."""
+    from flowsh.bashlib import check_functions
+    from flowsh.notify import check_notify
+
+    check_notify(wf)
+    return list(check_functions(wf))
 
 
-def _schedule_lines(wf: object) -> list[str]:
+def _schedule_lines(wf: Workflow) -> list[str]:
     try:
         from flowsh.cron import describe_schedule  # type: ignore[import-not-found]
     except ImportError:
