@@ -72,7 +72,7 @@ class RunOptions:
     state_url: str | None = None
     backend: StateBackend | None = None  # an open backend wins over state_url
     reporter: Reporter | None = None
-    executor: str = "local"
+    executor: str | None = None  # default: the workflow's `executor`
     overlap: str | None = None
     lock_timeout: float | None = None
     # Resume: continue this run. Without `only`, every step that did not succeed runs
@@ -188,6 +188,13 @@ class Engine:
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
+        # Resolved before the run is recorded, so a typo never leaves a dangling run.
+        name = options.executor or wf.executor
+        executors = plugins.registry("executors")
+        if name not in executors:
+            known = ", ".join(sorted(executors))
+            raise UsageError(f"unknown executor {name!r} (known: {known}; a plugin may add it)")
+        self.executor_factory = executors[name]
 
     def _is_chain(self) -> bool:
         """No two steps can ever run at once (every level of the graph holds one step)."""
@@ -268,11 +275,9 @@ class Engine:
         return run
 
     def _execute(self, run: RunRecord) -> None:
-        factory = plugins.registry("executors").get(self.opt.executor)
-        if factory is None:
-            raise UsageError(f"unknown executor {self.opt.executor!r}")
         on_output = self.reporter.step_output if self.reporter.wants_output else None
-        executor: Executor = factory(on_output=on_output, mask=self.mask or None)
+        executor: Executor = self.executor_factory(
+            on_output=on_output, mask=self.mask or None, **self.wf.executor_options)
         self.executor = executor
         self.reporter.run_started(run, self.wf)
         plugins.emit("flowsh_run_started", run=run, workflow=self.wf)

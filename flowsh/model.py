@@ -200,6 +200,12 @@ class Workflow(_Frozen):
         5.0, description="After a timeout or Ctrl-C: wait this long after TERM before KILL."
     )
     state: str | None = Field(None, description="State URL, e.g. sqlite:///path or json:///dir.")
+    executor: str = Field(
+        "local", description="Where steps run: `local`, or one a plugin adds (e.g. `celery`)."
+    )
+    executor_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options for the executor (broker URL, queue...)."
+    )
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
     steps: list[Step] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]

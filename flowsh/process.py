@@ -55,7 +55,13 @@ class LocalExecutor:
         self,
         on_output: OutputCallback | None = None,
         mask: Callable[[str], str] | None = None,
+        **options: object,
     ) -> None:
+        if options:
+            from flowsh.errors import UsageError
+
+            got = ", ".join(options)
+            raise UsageError(f"executor 'local' takes no executor_options (got {got})")
         self.on_output = on_output
         self.mask = mask
         self._sel = selectors.DefaultSelector()

@@ -74,6 +74,9 @@ def run_cmd(
     ),
     lock_timeout: Optional[str] = typer.Option(None, "--lock-timeout", help="With wait: give up after this long."),  # noqa: UP045,E501
     metrics_push: Optional[str] = typer.Option(None, "--metrics-push", help="Pushgateway URL."),  # noqa: UP045
+    executor: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--executor", help="Where steps run (default: the workflow's `executor`, local)."
+    ),
 ) -> None:
     """Run a workflow file."""
     from flowsh.engine import describe_plan, run_workflow
@@ -96,6 +99,7 @@ def run_cmd(
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
                            state=state, overlap=overlap, lock_timeout=lock_timeout,
                            metrics_push=metrics_push)
+    opts.executor = executor
     if resume:
         prior = _latest_unfinished(wf.name, state)
         if prior is not None:
