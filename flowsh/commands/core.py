@@ -44,7 +44,7 @@ def _run_options(
         params=parse_overrides(params),
         concurrency=jobs,
         state_url=state,
-        reporter=make_reporter(json_events=json_events, quiet=quiet),
+        reporter=make_reporter(json_events=json_events, quiet=quiet, state_url=state),
         overlap=overlap,
         lock_timeout=lock_t,
     )
