@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.commands.importer",
     "flowsh.commands.notify",
     "flowsh.commands.plugins",
+    "flowsh.commands.config",
 )
 
 _pm: pluggy.PluginManager | None = None
