@@ -24,7 +24,7 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
     user = load_user_config()
     cfg = str(config_path())
     data: dict[str, Any] = {}
-    wf_name = None
+    wf_name = ""
     if file is not None:
         from flowsh.loader import parse_yaml
 
@@ -44,19 +44,21 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
         rows.append(("state", user["state"], cfg))
     else:
         rows.append(("state", default_state_url(), "default"))
-    file_defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    file_defaults: dict[str, Any] = data.get("defaults") if isinstance(
+        data.get("defaults"), dict) else {}
     user_defaults = user.get("defaults") or {}
     for key, field in Defaults.model_fields.items():
         if key in file_defaults:
-            rows.append((f"defaults.{key}", file_defaults[key], wf_name or ""))
+            rows.append((f"defaults.{key}", file_defaults[key], wf_name))
         elif key in user_defaults:
             rows.append((f"defaults.{key}", user_defaults[key], cfg))
         else:
             rows.append((f"defaults.{key}", field.default, "default"))
-    file_notify = data.get("notify") if isinstance(data.get("notify"), dict) else {}
+    file_notify: dict[str, Any] = data.get("notify") if isinstance(
+        data.get("notify"), dict) else {}
     user_notify = user.get("notify") or {}
     channels: dict[str, tuple[Any, str]] = {}
-    for src, notify in ((cfg, user_notify), (wf_name or "", file_notify)):
+    for src, notify in ((cfg, user_notify), (wf_name, file_notify)):
         for name, ch in (notify.get("channels") or {}).items():
             channels[name] = ((ch or {}).get("type"), src)
     for name, (kind, src) in sorted(channels.items()):
@@ -65,7 +67,7 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
         merged = {**(user_notify.get(key) or {}), **(file_notify.get(key) or {})}
         for k, v in merged.items():
             src = wf_name if k in (file_notify.get(key) or {}) else cfg
-            rows.append((f"notify.{key}.{k}", v, src or ""))
+            rows.append((f"notify.{key}.{k}", v, src))
     for var in ("FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS", "FLOWSH_LOAD_ENTRYPOINTS"):
         if var in os.environ:
             rows.append((var.lower(), os.environ[var], "environment"))
