@@ -16,6 +16,10 @@ import typer
 from flowsh import hookimpl
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
     from flowsh.config import config_path, load_user_config
     from flowsh.model import Defaults
@@ -44,8 +48,7 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
         rows.append(("state", user["state"], cfg))
     else:
         rows.append(("state", default_state_url(), "default"))
-    file_defaults: dict[str, Any] = data.get("defaults") if isinstance(
-        data.get("defaults"), dict) else {}
+    file_defaults = _mapping(data.get("defaults"))
     user_defaults = user.get("defaults") or {}
     for key, field in Defaults.model_fields.items():
         if key in file_defaults:
@@ -54,8 +57,7 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
             rows.append((f"defaults.{key}", user_defaults[key], cfg))
         else:
             rows.append((f"defaults.{key}", field.default, "default"))
-    file_notify: dict[str, Any] = data.get("notify") if isinstance(
-        data.get("notify"), dict) else {}
+    file_notify = _mapping(data.get("notify"))
     user_notify = user.get("notify") or {}
     channels: dict[str, tuple[Any, str]] = {}
     for src, notify in ((cfg, user_notify), (wf_name, file_notify)):
