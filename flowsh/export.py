@@ -1,0 +1,244 @@
+"""Exports: a workflow rendered as a standalone bash script, crontab lines or systemd units.
+
+Templates live in the top-level `templates/` directory, shipped as the package
+`flowsh.templates`. Every value that reaches a template as shell text goes through
+`bash_quote`; parameters are never spliced into commands, they travel as variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from flowsh.errors import UsageError
+from flowsh.model import Step, Workflow
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
+
+
+def bash_quote(value: object) -> str:
+    """A bash word that expands to exactly `value` (single quotes; plain when harmless)."""
+    text = "" if value is None else str(value)
+    if text and _SAFE.match(text) and not text.startswith(("=", "-")):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def seconds(value: float | None) -> str:
+    """`0.2`, `90`: a duration as timeout(1) and sleep(1) read it ('0' = none)."""
+    if not value:
+        return "0"
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def environment() -> Any:
+    import jinja2
+
+    root = files("flowsh.templates")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        # bash's ${#var} would open a jinja comment.
+        comment_start_string="{#jinja",
+        comment_end_string="jinja#}",
+    )
+    env.filters["q"] = bash_quote
+    return env
+
+
+def base_dir(wf: Workflow) -> Path:
+    """Where steps run: the workflow file's directory, then the workflow's `workdir`."""
+    root = Path(wf.path).parent if wf.path else Path.cwd()
+    return (root / wf.workdir) if wf.workdir else root
+
+
+def step_dir(wf: Workflow, step: Step) -> Path:
+    base = base_dir(wf)
+    return (base / step.workdir) if step.workdir else base
+
+
+def definition_hash(wf: Workflow, extra: str = "") -> str:
+    text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_names(wf: Workflow) -> None:
+    """Names the exported script keeps for itself (its variables and functions)."""
+    for where, names in (("param", wf.params), ("env", wf.env)):
+        for name in names:
+            if name.lower().startswith("flowsh_"):
+                raise UsageError(
+                    f"{wf.path}: {where} {name!r}: names starting with FLOWSH_ are reserved "
+                    "for flowsh itself and cannot be exported"
+                )
+    for step in wf.steps:
+        for name in step.env:
+            if name.lower().startswith("flowsh_"):
+                raise UsageError(f"{wf.path}: step {step.name!r} env {name!r}: FLOWSH_ is reserved")
+
+
+@dataclass
+class _Files:
+    """Scripts and libraries the steps use: embedded (inline) or by absolute path."""
+
+    inline: bool
+    items: list[dict[str, str]] = field(default_factory=list)
+    by_path: dict[str, str] = field(default_factory=dict)
+
+    def ref(self, path: Path) -> str:
+        """A bash word naming the file at run time."""
+        key = str(path.resolve())
+        if not self.inline:
+            return bash_quote(key)
+        if key not in self.by_path:
+            try:
+                content = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot inline {path}: {exc}") from None
+            name = f"{len(self.items) + 1}-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}"
+            self.items.append({"name": name, "origin": key, "content": content})
+            self.by_path[key] = name
+        return f'"$FLOWSH_FILES"/{self.by_path[key]}'
+
+
+def _func_names(steps: list[Step]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for step in steps:
+        base = "step_" + re.sub(r"[^A-Za-z0-9_]", "_", step.name)
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        out[step.name] = name
+    return out
+
+
+def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -> dict[str, Any]:
+    sdir = step_dir(wf, step)
+    if step.run is not None:
+        prelude = []
+        if wf.strict:
+            prelude.append("set -eo pipefail")
+        for src in (*wf.source, *step.source):
+            prelude.append(f"source {_shell_ref(fs.ref(sdir / src))}")
+        text = "\n".join([*prelude, step.run])
+        argv = [bash_quote(step.shell or wf.shell), "-c", bash_quote(text)]
+    else:
+        assert step.script is not None
+        argv = [fs.ref(sdir / step.script), *(bash_quote(a) for a in step.args)]
+    timeout = seconds(step.timeout)
+    policy = " ".join(
+        str(x)
+        for x in (
+            step.retry_count,
+            int(round((step.retry_delay or 0) * 1000)),
+            int(round((step.backoff or 1) * 1000)),
+            int(round((step.max_delay or 0) * 1000)),
+            int(round((step.jitter or 0) * 1000)),
+            timeout,
+            int(step.always),
+            int(step.continue_on_failure),
+            step.shell or wf.shell,
+        )
+    )
+    return {
+        "name": step.name,
+        "index": index,
+        "func": func,
+        "description": step.description,
+        "needs": list(step.needs or ()),
+        "env": dict(step.env),
+        "argv": argv,
+        "policy": policy,
+        "if_": step.if_,
+        "workdir": step.workdir or ".",
+    }
+
+
+def _shell_ref(word: str) -> str:
+    """`source` takes the same word inside `bash -c` text: keep quoting as it is."""
+    return word
+
+
+def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    chans: dict[str, dict[str, Any]] = {}
+    for i, (name, ch) in enumerate(sorted(wf.notify.channels.items()), 1):
+        extra = ch.model_extra or {}
+        run = extra.get("run") or extra.get("command") or ""
+        if isinstance(run, list):
+            run = shlex.join(str(x) for x in run)
+        chans[name] = {"name": name, "type": ch.type, "run": str(run), "func": f"flowsh_channel_{i}"}
+    routes: dict[str, list[dict[str, Any]]] = {}
+    for sev, names in wf.notify.routes.items():
+        for name in names:
+            if name not in chans and name == "log":
+                chans["log"] = {"name": "log", "type": "log", "run": "", "func": "flowsh_channel_log"}
+            if name in chans:
+                routes.setdefault(sev, []).append(chans[name])
+    return list(chans.values()), routes
+
+
+def bash_context(wf: Workflow, *, inline: bool = False, script_name: str | None = None) -> dict[str, Any]:
+    from flowsh import __version__
+    from flowsh.graph import Graph
+
+    check_names(wf)
+    graph = Graph.build(wf)
+    funcs = _func_names(wf.steps)
+    fs = _Files(inline=inline)
+    by_name = {s.name: (i, s) for i, s in enumerate(wf.steps)}
+    steps = [
+        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs) for n in graph.order
+    ]
+    channels, routes = _channels(wf)
+    mon = wf.monitor
+    source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
+    embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
+    return {
+        "wf": wf,
+        "version": __version__,
+        "source_name": source_name,
+        "script_name": script_name or f"{wf.name}.sh",
+        "definition": definition_hash(wf, embedded),
+        "inline": inline,
+        "files": fs.items,
+        "steps": steps,
+        "file_order": [s.name for s in wf.steps],
+        "params": dict(wf.params),
+        "secrets": sorted(wf.secret_names()),
+        "wf_env": dict(wf.env),
+        "lock_timeout": str(math.ceil(wf.lock_timeout)) if wf.lock_timeout else "",
+        "kill_grace": seconds(wf.kill_grace) if wf.kill_grace else "0.1",
+        "csv": _monitor_value(mon.csv),
+        "prometheus": _monitor_value(mon.prometheus),
+        "env_file": wf.env_file or "",
+        "workdir": wf.workdir or "",
+        "channels": channels,
+        "routes": routes,
+        "events": dict(wf.notify.events),
+        "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
+    }
+
+
+def _monitor_value(value: bool | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def render_bash(wf: Workflow, *, inline: bool = False, script_name: str | None = None) -> str:
+    """The standalone bash script for `wf` (see docs/export.md)."""
+    ctx = bash_context(wf, inline=inline, script_name=script_name)
+    text: str = environment().get_template("bash/script.sh.j2").render(**ctx)
+    return text
