@@ -142,10 +142,10 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
         str(x)
         for x in (
             step.retry_count,
-            int(round((step.retry_delay or 0) * 1000)),
-            int(round((step.backoff or 1) * 1000)),
-            int(round((step.max_delay or 0) * 1000)),
-            int(round((step.jitter or 0) * 1000)),
+            round((step.retry_delay or 0) * 1000),
+            round((step.backoff or 1) * 1000),
+            round((step.max_delay or 0) * 1000),
+            round((step.jitter or 0) * 1000),
             timeout,
             int(step.always),
             int(step.continue_on_failure),
@@ -178,18 +178,24 @@ def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[s
         run = extra.get("run") or extra.get("command") or ""
         if isinstance(run, list):
             run = shlex.join(str(x) for x in run)
-        chans[name] = {"name": name, "type": ch.type, "run": str(run), "func": f"flowsh_channel_{i}"}
+        chans[name] = {
+            "name": name, "type": ch.type, "run": str(run), "func": f"flowsh_channel_{i}"
+        }
     routes: dict[str, list[dict[str, Any]]] = {}
     for sev, names in wf.notify.routes.items():
         for name in names:
             if name not in chans and name == "log":
-                chans["log"] = {"name": "log", "type": "log", "run": "", "func": "flowsh_channel_log"}
+                chans["log"] = {
+                    "name": "log", "type": "log", "run": "", "func": "flowsh_channel_log"
+                }
             if name in chans:
                 routes.setdefault(sev, []).append(chans[name])
     return list(chans.values()), routes
 
 
-def bash_context(wf: Workflow, *, inline: bool = False, script_name: str | None = None) -> dict[str, Any]:
+def bash_context(
+    wf: Workflow, *, inline: bool = False, script_name: str | None = None
+) -> dict[str, Any]:
     from flowsh import __version__
     from flowsh.graph import Graph
 
@@ -242,3 +248,169 @@ def render_bash(wf: Workflow, *, inline: bool = False, script_name: str | None =
     ctx = bash_context(wf, inline=inline, script_name=script_name)
     text: str = environment().get_template("bash/script.sh.j2").render(**ctx)
     return text
+
+
+# --- crontab and systemd -------------------------------------------------------------------
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def flowsh_argv() -> list[str]:
+    """How cron or systemd calls this flowsh: the `flowsh` beside this interpreter."""
+    import sys
+
+    exe = Path(sys.executable).parent / "flowsh"  # not resolved: keep a venv's bin/
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "flowsh"]
+
+
+@dataclass
+class Job:
+    """What a scheduler runs for a workflow: argv, cwd and env, all absolute."""
+
+    name: str
+    source: str
+    argv: list[str]
+    cwd: str
+    env: list[tuple[str, str]]
+    log: str
+
+
+def scheduled_job(wf: Workflow, *, script: str | None = None) -> Job:
+    """`flowsh run FILE` (its own lock decides overlaps) or an exported script under flock."""
+    import os
+
+    from flowsh.state import flowsh_home
+
+    if wf.path is None:
+        raise UsageError("a scheduled workflow needs a file path")
+    home = flowsh_home().resolve()
+    env = [("PATH", os.environ.get("PATH") or DEFAULT_PATH), ("FLOWSH_HOME", str(home))]
+    if script is not None:
+        spath = Path(script).resolve()
+        if not spath.is_file():
+            raise UsageError(f"{script}: no such script (export it first with --bash -o)")
+        lock = home / "exported" / wf.name / "cron.lock"
+        argv = ["flock", "-n", "-E", "75", str(lock), str(spath)]
+        cwd = str(spath.parent)
+    else:
+        argv = [*flowsh_argv(), "run", wf.path, "--quiet"]
+        cwd = str(base_dir(wf).resolve())
+    return Job(
+        name=wf.name, source=wf.path, argv=argv, cwd=cwd, env=env,
+        log=str(home / "cron" / f"{wf.name}.log"),
+    )
+
+
+def _cron_command(job: Job) -> str:
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env)
+    cmd = " ".join(shlex.quote(a) for a in job.argv)
+    mkdir = f"mkdir -p {shlex.quote(str(Path(job.log).parent))}"
+    line = f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{shlex.quote(job.log)} 2>&1"
+    # cron turns an unescaped % into a newline.
+    return line.replace("%", "\\%")
+
+
+def render_crontab(
+    wf: Workflow,
+    exprs: list[str] | None = None,
+    *,
+    script: str | None = None,
+    restore_tz: str = "",
+) -> str:
+    """The marked crontab block for `wf` (BEGIN/END flowsh:NAME comment lines)."""
+    from flowsh.cron import parse
+
+    texts = list(exprs) if exprs else list(wf.schedule)
+    if not texts:
+        raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
+    entries = []
+    for text in texts:
+        try:
+            sched = parse(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if sched.has_seconds:
+            raise UsageError(
+                f"{text!r}: cron has no seconds field; use `flowsh scheduler run` or --systemd"
+            )
+        entries.append({"expr": sched.expr, "tz": sched.tz})
+    job = scheduled_job(wf, script=script)
+    text_out: str = environment().get_template("crontab.j2").render(
+        name=wf.name, source=job.source, entries=entries, command=_cron_command(job),
+        restore_tz=restore_tz,
+    )
+    return text_out
+
+
+def systemd_quote(value: str) -> str:
+    """A systemd unit-file word: %% and $$ escaped, double quotes when needed."""
+    value = value.replace("%", "%%").replace("$", "$$")
+    if value and re.fullmatch(r"[A-Za-z0-9_./:@+,=-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def on_calendar(text: str) -> list[str]:
+    """systemd OnCalendar= values equivalent to one cron expression.
+
+    Cron fires when day-of-month OR day-of-week matches (both restricted); systemd ANDs
+    them, so that case becomes two values.
+    """
+    from croniter import croniter
+
+    from flowsh.cron import parse
+
+    try:
+        sched = parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    fields, _ = croniter.expand(sched.expr)
+    if any(isinstance(v, str) and v != "*" for f in fields for v in f):
+        raise UsageError(f"{text!r}: L and # cron features have no systemd equivalent")
+
+    def part(values: list[Any], width: int = 2) -> str:
+        if values == ["*"]:
+            return "*"
+        return ",".join(f"{int(v):0{width}d}" for v in values)
+
+    minute, hour, dom, month, dow = fields[:5]
+    sec = part(fields[5]) if len(fields) == 6 else "00"
+    time = f"{part(hour)}:{part(minute)}:{sec}"
+    days = "" if dow == ["*"] else ",".join(dict.fromkeys(_DOW[int(d)] for d in dow)) + " "
+    zone = f" {sched.tz}" if sched.tz else ""
+    if dom != ["*"] and dow != ["*"]:
+        return [
+            f"*-{part(month)}-{part(dom)} {time}{zone}",
+            f"{days}*-{part(month)}-* {time}{zone}",
+        ]
+    return [f"{days}*-{part(month)}-{part(dom)} {time}{zone}"]
+
+
+def unit_name(wf_name: str) -> str:
+    return f"flowsh-{re.sub(r'[^A-Za-z0-9_.-]', '_', wf_name)}"
+
+
+def render_systemd(
+    wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+) -> dict[str, str]:
+    """{file name: text} for the user units `flowsh-NAME.service` and `.timer`."""
+    texts = list(exprs) if exprs else list(wf.schedule)
+    if not texts:
+        raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
+    calendars = [{"text": t, "value": v} for t in texts for v in on_calendar(t)]
+    job = scheduled_job(wf, script=script)
+    env = environment()
+    env.filters["sdq"] = systemd_quote
+    unit = unit_name(wf.name)
+    common = {"name": wf.name, "source": job.source, "unit": unit}
+    service = env.get_template("systemd/flowsh.service.j2").render(
+        **common, cwd=systemd_quote(job.cwd), env=job.env,
+        exec_start=" ".join(systemd_quote(a) for a in job.argv),
+    )
+    timer = env.get_template("systemd/flowsh.timer.j2").render(**common, calendars=calendars)
+    return {f"{unit}.service": service, f"{unit}.timer": timer}

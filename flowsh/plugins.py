@@ -27,6 +27,12 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.exec_local",
     "flowsh.builtin.state_sqlite",
     "flowsh.builtin.state_json",
+    "flowsh.builtin.export_bash",
+    "flowsh.builtin.export_cron",
+    "flowsh.builtin.sched_crontab",
+    "flowsh.builtin.sched_systemd",
+    "flowsh.commands.export",
+    "flowsh.commands.schedule",
 )
 
 _pm: pluggy.PluginManager | None = None
