@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flowsh.errors import WorkflowError
 from flowsh.model import IDENT, Workflow
@@ -122,7 +122,7 @@ def _fields_at(loc: Loc) -> list[str]:
             return []
         ann = field.annotation
         inner = getattr(ann, "__args__", None) or (ann,)
-        nested = [a for a in inner if isinstance(a, type) and issubclass(a, model.BaseModel)]
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
         if not nested:
             return []
         cls = nested[0]
@@ -263,7 +263,7 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
                                       and text.startswith("#!")):
-        from flowsh.seed import parse_seed
+        from flowsh.seed import parse_seed  # type: ignore[import-not-found]
 
         data, pos = parse_seed(text, p)
     elif suffix == ".toml":
@@ -281,4 +281,27 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     from flowsh.graph import Graph
 
     Graph.build(wf, pos)  # refuses cycles before anything runs
+    _check_files(wf, pos)
     return wf
+
+
+def _check_files(wf: Workflow, pos: Positions) -> None:
+    """Scripts and sourced files must exist before anything runs."""
+    from flowsh.paths import resolve_path, step_cwd
+
+    for src_i, src in enumerate(wf.source):
+        if not resolve_path(wf, src).is_file():
+            raise pos.error(f"source file {src!r} not found", ("source", src_i))
+    for i, step in enumerate(wf.steps):
+        if step.script is not None:
+            cwd = step_cwd(wf, step)
+            if not resolve_path(wf, step.script, cwd).is_file():
+                raise pos.error(
+                    f"step {step.name!r}: script {step.script!r} not found (looked in {cwd})",
+                    ("steps", i, "script"),
+                )
+        for j, src in enumerate(step.source):
+            if not resolve_path(wf, src).is_file():
+                raise pos.error(
+                    f"step {step.name!r}: source file {src!r} not found", ("steps", i, "source", j)
+                )

@@ -112,7 +112,8 @@ class Step(_Frozen):
     env: dict[str, Scalar] = Field(default_factory=dict)
     workdir: str | None = None
     source: StrList = Field(
-        default_factory=list, description="Bash files sourced before the step (adds to the workflow's)."
+        default_factory=list,
+        description="Bash files sourced before the step (after the workflow's).",
     )
     shell: str | None = None
     retries: int | None = Field(None, ge=0)
@@ -211,8 +212,8 @@ class Workflow(_Frozen):
     state: str | None = Field(None, description="State URL, e.g. sqlite:///path or json:///dir.")
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
     steps: list[Step] = Field(min_length=1)
-    notify: Notify = Field(default_factory=Notify)
-    monitor: Monitor = Field(default_factory=Monitor)
+    notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
+    monitor: Monitor = Field(default_factory=Monitor)  # type: ignore[arg-type]
     schedule: CronList = Field(
         default_factory=list,
         description="Cron expressions (5 fields, or 6 with seconds last), optionally "

@@ -19,7 +19,6 @@ from typing import Any
 import pluggy
 
 from flowsh import hookspecs
-from flowsh.errors import PluginError
 
 # Built-ins, registered through the same door as third-party plugins. Later entries can
 # be replaced: a third-party plugin that registers the same name wins (tryfirst by order).
@@ -27,6 +26,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.exec_local",
     "flowsh.builtin.state_sqlite",
     "flowsh.builtin.state_json",
+    "flowsh.commands.core",
+    "flowsh.commands.runs",
     "flowsh.builtin.export_bash",
     "flowsh.builtin.export_cron",
     "flowsh.builtin.sched_crontab",

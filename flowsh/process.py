@@ -13,6 +13,7 @@ into its log file and only the pidfd is watched: the cheapest path there is.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import selectors
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flowsh.executor import EXIT_TIMEOUT, OutputCallback, Outcome, StepRequest
+from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest
 
 _READ = 65536
 _HAS_PIDFD = hasattr(os, "pidfd_open")
@@ -149,10 +150,8 @@ class LocalExecutor:
         return done
 
     def wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     def cancel_all(self) -> None:
         now = time.time()
@@ -185,10 +184,8 @@ class LocalExecutor:
     def _signal(self, job: _Job, sig: int) -> None:
         if job.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.proc.pid, sig)  # the step's session leader's pid is its pgid
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _read(self, job: _Job) -> None:
         assert job.pipe is not None

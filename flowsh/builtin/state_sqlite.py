@@ -1,0 +1,237 @@
+"""Built-in state backend ``sqlite:///PATH`` (the default).
+
+WAL mode, one short IMMEDIATE transaction per transition. ``synchronous=NORMAL`` makes
+every committed transition survive a crash of flowsh (the WAL is in the kernel's page
+cache before COMMIT returns); set ``FLOWSH_SQLITE_SYNC=FULL`` to also survive power loss
+at the cost of an fsync per transition. Several flowsh processes can share one database:
+writers queue on SQLite's lock (busy timeout 30 s) and lose nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flowsh import hookimpl
+from flowsh.errors import NotFoundError, StateError, UsageError
+from flowsh.hookspecs import Register
+from flowsh.state import RunRecord, StepRecord, ensure_private_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    file TEXT,
+    definition_hash TEXT,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    host TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    heartbeat REAL,
+    exit_code INTEGER,
+    step_names TEXT NOT NULL,
+    resumed_from TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, started_at DESC);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at DESC);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    started_at REAL,
+    ended_at REAL,
+    outputs TEXT NOT NULL,
+    log_path TEXT,
+    message TEXT,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
+            "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
+STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
+             "ended_at", "outputs", "log_path", "message")
+
+
+class SQLiteBackend:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = url.removeprefix("sqlite://")
+        path = path[1:] if path.startswith("/") else path  # sqlite:///abs -> /abs
+        if path.startswith("~"):
+            path = os.path.expanduser(path)
+        self.path = Path(path) if path != ":memory:" else None
+        self.conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        target = ":memory:"
+        if self.path is not None:
+            ensure_private_dir(self.path.parent)
+            target = str(self.path)
+            try:
+                # Create it 0600 ourselves; SQLite gives its -wal/-shm files the same mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            except PermissionError:
+                raise StateError(f"{self.path}: permission denied") from None
+            except OSError as exc:
+                raise StateError(f"{self.path}: {exc.strerror}") from None
+        with self._errors():
+            conn = sqlite3.connect(target, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            sync = os.environ.get("FLOWSH_SQLITE_SYNC", "NORMAL").upper()
+            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                raise UsageError(f"FLOWSH_SQLITE_SYNC={sync!r}: use NORMAL or FULL")
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            where = self.path or "state database"
+            if "not a database" in text or "malformed" in text:
+                raise StateError(f"{where}: corrupt or not a flowsh database ({text})") from None
+            if "full" in text:
+                raise StateError(f"{where}: disk full; nothing was written ({text})") from None
+            if "readonly" in text or "unable to open" in text:
+                raise StateError(f"{where}: not writable ({text})") from None
+            raise StateError(f"{where}: {text}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _run_row(self, run: RunRecord) -> tuple[Any, ...]:
+        return (run.run_id, run.workflow, run.file, run.definition_hash, json.dumps(run.params),
+                run.status, run.pid, run.host, run.started_at, run.ended_at, run.heartbeat,
+                run.exit_code, json.dumps(run.step_names), run.resumed_from)
+
+    def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
+        return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message)
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._tx() as c:
+            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})",
+                      self._run_row(run))
+            c.executemany(f"INSERT INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+                          [self._step_row(run.run_id, s) for s in run.steps.values()])
+
+    def update_run(self, run: RunRecord) -> None:
+        with self._tx() as c:
+            # An upsert, not INSERT OR REPLACE: a replace deletes the row first, and the
+            # foreign key's ON DELETE CASCADE would take the run's steps with it.
+            updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLS[1:])
+            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))}) "
+                      f"ON CONFLICT (run_id) DO UPDATE SET {updates}", self._run_row(run))
+            c.execute(
+                f"DELETE FROM steps WHERE run_id = ? AND name NOT IN "
+                f"({','.join('?' * len(run.steps))})", (run.run_id, *run.steps))
+
+    def save_step(self, run: RunRecord, step: StepRecord) -> None:
+        with self._tx() as c:
+            c.execute(f"INSERT OR REPLACE INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+                      self._step_row(run.run_id, step))
+            c.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?",
+                      (step.ended_at or step.started_at, run.run_id))
+
+    def heartbeat(self, run: RunRecord) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?",
+                      (run.heartbeat, run.run_id))
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        n = 0
+        with self._tx() as c:
+            for i in range(0, len(run_ids), 500):
+                chunk = run_ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                c.execute(f"DELETE FROM steps WHERE run_id IN ({marks})", chunk)
+                n += c.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
+        return n
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _run_from(self, row: tuple[Any, ...]) -> RunRecord:
+        data = dict(zip(RUN_COLS, row, strict=True))
+        data["params"] = json.loads(data["params"])
+        data["step_names"] = json.loads(data["step_names"])
+        return RunRecord(**data)
+
+    def load_run(self, run_id: str) -> RunRecord:
+        cols = ",".join(RUN_COLS)
+        with self._errors():
+            rows = self.conn.execute(f"SELECT {cols} FROM runs WHERE run_id = ?",
+                                     (run_id,)).fetchall()
+            if not rows:  # a unique prefix is enough, as with git
+                like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                rows = self.conn.execute(
+                    f"SELECT {cols} FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
+                    (like + "%",)).fetchall()
+            if not rows:
+                raise NotFoundError(f"no run {run_id!r} in {self.url}")
+            if len(rows) > 1:
+                raise UsageError(f"run id prefix {run_id!r} is ambiguous: "
+                                 f"{rows[0][0]}, {rows[1][0]}, ...")
+            run = self._run_from(rows[0])
+            for row in self.conn.execute(
+                f"SELECT {','.join(STEP_COLS)} FROM steps WHERE run_id = ?", (run.run_id,)
+            ):
+                data = dict(zip(STEP_COLS, row, strict=True))
+                del data["run_id"]
+                data["outputs"] = json.loads(data["outputs"])
+                rec = StepRecord(**data)
+                run.steps[rec.name] = rec
+        order = {n: i for i, n in enumerate(run.step_names)}
+        run.steps = dict(sorted(run.steps.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
+        return run
+
+    def list_runs(self, workflow: str | None = None, *, limit: int | None = None,
+                  statuses: frozenset[str] | None = None) -> list[RunRecord]:
+        where, args = [], []
+        if workflow is not None:
+            where.append("workflow = ?")
+            args.append(workflow)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(sorted(statuses))
+        sql = f"SELECT {','.join(RUN_COLS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._errors():
+            return [self._run_from(r) for r in self.conn.execute(sql, args)]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@hookimpl
+def flowsh_register_state_backends(register: Register) -> None:
+    register("sqlite", SQLiteBackend)

@@ -1,0 +1,70 @@
+"""The ``flowsh`` command: a thin typer app over the library.
+
+Sub-commands are plugins (``flowsh_register_commands``), built-in ones included. This is
+the only place where a `FlowshError` becomes a message on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from flowsh import __version__, plugins
+from flowsh.errors import FlowshError
+
+app = typer.Typer(
+    name="flowsh",
+    help="Run shell steps as workflows: dependency order, checkpoints, resume, retries, "
+    "timeouts, logs, metrics, alerts, cron.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flowsh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """flowsh: workflows for people whose work lives in shell."""
+
+
+_loaded = False
+
+
+def build_app() -> typer.Typer:
+    global _loaded
+    if not _loaded:
+        plugins.emit("flowsh_register_commands", app=app)
+        _loaded = True
+    return app
+
+
+def error(message: str, code: int) -> None:
+    sys.stderr.write(f"flowsh: error: {message}\n")
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        build_app()(args=argv, prog_name="flowsh")
+    except FlowshError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        if os.environ.get("FLOWSH_DEBUG"):
+            raise
+        error(f"{exc}{hint}", exc.exit_code)
+    except BrokenPipeError:
+        # `flowsh history | head`: the reader left; not an error of ours.
+        sys.stderr.close()
+        raise SystemExit(1) from None

@@ -1,0 +1,305 @@
+"""Built-in commands that load and run workflows: run, resume, retry, validate, graph, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from flowsh import hookimpl
+from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError, WorkflowError
+
+if TYPE_CHECKING:
+    from flowsh.engine import RunOptions
+
+PARAMS_HELP = "Parameters as KEY=VALUE; they reach steps as environment variables."
+
+
+def _run_options(
+    *, params: list[str], jobs: int | None, quiet: bool, json_events: bool, state: str | None,
+    overlap: str | None, lock_timeout: str | None, metrics_push: str | None,
+) -> RunOptions:
+    from flowsh.durations import parse_duration
+    from flowsh.loader import parse_overrides
+    from flowsh.ui import make_reporter
+
+    if overlap is not None and overlap not in ("skip", "wait", "allow"):
+        raise UsageError(f"--overlap {overlap!r}: use skip, wait or allow")
+    if jobs is not None and jobs < 1:
+        raise UsageError("-j/--jobs must be at least 1")
+    if metrics_push:
+        os.environ["FLOWSH_METRICS_PUSH"] = metrics_push
+    try:
+        lock_t = parse_duration(lock_timeout) if lock_timeout is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--lock-timeout: {exc}") from None
+    from flowsh.engine import RunOptions
+
+    opts = RunOptions(
+        params=parse_overrides(params),
+        concurrency=jobs,
+        state_url=state,
+        reporter=make_reporter(json_events=json_events, quiet=quiet),
+        overlap=overlap,
+        lock_timeout=lock_t,
+    )
+    return opts
+
+
+def _finish(run: object) -> None:
+    from flowsh.state import RunRecord
+
+    assert isinstance(run, RunRecord)
+    raise typer.Exit(run.exit_code or 0)
+
+
+def run_cmd(
+    file: Path = typer.Argument(..., help="Workflow file (YAML, TOML, or seed-style bash)."),
+    params: Optional[list[str]] = typer.Argument(None, help=PARAMS_HELP),  # noqa: UP045
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Override `concurrency`."),  # noqa: UP045
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan; run nothing."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the latest unfinished run of this workflow, if any."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No output unless the run fails."),
+    json_events: bool = typer.Option(False, "--json", help="One JSON event per line on stdout."),
+    state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
+    overlap: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--overlap", help="If this workflow is already running: skip | wait | allow."
+    ),
+    lock_timeout: Optional[str] = typer.Option(None, "--lock-timeout", help="With wait: give up after this long."),  # noqa: UP045,E501
+    metrics_push: Optional[str] = typer.Option(None, "--metrics-push", help="Pushgateway URL."),  # noqa: UP045
+) -> None:
+    """Run a workflow file."""
+    from flowsh.engine import describe_plan, run_workflow
+    from flowsh.loader import load_workflow, parse_overrides
+
+    wf = load_workflow(file)
+    if dry_run:
+        overrides = parse_overrides(params or [])
+        unknown = sorted(set(overrides) - set(wf.params))
+        width = jobs or wf.concurrency
+        typer.echo(f"workflow {wf.name}: {len(wf.steps)} steps, concurrency {width}")
+        if wf.params or overrides:
+            merged = {**wf.params, **overrides}
+            typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in merged.items()))
+        if unknown:
+            typer.echo(f"note: {', '.join(unknown)} not declared in params (passed as env)")
+        for line in describe_plan(wf):
+            typer.echo(line)
+        return
+    opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
+                           state=state, overlap=overlap, lock_timeout=lock_timeout,
+                           metrics_push=metrics_push)
+    if resume:
+        prior = _latest_unfinished(wf.name, state)
+        if prior is not None:
+            _check_resumable(prior, wf, force=False)
+            opts.resume = prior  # type: ignore[assignment]
+    _finish(run_workflow(wf, opts))
+
+
+def _latest_unfinished(workflow: str, state: str | None) -> object:
+    from flowsh.state import CRASHED, FAILED, INTERRUPTED, RUNNING
+    from flowsh.store import check_liveness, open_backend
+
+    backend = open_backend(state)
+    try:
+        for run in backend.list_runs(workflow, limit=20):
+            run = check_liveness(backend, run)
+            if run.status == RUNNING:
+                continue  # alive: the overlap lock decides what happens
+            if run.status in (FAILED, INTERRUPTED, CRASHED):
+                return backend.load_run(run.run_id)
+            return None  # the latest finished run succeeded: nothing to resume
+        return None
+    finally:
+        backend.close()
+
+
+def _check_resumable(run: object, wf: object, *, force: bool) -> None:
+    """Refuse a resume when steps the run recorded are gone from the file."""
+    from flowsh.engine import definition_hash
+    from flowsh.model import Workflow
+    from flowsh.state import RUNNING, SUCCEEDED, RunRecord
+
+    assert isinstance(run, RunRecord) and isinstance(wf, Workflow)
+    if run.status == RUNNING:
+        raise UsageError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
+    if run.status == SUCCEEDED:
+        raise UsageError(f"run {run.run_id} succeeded; nothing to resume "
+                         f"(use `flowsh retry {run.run_id} --step NAME` to run a step again)")
+    names = {s.name for s in wf.steps}
+    gone = [n for n in run.step_names if n not in names]
+    if gone and not force:
+        raise UsageError(
+            f"cannot resume {run.run_id}: step(s) {', '.join(gone)} no longer in {wf.path} "
+            "(removed or renamed); use --force to resume anyway"
+        )
+    if definition_hash(wf) != run.definition_hash:
+        sys.stderr.write(f"flowsh: warning: {wf.path} changed since run {run.run_id} started; "
+                         "resuming with the current definition\n")
+
+
+def _open_run(run_id: str, state: str | None) -> tuple[object, object]:
+    from flowsh.store import check_liveness, open_backend
+
+    backend = open_backend(state)
+    try:
+        run = check_liveness(backend, backend.load_run(run_id))
+    finally:
+        backend.close()
+    return run, None
+
+
+def _workflow_for(run: object, file: Path | None) -> object:
+    from flowsh.loader import load_workflow
+    from flowsh.state import RunRecord
+
+    assert isinstance(run, RunRecord)
+    path = file or (Path(run.file) if run.file else None)
+    if path is None:
+        raise UsageError(f"run {run.run_id} has no workflow file on record; pass --file")
+    if not path.exists():
+        raise NotFoundError(f"{path}: the workflow file of run {run.run_id} is gone; pass --file")
+    return load_workflow(path)
+
+
+def resume_cmd(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    params: Optional[list[str]] = typer.Argument(None, help=PARAMS_HELP),  # noqa: UP045
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Workflow file, if moved."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Resume even if steps were removed."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs"),  # noqa: UP045
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    json_events: bool = typer.Option(False, "--json"),
+    state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
+) -> None:
+    """Continue a failed, interrupted or crashed run: succeeded steps are not run again."""
+    from flowsh.engine import run_workflow
+
+    run, _ = _open_run(run_id, state)
+    wf = _workflow_for(run, file)
+    _check_resumable(run, wf, force=force)
+    opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
+                           state=state, overlap=None, lock_timeout=None, metrics_push=None)
+    opts.resume = run  # type: ignore[assignment]
+    _finish(run_workflow(wf, opts))  # type: ignore[arg-type]
+
+
+def retry_cmd(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    step: list[str] = typer.Option(..., "--step", "-s", help="Step to run again (repeatable)."),
+    downstream: bool = typer.Option(False, "--downstream", help="Also re-run what follows."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f"),  # noqa: UP045
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    json_events: bool = typer.Option(False, "--json"),
+    state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
+) -> None:
+    """Run one step of a finished run again (and, with --downstream, what follows it)."""
+    from flowsh.engine import run_workflow
+    from flowsh.graph import Graph
+    from flowsh.model import Workflow
+    from flowsh.state import RUNNING, RunRecord
+
+    run, _ = _open_run(run_id, state)
+    wf = _workflow_for(run, file)
+    assert isinstance(run, RunRecord) and isinstance(wf, Workflow)
+    if run.status == RUNNING:
+        raise UsageError(f"run {run.run_id} is still running (pid {run.pid})")
+    names = {s.name for s in wf.steps}
+    for s in step:
+        if s not in names:
+            raise NotFoundError(f"no step {s!r} in {wf.path}")
+    only = set(step)
+    if downstream:
+        only |= Graph.build(wf).descendants(step)
+    opts = _run_options(params=[], jobs=None, quiet=quiet, json_events=json_events,
+                           state=state, overlap=None, lock_timeout=None, metrics_push=None)
+    opts.resume, opts.only = run, only
+    _finish(run_workflow(wf, opts))
+
+
+def validate_cmd(
+    files: list[Path] = typer.Argument(..., help="Workflow files to check."),
+    json_out: bool = typer.Option(False, "--json", help="Results as JSON."),
+) -> None:
+    """Check workflow files without running anything."""
+    from flowsh.loader import load_workflow
+
+    results = []
+    bad = 0
+    for f in files:
+        try:
+            wf = load_workflow(f)
+            extra = [str(e) for e in _extra_checks(wf)]
+            if extra:
+                raise WorkflowError(extra[0].split(": ", 1)[-1], path=f)
+        except FlowshError as exc:
+            bad += 1
+            results.append({"file": str(f), "ok": False, "error": str(exc)})
+            if not json_out:
+                sys.stderr.write(f"{exc}\n")
+            continue
+        schedule = _schedule_lines(wf)
+        results.append({"file": str(f), "ok": True, "workflow": wf.name,
+                        "steps": len(wf.steps), "schedule": schedule})
+        if not json_out:
+            typer.echo(f"{f}: ok ({wf.name}, {len(wf.steps)} steps)")
+            for line in schedule:
+                typer.echo(f"  {line}")
+    if json_out:
+        typer.echo(json.dumps(results, indent=2))
+    if bad:
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _extra_checks(wf: object) -> list[Exception]:
+    """Checks that need more than the file: functions from sourced bash libraries."""
+    try:
+        from flowsh.bashlib import check_functions  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return list(check_functions(wf))
+
+
+def _schedule_lines(wf: object) -> list[str]:
+    try:
+        from flowsh.cron import describe_schedule  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return list(describe_schedule(wf))
+
+
+def graph_cmd(
+    file: Path = typer.Argument(..., help="Workflow file."),
+    fmt: str = typer.Option("ascii", "--format", "-f", help="ascii | mermaid | dot"),
+) -> None:
+    """Draw the step graph."""
+    from flowsh.graph import Graph
+    from flowsh.loader import load_workflow
+
+    if fmt not in ("ascii", "mermaid", "dot"):
+        raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
+    typer.echo(Graph.build(load_workflow(file)).render(fmt))
+
+
+def schema_cmd() -> None:
+    """Print the JSON Schema of workflow files (for editors)."""
+    from flowsh.model import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("resume")(resume_cmd)
+    app.command("retry")(retry_cmd)
+    app.command("validate")(validate_cmd)
+    app.command("graph")(graph_cmd)
+    app.command("schema")(schema_cmd)

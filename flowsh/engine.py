@@ -1,0 +1,571 @@
+"""The run loop: ready steps -> executor, retries, timeouts, failure handling, events.
+
+A ready-set scheduler. Each pass starts every step whose dependencies are satisfied, up to
+the concurrency limit, then waits on the executor for the next outcome, retry wake-up or
+signal. Every transition is written to the state backend before anything that depends on
+it starts, then announced to plugins.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowsh import plugins
+from flowsh.errors import UsageError
+from flowsh.executor import Executor, Outcome, StepRequest
+from flowsh.graph import Graph
+from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
+from flowsh.model import Step, Workflow
+from flowsh.outputs import read_outputs
+from flowsh.paths import resolve_path, step_cwd
+from flowsh.secrets import Masker
+from flowsh.state import (
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    STEP_RUNNING,
+    SUCCEEDED,
+    RunRecord,
+    StateBackend,
+    StepRecord,
+    ensure_private_dir,
+    flowsh_home,
+)
+
+HEARTBEAT_EVERY = 10.0
+POSIX_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
+
+
+class Reporter:
+    """What a person (or a machine) sees of a run. The base class shows nothing."""
+
+    wants_output = False
+    prefix = False  # prefix output lines with the step name (set by the engine)
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None: ...
+    def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
+    def step_output(self, step: str, line: str) -> None: ...
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None: ...
+    def run_finished(self, run: RunRecord) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    params: dict[str, str] = field(default_factory=dict)
+    concurrency: int | None = None
+    state_url: str | None = None
+    backend: StateBackend | None = None  # an open backend wins over state_url
+    reporter: Reporter | None = None
+    executor: str = "local"
+    overlap: str | None = None
+    lock_timeout: float | None = None
+    # Resume: continue this run. Without `only`, every step that did not succeed runs
+    # again; with `only` (flowsh retry), exactly those steps run again, whatever they were.
+    resume: RunRecord | None = None
+    only: set[str] | None = None
+    run_id: str | None = None
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{random.getrandbits(16):04x}"
+
+
+def definition_hash(wf: Workflow) -> str:
+    import hashlib
+
+    data = wf.model_dump_json(exclude={"path"}, by_alias=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def build_argv(wf: Workflow, step: Step) -> list[str]:
+    """The argv of a step. The step's text is the program; values arrive via env only."""
+    shell = shlex.split(step.shell or wf.shell)
+    cwd = step_cwd(wf, step)
+    if step.script is not None:
+        script = resolve_path(wf, step.script, cwd)
+        if os.access(script, os.X_OK):
+            return [str(script), *step.args]
+        return [*shell, str(script), *step.args]
+    name = os.path.basename(shell[0])
+    if name not in POSIX_SHELLS:
+        return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
+    prelude = []
+    for src in (*wf.source, *step.source):
+        path = shlex.quote(str(resolve_path(wf, src)))
+        prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
+    if wf.strict:
+        prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
+    text = "\n".join([*prelude, step.run or ""])
+    return [*shell, "-c", text, f"flowsh:{step.name}"]
+
+
+def retry_delay(step: Step, attempt: int) -> float:
+    """Delay before attempt `attempt + 1`: exponential backoff, capped, with jitter."""
+    base = (step.retry_delay or 0.0) * (step.backoff or 1.0) ** (attempt - 1)
+    base = min(base, step.max_delay if step.max_delay is not None else base)
+    jitter = step.jitter or 0.0
+    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
+
+
+def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
+    """os.environ < env_file < workflow env < params."""
+    from flowsh.loader import read_env_file
+
+    env = dict(os.environ)
+    if wf.env_file:
+        env.update(read_env_file(resolve_path(wf, wf.env_file)))
+    env.update(wf.env)
+    env.update(params)
+    return env
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag plus a wake-up of the executor's wait."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.signum: int | None = None
+        self.executor = executor
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the grace period
+        self.signum = signum
+        self.executor.wake()
+
+    def __enter__(self) -> _Interrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: the caller handles signals
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Engine:
+    def __init__(
+        self, wf: Workflow, options: RunOptions, backend: StateBackend,
+        lock: WorkflowLock | None = None,
+    ) -> None:
+        self.wf = wf
+        self.lock = lock
+        self.opt = options
+        self.backend = backend
+        self.reporter = options.reporter or Reporter()
+        self.graph = Graph.build(wf)
+        self.steps = {s.name: s for s in wf.steps}
+        self.concurrency = options.concurrency or wf.concurrency
+        self.failed = False  # a failure that stops new (non-`always`) steps
+        self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
+        self.running: set[str] = set()
+        self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
+        self.last_beat = 0.0
+        self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
+
+    def _is_chain(self) -> bool:
+        """No two steps can ever run at once (every level of the graph holds one step)."""
+        return all(len(level) == 1 for level in self.graph.levels())
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _prepare(self) -> RunRecord:
+        wf, opt = self.wf, self.opt
+        prior = opt.resume
+        params = {**wf.params, **(prior.params if prior else {}), **opt.params}
+        # Masked values cannot be restored from the record: take them from the file/CLI.
+        for k, v in list(params.items()):
+            if v == "***" and k in wf.params:
+                params[k] = opt.params.get(k, wf.params[k])
+        self.env = base_environment(wf, params)
+        self.secret_names = wf.secret_names()
+        self.mask = Masker.for_env({**params, **wf.env}, self.secret_names)
+        for k in os.environ:
+            if k in self.secret_names:
+                self.mask = Masker([*self.mask.values, os.environ[k]])
+        masked_params = self.mask.mapping(params, self.secret_names)
+        if prior is not None:
+            run = prior
+            run.status = RUNNING
+            run.pid, run.host = os.getpid(), socket.gethostname()
+            run.ended_at = run.exit_code = None
+            run.params = masked_params
+            run.definition_hash = definition_hash(wf)
+            run.step_names = [s.name for s in wf.steps]
+            for name in self.graph.names:
+                rec = run.steps.get(name)
+                again = (name in opt.only) if opt.only is not None else (
+                    rec is None or rec.status != SUCCEEDED)
+                if rec is None or again:
+                    run.steps[name] = StepRecord(
+                        name=name, attempts=rec.attempts if rec else 0,
+                        log_path=rec.log_path if rec else None)
+            for name in [n for n in run.steps if n not in self.steps]:
+                del run.steps[name]
+            self.backend.update_run(run)
+            for rec in run.steps.values():
+                if rec.status == PENDING:
+                    self.backend.save_step(run, rec)
+        else:
+            run = RunRecord(
+                run_id=opt.run_id or new_run_id(),
+                workflow=wf.name,
+                file=wf.path,
+                definition_hash=definition_hash(wf),
+                params=masked_params,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started_at=time.time(),
+                steps={s.name: StepRecord(name=s.name) for s in wf.steps},
+                step_names=[s.name for s in wf.steps],
+            )
+            self.backend.create_run(run)
+        self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run.run_id)
+        return run
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def execute(self) -> RunRecord:
+        run = self._prepare()
+        self.run = run
+        if self.lock is not None:
+            self.lock.note(run.run_id)
+        runner_fd = hold_runner_lock(self.run_dir)
+        try:
+            self._execute(run)
+        finally:
+            os.close(runner_fd)  # after the final state is written: see store.check_liveness
+        return run
+
+    def _execute(self, run: RunRecord) -> None:
+        factory = plugins.registry("executors").get(self.opt.executor)
+        if factory is None:
+            raise UsageError(f"unknown executor {self.opt.executor!r}")
+        on_output = self.reporter.step_output if self.reporter.wants_output else None
+        executor: Executor = factory(on_output=on_output, mask=self.mask or None)
+        self.executor = executor
+        self.reporter.run_started(run, self.wf)
+        plugins.emit("flowsh_run_started", run=run, workflow=self.wf)
+        # Steps that succeeded in an earlier attempt of this run pass their outputs on.
+        for name in self.graph.order:
+            if run.steps[name].status == SUCCEEDED:
+                self._export(name)
+        try:
+            with _Interrupt(executor) as intr:
+                self._loop(intr)
+        except BaseException:
+            executor.cancel_all()
+            self._drain_interrupted()
+            self._finish_run(INTERRUPTED, 130)
+            raise
+        finally:
+            executor.close()
+        if intr.signum is not None:
+            self._finish_run(INTERRUPTED, 130)
+            return
+        failed = any(
+            r.status == FAILED and not self.steps[n].continue_on_failure
+            for n, r in run.steps.items()
+        )
+        self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
+
+    def _loop(self, intr: _Interrupt) -> None:
+        while True:
+            if intr.signum is not None:
+                self.executor.cancel_all()
+                self._drain_interrupted()
+                return
+            self._wake_retries()
+            self._start_ready()
+            if not self.running and not self.waiting:
+                return
+            timeout = None
+            if self.waiting:
+                timeout = max(0.0, self.waiting[0][0] - time.time())
+            if self.running:
+                timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
+                for key, outcome in self.executor.wait(timeout):
+                    self._on_outcome(key, outcome)
+            elif timeout:
+                self._sleep(timeout, intr)
+            self._beat()
+
+    def _sleep(self, seconds: float, intr: _Interrupt) -> None:
+        end = time.time() + seconds
+        while intr.signum is None and time.time() < end:
+            self.executor.wait(min(0.5, end - time.time()))
+
+    def _beat(self) -> None:
+        now = time.time()
+        if now - self.last_beat >= HEARTBEAT_EVERY:
+            self.last_beat = now
+            self.run.heartbeat = now
+            self.backend.heartbeat(self.run)
+
+    def _drain_interrupted(self) -> None:
+        while self.executor.running():
+            for key, outcome in self.executor.wait(1.0):
+                outcome.interrupted = True
+                self._on_outcome(key, outcome)
+        for _, name in self.waiting:
+            rec = self.run.steps[name]
+            rec.status, rec.message = INTERRUPTED, "interrupted while waiting to retry"
+            rec.ended_at = time.time()
+            self._record_finished(rec)
+        self.waiting.clear()
+
+    def _deps_state(self, name: str) -> str:
+        """'ready', 'wait', or 'blocked' (a dependency failed or was skipped by a failure)."""
+        state = "ready"
+        for dep in self.graph.needs[name]:
+            rec = self.run.steps[dep]
+            if rec.status == SUCCEEDED:
+                continue
+            if rec.status == FAILED and self.steps[dep].continue_on_failure:
+                continue
+            if rec.status == SKIPPED and rec.message == "condition false":
+                continue
+            if rec.status in (FAILED, SKIPPED, INTERRUPTED):
+                state = "blocked"
+                continue
+            return "wait"
+        return state
+
+    def _start_ready(self) -> None:
+        progressed = True
+        while progressed:
+            progressed = False
+            for name in self.graph.order:
+                rec = self.run.steps[name]
+                if rec.status != PENDING:
+                    continue
+                step = self.steps[name]
+                deps = self._deps_state(name)
+                if deps == "wait":
+                    continue
+                if step.always:
+                    if deps == "blocked" and not self._all_deps_final(name):
+                        continue
+                elif deps == "blocked" or self.failed:
+                    if self.failed and deps != "blocked" and not self._all_deps_final(name):
+                        continue
+                    self._skip(rec, "upstream failed" if deps == "blocked" else "run failed")
+                    progressed = True
+                    continue
+                if len(self.running) >= self.concurrency:
+                    return
+                self._start(step, rec)
+                progressed = True
+
+    def _all_deps_final(self, name: str) -> bool:
+        return all(
+            self.run.steps[d].status in (SUCCEEDED, FAILED, SKIPPED, INTERRUPTED)
+            for d in self.graph.needs[name]
+        )
+
+    def _skip(self, rec: StepRecord, why: str) -> None:
+        rec.status, rec.message = SKIPPED, why
+        self._record_finished(rec)
+
+    def _step_env(self, step: Step, rec: StepRecord) -> dict[str, str]:
+        env = dict(self.env)
+        for dep in self.graph.needs[step.name]:
+            env.update(self.exports.get(dep, {}))
+        env.update(step.env)
+        out_path = self.run_dir / f"{step.name}.out"
+        env.update(
+            FLOWSH_RUN_ID=self.run.run_id,
+            FLOWSH_WORKFLOW=self.wf.name,
+            FLOWSH_STEP=step.name,
+            FLOWSH_ATTEMPT=str(rec.attempts),
+            FLOWSH_OUTPUT=str(out_path),
+        )
+        return env
+
+    def _start(self, step: Step, rec: StepRecord) -> None:
+        rec.attempts += 1
+        env = self._step_env(step, rec)
+        cwd = step_cwd(self.wf, step)
+        if step.if_ is not None and not self._condition(step, env, cwd):
+            rec.attempts -= 1
+            self._skip(rec, "condition false")
+            return
+        out_path = Path(env["FLOWSH_OUTPUT"])
+        out_path.unlink(missing_ok=True)
+        out_path.touch(mode=0o600)
+        log_path = self.run_dir / f"{step.name}.log"
+        rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
+        rec.exit_code = rec.signal = None
+        rec.message, rec.log_path = None, str(log_path)
+        if rec.attempts > 1:
+            with open(log_path, "a") as fh:
+                fh.write(f"--- flowsh: attempt {rec.attempts} ---\n")
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_started(self.run, rec)
+        plugins.emit("flowsh_step_started", run=self.run, step=rec, workflow=self.wf)
+        self.running.add(step.name)
+        self.executor.start(StepRequest(
+            key=step.name,
+            argv=build_argv(self.wf, step),
+            cwd=str(cwd),
+            env=env,
+            log_path=str(log_path),
+            timeout=step.timeout,
+            kill_grace=self.wf.kill_grace,
+            display=self.mask(step.run or step.script or ""),
+        ))
+
+    def _condition(self, step: Step, env: dict[str, str], cwd: Path) -> bool:
+        shell = shlex.split(step.shell or self.wf.shell)
+        try:
+            res = subprocess.run(
+                [*shell, "-c", step.if_ or "true"], env=env, cwd=cwd,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=60, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return res.returncode == 0
+
+    def _on_outcome(self, name: str, outcome: Outcome) -> None:
+        self.running.discard(name)
+        step, rec = self.steps[name], self.run.steps[name]
+        rec.exit_code, rec.signal = outcome.exit_code, outcome.signal
+        rec.ended_at = outcome.ended_at
+        if outcome.ok:
+            rec.outputs, bad = read_outputs(self.run_dir / f"{name}.out")
+            rec.outputs = self.mask.mapping(rec.outputs, self.secret_names) if self.mask or \
+                self.secret_names else rec.outputs
+            rec.status = SUCCEEDED
+            rec.message = f"ignored malformed output line: {bad}" if bad else None
+            self._export(name, raw=True)
+            self._record_finished(rec)
+            return
+        rec.message = outcome.describe()
+        if outcome.interrupted:
+            rec.status = INTERRUPTED
+            self._record_finished(rec)
+            return
+        if rec.attempts <= step.retry_count:
+            delay = retry_delay(step, rec.attempts)
+            rec.status = RETRYING
+            self.backend.save_step(self.run, rec)
+            self.reporter.step_retrying(self.run, rec, delay)
+            plugins.emit("flowsh_step_retrying", run=self.run, step=rec, workflow=self.wf,
+                         delay=delay)
+            heapq.heappush(self.waiting, (time.time() + delay, name))
+            return
+        rec.status = FAILED
+        if not step.continue_on_failure:
+            self.failed = True
+        self._record_finished(rec)
+
+    def _export(self, name: str, raw: bool = False) -> None:
+        """What `name` passes downstream: its dependencies' exports plus its own outputs."""
+        merged: dict[str, str] = {}
+        for dep in self.graph.needs[name]:
+            merged.update(self.exports.get(dep, {}))
+        outputs = self.run.steps[name].outputs
+        if raw:
+            outputs, _ = read_outputs(self.run_dir / f"{name}.out")
+        if outputs:
+            merged = {**merged, **outputs}
+        elif len(self.graph.needs[name]) == 1:
+            merged = self.exports.get(self.graph.needs[name][0], {})  # share, don't copy
+        self.exports[name] = merged
+
+    def _wake_retries(self) -> None:
+        now = time.time()
+        while self.waiting and self.waiting[0][0] <= now:
+            _, name = heapq.heappop(self.waiting)
+            self.run.steps[name].status = PENDING
+
+    def _record_finished(self, rec: StepRecord) -> None:
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_finished(self.run, rec)
+        plugins.emit("flowsh_step_finished", run=self.run, step=rec, workflow=self.wf)
+
+    def _finish_run(self, status: str, code: int) -> None:
+        run = self.run
+        if run.ended_at is not None and run.status == status:
+            return
+        for rec in run.steps.values():
+            if rec.status in (PENDING, RETRYING):
+                rec.status = SKIPPED if status != INTERRUPTED else INTERRUPTED
+                rec.message = rec.message or ("run interrupted" if status == INTERRUPTED
+                                              else "not reached")
+                self.backend.save_step(run, rec)
+        run.status, run.exit_code, run.ended_at = status, code, time.time()
+        self.backend.update_run(run)
+        self.reporter.run_finished(run)
+        plugins.emit("flowsh_run_finished", run=run, workflow=self.wf)
+
+
+@contextmanager
+def _backend(options: RunOptions) -> Iterator[StateBackend]:
+    if options.backend is not None:
+        yield options.backend
+        return
+    from flowsh.store import open_backend
+
+    backend = open_backend(options.state_url)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
+    """Run (or resume) a workflow to the end and return its record.
+
+    Holds the workflow's overlap lock for the whole run; raises LockHeldError when
+    `overlap: skip` finds another run holding it.
+    """
+    options = options or RunOptions()
+    overlap = options.overlap or wf.overlap
+    timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
+    with _backend(options) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+        return Engine(wf, options, backend, lock).execute()
+
+
+def describe_plan(wf: Workflow) -> Iterator[str]:
+    """Dry-run lines: steps by level with what each would run."""
+    graph = Graph.build(wf)
+    for i, level in enumerate(graph.levels(), 1):
+        yield f"stage {i}: " + ", ".join(level)
+        for name in level:
+            step = wf.step(name)
+            what = step.run if step.run is not None else " ".join(
+                [step.script or "", *map(shlex.quote, step.args)])
+            extra = []
+            if step.retry_count:
+                extra.append(f"retries={step.retry_count}")
+            if step.timeout:
+                extra.append(f"timeout={step.timeout:g}s")
+            if step.if_:
+                extra.append(f"if={step.if_!r}")
+            if step.always:
+                extra.append("always")
+            if step.continue_on_failure:
+                extra.append("continue_on_failure")
+            first = (what or "").strip().splitlines()[0] if (what or "").strip() else ""
+            yield f"  {name}: {first}" + (f"  [{', '.join(extra)}]" if extra else "")

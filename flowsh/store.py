@@ -1,0 +1,61 @@
+"""Opening the state backend a URL names, and reading runs back with their liveness."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flowsh import plugins
+from flowsh.errors import UsageError
+from flowsh.lock import runner_alive
+from flowsh.state import (
+    CRASHED,
+    INTERRUPTED,
+    RETRYING,
+    RUNNING,
+    STEP_RUNNING,
+    RunRecord,
+    StateBackend,
+    default_state_url,
+    flowsh_home,
+)
+
+# A run on another host whose heartbeat is older than this is taken as crashed.
+STALE_AFTER = 120.0
+
+
+def state_url(url: str | None = None) -> str:
+    return url or os.environ.get("FLOWSH_STATE") or default_state_url()
+
+
+def open_backend(url: str | None = None) -> StateBackend:
+    url = state_url(url)
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    backends = plugins.registry("state_backends")
+    factory = backends.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in sorted(backends))
+        raise UsageError(f"state URL {url!r}: unknown scheme {scheme!r} (known: {known}); "
+                         "a plugin may provide it")
+    backend: StateBackend = factory(url)
+    return backend
+
+
+def check_liveness(backend: StateBackend, run: RunRecord) -> RunRecord:
+    """A `running` run whose runner is gone is marked `crashed` (and recorded so)."""
+    if run.status != RUNNING:
+        return run
+    alive = runner_alive(flowsh_home() / "runs" / run.run_id)
+    if alive is None:  # not this host's run: judge by the heartbeat
+        beat = run.heartbeat or run.started_at
+        alive = time.time() - beat < STALE_AFTER
+    if alive:
+        return run
+    full = backend.load_run(run.run_id) if not run.steps else run
+    full.status = CRASHED
+    for rec in full.steps.values():
+        if rec.status in (STEP_RUNNING, RETRYING):
+            rec.status, rec.message = INTERRUPTED, "the runner died (crash)"
+            backend.save_step(full, rec)
+    backend.update_run(full)
+    return full

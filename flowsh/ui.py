@@ -1,0 +1,210 @@
+"""What a person or a program sees of a run.
+
+* `TTYReporter`: colour and a live view of running steps, only on a terminal.
+* `PlainReporter`: timestamped lines for cron, CI and log files.
+* `JSONReporter`: one JSON object per event per line (``--json``).
+
+Step output goes to stdout; flowsh's own progress lines go to stderr, so a step's output
+can be piped on while progress stays visible.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+from flowsh.durations import format_duration
+from flowsh.engine import Reporter
+from flowsh.model import Workflow
+from flowsh.state import FAILED, INTERRUPTED, SKIPPED, SUCCEEDED, RunRecord, StepRecord
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _outcome(step: StepRecord) -> str:
+    took = f" in {format_duration(step.duration)}" if step.duration is not None else ""
+    if step.status == SUCCEEDED:
+        return f"succeeded{took}"
+    if step.status == SKIPPED:
+        return f"skipped ({step.message})"
+    return f"{step.status}{took}: {step.message}"
+
+
+def summary(run: RunRecord) -> str:
+    counts: dict[str, int] = {}
+    for rec in run.steps.values():
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    took = format_duration(run.duration or 0.0)
+    return f"run {run.run_id} {run.status} in {took} ({parts})"
+
+
+class PlainReporter(Reporter):
+    def __init__(self, *, show_output: bool = True, out: IO[str] | None = None,
+                 err: IO[str] | None = None) -> None:
+        self.wants_output = show_output
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.prefix = False
+        self.total = 0
+
+    def _say(self, text: str) -> None:
+        self.err.write(f"{_stamp()} {text}\n")
+        self.err.flush()
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        self.total = len(run.steps)
+        verb = "resuming" if any(s.status == SUCCEEDED for s in run.steps.values()) else "starting"
+        self._say(f"{wf.name}: {verb} run {run.run_id} ({self.total} steps)")
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        attempt = f" (attempt {step.attempts})" if step.attempts > 1 else ""
+        self._say(f"{step.name}: started{attempt}")
+
+    def step_output(self, step: str, line: str) -> None:
+        self.out.write(f"[{step}] {line}\n" if self.prefix else f"{line}\n")
+        self.out.flush()
+
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
+        self._say(f"{step.name}: {step.message} (attempt {step.attempts}); "
+                  f"retrying in {format_duration(delay)}")
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        done = sum(1 for s in run.steps.values() if s.status in (SUCCEEDED, FAILED, SKIPPED))
+        self._say(f"{step.name}: {_outcome(step)} [{done}/{self.total}]")
+
+    def run_finished(self, run: RunRecord) -> None:
+        self._say(summary(run))
+        if run.status in (FAILED, INTERRUPTED):
+            self._say(f"see: flowsh status {run.run_id}  |  continue: flowsh resume {run.run_id}")
+
+
+class QuietReporter(PlainReporter):
+    """``--quiet``: nothing unless the run fails."""
+
+    def __init__(self) -> None:
+        super().__init__(show_output=False)
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        self.total = len(run.steps)
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        if step.status == FAILED:
+            super().step_finished(run, step)
+
+    def run_finished(self, run: RunRecord) -> None:
+        if run.status != SUCCEEDED:
+            super().run_finished(run)
+
+
+class JSONReporter(Reporter):
+    """One event per line on stdout; step output is in the logs, not here."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def _emit(self, event: str, run: RunRecord, **data: Any) -> None:
+        obj = {"event": event, "time": time.time(), "run_id": run.run_id,
+               "workflow": run.workflow, **data}
+        self.out.write(json.dumps(obj) + "\n")
+        self.out.flush()
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        self._emit("run_started", run, steps=list(run.steps))
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        self._emit("step_started", run, step=step.name, attempt=step.attempts)
+
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
+        self._emit("step_retrying", run, step=step.name, attempt=step.attempts,
+                   exit_code=step.exit_code, message=step.message, delay=round(delay, 3))
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        self._emit("step_finished", run, step=step.name, status=step.status,
+                   attempt=step.attempts, exit_code=step.exit_code, message=step.message,
+                   duration=step.duration, outputs=step.outputs)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self._emit("run_finished", run, status=run.status, exit_code=run.exit_code,
+                   duration=run.duration)
+
+
+class TTYReporter(PlainReporter):
+    """Colour, and a live line per running step with its elapsed time."""
+
+    STYLE = {SUCCEEDED: "green", FAILED: "bold red", SKIPPED: "dim", INTERRUPTED: "yellow"}
+
+    def __init__(self) -> None:
+        super().__init__(show_output=True)
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self.out_console = Console(highlight=False, soft_wrap=True)
+        self.running: dict[str, float] = {}
+        self.live: Any = None
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        now = time.time()
+        for name, since in self.running.items():
+            table.add_row("[cyan]▶[/]", name, f"[dim]{format_duration(now - since)}[/]")
+        return table
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        from rich.live import Live
+
+        self.total = len(run.steps)
+        self.console.print(f"[bold]{wf.name}[/] run [dim]{run.run_id}[/] ({self.total} steps)")
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4,
+                         transient=True, get_renderable=self._render)
+        self.live.start()
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        self.running[step.name] = time.time()
+
+    def step_output(self, step: str, line: str) -> None:
+        from rich.text import Text
+
+        text = Text(f"{step} │ ", style="dim") if self.prefix else Text()
+        text.append(line)
+        self.console.print(text) if self.live else self.out_console.print(text)
+
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
+        self.running.pop(step.name, None)
+        self.console.print(f"[yellow]↻[/] {step.name}: {step.message}; retry "
+                           f"{step.attempts + 1} in {format_duration(delay)}")
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        self.running.pop(step.name, None)
+        mark = {SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "-", INTERRUPTED: "!"}.get(step.status, "?")
+        style = self.STYLE.get(step.status, "")
+        self.console.print(f"[{style}]{mark}[/] {step.name} [dim]{_outcome(step)}[/]")
+
+    def run_finished(self, run: RunRecord) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        style = self.STYLE.get(run.status, "")
+        self.console.print(f"[{style}]{summary(run)}[/]")
+        if run.status in (FAILED, INTERRUPTED):
+            self.console.print(f"[dim]see: flowsh status {run.run_id}  |  "
+                               f"continue: flowsh resume {run.run_id}[/]")
+
+
+def make_reporter(*, json_events: bool = False, quiet: bool = False) -> Reporter:
+    if json_events:
+        return JSONReporter()
+    if quiet:
+        return QuietReporter()
+    if sys.stderr.isatty() and sys.stdout.isatty():
+        return TTYReporter()
+    return PlainReporter()
