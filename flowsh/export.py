@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -106,7 +107,8 @@ class _Files:
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"cannot inline {path}: {exc}") from None
             name = f"{len(self.items) + 1}-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}"
-            self.items.append({"name": name, "origin": key, "content": content})
+            mode = "700" if os.access(path, os.X_OK) else "600"
+            self.items.append({"name": name, "origin": key, "content": content, "mode": mode})
             self.by_path[key] = name
         return f'"$FLOWSH_FILES"/{self.by_path[key]}'
 
@@ -124,19 +126,36 @@ def _func_names(steps: list[Step]) -> dict[str, str]:
     return out
 
 
+def _expand(p: str) -> str:
+    return os.path.expandvars(os.path.expanduser(p))
+
+
 def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -> dict[str, Any]:
-    sdir = step_dir(wf, step)
-    if step.run is not None:
-        prelude = []
-        if wf.strict:
-            prelude.append("set -eo pipefail")
-        for src in (*wf.source, *step.source):
-            prelude.append(f"source {_shell_ref(fs.ref(sdir / src))}")
-        text = "\n".join([*prelude, step.run])
-        argv = [bash_quote(step.shell or wf.shell), "-c", bash_quote(text)]
+    from flowsh.engine import POSIX_SHELLS
+    from flowsh.paths import resolve_path, step_cwd
+
+    shell = shlex.split(step.shell or wf.shell)
+    fallback = ""
+    if step.script is not None:
+        # As the engine: an executable script runs itself, any other goes to the shell.
+        path = resolve_path(wf, step.script, step_cwd(wf, step))
+        argv = [fs.ref(path), *(bash_quote(a) for a in step.args)]
+        fallback = " ".join(bash_quote(a) for a in shell)
+    elif os.path.basename(shell[0]) not in POSIX_SHELLS:
+        argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(step.run or "")]
     else:
-        assert step.script is not None
-        argv = [fs.ref(sdir / step.script), *(bash_quote(a) for a in step.args)]
+        prelude = []
+        for src in (*wf.source, *step.source):
+            ref = fs.ref(resolve_path(wf, src))
+            shown = ref.replace("'", "").replace('"', "")
+            prelude.append(f". {ref} || {{ echo {bash_quote('flowsh: cannot source ' + shown)} "
+                           ">&2; exit 2; }")
+        if wf.strict:
+            name = os.path.basename(shell[0])
+            prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
+        text = "\n".join([*prelude, step.run or ""])
+        argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(text),
+                bash_quote(f"flowsh:{step.name}")]
     timeout = seconds(step.timeout)
     policy = " ".join(
         str(x)
@@ -160,15 +179,11 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
         "needs": list(step.needs or ()),
         "env": dict(step.env),
         "argv": argv,
+        "fallback": fallback,
         "policy": policy,
         "if_": step.if_,
-        "workdir": step.workdir or ".",
+        "workdir": _expand(step.workdir) if step.workdir else ".",
     }
-
-
-def _shell_ref(word: str) -> str:
-    """`source` takes the same word inside `bash -c` text: keep quoting as it is."""
-    return word
 
 
 def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -228,8 +243,8 @@ def bash_context(
         "kill_grace": seconds(wf.kill_grace) if wf.kill_grace else "0.1",
         "csv": _monitor_value(mon.csv),
         "prometheus": _monitor_value(mon.prometheus),
-        "env_file": wf.env_file or "",
-        "workdir": wf.workdir or "",
+        "env_file": _expand(wf.env_file) if wf.env_file else "",
+        "workdir": _expand(wf.workdir) if wf.workdir else "",
         "channels": channels,
         "routes": routes,
         "events": dict(wf.notify.events),
