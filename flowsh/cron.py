@@ -98,10 +98,10 @@ def next_times(sched: Schedule, start: datetime | None = None, count: int = 3) -
     return [it.get_next(datetime) for _ in range(count)]
 
 
-def in_words(when: datetime, now: datetime) -> str:
+def in_words(when: datetime, now: datetime, *, seconds: bool = False) -> str:
     """``Fri 27 Nov 2026 02:00 -03 (in 18 hours 59 minutes)``."""
     delta = int((when - now).total_seconds())
-    fmt = "%a %d %b %Y %H:%M:%S" if when.second else "%a %d %b %Y %H:%M"
+    fmt = "%a %d %b %Y %H:%M:%S" if seconds or when.second else "%a %d %b %Y %H:%M"
     return f"{when.strftime(fmt)} {when.strftime('%Z') or ''} ({_ago(delta)})".replace("  ", " ")
 
 
@@ -124,7 +124,9 @@ def describe_schedule(wf: Workflow, now: datetime | None = None) -> list[str]:
         zone = sched.zone()
         current = (now or datetime.now().astimezone()).astimezone(zone)
         times = next_times(sched, current, 3)
-        lines.append(f"schedule {text!r}, next: " + "; ".join(in_words(t, current) for t in times))
+        lines.append(f"schedule {text!r}, next: " + "; ".join(
+            in_words(t, current, seconds=sched.has_seconds) for t in times
+        ))
     return lines
 
 
