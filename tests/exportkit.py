@@ -92,4 +92,6 @@ def check_order(events: Path, needs: dict[str, list[str]], concurrency: int) -> 
         if ("start", step) not in index:
             continue
         for dep in deps:
-            assert index[("end", dep)] < index[("start", step)], f"{step} started before {dep} ended"
+            assert index[("end", dep)] < index[("start", step)], (
+                f"{step} started before {dep} ended"
+            )

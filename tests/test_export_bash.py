@@ -29,7 +29,11 @@ kill_grace: 0.2s
 defaults: {retry_delay: 0.05s, jitter: 0}
 notify:
   channels:
-    pager: {type: command, run: 'printf "%s|%s|%s\\n" "$FLOWSH_ALERT_SEVERITY" "$FLOWSH_ALERT_EVENT" "$(cat)" >> alerts.txt'}
+    pager:
+      type: command
+      run: >-
+        printf "%s|%s|%s\\n" "$FLOWSH_ALERT_SEVERITY" "$FLOWSH_ALERT_EVENT" "$(cat)"
+        >> alerts.txt
     mail: {type: email, to: [ops@example.com]}
   routes: {critical: [pager, mail], warning: [pager], info: [log]}
   events: {run_failed: critical, step_retry: warning, run_succeeded: info}
@@ -165,7 +169,9 @@ def test_failure_alerts_and_delegated_channel(kitchen: Path, tmp_path: Path) -> 
                         "run_failed", "--workflow", "kitchen"]
 
 
-def test_inline_script_needs_no_python_nor_the_original_files(kitchen: Path, tmp_path: Path) -> None:
+def test_inline_script_needs_no_python_nor_the_original_files(
+    kitchen: Path, tmp_path: Path
+) -> None:
     """Embedded scripts and libraries; PATH holds bash and coreutils only."""
     script = export_script(kitchen, inline=True)
     elsewhere = tmp_path / "elsewhere"

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 # Shell-meaningful characters, made likely; any other printable text too (no NUL: env).
-NASTY = st.sampled_from(list(" \t\n'\"$`*?[]{}\\;&|<>()~#!%=-") + ["$(id)", "`id`", "${HOME}"])
+NASTY = st.sampled_from([*" \t\n'\"$`*?[]{}\\;&|<>()~#!%=-", "$(id)", "`id`", "${HOME}"])
 VALUES = st.lists(
     # Controls and line/paragraph separators are left to NASTY: YAML folds or refuses them.
     st.one_of(NASTY, st.text(st.characters(
@@ -37,7 +37,8 @@ steps:
 def _flow(where: Path, default: str) -> Path:
     where.mkdir(parents=True)
     path = where / "quoting.yaml"
-    path.write_text(FLOW.format(default=json.dumps(default, ensure_ascii=False)))  # a JSON string is YAML
+    # A JSON string is a YAML string.
+    path.write_text(FLOW.format(default=json.dumps(default, ensure_ascii=False)))
     return path
 
 
