@@ -15,6 +15,7 @@ from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError, Wo
 
 if TYPE_CHECKING:
     from flowsh.engine import RunOptions
+    from flowsh.model import Workflow
 
 PARAMS_HELP = "Parameters as KEY=VALUE; they reach steps as environment variables."
 
@@ -267,12 +268,10 @@ def _extra_checks(wf: object) -> list[Exception]:
     return list(check_functions(wf))
 
 
-def _schedule_lines(wf: object) -> list[str]:
-    try:
-        from flowsh.cron import describe_schedule  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(describe_schedule(wf))
+def _schedule_lines(wf: Workflow) -> list[str]:
+    from flowsh.cron import describe_schedule
+
+    return describe_schedule(wf)
 
 
 def graph_cmd(
