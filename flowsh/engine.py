@@ -188,7 +188,7 @@ class Engine:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _prepare(self) -> RunRecord:
+    def _prepare(self, run_id: str) -> RunRecord:
         wf, opt = self.wf, self.opt
         prior = opt.resume
         params = {**wf.params, **(prior.params if prior else {}), **opt.params}
@@ -213,8 +213,9 @@ class Engine:
             run.step_names = [s.name for s in wf.steps]
             for name in self.graph.names:
                 rec = run.steps.get(name)
+                # `always` steps are the run's `finally`: they close each attempt of it.
                 again = (name in opt.only) if opt.only is not None else (
-                    rec is None or rec.status != SUCCEEDED)
+                    rec is None or rec.status != SUCCEEDED or self.steps[name].always)
                 if rec is None or again:
                     run.steps[name] = StepRecord(
                         name=name, attempts=rec.attempts if rec else 0,
@@ -227,7 +228,7 @@ class Engine:
                     self.backend.save_step(run, rec)
         else:
             run = RunRecord(
-                run_id=opt.run_id or new_run_id(),
+                run_id=run_id,
                 workflow=wf.name,
                 file=wf.path,
                 definition_hash=definition_hash(wf),
@@ -239,18 +240,21 @@ class Engine:
                 step_names=[s.name for s in wf.steps],
             )
             self.backend.create_run(run)
-        self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run.run_id)
         return run
 
     # -- the loop ---------------------------------------------------------------------
 
     def execute(self) -> RunRecord:
-        run = self._prepare()
-        self.run = run
-        if self.lock is not None:
-            self.lock.note(run.run_id)
+        run_id = self.opt.resume.run_id if self.opt.resume else (self.opt.run_id or new_run_id())
+        # The liveness lock is taken before the run is recorded, so a `running` record
+        # without a held lock always means a dead runner (store.check_liveness).
+        self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run_id)
         runner_fd = hold_runner_lock(self.run_dir)
+        if self.lock is not None:
+            self.lock.note(run_id)
         try:
+            run = self._prepare(run_id)
+            self.run = run
             self._execute(run)
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
@@ -521,13 +525,13 @@ class Engine:
 
 
 @contextmanager
-def _backend(options: RunOptions) -> Iterator[StateBackend]:
+def _backend(options: RunOptions, wf_state: str | None) -> Iterator[StateBackend]:
     if options.backend is not None:
         yield options.backend
         return
     from flowsh.store import open_backend
 
-    backend = open_backend(options.state_url)
+    backend = open_backend(options.state_url or os.environ.get("FLOWSH_STATE") or wf_state)
     try:
         yield backend
     finally:
@@ -543,7 +547,7 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()
 
 
