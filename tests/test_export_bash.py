@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from exportkit import CORPUS, checkpoint, export_script, prepare, run_script, script_steps
 
 from flowsh.export import render_bash
 from flowsh.loader import load_workflow
+from tests.exportkit import CORPUS, checkpoint, export_script, prepare, run_script, script_steps
 
 KITCHEN = """\
 name: kitchen

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from exportkit import (
+
+from flowsh.loader import load_workflow
+from tests.exportkit import (
     CORPUS,
     check_order,
     export_script,
@@ -17,8 +19,6 @@ from exportkit import (
     script_steps,
     written_files,
 )
-
-from flowsh.loader import load_workflow
 
 NAMES = sorted(p.stem for p in CORPUS.glob("*.yaml"))
 EXPECTED_EXIT = {"failure": 1}
@@ -64,3 +64,58 @@ def test_corpus_covers_the_issue() -> None:
     """chains, diamonds, fan-out, failures, retries, timeouts, always, outputs, params."""
     assert {"chain", "diamond", "fanout", "failure", "retries", "timeout", "outputs",
             "params", "conditions"} <= set(NAMES)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _warehouse(db: Path) -> list[tuple[object, ...]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT country, count(*), round(sum(amount_usd), 2) FROM orders "
+                         "GROUP BY country ORDER BY country").fetchall()
+
+
+def test_etl_example_fails_and_resumes_like_flowsh(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """The issue's "done when": the exported ETL runs where flowsh is not installed, fails
+    and resumes the same way `flowsh run` does (params of the failed run kept)."""
+    import shutil
+
+    from flowsh.store import open_backend
+
+    engine_dir, script_dir = tmp_path / "engine", tmp_path / "script"
+    shutil.copytree(ROOT / "examples" / "etl", engine_dir)
+    shutil.copytree(ROOT / "examples" / "etl", script_dir)
+
+    first = cli("run", str(engine_dir / "etl.yaml"), "simulate_failure=load", "day=2026-11-24")
+    assert first.returncode == 1, first.stderr
+    again = cli("run", str(engine_dir / "etl.yaml"), "--resume", "simulate_failure=")
+    assert again.returncode == 0, again.stderr
+    backend = open_backend(None)
+    try:
+        latest = backend.list_runs("etl", limit=1)[0]
+        run = backend.load_run(latest.run_id)
+    finally:
+        backend.close()
+    engine_steps = {n: (s.status, s.exit_code, s.outputs) for n, s in run.steps.items()}
+
+    script = script_dir / "etl.sh"
+    made = cli("export", str(script_dir / "etl.yaml"), "--bash", "--inline", "-o", str(script))
+    assert made.returncode == 0, made.stderr
+    shutil.rmtree(script_dir / "lib")  # embedded in the script
+    no_flowsh = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
+    first = run_script(script, "simulate_failure=load", "day=2026-11-24", env=no_flowsh)
+    assert first.returncode == 1, first.stdout + first.stderr
+    failed_run = script_steps("etl")
+    assert failed_run["load"][0] == "failed" and failed_run["validate"][0] == "skipped"
+    again = run_script(script, "--resume", "simulate_failure=", env=no_flowsh)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert script_steps("etl") == engine_steps
+    assert _warehouse(script_dir / "work" / "warehouse.db") == \
+        _warehouse(engine_dir / "work" / "warehouse.db")
+    from tests.exportkit import checkpoint
+
+    data = checkpoint("etl")
+    assert data["params"]["day"] == "2026-11-24"  # from the failed run
+    assert data["steps"]["extract"]["attempts"] == 0  # not run again

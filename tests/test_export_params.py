@@ -9,9 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from exportkit import export_script, run_engine, run_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.exportkit import export_script, run_engine, run_script
 
 # Shell-meaningful characters, made likely; any other printable text too (no NUL: env).
 NASTY = st.sampled_from([*" \t\n'\"$`*?[]{}\\;&|<>()~#!%=-", "$(id)", "`id`", "${HOME}"])
