@@ -168,7 +168,6 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
             timeout,
             int(step.always),
             int(step.continue_on_failure),
-            step.shell or wf.shell,
         )
     )
     return {
@@ -179,6 +178,7 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
         "needs": list(step.needs or ()),
         "env": dict(step.env),
         "argv": argv,
+        "shell": [bash_quote(a) for a in shell],
         "fallback": fallback,
         "policy": policy,
         "if_": step.if_,
@@ -223,6 +223,9 @@ def bash_context(
         _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs) for n in graph.order
     ]
     channels, routes = _channels(wf)
+    from flowsh.engine import describe_plan
+
+    plan = "\n".join(describe_plan(wf))
     mon = wf.monitor
     source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
     embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
@@ -235,6 +238,7 @@ def bash_context(
         "inline": inline,
         "files": fs.items,
         "steps": steps,
+        "plan": plan,
         "file_order": [s.name for s in wf.steps],
         "params": dict(wf.params),
         "secrets": sorted(wf.secret_names()),

@@ -315,3 +315,25 @@ def test_export_needs_exactly_one_format(kitchen: Path, cli) -> None:  # type: i
     res = cli("export", str(kitchen), "--format", "nope")
     assert res.returncode == 2 and "unknown export format" in res.stderr
     assert sys.executable  # the CLI ran under this interpreter
+
+
+def test_dry_run_prints_flowsh_plan(kitchen: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    script = export_script(kitchen)
+    mine = run_script(script, "--dry-run").stdout.splitlines()
+    theirs = cli("run", str(kitchen), "--dry-run").stdout.splitlines()
+
+    def plan(lines: list[str]) -> list[str]:
+        return [ln for ln in lines if not ln.startswith("params:")]
+
+    assert plan(mine) == plan(theirs)
+    assert "params: day=2026-01-01 api_token=***" in mine
+
+
+def test_jobs_option_limits_parallel_steps(tmp_path: Path) -> None:
+    from tests.exportkit import check_order
+
+    wf = prepare("fanout", tmp_path)
+    proc = run_script(export_script(wf), "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    needs = {s.name: list(s.needs or ()) for s in load_workflow(wf).steps}
+    check_order(tmp_path / "events.log", needs, 1)
