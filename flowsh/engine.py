@@ -106,8 +106,15 @@ def build_argv(wf: Workflow, step: Step) -> list[str]:
     if name not in POSIX_SHELLS:
         return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
     prelude = []
-    for src in (*wf.source, *step.source):
-        path = shlex.quote(str(resolve_path(wf, src)))
+    sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
+    if sources and name == "bash":
+        from flowsh.bashlib import source_script
+
+        # Definitions only: a script's trailing `main "$@"` must not run (flowsh/bashlib.py).
+        prelude.append(source_script(sources))
+        sources = []
+    for src in sources:
+        path = shlex.quote(src)
         prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
     if wf.strict:
         prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")

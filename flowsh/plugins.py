@@ -28,6 +28,21 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.state_json",
     "flowsh.commands.core",
     "flowsh.commands.runs",
+    "flowsh.commands.wrap",
+    "flowsh.commands.init",
+    "flowsh.commands.importer",
+    "flowsh.builtin.notify_log",
+    "flowsh.builtin.notify_command",
+    "flowsh.builtin.notify_email",
+    "flowsh.builtin.notify_webhook",
+    "flowsh.builtin.alerts",
+    "flowsh.commands.plugins",
+    "flowsh.commands.notify",
+    "flowsh.builtin.log_csv",
+    "flowsh.builtin.log_jsonl",
+    "flowsh.builtin.metrics_prometheus",
+    "flowsh.commands.stats",
+    "flowsh.commands.report",
     "flowsh.builtin.export_bash",
     "flowsh.builtin.export_cron",
     "flowsh.builtin.sched_crontab",
@@ -76,7 +91,7 @@ def _load() -> pluggy.PluginManager:
     for name in blocked:
         pm.set_blocked(name)
     for modname in DEFAULT_PLUGINS:
-        short = modname.rsplit(".", 1)[1]
+        short = modname.rsplit(".", 1)[-1]
         if short in blocked or modname in blocked:
             continue
         try:
@@ -90,7 +105,9 @@ def _load() -> pluggy.PluginManager:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        warn(f"plugin {exc.plugin!r} implements unknown hooks: {exc}")
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        # Kept registered: its other hooks work; the typo is reported once.
+        warn(f"plugin {name} implements unknown hooks: {exc}")
     return pm
 
 
@@ -102,7 +119,11 @@ def _load_entrypoints(
     for ep in entry_points(group="flowsh"):
         if ep.name in blocked or (allow is not None and ep.name not in allow):
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            warn(f"plugin {ep.name} ({ep.value}): another plugin is already named "
+                 f"{ep.name!r}; not loaded")
             continue
         try:
             plugin = ep.load()

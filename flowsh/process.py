@@ -188,7 +188,8 @@ class LocalExecutor:
             os.killpg(job.proc.pid, sig)  # the step's session leader's pid is its pgid
 
     def _read(self, job: _Job) -> None:
-        assert job.pipe is not None
+        if job.pipe is None:
+            return  # closed earlier in this batch of events (by _reap draining it)
         try:
             data = os.read(job.pipe, _READ)
         except BlockingIOError:
@@ -238,6 +239,8 @@ class LocalExecutor:
 
     def _reap(self, job: _Job) -> None:
         assert job.proc is not None
+        if job.exit_status is not None:
+            return  # already reaped in this batch of events
         status = job.proc.poll()
         if status is None:
             return

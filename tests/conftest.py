@@ -27,6 +27,7 @@ def flowsh_env(
     monkeypatch.delenv("FLOWSH_STATE", raising=False)
     monkeypatch.delenv("FLOWSH_PLUGINS", raising=False)
     monkeypatch.delenv("FLOWSH_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("FLOWSH_METRICS_PUSH", raising=False)
     plugins.reset()
     yield home
     plugins.reset()

@@ -237,9 +237,12 @@ def validate_cmd(
     for f in files:
         try:
             wf = load_workflow(f)
-            extra = [str(e) for e in _extra_checks(wf)]
+            extra = _extra_checks(wf)
             if extra:
-                raise WorkflowError(extra[0].split(": ", 1)[-1], path=f)
+                # bashlib's errors already say FILE:LINE:COL; keep them whole.
+                first = extra[0]
+                raise first if isinstance(first, FlowshError) else WorkflowError(
+                    str(first), path=f)
         except FlowshError as exc:
             bad += 1
             results.append({"file": str(f), "ok": False, "error": str(exc)})
@@ -265,7 +268,7 @@ def _extra_checks(wf: object) -> list[Exception]:
         from flowsh.bashlib import check_functions  # type: ignore[import-not-found]
     except ImportError:
         return []
-    return list(check_functions(wf))
+    return list(check_functions(wf))  # type: ignore[arg-type]
 
 
 def _schedule_lines(wf: Workflow) -> list[str]:
