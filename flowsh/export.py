@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flowsh.errors import UsageError
-from flowsh.model import Step, Workflow
+from flowsh.model import IDENT, Step, Workflow
 
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
 
@@ -187,24 +187,28 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
 
 
 def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Routes and channels as flowsh's alerting reads them (user config merged in)."""
+    from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify
+
+    notify = effective_notify(wf)
     chans: dict[str, dict[str, Any]] = {}
-    for i, (name, ch) in enumerate(sorted(wf.notify.channels.items()), 1):
-        extra = ch.model_extra or {}
-        run = extra.get("run") or extra.get("command") or ""
-        if isinstance(run, list):
-            run = shlex.join(str(x) for x in run)
-        chans[name] = {
-            "name": name, "type": ch.type, "run": str(run), "func": f"flowsh_channel_{i}"
-        }
     routes: dict[str, list[dict[str, Any]]] = {}
-    for sev, names in wf.notify.routes.items():
-        for name in names:
-            if name not in chans and name == "log":
-                chans["log"] = {
-                    "name": "log", "type": "log", "run": "", "func": "flowsh_channel_log"
+    for sev in SEVERITIES:
+        for name in channels_for(notify, sev):
+            if name not in chans:
+                cfg = channel_config(notify, name)
+                env = cfg.get("env") or {}
+                chans[name] = {
+                    "name": name,
+                    "type": str(cfg.get("type")),
+                    "run": str(cfg.get("run") or ""),
+                    "shell": str(cfg.get("shell") or "bash"),
+                    "env": {str(k): str(v) for k, v in env.items() if IDENT.match(str(k))},
+                    "path": str(cfg.get("path") or ""),
+                    "timeout": seconds(float(cfg.get("timeout") or 10)),
+                    "func": f"flowsh_channel_{len(chans) + 1}",
                 }
-            if name in chans:
-                routes.setdefault(sev, []).append(chans[name])
+            routes.setdefault(sev, []).append(chans[name])
     return list(chans.values()), routes
 
 
@@ -222,6 +226,8 @@ def bash_context(
     steps = [
         _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs) for n in graph.order
     ]
+    from flowsh.notify import effective_notify, events_of
+
     channels, routes = _channels(wf)
     from flowsh.engine import describe_plan
 
@@ -251,7 +257,7 @@ def bash_context(
         "workdir": _expand(wf.workdir) if wf.workdir else "",
         "channels": channels,
         "routes": routes,
-        "events": dict(wf.notify.events),
+        "events": events_of(effective_notify(wf)),
         "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
     }
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -32,8 +33,8 @@ notify:
     pager:
       type: command
       run: >-
-        printf "%s|%s|%s\\n" "$FLOWSH_ALERT_SEVERITY" "$FLOWSH_ALERT_EVENT" "$(cat)"
-        >> alerts.txt
+        printf "%s|%s|%s|%s\\n" "$FLOWSH_ALERT_SEVERITY" "$FLOWSH_ALERT_EVENT"
+        "$FLOWSH_ALERT_MESSAGE" "$(cat)" >> alerts.txt
     mail: {type: email, to: [ops@example.com]}
   routes: {critical: [pager, mail], warning: [pager], info: [log]}
   events: {run_failed: critical, step_retry: warning, run_succeeded: info}
@@ -127,20 +128,30 @@ def test_kitchen_sink_runs(kitchen: Path, home: Path) -> None:
     assert steps["flaky"][0] == "succeeded"
     assert steps["finish"][2] == {"FROM_ENV_FILE": "dotenv value"}
     assert checkpoint("kitchen")["params"]["api_token"] == "***"
-    # Alerts: the retry went to the command channel, success to the log channel;
-    # the email channel is left to `flowsh notify` (not on PATH here) with a warning.
-    assert (d / "alerts.txt").read_text().startswith("warning|step_retry|step flaky of kitchen")
-    rows = list(csv.reader((home / "exported/kitchen/workflow_logs.csv").open()))
-    assert all(len(r) == 5 for r in rows)
-    assert [r[3] for r in rows if r[2] == "flaky"] == ["started", "retrying", "started",
+    # Alerts: the retry went to the command channel (env + JSON on stdin), success to the
+    # log channel (flowsh's alerts.log line).
+    sev, event, message, stdin = (d / "alerts.txt").read_text().rstrip("\n").split("|")
+    assert (sev, event) == ("warning", "step_retry")
+    assert message.startswith("step flaky of kitchen failed (exit code 1), retry in 0.050s")
+    assert json.loads(stdin)["step"] == "flaky" and json.loads(stdin)["message"] == message
+    run_id = checkpoint("kitchen")["run_id"]
+    assert (home / "alerts.log").read_text().endswith(
+        f" INFO kitchen {run_id} kitchen succeeded (run {run_id})\n")
+    # The CSV log flowsh's monitor writes, in the same file and format.
+    rows = list(csv.reader((home / "logs/workflow_logs.csv").open()))
+    assert rows[0] == ["timestamp", "workflow_id", "step", "status", "message"]
+    assert all(len(r) == 5 and r[1] == f"kitchen_{run_id}" for r in rows[1:])
+    assert [r[3] for r in rows if r[2] == "flaky"] == ["running", "retrying", "running",
                                                        "succeeded"]
-    assert rows[-1][2:4] == ["ALERT", "INFO"]
+    assert [r[3] for r in rows if r[2] == "-"] == ["started", "succeeded"]
     # Prometheus textfile, as node_exporter's textfile collector reads it.
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = (home / "exported/kitchen/kitchen.prom").read_text()
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    assert fams["flowsh_run_success"].samples[0].value == 1
+    prom = home / "metrics/flowsh_kitchen.prom"
+    assert prom.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
+    fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert fams["flowsh_run_last_status"].samples[0].value == 0
+    assert fams["flowsh_run_last_success_timestamp_seconds"].samples[0].value > 0
     attempts = {s.labels["step"]: s.value for s in fams["flowsh_step_attempts"].samples}
     assert attempts["flaky"] == 2 and attempts["extract"] == 1
     # Private files.
@@ -156,6 +167,7 @@ def test_failure_alerts_and_delegated_channel(kitchen: Path, tmp_path: Path) -> 
     assert "alert channel mail needs flowsh on PATH" in proc.stderr
     assert "step extract failed: exit code 4" in proc.stderr
     assert "critical|run_failed|kitchen failed" in (kitchen.parent / "alerts.txt").read_text()
+    assert "step extract of kitchen failed" not in (kitchen.parent / "alerts.txt").read_text()
     # With a `flowsh` on PATH, the channels the script cannot send go to `flowsh notify`.
     fake = tmp_path / "fakebin"
     fake.mkdir()
@@ -165,8 +177,8 @@ def test_failure_alerts_and_delegated_channel(kitchen: Path, tmp_path: Path) -> 
     proc = run_script(script, "-q", env={"PATH": f"{fake}:/usr/bin:/bin", "NOTIFY_LOG": str(log)})
     assert proc.returncode == 1
     args = log.read_text().splitlines()
-    assert args[:9] == ["notify", "--channel", "mail", "--severity", "critical", "--event",
-                        "run_failed", "--workflow", "kitchen"]
+    assert args[:9] == ["notify", "send", str(kitchen), "--channel", "mail", "--severity",
+                        "critical", "--event", "run_failed"]
 
 
 def test_inline_script_needs_no_python_nor_the_original_files(
@@ -337,3 +349,44 @@ def test_jobs_option_limits_parallel_steps(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     needs = {s.name: list(s.needs or ()) for s in load_workflow(wf).steps}
     check_order(tmp_path / "events.log", needs, 1)
+
+
+def test_delegated_channel_goes_through_real_flowsh_notify(tmp_path: Path) -> None:
+    """A webhook channel: the script hands it to `flowsh notify send`, which POSTs it to a
+    real HTTP server on loopback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "hooked.yaml").write_text(
+            "name: hooked\nkill_grace: 0.2s\n"
+            "notify:\n"
+            f"  channels: {{hook: {{type: webhook, url: 'http://127.0.0.1:{server.server_port}/'}}}}\n"
+            "  events: {run_failed: critical}\n"
+            "steps: [{name: bad, run: 'exit 9'}]\n"
+        )
+        script = export_script(tmp_path / "hooked.yaml")
+        venv_bin = str(Path(sys.executable).parent)
+        proc = run_script(script, env={"PATH": f"{venv_bin}:/usr/bin:/bin"})
+        assert proc.returncode == 1
+        assert "warning" not in proc.stderr, proc.stderr
+    finally:
+        server.shutdown()
+    [alert] = received
+    assert alert["event"] == "run_failed" and alert["severity"] == "critical"
+    assert alert["run_id"] == checkpoint("hooked")["run_id"]

@@ -3,6 +3,7 @@ same files written, same order constraints, on every workflow of tests/corpus.""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -50,6 +51,14 @@ def test_script_matches_engine(name: str, inline: bool, tmp_path: Path) -> None:
     assert engine_code == proc.returncode
     assert script_steps(name) == engine_steps
     assert written_files(script_wf.parent, VOLATILE) == written_files(engine_wf.parent, VOLATILE)
+
+    # The CSV log (one file, both runs): the same rows per step, in the same order.
+    by_run: dict[str, dict[str, list[str]]] = {}
+    with (Path(os.environ["FLOWSH_HOME"]) / "logs" / "workflow_logs.csv").open() as fh:
+        for row in list(csv.reader(fh))[1:]:
+            by_run.setdefault(row[1], {}).setdefault(row[2], []).append(row[3])
+    engine_rows, script_rows = by_run.values()
+    assert script_rows == engine_rows
 
     wf = load_workflow(engine_wf)
     needs = {s.name: list(s.needs or ()) for s in wf.steps}
