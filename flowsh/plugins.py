@@ -37,6 +37,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.log_csv",
     "flowsh.builtin.log_jsonl",
     "flowsh.builtin.metrics_prometheus",
+    # exporters and schedulers
+    "flowsh.builtin.export_bash",
+    "flowsh.builtin.export_cron",
+    "flowsh.builtin.sched_crontab",
+    "flowsh.builtin.sched_systemd",
     # commands, in the order `flowsh --help` lists them
     "flowsh.commands.core",
     "flowsh.commands.runs",
@@ -45,6 +50,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.commands.wrap",
     "flowsh.commands.init",
     "flowsh.commands.importer",
+    "flowsh.commands.export",
+    "flowsh.commands.schedule",
     "flowsh.commands.notify",
     "flowsh.commands.plugins",
     "flowsh.commands.config",

@@ -267,11 +267,9 @@ def _extra_checks(wf: Workflow) -> list[Exception]:
 
 
 def _schedule_lines(wf: Workflow) -> list[str]:
-    try:
-        from flowsh.cron import describe_schedule  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(describe_schedule(wf))
+    from flowsh.cron import describe_schedule
+
+    return describe_schedule(wf)
 
 
 def graph_cmd(
