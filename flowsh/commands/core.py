@@ -87,8 +87,11 @@ def run_cmd(
         width = jobs or wf.concurrency
         typer.echo(f"workflow {wf.name}: {len(wf.steps)} steps, concurrency {width}")
         if wf.params or overrides:
+            from flowsh.secrets import Masker
+
             merged = {**wf.params, **overrides}
-            typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in merged.items()))
+            shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
+            typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
         if unknown:
             typer.echo(f"note: {', '.join(unknown)} not declared in params (passed as env)")
         for line in describe_plan(wf):
