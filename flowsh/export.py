@@ -13,12 +13,12 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from flowsh.errors import UsageError
 from flowsh.model import IDENT, Step, Workflow
+from flowsh.templating import templates_dir
 
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
 
@@ -41,7 +41,7 @@ def seconds(value: float | None) -> str:
 def environment() -> Any:
     import jinja2
 
-    root = files("flowsh.templates")
+    root = templates_dir()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,

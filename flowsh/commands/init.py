@@ -20,11 +20,11 @@ from flowsh.fileio import atomic_write
 
 
 def _env() -> object:
-    from importlib.resources import files
-
     import jinja2
 
-    root = files("flowsh.templates") / "init"
+    from flowsh.templating import templates_dir
+
+    root = templates_dir() / "init"
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         keep_trailing_newline=True,
