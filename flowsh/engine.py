@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import random
 import shlex
 import signal
 import socket
@@ -29,7 +28,7 @@ from flowsh.graph import Graph
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
 from flowsh.outputs import read_outputs
-from flowsh.paths import resolve_path, step_cwd
+from flowsh.paths import step_cwd
 from flowsh.secrets import Masker
 from flowsh.state import (
     FAILED,
@@ -46,9 +45,9 @@ from flowsh.state import (
     ensure_private_dir,
     flowsh_home,
 )
+from flowsh.steps import base_environment, build_argv, retry_delay
 
 HEARTBEAT_EVERY = 10.0
-POSIX_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
 
 
 class Reporter:
@@ -92,55 +91,6 @@ def definition_hash(wf: Workflow) -> str:
 
     data = wf.model_dump_json(exclude={"path"}, by_alias=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
-
-
-def build_argv(wf: Workflow, step: Step) -> list[str]:
-    """The argv of a step. The step's text is the program; values arrive via env only."""
-    shell = shlex.split(step.shell or wf.shell)
-    cwd = step_cwd(wf, step)
-    if step.script is not None:
-        script = resolve_path(wf, step.script, cwd)
-        if os.access(script, os.X_OK):
-            return [str(script), *step.args]
-        return [*shell, str(script), *step.args]
-    name = os.path.basename(shell[0])
-    if name not in POSIX_SHELLS:
-        return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
-    prelude = []
-    sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
-    if sources and name == "bash":
-        from flowsh.bashlib import source_script
-
-        # Definitions only: a script's trailing `main "$@"` must not run (flowsh/bashlib.py).
-        prelude.append(source_script(sources))
-        sources = []
-    for src in sources:
-        path = shlex.quote(src)
-        prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
-    if wf.strict:
-        prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
-    text = "\n".join([*prelude, step.run or ""])
-    return [*shell, "-c", text, f"flowsh:{step.name}"]
-
-
-def retry_delay(step: Step, attempt: int) -> float:
-    """Delay before attempt `attempt + 1`: exponential backoff, capped, with jitter."""
-    base = (step.retry_delay or 0.0) * (step.backoff or 1.0) ** (attempt - 1)
-    base = min(base, step.max_delay if step.max_delay is not None else base)
-    jitter = step.jitter or 0.0
-    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
-
-
-def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
-    """os.environ < env_file < workflow env < params."""
-    from flowsh.loader import read_env_file
-
-    env = dict(os.environ)
-    if wf.env_file:
-        env.update(read_env_file(resolve_path(wf, wf.env_file)))
-    env.update(wf.env)
-    env.update(params)
-    return env
 
 
 class _Interrupt:
@@ -562,27 +512,3 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
     with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()
-
-
-def describe_plan(wf: Workflow) -> Iterator[str]:
-    """Dry-run lines: steps by level with what each would run."""
-    graph = Graph.build(wf)
-    for i, level in enumerate(graph.levels(), 1):
-        yield f"stage {i}: " + ", ".join(level)
-        for name in level:
-            step = wf.step(name)
-            what = step.run if step.run is not None else " ".join(
-                [step.script or "", *map(shlex.quote, step.args)])
-            extra = []
-            if step.retry_count:
-                extra.append(f"retries={step.retry_count}")
-            if step.timeout:
-                extra.append(f"timeout={step.timeout:g}s")
-            if step.if_:
-                extra.append(f"if={step.if_!r}")
-            if step.always:
-                extra.append("always")
-            if step.continue_on_failure:
-                extra.append("continue_on_failure")
-            first = (what or "").strip().splitlines()[0] if (what or "").strip() else ""
-            yield f"  {name}: {first}" + (f"  [{', '.join(extra)}]" if extra else "")

@@ -131,8 +131,8 @@ def _expand(p: str) -> str:
 
 
 def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -> dict[str, Any]:
-    from flowsh.engine import POSIX_SHELLS
     from flowsh.paths import resolve_path, step_cwd
+    from flowsh.steps import POSIX_SHELLS
 
     shell = shlex.split(step.shell or wf.shell)
     fallback = ""
@@ -229,7 +229,7 @@ def bash_context(
     from flowsh.notify import effective_notify, events_of
 
     channels, routes = _channels(wf)
-    from flowsh.engine import describe_plan
+    from flowsh.steps import describe_plan
 
     plan = "\n".join(describe_plan(wf))
     mon = wf.monitor

@@ -77,8 +77,9 @@ def run_cmd(
     ),
 ) -> None:
     """Run a workflow file."""
-    from flowsh.engine import describe_plan, run_workflow
+    from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
+    from flowsh.steps import describe_plan
 
     wf = load_workflow(file)
     if dry_run:
