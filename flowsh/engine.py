@@ -183,9 +183,8 @@ class Engine:
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
 
     def _is_chain(self) -> bool:
-        return all(len(d) <= 1 for d in self.graph.dependents.values()) and all(
-            len(n) <= 1 for n in self.graph.needs.values()
-        )
+        """No two steps can ever run at once (every level of the graph holds one step)."""
+        return all(len(level) == 1 for level in self.graph.levels())
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -473,7 +472,6 @@ class Engine:
             self.reporter.step_retrying(self.run, rec, delay)
             plugins.emit("flowsh_step_retrying", run=self.run, step=rec, workflow=self.wf,
                          delay=delay)
-            rec.status = PENDING
             heapq.heappush(self.waiting, (time.time() + delay, name))
             return
         rec.status = FAILED
@@ -498,7 +496,8 @@ class Engine:
     def _wake_retries(self) -> None:
         now = time.time()
         while self.waiting and self.waiting[0][0] <= now:
-            heapq.heappop(self.waiting)
+            _, name = heapq.heappop(self.waiting)
+            self.run.steps[name].status = PENDING
 
     def _record_finished(self, rec: StepRecord) -> None:
         self.backend.save_step(self.run, rec)

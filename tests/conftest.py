@@ -1,0 +1,62 @@
+"""Shared fixtures: every test gets its own FLOWSH_HOME and no third-party plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flowsh import plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def flowsh_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("flowsh-home")
+    monkeypatch.setenv("FLOWSH_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("FLOWSH_LOAD_ENTRYPOINTS", "0")
+    monkeypatch.delenv("FLOWSH_STATE", raising=False)
+    monkeypatch.delenv("FLOWSH_PLUGINS", raising=False)
+    monkeypatch.delenv("FLOWSH_DISABLE_PLUGINS", raising=False)
+    plugins.reset()
+    yield home
+    plugins.reset()
+
+
+@pytest.fixture
+def home(flowsh_env: Path) -> Path:
+    return flowsh_env
+
+
+@pytest.fixture
+def write_flow(tmp_path: Path) -> Callable[..., Path]:
+    """Write a workflow file (dedented YAML) into tmp_path and return its path."""
+
+    def write(text: str, name: str = "flow.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `flowsh` CLI as a subprocess (its own signals, exit codes and streams)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "flowsh", *args], cwd=cwd, env=full_env, text=True,
+        capture_output=True, timeout=timeout, input=input, check=False,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
