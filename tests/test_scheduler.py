@@ -171,3 +171,25 @@ def test_long_chain_and_wide_fan_out_run_every_step(tmp_path: Path) -> None:
     ran = (tmp_path / "ran.txt").read_text().split()
     assert rec.exit_code == 0 and sorted(ran[:-1]) == sorted(f"f{i}" for i in range(60))
     assert ran[-1] == "join"
+
+
+def test_dry_run_plan_lists_steps_by_stage_with_their_settings(tmp_path: Path) -> None:
+    from flowsh.engine import describe_plan
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "steps:\n"
+        "  - {name: a, run: 'echo a'}\n"
+        "  - {name: c, run: 'echo c', needs: [a], retries: 2, timeout: 5s}\n"
+        "  - {name: b, run: 'echo b', needs: [a], if: 'test -e x'}\n"
+        "  - {name: d, run: 'echo d', needs: [b, c], always: true}\n"
+    )
+    assert list(describe_plan(load_workflow(path))) == [
+        "stage 1: a",
+        "  a: echo a",
+        "stage 2: c, b",
+        "  c: echo c  [retries=2, timeout=5s]",
+        "  b: echo b  [if='test -e x']",
+        "stage 3: d",
+        "  d: echo d  [always]",
+    ]
