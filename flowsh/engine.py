@@ -72,7 +72,7 @@ class RunOptions:
     state_url: str | None = None
     backend: StateBackend | None = None  # an open backend wins over state_url
     reporter: Reporter | None = None
-    executor: str = "local"
+    executor: str | None = None  # default: the workflow's `executor`
     overlap: str | None = None
     lock_timeout: float | None = None
     # Resume: continue this run. Without `only`, every step that did not succeed runs
@@ -83,7 +83,8 @@ class RunOptions:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{random.getrandbits(16):04x}"
+    # os.urandom, not `random`: tests (hypothesis) seed the global generator.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(2).hex()}"
 
 
 def definition_hash(wf: Workflow) -> str:
@@ -106,8 +107,15 @@ def build_argv(wf: Workflow, step: Step) -> list[str]:
     if name not in POSIX_SHELLS:
         return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
     prelude = []
-    for src in (*wf.source, *step.source):
-        path = shlex.quote(str(resolve_path(wf, src)))
+    sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
+    if sources and name == "bash":
+        from flowsh.bashlib import source_script
+
+        # Definitions only: a script's trailing `main "$@"` must not run (flowsh/bashlib.py).
+        prelude.append(source_script(sources))
+        sources = []
+    for src in sources:
+        path = shlex.quote(src)
         prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
     if wf.strict:
         prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
@@ -185,6 +193,13 @@ class Engine:
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
+        # Resolved before the run is recorded, so a typo never leaves a dangling run.
+        name = options.executor or wf.executor
+        executors = plugins.registry("executors")
+        if name not in executors:
+            known = ", ".join(sorted(executors))
+            raise UsageError(f"unknown executor {name!r} (known: {known}; a plugin may add it)")
+        self.executor_factory = executors[name]
 
     def _is_chain(self) -> bool:
         """No two steps can ever run at once (every level of the graph holds one step)."""
@@ -192,7 +207,7 @@ class Engine:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _prepare(self) -> RunRecord:
+    def _prepare(self, run_id: str) -> RunRecord:
         wf, opt = self.wf, self.opt
         prior = opt.resume
         params = {**wf.params, **(prior.params if prior else {}), **opt.params}
@@ -217,8 +232,9 @@ class Engine:
             run.step_names = [s.name for s in wf.steps]
             for name in self.graph.names:
                 rec = run.steps.get(name)
+                # `always` steps are the run's `finally`: they close each attempt of it.
                 again = (name in opt.only) if opt.only is not None else (
-                    rec is None or rec.status != SUCCEEDED)
+                    rec is None or rec.status != SUCCEEDED or self.steps[name].always)
                 if rec is None or again:
                     run.steps[name] = StepRecord(
                         name=name, attempts=rec.attempts if rec else 0,
@@ -231,7 +247,7 @@ class Engine:
                     self.backend.save_step(run, rec)
         else:
             run = RunRecord(
-                run_id=opt.run_id or new_run_id(),
+                run_id=run_id,
                 workflow=wf.name,
                 file=wf.path,
                 definition_hash=definition_hash(wf),
@@ -243,29 +259,30 @@ class Engine:
                 step_names=[s.name for s in wf.steps],
             )
             self.backend.create_run(run)
-        self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run.run_id)
         return run
 
     # -- the loop ---------------------------------------------------------------------
 
     def execute(self) -> RunRecord:
-        run = self._prepare()
-        self.run = run
-        if self.lock is not None:
-            self.lock.note(run.run_id)
+        run_id = self.opt.resume.run_id if self.opt.resume else (self.opt.run_id or new_run_id())
+        # The liveness lock is taken before the run is recorded, so a `running` record
+        # without a held lock always means a dead runner (store.check_liveness).
+        self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run_id)
         runner_fd = hold_runner_lock(self.run_dir)
+        if self.lock is not None:
+            self.lock.note(run_id)
         try:
+            run = self._prepare(run_id)
+            self.run = run
             self._execute(run)
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
 
     def _execute(self, run: RunRecord) -> None:
-        factory = plugins.registry("executors").get(self.opt.executor)
-        if factory is None:
-            raise UsageError(f"unknown executor {self.opt.executor!r}")
         on_output = self.reporter.step_output if self.reporter.wants_output else None
-        executor: Executor = factory(on_output=on_output, mask=self.mask or None)
+        executor: Executor = self.executor_factory(
+            on_output=on_output, mask=self.mask or None, **self.wf.executor_options)
         self.executor = executor
         self.reporter.run_started(run, self.wf)
         plugins.emit("flowsh_run_started", run=run, workflow=self.wf)
@@ -554,13 +571,13 @@ class Engine:
 
 
 @contextmanager
-def _backend(options: RunOptions) -> Iterator[StateBackend]:
+def _backend(options: RunOptions, wf_state: str | None) -> Iterator[StateBackend]:
     if options.backend is not None:
         yield options.backend
         return
     from flowsh.store import open_backend
 
-    backend = open_backend(options.state_url)
+    backend = open_backend(options.state_url or os.environ.get("FLOWSH_STATE") or wf_state)
     try:
         yield backend
     finally:
@@ -576,7 +593,7 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()
 
 

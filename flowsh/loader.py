@@ -170,6 +170,7 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
     if not isinstance(data, dict):
         raise pos.error("a workflow file must be a mapping with at least a `steps` list")
     data.setdefault("name", default_name)
+    _merge_user_config(data)
     if isinstance(data.get("steps"), list):
         for i, step in enumerate(data["steps"]):
             if isinstance(step, str):
@@ -185,6 +186,22 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
         raise pos.error(message, loc, key=key) from None
     _check_references(wf, pos)
     return wf
+
+
+def _merge_user_config(data: dict[str, Any]) -> None:
+    """`defaults` and `state` from the user config, under the file's own (the file wins).
+
+    `notify` is merged where it is used (flowsh.notify.effective_notify), so that errors in
+    a shared channel name the config file, not this one.
+    """
+    from flowsh.config import load_user_config, merge
+
+    user = load_user_config()
+    if isinstance(user.get("defaults"), dict):
+        mine = data.get("defaults")
+        data["defaults"] = merge(user["defaults"], mine if isinstance(mine, dict) else {})
+    if isinstance(user.get("state"), str):
+        data.setdefault("state", user["state"])
 
 
 def _check_references(wf: Workflow, pos: Positions) -> None:
@@ -263,7 +280,7 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
                                       and text.startswith("#!")):
-        from flowsh.seed import parse_seed  # type: ignore[import-not-found]
+        from flowsh.seed import parse_seed
 
         data, pos = parse_seed(text, p)
     elif suffix == ".toml":

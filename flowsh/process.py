@@ -55,7 +55,13 @@ class LocalExecutor:
         self,
         on_output: OutputCallback | None = None,
         mask: Callable[[str], str] | None = None,
+        **options: object,
     ) -> None:
+        if options:
+            from flowsh.errors import UsageError
+
+            got = ", ".join(options)
+            raise UsageError(f"executor 'local' takes no executor_options (got {got})")
         self.on_output = on_output
         self.mask = mask
         self._sel = selectors.DefaultSelector()
@@ -188,7 +194,8 @@ class LocalExecutor:
             os.killpg(job.proc.pid, sig)  # the step's session leader's pid is its pgid
 
     def _read(self, job: _Job) -> None:
-        assert job.pipe is not None
+        if job.pipe is None:
+            return  # closed earlier in this batch of events (by _reap draining it)
         try:
             data = os.read(job.pipe, _READ)
         except BlockingIOError:
@@ -238,6 +245,8 @@ class LocalExecutor:
 
     def _reap(self, job: _Job) -> None:
         assert job.proc is not None
+        if job.exit_status is not None:
+            return  # already reaped in this batch of events
         status = job.proc.poll()
         if status is None:
             return

@@ -137,11 +137,22 @@ class JSONReporter(Reporter):
 
 
 class TTYReporter(PlainReporter):
-    """Colour, and a live line per running step with its elapsed time."""
+    """Colour, and a live table of steps: state, attempt, elapsed, estimate from history.
+
+    Finished steps are also printed as lines above the table, so the scrollback keeps the
+    story after the (transient) table is gone.
+    """
 
     STYLE = {SUCCEEDED: "green", FAILED: "bold red", SKIPPED: "dim", INTERRUPTED: "yellow"}
+    STATE = {
+        "pending": ("·", "dim"), "running": ("▶", "cyan"), "retrying": ("↻", "yellow"),
+        SUCCEEDED: ("✓", "green"), FAILED: ("✗", "bold red"), SKIPPED: ("-", "dim"),
+        INTERRUPTED: ("!", "yellow"),
+    }
+    MAX_ROWS = 16  # beyond this, finished and pending steps fold into summary rows
+    HISTORY = 20
 
-    def __init__(self) -> None:
+    def __init__(self, state_url: str | None = None) -> None:
         super().__init__(show_output=True)
         from rich.console import Console
 
@@ -149,20 +160,77 @@ class TTYReporter(PlainReporter):
         self.out_console = Console(highlight=False, soft_wrap=True)
         self.running: dict[str, float] = {}
         self.live: Any = None
+        self.state_url = state_url
+        self.run: RunRecord | None = None
+        self.allowed: dict[str, int] = {}
+        self.estimates: dict[str, float] = {}
+
+    def _load_estimates(self, wf: Workflow) -> dict[str, float]:
+        """Median step durations of recent runs; the view works without them."""
+        try:
+            from flowsh.stats import compute, load_history
+            from flowsh.store import open_backend
+
+            backend = open_backend(self.state_url)
+            try:
+                runs = load_history(backend, wf.name, limit=self.HISTORY)
+            finally:
+                backend.close()
+            return compute(wf.name, runs).estimates()
+        except Exception:
+            return {}
+
+    def _row(self, name: str, rec: StepRecord, now: float) -> tuple[str, ...]:
+        mark, style = self.STATE.get(rec.status, ("?", ""))
+        allowed = self.allowed.get(name, 1)
+        attempt = f"{rec.attempts}/{allowed}" if rec.attempts else "-"
+        if rec.status == "running" and name in self.running:
+            elapsed = format_duration(now - self.running[name])
+        elif rec.attempts and rec.duration is not None and rec.status != "retrying":
+            elapsed = format_duration(rec.duration)
+        else:
+            elapsed = ""
+        est = self.estimates.get(name)
+        estimate = f"~{format_duration(est)}" if est is not None else "-"
+        if est and est >= 1 and rec.status == "running" and name in self.running:
+            left = est - (now - self.running[name])
+            estimate += f" ({format_duration(left)} left)" if left > 0 else " (overdue)"
+        return (f"[{style}]{mark}[/]", name, f"[{style}]{rec.status}[/]", attempt,
+                elapsed, f"[dim]{estimate}[/]")
 
     def _render(self) -> Any:
         from rich.table import Table
 
-        table = Table.grid(padding=(0, 1))
+        table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim")
+        for col, justify in (("", "left"), ("step", "left"), ("state", "left"),
+                             ("attempt", "right"), ("elapsed", "right"), ("estimate", "left")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        if self.run is None:
+            return table
         now = time.time()
-        for name, since in self.running.items():
-            table.add_row("[cyan]▶[/]", name, f"[dim]{format_duration(now - since)}[/]")
+        steps = list(self.run.steps.items())
+        if len(steps) > self.MAX_ROWS:
+            active = [(n, r) for n, r in steps if r.status in ("running", "retrying", FAILED)]
+            done = [(n, r) for n, r in steps if r.status in (SUCCEEDED, SKIPPED, INTERRUPTED)]
+            pending = [(n, r) for n, r in steps if r.status == "pending"]
+            room = max(0, self.MAX_ROWS - len(active))
+            if done:
+                table.add_row("", f"[dim]{len(done)} finished[/]", "", "", "", "")
+            steps = active + pending[:room]
+            if len(pending) > room:
+                table.add_row("", f"[dim]… {len(pending) - room} more pending[/]",
+                              "", "", "", "")
+        for name, rec in steps:
+            table.add_row(*self._row(name, rec, now))
         return table
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         from rich.live import Live
 
         self.total = len(run.steps)
+        self.run = run
+        self.allowed = {s.name: s.retry_count + 1 for s in wf.steps}
+        self.estimates = self._load_estimates(wf)
         self.console.print(f"[bold]{wf.name}[/] run [dim]{run.run_id}[/] ({self.total} steps)")
         self.live = Live(self._render(), console=self.console, refresh_per_second=4,
                          transient=True, get_renderable=self._render)
@@ -200,11 +268,13 @@ class TTYReporter(PlainReporter):
                                f"continue: flowsh resume {run.run_id}[/]")
 
 
-def make_reporter(*, json_events: bool = False, quiet: bool = False) -> Reporter:
+def make_reporter(*, json_events: bool = False, quiet: bool = False,
+                  state_url: str | None = None) -> Reporter:
+    """JSON events, quiet, the live view on a terminal, or plain lines (cron, CI, pipes)."""
     if json_events:
         return JSONReporter()
     if quiet:
         return QuietReporter()
     if sys.stderr.isatty() and sys.stdout.isatty():
-        return TTYReporter()
+        return TTYReporter(state_url=state_url)  # estimates come from the same store
     return PlainReporter()

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def flowsh_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def flowsh_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("flowsh-home")
     monkeypatch.setenv("FLOWSH_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
@@ -25,6 +27,7 @@ def flowsh_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.delenv("FLOWSH_STATE", raising=False)
     monkeypatch.delenv("FLOWSH_PLUGINS", raising=False)
     monkeypatch.delenv("FLOWSH_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("FLOWSH_METRICS_PUSH", raising=False)
     plugins.reset()
     yield home
     plugins.reset()

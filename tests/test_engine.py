@@ -312,7 +312,7 @@ def test_sigterm_to_flowsh_interrupts_steps_and_exits_130(
         time.sleep(0.05)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert _wait_dead(int((tmp_path / "child.pid").read_text()))
     assert not (tmp_path / "never").exists()

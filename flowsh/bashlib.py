@@ -1,0 +1,296 @@
+"""Bash libraries as steps: sourcing a user's file for its definitions, and checking them.
+
+A `source:` file is often an existing *script*, not a pure library: functions, some settings,
+and at the bottom a call that runs the whole thing (`main "$@"`, the seed's
+`execute_workflow`). Sourcing it plainly before every step would run that call every time.
+So flowsh sources each file under a guard, written in bash so an exported script can use it
+too (`flowsh.bashlib.GUARD`):
+
+* bash itself parses and runs the file (no regex reading of shell), with ``extdebug`` on and
+  a DEBUG trap. For each simple command at the file's top level the trap decides: run it if
+  it only defines things (``NAME=value`` assignments, ``declare/typeset/export/readonly/
+  local/unset``, ``source``/``.`` of another file, which is guarded the same way, ``shopt``,
+  ``umask``, ``:``); skip it otherwise. Function definitions are not simple commands, so
+  they always happen. Commands inside functions never run at source time because calls are
+  skipped; command substitutions inside an allowed assignment do run (``DIR=$(dirname ..)``
+  is the idiom libraries need).
+* ``set ...`` lines are recorded and replayed after the file is read, so a file's
+  ``set -euo pipefail`` still applies to its functions but cannot make the guard itself
+  (a skipped command, an unset name) kill the step while reading.
+* A skipped command reports success, so a top-level ``while read ...`` loop would spin: the
+  second time the same skipped command comes round the guard stops reading the file there
+  (a note goes to stderr); what was defined before it stays defined.
+
+Why not a functions-only copy? Extracting function bodies needs a shell parser; bash is
+the only correct one, and it also gives us variables and nested sources for free this way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowsh.errors import WorkflowError
+
+if TYPE_CHECKING:
+    from flowsh.model import Step, Workflow
+
+# Bash functions used while sourcing; removed again afterwards (`unset -f`).
+GUARD = r"""
+__flowsh_assign_only() {
+  # 0 when $1 is only NAME=value words (no command word), like `X="a b" Y=$(f x)`.
+  local s=$1 n=${#1} i=0 c stack=
+  while :; do
+    while (( i < n )) && [[ ${s:i:1} == [[:space:]] ]]; do i=$((i + 1)); done
+    (( i >= n )) && return 0
+    [[ ${s:i} =~ ^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?= ]] || return 1
+    i=$((i + ${#BASH_REMATCH[0]}))
+    [[ ${s:i:1} == "(" ]] && return 0  # an array assignment cannot prefix a command
+    while (( i < n )); do
+      c=${s:i:1}
+      case ${stack: -1}:$c in
+        q:\\|p:\\|b:\\|k:\\|:\\) i=$((i + 1)) ;;
+        q:\") stack=${stack%?} ;;
+        k:\`) stack=${stack%?} ;;
+        k:*) ;;
+        q:\$|p:\$|b:\$|:\$)
+          case ${s:i+1:1} in
+            "(") stack+=p; i=$((i + 1)) ;;
+            "{") stack+=b; i=$((i + 1)) ;;
+          esac ;;
+        q:\`|p:\`|b:\`|:\`) stack+=k ;;
+        q:*) ;;
+        *:\') c=${s:i+1}; c=${c%%\'*}; i=$((i + ${#c} + 1)) ;;
+        *:\") stack+=q ;;
+        p:\() stack+=p ;;
+        p:\)) stack=${stack%?} ;;
+        b:\}) stack=${stack%?} ;;
+        :[[:space:]]) break ;;
+      esac
+      i=$((i + 1))
+    done
+  done
+}
+__flowsh_guard() {
+  # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
+  [[ ${FUNCNAME[1]-} == source && $BASH_SUBSHELL == "$__flowsh_subshell" ]] || return 0
+  local cmd=$BASH_COMMAND
+  case $cmd in
+    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 0 ;;
+    shopt\ *|umask|umask\ *|:|:\ *) return 0 ;;
+    source\ *|.\ *) return 0 ;;
+    set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
+  esac
+  __flowsh_assign_only "$cmd" && return 0
+  local key="${BASH_SOURCE[1]}:${BASH_LINENO[0]}:$cmd"
+  if [[ -n ${__flowsh_skipped[$key]-} ]]; then
+    printf 'flowsh: %s:%s: a top-level loop; stopped reading the file here\n' \
+      "${BASH_SOURCE[1]}" "${BASH_LINENO[0]}" >&2
+    __flowsh_stopped=1
+    return 2
+  fi
+  __flowsh_skipped[$key]=1
+  return 1
+}
+__flowsh_source() {
+  # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
+  # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
+  # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
+  __flowsh_opts=$(set +o; shopt -p extdebug || :)
+  __flowsh_e=${-//[^e]/}
+  set +euo pipefail
+  __flowsh_sets=()
+  __flowsh_stopped=
+  declare -gA __flowsh_skipped=()
+  __flowsh_subshell=$BASH_SUBSHELL
+  shopt -s extdebug
+}
+__flowsh_sourced() {
+  local rc=$1 file=$2 s
+  eval "$__flowsh_opts"
+  if [[ -n $__flowsh_e ]]; then set -e; fi
+  for s in "${__flowsh_sets[@]}"; do eval "$s"; done
+  if (( rc == 1 )) && [[ ! -r $file ]]; then
+    printf 'flowsh: cannot read %s\n' "$file" >&2
+    exit 2
+  fi
+  if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
+    exit "$rc"
+  fi
+  return 0
+}
+"""
+
+_CLEANUP = (
+    "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
+    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
+    "__flowsh_rc __flowsh_e"
+)
+
+
+def source_script(files: Sequence[str]) -> str:
+    """Bash text that sources `files` in order, each for its definitions only (see above).
+
+    Paths are used as given (relative ones resolve against the step's working directory).
+    A file that cannot be read or does not parse ends the step with bash's own message.
+    """
+    if not files:
+        return ""
+    parts = [GUARD.strip()]
+    for f in files:
+        q = shlex.quote(f)
+        # One line per file: the trap is set and cleared at top level, around the source.
+        parts.append(
+            f"__flowsh_source; trap __flowsh_guard DEBUG; builtin source {q}; "
+            f"__flowsh_rc=$?; trap - DEBUG; __flowsh_sourced \"$__flowsh_rc\" {q}"
+        )
+    parts.append(_CLEANUP)
+    return "\n".join(parts) + "\n"
+
+
+# --- checking that called functions exist ------------------------------------------------
+
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+_KEYWORDS = frozenset([
+    "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until",
+    "do", "done", "in", "function", "time", "coproc", "{", "}", "!", "[[", "]]",
+])
+
+
+def first_word(run: str) -> str | None:
+    """The command word of a step's first command, if it is a plain name."""
+    for line in run.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            return None
+        # Leading NAME=value words are environment for the command, not the command.
+        while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+            words.pop(0)
+        if not words:
+            return None
+        word = words[0].rstrip(";")
+        if word in _KEYWORDS or not _WORD.match(word):
+            return None
+        return word
+    return None
+
+
+def _clean_env() -> dict[str, str]:
+    # PATH stays so external commands are recognised as such; nothing else leaks in.
+    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C"}
+
+
+def probe_names(
+    files: Sequence[str], names: Iterable[str], cwd: str | os.PathLike[str],
+    *, shown: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Ask bash what each name is after sourcing `files` (guarded) in a clean environment.
+
+    Returns name -> ``function``, ``builtin``, ``keyword``, ``alias``, ``file`` or ``""``
+    (not found). Raises WorkflowError when a file cannot be read or has a syntax error.
+    """
+    import sh
+
+    names = sorted(set(names))
+    lines = []
+    for n in names:
+        q = shlex.quote(n)
+        lines.append(f"printf '%s\\t%s\\n' {q} \"$(type -t -- {q})\"\n")
+    script = source_script(files) + "".join(lines)
+    try:
+        result = sh.Command("env")(
+            "-i", *(f"{k}={v}" for k, v in _clean_env().items()),
+            "bash", "--noprofile", "--norc", "-c", script,
+            _cwd=str(cwd), _ok_code=list(range(256)), _in=None, _return_cmd=True,
+            _timeout=30,
+        )
+    except sh.TimeoutException:
+        raise WorkflowError(
+            f"reading {', '.join(shown or files)} took over 30s (a top-level command waiting?)"
+        ) from None
+    out = str(result)
+    if result.exit_code != 0:
+        err = (result.stderr or b"").decode(errors="replace").strip().splitlines()
+        detail = err[0] if err else f"bash exited with {result.exit_code}"
+        raise WorkflowError(f"cannot source {', '.join(shown or files)}: {detail}")
+    kinds: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, kind = line.partition("\t")
+        kinds[name] = kind
+    return kinds
+
+
+def check_functions(wf: Workflow) -> list[WorkflowError]:
+    """A `run` step calling a name that none of its sourced files defines is an error.
+
+    Only steps with sourced files are checked, and only names bash does not otherwise know
+    (a builtin, keyword or a program on PATH is fine): those can only be meant to come from
+    the files. One bash per distinct (files, directory), in a clean environment.
+    """
+    from flowsh.paths import resolve_path, step_cwd
+
+    groups: dict[tuple[tuple[str, ...], Path], list[tuple[int, Step, str]]] = {}
+    for i, step in enumerate(wf.steps):
+        files = [*wf.source, *step.source]
+        if step.run is None or not files:
+            continue
+        word = first_word(step.run)
+        if word is None:
+            continue
+        groups.setdefault((tuple(files), step_cwd(wf, step)), []).append((i, step, word))
+    errors: list[WorkflowError] = []
+    pos = _positions(wf)
+    for (shown, cwd), items in groups.items():
+        try:
+            # Resolved as the engine resolves them: against the workflow file's directory.
+            paths = [str(resolve_path(wf, f)) for f in shown]
+            kinds = probe_names(paths, [w for _, _, w in items], cwd, shown=shown)
+        except WorkflowError as exc:
+            errors.append(_at(pos, wf, ("source",), exc.detail))
+            continue
+        for i, step, word in items:
+            if kinds.get(word):
+                continue
+            names = ", ".join(shown)
+            errors.append(_at(
+                pos, wf, ("steps", i, "run"),
+                f"step {step.name!r} calls {word!r}, which is not a function in {names} "
+                "(nor a builtin or a command on PATH)",
+            ))
+    return errors
+
+
+def _positions(wf: Workflow) -> object | None:
+    """Positions of the workflow's file, to point errors at the step's line."""
+    if not wf.path:
+        return None
+    path = Path(wf.path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".sh", ".bash") or text.startswith("#!"):
+            from flowsh.seed import parse_seed
+
+            return parse_seed(text, path, check=False)[1]
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            from flowsh.loader import parse_yaml
+
+            return parse_yaml(text, path)[1]
+    except (OSError, WorkflowError):
+        return None
+    return None
+
+
+def _at(pos: object | None, wf: Workflow, loc: tuple[str | int, ...], msg: str) -> WorkflowError:
+    from flowsh.loader import Positions
+
+    if isinstance(pos, Positions):
+        return pos.error(msg, loc)
+    return WorkflowError(msg, path=wf.path)

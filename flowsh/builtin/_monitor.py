@@ -1,0 +1,96 @@
+"""Helpers shared by the monitoring writers (CSV, JSON Lines, Prometheus): where their
+files go, appending whole records safely, atomic replacement, and timestamps.
+
+Not a plugin itself: `log_csv`, `log_jsonl` and `metrics_prometheus` are.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowsh import fileio
+from flowsh.state import ensure_private_dir, flowsh_home
+
+if TYPE_CHECKING:
+    from flowsh.model import Workflow
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """``2026-11-25T02:00:03.512Z``: UTC, millisecond precision, sortable as text."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def resolve(setting: bool | str | None, default: Path, workflow: Workflow) -> Path | None:
+    """A `monitor:` key -> a path: false/None = off, true = `default`, text = a path.
+
+    A relative path is taken from the workflow file's directory, like the steps' workdir, so
+    a cron job started from $HOME writes where the file says.
+    """
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return default
+    path = Path(os.path.expandvars(setting)).expanduser()
+    if not path.is_absolute() and workflow.path:
+        path = Path(workflow.path).resolve().parent / path
+    return path
+
+
+def logs_dir() -> Path:
+    return flowsh_home() / "logs"
+
+
+def make_parent(path: Path) -> None:
+    """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree."""
+    parent = path.parent
+    if parent.is_dir():
+        return
+    home = flowsh_home().resolve()
+    if parent.resolve().is_relative_to(home):
+        ensure_private_dir(parent)
+    else:
+        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o600) -> None:
+    """Append `data` to `path` as one write under an exclusive flock.
+
+    O_APPEND alone keeps small writes whole on a local disk; the lock also covers writes
+    over PIPE_BUF, NFS, and the "file is empty, write the header first" check, so two runs
+    finishing at once never interleave rows or write the header twice.
+    """
+    make_parent(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if header and os.fstat(fd).st_size == 0:
+                data = header + data
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    """`flowsh.fileio.atomic_write`, creating the directory first."""
+    make_parent(path)
+    fileio.atomic_write(path, text, mode)
+
+
+def attempts_allowed(workflow: Workflow, step: str) -> int | None:
+    try:
+        return workflow.step(step).retry_count + 1
+    except KeyError:
+        return None

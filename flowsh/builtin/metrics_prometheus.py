@@ -1,0 +1,183 @@
+"""Built-in plugin: Prometheus metrics, the seed's `collect_metrics` done properly.
+
+At the end of each run it writes ``flowsh_<workflow>.prom`` for node_exporter's textfile
+collector (one file per workflow, so workflows sharing the directory never overwrite each
+other), atomically: temp file in the same directory, then rename. With ``monitor.push`` or
+``$FLOWSH_METRICS_PUSH`` (``flowsh run --metrics-push URL``) it also PUTs the same metrics
+to a Pushgateway, for hosts without node_exporter.
+
+``monitor.prometheus``: true = ``$FLOWSH_HOME/metrics/``, false = off, a directory, or a
+file path ending in ``.prom``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowsh import hookimpl
+from flowsh.builtin import _monitor
+from flowsh.state import SUCCEEDED, flowsh_home
+
+if TYPE_CHECKING:
+    from flowsh.model import Workflow
+    from flowsh.state import RunRecord
+
+PUSH_ENV = "FLOWSH_METRICS_PUSH"
+PUSH_TIMEOUT = 10.0
+# node_exporter runs as its own user and must read the file; it holds names and numbers only.
+TEXTFILE_MODE = 0o644
+
+# How a run's status is reported in flowsh_run_last_status: its exit code.
+_STATUS_HELP = "Exit status of the last run: 0 succeeded, 1 failed, 130 interrupted."
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    help: str
+    labels: tuple[str, ...]
+
+
+RUN_DURATION = Family(
+    "flowsh_run_duration_seconds", "Wall-clock duration of the last run.", ("workflow",)
+)
+RUN_LAST_SUCCESS = Family(
+    "flowsh_run_last_success_timestamp_seconds",
+    "Unix time the last successful run ended.", ("workflow",),
+)
+RUN_LAST_END = Family(
+    "flowsh_run_last_end_timestamp_seconds", "Unix time the last run ended.", ("workflow",)
+)
+RUN_LAST_STATUS = Family("flowsh_run_last_status", _STATUS_HELP, ("workflow",))
+STEP_DURATION = Family(
+    "flowsh_step_duration_seconds",
+    "Duration of the step's last attempt in the last run.",
+    ("workflow", "step"),
+)
+STEP_ATTEMPTS = Family(
+    "flowsh_step_attempts", "Attempts the step took in the last run (0: skipped).",
+    ("workflow", "step"),
+)
+STEP_SUCCESS = Family(
+    "flowsh_step_last_success", "1 if the step succeeded in the last run, else 0.",
+    ("workflow", "step"),
+)
+FAMILIES = (
+    RUN_DURATION, RUN_LAST_SUCCESS, RUN_LAST_END, RUN_LAST_STATUS,
+    STEP_DURATION, STEP_ATTEMPTS, STEP_SUCCESS,
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def textfile_path(workflow: Workflow) -> Path | None:
+    path = _monitor.resolve(workflow.monitor.prometheus, flowsh_home() / "metrics", workflow)
+    if path is None:
+        return None
+    return path if path.suffix == ".prom" else path / f"flowsh_{workflow.name}.prom"
+
+
+def _previous_success(path: Path | None, workflow: str) -> float | None:
+    """Keep the last success time across failed runs: read it from our own last file."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    pattern = re.compile(
+        rf'^{RUN_LAST_SUCCESS.name}\{{workflow="{re.escape(_escape(workflow))}"\}} (\S+)$', re.M
+    )
+    m = pattern.search(text)
+    try:
+        return float(m.group(1)) if m else None
+    except ValueError:
+        return None
+
+
+def render(run: RunRecord, last_success: float | None = None) -> str:
+    """The exposition text for one finished run of one workflow."""
+    samples: dict[Family, list[tuple[tuple[str, ...], float]]] = {f: [] for f in FAMILIES}
+    wf = (run.workflow,)
+    if run.duration is not None:
+        samples[RUN_DURATION].append((wf, run.duration))
+    if run.status == SUCCEEDED and run.ended_at is not None:
+        last_success = run.ended_at
+    if last_success is not None:
+        samples[RUN_LAST_SUCCESS].append((wf, last_success))
+    if run.ended_at is not None:
+        samples[RUN_LAST_END].append((wf, run.ended_at))
+    samples[RUN_LAST_STATUS].append((wf, float(run.exit_code if run.exit_code is not None else 1)))
+    for name in run.step_names or list(run.steps):
+        step = run.steps.get(name)
+        if step is None:
+            continue
+        labels = (run.workflow, name)
+        if step.duration is not None and step.attempts:
+            samples[STEP_DURATION].append((labels, step.duration))
+        samples[STEP_ATTEMPTS].append((labels, float(step.attempts)))
+        samples[STEP_SUCCESS].append((labels, 1.0 if step.status == SUCCEEDED else 0.0))
+    lines: list[str] = []
+    for fam in FAMILIES:
+        if not samples[fam]:
+            continue
+        lines.append(f"# HELP {fam.name} {fam.help}")
+        lines.append(f"# TYPE {fam.name} gauge")
+        for values, number in samples[fam]:
+            label_text = ",".join(
+                f'{k}="{_escape(v)}"' for k, v in zip(fam.labels, values, strict=True)
+            )
+            lines.append(f"{fam.name}{{{label_text}}} {_number(number)}")
+    return "\n".join(lines) + "\n"
+
+
+def push_url(workflow: Workflow) -> str | None:
+    return os.environ.get(PUSH_ENV) or workflow.monitor.push
+
+
+def push(base_url: str, workflow: str, text: str, timeout: float = PUSH_TIMEOUT) -> None:
+    """PUT to the Pushgateway group job=flowsh,workflow=NAME (replacing its last push)."""
+    import urllib.request
+    from base64 import urlsafe_b64encode
+
+    base = base_url.rstrip("/")
+    if not base.endswith("/metrics"):
+        base += "/metrics"
+    # Workflow names are [A-Za-z0-9_.-], safe in a path; base64 keeps that true regardless.
+    encoded = urlsafe_b64encode(workflow.encode()).decode().rstrip("=")
+    url = f"{base}/job/flowsh/workflow@base64/{encoded}"
+    req = urllib.request.Request(
+        url, data=text.encode("utf-8"), method="PUT",
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        resp.read()
+
+
+@hookimpl
+def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
+    from flowsh.plugins import warn
+
+    path = textfile_path(workflow)
+    text = render(run, _previous_success(path, run.workflow))
+    if path is not None:
+        try:
+            _monitor.atomic_write(path, text, mode=TEXTFILE_MODE)
+        except OSError as exc:
+            warn(f"Prometheus textfile {path}: {exc.strerror or exc}")
+    url = push_url(workflow)
+    if url:
+        try:
+            push(url, run.workflow, text)
+        except Exception as exc:  # network trouble must not fail a run that succeeded
+            warn(f"Pushgateway {url}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,108 @@
+"""Built-in notifier ``webhook``: the alert as JSON, POSTed with a timeout and retries.
+
+Config: ``url`` (http or https, required), ``headers`` (mapping), ``token_env`` (the name
+of a variable whose value is sent as ``Authorization: Bearer ...``), ``retries`` (default
+2), ``retry_delay`` (default 1s, doubled per retry), ``timeout`` (per attempt and overall).
+A 4xx answer is not retried (the request is wrong); 5xx and network errors are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from flowsh import hookimpl
+from flowsh.hookspecs import Register
+
+if TYPE_CHECKING:
+    from flowsh.notify import Alert
+
+
+def post_json(url: str, payload: Any, *, headers: dict[str, str] | None = None,
+              timeout: float = 10.0, retries: int = 2, retry_delay: float = 1.0) -> int:
+    """POST ``payload`` as JSON; returns the status. Shared with plugins (slack)."""
+    import urllib.error
+    import urllib.request
+
+    from flowsh import __version__
+
+    body = json.dumps(payload).encode()
+    hdrs = {"Content-Type": "application/json", "User-Agent": f"flowsh/{__version__}",
+            **(headers or {})}
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        req = urllib.request.Request(url, data=body, headers=hdrs, method="POST")
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            with urllib.request.urlopen(req, timeout=left) as resp:  # http(s) only: checked
+                status: int = resp.status
+                return status
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt > retries:
+                raise RuntimeError(f"{url_for_errors(url)} answered {exc.code} {exc.reason}"
+                                   ) from None
+            error = f"{exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt > retries:
+                reason = getattr(exc, "reason", exc)
+                raise RuntimeError(f"{url_for_errors(url)}: {reason}") from None
+            error = str(exc)
+        delay = retry_delay * (2 ** (attempt - 1))
+        if time.monotonic() + delay >= deadline:
+            raise RuntimeError(f"{url_for_errors(url)}: {error} (out of time for a retry)")
+        time.sleep(delay)
+
+
+def url_for_errors(url: str) -> str:
+    """Scheme and host only: webhook paths often carry the secret (Slack, healthchecks)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..."
+
+
+def check_url(channel: str, config: dict[str, Any], key: str = "url") -> str:
+    from flowsh.notify import config_error, get_str
+
+    url = get_str(channel, config, key, required=True) or ""
+    if not url.startswith(("http://", "https://")):
+        raise config_error(channel, key, "must be an http:// or https:// URL")
+    return url
+
+
+class WebhookNotifier:
+    def __init__(self, channel: str, config: dict[str, Any]) -> None:
+        from flowsh.notify import channel_timeout, check_keys, config_error, get_number, get_str
+
+        check_keys(channel, config, {"url", "headers", "token_env", "retries", "retry_delay"})
+        self.url = check_url(channel, config)
+        headers = config.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise config_error(channel, "headers", "must be a mapping of Header: value")
+        self.headers = {str(k): str(v) for k, v in headers.items()}
+        self.token_env = get_str(channel, config, "token_env")
+        retries = config.get("retries", 2)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise config_error(channel, "retries", "must be a whole number >= 0")
+        self.retries = retries
+        self.retry_delay = get_number(channel, config, "retry_delay", 1.0)
+        self.timeout = channel_timeout(channel, config)
+
+    def send(self, alert: Alert) -> None:
+        headers = dict(self.headers)
+        if self.token_env:
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise RuntimeError(f"${self.token_env} (token_env) is not set")
+            headers["Authorization"] = f"Bearer {token}"
+        post_json(self.url, alert.to_dict(), headers=headers, timeout=self.timeout,
+                  retries=self.retries, retry_delay=self.retry_delay)
+
+
+@hookimpl
+def flowsh_register_notifiers(register: Register) -> None:
+    register("webhook", WebhookNotifier)

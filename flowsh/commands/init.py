@@ -1,0 +1,97 @@
+"""``flowsh init [NAME] [--from SCRIPT]``: scaffold a workflow file (and a bash library).
+
+The files come from jinja2 templates in ``templates/init/``, full of comments that teach
+the keys. Existing files are never overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flowsh import hookimpl
+from flowsh.errors import UsageError
+from flowsh.fileio import atomic_write
+
+
+def _env() -> object:
+    from importlib.resources import files
+
+    import jinja2
+
+    root = files("flowsh.templates") / "init"
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def render(template: str, **values: str) -> str:
+    env = _env()
+    return env.get_template(template).render(**values)  # type: ignore[attr-defined, no-any-return]
+
+
+def write_new(path: Path, text: str, *, force: bool, mode: int = 0o600) -> None:
+    """Write atomically (temp + fsync + rename); refuse to replace a file unless `force`."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists (use --force to overwrite it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text, mode)
+
+
+def _name_of(raw: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._-")
+    return name or "workflow"
+
+
+def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
+             force: bool = False) -> list[Path]:
+    """Create the files; returns their paths. The workflow file is `<name>.yaml`."""
+    from flowsh.commands.wrap import default_name
+
+    name = _name_of(name)
+    wf_file = directory / f"{name}.yaml"
+    if from_script is not None:
+        script = from_script if from_script.is_absolute() else Path(os.path.relpath(
+            from_script.resolve(), directory.resolve()))
+        if not (directory / script).is_file():
+            raise UsageError(f"--from {from_script}: no such file")
+        text = render("from_script.yaml.j2", name=name, file=wf_file.name, script=str(script),
+                      step=_name_of(default_name(str(script))))
+        write_new(wf_file, text, force=force)
+        return [wf_file]
+    lib = directory / "lib.sh"
+    values = {"name": name, "file": wf_file.name, "lib": lib.name,
+              "today": time.strftime("%Y-%m-%d")}
+    if lib.exists() and not force:
+        raise UsageError(f"{lib} already exists (use --force to overwrite it)")
+    write_new(wf_file, render("workflow.yaml.j2", **values), force=force)
+    write_new(lib, render("lib.sh.j2", **values), force=force, mode=0o700)
+    return [wf_file, lib]
+
+
+def init_cmd(
+    name: Optional[str] = typer.Argument(None, help="Workflow name (default: this directory's name)."),  # noqa: UP045,E501
+    from_script: Optional[Path] = typer.Option(None, "--from", metavar="SCRIPT", help="Make a one-step workflow that runs this existing script."),  # noqa: UP045,E501
+    directory: Path = typer.Option(Path("."), "--dir", "-C", help="Where to write the files."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Scaffold a workflow file (and a lib.sh of step functions) with comments on every key."""
+    if name is None:
+        name = Path(from_script).stem if from_script else directory.resolve().name
+    created = scaffold(directory, name, from_script=from_script, force=force)
+    for p in created:
+        typer.echo(f"created {p}")
+    typer.echo(f"next: flowsh validate {created[0]} && flowsh run {created[0]}")
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.command("init")(init_cmd)

@@ -1,0 +1,164 @@
+"""``flowsh plugins``: list, install, uninstall and scaffold plugins.
+
+Install and uninstall run pip in flowsh's own interpreter (``sys.executable -m pip``), so
+a pipx-installed flowsh can take plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flowsh import hookimpl
+
+plugins_app = typer.Typer(help="List, install, uninstall and create flowsh plugins.")
+
+NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins_list(
+    ctx: typer.Context,
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List loaded plugins: name, version, hooks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from flowsh.plugins import plugin_info
+
+    info = plugin_info()
+    if json_:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    width = max(len(p["name"]) for p in info) if info else 4
+    for p in info:
+        origin = "built-in" if p["builtin"] else f"{p['distribution']} {p['version']}"
+        typer.echo(f"{p['name']:<{width}}  {origin:<22}  {', '.join(p['hooks'])}")
+
+
+def _pip(*args: str) -> None:
+    import sh
+
+    from flowsh.errors import PluginError
+
+    python = sh.Command(sys.executable)
+    err: list[str] = []
+    try:
+        python("-m", "pip", *args, _out=lambda line: typer.echo(line, nl=False),
+               _err=lambda line: err.append(line))
+    except sh.ErrorReturnCode as exc:
+        tail = "".join(err).strip().splitlines()
+        detail = next((ln for ln in reversed(tail) if ln.startswith("ERROR")),
+                      tail[-1] if tail else "")
+        raise PluginError(f"pip {args[0]} failed (exit {exc.exit_code}): {detail}") from None
+    finally:
+        from flowsh import plugins
+
+        plugins.reset()
+
+
+def _entry_points() -> dict[str, tuple[str, str]]:
+    """Entry-point name -> (distribution, version) of installed flowsh plugins."""
+    from importlib.metadata import entry_points
+
+    out = {}
+    for ep in entry_points(group="flowsh"):
+        dist = getattr(ep, "dist", None)
+        out[ep.name] = (dist.metadata["Name"], dist.version) if dist else ("?", "?")
+    return out
+
+
+@plugins_app.command("install")
+def plugins_install(
+    targets: list[str] = typer.Argument(..., help="Package names (flowsh-slack) or paths."),
+    editable: bool = typer.Option(False, "--editable", "-e", help="pip install -e (paths)."),
+    upgrade: bool = typer.Option(False, "--upgrade", "-U"),
+) -> None:
+    """Install plugins with pip into flowsh's own environment."""
+    before = _entry_points()
+    args: list[str] = ["install", "--disable-pip-version-check"]
+    if upgrade:
+        args.append("--upgrade")
+    for target in targets:
+        p = Path(target).expanduser()
+        if p.exists():
+            target = str(p.resolve())
+        if editable:
+            args.append("-e")
+        args.append(target)
+    _pip(*args)
+    import importlib
+
+    importlib.invalidate_caches()
+    after = _entry_points()
+    new = {n: v for n, v in after.items() if before.get(n) != v}
+    for name, (dist, version) in sorted(new.items()):
+        typer.echo(f"flowsh plugin {name} ready ({dist} {version})")
+    if not new:
+        typer.echo("installed; no new flowsh plugin entry points (group `flowsh`)", err=True)
+
+
+@plugins_app.command("uninstall")
+def plugins_uninstall(
+    names: list[str] = typer.Argument(..., help="Plugin names (slack) or distributions."),
+) -> None:
+    """Uninstall plugins with pip."""
+    eps = _entry_points()
+    dists = [eps[n][0] if n in eps else n for n in names]
+    _pip("uninstall", "--yes", *dists)
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: str = typer.Argument(..., help="Plugin name: lowercase letters, digits and '-'."),
+    directory: Path = typer.Option(Path("."), "--dir", "-d",
+                                   help="Where to create flowsh-NAME/."),
+) -> None:
+    """Create a plugin package (a notifier) that installs and passes its own test."""
+    target = scaffold(name, directory)
+    typer.echo(f"created {target}\nnext: pip install -e {target} && pytest {target}")
+
+
+def scaffold(name: str, directory: Path) -> Path:
+    """Render ``templates/plugin/`` into ``directory/flowsh-NAME``; returns that path."""
+    import importlib.resources
+
+    import jinja2
+
+    from flowsh import __version__
+    from flowsh.errors import UsageError
+
+    if not NAME.match(name):
+        raise UsageError(
+            f"plugin name {name!r}: use lowercase letters, digits and single '-' (e.g. pager-duty)"
+        )
+    name = name.removeprefix("flowsh-")
+    target = directory / f"flowsh-{name}"
+    if target.exists():
+        raise UsageError(f"{target} already exists")
+    root = importlib.resources.files("flowsh.templates") / "plugin"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    ctx: dict[str, Any] = {
+        "name": name,
+        "dist": f"flowsh-{name}",
+        "module": "flowsh_" + name.replace("-", "_"),
+        "flowsh_version": __version__,
+    }
+    files = sorted(t for t in env.list_templates() if t.endswith(".j2"))
+    for tname in files:
+        rel = env.from_string(tname.removesuffix(".j2")).render(ctx)
+        out = target / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(env.get_template(tname).render(ctx), encoding="utf-8")
+    return target
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.add_typer(plugins_app, name="plugins")

@@ -1,0 +1,125 @@
+"""flowsh plugin ``healthchecks``: ping a healthchecks.io-style URL as runs start and end.
+
+Declared as a notify channel (``type: healthchecks``) so it is validated and configured
+like any channel; the run hooks ping every channel of this type.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from flowsh import hookimpl
+
+
+class HealthchecksChannel:
+    implicit_routes = False  # alerts reach it only when a route names it
+
+    def __init__(self, channel: str, config: dict[str, Any]) -> None:
+        from flowsh.notify import channel_timeout, check_keys, config_error, get_str
+
+        check_keys(channel, config, {"url", "url_env", "exit_codes", "retries"})
+        self.channel = channel
+        self.url = get_str(channel, config, "url")
+        self.url_env = get_str(channel, config, "url_env")
+        if bool(self.url) == bool(self.url_env):
+            raise config_error(channel, "url", "give exactly one of `url` or `url_env`")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise config_error(channel, "url", "must be an http(s) URL")
+        self.exit_codes = config.get("exit_codes", True)
+        if not isinstance(self.exit_codes, bool):
+            raise config_error(channel, "exit_codes", "must be true or false")
+        retries = config.get("retries", 2)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise config_error(channel, "retries", "must be a whole number >= 0")
+        self.retries = retries
+        self.timeout = channel_timeout(channel, config)
+
+    def base(self) -> str:
+        url = self.url or os.environ.get(self.url_env or "")
+        if not url:
+            raise RuntimeError(f"${self.url_env} (url_env) is not set")
+        return url.rstrip("/")
+
+    def ping(self, suffix: str, body: str = "") -> None:
+        import urllib.request
+
+        from flowsh.builtin.notify_webhook import url_for_errors
+
+        url = f"{self.base()}/{suffix}" if suffix else self.base()
+        req = urllib.request.Request(url, data=body.encode()[:100_000], method="POST",
+                                     headers={"Content-Type": "text/plain; charset=utf-8"})
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout):
+                    return
+            except OSError as exc:
+                last = exc
+        raise RuntimeError(f"ping {url_for_errors(url)} failed: {last}")
+
+    def send(self, alert: Any) -> None:
+        self.ping("log", alert.text)
+
+
+def _channels(workflow: Any) -> list[HealthchecksChannel]:
+    from flowsh.notify import build_notifier, effective_notify
+
+    out = []
+    notify = effective_notify(workflow)
+    for name, ch in notify.channels.items():
+        if ch.type == "healthchecks":
+            notifier = build_notifier(name, ch.model_dump())
+            assert isinstance(notifier, HealthchecksChannel)
+            out.append(notifier)
+    return out
+
+
+def _ping_all(workflow: Any, suffix_for: Any, body: str = "") -> None:
+    from flowsh.plugins import warn
+
+    def one(ch: HealthchecksChannel) -> None:
+        try:
+            ch.ping(suffix_for(ch), body)
+        except Exception as exc:
+            warn(f"healthchecks channel {ch.channel!r}: {exc}")
+
+    # Bounded like every notifier: a dead server delays the run by at most the timeout.
+    channels = _channels(workflow)
+    threads = [threading.Thread(target=one, args=(ch,), daemon=True) for ch in channels]
+    for t in threads:
+        t.start()
+    for t, ch in zip(threads, channels, strict=True):
+        t.join(ch.timeout * (ch.retries + 1) + 1)
+
+
+@hookimpl
+def flowsh_register_notifiers(register: Any) -> None:
+    register("healthchecks", HealthchecksChannel)
+
+
+@hookimpl
+def flowsh_run_started(run: Any, workflow: Any) -> None:
+    _ping_all(workflow, lambda ch: "start", f"run {run.run_id} started")
+
+
+@hookimpl
+def flowsh_run_finished(run: Any, workflow: Any) -> None:
+    from flowsh.notify import log_tail
+
+    code = run.exit_code if run.exit_code is not None else (0 if run.status == "succeeded" else 1)
+    body = f"run {run.run_id} {run.status} (exit {code})"
+    failed = [s for s in run.steps.values() if s.status == "failed"]
+    if failed:
+        body += f"\nstep {failed[0].name} failed:\n{log_tail(failed[0].log_path)}"
+    from flowsh.builtin.alerts import masker_for
+
+    body = masker_for(workflow, run)(body)
+
+    def suffix(ch: HealthchecksChannel) -> str:
+        if ch.exit_codes:
+            return str(code)
+        return "" if code == 0 else "fail"  # the bare URL means success
+
+    _ping_all(workflow, suffix, body)

@@ -1,0 +1,85 @@
+"""Pings against a local HTTP server standing in for healthchecks.io."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import flowsh_healthchecks
+import pytest
+
+from flowsh import plugins
+from flowsh.errors import WorkflowError
+from flowsh.model import Workflow
+from flowsh.state import RunRecord, StepRecord
+
+
+@pytest.fixture
+def hc_server():
+    pings: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            pings.append((self.path, body.decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/ping/abc", pings
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def registered():
+    plugins.reset()
+    pm = plugins.get_plugin_manager()
+    if pm.get_plugin("healthchecks") is None:
+        pm.register(flowsh_healthchecks, name="healthchecks")
+    yield
+    plugins.reset()
+
+
+def _workflow(url: str, **extra: object) -> Workflow:
+    return Workflow.model_validate({
+        "name": "etl",
+        "steps": [{"name": "load", "run": "false"}],
+        "notify": {"channels": {"hc": {"type": "healthchecks", "url": url, **extra}}},
+    })
+
+
+def test_start_and_exit_code_pings(registered, hc_server, tmp_path):
+    url, pings = hc_server
+    wf = _workflow(url)
+    log = tmp_path / "load.log"
+    log.write_text("loading\nERROR: disk full\n")
+    run = RunRecord(run_id="r1", workflow="etl", file=None, definition_hash="h", params={},
+                    started_at=time.time())
+    plugins.emit("flowsh_run_started", run=run, workflow=wf)
+    run.steps["load"] = StepRecord(name="load", status="failed", exit_code=3,
+                                   log_path=str(log))
+    run.status, run.exit_code = "failed", 1
+    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    assert [p for p, _ in pings] == ["/ping/abc/start", "/ping/abc/1"]
+    assert "disk full" in pings[1][1]
+
+
+def test_success_without_exit_codes_pings_bare_url(registered, hc_server):
+    url, pings = hc_server
+    wf = _workflow(url, exit_codes=False)
+    run = RunRecord(run_id="r2", workflow="etl", file=None, definition_hash="h", params={},
+                    status="succeeded", exit_code=0)
+    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    assert [p for p, _ in pings] == ["/ping/abc"]
+
+
+def test_bad_config(registered):
+    factory = plugins.registry("notifiers")["healthchecks"]
+    with pytest.raises(WorkflowError, match="'hc' key 'url'"):
+        factory("hc", {"url": "ftp://x"})

@@ -1,0 +1,78 @@
+"""flowsh plugin ``slack``: alerts to a Slack incoming webhook, as Block Kit blocks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flowsh import hookimpl
+
+COLORS = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
+          "info": ":information_source:"}
+MAX_TEXT = 2900  # Slack refuses section text over 3000 characters
+
+
+class SlackNotifier:
+    def __init__(self, channel: str, config: dict[str, Any]) -> None:
+        from flowsh.notify import channel_timeout, check_keys, config_error, get_str
+
+        check_keys(channel, config, {"webhook_url", "webhook_url_env", "channel", "username",
+                                     "icon_emoji", "mention", "retries"})
+        self.url = get_str(channel, config, "webhook_url")
+        self.url_env = get_str(channel, config, "webhook_url_env")
+        if bool(self.url) == bool(self.url_env):
+            raise config_error(channel, "webhook_url",
+                               "give exactly one of `webhook_url` or `webhook_url_env`")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise config_error(channel, "webhook_url", "must be an http(s) URL")
+        self.extra: dict[str, Any] = {
+            k: config[k] for k in ("channel", "username", "icon_emoji") if k in config}
+        self.mention = get_str(channel, config, "mention")
+        retries = config.get("retries", 2)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise config_error(channel, "retries", "must be a whole number >= 0")
+        self.retries = retries
+        self.timeout = channel_timeout(channel, config)
+
+    def payload(self, alert: Any) -> dict[str, Any]:
+        fields = [("Run", alert.run_id), ("Event", alert.event), ("Host", alert.host)]
+        if alert.step:
+            fields.append(("Step", alert.step))
+        if alert.exit_code is not None:
+            fields.append(("Exit code", str(alert.exit_code)))
+        if alert.duration is not None:
+            from flowsh.durations import format_duration
+
+            fields.append(("Duration", format_duration(alert.duration)))
+        headline = f"{COLORS.get(alert.severity, '')} {alert.subject}".strip()
+        if self.mention and alert.severity == "critical":
+            headline = f"{self.mention} {headline}"
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": {"type": "plain_text", "text": alert.subject[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": _esc(alert.message or "-")},
+             "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_esc(v)}"} for k, v in fields]},
+        ]
+        if alert.log_tail:
+            tail = alert.log_tail[-MAX_TEXT:]
+            blocks.append({"type": "section",
+                           "text": {"type": "mrkdwn", "text": f"```{_esc(tail)}```"}})
+        return {"text": headline, "blocks": blocks, **self.extra}
+
+    def send(self, alert: Any) -> None:
+        from flowsh.builtin.notify_webhook import post_json
+
+        url = self.url or os.environ.get(self.url_env or "")
+        if not url:
+            raise RuntimeError(f"${self.url_env} (webhook_url_env) is not set")
+        post_json(url, self.payload(alert), timeout=self.timeout, retries=self.retries,
+                  retry_delay=0.5)
+
+
+def _esc(text: str) -> str:
+    # Slack mrkdwn treats these three as control characters.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@hookimpl
+def flowsh_register_notifiers(register: Any) -> None:
+    register("slack", SlackNotifier)

@@ -1,0 +1,143 @@
+"""Third-party plugins installed with pip into this environment: the models under plugins/,
+a scaffolded plugin, and a plugin whose entry point does not import.
+
+The session fixture runs ``pip install --no-deps -e plugins/flowsh-*`` with this interpreter;
+tests that want entry points set FLOWSH_LOAD_ENTRYPOINTS=1 and an allow-list.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.notify_servers import (  # noqa: F401 (fixtures)
+    http_server_fixture,
+)
+
+
+def pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+                          capture_output=True, text=True, check=False, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def model_plugins() -> None:
+    res = pip("install", "-q", "--no-deps", "-e", str(ROOT / "plugins" / "flowsh-slack"),
+              "-e", str(ROOT / "plugins" / "flowsh-healthchecks"))
+    assert res.returncode == 0, res.stderr
+
+
+def _env(allow: str) -> dict[str, str]:
+    return {"FLOWSH_LOAD_ENTRYPOINTS": "1", "FLOWSH_PLUGINS": allow}
+
+
+def test_plugins_lists_the_model_plugins(model_plugins):
+    res = run_cli("plugins", "--json", env=_env("slack,healthchecks"))
+    assert res.returncode == 0, res.stderr
+    info = {p["name"]: p for p in json.loads(res.stdout)}
+    assert info["slack"]["distribution"] == "flowsh-slack"
+    assert info["slack"]["version"] == "0.1.0" and info["slack"]["builtin"] is False
+    assert info["slack"]["hooks"] == ["flowsh_register_notifiers"]
+    assert info["healthchecks"]["hooks"] == [
+        "flowsh_register_notifiers", "flowsh_run_finished", "flowsh_run_started"]
+    # The allow-list keeps other installed plugins out; built-ins always load.
+    res = run_cli("plugins", "--json", env=_env("healthchecks"))
+    names = {p["name"] for p in json.loads(res.stdout)}
+    assert "slack" not in names and "healthchecks" in names and "notify_log" in names
+
+
+def test_a_run_calls_slack_and_healthchecks(model_plugins, http_server, tmp_path):
+    flow = tmp_path / "etl.yaml"
+    flow.write_text(textwrap.dedent(f"""\
+        name: etl
+        steps:
+          - {{name: load, run: 'echo "disk full" >&2; exit 5'}}
+        notify:
+          channels:
+            team: {{type: slack, webhook_url: "{http_server.url}/services/T/B/x"}}
+            hc: {{type: healthchecks, url: "{http_server.url}/ping/uuid"}}
+          routes: {{critical: [team]}}
+        """))
+    res = run_cli("run", str(flow), "--quiet", env=_env("slack,healthchecks"))
+    assert res.returncode == 1, res.stderr
+    paths = [r.path for r in http_server.requests]
+    assert paths[0] == "/ping/uuid/start"
+    assert set(paths[1:]) == {"/services/T/B/x", "/ping/uuid/1"}
+    [slack] = [r for r in http_server.requests if r.path.startswith("/services")]
+    payload = slack.json()
+    assert payload["blocks"][0]["text"]["text"].startswith("[CRITICAL] etl: run failed")
+    assert "disk full" in payload["blocks"][-1]["text"]["text"]
+    [done] = [r for r in http_server.requests if r.path == "/ping/uuid/1"]
+    assert b"disk full" in done.body
+    # Without the plugin, the same file is refused with a clear line, not a traceback.
+    res = run_cli("notify", "test", "team", str(flow), env=_env("healthchecks"))
+    assert res.returncode == 2
+    assert "notify channel 'team' key 'type': unknown notifier type 'slack'" in res.stderr
+
+
+def test_bad_entry_point_is_reported_once_and_flowsh_still_works(tmp_path):
+    dist = tmp_path / "flowsh-broken"
+    (dist / "flowsh_broken_ep").mkdir(parents=True)
+    (dist / "flowsh_broken_ep" / "__init__.py").write_text("import no_such_module_xyz\n")
+    (dist / "pyproject.toml").write_text(textwrap.dedent("""\
+        [build-system]
+        requires = ["setuptools>=64"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "flowsh-broken-ep-test"
+        version = "0.0.1"
+        [project.entry-points.flowsh]
+        broken = "flowsh_broken_ep"
+        [tool.setuptools]
+        packages = ["flowsh_broken_ep"]
+        """))
+    res = run_cli("plugins", "install", str(dist))
+    assert res.returncode == 0, res.stderr
+    assert "flowsh plugin broken ready (flowsh-broken-ep-test 0.0.1)" in res.stdout
+    try:
+        res = run_cli("plugins", "--json", env=_env("broken"))
+        assert res.returncode == 0
+        assert res.stderr.count("plugin broken (flowsh_broken_ep) failed to load: "
+                                "ModuleNotFoundError: No module named 'no_such_module_xyz'") == 1
+        assert "broken" not in {p["name"] for p in json.loads(res.stdout)}
+    finally:
+        res = run_cli("plugins", "uninstall", "broken")
+    assert res.returncode == 0, res.stderr
+    assert pip("show", "flowsh-broken-ep-test").returncode == 1
+
+
+def test_install_failure_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run_cli("plugins", "install", str(tmp_path / "empty"))
+    assert res.returncode == 5
+    assert res.stderr.startswith("flowsh: error: pip install failed (exit 1): ERROR")
+    assert "Traceback" not in res.stderr
+
+
+def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path):
+    res = run_cli("plugins", "new", "pager-duty", "--dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    target = tmp_path / "flowsh-pager-duty"
+    assert (target / "flowsh_pager_duty" / "__init__.py").exists()
+    assert 'pager-duty = "flowsh_pager_duty"' in (target / "pyproject.toml").read_text()
+    res = pip("install", "-q", "--no-deps", "-e", str(target))
+    assert res.returncode == 0, res.stderr
+    try:
+        test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               str(target / "tests")], cwd=target, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert test.returncode == 0, test.stdout + test.stderr
+        assert "3 passed" in test.stdout
+        res = run_cli("plugins", "--json", env=_env("pager-duty"))
+        assert "pager-duty" in {p["name"] for p in json.loads(res.stdout)}
+    finally:
+        pip("uninstall", "-y", "flowsh-pager-duty")
+    again = run_cli("plugins", "new", "pager-duty", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = run_cli("plugins", "new", "Pager_Duty", "--dir", str(tmp_path))
+    assert bad.returncode == 2 and "lowercase" in bad.stderr
