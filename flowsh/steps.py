@@ -69,10 +69,11 @@ def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
 def describe_plan(wf: Workflow) -> Iterator[str]:
     """Dry-run lines: steps by level with what each would run."""
     graph = Graph.build(wf)
+    steps = {s.name: s for s in wf.steps}  # wf.step() is a linear search: O(N^2) here
     for i, level in enumerate(graph.levels(), 1):
         yield f"stage {i}: " + ", ".join(level)
         for name in level:
-            step = wf.step(name)
+            step = steps[name]
             what = step.run if step.run is not None else " ".join(
                 [step.script or "", *map(shlex.quote, step.args)])
             extra = []

@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""flowsh benchmark: overhead per step, fan-out efficiency, cold start, planning, memory.
+
+Every flowsh figure is measured next to a baseline run in the same process, on the same
+machine, one workload at a time (never concurrently: the reference machines have 2 cores).
+Each measurement is repeated (3 times by default) and the median is kept.
+
+    python scripts/bench.py                 # full run, a few minutes
+    python scripts/bench.py --quick         # smaller N, fewer repeats, < 1 minute
+    python scripts/bench.py --json-out results.json --flowsh /path/to/flowsh
+
+Figures are printed as a table (with the target each is held to) and written as JSON.
+Nothing here asserts: the benchmark reports, people judge. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MS = 1000.0
+MIB = 1024.0  # ru_maxrss is in KiB on Linux
+
+
+# -- running children ---------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    wall: float  # seconds, perf_counter
+    maxrss_kib: int  # the child's own peak RSS (and its reaped descendants')
+    returncode: int
+    cpu: float = 0.0  # user + system seconds of the child and its reaped descendants
+
+
+def run_child(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+    stdout: str = "devnull",
+) -> Child:
+    """Run argv to the end; wall time and the child's own ru_maxrss via os.wait4.
+
+    stdout: "devnull" (both streams to /dev/null) or "pipe" (both to a pipe that this
+    process reads and discards, like `flowsh run ... | cat` would).
+    """
+    if stdout == "pipe":
+        out: Any = subprocess.PIPE
+    else:
+        out = subprocess.DEVNULL
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT)
+    reader = None
+    if proc.stdout is not None:
+        pipe = proc.stdout
+
+        def drain() -> None:
+            while pipe.read(65536):
+                pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not reap it again
+    if reader is not None:
+        reader.join()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    return Child(wall=wall, maxrss_kib=ru.ru_maxrss, returncode=proc.returncode,
+                 cpu=ru.ru_utime + ru.ru_stime)
+
+
+def median_child(repeats: int, fn: Callable[[], Child], what: str) -> Child:
+    """Median wall over `repeats` runs (peak RSS: the max seen). A failing run is fatal:
+    a benchmark of a failing workload measures nothing."""
+    runs = []
+    for _ in range(repeats):
+        c = fn()
+        if c.returncode != 0:
+            raise SystemExit(f"bench: {what} exited {c.returncode}")
+        runs.append(c)
+    return Child(
+        wall=statistics.median(c.wall for c in runs),
+        maxrss_kib=max(c.maxrss_kib for c in runs),
+        returncode=0,
+        cpu=statistics.median(c.cpu for c in runs),
+    )
+
+
+# -- generated inputs -----------------------------------------------------------------------
+
+
+def chain_yaml(path: Path, n: int) -> Path:
+    lines = [f"name: chain{n}", "steps:"]
+    for i in range(n):
+        lines += [f"  - name: s{i}", '    run: "true"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def chain_bash(path: Path, n: int) -> Path:
+    path.write_text("#!/bin/bash\nset -e\n" + "bash -c true\n" * n)
+    return path
+
+
+def fanout_yaml(path: Path, n: int, seconds: float) -> Path:
+    lines = [f"name: fanout{n}", "steps:"]
+    for i in range(n):
+        lines += [f"  - name: f{i}", f'    run: "sleep {seconds}"', "    needs: []"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fanout_makefile(path: Path, n: int, seconds: float) -> Path:
+    names = " ".join(f"f{i}" for i in range(n))
+    text = f".PHONY: all {names}\nall: {names}\n"
+    for i in range(n):
+        text += f"f{i}:\n\t@sleep {seconds}\n"
+    path.write_text(text)
+    return path
+
+
+def dag_yaml(path: Path, n: int, seed: int = 42) -> Path:
+    """A random DAG: step i needs 0-3 distinct earlier steps."""
+    rnd = random.Random(seed)
+    lines = [f"name: dag{n}", "steps:"]
+    for i in range(n):
+        k = min(i, rnd.randint(0, 3))
+        deps = sorted(rnd.sample(range(i), k)) if k else []
+        lines += [f"  - name: d{i}", f'    run: "echo {i}"',
+                  "    needs: [" + ", ".join(f"d{d}" for d in deps) + "]"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- in-process spawn cost ------------------------------------------------------------------
+
+
+def spawn_costs(calls: int, repeats: int) -> dict[str, float]:
+    """Seconds per call of each way to run `true` from Python (median of `repeats`)."""
+    true = shutil.which("true") or "/bin/true"
+    env = dict(os.environ)
+
+    def sh_call() -> None:
+        import sh  # the user's library for tool calls
+
+        cmd = sh.Command(true)
+        for _ in range(calls):
+            cmd()
+
+    def sp_run() -> None:
+        for _ in range(calls):
+            subprocess.run([true], check=True)
+
+    def sp_popen() -> None:
+        for _ in range(calls):
+            p = subprocess.Popen([true], stdin=subprocess.DEVNULL, start_new_session=True,
+                                 close_fds=True)
+            p.wait()
+
+    def spawn() -> None:
+        for _ in range(calls):
+            pid = os.posix_spawn(true, [true], env)
+            os.waitpid(pid, 0)
+
+    out = {}
+    for name, fn in (("sh", sh_call), ("subprocess_run", sp_run),
+                     ("popen_new_session", sp_popen), ("posix_spawn", spawn)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) / calls)
+        out[name] = statistics.median(times)
+    return out
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        assert self.baseline is not None
+        return self.value / self.baseline
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.name}: {_fmt(row.value, row.unit)}"
+              + (f" (vs {row.baseline_name} {_fmt(row.baseline, row.unit)})"
+                 if row.baseline is not None else ""), file=sys.stderr)
+
+    def table(self) -> str:
+        head = ("figure", "flowsh", "baseline", "ratio", "target", "ok")
+        body = []
+        for r in self.rows:
+            base = f"{_fmt(r.baseline, r.unit)} {r.baseline_name}" if r.baseline is not None \
+                else ""
+            ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+            ok = "" if r.ok is None else ("PASS" if r.ok else "MISS")
+            body.append((r.name, _fmt(r.value, r.unit), base.strip(), ratio, r.target, ok))
+        widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                  for row in body]
+        return "\n".join(lines)
+
+    def json(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "meta": meta,
+            "rows": [
+                {"name": r.name, "value": r.value, "unit": r.unit, "baseline": r.baseline,
+                 "baseline_name": r.baseline_name, "ratio": r.ratio, "target": r.target,
+                 "ok": r.ok, "note": r.note}
+                for r in self.rows
+            ],
+            "raw": self.raw,
+        }
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return ""
+    if unit == "s":
+        return f"{v:.3f} s"
+    if unit == "ms":
+        return f"{v:.2f} ms"
+    if unit == "MiB":
+        return f"{v:.1f} MiB"
+    return f"{v:.3f}"
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.repeats = args.repeats or (1 if args.quick else 3)
+        self.flowsh = args.flowsh
+        self.report = Report()
+        self._home = 0
+
+    def env(self) -> dict[str, str]:
+        """A fresh, empty FLOWSH_HOME for each flowsh run: no history, no cached state."""
+        self._home += 1
+        home = self.work / f"home{self._home}"
+        env = dict(os.environ)
+        env["FLOWSH_HOME"] = str(home)
+        env.pop("FLOWSH_STATE", None)
+        env.pop("FLOWSH_DEBUG", None)
+        return env
+
+    def flowsh_run(self, argv: list[str], stdout: str = "devnull") -> Callable[[], Child]:
+        return lambda: run_child([self.flowsh, *argv], env=self.env(), cwd=str(self.work),
+                                 stdout=stdout)
+
+    # W1 ------------------------------------------------------------------------------
+    def w1(self) -> None:
+        small, big = (50, 500) if self.args.quick else (200, 2000)
+        print(f"W1: chain of `true` steps, N={small} and N={big}", file=sys.stderr)
+        res: dict[str, dict[int, Child]] = {}
+        variants: dict[str, Callable[[Path], Callable[[], Child]]] = {
+            "bash": lambda f: lambda: run_child(
+                ["bash", str(f.with_suffix(".sh"))], cwd=str(self.work)),
+            "flowsh": lambda f: self.flowsh_run(["run", "-q", str(f)]),
+            "flowsh_memory": lambda f: self.flowsh_run(
+                ["run", "-q", "--state", "sqlite:///:memory:", str(f)]),
+            "flowsh_stream": lambda f: self.flowsh_run(["run", str(f)], stdout="pipe"),
+        }
+        files = {}
+        for n in (small, big):
+            files[n] = chain_yaml(self.work / f"chain{n}.yaml", n)
+            chain_bash(self.work / f"chain{n}.sh", n)
+        # Interleaved (round after round of every variant) rather than 3 runs in a row,
+        # so a change in the machine's load lands on flowsh and its baseline alike.
+        samples: dict[tuple[str, int], list[Child]] = {}
+        for _ in range(self.repeats):
+            for n in (small, big):
+                for name, make in variants.items():
+                    c = make(files[n])()
+                    if c.returncode != 0:
+                        raise SystemExit(f"bench: W1 {name} N={n} exited {c.returncode}")
+                    samples.setdefault((name, n), []).append(c)
+        for (name, n), runs in samples.items():
+            c = Child(wall=statistics.median(x.wall for x in runs),
+                      maxrss_kib=max(x.maxrss_kib for x in runs), returncode=0,
+                      cpu=statistics.median(x.cpu for x in runs))
+            res.setdefault(name, {})[n] = c
+            print(f"  {name:14} N={n:5}: {c.wall:7.3f} s  "
+                  f"{c.wall / n * MS:6.2f} ms/step  cpu {c.cpu / n * MS:6.2f} ms/step  "
+                  f"maxrss {c.maxrss_kib / MIB:.1f} MiB",
+                  file=sys.stderr)
+        self.report.raw["w1"] = {
+            name: {str(n): {"wall_s": c.wall, "cpu_s": c.cpu, "maxrss_mib": c.maxrss_kib / MIB}
+                   for n, c in per_n.items()}
+            for name, per_n in res.items()
+        }
+
+        def slope(name: str, cpu: bool = False) -> float:
+            a, b = res[name][small], res[name][big]
+            return ((b.cpu - a.cpu) if cpu else (b.wall - a.wall)) / (big - small)
+
+        bash_step = slope("bash")
+        r = self.report
+        r.add(Row(f"W1 wall per step, N={big} (-q, sqlite)", res["flowsh"][big].wall / big * MS,
+                  "ms", res["bash"][big].wall / big * MS, "bash"))
+        fl = slope("flowsh")
+        r.add(Row("W1 marginal cost per step (slope)", fl * MS, "ms", bash_step * MS, "bash",
+                  target="<= bash + 1.0 ms", ok=fl - bash_step <= 0.001))
+        r.add(Row("W1 marginal overhead over bash", (fl - bash_step) * MS, "ms",
+                  target="<= 1.0 ms", ok=fl - bash_step <= 0.001,
+                  note="peers: parallel 2.7, Luigi 2.8, Snakemake 17, Prefect 39 ms/step"))
+        # CPU seconds (user+sys of flowsh and every step it ran) hold up better than wall
+        # time when other work shares the machine: waiting for a core is not counted.
+        fl_cpu, bash_cpu = slope("flowsh", cpu=True), slope("bash", cpu=True)
+        r.add(Row("W1 marginal CPU per step (slope)", fl_cpu * MS, "ms", bash_cpu * MS, "bash",
+                  note="user+sys, flowsh process and its steps"))
+        r.add(Row("W1 marginal CPU overhead over bash", (fl_cpu - bash_cpu) * MS, "ms",
+                  target="<= 1.0 ms", ok=fl_cpu - bash_cpu <= 0.001))
+        fixed = res["flowsh"][small].wall - small * fl
+        r.add(Row("W1 fixed cost per run (intercept)", fixed, "s",
+                  res["bash"][small].wall - small * bash_step, "bash",
+                  note="start-up, load, validate, state set-up, exit"))
+        mem = slope("flowsh_memory")
+        r.add(Row("W1 marginal per step, state in memory", mem * MS, "ms", bash_step * MS,
+                  "bash"))
+        r.add(Row("W1 durable checkpoint cost per step", (fl - mem) * MS, "ms",
+                  target="< 1 ms", ok=fl - mem < 0.001,
+                  note="slope(sqlite file) - slope(sqlite :memory:)"))
+        mem_cpu = slope("flowsh_memory", cpu=True)
+        r.add(Row("W1 durable checkpoint CPU per step", (fl_cpu - mem_cpu) * MS, "ms",
+                  target="< 1 ms", ok=fl_cpu - mem_cpu < 0.001,
+                  note="CPU slope(sqlite file) - CPU slope(sqlite :memory:)"))
+        st = slope("flowsh_stream")
+        r.add(Row("W1 marginal per step, streaming to a pipe", st * MS, "ms", fl * MS,
+                  "flowsh -q"))
+        peak = max(c.maxrss_kib for name in ("flowsh", "flowsh_memory", "flowsh_stream")
+                   for c in res[name].values()) / MIB
+        r.add(Row(f"W1 peak RSS, N={big}", res["flowsh"][big].maxrss_kib / MIB, "MiB",
+                  res["bash"][big].maxrss_kib / MIB, "bash", target="< 50 MiB",
+                  ok=peak < 50, note=f"max over W1 flowsh variants {peak:.1f} MiB"))
+
+    # W2 ------------------------------------------------------------------------------
+    def w2(self) -> None:
+        n, jobs, secs = 64, 8, 0.2
+        ideal = n / jobs * secs
+        print(f"W2: {n} x `sleep {secs}` at concurrency {jobs} (ideal {ideal:.2f} s)",
+              file=sys.stderr)
+        f = fanout_yaml(self.work / "fanout.yaml", n, secs)
+        mk = fanout_makefile(self.work / "Makefile.fanout", n, secs)
+        seq = "\n".join(str(i) for i in range(n)) + "\n"
+        seqf = self.work / "seq.txt"
+        seqf.write_text(seq)
+        cands: dict[str, Callable[[], Child]] = {
+            "flowsh": self.flowsh_run(["run", "-q", "-j", str(jobs), str(f)]),
+            "xargs": lambda: run_child(
+                ["bash", "-c", f'xargs -P {jobs} -I{{}} sleep {secs} < "$0"', str(seqf)]),
+            "make": lambda: run_child(["make", "-s", f"-j{jobs}", "-f", str(mk)]),
+        }
+        if shutil.which("parallel"):
+            cands["parallel"] = lambda: run_child(
+                ["bash", "-c", f'parallel --will-cite -j{jobs} -N0 sleep {secs} < "$0"',
+                 str(seqf)])
+        one = self.work / "one.yaml"
+        one.write_text('name: one\nsteps:\n  - name: s\n    run: "true"\n')
+        cands["flowsh 1 step"] = self.flowsh_run(["run", "-q", str(one)])
+        got = {}
+        for name, fn in cands.items():
+            c = median_child(self.repeats, fn, f"W2 {name}")
+            got[name] = c
+            print(f"  {name:9}: {c.wall:6.3f} s  efficiency {ideal / c.wall:.3f}",
+                  file=sys.stderr)
+        self.report.raw["w2"] = {k: {"wall_s": c.wall, "efficiency": ideal / c.wall,
+                                     "maxrss_mib": c.maxrss_kib / MIB} for k, c in got.items()}
+        eff = ideal / got["flowsh"].wall
+        for base in ("make", "xargs", "parallel"):
+            if base in got:
+                self.report.add(Row(f"W2 fan-out efficiency vs {base}", eff, "",
+                                    ideal / got[base].wall, base,
+                                    target=">= 0.97" if base == "make" else "",
+                                    ok=eff >= 0.97 if base == "make" else None))
+        # What is left once flowsh's fixed start-up (a 1-step run) is taken out.
+        net = ideal / (got["flowsh"].wall - got["flowsh 1 step"].wall)
+        self.report.add(Row("W2 efficiency net of start-up", net, "", ideal / got["make"].wall,
+                            "make", note="ideal / (wall - wall of a 1-step flowsh run)"))
+        self.report.add(Row("W2 peak RSS", got["flowsh"].maxrss_kib / MIB, "MiB"))
+
+    # W3 ------------------------------------------------------------------------------
+    def w3(self) -> None:
+        reps = 5 if self.args.quick else 10
+        print(f"W3: cold start, median of {reps}", file=sys.stderr)
+        py = str(Path(self.flowsh).with_name("python")) if \
+            Path(self.flowsh).with_name("python").exists() else sys.executable
+        # A home with one recorded run, so `history` has something to read.
+        env = self.env()
+        chain = chain_yaml(self.work / "chain3.yaml", 3)
+        run_child([self.flowsh, "run", "-q", str(chain)], env=env)
+        cands = {
+            "flowsh --version": lambda: run_child([self.flowsh, "--version"], env=env),
+            "python -c pass": lambda: run_child([py, "-c", "pass"], env=env),
+            "flowsh history -n 1": lambda: run_child([self.flowsh, "history", "-n", "1"],
+                                                     env=env),
+            "flowsh --help": lambda: run_child([self.flowsh, "--help"], env=env),
+        }
+        got = {k: median_child(reps, fn, f"W3 {k}") for k, fn in cands.items()}
+        for k, c in got.items():
+            print(f"  {k:20}: {c.wall:.3f} s  maxrss {c.maxrss_kib / MIB:.1f} MiB",
+                  file=sys.stderr)
+        self.report.raw["w3"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
+                                 for k, c in got.items()}
+        v = got["flowsh --version"].wall
+        base = got["python -c pass"].wall
+        self.report.add(Row("W3 cold start `flowsh --version`", v, "s", base,
+                            "python -c pass", target="< 0.15 s", ok=v < 0.15,
+                            note="peer: bare typer app 0.13 s"))
+        self.report.add(Row("W3 `flowsh history -n 1`", got["flowsh history -n 1"].wall, "s",
+                            base, "python -c pass"))
+        self.report.add(Row("W3 `flowsh --help` (all commands)", got["flowsh --help"].wall,
+                            "s", base, "python -c pass"))
+
+    # W4 ------------------------------------------------------------------------------
+    def w4(self) -> None:
+        n = 2000 if self.args.quick else 10000
+        print(f"W4: validate and plan a {n}-step random DAG", file=sys.stderr)
+        f = dag_yaml(self.work / f"dag{n}.yaml", n)
+        env = self.env()
+        got = {
+            "validate": median_child(self.repeats, lambda: run_child(
+                [self.flowsh, "validate", str(f)], env=env), "W4 validate"),
+            "dry-run": median_child(self.repeats, lambda: run_child(
+                [self.flowsh, "run", "--dry-run", str(f)], env=env), "W4 dry-run"),
+        }
+        py = Path(self.flowsh).with_name("python")
+        yaml_only = median_child(self.repeats, lambda: run_child(
+            [str(py) if py.exists() else sys.executable, "-c",
+             "import sys, yaml; yaml.load(open(sys.argv[1]), Loader=getattr(yaml, "
+             "'CSafeLoader', yaml.SafeLoader))", str(f)]), "W4 yaml")
+        for k, c in got.items():
+            print(f"  {k:9}: {c.wall:.3f} s  maxrss {c.maxrss_kib / MIB:.1f} MiB",
+                  file=sys.stderr)
+        self.report.raw["w4"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
+                                 for k, c in got.items()}
+        self.report.raw["w4"]["yaml_parse_only"] = {"wall_s": yaml_only.wall}
+        for k, c in got.items():
+            self.report.add(Row(f"W4 `{k}` {n} steps", c.wall, "s", yaml_only.wall,
+                                "python+yaml parse", target="< 0.5 s", ok=c.wall < 0.5))
+        self.report.add(Row("W4 peak RSS (dry-run)", got["dry-run"].maxrss_kib / MIB, "MiB"))
+
+    # spawn ---------------------------------------------------------------------------
+    def spawn(self) -> None:
+        calls = 100 if self.args.quick else 300
+        print(f"Spawn: per-call cost of running `true` from Python, {calls} calls",
+              file=sys.stderr)
+        costs = spawn_costs(calls, self.repeats)
+        self.report.raw["spawn"] = {k: v * MS for k, v in costs.items()}
+        base = costs["posix_spawn"]
+        labels = {
+            "sh": 'sh.Command("true")()',
+            "subprocess_run": 'subprocess.run(["true"])',
+            "popen_new_session": "Popen(start_new_session) + wait",
+            "posix_spawn": "os.posix_spawn + waitpid",
+        }
+        for k, v in costs.items():
+            self.report.add(Row(f"spawn: {labels[k]}", v * MS, "ms", base * MS,
+                                "posix_spawn"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="smaller N, 1 repeat: < 1 minute")
+    ap.add_argument("--repeats", type=int, default=0, help="repeats per figure (median)")
+    ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
+    ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
+    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,spawn")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args(argv)
+    if args.flowsh is None:
+        here = Path(sys.executable).with_name("flowsh")
+        args.flowsh = str(here) if here.exists() else shutil.which("flowsh")
+    if not args.flowsh:
+        ap.error("no flowsh executable found; pass --flowsh")
+    args.flowsh = os.path.abspath(args.flowsh)
+
+    version = subprocess.run([args.flowsh, "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="flowsh-bench-"))
+    bench = Bench(args, work)
+    wanted = [w for w in args.only.split(",") if w] or ["w1", "w2", "w3", "w4", "spawn"]
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    try:
+        for w in wanted:
+            getattr(bench, w)()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    meta = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "flowsh": version,
+        "quick": args.quick,
+        "repeats": bench.repeats,
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+        # Other work on the machine inflates wall times; see the CPU figures.
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    print()
+    print(f"flowsh benchmark  {meta['date']}  {meta['cpus']} cpus  python {meta['python']}  "
+          f"{version}{'  (quick)' if args.quick else ''}  load {meta['loadavg_before'][0]}"
+          f" -> {meta['loadavg_after'][0]}")
+    print(bench.report.table())
+    Path(args.json_out).write_text(json.dumps(bench.report.json(meta), indent=2) + "\n")
+    print(f"\nwrote {args.json_out} ({meta['elapsed_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
