@@ -265,10 +265,15 @@ class Workflow(_Frozen):
         return self
 
     def step(self, name: str) -> Step:
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        """The step called `name` (KeyError if none); O(1), plugins call it per event."""
+        cached = self.__dict__.get("_step_index")
+        # A cache on a frozen model, not a field; keyed on the list so a model_copy that
+        # replaces `steps` never sees a stale index.
+        if cached is None or cached[0] is not self.steps:
+            cached = (self.steps, {s.name: s for s in self.steps})
+            self.__dict__["_step_index"] = cached
+        index: dict[str, Step] = cached[1]
+        return index[name]
 
     def secret_names(self) -> set[str]:
         names = {n for n in (*self.params, *self.env) if SECRET_NAME.search(n)}
