@@ -29,7 +29,7 @@ from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
 from flowsh.outputs import read_outputs
 from flowsh.paths import step_cwd
-from flowsh.secrets import Masker
+from flowsh.secrets import MASK, Masker
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -239,7 +239,14 @@ class Engine:
         # Steps that succeeded in an earlier attempt of this run pass their outputs on.
         for name in self.graph.order:
             if run.steps[name].status == SUCCEEDED:
-                self._export(name)
+                outputs = run.steps[name].outputs
+                masked = sorted(k for k, v in outputs.items() if v == MASK)
+                if masked:
+                    plugins.warn(f"step {name!r} output {', '.join(masked)} held a secret, which "
+                                 f"the state does not keep; steps after it see {MASK!r} "
+                                 f"(flowsh retry {run.run_id} --step {name} --downstream "
+                                 "runs them again with the real value)")
+                self._export(name, outputs)
         self._consider(self.graph.order)
         try:
             with _Interrupt(executor) as intr:
@@ -407,9 +414,10 @@ class Engine:
             rec.attempts -= 1
             self._skip(rec, "condition false")
             return
-        out_path = Path(env["FLOWSH_OUTPUT"])
-        out_path.unlink(missing_ok=True)
-        out_path.touch(mode=0o600)
+        if rec.attempts > 1 or self.opt.resume is not None:
+            # A fresh run directory has no outputs file; the step's `>>` creates it there
+            # (in the 0700 run directory), which saves a file creation per step.
+            Path(env["FLOWSH_OUTPUT"]).unlink(missing_ok=True)
         log_path = self.run_dir / f"{step.name}.log"
         rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
@@ -450,12 +458,12 @@ class Engine:
         rec.exit_code, rec.signal = outcome.exit_code, outcome.signal
         rec.ended_at = outcome.ended_at
         if outcome.ok:
-            rec.outputs, bad = read_outputs(self.run_dir / f"{name}.out")
-            rec.outputs = self.mask.mapping(rec.outputs, self.secret_names) if self.mask or \
-                self.secret_names else rec.outputs
+            outputs, bad = read_outputs(self.run_dir / f"{name}.out")
+            # The record keeps them masked; steps downstream get the real values.
+            rec.outputs = self.mask.mapping(outputs, self.secret_names) if outputs else {}
             rec.status = SUCCEEDED
             rec.message = f"ignored malformed output line: {bad}" if bad else None
-            self._export(name, raw=True)
+            self._export(name, outputs)
             self._record_finished(rec)
             return
         rec.message = outcome.describe()
@@ -477,18 +485,16 @@ class Engine:
             self.failed = True
         self._record_finished(rec)
 
-    def _export(self, name: str, raw: bool = False) -> None:
+    def _export(self, name: str, outputs: dict[str, str]) -> None:
         """What `name` passes downstream: its dependencies' exports plus its own outputs."""
+        needs = self.graph.needs[name]
+        if len(needs) == 1 and not outputs:
+            self.exports[name] = self.exports.get(needs[0], {})  # share, don't copy
+            return
         merged: dict[str, str] = {}
-        for dep in self.graph.needs[name]:
+        for dep in needs:
             merged.update(self.exports.get(dep, {}))
-        outputs = self.run.steps[name].outputs
-        if raw:
-            outputs, _ = read_outputs(self.run_dir / f"{name}.out")
-        if outputs:
-            merged = {**merged, **outputs}
-        elif len(self.graph.needs[name]) == 1:
-            merged = self.exports.get(self.graph.needs[name][0], {})  # share, don't copy
+        merged.update(outputs)
         self.exports[name] = merged
 
     def _wake_retries(self) -> None:

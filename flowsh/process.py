@@ -7,8 +7,8 @@ its own session and process group; a timeout or Ctrl-C signals the whole group (
 then KILL after the grace period), and whatever a step leaves running in its group when
 its main process exits is stopped the same way, so no grandchild outlives its step.
 
-When nobody watches the output and there is nothing to mask, the child writes straight
-into its log file and only the pidfd is watched: the cheapest path there is.
+A step's log file is created when its first output arrives: creating a file costs more
+than everything else flowsh does for a step that prints nothing (`true`, `mkdir -p`...).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class _Job:
     req: StepRequest
     proc: subprocess.Popen[bytes] | None
     started: float
-    log: int  # fd of the log file
+    log: int | None = None  # fd of the log file, opened at the first output
     pipe: int | None = None
     pidfd: int | None = None
     deadline: float | None = None  # when the timeout fires
@@ -45,6 +46,7 @@ class _Job:
     interrupted: bool = False
     partial: bytes = b""
     error: str | None = None
+    error_log: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,14 +78,6 @@ class LocalExecutor:
 
     def start(self, request: StepRequest) -> None:
         now = time.time()
-        try:
-            log = os.open(request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self._done.append((request.key, Outcome(
-                exit_code=127, started_at=now, ended_at=now,
-                error=f"cannot open log {request.log_path}: {exc.strerror}")))
-            return
-        piped = self.on_output is not None or self.mask is not None
         stdin: int | None = subprocess.DEVNULL
         stdin_fd: int | None = None
         if request.stdin is not None:
@@ -95,13 +89,12 @@ class LocalExecutor:
                 cwd=request.cwd,
                 env=request.env,
                 stdin=stdin,
-                stdout=subprocess.PIPE if piped else log,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
             )
         except OSError as exc:
-            os.close(log)
             end = time.time()
             reason = f"cannot start {request.argv[0]!r}: {exc.strerror}"
             code = 126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127
@@ -111,14 +104,13 @@ class LocalExecutor:
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)
-        job = _Job(req=request, proc=proc, started=now, log=log)
+        job = _Job(req=request, proc=proc, started=now)
         if request.timeout:
             job.deadline = now + request.timeout
-        if piped:
-            assert proc.stdout is not None
-            job.pipe = proc.stdout.fileno()
-            os.set_blocking(job.pipe, False)
-            self._sel.register(job.pipe, selectors.EVENT_READ, ("out", job))
+        assert proc.stdout is not None
+        job.pipe = proc.stdout.fileno()
+        os.set_blocking(job.pipe, False)
+        self._sel.register(job.pipe, selectors.EVENT_READ, ("out", job))
         if _HAS_PIDFD:
             try:
                 job.pidfd = os.pidfd_open(proc.pid)
@@ -209,7 +201,7 @@ class LocalExecutor:
 
     def _emit(self, job: _Job, data: bytes) -> None:
         if self.mask is None and self.on_output is None:
-            os.write(job.log, data)
+            self._log(job, data)
             return
         data = job.partial + data
         lines = data.split(b"\n")
@@ -225,10 +217,24 @@ class LocalExecutor:
         texts = [ln.decode("utf-8", "replace") for ln in lines]
         if self.mask is not None:
             texts = [self.mask(t) for t in texts]
-        os.write(job.log, ("\n".join(texts) + "\n").encode())
+        self._log(job, ("\n".join(texts) + "\n").encode())
         if self.on_output is not None:
             for t in texts:
                 self.on_output(job.req.key, t)
+
+    def _log(self, job: _Job, data: bytes) -> None:
+        if job.log is None:
+            try:
+                job.log = os.open(job.req.log_path,
+                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                job.log = -1
+                job.error_log = f"cannot write log {job.req.log_path}: {exc.strerror}"
+                sys.stderr.write(f"flowsh: warning: {job.error_log}; its output is lost\n")
+        if job.log >= 0:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(job.log, view):]
 
     def _close_pipe(self, job: _Job) -> None:
         if job.pipe is None:
@@ -313,7 +319,8 @@ class LocalExecutor:
             self._close_pipe(job)
         if job.exit_status is None and job.proc is not None:
             job.exit_status = job.proc.wait()
-        os.close(job.log)
+        if job.log is not None and job.log >= 0:
+            os.close(job.log)
         status = job.exit_status if job.exit_status is not None else 1
         sig = -status if status < 0 else None
         code = 128 + sig if sig else status

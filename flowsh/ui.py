@@ -51,6 +51,7 @@ class PlainReporter(Reporter):
         self.err = err or sys.stderr
         self.prefix = False
         self.total = 0
+        self.done = 0  # counted, not recounted per step: a 10,000-step run stays O(N)
 
     def _say(self, text: str) -> None:
         self.err.write(f"{_stamp()} {text}\n")
@@ -58,7 +59,8 @@ class PlainReporter(Reporter):
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         self.total = len(run.steps)
-        verb = "resuming" if any(s.status == SUCCEEDED for s in run.steps.values()) else "starting"
+        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
+        verb = "resuming" if self.done else "starting"
         self._say(f"{wf.name}: {verb} run {run.run_id} ({self.total} steps)")
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None:
@@ -74,8 +76,8 @@ class PlainReporter(Reporter):
                   f"retrying in {format_duration(delay)}")
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
-        done = sum(1 for s in run.steps.values() if s.status in (SUCCEEDED, FAILED, SKIPPED))
-        self._say(f"{step.name}: {_outcome(step)} [{done}/{self.total}]")
+        self.done += step.status in (SUCCEEDED, FAILED, SKIPPED)
+        self._say(f"{step.name}: {_outcome(step)} [{self.done}/{self.total}]")
 
     def run_finished(self, run: RunRecord) -> None:
         self._say(summary(run))
@@ -91,6 +93,7 @@ class QuietReporter(PlainReporter):
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         self.total = len(run.steps)
+        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
@@ -98,6 +101,8 @@ class QuietReporter(PlainReporter):
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         if step.status == FAILED:
             super().step_finished(run, step)
+        else:
+            self.done += step.status in (SUCCEEDED, SKIPPED)
 
     def run_finished(self, run: RunRecord) -> None:
         if run.status != SUCCEEDED:

@@ -161,9 +161,9 @@ def test_full_disk_is_one_line_and_leaves_records_intact(scheme: str, tiny_disk:
 
 FLAKY = """
 steps:
-  - {name: one, run: 'echo one >> ran; echo "TOKEN=abc" >> "$FLOWSH_OUTPUT"'}
+  - {name: one, run: 'echo one >> ran; echo "ROWS=abc" >> "$FLOWSH_OUTPUT"'}
   - {name: two, run: 'echo two >> ran; [ -e fixed ]'}
-  - {name: three, run: 'echo "three $TOKEN" >> ran'}
+  - {name: three, run: 'echo "three $ROWS" >> ran'}
 """
 
 
@@ -411,3 +411,17 @@ def test_logs_follow_streams_until_the_run_ends(write_flow: Callable[..., Path],
     out = follow.stdout
     assert "==> talk <==" in out and "line 1\nline 2\nline 3\n" in out
     assert "==> after <==\ndone\n" in out
+
+
+def test_secret_outputs_are_masked_in_state_and_resume_says_so(
+    write_flow: Callable[..., Path], tmp_path: Path, cli: Cli
+) -> None:
+    path = write_flow(FLAKY.replace("ROWS", "API_TOKEN"))
+    run_id = cli("run", str(path)).stderr.split("run ")[1].split()[0]
+    stored = json.loads(cli("status", run_id, "--json").stdout)
+    assert stored["steps"]["one"]["outputs"] == {"API_TOKEN": "***"}
+    (tmp_path / "fixed").touch()
+    res = cli("resume", run_id)
+    assert res.returncode == 0
+    assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
+    assert (tmp_path / "ran").read_text().splitlines()[-1] == "three ***"

@@ -7,6 +7,7 @@ Not a plugin itself: `log_csv`, `log_jsonl` and `metrics_prometheus` are.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,11 @@ def rfc3339(ts: float | None) -> str | None:
 
 
 def resolve(setting: bool | str | None, default: Path, workflow: Workflow) -> Path | None:
+    return _resolve(setting, default, workflow.path)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(setting: bool | str | None, default: Path, wf_path: str | None) -> Path | None:
     """A `monitor:` key -> a path: false/None = off, true = `default`, text = a path.
 
     A relative path is taken from the workflow file's directory, like the steps' workdir, so
@@ -38,8 +44,8 @@ def resolve(setting: bool | str | None, default: Path, workflow: Workflow) -> Pa
     if setting is True:
         return default
     path = Path(os.path.expandvars(setting)).expanduser()
-    if not path.is_absolute() and workflow.path:
-        path = Path(workflow.path).resolve().parent / path
+    if not path.is_absolute() and wf_path:
+        path = Path(wf_path).resolve().parent / path
     return path
 
 
@@ -59,6 +65,27 @@ def make_parent(path: Path) -> None:
         parent.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
+# Log files held open for the length of a run: opening costs more than the write (and a
+# run appends several rows per step). `release` closes one at the end of the run, so a
+# rotated log is picked up by the next run.
+_open: dict[Path, int] = {}
+
+
+def _fd(path: Path, mode: int) -> int:
+    fd = _open.get(path)
+    if fd is None:
+        make_parent(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+        _open[path] = fd
+    return fd
+
+
+def release(path: Path | None) -> None:
+    fd = _open.pop(path, None) if path is not None else None
+    if fd is not None:
+        os.close(fd)
+
+
 def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o600) -> None:
     """Append `data` to `path` as one write under an exclusive flock.
 
@@ -66,8 +93,7 @@ def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o60
     over PIPE_BUF, NFS, and the "file is empty, write the header first" check, so two runs
     finishing at once never interleave rows or write the header twice.
     """
-    make_parent(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+    fd = _fd(path, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -79,8 +105,9 @@ def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o60
                 view = view[written:]
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    except OSError:
+        release(path)
+        raise
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:

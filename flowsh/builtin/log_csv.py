@@ -107,3 +107,4 @@ def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
     _write(
         workflow, run, RUN_STEP, run.status, f"exit {run.exit_code}{took}; steps: {tally}"
     )
+    _monitor.release(csv_path(workflow))

@@ -109,6 +109,7 @@ def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -
 @hookimpl
 def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
     _write(workflow, event("run_finished", run))
+    _monitor.release(jsonl_path(workflow))
 
 
 def read_events(path: Path, run_id: str) -> list[dict[str, Any]]:
