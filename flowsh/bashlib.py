@@ -247,21 +247,27 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
             continue
         groups.setdefault((tuple(files), step_cwd(wf, step)), []).append((i, step, word))
     errors: list[WorkflowError] = []
-    pos = _positions(wf)
+    found: list[object | None] = []  # the file's positions, read only if something is wrong
+
+    def at(loc: tuple[str | int, ...], msg: str) -> WorkflowError:
+        if not found:
+            found.append(_positions(wf))
+        return _at(found[0], wf, loc, msg)
+
     for (shown, cwd), items in groups.items():
         try:
             # Resolved as the engine resolves them: against the workflow file's directory.
             paths = [str(resolve_path(wf, f)) for f in shown]
             kinds = probe_names(paths, [w for _, _, w in items], cwd, shown=shown)
         except WorkflowError as exc:
-            errors.append(_at(pos, wf, ("source",), exc.detail))
+            errors.append(at(("source",), exc.detail))
             continue
         for i, step, word in items:
             if kinds.get(word):
                 continue
             names = ", ".join(shown)
-            errors.append(_at(
-                pos, wf, ("steps", i, "run"),
+            errors.append(at(
+                ("steps", i, "run"),
                 f"step {step.name!r} calls {word!r}, which is not a function in {names} "
                 "(nor a builtin or a command on PATH)",
             ))

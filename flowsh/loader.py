@@ -24,12 +24,43 @@ Loc = tuple[str | int, ...]
 
 
 class Positions:
-    """Line/column (1-based) of every key and value in a file, by key path."""
+    """Line/column (1-based) of keys and values in a file, by key path.
 
-    def __init__(self, path: Path | None) -> None:
+    For YAML the composed node tree is kept and walked only when an error needs a
+    position, so a valid file pays nothing for it. `keys` and `values` hold positions set
+    by hand (seed-style bash files) and win over the tree.
+    """
+
+    def __init__(self, path: Path | None, root: yaml.Node | None = None) -> None:
         self.path = path
+        self.root = root
         self.keys: dict[Loc, tuple[int, int]] = {}
         self.values: dict[Loc, tuple[int, int]] = {}
+
+    def _from_tree(self, loc: Loc, *, key: bool) -> tuple[int, int] | None:
+        node, key_mark = self.root, None
+        if node is None:
+            return None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                        node, key_mark = v, k.start_mark
+                        break
+                else:
+                    return None
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                node, key_mark = node.value[part], None
+            else:
+                return None
+        mark = key_mark if key and key_mark is not None else node.start_mark
+        return (mark.line + 1, mark.column + 1)
+
+    def has(self, loc: Loc) -> bool:
+        loc = tuple(loc)
+        return loc in self.values or loc in self.keys or \
+            self._from_tree(loc, key=False) is not None
 
     def find(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
         table = self.keys if key else self.values
@@ -39,7 +70,12 @@ class Positions:
                 return table[loc]
             if loc in self.values:
                 return self.values[loc]
+            found = self._from_tree(loc, key=key)
+            if found is not None:
+                return found
             loc = loc[:-1]
+        if self.root is not None:
+            return (self.root.start_mark.line + 1, self.root.start_mark.column + 1)
         return (1, 1) if self.values or self.keys else (None, None)
 
     def error(self, message: str, loc: Loc = (), *, key: bool = False) -> WorkflowError:
@@ -52,34 +88,28 @@ class Positions:
 _Composer: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _walk(
-    node: yaml.Node, loc: Loc, pos: Positions, build: yaml.constructor.SafeConstructor
-) -> Any:
-    """Build plain data from a composed node, recording positions and refusing duplicate keys."""
-    mark = node.start_mark
-    pos.values[loc] = (mark.line + 1, mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        build.flatten_mapping(node)  # resolves `<<:` merge keys
-        out: dict[Any, Any] = {}
+class _BadKey(Exception):
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor that refuses duplicate and non-scalar mapping keys (PyYAML keeps
+    the last of two duplicates without a word: a mistyped second `run:` would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # resolves `<<:` merge keys
+        out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = build.construct_object(key_node, deep=True)
+            key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
-                raise pos.error("mapping keys must be plain strings", loc)
+                raise _BadKey("mapping keys must be plain strings", key_node.start_mark)
             key = str(key)
-            kmark = key_node.start_mark
             if key in out:
-                raise WorkflowError(
-                    f"duplicate key {key!r}",
-                    path=pos.path,
-                    line=kmark.line + 1,
-                    col=kmark.column + 1,
-                )
-            pos.keys[(*loc, key)] = (kmark.line + 1, kmark.column + 1)
-            out[key] = _walk(value_node, (*loc, key), pos, build)
+                raise _BadKey(f"duplicate key {key!r}", key_node.start_mark)
+            out[key] = self.construct_object(value_node, deep=deep)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, (*loc, i), pos, build) for i, child in enumerate(node.value)]
-    return build.construct_object(node, deep=True)
 
 
 def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
@@ -99,8 +129,12 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
         raise WorkflowError(f"malformed YAML: {exc}", path=path) from None
     if node is None:
         raise WorkflowError("the file is empty", path=path, line=1, col=1)
+    pos.root = node
     try:
-        data = _walk(node, (), pos, yaml.constructor.SafeConstructor())
+        data = _Constructor().construct_document(node)
+    except _BadKey as exc:
+        raise WorkflowError(str(exc), path=path, line=exc.mark.line + 1,
+                            col=exc.mark.column + 1) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise WorkflowError(

@@ -256,7 +256,7 @@ def _positioned(exc: WorkflowError, workflow: Workflow) -> WorkflowError:
         _, pos = parse_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, WorkflowError):
         return WorkflowError(exc.detail, path=path)
-    if loc[:3] not in pos.values:
+    if not pos.has(loc[:3]):
         # Declared in the user config, not in this file.
         from flowsh.config import config_path
 

@@ -102,7 +102,7 @@ class StateBackend(Protocol):
         """Write the run's own fields (status, times, exit code), not its steps."""
 
     def save_step(self, run: RunRecord, step: StepRecord) -> None:
-        """Write one step's record; also refreshes the run's heartbeat."""
+        """Write one step's record."""
 
     def heartbeat(self, run: RunRecord) -> None: ...
 
