@@ -7,6 +7,7 @@ transition, so a crash loses nothing a run had recorded.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,11 +129,15 @@ def _now() -> float:
 
 def flowsh_home() -> Path:
     """`$FLOWSH_HOME`, else `$XDG_STATE_HOME/flowsh`, else `~/.local/state/flowsh`."""
-    home = os.environ.get("FLOWSH_HOME")
+    # Asked for several times per step (logs, metrics): cached on the variables it reads.
+    return _home(os.environ.get("FLOWSH_HOME"), os.environ.get("XDG_STATE_HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _home(home: str | None, xdg: str | None) -> Path:
     if home:
         return Path(home).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(xdg) / "flowsh"
+    return Path(xdg or os.path.expanduser("~/.local/state")) / "flowsh"
 
 
 def ensure_private_dir(path: Path) -> Path:

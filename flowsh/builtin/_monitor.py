@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,20 +20,26 @@ if TYPE_CHECKING:
     from flowsh.model import Workflow
 
 
+@functools.lru_cache(maxsize=256)  # a run's own start/end times recur in every event
 def rfc3339(ts: float | None) -> str | None:
     """``2026-11-25T02:00:03.512Z``: UTC, millisecond precision, sortable as text."""
     if ts is None:
         return None
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    millis = int(ts * 1000)
+    seconds, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
-def resolve(setting: bool | str | None, default: Path, workflow: Workflow) -> Path | None:
-    return _resolve(setting, default, workflow.path)
+def resolve(setting: bool | str | None, default: str, workflow: Workflow) -> Path | None:
+    """Where a writer's file goes; `default` is relative to $FLOWSH_HOME. Called for every
+    event, so cached on everything it depends on."""
+    return _resolve(setting, default, workflow.path, flowsh_home())
 
 
 @functools.lru_cache(maxsize=64)
-def _resolve(setting: bool | str | None, default: Path, wf_path: str | None) -> Path | None:
+def _resolve(
+    setting: bool | str | None, default: str, wf_path: str | None, home: Path
+) -> Path | None:
     """A `monitor:` key -> a path: false/None = off, true = `default`, text = a path.
 
     A relative path is taken from the workflow file's directory, like the steps' workdir, so
@@ -42,7 +48,7 @@ def _resolve(setting: bool | str | None, default: Path, wf_path: str | None) -> 
     if setting is None or setting is False:
         return None
     if setting is True:
-        return default
+        return home / default
     path = Path(os.path.expandvars(setting)).expanduser()
     if not path.is_absolute() and wf_path:
         path = Path(wf_path).resolve().parent / path

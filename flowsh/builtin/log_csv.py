@@ -29,9 +29,7 @@ RUN_STEP = "-"
 
 
 def csv_path(workflow: Workflow) -> Path | None:
-    return _monitor.resolve(
-        workflow.monitor.csv, _monitor.logs_dir() / "workflow_logs.csv", workflow
-    )
+    return _monitor.resolve(workflow.monitor.csv, "logs/workflow_logs.csv", workflow)
 
 
 def _row(*fields: str) -> bytes:

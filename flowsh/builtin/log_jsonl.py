@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def jsonl_path(workflow: Workflow) -> Path | None:
-    return _monitor.resolve(workflow.monitor.jsonl, default_path(), workflow)
+    return _monitor.resolve(workflow.monitor.jsonl, "logs/events.jsonl", workflow)
 
 
 def default_path() -> Path:

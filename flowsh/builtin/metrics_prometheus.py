@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from flowsh import hookimpl
 from flowsh.builtin import _monitor
-from flowsh.state import SUCCEEDED, flowsh_home
+from flowsh.state import SUCCEEDED
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -81,7 +81,7 @@ def _number(value: float) -> str:
 
 
 def textfile_path(workflow: Workflow) -> Path | None:
-    path = _monitor.resolve(workflow.monitor.prometheus, flowsh_home() / "metrics", workflow)
+    path = _monitor.resolve(workflow.monitor.prometheus, "metrics", workflow)
     if path is None:
         return None
     return path if path.suffix == ".prom" else path / f"flowsh_{workflow.name}.prom"
