@@ -232,11 +232,21 @@ class CeleryExecutor:
                 extra={"worker": str(value.get("worker", "")),
                        "worker_pid": str(value.get("pid", ""))},
             )
-        elif state == "REVOKED":
+        elif state == "REVOKED" and job.cancel_by is not None:
             self._log(job, f"flowsh: celery task {job.result.id} revoked on worker "
                            f"{job.worker or '?'}")
             outcome = Outcome(exit_code=143, signal=15, interrupted=True,
                               started_at=job.started or job.sent, ended_at=now)
+        elif state == "REVOKED":
+            # Not our doing: its pool process was killed (celery reports some of those as
+            # revoked, others as WorkerLostError) or someone ran `celery control revoke`.
+            # A failure, so the step's retry policy applies; never "interrupted", which
+            # would not fail the run.
+            reason = f"celery task revoked on worker {job.worker or '?'} outside flowsh " \
+                     f"(pool process killed, or revoked by hand): {_reason(value)}"
+            self._log(job, f"flowsh: {reason}")
+            outcome = Outcome(exit_code=1, started_at=job.started or job.sent, ended_at=now,
+                              error=self._mask(reason))
         else:
             reason = f"celery task failed on worker {job.worker or '?'}: " \
                      f"{type(value).__name__}: {value}"
