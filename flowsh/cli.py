@@ -46,7 +46,7 @@ _loaded = False
 def build_app() -> typer.Typer:
     global _loaded
     if not _loaded:
-        plugins.emit("flowsh_register_commands", app=app)
+        plugins.emit("flowsh_register_commands", registration_order=True, app=app)
         _loaded = True
     return app
 

@@ -83,7 +83,8 @@ class RunOptions:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{random.getrandbits(16):04x}"
+    # os.urandom, not `random`: tests (hypothesis) seed the global generator.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(2).hex()}"
 
 
 def definition_hash(wf: Workflow) -> str:

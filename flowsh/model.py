@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -59,6 +60,15 @@ def _as_list(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+def _check_cron(value: str) -> str:
+    from flowsh.cron import check  # croniter only when a file has a schedule
+
+    return check(value)
+
+
+CronList = Annotated[list[Annotated[str, AfterValidator(_check_cron)]], BeforeValidator(_as_list)]
 
 
 def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
@@ -210,7 +220,11 @@ class Workflow(_Frozen):
     steps: list[Step] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
     monitor: Monitor = Field(default_factory=Monitor)  # type: ignore[arg-type]
-    schedule: StrList = Field(default_factory=list, description="Cron expressions.")
+    schedule: CronList = Field(
+        default_factory=list,
+        description="Cron expressions (5 fields, or 6 with seconds last), optionally "
+        "prefixed with CRON_TZ=Zone.",
+    )
     # Set by the loader, not by the file.
     path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
 

@@ -269,12 +269,12 @@ def _positioned(exc: WorkflowError, workflow: Workflow) -> WorkflowError:
 
 def _template_env(config: Mapping[str, Any], wf_path: str | None, channel: str
                   ) -> tuple[jinja2.Template, jinja2.Template]:
-    import importlib.resources
-
     import jinja2
 
+    from flowsh.templating import templates_dir
+
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(importlib.resources.files("flowsh.templates"))),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,  # alerts are plain text; notifiers escape for their medium

@@ -23,26 +23,38 @@ from flowsh import hookspecs
 # Built-ins, registered through the same door as third-party plugins. Later entries can
 # be replaced: a third-party plugin that registers the same name wins (tryfirst by order).
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    # executors and state
     "flowsh.builtin.exec_local",
     "flowsh.builtin.state_sqlite",
     "flowsh.builtin.state_json",
-    "flowsh.commands.core",
-    "flowsh.commands.runs",
-    "flowsh.commands.wrap",
-    "flowsh.commands.init",
-    "flowsh.commands.importer",
+    # alerts
     "flowsh.builtin.notify_log",
     "flowsh.builtin.notify_command",
     "flowsh.builtin.notify_email",
     "flowsh.builtin.notify_webhook",
     "flowsh.builtin.alerts",
-    "flowsh.commands.plugins",
-    "flowsh.commands.notify",
+    # logs and metrics
     "flowsh.builtin.log_csv",
     "flowsh.builtin.log_jsonl",
     "flowsh.builtin.metrics_prometheus",
+    # exporters and schedulers
+    "flowsh.builtin.export_bash",
+    "flowsh.builtin.export_cron",
+    "flowsh.builtin.sched_crontab",
+    "flowsh.builtin.sched_systemd",
+    # commands, in the order `flowsh --help` lists them
+    "flowsh.commands.core",
+    "flowsh.commands.runs",
     "flowsh.commands.stats",
     "flowsh.commands.report",
+    "flowsh.commands.wrap",
+    "flowsh.commands.init",
+    "flowsh.commands.importer",
+    "flowsh.commands.export",
+    "flowsh.commands.schedule",
+    "flowsh.commands.notify",
+    "flowsh.commands.plugins",
+    "flowsh.commands.config",
 )
 
 _pm: pluggy.PluginManager | None = None
@@ -179,10 +191,15 @@ def _call_order(hook: Any) -> list[Any]:
     return list(reversed(hook.get_hookimpls()))
 
 
-def emit(event: str, **kwargs: Any) -> None:
-    """Call an event hook on every plugin; a plugin that raises is reported, not fatal."""
+def emit(event: str, *, registration_order: bool = False, **kwargs: Any) -> None:
+    """Call an event hook on every plugin; a plugin that raises is reported, not fatal.
+
+    pluggy's order (last registered first) lets a third party act before the built-ins;
+    `registration_order` calls built-ins first instead (CLI commands list in a stable order).
+    """
     hook = getattr(get_plugin_manager().hook, event)
-    for impl in _call_order(hook):
+    impls = _call_order(hook)
+    for impl in reversed(impls) if registration_order else impls:
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
         except Exception as exc:

@@ -309,11 +309,11 @@ def build_context(
 
 
 def render_html(context: dict[str, Any]) -> str:
-    import importlib.resources
-
     import jinja2
 
-    folder = importlib.resources.files("flowsh.templates") / "report"
+    from flowsh.templating import templates_dir
+
+    folder = templates_dir() / "report"
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
         autoescape=True,

@@ -268,11 +268,13 @@ class TTYReporter(PlainReporter):
                                f"continue: flowsh resume {run.run_id}[/]")
 
 
-def make_reporter(*, json_events: bool = False, quiet: bool = False) -> Reporter:
+def make_reporter(*, json_events: bool = False, quiet: bool = False,
+                  state_url: str | None = None) -> Reporter:
+    """JSON events, quiet, the live view on a terminal, or plain lines (cron, CI, pipes)."""
     if json_events:
         return JSONReporter()
     if quiet:
         return QuietReporter()
     if sys.stderr.isatty() and sys.stdout.isatty():
-        return TTYReporter()
+        return TTYReporter(state_url=state_url)  # estimates come from the same store
     return PlainReporter()

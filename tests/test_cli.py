@@ -193,3 +193,10 @@ def test_shell_completion_script_and_answers(cli: Cli) -> None:
     res = cli(env={"_FLOWSH_COMPLETE": "complete_bash", "COMP_WORDS": "flowsh hist",
                    "COMP_CWORD": "1"})
     assert "history" in res.stdout.split()
+
+
+def test_dry_run_masks_secret_params(write_flow: Callable[..., Path], cli: Cli) -> None:
+    path = write_flow("params: {API_TOKEN: s3cr3t-value, user: bob}\nsteps: [{name: a, run: x}]")
+    res = cli("run", "--dry-run", str(path), "API_TOKEN=other-s3cr3t")
+    assert "s3cr3t" not in res.stdout and "API_TOKEN='***'" in res.stdout
+    assert "user='bob'" in res.stdout

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,28 +108,53 @@ def test_unwritable_state_dir_as_any_user(tmp_path: Path, cli: Cli) -> None:
     assert "Traceback" not in res.stderr
 
 
-def test_full_disk_leaves_previous_record_intact(tmp_path: Path) -> None:
-    """A write that fails half-way (ENOSPC on /dev/full's stand-in) keeps the old record."""
-    from flowsh.builtin.state_json import JSONBackend
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB filesystem (tmpfs) to fill up; needs root, as CI has."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
-    b = JSONBackend(f"json:///{tmp_path}/st")
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("scheme", ["json", "sqlite"])
+def test_full_disk_is_one_line_and_leaves_records_intact(scheme: str, tiny_disk: Path) -> None:
+    url = f"json:///{tiny_disk}/st" if scheme == "json" else f"sqlite:///{tiny_disk}/f.db"
+    b = open_backend(url)
     run = _record()
     b.create_run(run)
-    before = (tmp_path / "st" / "state_r1.json").read_text()
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    os.fsync = full  # the kernel's answer on a full disk, at the point it would come
-    try:
-        run.status = "failed"
-        with pytest.raises(StateError, match="No space left"):
-            b.update_run(run)
-    finally:
-        os.fsync = real_fsync
-    assert (tmp_path / "st" / "state_r1.json").read_text() == before
-    assert [p.name for p in (tmp_path / "st").iterdir()] == ["state_r1.json"]
+    _fill(tiny_disk)
+    run.status = "failed"
+    run.params = {"big": "y" * 200_000}  # more than is left
+    with pytest.raises(StateError) as info:
+        b.update_run(run)
+    assert "\n" not in str(info.value)
+    assert "space" in str(info.value) or "full" in str(info.value)
+    b.close()
+    (tiny_disk / "filler").unlink()
+    again = open_backend(url)
+    kept = again.load_run("r1")
+    again.close()
+    assert kept.status == "running" and kept.params == {"a": "1"}  # the old record, whole
+    if scheme == "json":
+        assert [p.name for p in (tiny_disk / "st").iterdir()] == ["state_r1.json"]
 
 
 # -- resume and retry ----------------------------------------------------------------------
@@ -367,3 +392,22 @@ def test_workflow_state_key_chooses_the_backend(write_flow: Callable[..., Path],
     assert json.loads(res.stdout)[0]["status"] == "succeeded"
     assert cli("run", "-q", str(path), "--state", f"json:///{store}2").returncode == 0
     assert len(list(store.glob("state_*.json"))) == 1  # the CLI's --state wins
+
+
+def test_logs_follow_streams_until_the_run_ends(write_flow: Callable[..., Path], tmp_path: Path,
+                                                cli: Cli) -> None:
+    path = write_flow("""
+        steps:
+          - {name: talk, run: 'for i in 1 2 3; do echo "line $i"; [ $i = 1 ] && touch spoke; sleep 0.4; done'}
+          - {name: after, run: 'echo done'}
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)])
+    while not (tmp_path / "spoke").exists():
+        time.sleep(0.05)
+    run_id = json.loads(cli("status", "--json").stdout)["run_id"]
+    follow = cli("logs", run_id, "--follow")  # returns once the run has finished
+    assert runner.wait(timeout=30) == 0
+    assert follow.returncode == 0
+    out = follow.stdout
+    assert "==> talk <==" in out and "line 1\nline 2\nline 3\n" in out
+    assert "==> after <==\ndone\n" in out

@@ -6,14 +6,13 @@ Not a plugin itself: `log_csv`, `log_jsonl` and `metrics_prometheus` are.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowsh import fileio
 from flowsh.state import ensure_private_dir, flowsh_home
 
 if TYPE_CHECKING:
@@ -85,33 +84,9 @@ def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o60
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text`: temp file in the same directory, fsync, rename.
-
-    The temp name starts with a dot and does not end in `.prom`, so node_exporter's textfile
-    collector never reads a half-written file.
-    """
+    """`flowsh.fileio.atomic_write`, creating the directory first."""
     make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fileio.atomic_write(path, text, mode)
 
 
 def attempts_allowed(workflow: Workflow, step: str) -> int | None:

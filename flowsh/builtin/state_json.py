@@ -7,40 +7,26 @@ reader or a crash sees the old record or the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError, UsageError
+from flowsh.fileio import atomic_write
 from flowsh.hookspecs import Register
 from flowsh.state import RunRecord, StepRecord, ensure_private_dir
 
 FORMAT = "flowsh.run/1"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` (0600) so that it is either all there or not changed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_record(path: Path, text: str) -> None:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StateError(f"{path}: cannot write state: {exc.strerror}; "
                          "the previous record is intact") from None
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class JSONBackend:
@@ -63,7 +49,7 @@ class JSONBackend:
         current = next((s.name for s in run.steps.values() if s.status == "running"), None)
         data["step"] = current
         data["data"] = run.params
-        atomic_write(self._path(run.run_id), json.dumps(data, indent=1, sort_keys=True))
+        _write_record(self._path(run.run_id), json.dumps(data, indent=1, sort_keys=True))
 
     def _read(self, path: Path) -> RunRecord:
         try:

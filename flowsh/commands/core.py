@@ -16,6 +16,7 @@ from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError, Wo
 if TYPE_CHECKING:
     from flowsh.engine import RunOptions
     from flowsh.model import Workflow
+    from flowsh.state import RunRecord
 
 PARAMS_HELP = "Parameters as KEY=VALUE; they reach steps as environment variables."
 
@@ -44,17 +45,14 @@ def _run_options(
         params=parse_overrides(params),
         concurrency=jobs,
         state_url=state,
-        reporter=make_reporter(json_events=json_events, quiet=quiet),
+        reporter=make_reporter(json_events=json_events, quiet=quiet, state_url=state),
         overlap=overlap,
         lock_timeout=lock_t,
     )
     return opts
 
 
-def _finish(run: object) -> None:
-    from flowsh.state import RunRecord
-
-    assert isinstance(run, RunRecord)
+def _finish(run: RunRecord) -> None:
     raise typer.Exit(run.exit_code or 0)
 
 
@@ -89,26 +87,29 @@ def run_cmd(
         width = jobs or wf.concurrency
         typer.echo(f"workflow {wf.name}: {len(wf.steps)} steps, concurrency {width}")
         if wf.params or overrides:
+            from flowsh.secrets import Masker
+
             merged = {**wf.params, **overrides}
-            typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in merged.items()))
+            shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
+            typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
         if unknown:
             typer.echo(f"note: {', '.join(unknown)} not declared in params (passed as env)")
         for line in describe_plan(wf):
             typer.echo(line)
         return
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
-                           state=state, overlap=overlap, lock_timeout=lock_timeout,
-                           metrics_push=metrics_push)
+                        state=state, overlap=overlap, lock_timeout=lock_timeout,
+                        metrics_push=metrics_push)
     opts.executor = executor
     if resume:
         prior = _latest_unfinished(wf.name, state)
         if prior is not None:
             _check_resumable(prior, wf, force=False)
-            opts.resume = prior  # type: ignore[assignment]
+            opts.resume = prior
     _finish(run_workflow(wf, opts))
 
 
-def _latest_unfinished(workflow: str, state: str | None) -> object:
+def _latest_unfinished(workflow: str, state: str | None) -> RunRecord | None:
     from flowsh.state import CRASHED, FAILED, INTERRUPTED, RUNNING
     from flowsh.store import check_liveness, open_backend
 
@@ -126,13 +127,10 @@ def _latest_unfinished(workflow: str, state: str | None) -> object:
         backend.close()
 
 
-def _check_resumable(run: object, wf: object, *, force: bool) -> None:
+def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     """Refuse a resume when steps the run recorded are gone from the file."""
     from flowsh.engine import definition_hash
-    from flowsh.model import Workflow
-    from flowsh.state import RUNNING, SUCCEEDED, RunRecord
-
-    assert isinstance(run, RunRecord) and isinstance(wf, Workflow)
+    from flowsh.state import RUNNING, SUCCEEDED
     if run.status == RUNNING:
         raise UsageError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
     if run.status == SUCCEEDED:
@@ -150,7 +148,7 @@ def _check_resumable(run: object, wf: object, *, force: bool) -> None:
                          "resuming with the current definition\n")
 
 
-def _open_run(run_id: str, state: str | None) -> tuple[object, object]:
+def _open_run(run_id: str, state: str | None) -> RunRecord:
     from flowsh.store import check_liveness, open_backend
 
     backend = open_backend(state)
@@ -158,14 +156,11 @@ def _open_run(run_id: str, state: str | None) -> tuple[object, object]:
         run = check_liveness(backend, backend.load_run(run_id))
     finally:
         backend.close()
-    return run, None
+    return run
 
 
-def _workflow_for(run: object, file: Path | None) -> object:
+def _workflow_for(run: RunRecord, file: Path | None) -> Workflow:
     from flowsh.loader import load_workflow
-    from flowsh.state import RunRecord
-
-    assert isinstance(run, RunRecord)
     path = file or (Path(run.file) if run.file else None)
     if path is None:
         raise UsageError(f"run {run.run_id} has no workflow file on record; pass --file")
@@ -187,13 +182,13 @@ def resume_cmd(
     """Continue a failed, interrupted or crashed run: succeeded steps are not run again."""
     from flowsh.engine import run_workflow
 
-    run, _ = _open_run(run_id, state)
+    run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
     _check_resumable(run, wf, force=force)
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
-                           state=state, overlap=None, lock_timeout=None, metrics_push=None)
-    opts.resume = run  # type: ignore[assignment]
-    _finish(run_workflow(wf, opts))  # type: ignore[arg-type]
+                        state=state, overlap=None, lock_timeout=None, metrics_push=None)
+    opts.resume = run
+    _finish(run_workflow(wf, opts))
 
 
 def retry_cmd(
@@ -208,12 +203,10 @@ def retry_cmd(
     """Run one step of a finished run again (and, with --downstream, what follows it)."""
     from flowsh.engine import run_workflow
     from flowsh.graph import Graph
-    from flowsh.model import Workflow
-    from flowsh.state import RUNNING, RunRecord
+    from flowsh.state import RUNNING
 
-    run, _ = _open_run(run_id, state)
+    run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
-    assert isinstance(run, RunRecord) and isinstance(wf, Workflow)
     if run.status == RUNNING:
         raise UsageError(f"run {run.run_id} is still running (pid {run.pid})")
     names = {s.name for s in wf.steps}
@@ -224,7 +217,7 @@ def retry_cmd(
     if downstream:
         only |= Graph.build(wf).descendants(step)
     opts = _run_options(params=[], jobs=None, quiet=quiet, json_events=json_events,
-                           state=state, overlap=None, lock_timeout=None, metrics_push=None)
+                        state=state, overlap=None, lock_timeout=None, metrics_push=None)
     opts.resume, opts.only = run, only
     _finish(run_workflow(wf, opts))
 
@@ -277,11 +270,9 @@ def _extra_checks(wf: Workflow) -> list[Exception]:
 
 
 def _schedule_lines(wf: Workflow) -> list[str]:
-    try:
-        from flowsh.cron import describe_schedule  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(describe_schedule(wf))
+    from flowsh.cron import describe_schedule
+
+    return describe_schedule(wf)
 
 
 def graph_cmd(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,14 +16,15 @@ import typer
 
 from flowsh import hookimpl
 from flowsh.errors import UsageError
+from flowsh.fileio import atomic_write
 
 
 def _env() -> object:
-    from importlib.resources import files
-
     import jinja2
 
-    root = files("flowsh.templates") / "init"
+    from flowsh.templating import templates_dir
+
+    root = templates_dir() / "init"
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         keep_trailing_newline=True,
@@ -43,17 +43,7 @@ def write_new(path: Path, text: str, *, force: bool, mode: int = 0o600) -> None:
     if path.exists() and not force:
         raise UsageError(f"{path} already exists (use --force to overwrite it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, mode)
 
 
 def _name_of(raw: str) -> str:

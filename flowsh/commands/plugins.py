@@ -126,12 +126,11 @@ def plugins_new(
 
 def scaffold(name: str, directory: Path) -> Path:
     """Render ``templates/plugin/`` into ``directory/flowsh-NAME``; returns that path."""
-    import importlib.resources
-
     import jinja2
 
     from flowsh import __version__
     from flowsh.errors import UsageError
+    from flowsh.templating import templates_dir
 
     if not NAME.match(name):
         raise UsageError(
@@ -141,7 +140,7 @@ def scaffold(name: str, directory: Path) -> Path:
     target = directory / f"flowsh-{name}"
     if target.exists():
         raise UsageError(f"{target} already exists")
-    root = importlib.resources.files("flowsh.templates") / "plugin"
+    root = templates_dir() / "plugin"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     ctx: dict[str, Any] = {

@@ -114,12 +114,13 @@ def logs_cmd(
             raise NotFoundError(f"run {run.run_id} has no step {step!r}")
         names = [step] if step else list(run.steps)
         positions: dict[str, int] = {}
+        last: list[str] = []  # the step whose lines were printed last
         while True:
             for name in names:
                 rec = run.steps[name]
                 if not rec.log_path:
                     continue
-                _print_new(name, rec.log_path, positions, header=step is None)
+                _print_new(name, rec.log_path, positions, last, header=step is None)
             if not follow or run.status != "running":
                 break
             time.sleep(0.5)
@@ -128,7 +129,9 @@ def logs_cmd(
         backend.close()
 
 
-def _print_new(name: str, path: str, positions: dict[str, int], *, header: bool) -> None:
+def _print_new(name: str, path: str, positions: dict[str, int], last: list[str], *,
+               header: bool) -> None:
+    """Print what `path` gained since the last call; a ``==> step <==`` line on each switch."""
     try:
         with open(path, "rb") as fh:
             fh.seek(positions.get(name, 0))
@@ -138,8 +141,9 @@ def _print_new(name: str, path: str, positions: dict[str, int], *, header: bool)
         return
     if not data:
         return
-    if header:
+    if header and last != [name]:
         sys.stdout.write(f"==> {name} <==\n")
+        last[:] = [name]
     sys.stdout.buffer.write(data) if hasattr(sys.stdout, "buffer") else sys.stdout.write(
         data.decode("utf-8", "replace"))
     sys.stdout.flush()

@@ -1,0 +1,123 @@
+"""Built-in scheduler ``systemd``: a user `.service` + `.timer` pair per workflow.
+
+Units go to ``$XDG_CONFIG_HOME/systemd/user`` (default ``~/.config/systemd/user``) as
+``flowsh-NAME.service`` / ``flowsh-NAME.timer`` and are managed with ``systemctl --user``.
+The systemctl command is ``$FLOWSH_SYSTEMCTL`` (split like a shell word list), default
+``systemctl``. Only files carrying flowsh's marker comment are listed or removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowsh import hookimpl
+from flowsh.errors import NotFoundError, StateError
+from flowsh.hookspecs import Register
+
+if TYPE_CHECKING:
+    from flowsh.builtin.sched_crontab import Entry
+    from flowsh.model import Workflow
+
+_MARK = re.compile(r"^# Managed by flowsh \(flowsh:(\S+)\) from (.*)\.$", re.M)
+
+
+def unit_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "systemd" / "user"
+
+
+def systemctl(*args: str) -> None:
+    import sh
+
+    cmd = shlex.split(os.environ.get("FLOWSH_SYSTEMCTL") or "systemctl")
+    try:
+        sh.Command(cmd[0])(*cmd[1:], "--user", *args)
+    except sh.CommandNotFound:
+        raise StateError(f"{cmd[0]}: command not found (no systemd here?)") from None
+    except sh.ErrorReturnCode as exc:
+        msg = exc.stderr.decode(errors="replace").strip()
+        raise StateError(f"systemctl --user {' '.join(args)} failed: {msg}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomically, 0600 (units may name paths and env of the user)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class SystemdScheduler:
+    name = "systemd"
+
+    def add(
+        self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+    ) -> bool:
+        from flowsh.export import render_systemd
+
+        units = render_systemd(wf, exprs, script=script)
+        d = unit_dir()
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{d}: cannot create directory: {exc.strerror}") from None
+        changed = False
+        for fname, text in units.items():
+            path = d / fname
+            if not path.exists() or path.read_text() != text:
+                _write(path, text)
+                changed = True
+        timer = next(n for n in units if n.endswith(".timer"))
+        if changed:
+            systemctl("daemon-reload")
+        systemctl("enable", "--now", timer)
+        return changed
+
+    def remove(self, name: str) -> None:
+        from flowsh.export import unit_name
+
+        unit = unit_name(name)
+        d = unit_dir()
+        timer, service = d / f"{unit}.timer", d / f"{unit}.service"
+        if not timer.exists() or not _MARK.search(timer.read_text()):
+            raise NotFoundError(
+                f"no systemd timer for workflow {name!r} (see flowsh schedule list)"
+            )
+        systemctl("disable", "--now", f"{unit}.timer")
+        for path in (timer, service):
+            if path.exists() and _MARK.search(path.read_text()):
+                path.unlink()
+        systemctl("daemon-reload")
+
+    def list(self) -> list[Entry]:
+        from flowsh.builtin.sched_crontab import Entry
+
+        out = []
+        for timer in sorted(unit_dir().glob("flowsh-*.timer")):
+            text = timer.read_text()
+            m = _MARK.search(text)
+            if not m:
+                continue
+            exprs = [ln[2:] for ln in text.splitlines()
+                     if ln.startswith("# ") and not ln.startswith("# Managed")]
+            service = timer.with_suffix(".service")
+            command = ""
+            if service.exists():
+                for ln in service.read_text().splitlines():
+                    if ln.startswith("ExecStart="):
+                        command = ln.removeprefix("ExecStart=")
+            out.append(Entry(name=m.group(1), exprs=exprs, command=command, source=m.group(2)))
+        return out
+
+
+@hookimpl
+def flowsh_register_schedulers(register: Register) -> None:
+    register("systemd", SystemdScheduler)

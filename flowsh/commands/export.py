@@ -1,0 +1,100 @@
+"""`flowsh export FILE --bash|--crontab|--systemd|--format NAME`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowsh import hookimpl
+from flowsh.errors import StateError, UsageError
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """temp + fsync + rename, so a reader never sees half a script."""
+    path = path.resolve()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StateError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def export_command(
+    file: Annotated[Path, typer.Argument(help="The workflow file.")],
+    bash: Annotated[bool, typer.Option("--bash", help="A standalone bash script.")] = False,
+    crontab: Annotated[bool, typer.Option("--crontab", help="The crontab block.")] = False,
+    systemd: Annotated[
+        bool, typer.Option("--systemd", help="A user .service and .timer (into -o DIR).")
+    ] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Any registered exporter by name.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here (a directory for --systemd).")
+    ] = None,
+    inline: Annotated[
+        bool, typer.Option("--inline", help="--bash: embed the scripts and libraries steps use.")
+    ] = False,
+    script: Annotated[
+        Path | None,
+        typer.Option("--script", help="--crontab/--systemd: run this exported script (flock) "
+                     "instead of `flowsh run`."),
+    ] = None,
+    cron: Annotated[
+        list[str] | None, typer.Option("--cron", help="Cron expression(s) instead of `schedule`.")
+    ] = None,
+) -> None:
+    """Export a workflow: a standalone bash script, crontab lines, or systemd units."""
+    from flowsh import plugins
+    from flowsh.loader import load_workflow
+
+    chosen = [n for n, on in (("bash", bash), ("crontab", crontab), ("systemd", systemd)) if on]
+    if fmt:
+        chosen.append(fmt)
+    if len(chosen) != 1:
+        raise UsageError("choose one of --bash, --crontab, --systemd or --format NAME")
+    kind = chosen[0]
+    wf = load_workflow(file)
+    if kind == "systemd":
+        from flowsh.export import render_systemd
+
+        units = render_systemd(wf, cron or None, script=str(script) if script else None)
+        outdir = output or Path.cwd()
+        if not outdir.is_dir():
+            raise UsageError(f"{outdir}: --systemd writes two files; -o must be a directory")
+        for name, text in units.items():
+            write_atomic(outdir / name, text, 0o600)
+            typer.echo(str(outdir / name))
+        return
+    exporters = plugins.registry("exporters")
+    if kind not in exporters:
+        known = ", ".join(sorted(exporters)) or "none"
+        raise UsageError(f"unknown export format {kind!r} (known: {known})")
+    options: dict[str, object] = {}
+    if kind == "bash":
+        options = {"inline": inline, "script_name": output.name if output else None}
+    elif kind == "crontab":
+        options = {"exprs": cron or None, "script": str(script) if script else None}
+    text = exporters[kind](wf, **options)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    # A script must be executable; everything else flowsh writes is private.
+    write_atomic(output, text, 0o700 if kind == "bash" else 0o600)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.command("export")(export_command)

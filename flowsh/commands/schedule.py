@@ -1,0 +1,113 @@
+"""`flowsh schedule add/list/remove` and `flowsh scheduler run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flowsh import hookimpl
+from flowsh.errors import UsageError
+
+schedule_app = typer.Typer(
+    help="Install workflows in cron or systemd timers.", no_args_is_help=True
+)
+scheduler_app = typer.Typer(help="flowsh's own foreground scheduler.", no_args_is_help=True)
+
+SchedulerOpt = Annotated[
+    str, typer.Option("--scheduler", "-s", help="crontab (default) or systemd, or a plugin's.")
+]
+
+
+def get_scheduler(name: str) -> Any:
+    from flowsh import plugins
+
+    found = plugins.registry("schedulers")
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise UsageError(f"unknown scheduler {name!r} (known: {known})")
+    return found[name]()
+
+
+@schedule_app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="The workflow file.")],
+    cron: Annotated[
+        list[str] | None,
+        typer.Option("--cron", help="Cron expression(s); default: the file's `schedule`."),
+    ] = None,
+    scheduler: SchedulerOpt = "crontab",
+    script: Annotated[
+        Path | None, typer.Option("--script", help="Schedule this exported script instead.")
+    ] = None,
+) -> None:
+    """Schedule a workflow (adding it twice keeps one entry)."""
+    from flowsh.cron import parse
+    from flowsh.loader import load_workflow
+
+    wf = load_workflow(file)
+    for text in cron or ():
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise UsageError(f"--cron: {exc}") from None
+    changed = get_scheduler(scheduler).add(wf, cron or None, script=str(script) if script else None)
+    state = "scheduled" if changed else "already scheduled, unchanged"
+    typer.echo(f"{wf.name}: {state} ({scheduler})")
+
+
+@schedule_app.command("list")
+def list_(
+    scheduler: SchedulerOpt = "crontab",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """List the workflows flowsh scheduled."""
+    entries = get_scheduler(scheduler).list()
+    if as_json:
+        typer.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+        return
+    for e in entries:
+        typer.echo(f"{e.name}\t{' | '.join(e.exprs)}\t{e.source}")
+
+
+@schedule_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The workflow name (see `schedule list`).")],
+    scheduler: SchedulerOpt = "crontab",
+) -> None:
+    """Remove a workflow's entry; every other line stays as it was."""
+    from flowsh.builtin.sched_crontab import check_name
+
+    get_scheduler(scheduler).remove(check_name(name))
+    typer.echo(f"{name}: unscheduled ({scheduler})")
+
+
+@scheduler_app.command("run")
+def scheduler_run(
+    files: Annotated[list[Path], typer.Argument(help="Workflow files with a `schedule`.")],
+    misfire: Annotated[
+        str, typer.Option("--misfire", help="A missed fire time: skip, or run-once.")
+    ] = "skip",
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds late before a fire time counts as missed.")
+    ] = 1.0,
+) -> None:
+    """Run schedules in the foreground (for containers without cron); SIGTERM stops it."""
+    from flowsh.loader import load_workflow
+    from flowsh.scheduler import MISFIRE_POLICIES, SchedulerLoop
+
+    if misfire not in MISFIRE_POLICIES:
+        raise UsageError(f"--misfire must be one of {', '.join(MISFIRE_POLICIES)}")
+    wfs = [load_workflow(f) for f in files]
+    for wf in wfs:
+        if not wf.schedule:
+            raise UsageError(f"{wf.path}: no `schedule` in the workflow")
+    raise typer.Exit(SchedulerLoop(wfs, misfire=misfire, grace=grace).run())
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.add_typer(schedule_app, name="schedule")
+    app.add_typer(scheduler_app, name="scheduler")

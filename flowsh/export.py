@@ -1,0 +1,441 @@
+"""Exports: a workflow rendered as a standalone bash script, crontab lines or systemd units.
+
+Templates live in the top-level `templates/` directory, shipped as the package
+`flowsh.templates`. Every value that reaches a template as shell text goes through
+`bash_quote`; parameters are never spliced into commands, they travel as variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowsh.errors import UsageError
+from flowsh.model import IDENT, Step, Workflow
+from flowsh.templating import templates_dir
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
+
+
+def bash_quote(value: object) -> str:
+    """A bash word that expands to exactly `value` (single quotes; plain when harmless)."""
+    text = "" if value is None else str(value)
+    if text and _SAFE.match(text) and not text.startswith(("=", "-")):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def seconds(value: float | None) -> str:
+    """`0.2`, `90`: a duration as timeout(1) and sleep(1) read it ('0' = none)."""
+    if not value:
+        return "0"
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def environment() -> Any:
+    import jinja2
+
+    root = templates_dir()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        # bash's ${#var} would open a jinja comment.
+        comment_start_string="{#jinja",
+        comment_end_string="jinja#}",
+    )
+    env.filters["q"] = bash_quote
+    return env
+
+
+def base_dir(wf: Workflow) -> Path:
+    """Where steps run: the workflow file's directory, then the workflow's `workdir`."""
+    root = Path(wf.path).parent if wf.path else Path.cwd()
+    return (root / wf.workdir) if wf.workdir else root
+
+
+def step_dir(wf: Workflow, step: Step) -> Path:
+    base = base_dir(wf)
+    return (base / step.workdir) if step.workdir else base
+
+
+def definition_hash(wf: Workflow, extra: str = "") -> str:
+    text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_names(wf: Workflow) -> None:
+    """Names the exported script keeps for itself (its variables and functions)."""
+    for where, names in (("param", wf.params), ("env", wf.env)):
+        for name in names:
+            if name.lower().startswith("flowsh_"):
+                raise UsageError(
+                    f"{wf.path}: {where} {name!r}: names starting with FLOWSH_ are reserved "
+                    "for flowsh itself and cannot be exported"
+                )
+    for step in wf.steps:
+        for name in step.env:
+            if name.lower().startswith("flowsh_"):
+                raise UsageError(f"{wf.path}: step {step.name!r} env {name!r}: FLOWSH_ is reserved")
+
+
+@dataclass
+class _Files:
+    """Scripts and libraries the steps use: embedded (inline) or by absolute path."""
+
+    inline: bool
+    items: list[dict[str, str]] = field(default_factory=list)
+    by_path: dict[str, str] = field(default_factory=dict)
+
+    def ref(self, path: Path) -> str:
+        """A bash word naming the file at run time."""
+        key = str(path.resolve())
+        if not self.inline:
+            return bash_quote(key)
+        if key not in self.by_path:
+            try:
+                content = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot inline {path}: {exc}") from None
+            name = f"{len(self.items) + 1}-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}"
+            mode = "700" if os.access(path, os.X_OK) else "600"
+            self.items.append({"name": name, "origin": key, "content": content, "mode": mode})
+            self.by_path[key] = name
+        return f'"$FLOWSH_FILES"/{self.by_path[key]}'
+
+
+def _func_names(steps: list[Step]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for step in steps:
+        base = "step_" + re.sub(r"[^A-Za-z0-9_]", "_", step.name)
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        out[step.name] = name
+    return out
+
+
+def _expand(p: str) -> str:
+    return os.path.expandvars(os.path.expanduser(p))
+
+
+def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -> dict[str, Any]:
+    from flowsh.engine import POSIX_SHELLS
+    from flowsh.paths import resolve_path, step_cwd
+
+    shell = shlex.split(step.shell or wf.shell)
+    fallback = ""
+    if step.script is not None:
+        # As the engine: an executable script runs itself, any other goes to the shell.
+        path = resolve_path(wf, step.script, step_cwd(wf, step))
+        argv = [fs.ref(path), *(bash_quote(a) for a in step.args)]
+        fallback = " ".join(bash_quote(a) for a in shell)
+    elif os.path.basename(shell[0]) not in POSIX_SHELLS:
+        argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(step.run or "")]
+    else:
+        prelude = []
+        for src in (*wf.source, *step.source):
+            ref = fs.ref(resolve_path(wf, src))
+            shown = ref.replace("'", "").replace('"', "")
+            prelude.append(f". {ref} || {{ echo {bash_quote('flowsh: cannot source ' + shown)} "
+                           ">&2; exit 2; }")
+        if wf.strict:
+            name = os.path.basename(shell[0])
+            prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
+        text = "\n".join([*prelude, step.run or ""])
+        argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(text),
+                bash_quote(f"flowsh:{step.name}")]
+    timeout = seconds(step.timeout)
+    policy = " ".join(
+        str(x)
+        for x in (
+            step.retry_count,
+            round((step.retry_delay or 0) * 1000),
+            round((step.backoff or 1) * 1000),
+            round((step.max_delay or 0) * 1000),
+            round((step.jitter or 0) * 1000),
+            timeout,
+            int(step.always),
+            int(step.continue_on_failure),
+        )
+    )
+    return {
+        "name": step.name,
+        "index": index,
+        "func": func,
+        "description": step.description,
+        "needs": list(step.needs or ()),
+        "env": dict(step.env),
+        "argv": argv,
+        "shell": [bash_quote(a) for a in shell],
+        "fallback": fallback,
+        "policy": policy,
+        "if_": step.if_,
+        "workdir": _expand(step.workdir) if step.workdir else ".",
+    }
+
+
+def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Routes and channels as flowsh's alerting reads them (user config merged in)."""
+    from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify
+
+    notify = effective_notify(wf)
+    chans: dict[str, dict[str, Any]] = {}
+    routes: dict[str, list[dict[str, Any]]] = {}
+    for sev in SEVERITIES:
+        for name in channels_for(notify, sev):
+            if name not in chans:
+                cfg = channel_config(notify, name)
+                env = cfg.get("env") or {}
+                chans[name] = {
+                    "name": name,
+                    "type": str(cfg.get("type")),
+                    "run": str(cfg.get("run") or ""),
+                    "shell": str(cfg.get("shell") or "bash"),
+                    "env": {str(k): str(v) for k, v in env.items() if IDENT.match(str(k))},
+                    "path": str(cfg.get("path") or ""),
+                    "timeout": seconds(float(cfg.get("timeout") or 10)),
+                    "func": f"flowsh_channel_{len(chans) + 1}",
+                }
+            routes.setdefault(sev, []).append(chans[name])
+    return list(chans.values()), routes
+
+
+def bash_context(
+    wf: Workflow, *, inline: bool = False, script_name: str | None = None
+) -> dict[str, Any]:
+    from flowsh import __version__
+    from flowsh.graph import Graph
+
+    check_names(wf)
+    graph = Graph.build(wf)
+    funcs = _func_names(wf.steps)
+    fs = _Files(inline=inline)
+    by_name = {s.name: (i, s) for i, s in enumerate(wf.steps)}
+    steps = [
+        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs) for n in graph.order
+    ]
+    from flowsh.notify import effective_notify, events_of
+
+    channels, routes = _channels(wf)
+    from flowsh.engine import describe_plan
+
+    plan = "\n".join(describe_plan(wf))
+    mon = wf.monitor
+    source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
+    embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
+    return {
+        "wf": wf,
+        "version": __version__,
+        "source_name": source_name,
+        "script_name": script_name or f"{wf.name}.sh",
+        "definition": definition_hash(wf, embedded),
+        "inline": inline,
+        "files": fs.items,
+        "steps": steps,
+        "plan": plan,
+        "file_order": [s.name for s in wf.steps],
+        "params": dict(wf.params),
+        "secrets": sorted(wf.secret_names()),
+        "wf_env": dict(wf.env),
+        "lock_timeout": str(math.ceil(wf.lock_timeout)) if wf.lock_timeout else "",
+        "kill_grace": seconds(wf.kill_grace) if wf.kill_grace else "0.1",
+        "csv": _monitor_value(mon.csv),
+        "prometheus": _monitor_value(mon.prometheus),
+        "env_file": _expand(wf.env_file) if wf.env_file else "",
+        "workdir": _expand(wf.workdir) if wf.workdir else "",
+        "channels": channels,
+        "routes": routes,
+        "events": events_of(effective_notify(wf)),
+        "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
+    }
+
+
+def _monitor_value(value: bool | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def render_bash(wf: Workflow, *, inline: bool = False, script_name: str | None = None) -> str:
+    """The standalone bash script for `wf` (see docs/export.md)."""
+    ctx = bash_context(wf, inline=inline, script_name=script_name)
+    text: str = environment().get_template("bash/script.sh.j2").render(**ctx)
+    return text
+
+
+# --- crontab and systemd -------------------------------------------------------------------
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def flowsh_argv() -> list[str]:
+    """How cron or systemd calls this flowsh: the `flowsh` beside this interpreter."""
+    import sys
+
+    exe = Path(sys.executable).parent / "flowsh"  # not resolved: keep a venv's bin/
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "flowsh"]
+
+
+@dataclass
+class Job:
+    """What a scheduler runs for a workflow: argv, cwd and env, all absolute."""
+
+    name: str
+    source: str
+    argv: list[str]
+    cwd: str
+    env: list[tuple[str, str]]
+    log: str
+
+
+def scheduled_job(wf: Workflow, *, script: str | None = None) -> Job:
+    """`flowsh run FILE` (its own lock decides overlaps) or an exported script under flock."""
+    import os
+
+    from flowsh.state import flowsh_home
+
+    if wf.path is None:
+        raise UsageError("a scheduled workflow needs a file path")
+    home = flowsh_home().resolve()
+    env = [("PATH", os.environ.get("PATH") or DEFAULT_PATH), ("FLOWSH_HOME", str(home))]
+    if script is not None:
+        spath = Path(script).resolve()
+        if not spath.is_file():
+            raise UsageError(f"{script}: no such script (export it first with --bash -o)")
+        lock = home / "exported" / wf.name / "cron.lock"
+        argv = ["flock", "-n", "-E", "75", str(lock), str(spath)]
+        cwd = str(spath.parent)
+    else:
+        argv = [*flowsh_argv(), "run", wf.path, "--quiet"]
+        cwd = str(base_dir(wf).resolve())
+    return Job(
+        name=wf.name, source=wf.path, argv=argv, cwd=cwd, env=env,
+        log=str(home / "cron" / f"{wf.name}.log"),
+    )
+
+
+def _cron_command(job: Job) -> str:
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env)
+    cmd = " ".join(shlex.quote(a) for a in job.argv)
+    mkdir = f"mkdir -p {shlex.quote(str(Path(job.log).parent))}"
+    line = f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{shlex.quote(job.log)} 2>&1"
+    # cron turns an unescaped % into a newline.
+    return line.replace("%", "\\%")
+
+
+def render_crontab(
+    wf: Workflow,
+    exprs: list[str] | None = None,
+    *,
+    script: str | None = None,
+    restore_tz: str = "",
+) -> str:
+    """The marked crontab block for `wf` (BEGIN/END flowsh:NAME comment lines)."""
+    from flowsh.cron import parse
+
+    texts = list(exprs) if exprs else list(wf.schedule)
+    if not texts:
+        raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
+    entries = []
+    for text in texts:
+        try:
+            sched = parse(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if sched.has_seconds:
+            raise UsageError(
+                f"{text!r}: cron has no seconds field; use `flowsh scheduler run` or --systemd"
+            )
+        entries.append({"expr": sched.expr, "tz": sched.tz})
+    job = scheduled_job(wf, script=script)
+    text_out: str = environment().get_template("crontab.j2").render(
+        name=wf.name, source=job.source, entries=entries, command=_cron_command(job),
+        restore_tz=restore_tz,
+    )
+    return text_out
+
+
+def systemd_quote(value: str) -> str:
+    """A systemd unit-file word: %% and $$ escaped, double quotes when needed."""
+    value = value.replace("%", "%%").replace("$", "$$")
+    if value and re.fullmatch(r"[A-Za-z0-9_./:@+,=-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def on_calendar(text: str) -> list[str]:
+    """systemd OnCalendar= values equivalent to one cron expression.
+
+    Cron fires when day-of-month OR day-of-week matches (both restricted); systemd ANDs
+    them, so that case becomes two values.
+    """
+    from croniter import croniter
+
+    from flowsh.cron import parse
+
+    try:
+        sched = parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    fields, _ = croniter.expand(sched.expr)
+    if any(isinstance(v, str) and v != "*" for f in fields for v in f):
+        raise UsageError(f"{text!r}: L and # cron features have no systemd equivalent")
+
+    def part(values: list[Any], width: int = 2) -> str:
+        if values == ["*"]:
+            return "*"
+        return ",".join(f"{int(v):0{width}d}" for v in values)
+
+    minute, hour, dom, month, dow = fields[:5]
+    sec = part(fields[5]) if len(fields) == 6 else "00"
+    time = f"{part(hour)}:{part(minute)}:{sec}"
+    days = "" if dow == ["*"] else ",".join(dict.fromkeys(_DOW[int(d)] for d in dow)) + " "
+    zone = f" {sched.tz}" if sched.tz else ""
+    if dom != ["*"] and dow != ["*"]:
+        return [
+            f"*-{part(month)}-{part(dom)} {time}{zone}",
+            f"{days}*-{part(month)}-* {time}{zone}",
+        ]
+    return [f"{days}*-{part(month)}-{part(dom)} {time}{zone}"]
+
+
+def unit_name(wf_name: str) -> str:
+    return f"flowsh-{re.sub(r'[^A-Za-z0-9_.-]', '_', wf_name)}"
+
+
+def render_systemd(
+    wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+) -> dict[str, str]:
+    """{file name: text} for the user units `flowsh-NAME.service` and `.timer`."""
+    texts = list(exprs) if exprs else list(wf.schedule)
+    if not texts:
+        raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
+    calendars = [{"text": t, "value": v} for t in texts for v in on_calendar(t)]
+    job = scheduled_job(wf, script=script)
+    env = environment()
+    env.filters["sdq"] = systemd_quote
+    unit = unit_name(wf.name)
+    common = {"name": wf.name, "source": job.source, "unit": unit}
+    service = env.get_template("systemd/flowsh.service.j2").render(
+        **common, cwd=systemd_quote(job.cwd), env=job.env,
+        exec_start=" ".join(systemd_quote(a) for a in job.argv),
+    )
+    timer = env.get_template("systemd/flowsh.timer.j2").render(**common, calendars=calendars)
+    return {f"{unit}.service": service, f"{unit}.timer": timer}

@@ -1,0 +1,38 @@
+"""Writing a file so that readers and crashes see the old content or the new, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` with `text`: temp file in the same directory, fsync, rename, fsync dir.
+
+    The temp name starts with a dot and ends in `.tmp`, so globbing readers (node_exporter's
+    textfile collector, `state_*.json`) never pick up a half-written file. Raises OSError;
+    on error the temp file is removed and `path` is untouched.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
