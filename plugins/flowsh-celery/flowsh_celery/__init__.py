@@ -1,0 +1,23 @@
+"""flowsh plugin ``celery``: steps run on Celery workers (``executor: celery``).
+
+Importing this module stays cheap (flowsh imports every plugin at each CLI start):
+celery itself is imported only when a run asks for this executor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowsh import hookimpl
+from flowsh.hookspecs import Register
+
+
+def _factory(**options: Any) -> Any:
+    from flowsh_celery.executor import CeleryExecutor
+
+    return CeleryExecutor(**options)
+
+
+@hookimpl
+def flowsh_register_executors(register: Register) -> None:
+    register("celery", _factory)
