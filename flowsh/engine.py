@@ -82,8 +82,9 @@ class RunOptions:
 
 
 def new_run_id() -> str:
-    # os.urandom, not `random`: tests (hypothesis) seed the global generator.
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(2).hex()}"
+    # os.urandom, not `random`: tests (hypothesis) seed the global generator. 32 bits: a
+    # wrapper started hundreds of times a second must not meet itself.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(4).hex()}"
 
 
 def definition_hash(wf: Workflow) -> str:
@@ -157,21 +158,27 @@ class Engine:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _prepare(self, run_id: str) -> RunRecord:
+    def _environment(self) -> None:
+        """Params, the steps' base environment and the secret mask, before anything runs."""
         wf, opt = self.wf, self.opt
         prior = opt.resume
         params = {**wf.params, **(prior.params if prior else {}), **opt.params}
         # Masked values cannot be restored from the record: take them from the file/CLI.
         for k, v in list(params.items()):
-            if v == "***" and k in wf.params:
+            if v == MASK and k in wf.params:
                 params[k] = opt.params.get(k, wf.params[k])
+        self.params = params
         self.env = base_environment(wf, params)
         self.secret_names = wf.secret_names()
         self.mask = Masker.for_env({**params, **wf.env}, self.secret_names)
         for k in os.environ:
             if k in self.secret_names:
                 self.mask = Masker([*self.mask.values, os.environ[k]])
-        masked_params = self.mask.mapping(params, self.secret_names)
+
+    def _prepare(self, run_id: str) -> RunRecord:
+        wf, opt = self.wf, self.opt
+        prior = opt.resume
+        masked_params = self.mask.mapping(self.params, self.secret_names)
         if prior is not None:
             run = prior
             run.status = RUNNING
@@ -214,6 +221,18 @@ class Engine:
     # -- the loop ---------------------------------------------------------------------
 
     def execute(self) -> RunRecord:
+        self._environment()
+        # The executor exists before the run is recorded: one that cannot start (a broker
+        # that is down) is an error with nothing left behind.
+        on_output = self.reporter.step_output if self.reporter.wants_output else None
+        self.executor = self.executor_factory(
+            on_output=on_output, mask=self.mask or None, **self.wf.executor_options)
+        try:
+            return self._execute_locked()
+        finally:
+            self.executor.close()
+
+    def _execute_locked(self) -> RunRecord:
         run_id = self.opt.resume.run_id if self.opt.resume else (self.opt.run_id or new_run_id())
         # The liveness lock is taken before the run is recorded, so a `running` record
         # without a held lock always means a dead runner (store.check_liveness).
@@ -230,10 +249,7 @@ class Engine:
         return run
 
     def _execute(self, run: RunRecord) -> None:
-        on_output = self.reporter.step_output if self.reporter.wants_output else None
-        executor: Executor = self.executor_factory(
-            on_output=on_output, mask=self.mask or None, **self.wf.executor_options)
-        self.executor = executor
+        executor = self.executor
         self.reporter.run_started(run, self.wf)
         plugins.emit("flowsh_run_started", run=run, workflow=self.wf)
         # Steps that succeeded in an earlier attempt of this run pass their outputs on.
@@ -256,13 +272,14 @@ class Engine:
             self._drain_interrupted()
             self._finish_run(INTERRUPTED, 130)
             raise
-        finally:
-            executor.close()
         if intr.signum is not None:
             self._finish_run(INTERRUPTED, 130)
             return
+        # A step interrupted while flowsh was not (a task revoked on a remote worker) is a
+        # failure of the run like any other.
         failed = any(
-            r.status == FAILED and not self.steps[n].continue_on_failure
+            (r.status == FAILED and not self.steps[n].continue_on_failure)
+            or r.status == INTERRUPTED
             for n, r in run.steps.items()
         )
         self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
@@ -469,6 +486,7 @@ class Engine:
         rec.message = outcome.describe()
         if outcome.interrupted:
             rec.status = INTERRUPTED
+            self.failed = True  # nothing new starts; `always` steps still run
             self._record_finished(rec)
             return
         if rec.attempts <= step.retry_count:

@@ -345,3 +345,88 @@ def test_output_is_streamed_and_kept_per_step(
     rid = res.stderr.split("run ")[1].split()[0]
     logs = cli("logs", rid, "one")
     assert logs.stdout == "from-one\nerr-one\n"
+
+
+class _ScriptedExecutor:
+    """An executor plugin whose outcomes the test chooses: the seam, exercised directly."""
+
+    outcomes: dict[str, dict[str, object]] = {}
+
+    def __init__(self, on_output: object = None, mask: object = None, **options: object) -> None:
+        if options.get("refuse"):
+            from flowsh.errors import UsageError
+
+            raise UsageError("executor 'scripted': cannot reach its broker")
+        self.done: list[tuple[str, object]] = []
+
+    def start(self, request: object) -> None:
+        from flowsh.executor import Outcome
+
+        key = request.key  # type: ignore[attr-defined]
+        now = time.time()
+        fields: dict[str, object] = {"exit_code": 0, **self.outcomes.get(key, {})}
+        self.done.append((key, Outcome(started_at=now, ended_at=now, **fields)))  # type: ignore[arg-type]
+
+    def wait(self, timeout: float | None) -> list[tuple[str, object]]:
+        done, self.done = self.done, []
+        return done
+
+    def wake(self) -> None: ...
+    def cancel_all(self) -> None: ...
+    def running(self) -> int:
+        return len(self.done)
+    def close(self) -> None: ...
+
+
+@pytest.fixture
+def scripted_executor() -> object:
+    from flowsh import hookimpl, plugins
+
+    class Plugin:
+        @hookimpl
+        def flowsh_register_executors(self, register: Callable[..., None]) -> None:
+            register("scripted", _ScriptedExecutor)
+
+    pm = plugins.get_plugin_manager()
+    plugin = Plugin()
+    pm.register(plugin, name="scripted-test")
+    plugins._registries.clear()
+    try:
+        yield _ScriptedExecutor
+    finally:
+        pm.unregister(plugin)
+        plugins._registries.clear()
+        _ScriptedExecutor.outcomes = {}
+
+
+def test_a_step_interrupted_elsewhere_fails_the_run(write_flow: Callable[..., Path],
+                                                    scripted_executor: object) -> None:
+    _ScriptedExecutor.outcomes = {"b": {"exit_code": 143, "interrupted": True}}
+    path = write_flow("""
+        executor: scripted
+        steps:
+          - {name: a, run: x}
+          - {name: b, run: x}
+          - {name: c, run: x}
+          - {name: done, run: x, always: true}
+    """)
+    rec = run(path)
+    assert statuses(rec) == {"a": "succeeded", "b": "interrupted", "c": "skipped",
+                             "done": "succeeded"}
+    assert rec.status == "failed" and rec.exit_code == 1
+
+
+def test_an_executor_that_cannot_start_records_no_run(write_flow: Callable[..., Path],
+                                                      scripted_executor: object) -> None:
+    from flowsh.errors import UsageError
+
+    path = write_flow("""
+        executor: scripted
+        executor_options: {refuse: true}
+        steps: [{name: a, run: x}]
+    """)
+    with pytest.raises(UsageError, match="cannot reach its broker"):
+        run(path)
+    backend = open_backend()
+    assert backend.list_runs() == []
+    backend.close()
