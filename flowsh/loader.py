@@ -26,16 +26,28 @@ Loc = tuple[str | int, ...]
 class Positions:
     """Line/column (1-based) of keys and values in a file, by key path.
 
-    For YAML the composed node tree is kept and walked only when an error needs a
-    position, so a valid file pays nothing for it. `keys` and `values` hold positions set
-    by hand (seed-style bash files) and win over the tree.
+    For YAML the file's text is kept and composed again only when an error needs a
+    position, so a valid file pays nothing for it, in time or memory (a node tree is
+    several times the size of the data). `keys` and `values` hold positions set by hand
+    (seed-style bash files) and win over the tree.
     """
 
-    def __init__(self, path: Path | None, root: yaml.Node | None = None) -> None:
+    def __init__(self, path: Path | None, text: str | None = None) -> None:
         self.path = path
-        self.root = root
+        self._text = text
+        self._root: yaml.Node | None = None
         self.keys: dict[Loc, tuple[int, int]] = {}
         self.values: dict[Loc, tuple[int, int]] = {}
+
+    @property
+    def root(self) -> yaml.Node | None:
+        if self._root is None and self._text is not None:
+            try:
+                self._root = yaml.compose(self._text, Loader=_Composer)
+            except yaml.YAMLError:
+                self._root = None
+            self._text = None
+        return self._root
 
     def _from_tree(self, loc: Loc, *, key: bool) -> tuple[int, int] | None:
         node, key_mark = self.root, None
@@ -113,7 +125,6 @@ class _Constructor(yaml.constructor.SafeConstructor):
 
 
 def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
-    pos = Positions(path)
     try:
         node = yaml.compose(text, Loader=_Composer)
     except yaml.MarkedYAMLError as exc:
@@ -129,7 +140,6 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
         raise WorkflowError(f"malformed YAML: {exc}", path=path) from None
     if node is None:
         raise WorkflowError("the file is empty", path=path, line=1, col=1)
-    pos.root = node
     try:
         data = _Constructor().construct_document(node)
     except _BadKey as exc:
@@ -143,7 +153,7 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
             line=mark.line + 1 if mark else None,
             col=mark.column + 1 if mark else None,
         ) from None
-    return data, pos
+    return data, Positions(path, text)
 
 
 def _fields_at(loc: Loc) -> list[str]:
