@@ -151,6 +151,29 @@ def dag_yaml(path: Path, n: int, seed: int = 42) -> Path:
 # -- in-process spawn cost ------------------------------------------------------------------
 
 
+def fill_history(db: Path, n: int) -> None:
+    """`n` finished runs of 3 steps each, written through flowsh's own schema."""
+    from flowsh.builtin.state_sqlite import RUN_COLS, STEP_COLS, SQLiteBackend
+
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    t0 = time.time() - n * 60
+    runs, steps = [], []
+    for i in range(n):
+        rid = f"bench-{i:07d}"
+        start = t0 + i * 60
+        runs.append((rid, f"wf{i % 7}", "/x.yaml", "h", "{}", "succeeded", 1, "host",
+                     start, start + 5, start + 5, 0, '["a", "b", "c"]', None))
+        for name in ("a", "b", "c"):
+            steps.append((rid, name, "succeeded", 1, 0, None, start, start + 1, "{}",
+                          None, None))
+    with backend.conn:
+        backend.conn.executemany(
+            f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})", runs)
+        backend.conn.executemany(
+            f"INSERT INTO steps VALUES ({','.join('?' * len(STEP_COLS))})", steps)
+    backend.close()
+
+
 def spawn_costs(calls: int, repeats: int) -> dict[str, float]:
     """Seconds per call of each way to run `true` from Python (median of `repeats`)."""
     true = shutil.which("true") or "/bin/true"
@@ -482,6 +505,27 @@ class Bench:
                                 "python+yaml parse", target="< 0.5 s", ok=c.wall < 0.5))
         self.report.add(Row("W4 peak RSS (dry-run)", got["dry-run"].maxrss_kib / MIB, "MiB"))
 
+    # W5 ------------------------------------------------------------------------------
+    def w5(self) -> None:
+        n = 20_000 if self.args.quick else 100_000
+        print(f"W5: `flowsh history` with {n} runs recorded", file=sys.stderr)
+        env = self.env()
+        home = Path(env["FLOWSH_HOME"])
+        fill_history(home / "flowsh.db", n)
+        empty = self.env()
+        reps = 5 if self.args.quick else 10
+        got = {
+            "full": median_child(reps, lambda: run_child(
+                [self.flowsh, "history", "-n", "20"], env=env), "W5 history"),
+            "empty": median_child(reps, lambda: run_child(
+                [self.flowsh, "history", "-n", "20"], env=empty), "W5 history, empty"),
+        }
+        self.report.raw["w5"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
+                                 for k, c in got.items()}
+        self.report.add(Row(f"W5 `flowsh history -n 20`, {n} runs", got["full"].wall, "s",
+                            got["empty"].wall, "no runs recorded", target="< 0.2 s",
+                            ok=got["full"].wall < 0.2))
+
     # spawn ---------------------------------------------------------------------------
     def spawn(self) -> None:
         calls = 100 if self.args.quick else 300
@@ -507,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=0, help="repeats per figure (median)")
     ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
     ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
-    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,spawn")
+    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,spawn")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
     if args.flowsh is None:
@@ -521,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                              check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="flowsh-bench-"))
     bench = Bench(args, work)
-    wanted = [w for w in args.only.split(",") if w] or ["w1", "w2", "w3", "w4", "spawn"]
+    wanted = [w for w in args.only.split(",") if w] or ["w1", "w2", "w3", "w4", "w5", "spawn"]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     try:
