@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("FLOWSH_DEBUG"):
             raise
         error(f"{exc}{hint}", exc.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C twice during a run (the run is recorded as interrupted), or at start-up.
+        error("interrupted", 130)
     except BrokenPipeError:
         # `flowsh history | head`: the reader left; not an error of ours.
         sys.stderr.close()

@@ -267,9 +267,19 @@ class Engine:
         try:
             with _Interrupt(executor) as intr:
                 self._loop(intr)
-        except BaseException:
+        except BaseException as exc:
             executor.cancel_all()
-            self._drain_interrupted()
+            if isinstance(exc, KeyboardInterrupt):
+                # A second Ctrl-C: no grace period. Record what was running; closing the
+                # executor (in `execute`) kills their process groups.
+                for name in sorted(self.running):
+                    rec = self.run.steps[name]
+                    rec.status, rec.message = INTERRUPTED, "killed (second interrupt)"
+                    rec.ended_at = time.time()
+                    self._record_finished(rec)
+                self.running.clear()
+            else:
+                self._drain_interrupted()
             self._finish_run(INTERRUPTED, 130)
             raise
         if intr.signum is not None:
@@ -440,8 +450,11 @@ class Engine:
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
-            with open(log_path, "a") as fh:
-                fh.write(f"--- flowsh: attempt {rec.attempts} ---\n")
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, f"--- flowsh: attempt {rec.attempts} ---\n".encode())
+            finally:
+                os.close(fd)
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)
         plugins.emit("flowsh_step_started", run=self.run, step=rec, workflow=self.wf)

@@ -430,3 +430,30 @@ def test_an_executor_that_cannot_start_records_no_run(write_flow: Callable[..., 
     backend = open_backend()
     assert backend.list_runs() == []
     backend.close()
+
+
+def test_second_ctrl_c_kills_at_once_and_records_the_run(
+    write_flow: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_flow("""
+        kill_grace: 60s
+        steps:
+          - {name: stubborn, run: 'trap "" TERM; echo $$ > pid; while :; do sleep 0.1; done'}
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (tmp_path / "pid").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # TERM to the step, which ignores it: grace of 60 s
+    time.sleep(0.5)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # the second: no more waiting
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
+    assert _wait_dead(int((tmp_path / "pid").read_text()))
+    backend = open_backend()
+    rec = backend.load_run(backend.list_runs()[0].run_id)
+    backend.close()
+    assert rec.status == "interrupted" and rec.steps["stubborn"].status == "interrupted"
