@@ -26,7 +26,7 @@ from flowsh.errors import UsageError
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
-from flowsh.model import Step, Workflow
+from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.outputs import read_outputs
 from flowsh.paths import step_cwd
 from flowsh.secrets import MASK, Masker
@@ -163,17 +163,24 @@ class Engine:
         wf, opt = self.wf, self.opt
         prior = opt.resume
         params = {**wf.params, **(prior.params if prior else {}), **opt.params}
-        # Masked values cannot be restored from the record: take them from the file/CLI.
         for k, v in list(params.items()):
-            if v == MASK and k in wf.params:
-                params[k] = opt.params.get(k, wf.params[k])
+            if v != MASK or k in opt.params:
+                continue
+            # The record keeps no secret: it must come again, from the command line or
+            # (said out loud) from the workflow file.
+            if k not in wf.params or wf.params[k] == MASK:
+                raise UsageError(f"run {prior.run_id if prior else ''} was started with secret "
+                                 f"parameter {k}, which the state does not keep: pass {k}=... "
+                                 "again to resume it")
+            params[k] = wf.params[k]
+            plugins.warn(f"secret parameter {k} is not kept in the state: resuming with the "
+                         f"workflow file's value (pass {k}=... to use another)")
         self.params = params
         self.env = base_environment(wf, params)
         self.secret_names = wf.secret_names()
-        self.mask = Masker.for_env({**params, **wf.env}, self.secret_names)
-        for k in os.environ:
-            if k in self.secret_names:
-                self.mask = Masker([*self.mask.values, os.environ[k]])
+        # Everything a step sees: the file's env and params, env_file, and flowsh's own
+        # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).
+        self.mask = Masker.for_env(self.env, self.secret_names)
 
     def _prepare(self, run_id: str) -> RunRecord:
         wf, opt = self.wf, self.opt
@@ -226,7 +233,7 @@ class Engine:
         # that is down) is an error with nothing left behind.
         on_output = self.reporter.step_output if self.reporter.wants_output else None
         self.executor = self.executor_factory(
-            on_output=on_output, mask=self.mask or None, **self.wf.executor_options)
+            on_output=on_output, mask=self.mask, **self.wf.executor_options)
         try:
             return self._execute_locked()
         finally:
@@ -489,7 +496,11 @@ class Engine:
         rec.ended_at = outcome.ended_at
         if outcome.ok:
             outputs, bad = read_outputs(self.run_dir / f"{name}.out")
-            # The record keeps them masked; steps downstream get the real values.
+            if outputs:
+                # Secret-named outputs are masked from now on wherever they show up; the
+                # record keeps them masked; steps downstream get the real values.
+                self.mask.add(v for k, v in outputs.items()
+                              if k in self.secret_names or SECRET_NAME.search(k))
             rec.outputs = self.mask.mapping(outputs, self.secret_names) if outputs else {}
             rec.status = SUCCEEDED
             rec.message = f"ignored malformed output line: {bad}" if bad else None

@@ -200,7 +200,7 @@ class LocalExecutor:
         self._emit(job, data)
 
     def _emit(self, job: _Job, data: bytes) -> None:
-        if self.mask is None and self.on_output is None:
+        if not self.mask and self.on_output is None:
             self._log(job, data)
             return
         data = job.partial + data
@@ -215,7 +215,7 @@ class LocalExecutor:
         if not lines:
             return
         texts = [ln.decode("utf-8", "replace") for ln in lines]
-        if self.mask is not None:
+        if self.mask:
             texts = [self.mask(t) for t in texts]
         self._log(job, ("\n".join(texts) + "\n").encode())
         if self.on_output is not None:

@@ -13,11 +13,24 @@ _MIN_LEN = 4
 
 
 class Masker:
-    """Replaces each known secret value with ``***``."""
+    """Replaces each known secret value with ``***``.
+
+    It can learn more values while a run goes on (a step's secret-named outputs): whoever
+    holds it — the executor masking output lines — masks those from then on.
+    """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        self.values = sorted({v for v in values if len(v) >= _MIN_LEN}, key=len, reverse=True)
-        self._re = re.compile("|".join(re.escape(v) for v in self.values)) if self.values else None
+        self.values: list[str] = []
+        self._re: re.Pattern[str] | None = None
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        known = set(self.values)
+        new = {v for v in values if len(v) >= _MIN_LEN and v not in known}
+        if not new:
+            return
+        self.values = sorted(known | new, key=len, reverse=True)
+        self._re = re.compile("|".join(re.escape(v) for v in self.values))
 
     def __bool__(self) -> bool:
         return self._re is not None

@@ -457,3 +457,42 @@ def test_second_ctrl_c_kills_at_once_and_records_the_run(
     rec = backend.load_run(backend.list_runs()[0].run_id)
     backend.close()
     assert rec.status == "interrupted" and rec.steps["stubborn"].status == "interrupted"
+
+
+def test_secrets_from_env_file_inherited_env_and_outputs_are_masked(
+    write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("DB_PASSWORD=from-env-file-1\n")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "inherited-secret-2")
+    path = write_flow("""
+        env_file: .env
+        steps:
+          - name: a
+            run: 'echo "pw=$DB_PASSWORD aws=$AWS_SECRET_ACCESS_KEY"; echo "API_TOKEN=minted-3" >> "$FLOWSH_OUTPUT"'
+          - {name: b, run: 'echo "token=$API_TOKEN"; [ "$API_TOKEN" = minted-3 ]'}
+    """)
+    rec = run(path)
+    assert rec.status == "succeeded"  # b got the real value
+    logs = Path(rec.steps["a"].log_path or "").read_text() + \
+        Path(rec.steps["b"].log_path or "").read_text()
+    for secret in ("from-env-file-1", "inherited-secret-2", "minted-3"):
+        assert secret not in logs
+    assert "pw=*** aws=***" in logs and "token=***" in logs
+    assert rec.steps["a"].outputs == {"API_TOKEN": "***"}
+
+
+def test_resume_needs_an_undeclared_secret_param_again(write_flow: Callable[..., Path],
+                                                      tmp_path: Path) -> None:
+    from flowsh.errors import UsageError
+
+    path = write_flow("""
+        steps:
+          - {name: a, run: '[ -e ok ] && [ "$API_TOKEN" = abcdef99 ]'}
+    """)
+    first = run(path, params={"API_TOKEN": "abcdef99"})
+    assert first.status == "failed" and first.params == {"API_TOKEN": "***"}
+    (tmp_path / "ok").touch()
+    with pytest.raises(UsageError, match="pass API_TOKEN=... again"):
+        run(path, resume=first)
+    again = run(path, resume=first, params={"API_TOKEN": "abcdef99"})
+    assert again.status == "succeeded"
