@@ -492,7 +492,7 @@ def test_resume_needs_an_undeclared_secret_param_again(write_flow: Callable[...,
     first = run(path, params={"API_TOKEN": "abcdef99"})
     assert first.status == "failed" and first.params == {"API_TOKEN": "***"}
     (tmp_path / "ok").touch()
-    with pytest.raises(UsageError, match="pass API_TOKEN=... again"):
+    with pytest.raises(UsageError, match=r"pass API_TOKEN=\.\.\. again"):
         run(path, resume=first)
     again = run(path, resume=first, params={"API_TOKEN": "abcdef99"})
     assert again.status == "succeeded"
