@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("FLOWSH_DEBUG"):
             raise
         error(f"{exc}{hint}", exc.exit_code)
+    except OSError as exc:
+        # An OS error nothing above expected (a directory where a file was asked for...):
+        # still one line, naming the file.
+        where = f"{exc.filename}: " if exc.filename else ""
+        error(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         # Ctrl-C twice during a run (the run is recorded as interrupted), or at start-up.
         error("interrupted", 130)

@@ -353,6 +353,8 @@ def _check_files(wf: Workflow, pos: Positions) -> None:
     """Scripts and sourced files must exist before anything runs."""
     from flowsh.paths import resolve_path, step_cwd
 
+    if wf.env_file is not None and not resolve_path(wf, wf.env_file).is_file():
+        raise pos.error(f"env_file {wf.env_file!r} not found", ("env_file",))
     for src_i, src in enumerate(wf.source):
         if not resolve_path(wf, src).is_file():
             raise pos.error(f"source file {src!r} not found", ("source", src_i))

@@ -128,3 +128,8 @@ def test_schema_is_json_schema_of_the_file() -> None:
     step = schema["$defs"]["Step"]["properties"]
     assert {"if", "always", "continue_on_failure", "timeout", "needs"} <= set(step)
     json.dumps(schema)
+
+
+def test_missing_env_file_is_found_by_validate(write_flow: Callable[..., Path]) -> None:
+    err = _error(write_flow, "env_file: nofile\nsteps: [{name: a, run: x}]\n")
+    assert (err.line, err.col) == (1, 11) and "env_file 'nofile' not found" in str(err)

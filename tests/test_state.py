@@ -425,3 +425,34 @@ def test_secret_outputs_are_masked_in_state_and_resume_says_so(
     assert res.returncode == 0
     assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
     assert (tmp_path / "ran").read_text().splitlines()[-1] == "three ***"
+
+
+def test_sqlite_url_path_is_absolute_like_json(tmp_path: Path, cli: Cli) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    for url in (f"sqlite://{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"):
+        assert cli("history", "--state", url, cwd=elsewhere).returncode == 0
+    assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_prune_with_keep_and_older_than_needs_both(write_flow: Callable[..., Path],
+                                                   cli: Cli) -> None:
+    path = write_flow("steps: [{name: a, run: 'true'}]")
+    for _ in range(3):
+        assert cli("run", "-q", str(path)).returncode == 0
+    assert "deleted 0 run(s)" in cli("prune", "--keep", "0", "--older-than", "1d").stdout
+    assert "deleted 3 run(s)" in cli("prune", "--keep", "0", "--older-than", "0s").stdout
+
+
+def test_a_directory_where_a_file_goes_is_one_line(tmp_path: Path, write_flow: Callable[..., Path],
+                                                   cli: Cli) -> None:
+    d = tmp_path / "st"
+    (d / "state_x.json").mkdir(parents=True)
+    res = cli("status", "x", "--state", f"json:///{d}")
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    path = write_flow("steps: [{name: a, run: 'true'}]")
+    assert cli("run", "-q", str(path)).returncode == 0
+    rid = json.loads(cli("history", "--json").stdout)[0]["run_id"]
+    res = cli("report", rid, "-o", str(tmp_path))
+    assert res.returncode == 2 and "is a directory" in res.stderr and "Traceback" not in res.stderr

@@ -56,8 +56,8 @@ class JSONBackend:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise NotFoundError(f"no run file {path}") from None
-        except PermissionError:
-            raise StateError(f"{path}: permission denied") from None
+        except OSError as exc:  # permission, a directory named like a state file...
+            raise StateError(f"{path}: cannot read: {exc.strerror}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StateError(f"{path}: corrupt state file ({exc}); left as it is") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:

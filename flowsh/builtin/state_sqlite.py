@@ -66,8 +66,10 @@ STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "sta
 class SQLiteBackend:
     def __init__(self, url: str) -> None:
         self.url = url
+        # As for json:// (and file URLs): what follows `sqlite://` is the path, so
+        # sqlite:///var/lib/x.db is absolute; SQLAlchemy's sqlite:////abs form works too.
         path = url.removeprefix("sqlite://")
-        path = path[1:] if path.startswith("/") else path  # sqlite:///abs -> /abs
+        path = path[1:] if path.startswith("//") else path
         if path.startswith("~"):
             path = os.path.expanduser(path)
         self.path = Path(path) if path != ":memory:" else None

@@ -41,5 +41,9 @@ def flowsh_register_commands(app: typer.Typer) -> None:
         if str(path) == "-":
             typer.echo(html, nl=False)
             return
+        if path.is_dir():
+            from flowsh.errors import UsageError
+
+            raise UsageError(f"{path} is a directory: give -o a file name")
         atomic_write(path, html)
         typer.echo(f"wrote {path} ({run.workflow} run {run.run_id}, {run.status})")

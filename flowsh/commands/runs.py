@@ -91,11 +91,14 @@ def history_cmd(
     if not runs:
         typer.echo("no runs recorded", err=True)
         return
-    typer.echo(f"{'RUN':<21} {'WORKFLOW':<16} {'STATUS':<11} {'STARTED':<19} {'TOOK':>8} EXIT")
+    rid = max([len(r.run_id) for r in runs] + [3])
+    wfw = max([len(r.workflow) for r in runs] + [8])
+    typer.echo(f"{'RUN':<{rid}} {'WORKFLOW':<{wfw}} {'STATUS':<11} {'STARTED':<19} "
+               f"{'TOOK':>8} EXIT")
     for r in runs:
         code = "-" if r.exit_code is None else str(r.exit_code)
-        typer.echo(f"{r.run_id:<21} {r.workflow:<16} {r.status:<11} {_when(r.started_at):<19} "
-                   f"{_took(r):>8} {code}")
+        typer.echo(f"{r.run_id:<{rid}} {r.workflow:<{wfw}} {r.status:<11} "
+                   f"{_when(r.started_at):<19} {_took(r):>8} {code}")
 
 
 def logs_cmd(
@@ -156,7 +159,11 @@ def prune_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", "-n"),
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
 ) -> None:
-    """Delete old runs and their logs. Running runs are never deleted."""
+    """Delete old runs and their logs. Running runs are never deleted.
+
+    With both --keep and --older-than, a run goes only when it is beyond the newest N of
+    its workflow and older than the duration.
+    """
     from flowsh.durations import parse_duration
     from flowsh.state import RUNNING, flowsh_home
     from flowsh.store import open_backend
@@ -178,9 +185,10 @@ def prune_cmd(
             seen[r.workflow] = seen.get(r.workflow, 0) + 1
             if r.status == RUNNING:
                 continue
-            if (keep is not None and seen[r.workflow] > keep) or (
-                cutoff is not None and r.started_at < cutoff
-            ):
+            # Both given: a run goes only when it is beyond the newest N *and* old enough.
+            beyond = keep is None or seen[r.workflow] > keep
+            old = cutoff is None or r.started_at < cutoff
+            if beyond and old:
                 doomed.append(r)
         if not dry_run:
             backend.delete_runs([r.run_id for r in doomed])
