@@ -72,7 +72,7 @@ class SQLiteBackend:
         path = path[1:] if path.startswith("//") else path
         if path.startswith("~"):
             path = os.path.expanduser(path)
-        self.path = Path(path) if path != ":memory:" else None
+        self.path = Path(path) if path.lstrip("/") != ":memory:" else None
         self.conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
