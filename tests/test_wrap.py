@@ -229,7 +229,10 @@ def test_notify_wires_the_workflow_model() -> None:
 
     wf = build_workflow(["./backup.sh", "--full"], notify=["ops", "sms"], timeout="1h",
                         retries=2, retry_delay="30s")
-    assert wf.name == "backup" == default_name("./backup.sh")
+    assert wf.name == default_name(["./backup.sh", "--full"])
+    assert wf.name.startswith("backup-") and len(wf.name) == len("backup-") + 6
+    assert default_name(["./backup.sh"]) != wf.name  # other arguments: another job, lock
+    assert default_name(["./backup.sh", "--full"], cwd="/elsewhere") != wf.name
     assert wf.notify.routes == {"critical": ["ops", "sms"]}
     assert wf.notify.events == {"run_failed": "critical"}
     step = wf.steps[0]

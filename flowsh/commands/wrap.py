@@ -28,12 +28,21 @@ if TYPE_CHECKING:
     from flowsh.state import RunRecord
 
 
-def default_name(command: str) -> str:
-    """`./backup.sh` -> `backup`, `/usr/bin/pg_dump` -> `pg_dump`."""
-    base = os.path.basename(command.rstrip("/")) or "command"
+def default_name(argv: list[str], cwd: str | None = None) -> str:
+    """`./backup.sh --full` in /srv -> `backup-3f9a1c`.
+
+    The name is the lock, so two different jobs must not share one: the command's
+    basename says what it is, a hash of the whole command line and the directory it runs
+    in tells `python3 a.py` from `python3 b.py`. The same cron line gets the same name
+    every time, so its runs line up in `flowsh history`.
+    """
+    import hashlib
+
+    base = os.path.basename(argv[0].rstrip("/")) or "command"
     base = re.sub(r"\.(sh|bash|py|pl|rb)$", "", base)
     base = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).lstrip(".-") or "command"
-    return base
+    key = "\0".join([cwd or os.getcwd(), *argv]).encode()
+    return f"{base}-{hashlib.sha256(key).hexdigest()[:6]}"
 
 
 def build_workflow(
@@ -53,7 +62,7 @@ def build_workflow(
 
     if not argv:
         raise UsageError("flowsh wrap needs a command: flowsh wrap [OPTIONS] -- COMMAND [ARGS...]")
-    wf_name = name or default_name(argv[0])
+    wf_name = name or default_name(argv)
     step: dict[str, Any] = {"name": wf_name, "run": "exec " + shlex.join(argv),
                             "retries": retries}
     if timeout is not None:
@@ -184,7 +193,7 @@ def _append_log(run: RunRecord, path: Path) -> None:
 def wrap_cmd(
     command: list[str] = typer.Argument(..., metavar="COMMAND [ARGS]...",
                                         help="The command to run, after `--`."),
-    name: Optional[str] = typer.Option(None, "--name", help="Workflow/step name (default: the command's basename)."),  # noqa: UP045,E501
+    name: Optional[str] = typer.Option(None, "--name", help="Workflow/step name (default: the command's basename and a hash of the command line)."),  # noqa: UP045,E501
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Kill the command after this long (exit 124)."),  # noqa: UP045,E501
     retries: int = typer.Option(0, "--retries", min=0, help="Extra attempts after a failure."),
     retry_delay: Optional[str] = typer.Option(None, "--retry-delay", help="Wait before the first retry (doubles each time)."),  # noqa: UP045,E501
