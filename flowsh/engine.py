@@ -177,6 +177,9 @@ class Engine:
                          f"workflow file's value (pass {k}=... to use another)")
         self.params = params
         self.env = base_environment(wf, params)
+        # What flowsh sets on purpose, which a sourced library must not override.
+        self.explicit = {k for k, v in self.env.items() if os.environ.get(k) != v} | \
+            set(params) | set(wf.env)
         self.secret_names = wf.secret_names()
         # Everything a step sees: the file's env and params, env_file, and flowsh's own
         # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).
@@ -468,7 +471,7 @@ class Engine:
         self.running.add(step.name)
         self.executor.start(StepRequest(
             key=step.name,
-            argv=build_argv(self.wf, step),
+            argv=build_argv(self.wf, step, self._explicit_for(step)),
             cwd=str(cwd),
             env=env,
             log_path=str(log_path),
@@ -476,6 +479,14 @@ class Engine:
             kill_grace=self.wf.kill_grace,
             display=self.mask(step.run or step.script or ""),
         ))
+
+    def _explicit_for(self, step: Step) -> set[str]:
+        if not (self.wf.source or step.source):
+            return set()
+        names = self.explicit | set(step.env)
+        for dep in self.graph.needs[step.name]:
+            names |= set(self.exports.get(dep, {}))
+        return names
 
     def _condition(self, step: Step, env: dict[str, str], cwd: Path) -> bool:
         shell = shlex.split(step.shell or self.wf.shell)

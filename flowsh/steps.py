@@ -8,17 +8,24 @@ from __future__ import annotations
 import os
 import random
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from flowsh.graph import Graph
-from flowsh.model import Step, Workflow
+from flowsh.model import IDENT, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
 
 POSIX_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
 
 
-def build_argv(wf: Workflow, step: Step) -> list[str]:
-    """The argv of a step. The step's text is the program; values arrive via env only."""
+def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
+    """The argv of a step. The step's text is the program; values arrive via env only.
+
+    `keep`: names flowsh sets on purpose (params, env, upstream outputs). A bash library's
+    top-level `day=$(date +%F)` is a default; it must not undo `day=2026-11-24` given on
+    the command line, so their values are put back after the files are sourced. Only the
+    names are written into the text (shell identifiers, validated); the values stay in
+    the environment.
+    """
     shell = shlex.split(step.shell or wf.shell)
     cwd = step_cwd(wf, step)
     if step.script is not None:
@@ -34,8 +41,13 @@ def build_argv(wf: Workflow, step: Step) -> list[str]:
     if sources and name == "bash":
         from flowsh.bashlib import source_script
 
+        names = sorted(n for n in set(keep) if IDENT.match(n))
+        if names:
+            prelude.append(f"__flowsh_keep=$(declare -p {' '.join(names)} 2>/dev/null)")
         # Definitions only: a script's trailing `main "$@"` must not run (flowsh/bashlib.py).
         prelude.append(source_script(sources))
+        if names:
+            prelude.append('eval "$__flowsh_keep"; unset __flowsh_keep')
         sources = []
     for src in sources:
         path = shlex.quote(src)

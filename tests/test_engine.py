@@ -496,3 +496,21 @@ def test_resume_needs_an_undeclared_secret_param_again(write_flow: Callable[...,
         run(path, resume=first)
     again = run(path, resume=first, params={"API_TOKEN": "abcdef99"})
     assert again.status == "succeeded"
+
+
+def test_a_sourced_library_cannot_override_params_env_or_outputs(
+    write_flow: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "lib.sh").write_text(
+        'day=$(date +%F)\nMODE=library-default\nROWS=0\nUNSET_BY_FLOWSH=lib\n'
+        'show() { echo "$day|$MODE|$ROWS|$UNSET_BY_FLOWSH" > seen; }\n')
+    path = write_flow("""
+        source: lib.sh
+        params: {day: "2026-11-24"}
+        env: {MODE: "from the file"}
+        steps:
+          - {name: count, run: 'echo ROWS=42 >> "$FLOWSH_OUTPUT"'}
+          - {name: show, run: show}
+    """)
+    assert run(path).status == "succeeded"
+    assert (tmp_path / "seen").read_text().strip() == "2026-11-24|from the file|42|lib"

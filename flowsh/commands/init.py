@@ -54,7 +54,7 @@ def _name_of(raw: str) -> str:
 def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
              force: bool = False) -> list[Path]:
     """Create the files; returns their paths. The workflow file is `<name>.yaml`."""
-    from flowsh.commands.wrap import default_name
+    from flowsh.commands.wrap import command_base
 
     name = _name_of(name)
     wf_file = directory / f"{name}.yaml"
@@ -64,7 +64,7 @@ def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
         if not (directory / script).is_file():
             raise UsageError(f"--from {from_script}: no such file")
         text = render("from_script.yaml.j2", name=name, file=wf_file.name, script=str(script),
-                      step=_name_of(default_name(str(script))))
+                      step=_name_of(command_base(str(script))))
         write_new(wf_file, text, force=force)
         return [wf_file]
     lib = directory / "lib.sh"

@@ -38,11 +38,15 @@ def default_name(argv: list[str], cwd: str | None = None) -> str:
     """
     import hashlib
 
-    base = os.path.basename(argv[0].rstrip("/")) or "command"
-    base = re.sub(r"\.(sh|bash|py|pl|rb)$", "", base)
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).lstrip(".-") or "command"
     key = "\0".join([cwd or os.getcwd(), *argv]).encode()
-    return f"{base}-{hashlib.sha256(key).hexdigest()[:6]}"
+    return f"{command_base(argv[0])}-{hashlib.sha256(key).hexdigest()[:6]}"
+
+
+def command_base(command: str) -> str:
+    """`./backup.sh` -> `backup`, `/usr/bin/pg_dump` -> `pg_dump`."""
+    base = os.path.basename(command.rstrip("/")) or "command"
+    base = re.sub(r"\.(sh|bash|py|pl|rb)$", "", base)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).lstrip(".-") or "command"
 
 
 def build_workflow(
