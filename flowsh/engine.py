@@ -190,6 +190,7 @@ class Engine:
         prior = opt.resume
         masked_params = self.mask.mapping(self.params, self.secret_names)
         if prior is not None:
+            self._stop_orphans(prior)
             run = prior
             run.status = RUNNING
             run.pid, run.host = os.getpid(), socket.gethostname()
@@ -227,6 +228,18 @@ class Engine:
             )
             self.backend.create_run(run)
         return run
+
+    def _stop_orphans(self, prior: RunRecord) -> None:
+        """Steps a crashed runner left running would run twice alongside their re-run."""
+        if prior.host != socket.gethostname():
+            return
+        from flowsh.process import stop_orphan
+
+        for rec in prior.steps.values():
+            if rec.pid and stop_orphan(rec.pid, prior.run_id, self.wf.kill_grace):
+                plugins.warn(f"step {rec.name!r} of crashed run {prior.run_id} was still "
+                             f"running (pid {rec.pid}); stopped it before running it again")
+            rec.pid = None
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -465,11 +478,8 @@ class Engine:
                 os.write(fd, f"--- flowsh: attempt {rec.attempts} ---\n".encode())
             finally:
                 os.close(fd)
-        self.backend.save_step(self.run, rec)
-        self.reporter.step_started(self.run, rec)
-        plugins.emit("flowsh_step_started", run=self.run, step=rec, workflow=self.wf)
         self.running.add(step.name)
-        self.executor.start(StepRequest(
+        rec.pid = self.executor.start(StepRequest(
             key=step.name,
             argv=build_argv(self.wf, step, self._explicit_for(step)),
             cwd=str(cwd),
@@ -479,6 +489,11 @@ class Engine:
             kill_grace=self.wf.kill_grace,
             display=self.mask(step.run or step.script or ""),
         ))
+        # Recorded once started, with its pid: a crash before this line leaves the step
+        # `pending` (run again on resume); after it, resume can stop the orphan first.
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_started(self.run, rec)
+        plugins.emit("flowsh_step_started", run=self.run, step=rec, workflow=self.wf)
 
     def _explicit_for(self, step: Step) -> set[str]:
         if not (self.wf.source or step.source):
@@ -503,7 +518,7 @@ class Engine:
     def _on_outcome(self, name: str, outcome: Outcome) -> None:
         self.running.discard(name)
         step, rec = self.steps[name], self.run.steps[name]
-        rec.exit_code, rec.signal = outcome.exit_code, outcome.signal
+        rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
         if outcome.ok:
             outputs, bad = read_outputs(self.run_dir / f"{name}.out")

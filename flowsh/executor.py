@@ -74,8 +74,10 @@ OutputCallback = Callable[[str, str], None]
 class Executor(Protocol):
     """Runs steps; all methods are called from the engine's thread."""
 
-    def start(self, request: StepRequest) -> None:
-        """Start a job. Failures to start are reported as an Outcome from `wait`."""
+    def start(self, request: StepRequest) -> int | None:
+        """Start a job; return the pid of its process group when it runs on this host
+        (recorded, so a resume after a crash can stop what the dead runner left running).
+        Failures to start are reported as an Outcome from `wait`."""
 
     def wait(self, timeout: float | None) -> list[tuple[str, Outcome]]:
         """Block up to `timeout` seconds (None: until something happens); return finished

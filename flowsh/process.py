@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest
 
@@ -76,7 +77,7 @@ class LocalExecutor:
 
     # -- interface ------------------------------------------------------------------
 
-    def start(self, request: StepRequest) -> None:
+    def start(self, request: StepRequest) -> int | None:
         now = time.time()
         stdin: int | None = subprocess.DEVNULL
         stdin_fd: int | None = None
@@ -100,7 +101,7 @@ class LocalExecutor:
             code = 126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127
             self._done.append((request.key, Outcome(
                 exit_code=code, started_at=now, ended_at=end, error=reason)))
-            return
+            return None
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)
@@ -119,6 +120,7 @@ class LocalExecutor:
         if job.pidfd is not None:
             self._sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
         self._jobs[request.key] = job
+        return proc.pid
 
     def wait(self, timeout: float | None) -> list[tuple[str, Outcome]]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -336,3 +338,26 @@ class LocalExecutor:
             error=job.error,
             extra=job.extra,
         )))
+
+
+def stop_orphan(pid: int, run_id: str, grace: float) -> bool:
+    """Stop the process group `pid` if it is still a step of run `run_id` (its environment
+    says FLOWSH_RUN_ID=run_id, so a recycled pid is never touched): TERM, then KILL after
+    `grace`. Returns whether there was something to stop."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    if f"FLOWSH_RUN_ID={run_id}".encode() not in environ.split(b"\0"):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+    return True

@@ -35,6 +35,7 @@ class StepRecord:
     outputs: dict[str, str] = field(default_factory=dict)
     log_path: str | None = None
     message: str | None = None  # why it failed or was skipped, one line
+    pid: int | None = None  # its process group on the runner's host, while it runs
 
     @property
     def duration(self) -> float | None:

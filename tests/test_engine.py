@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from flowsh.engine import RunOptions, run_workflow
 from flowsh.loader import load_workflow
 from flowsh.state import RunRecord
 from flowsh.store import open_backend
+from tests.conftest import wait_dead
 
 
 def run(path: Path, **opts: object) -> RunRecord:
@@ -137,27 +137,6 @@ def test_retries_exhausted(write_flow: Callable[..., Path], tmp_path: Path) -> N
     assert rec.exit_code == 1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose (its parent, if any, has not reaped it yet).
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_dead(pid: int, seconds: float = 5.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_timeout_kills_the_whole_process_group(write_flow: Callable[..., Path], tmp_path: Path) -> None:
     path = write_flow("""
         kill_grace: 0.3s
@@ -172,7 +151,7 @@ def test_timeout_kills_the_whole_process_group(write_flow: Callable[..., Path], 
     step = rec.steps["hang"]
     assert step.status == "failed" and step.exit_code == 124 and step.message == "timed out"
     child = int((tmp_path / "child.pid").read_text())
-    assert _wait_dead(child), "background grandchild survived the timeout"
+    assert wait_dead(child), "background grandchild survived the timeout"
 
 
 def test_leftovers_in_the_group_are_stopped_when_a_step_ends(
@@ -186,7 +165,7 @@ def test_leftovers_in_the_group_are_stopped_when_a_step_ends(
     """)
     rec = run(path)
     assert statuses(rec) == {"spawner": "succeeded", "next": "succeeded"}
-    assert _wait_dead(int((tmp_path / "child.pid").read_text()))
+    assert wait_dead(int((tmp_path / "child.pid").read_text()))
 
 
 def test_outputs_flow_to_later_steps_only_through_env(
@@ -314,7 +293,7 @@ def test_sigterm_to_flowsh_interrupts_steps_and_exits_130(
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    assert _wait_dead(int((tmp_path / "child.pid").read_text()))
+    assert wait_dead(int((tmp_path / "child.pid").read_text()))
     assert not (tmp_path / "never").exists()
     backend = open_backend()
     rec = backend.list_runs()[0]
@@ -452,7 +431,7 @@ def test_second_ctrl_c_kills_at_once_and_records_the_run(
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - t0 < 20
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
-    assert _wait_dead(int((tmp_path / "pid").read_text()))
+    assert wait_dead(int((tmp_path / "pid").read_text()))
     backend = open_backend()
     rec = backend.load_run(backend.list_runs()[0].run_id)
     backend.close()

@@ -21,6 +21,7 @@ from flowsh.errors import EXIT_LOCKED, EXIT_NOT_FOUND, EXIT_STATE, NotFoundError
 from flowsh.loader import load_workflow
 from flowsh.state import RunRecord, StepRecord
 from flowsh.store import open_backend
+from tests.conftest import wait_dead
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -456,3 +457,27 @@ def test_a_directory_where_a_file_goes_is_one_line(tmp_path: Path, write_flow: C
     rid = json.loads(cli("history", "--json").stdout)[0]["run_id"]
     res = cli("report", rid, "-o", str(tmp_path))
     assert res.returncode == 2 and "is a directory" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_resume_after_kill_9_stops_the_orphaned_step_first(
+    write_flow: Callable[..., Path], tmp_path: Path, cli: Cli
+) -> None:
+    path = write_flow("""
+        steps:
+          - name: long
+            run: 'if [ -e again ]; then echo rerun >> marks; else touch again; echo $$ > pid; sleep 60; echo orphan >> marks; fi'
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)])
+    while not (tmp_path / "pid").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # the step's start is recorded with its pid
+    proc.kill()
+    proc.wait()
+    orphan = int((tmp_path / "pid").read_text())
+    os.kill(orphan, 0)  # still running: the runner's death did not take it along
+    run_id = json.loads(cli("history", "--json").stdout)[0]["run_id"]
+    res = cli("resume", "-q", run_id)
+    assert res.returncode == 0, res.stderr
+    assert f"pid {orphan}" in res.stderr and "stopped it" in res.stderr
+    assert (tmp_path / "marks").read_text() == "rerun\n"  # the orphan never finished
+    assert wait_dead(orphan)

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS steps (
     outputs TEXT NOT NULL,
     log_path TEXT,
     message TEXT,
+    pid INTEGER,
     PRIMARY KEY (run_id, name)
 );
 """
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS steps (
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
-             "ended_at", "outputs", "log_path", "message")
+             "ended_at", "outputs", "log_path", "message", "pid")
 
 
 class SQLiteBackend:
@@ -134,7 +135,7 @@ class SQLiteBackend:
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
-                s.ended_at, json.dumps(s.outputs), s.log_path, s.message)
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:
