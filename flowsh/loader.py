@@ -306,8 +306,14 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not sep or not IDENT.match(key):
             raise WorkflowError("expected KEY=VALUE", path=path, line=n, col=1)
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        if value[:1] in ("'", '"'):
+            end = value.find(value[0], 1)
+            if end < 0:
+                raise WorkflowError(f"{key}: unterminated {value[0]} quote", path=path,
+                                    line=n, col=len(raw) - len(raw.lstrip()) + 1)
+            value = value[1:end]
+        else:
+            value = value.split(" #", 1)[0].rstrip()  # a trailing comment, as in shell
         out[key] = value
     return out
 

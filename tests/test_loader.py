@@ -112,8 +112,12 @@ def test_overrides_and_env_file(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="KEY=VALUE"):
         parse_overrides(["1bad=x"])
     env = tmp_path / ".env"
-    env.write_text("# comment\nexport A=1\nB='two words'\n\nC=\"q\"\n")
-    assert read_env_file(env) == {"A": "1", "B": "two words", "C": "q"}
+    env.write_text("# comment\nexport A=1\nB='two words'\n\nC=\"q # kept\"\nD=v # note\nE=x#y\n")
+    assert read_env_file(env) == {"A": "1", "B": "two words", "C": "q # kept", "D": "v",
+                                  "E": "x#y"}
+    env.write_text('F="unterminated\n')
+    with pytest.raises(WorkflowError, match="unterminated"):
+        read_env_file(env)
     env.write_text("A=1\noops\n")
     with pytest.raises(WorkflowError) as info:
         read_env_file(env)
