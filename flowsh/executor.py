@@ -8,6 +8,8 @@ OS processes on this machine; plugins register others (Celery workers...) throug
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -65,6 +67,29 @@ class Outcome:
                 name = f"signal {self.signal}"
             return f"killed by {name}"
         return f"exit code {self.exit_code}"
+
+
+class WakePipe:
+    """The self-pipe an executor's `wait` selects on, so `wake()` — safe in a signal
+    handler — makes it return at once (Ctrl-C must not wait for a poll interval)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is already pending
+            os.write(self._write_fd, b"x")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.read_fd, 512):
+                pass
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self._write_fd)
 
 
 # Called with (key, one line of output without its newline, already masked).

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest
+from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
 
 _READ = 65536
 _HAS_PIDFD = hasattr(os, "pidfd_open")
@@ -70,10 +70,8 @@ class LocalExecutor:
         self._sel = selectors.DefaultSelector()
         self._jobs: dict[str, _Job] = {}
         self._done: list[tuple[str, Outcome]] = []
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._wake = WakePipe()
+        self._sel.register(self._wake.read_fd, selectors.EVENT_READ, ("wake", None))
 
     # -- interface ------------------------------------------------------------------
 
@@ -136,7 +134,7 @@ class LocalExecutor:
             for key, _ in self._sel.select(wait):
                 kind, job = key.data
                 if kind == "wake":
-                    self._drain_wake()
+                    self._wake.drain()
                     woke = True
                 elif kind == "out":
                     self._read(job)
@@ -150,8 +148,7 @@ class LocalExecutor:
         return done
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     def cancel_all(self) -> None:
         now = time.time()
@@ -169,17 +166,9 @@ class LocalExecutor:
             self._signal(job, signal.SIGKILL)
             self._finish(job)
         self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake.close()
 
     # -- internals ------------------------------------------------------------------
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _signal(self, job: _Job, sig: int) -> None:
         if job.proc is None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from flowsh.errors import UsageError
-from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest
+from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
 
 from flowsh_celery.app import TASK_NAME, make_app, settings
 
@@ -81,9 +81,7 @@ class CeleryExecutor:
         self._check(connect_timeout)
         self._jobs: dict[str, _Job] = {}
         self._done: list[tuple[str, Outcome]] = []
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake = WakePipe()
 
     def _check(self, timeout: float) -> None:
         """Fail now, in one line, rather than hang on the first step."""
@@ -135,9 +133,9 @@ class CeleryExecutor:
             if end is not None:
                 left = max(0.0, end - time.monotonic())
                 wait = left if wait is None else min(wait, left)
-            ready, _, _ = select.select([self._wake_r], [], [], wait)
+            ready, _, _ = select.select([self._wake.read_fd], [], [], wait)
             if ready:
-                self._drain_wake()
+                self._wake.drain()
                 break
             if end is not None and time.monotonic() >= end:
                 break
@@ -145,8 +143,7 @@ class CeleryExecutor:
         return done
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     def cancel_all(self) -> None:
         now = time.time()
@@ -170,19 +167,11 @@ class CeleryExecutor:
             with contextlib.suppress(Exception):
                 self.app.control.revoke(job.result.id, terminate=True, signal="SIGKILL")
         self._jobs.clear()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake.close()
         with contextlib.suppress(Exception):
             self.app.close()
 
     # -- internals ------------------------------------------------------------------
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _poll(self) -> None:
         now = time.time()
