@@ -487,7 +487,6 @@ class Engine:
             log_path=str(log_path),
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
-            display=self.mask(step.run or step.script or ""),
         ))
         # Recorded once started, with its pid: a crash before this line leaves the step
         # `pending` (run again on resume); after it, resume can stop the orphan first.

@@ -28,8 +28,6 @@ class StepRequest:
     timeout: float | None = None
     kill_grace: float = 5.0
     stdin: str | None = None  # a file to read stdin from; /dev/null otherwise
-    # Shown in logs instead of argv (secrets masked). Never executed.
-    display: str = ""
 
 
 @dataclass

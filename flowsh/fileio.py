@@ -36,3 +36,20 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
             os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def tail_lines(path: str | None, lines: int, max_bytes: int) -> tuple[list[str], bool]:
+    """The last `lines` lines of a (log) file, reading at most `max_bytes` from its end,
+    and whether anything was left out. A missing or unreadable file has no lines."""
+    if not path:
+        return [], False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return [], False
+    got = data.decode("utf-8", errors="replace").splitlines()
+    return got[-lines:], size > max_bytes or len(got) > lines

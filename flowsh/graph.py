@@ -78,16 +78,6 @@ class Graph:
                     stack.append(d)
         return seen
 
-    def ancestors(self, names: Iterable[str]) -> set[str]:
-        seen: set[str] = set()
-        stack = list(names)
-        while stack:
-            for d in self.needs[stack.pop()]:
-                if d not in seen:
-                    seen.add(d)
-                    stack.append(d)
-        return seen
-
     def levels(self) -> list[list[str]]:
         """Steps grouped by depth (longest path from a root), for plans and drawings."""
         depth: dict[str, int] = {}

@@ -330,18 +330,9 @@ def render(alert: Alert, config: Mapping[str, Any], channel: str,
 
 def log_tail(path: str | None, lines: int = LOG_TAIL_LINES, max_bytes: int = 16384) -> str:
     """The last ``lines`` lines of a step log (reads at most ``max_bytes`` from its end)."""
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:])
+    from flowsh.fileio import tail_lines
+
+    return "\n".join(tail_lines(path, lines, max_bytes)[0])
 
 
 # --- sending -----------------------------------------------------------------------------

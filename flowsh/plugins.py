@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -226,5 +225,3 @@ def plugin_info() -> list[dict[str, Any]]:
         })
     return sorted(out, key=lambda p: (not p["builtin"], p["name"]))
 
-
-Factory = Callable[..., Any]

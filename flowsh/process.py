@@ -46,8 +46,6 @@ class _Job:
     timed_out: bool = False
     interrupted: bool = False
     partial: bytes = b""
-    error: str | None = None
-    error_log: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -220,8 +218,8 @@ class LocalExecutor:
                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 job.log = -1
-                job.error_log = f"cannot write log {job.req.log_path}: {exc.strerror}"
-                sys.stderr.write(f"flowsh: warning: {job.error_log}; its output is lost\n")
+                sys.stderr.write(f"flowsh: warning: cannot write log {job.req.log_path}: "
+                                 f"{exc.strerror}; its output is lost\n")
         if job.log >= 0:
             view = memoryview(data)
             while view:
@@ -324,7 +322,6 @@ class LocalExecutor:
             signal=sig,
             timed_out=job.timed_out,
             interrupted=job.interrupted and not job.timed_out,
-            error=job.error,
             extra=job.extra,
         )))
 

@@ -95,20 +95,10 @@ def segments_from_events(events: list[dict[str, Any]], step: StepRecord) -> list
 
 def read_tail(path: str | None, masker: Masker, lines: int = TAIL_LINES) -> tuple[str, bool]:
     """The last `lines` lines of a log, masked; and whether anything was cut off."""
-    if not path:
-        return "", False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - _TAIL_BYTES))
-            data = fh.read()
-    except OSError:
-        return "", False
-    text = data.decode("utf-8", errors="replace")
-    got = text.splitlines()
-    cut = size > _TAIL_BYTES or len(got) > lines
-    return masker("\n".join(got[-lines:])), cut
+    from flowsh.fileio import tail_lines
+
+    got, cut = tail_lines(path, lines, _TAIL_BYTES)
+    return masker("\n".join(got)), cut
 
 
 def order_levels(levels: list[list[str]], needs: dict[str, list[str]]) -> list[list[str]]:

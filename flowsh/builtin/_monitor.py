@@ -55,10 +55,6 @@ def _resolve(
     return path
 
 
-def logs_dir() -> Path:
-    return flowsh_home() / "logs"
-
-
 def make_parent(path: Path) -> None:
     """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree."""
     parent = path.parent

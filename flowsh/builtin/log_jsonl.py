@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowsh import hookimpl
 from flowsh.builtin import _monitor
+from flowsh.state import flowsh_home
+
+DEFAULT = "logs/events.jsonl"  # under $FLOWSH_HOME
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -25,11 +28,11 @@ if TYPE_CHECKING:
 
 
 def jsonl_path(workflow: Workflow) -> Path | None:
-    return _monitor.resolve(workflow.monitor.jsonl, "logs/events.jsonl", workflow)
+    return _monitor.resolve(workflow.monitor.jsonl, DEFAULT, workflow)
 
 
 def default_path() -> Path:
-    return _monitor.logs_dir() / "events.jsonl"
+    return flowsh_home() / DEFAULT
 
 
 def _round(value: float | None) -> float | None:
