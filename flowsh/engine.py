@@ -175,6 +175,10 @@ class Engine:
             params[k] = wf.params[k]
             plugins.warn(f"secret parameter {k} is not kept in the state: resuming with the "
                          f"workflow file's value (pass {k}=... to use another)")
+        missing = [k for k in wf.required_params if k not in params]
+        if missing:
+            raise UsageError(f"parameter {', '.join(missing)} needs a value (declared without "
+                             f"a default): pass {missing[0]}=VALUE")
         self.params = params
         self.env = base_environment(wf, params)
         # What flowsh sets on purpose, which a sourced library must not override.
@@ -460,15 +464,22 @@ class Engine:
         rec.attempts += 1
         env = self._step_env(step, rec)
         cwd = step_cwd(self.wf, step)
-        if step.if_ is not None and not self._condition(step, env, cwd):
-            rec.attempts -= 1
-            self._skip(rec, "condition false")
-            return
+        log_path = self.run_dir / f"{step.name}.log"
+        if step.if_ is not None:
+            verdict = self._condition(step, env, cwd)
+            if verdict is True:
+                pass
+            elif verdict is False:
+                rec.attempts -= 1
+                self._skip(rec, "condition false")
+                return
+            else:
+                self._condition_failed(step, rec, log_path, *verdict)
+                return
         if rec.attempts > 1 or self.opt.resume is not None:
             # A fresh run directory has no outputs file; the step's `>>` creates it there
             # (in the 0700 run directory), which saves a file creation per step.
             Path(env["FLOWSH_OUTPUT"]).unlink(missing_ok=True)
-        log_path = self.run_dir / f"{step.name}.log"
         rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
@@ -502,17 +513,48 @@ class Engine:
             names |= set(self.exports.get(dep, {}))
         return names
 
-    def _condition(self, step: Step, env: dict[str, str], cwd: Path) -> bool:
+    def _condition(self, step: Step, env: dict[str, str],
+                   cwd: Path) -> bool | tuple[int | None, int | None, str]:
+        """The `if:` test: True (exit 0) runs the step, False (exit 1) skips it; anything
+        else is an error of the test: (exit code, signal, its stderr)."""
         shell = shlex.split(step.shell or self.wf.shell)
         try:
             res = subprocess.run(
                 [*shell, "-c", step.if_ or "true"], env=env, cwd=cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 timeout=60, check=False,
             )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return res.returncode == 0
+        except OSError as exc:
+            return (None, None, f"cannot start {shell[0]}: {exc.strerror}")
+        except subprocess.TimeoutExpired as exc:
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+            return (None, None, err + "the `if` test took over 60s\n")
+        if res.returncode in (0, 1):
+            return res.returncode == 0
+        err = self.mask(res.stderr.decode(errors="replace"))
+        if res.returncode < 0:
+            return (None, -res.returncode, err)
+        return (res.returncode, None, err)
+
+    def _condition_failed(self, step: Step, rec: StepRecord, log_path: Path,
+                          code: int | None, sig: int | None, err: str) -> None:
+        """An `if:` test that errored (2 from `[`, 127, a signal) fails the step."""
+        now = time.time()
+        rec.started_at = rec.ended_at = now
+        rec.exit_code, rec.signal, rec.log_path = code, sig, str(log_path)
+        how = f"exit {code}" if code is not None else (
+            f"signal {signal.Signals(sig).name}" if sig else "error")
+        detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
+        rec.message = f"the `if` test failed ({how}): {detail}"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (f"flowsh: `if: {step.if_}` failed ({how})\n{err}").encode())
+        finally:
+            os.close(fd)
+        rec.status = FAILED
+        if not step.continue_on_failure:
+            self.failed = True
+        self._record_finished(rec)
 
     def _on_outcome(self, name: str, outcome: Outcome) -> None:
         self.running.discard(name)
@@ -572,6 +614,10 @@ class Engine:
             self._consider([name])
 
     def _record_finished(self, rec: StepRecord) -> None:
+        if rec.name not in self.exports:
+            # Failed, skipped: its own outputs are discarded (a failed step's file may hold
+            # half of them); what it received from upstream still passes on.
+            self._export(rec.name, {})
         self._consider(self.graph.dependents[rec.name])
         self.backend.save_step(self.run, rec)
         self.reporter.step_finished(self.run, rec)

@@ -227,6 +227,25 @@ class Workflow(_Frozen):
     )
     # Set by the loader, not by the file.
     path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
+    # Params declared without a default (`day:` / `day: null`): taken out of `params`
+    # by `_split_params`, so `params` keeps only names with a value.
+    required_params: tuple[str, ...] = Field(
+        (), exclude=True, json_schema_extra={"readOnly": True})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "required_params" in data:
+            raise ValueError("unknown key 'required_params' (declare `NAME:` with no value "
+                             "under params instead)")
+        params = data.get("params")
+        if isinstance(params, dict) and any(v is None for v in params.values()):
+            data = {**data, "params": {k: v for k, v in params.items() if v is not None},
+                    "required_params": tuple(k for k, v in params.items() if v is None)}
+            _check_idents(dict.fromkeys(data["required_params"], ""), "param")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -276,7 +295,8 @@ class Workflow(_Frozen):
         return index[name]
 
     def secret_names(self) -> set[str]:
-        names = {n for n in (*self.params, *self.env) if SECRET_NAME.search(n)}
+        names = {n for n in (*self.params, *self.required_params, *self.env)
+                 if SECRET_NAME.search(n)}
         return names | set(self.secrets)
 
 
@@ -284,6 +304,13 @@ def json_schema() -> dict[str, Any]:
     """JSON Schema of a workflow file (`flowsh schema`)."""
     schema = Workflow.model_json_schema(by_alias=True, mode="validation")
     schema["properties"].pop("path", None)
+    schema["properties"].pop("required_params", None)
+    # `day:` (null) declares a required param.
+    params = schema["properties"]["params"]
+    params["additionalProperties"] = {"anyOf": [params["additionalProperties"],
+                                                {"type": "null"}]}
+    params["description"] = ("Names (shell identifiers) and default values; a name with "
+                             "no value (null) is required on the command line.")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowsh workflow"
     return schema
