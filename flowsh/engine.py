@@ -45,7 +45,7 @@ from flowsh.state import (
     ensure_private_dir,
     flowsh_home,
 )
-from flowsh.steps import base_environment, build_argv, retry_delay
+from flowsh.steps import base_environment, build_argv, library_files, retry_delay
 
 HEARTBEAT_EVERY = 10.0
 
@@ -143,6 +143,7 @@ class Engine:
         self.queued: set[str] = set()
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
+        self.library: dict[str, Any] = {}  # libstate key -> LibraryState
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
         name = options.executor or wf.executor
@@ -220,7 +221,7 @@ class Engine:
         else:
             run = RunRecord(
                 run_id=run_id,
-                workflow=wf.name,
+                workflow=wf.identity,
                 file=wf.path,
                 definition_hash=definition_hash(wf),
                 params=masked_params,
@@ -268,12 +269,32 @@ class Engine:
         if self.lock is not None:
             self.lock.note(run_id)
         try:
+            self._library_states()
+        except BaseException:
+            os.close(runner_fd)
+            if self.opt.resume is None:  # nothing was recorded: leave nothing behind
+                import shutil
+
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        try:
             run = self._prepare(run_id)
             self.run = run
             self._execute(run)
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
+
+    def _library_states(self) -> None:
+        """Top-level assignments of sourced libraries: evaluated once per run (a resume
+        reads the recorded ones back), before the first step (flowsh.libstate)."""
+        from flowsh.libstate import run_states
+
+        self.library = run_states(self.wf, self.run_dir, self.env,
+                                  reuse=self.opt.resume is not None)
+        for state in self.library.values():
+            self.mask.add(v for k, v in state.values.items()
+                          if v and (k in self.secret_names or SECRET_NAME.search(k)))
 
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
@@ -450,6 +471,11 @@ class Engine:
         for dep in self.graph.needs[step.name]:
             env.update(self.exports.get(dep, {}))
         env.update(step.env)
+        files = library_files(self.wf, step)
+        if files:
+            from flowsh.libstate import key
+
+            env["FLOWSH_LIBRARY_STATE"] = self.library[key(files)].text
         out_path = self.run_dir / f"{step.name}.out"
         env.update(
             FLOWSH_RUN_ID=self.run.run_id,
@@ -662,5 +688,6 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, \
+            workflow_lock(wf.identity, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()

@@ -217,7 +217,12 @@ def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
 def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
     if not isinstance(data, dict):
         raise pos.error("a workflow file must be a mapping with at least a `steps` list")
-    data.setdefault("name", default_name)
+    for field in ("required_params", "name_declared"):
+        if field in data:  # set by the loader, not keys of the file
+            raise pos.error(f"unknown key {field!r}", (field,), key=True)
+    if "name" not in data:
+        data["name"] = default_name
+        data["name_declared"] = False
     _merge_user_config(data)
     if isinstance(data.get("steps"), list):
         for i, step in enumerate(data["steps"]):

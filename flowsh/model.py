@@ -231,15 +231,15 @@ class Workflow(_Frozen):
     # by `_split_params`, so `params` keeps only names with a value.
     required_params: tuple[str, ...] = Field(
         (), exclude=True, json_schema_extra={"readOnly": True})
+    # False when the file has no `name:` (the loader then names it after the file): see
+    # `identity`.
+    name_declared: bool = Field(True, exclude=True, json_schema_extra={"readOnly": True})
 
     @model_validator(mode="before")
     @classmethod
     def _split_params(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if "required_params" in data:
-            raise ValueError("unknown key 'required_params' (declare `NAME:` with no value "
-                             "under params instead)")
         params = data.get("params")
         if isinstance(params, dict) and any(v is None for v in params.values()):
             data = {**data, "params": {k: v for k, v in params.items() if v is not None},
@@ -294,6 +294,22 @@ class Workflow(_Frozen):
         index: dict[str, Step] = cached[1]
         return index[name]
 
+    @property
+    def identity(self) -> str:
+        """What the overlap lock, history, stats and resume key on (shared rule 7).
+
+        A declared `name:` is the identity: files that declare the same name share them on
+        purpose. Without one, the name is the file's stem and the identity adds 8 hex
+        digits of the SHA-256 of the file's resolved path, `nightly-1a2b3c4d`, so two
+        unrelated `nightly.yaml` never meet. The exported script names its files with it.
+        """
+        if self.name_declared or not self.path:
+            return self.name
+        import hashlib
+
+        digest = hashlib.sha256(self.path.encode("utf-8", "surrogateescape")).hexdigest()
+        return f"{self.name}-{digest[:8]}"
+
     def secret_names(self) -> set[str]:
         names = {n for n in (*self.params, *self.required_params, *self.env)
                  if SECRET_NAME.search(n)}
@@ -305,6 +321,7 @@ def json_schema() -> dict[str, Any]:
     schema = Workflow.model_json_schema(by_alias=True, mode="validation")
     schema["properties"].pop("path", None)
     schema["properties"].pop("required_params", None)
+    schema["properties"].pop("name_declared", None)
     # `day:` (null) declares a required param.
     params = schema["properties"]["params"]
     params["additionalProperties"] = {"anyOf": [params["additionalProperties"],

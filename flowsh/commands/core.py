@@ -109,12 +109,21 @@ def run_cmd(
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
+    """The run `--resume` continues: the latest of this workflow's identity, if unfinished.
+
+    Runs recorded before identities carried a path hash were keyed on the bare name; such
+    a run counts only when it was started from this same file (its record says which).
+    """
     from flowsh.state import CRASHED, FAILED, INTERRUPTED, RUNNING
     from flowsh.store import check_liveness, open_backend
 
     backend = open_backend(state)
     try:
-        for run in backend.list_runs(wf.name, limit=20):
+        runs = backend.list_runs(wf.identity, limit=20)
+        if wf.identity != wf.name:
+            legacy = [r for r in backend.list_runs(wf.name, limit=20) if r.file == wf.path]
+            runs = sorted([*runs, *legacy], key=lambda r: r.started_at, reverse=True)
+        for run in runs:
             run = check_liveness(backend, run)
             if run.status == RUNNING:
                 continue  # alive: the overlap lock decides what happens

@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -25,6 +26,15 @@ def _took(run_or_step: object) -> str:
     return format_duration(d) if d is not None else "-"
 
 
+def _workflow_key(ref: str | None) -> str | None:
+    """A workflow as runs are recorded: its identity as `history` shows it, or its file."""
+    if ref is not None and Path(ref).is_file():
+        from flowsh.loader import load_workflow
+
+        return load_workflow(ref).identity
+    return ref
+
+
 def status_cmd(
     run_id: Optional[str] = typer.Argument(None, help="Run id or prefix; default: the latest."),  # noqa: UP045
     workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="Latest run of this workflow."),  # noqa: UP045,E501
@@ -37,7 +47,7 @@ def status_cmd(
     backend = open_backend(state)
     try:
         if run_id is None:
-            latest = backend.list_runs(workflow, limit=1)
+            latest = backend.list_runs(_workflow_key(workflow), limit=1)
             if not latest:
                 suffix = f" for {workflow}" if workflow else ""
                 raise NotFoundError(f"no runs recorded yet{suffix}")
@@ -66,7 +76,7 @@ def status_cmd(
 
 
 def history_cmd(
-    workflow: Optional[str] = typer.Argument(None, help="Only this workflow."),  # noqa: UP045
+    workflow: Optional[str] = typer.Argument(None, help="Only this workflow (as listed, or its file)."),  # noqa: UP045,E501
     limit: int = typer.Option(20, "--limit", "-n", help="How many runs, newest first."),
     json_out: bool = typer.Option(False, "--json"),
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
@@ -76,7 +86,8 @@ def history_cmd(
 
     backend = open_backend(state)
     try:
-        runs = [check_liveness(backend, r) for r in backend.list_runs(workflow, limit=limit)]
+        runs = [check_liveness(backend, r)
+                for r in backend.list_runs(_workflow_key(workflow), limit=limit)]
     finally:
         backend.close()
     if json_out:
@@ -178,7 +189,7 @@ def prune_cmd(
         raise UsageError(f"--older-than: {exc}") from None
     backend = open_backend(state)
     try:
-        runs = backend.list_runs(workflow)
+        runs = backend.list_runs(_workflow_key(workflow))
         doomed: list[RunRecord] = []
         seen: dict[str, int] = {}
         for r in runs:  # newest first

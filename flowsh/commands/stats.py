@@ -21,7 +21,7 @@ def resolve_workflow(ref: str) -> tuple[str, Workflow | None]:
         from flowsh.loader import load_workflow
 
         wf = load_workflow(path)
-        return wf.name, wf
+        return wf.identity, wf
     return ref, None
 
 
