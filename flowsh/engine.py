@@ -640,10 +640,6 @@ class Engine:
             self._consider([name])
 
     def _record_finished(self, rec: StepRecord) -> None:
-        if rec.name not in self.exports:
-            # Failed, skipped: its own outputs are discarded (a failed step's file may hold
-            # half of them); what it received from upstream still passes on.
-            self._export(rec.name, {})
         self._consider(self.graph.dependents[rec.name])
         self.backend.save_step(self.run, rec)
         self.reporter.step_finished(self.run, rec)

@@ -3,6 +3,7 @@ failed steps' outputs, params. The CLI runs as a subprocess; exit codes and outp
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -146,11 +147,16 @@ def test_a_failed_steps_outputs_are_discarded_also_on_resume(tmp_path: Path,
         """)
     first = cli("run", str(wf))
     assert first.returncode == 1
-    assert (tmp_path / "seen").read_text() == "yes unset\n"
+    # Nothing passes through a failed step: not its own outputs, nor (as the exported
+    # script does) what it received; `a`'s GOOD reaches only steps that need `a` by a
+    # chain of succeeded steps.
+    assert (tmp_path / "seen").read_text() == "unset unset\n"
     (tmp_path / "go").touch()
     again = cli("run", str(wf), "--resume")
     assert again.returncode == 0, again.stderr
-    assert (tmp_path / "seen").read_text() == "yes unset\nyes unset\n"
+    assert (tmp_path / "seen").read_text() == "unset unset\nunset unset\n"
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["steps"]["b"]["outputs"] == {}
 
 
 # -- params -------------------------------------------------------------------------------
