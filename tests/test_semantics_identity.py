@@ -121,3 +121,15 @@ def test_a_run_recorded_under_the_bare_name_resumes_from_the_same_file(
     assert cli("run", str(wf)).returncode == 0
     assert cli("run", str(other / "nightly.yaml"), "--resume").returncode == 0
     assert len(json.loads(cli("history", "--json").stdout)) == 3
+
+
+def test_a_bare_name_points_at_the_recorded_identities(tmp_path: Path, cli: Cli) -> None:
+    a, b = two_files(tmp_path)
+    for path in (a, b):
+        path.write_text("steps:\n  - name: s\n    run: 'true'\n")
+        assert cli("run", str(path)).returncode == 0
+    ids = sorted(load_workflow(p).identity for p in (a, b))
+    hist = cli("history", "nightly")
+    assert f"recorded by file: {', '.join(ids)}" in hist.stderr
+    stats = cli("stats", "nightly")
+    assert stats.returncode == 4 and f"recorded by file: {', '.join(ids)}" in stats.stderr

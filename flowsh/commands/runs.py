@@ -14,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RunRecord
+from flowsh.state import RunRecord, StateBackend
 
 
 def _when(ts: float | None) -> str:
@@ -33,6 +33,16 @@ def _workflow_key(ref: str | None) -> str | None:
 
         return load_workflow(ref).identity
     return ref
+
+
+def identities_named(backend: StateBackend, name: str) -> list[str]:
+    """Recorded identities of workflows named `name` without a `name:` (`name-1a2b3c4d`),
+    for a hint when the bare name finds nothing."""
+    import re
+
+    pattern = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{8}}$")
+    runs = backend.list_runs(None)
+    return sorted({r.workflow for r in runs if pattern.match(r.workflow)})
 
 
 def status_cmd(
@@ -101,6 +111,15 @@ def history_cmd(
         return
     if not runs:
         typer.echo("no runs recorded", err=True)
+        if workflow:
+            backend = open_backend(state)
+            try:
+                named = identities_named(backend, workflow)
+            finally:
+                backend.close()
+            if named:
+                typer.echo(f"(workflows named {workflow} are recorded by file: "
+                           f"{', '.join(named)}; or pass the workflow file)", err=True)
         return
     rid = max([len(r.run_id) for r in runs] + [3])
     wfw = max([len(r.workflow) for r in runs] + [8])
