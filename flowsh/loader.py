@@ -210,6 +210,15 @@ def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
         return message, loc, True
     if kind == "missing":
         return f"{_where(loc[:-1], data)}: missing required key {str(loc[-1])!r}", loc[:-1], False
+    if loc[:1] == ("required_params",):  # `day:` entries, split out of params by the model
+        params = data.get("params") if isinstance(data, dict) else None
+        bad = [k for k in (params or {}) if not IDENT.match(str(k))]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return f"key 'params': {msg}", ("params", *bad[:1]), True
+    if kind == "string_type" and len(loc) == 2 and loc[0] in ("params", "env"):
+        return (f"{loc[0]} {loc[1]!r}: the value must be text (a string, number or "
+                "boolean)" + ("; no value makes it required" if loc[0] == "params" else ""),
+                loc, False)
     msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{where}: {msg}", loc, False
 

@@ -244,8 +244,13 @@ class Workflow(_Frozen):
         if isinstance(params, dict) and any(v is None for v in params.values()):
             data = {**data, "params": {k: v for k, v in params.items() if v is not None},
                     "required_params": tuple(k for k, v in params.items() if v is None)}
-            _check_idents(dict.fromkeys(data["required_params"], ""), "param")
         return data
+
+    @field_validator("required_params")
+    @classmethod
+    def _required(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _check_idents(dict.fromkeys(v, ""), "param")
+        return v
 
     @field_validator("name")
     @classmethod

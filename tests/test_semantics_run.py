@@ -218,3 +218,18 @@ def test_resume_keeps_the_recorded_required_params_and_refuses_unknown_ones(
     res = cli("resume", run_id)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "out").read_text() == "d1\nd1\n"
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ("  day: [1]\n", ":2:8: params 'day': the value must be text"),
+    ("  ok: 1\n  bad-name:\n", ":3:3: key 'params': param name 'bad-name' is not a shell"),
+])
+def test_bad_params_are_one_line_without_pydantic_words(tmp_path: Path, cli: Cli,
+                                                        params: str, message: str) -> None:
+    wf = tmp_path / "flow.yaml"
+    wf.write_text(f"params:\n{params}steps:\n  - name: a\n    run: 'true'\n")
+    for args in (["validate", str(wf)], ["run", str(wf)]):
+        res = cli(*args)
+        assert res.returncode == 2
+        assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+        assert "Input should" not in res.stderr and "pydantic" not in res.stderr
