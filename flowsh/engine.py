@@ -269,7 +269,7 @@ class Engine:
         if self.lock is not None:
             self.lock.note(run_id)
         try:
-            self._library_states()
+            self._library_states(run_id)
         except BaseException:
             os.close(runner_fd)
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -285,12 +285,13 @@ class Engine:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
 
-    def _library_states(self) -> None:
+    def _library_states(self, run_id: str) -> None:
         """Top-level assignments of sourced libraries: evaluated once per run (a resume
         reads the recorded ones back), before the first step (flowsh.libstate)."""
         from flowsh.libstate import run_states
 
-        self.library = run_states(self.wf, self.run_dir, self.env,
+        env = {**self.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
+        self.library = run_states(self.wf, self.run_dir, env,
                                   reuse=self.opt.resume is not None)
         for state in self.library.values():
             self.mask.add(v for k, v in state.values.items()

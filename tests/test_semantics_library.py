@@ -134,3 +134,13 @@ def test_a_failing_library_evaluation_is_exit_2_with_nothing_recorded(tmp_path: 
     assert "evaluating the top-level assignments" in res.stderr
     assert not (tmp_path / "ran").exists()
     assert "no runs" in cli("history").stderr
+
+
+def test_the_evaluation_sees_the_run_id_as_the_first_step_would(tmp_path: Path,
+                                                                 cli: Cli) -> None:
+    (tmp_path / "lib.sh").write_text('TAG="run-${FLOWSH_RUN_ID:-none}"\nf() { echo "$TAG"; }\n')
+    wf = tmp_path / "flow.yaml"
+    wf.write_text("source: lib.sh\nsteps:\n  - name: a\n    run: f > out\n")
+    assert cli("run", str(wf)).returncode == 0
+    run_id = json.loads(cli("status", "--json").stdout)["run_id"]
+    assert (tmp_path / "out").read_text() == f"run-{run_id}\n"
