@@ -89,7 +89,9 @@ def run_cmd(
         overrides = parse_overrides(params or [])
         unknown = sorted(set(overrides) - set(wf.params))
         width = jobs or wf.concurrency
-        typer.echo(f"workflow {wf.name}: {len(wf.steps)} steps, concurrency {width}")
+        from flowsh.ui import plural
+
+        typer.echo(f"workflow {wf.name}: {plural(len(wf.steps), 'step')}, concurrency {width}")
         if wf.params or overrides:
             from flowsh.secrets import Masker
 
@@ -262,7 +264,9 @@ def validate_cmd(
         results.append({"file": str(f), "ok": True, "workflow": wf.name,
                         "steps": len(wf.steps), "schedule": schedule})
         if not json_out:
-            typer.echo(f"{f}: ok ({wf.name}, {len(wf.steps)} steps)")
+            from flowsh.ui import plural
+
+            typer.echo(f"{f}: ok ({wf.name}, {plural(len(wf.steps), 'step')})")
             for line in schedule:
                 typer.echo(f"  {line}")
     if json_out:
