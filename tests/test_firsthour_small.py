@@ -84,3 +84,18 @@ def test_plugins_columns_align_whatever_the_widths() -> None:
     assert lines[0].split() == ["NAME", "FROM", "HOOKS"]
     hook_col = lines[0].index("HOOKS")
     assert all(ln[hook_col:].startswith("flowsh_") for ln in lines[1:]), r.stdout
+
+
+def test_export_systemd_creates_the_output_directory(tmp_path: Path) -> None:
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text("name: nightly\nschedule: '0 2 * * *'\nsteps: [{name: a, run: 'true'}]\n")
+    out = tmp_path / "units" / "user"
+    r = run_cli("export", str(flow), "--systemd", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["flowsh-nightly.service",
+                                                     "flowsh-nightly.timer"]
+    assert "--resume --quiet" in (out / "flowsh-nightly.service").read_text()
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    r = run_cli("export", str(flow), "--systemd", "-o", str(afile))
+    assert r.returncode == 2 and "-o must be a directory" in r.stderr

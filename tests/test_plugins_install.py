@@ -140,7 +140,7 @@ def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path):
                                str(target / "tests")], cwd=target, capture_output=True,
                               text=True, timeout=300, check=False)
         assert test.returncode == 0, test.stdout + test.stderr
-        assert "3 passed" in test.stdout
+        assert "4 passed" in test.stdout  # incl. FILE:LINE for a bad key (issue 18)
         res = run_cli("plugins", "--json", env=_env("pager-duty"))
         assert "pager-duty" in {p["name"] for p in json.loads(res.stdout)}
     finally:
