@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from flowsh.errors import EXIT_LOCKED, LockHeldError, StateError
+from flowsh.errors import EXIT_LOCKED, FlowshError, LockHeldError, StateError
 
 if TYPE_CHECKING:
     from flowsh.engine import Reporter
@@ -67,7 +67,8 @@ class CronOutput:
 
     @contextmanager
     def lock_guard(self, workflow: str) -> Iterator[None]:
-        """A lock skip: silent exit 75 under --skip-quietly/--quiet-on-success."""
+        """A lock skip: silent exit 75 under --skip-quietly/--quiet-on-success; any other
+        flowsh error during the run still shows the transcript so far."""
         try:
             yield
         except LockHeldError as exc:
@@ -76,6 +77,14 @@ class CronOutput:
                     out.write(self._header(workflow, f"skipped: {exc}"))
             if self.skip_quietly or self.quiet_on_success:
                 raise SystemExit(EXIT_LOCKED) from None
+            raise
+        except FlowshError:
+            # The run stopped on an error of its own (the state store, a plugin): what it
+            # printed so far is part of the failure cron should mail.
+            if self.quiet_on_success and self._buffer is not None:
+                self._buffer.flush()
+                self._copy(sys.stdout.buffer)
+                sys.stdout.buffer.flush()
             raise
 
     def finish(self, run: RunRecord) -> None:
