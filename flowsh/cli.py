@@ -13,9 +13,11 @@ import typer
 
 from flowsh import __version__, plugins
 from flowsh.errors import FlowshError
+from flowsh.helptext import FlowshGroup
 
 app = typer.Typer(
     name="flowsh",
+    cls=FlowshGroup,  # help names arguments as users write them (FILE, KEY=VALUE)
     help="Run shell steps as workflows: dependency order, checkpoints, resume, retries, "
     "timeouts, logs, metrics, alerts, cron.",
     no_args_is_help=True,

@@ -134,3 +134,19 @@ def check(value: str) -> str:
     """pydantic validator for one `schedule` entry."""
     parse(value)
     return value
+
+
+def clean_path(path: str) -> str:
+    """A PATH for a scheduled line: absolute directories only, each once, in order.
+
+    Cron's own PATH is ``/usr/bin:/bin``; scheduled lines get ``/usr/local/bin:/usr/bin:/bin``
+    written once, or (``--path-from-env``) the user's, with the duplicates and the relative
+    entries (``.``, empty) an interactive PATH collects dropped: they would make what runs
+    depend on the directory cron starts in.
+    """
+    seen: dict[str, None] = {}
+    for part in path.split(":"):
+        part = part.rstrip("/") or ("/" if part else "")
+        if part.startswith("/"):
+            seen.setdefault(part, None)
+    return ":".join(seen)

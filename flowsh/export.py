@@ -300,39 +300,55 @@ class Job:
     cwd: str
     env: list[tuple[str, str]]
     log: str
+    lock: str | None = None  # an exported script's flock file
 
 
-def scheduled_job(wf: Workflow, *, script: str | None = None) -> Job:
-    """`flowsh run FILE` (its own lock decides overlaps) or an exported script under flock."""
-    import os
-
+def scheduled_job(
+    wf: Workflow, *, script: str | None = None, path: str | None = None
+) -> Job:
+    """`flowsh run FILE --resume` (its own lock decides overlaps) or an exported script
+    under flock. PATH is cron's minimal default unless `path` is given (deduplicated)."""
+    from flowsh.cron import clean_path
     from flowsh.state import flowsh_home
 
     if wf.path is None:
         raise UsageError("a scheduled workflow needs a file path")
     home = flowsh_home().resolve()
-    env = [("PATH", os.environ.get("PATH") or DEFAULT_PATH), ("FLOWSH_HOME", str(home))]
+    env = [("PATH", clean_path(path or DEFAULT_PATH)), ("FLOWSH_HOME", str(home))]
     if script is not None:
         spath = Path(script).resolve()
         if not spath.is_file():
             raise UsageError(f"{script}: no such script (export it first with --bash -o)")
         lock = home / "exported" / wf.name / "cron.lock"
+        # No --resume: the script refuses a checkpoint from another version of the workflow,
+        # so after a re-export every scheduled run would fail until someone cleared it.
         argv = ["flock", "-n", "-E", "75", str(lock), str(spath)]
         cwd = str(spath.parent)
     else:
-        argv = [*flowsh_argv(), "run", wf.path, "--quiet"]
+        argv = [*flowsh_argv(), "run", wf.path, "--resume"]
         cwd = str(base_dir(wf).resolve())
     return Job(
         name=wf.name, source=wf.path, argv=argv, cwd=cwd, env=env,
         log=str(home / "cron" / f"{wf.name}.log"),
+        lock=str(lock) if script is not None else None,
     )
 
 
-def _cron_command(job: Job) -> str:
+def _cron_command(job: Job, *, script: bool) -> str:
+    """The command of a crontab line; docs/scheduling.md explains each part."""
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env)
     cmd = " ".join(shlex.quote(a) for a in job.argv)
-    mkdir = f"mkdir -p {shlex.quote(str(Path(job.log).parent))}"
-    line = f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{shlex.quote(job.log)} 2>&1"
+    log = shlex.quote(job.log)
+    if script:
+        # An exported script has no flowsh to hold its output back: the full output goes
+        # to the log; cron gets (and mails) its tail only on a failure. 75 is flock's
+        # "another run holds the lock": a skip, silent.
+        dirs = dict.fromkeys(str(Path(p).parent) for p in (job.log, job.lock) if p)
+        mkdir = "mkdir -p " + " ".join(shlex.quote(d) for d in dirs)
+        line = (f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{log} 2>&1"
+                f" || {{ rc=$?; [ $rc -eq 75 ] || tail -n 100 {log}; exit $rc; }}")
+    else:
+        line = f"cd {shlex.quote(job.cwd)} && {assigns} {cmd} --quiet-on-success --log {log}"
     # cron turns an unescaped % into a newline.
     return line.replace("%", "\\%")
 
@@ -343,6 +359,7 @@ def render_crontab(
     *,
     script: str | None = None,
     restore_tz: str = "",
+    path: str | None = None,
 ) -> str:
     """The marked crontab block for `wf` (BEGIN/END flowsh:NAME comment lines)."""
     from flowsh.cron import parse
@@ -361,9 +378,10 @@ def render_crontab(
                 f"{text!r}: cron has no seconds field; use `flowsh scheduler run` or --systemd"
             )
         entries.append({"expr": sched.expr, "tz": sched.tz})
-    job = scheduled_job(wf, script=script)
+    job = scheduled_job(wf, script=script, path=path)
     text_out: str = environment().get_template("crontab.j2").render(
-        name=wf.name, source=job.source, entries=entries, command=_cron_command(job),
+        name=wf.name, source=job.source, entries=entries,
+        command=_cron_command(job, script=script is not None),
         restore_tz=restore_tz,
     )
     return text_out
@@ -421,14 +439,17 @@ def unit_name(wf_name: str) -> str:
 
 
 def render_systemd(
-    wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+    wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None,
+    path: str | None = None,
 ) -> dict[str, str]:
     """{file name: text} for the user units `flowsh-NAME.service` and `.timer`."""
     texts = list(exprs) if exprs else list(wf.schedule)
     if not texts:
         raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
     calendars = [{"text": t, "value": v} for t in texts for v in on_calendar(t)]
-    job = scheduled_job(wf, script=script)
+    job = scheduled_job(wf, script=script, path=path)
+    if script is None:
+        job.argv.append("--quiet")  # the journal keeps what it prints; nobody is mailed
     env = environment()
     env.filters["sdq"] = systemd_quote
     unit = unit_name(wf.name)

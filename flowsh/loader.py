@@ -458,7 +458,8 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     except IsADirectoryError:
         raise WorkflowError("is a directory, not a workflow file", path=p) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"cannot read: {exc}", path=p) from None
+        raise WorkflowError(f"cannot read: {getattr(exc, 'strerror', None) or exc}",
+                            path=p) from None
     default_name = p.stem if IDENT.match(p.stem.replace("-", "_").replace(".", "_")) else "workflow"
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")

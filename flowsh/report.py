@@ -30,6 +30,12 @@ TAIL_LINES = 40
 _TAIL_BYTES = 64 * 1024
 
 NODE_W, NODE_H, H_GAP, V_GAP, PAD = 170, 52, 70, 22, 16
+DAG_MAX_W = 1170  # the graph box in a 1280 px window (main, section padding and borders)
+MIN_NODE_W, MIN_H_GAP = 130, 34
+# "Slower than usual" needs both: above p95 by a ratio (20 % over p50) and by an absolute
+# amount (half a second). A 28 ms step against a 17 ms median is +67 %, and noise: process
+# start-up and a busy machine move millisecond steps by that much.
+SLOW_RATIO, SLOW_FLOOR = 1.2, 0.5
 GANTT_LABEL_W, GANTT_W, ROW_H, BAR_H, AXIS_H = 170, 900, 30, 18, 26
 
 
@@ -117,11 +123,33 @@ def order_levels(levels: list[list[str]], needs: dict[str, list[str]]) -> list[l
     return out
 
 
+def fit_widths(columns: int, max_width: float = DAG_MAX_W) -> tuple[float, float]:
+    """(node width, gap) so `columns` levels fit the page, down to a readable minimum.
+
+    A 6-step chain at the natural 170 + 70 px is 1402 px wide, wider than the graph's
+    box in a 1280 px window (1170 px): the gaps shrink first (to 34), then the boxes (to
+    130, names cut shorter). Past that the graph keeps its size and its own box scrolls
+    sideways; the page never does.
+    """
+    def width(node: float, gap: float) -> float:
+        return PAD * 2 + columns * node + (columns - 1) * gap
+
+    node, gap = float(NODE_W), float(H_GAP)
+    if width(node, gap) <= max_width or columns < 2:
+        return node, gap
+    gap = max(MIN_H_GAP, (max_width - PAD * 2 - columns * node) / (columns - 1))
+    if width(node, gap) <= max_width:
+        return node, gap
+    node = max(MIN_NODE_W, (max_width - PAD * 2 - (columns - 1) * gap) / columns)
+    return node, gap
+
+
 def dag_layout(names: list[str], needs: dict[str, list[str]]) -> dict[str, Any]:
     """Left-to-right layout by graph level: node boxes and bezier edges."""
     from flowsh.graph import Graph
 
     levels = order_levels(Graph(names, needs).levels(), needs)
+    node_w, h_gap = fit_widths(len(levels))
     tallest = max(len(level) for level in levels)
     height = PAD * 2 + tallest * NODE_H + (tallest - 1) * V_GAP
     nodes: dict[str, dict[str, float]] = {}
@@ -130,23 +158,33 @@ def dag_layout(names: list[str], needs: dict[str, list[str]]) -> dict[str, Any]:
         top = (height - block) / 2
         for row, name in enumerate(level):
             nodes[name] = {
-                "x": PAD + col * (NODE_W + H_GAP),
+                "x": PAD + col * (node_w + h_gap),
                 "y": top + row * (NODE_H + V_GAP),
             }
     edges = []
     for name in names:
         for dep in needs.get(name, []):
             a, b = nodes[dep], nodes[name]
-            x1, y1 = a["x"] + NODE_W, a["y"] + NODE_H / 2
+            x1, y1 = a["x"] + node_w, a["y"] + NODE_H / 2
             x2, y2 = b["x"] - 6, b["y"] + NODE_H / 2
             mid = (x1 + x2) / 2
             edges.append({
                 "source": dep, "target": name,
                 "d": f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}",
             })
-    width = PAD * 2 + len(levels) * NODE_W + (len(levels) - 1) * H_GAP
+    width = PAD * 2 + len(levels) * node_w + (len(levels) - 1) * h_gap
     return {"width": width, "height": height, "nodes": nodes, "edges": edges,
-            "node_w": NODE_W, "node_h": NODE_H}
+            "node_w": node_w, "node_h": NODE_H,
+            # 14 px bold names are ~8.3 px a character; 16 px of band and margin.
+            "name_chars": max(8, int((node_w - 24) / 8.3))}
+
+
+def is_slow(d: float | None, p50: float | None, p95: float | None) -> bool:
+    """Flag a duration red: above p95, SLOW_RATIO over p50 and SLOW_FLOOR seconds over it."""
+    if d is None or p95 is None:
+        return False
+    base = p50 or 0.0
+    return d > p95 and d > base * SLOW_RATIO and d - base >= SLOW_FLOOR
 
 
 def nice_step(span: float, target: int = 8) -> float:
@@ -270,8 +308,7 @@ def build_context(
             "name": s.name, "status": s.record.status, "duration": d,
             "p50": s.hist_p50, "p95": s.hist_p95, "delta": delta,
             # Slower than usual: above p95, and by a margin that is not noise.
-            "slow": d is not None and s.hist_p95 is not None and d > s.hist_p95
-            and d > (s.hist_p50 or 0.0) * 1.2,
+            "slow": is_slow(d, s.hist_p50, s.hist_p95),
             "w_cur": (d or 0.0) / max_dur * 100, "w_p50": (s.hist_p50 or 0.0) / max_dur * 100,
             "w_p95": (s.hist_p95 or 0.0) / max_dur * 100,
         })

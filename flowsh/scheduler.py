@@ -161,6 +161,7 @@ def _flowsh_run(wf: Workflow) -> list[str]:
     from flowsh.export import flowsh_argv
 
     assert wf.path is not None
-    return [*flowsh_argv(), "run", str(Path(wf.path))]
+    # --resume: a run that failed or crashed is finished by the next tick, as in cron lines.
+    return [*flowsh_argv(), "run", str(Path(wf.path)), "--resume"]
 
 

@@ -218,9 +218,14 @@ def find_entries(src: _Text) -> tuple[list[Entry], int]:
         first = m.end() if first is None else min(first, m.end())
     entries.sort(key=lambda e: e.offset)
     if first is None:
+        import shlex  # a plain script (issue 18): name the three ways in
+
+        q = shlex.quote(str(src.path or "SCRIPT"))
         raise WorkflowError(
-            'no workflow array found: a bash workflow file defines '
-            'declare -A workflow=( ["start"]="first_step" ... ["last_step"]="end" )',
+            'no workflow array found (declare -A workflow=( ["start"]="first_step" ... )); '
+            f"for a plain bash script: `flowsh wrap -- bash {q}` runs it as is, "
+            f"`flowsh init --from {q}` makes a workflow with one step per function its main "
+            "calls, or a workflow file can load it with `source:` and call its functions",
             path=src.path, line=1, col=1)
     return entries, first
 

@@ -43,6 +43,11 @@ def summary(run: RunRecord) -> str:
     return f"run {run.run_id} {run.status} in {took} ({parts})"
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 step`, `2 steps`, `0 steps`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class PlainReporter(Reporter):
     def __init__(self, *, show_output: bool = True, out: IO[str] | None = None,
                  err: IO[str] | None = None) -> None:
@@ -61,7 +66,7 @@ class PlainReporter(Reporter):
         self.total = len(run.steps)
         self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
         verb = "resuming" if self.done else "starting"
-        self._say(f"{wf.name}: {verb} run {run.run_id} ({self.total} steps)")
+        self._say(f"{wf.name}: {verb} run {run.run_id} ({plural(self.total, 'step')})")
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None:
         attempt = f" (attempt {step.attempts})" if step.attempts > 1 else ""
@@ -236,7 +241,8 @@ class TTYReporter(PlainReporter):
         self.run = run
         self.allowed = {s.name: s.retry_count + 1 for s in wf.steps}
         self.estimates = self._load_estimates(wf)
-        self.console.print(f"[bold]{wf.name}[/] run [dim]{run.run_id}[/] ({self.total} steps)")
+        count = plural(self.total, "step")
+        self.console.print(f"[bold]{wf.name}[/] run [dim]{run.run_id}[/] ({count})")
         self.live = Live(self._render(), console=self.console, refresh_per_second=4,
                          transient=True, get_renderable=self._render)
         self.live.start()

@@ -39,7 +39,7 @@ def test_validate_reports_each_file_in_one_line(write_flow: Callable[..., Path],
     bad = write_flow("steps:\n  - name: a\n    run: x\n    needs: [zz]\n", "bad.yaml")
     res = cli("validate", str(good), str(bad))
     assert res.returncode == 2
-    assert f"{good}: ok (good, 1 steps)" in res.stdout
+    assert f"{good}: ok (good, 1 step)" in res.stdout  # issue 18: not "1 steps"
     assert res.stderr == f"{bad}:4:13: step 'a' needs unknown step 'zz'\n"
     res = cli("validate", "--json", str(good), str(bad))
     data = json.loads(res.stdout)

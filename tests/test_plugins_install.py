@@ -99,6 +99,10 @@ def test_bad_entry_point_is_reported_once_and_flowsh_still_works(tmp_path):
     res = run_cli("plugins", "install", str(dist))
     assert res.returncode == 0, res.stderr
     assert "flowsh plugin broken ready (flowsh-broken-ep-test 0.0.1)" in res.stdout
+    # A summary, not pip's whole log (issue 18).
+    assert "Successfully installed flowsh-broken-ep-test-0.0.1" in res.stdout
+    assert "Processing" not in res.stdout + res.stderr
+    assert len(res.stdout.splitlines()) == 2, res.stdout
     try:
         res = run_cli("plugins", "--json", env=_env("broken"))
         assert res.returncode == 0
@@ -115,7 +119,11 @@ def test_install_failure_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     res = run_cli("plugins", "install", str(tmp_path / "empty"))
     assert res.returncode == 5
-    assert res.stderr.startswith("flowsh: error: pip install failed (exit 1): ERROR")
+    # pip's full log, then flowsh's one line (issue 18: the log only on failure).
+    *log, last = res.stderr.splitlines()
+    assert last.startswith("flowsh: error: pip install failed (exit 1): ERROR")
+    assert last.endswith("(pip's full output is above)")
+    assert any(ln.startswith("ERROR") for ln in log) and res.stdout == ""
     assert "Traceback" not in res.stderr
 
 
@@ -132,7 +140,7 @@ def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path):
                                str(target / "tests")], cwd=target, capture_output=True,
                               text=True, timeout=300, check=False)
         assert test.returncode == 0, test.stdout + test.stderr
-        assert "3 passed" in test.stdout
+        assert "4 passed" in test.stdout  # incl. FILE:LINE for a bad key (issue 18)
         res = run_cli("plugins", "--json", env=_env("pager-duty"))
         assert "pager-duty" in {p["name"] for p in json.loads(res.stdout)}
     finally:

@@ -115,7 +115,9 @@ def test_add_list_remove_keeps_every_other_byte(crontab: str, flow: Path, my_cro
     line = next(ln for ln in block.splitlines() if ln.startswith("0 2 * * * "))
     assert f"cd {flow.parent} && " in line
     assert " PATH=" in line and f"FLOWSH_HOME={os.environ['FLOWSH_HOME']}" in line
-    assert f" run {flow} --quiet >>" in line and line.endswith(" 2>&1")
+    # cron's conventions (issue 18): silent on success, the log kept by flowsh, resumed.
+    assert line.endswith(f" run {flow} --resume --quiet-on-success --log "
+                         f"{os.environ['FLOWSH_HOME']}/cron/nightly.log")
 
     # Idempotent: adding again writes nothing and keeps one entry.
     assert sched.add(wf) is False

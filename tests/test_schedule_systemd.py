@@ -56,7 +56,7 @@ def test_add_list_remove(flow: Path, systemctl_log: Path) -> None:
     service = (d / "flowsh-nightly.service").read_text()
     timer = (d / "flowsh-nightly.timer").read_text()
     assert (d / "flowsh-nightly.timer").stat().st_mode & 0o777 == 0o600
-    assert "ExecStart=" in service and f" run {flow} --quiet\n" in service
+    assert "ExecStart=" in service and f" run {flow} --resume --quiet\n" in service
     assert f"WorkingDirectory={flow.parent}\n" in service
     assert f"Environment=FLOWSH_HOME={os.environ['FLOWSH_HOME']}\n" in service
     assert "SuccessExitStatus=75" in service and "Type=oneshot" in service

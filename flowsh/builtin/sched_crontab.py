@@ -111,7 +111,8 @@ class CrontabScheduler:
     name = "crontab"
 
     def add(
-        self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+        self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None,
+        path: str | None = None,
     ) -> bool:
         """Install or replace the block for `wf`; False when it was already there as is."""
         from flowsh.export import render_crontab
@@ -125,7 +126,8 @@ class CrontabScheduler:
             before, after = lines, []
             if before and not before[-1].endswith("\n"):
                 before = [*before[:-1], before[-1] + "\n"]
-        block = render_crontab(wf, exprs, script=script, restore_tz=_restore_tz(before))
+        block = render_crontab(wf, exprs, script=script, restore_tz=_restore_tz(before),
+                               path=path)
         new = "".join(before) + block + "".join(after)
         if new == table:
             return False

@@ -59,11 +59,12 @@ class SystemdScheduler:
     name = "systemd"
 
     def add(
-        self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None
+        self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None,
+        path: str | None = None,
     ) -> bool:
         from flowsh.export import render_systemd
 
-        units = render_systemd(wf, exprs, script=script)
+        units = render_systemd(wf, exprs, script=script, path=path)
         d = unit_dir()
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -71,9 +72,9 @@ class SystemdScheduler:
             raise StateError(f"{d}: cannot create directory: {exc.strerror}") from None
         changed = False
         for fname, text in units.items():
-            path = d / fname
-            if not path.exists() or path.read_text() != text:
-                _write(path, text)
+            unit = d / fname
+            if not unit.exists() or unit.read_text() != text:
+                _write(unit, text)
                 changed = True
         timer = next(n for n in units if n.endswith(".timer"))
         if changed:

@@ -75,6 +75,9 @@ def run_cmd(
     executor: Optional[str] = typer.Option(  # noqa: UP045
         None, "--executor", help="Where steps run (default: the workflow's `executor`, local)."
     ),
+    quiet_on_success: bool = typer.Option(False, "--quiet-on-success", help="Print the run's whole output only if it fails (chronic; for cron's MAILTO)."),  # noqa: E501
+    skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If another run holds the lock: exit 75 and print nothing (implied by --quiet-on-success)."),  # noqa: E501
+    log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file."""
     from flowsh.checks import check_workflow
@@ -88,7 +91,9 @@ def run_cmd(
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     if dry_run:
         width = jobs or wf.concurrency
-        typer.echo(f"workflow {wf.name}: {len(wf.steps)} steps, concurrency {width}")
+        from flowsh.ui import plural
+
+        typer.echo(f"workflow {wf.name}: {plural(len(wf.steps), 'step')}, concurrency {width}")
         if wf.params or overrides:
             from flowsh.secrets import Masker
 
@@ -105,7 +110,15 @@ def run_cmd(
     if prior is not None:
         _check_resumable(prior, wf, force=False)
         opts.resume = prior
-    _finish(run_workflow(wf, opts))
+    from flowsh.cronmode import CronOutput
+
+    cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
+    if cron.active and not json_events:
+        opts.reporter = cron.reporter()
+    with cron.lock_guard(wf.name):
+        run = run_workflow(wf, opts)
+    cron.finish(run)
+    _finish(run)
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
@@ -259,7 +272,9 @@ def validate_cmd(
         results.append({"file": str(f), "ok": True, "workflow": wf.name,
                         "steps": len(wf.steps), "schedule": schedule})
         if not json_out:
-            typer.echo(f"{f}: ok ({wf.name}, {len(wf.steps)} steps)")
+            from flowsh.ui import plural
+
+            typer.echo(f"{f}: ok ({wf.name}, {plural(len(wf.steps), 'step')})")
             for line in schedule:
                 typer.echo(f"  {line}")
     if json_out:

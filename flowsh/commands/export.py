@@ -54,6 +54,10 @@ def export_command(
     cron: Annotated[
         list[str] | None, typer.Option("--cron", help="Cron expression(s) instead of `schedule`.")
     ] = None,
+    path_from_env: Annotated[
+        bool, typer.Option("--path-from-env", help="--crontab/--systemd: write your PATH "
+                           "(deduplicated) instead of /usr/local/bin:/usr/bin:/bin.")
+    ] = False,
 ) -> None:
     """Export a workflow: a standalone bash script, crontab lines, or systemd units."""
     from flowsh import plugins
@@ -66,13 +70,19 @@ def export_command(
         raise UsageError("choose one of --bash, --crontab, --systemd or --format NAME")
     kind = chosen[0]
     wf = load_workflow(file)
+    path = os.environ.get("PATH", "") if path_from_env else None
     if kind == "systemd":
         from flowsh.export import render_systemd
 
-        units = render_systemd(wf, cron or None, script=str(script) if script else None)
+        units = render_systemd(wf, cron or None, script=str(script) if script else None,
+                               path=path)
         outdir = output or Path.cwd()
-        if not outdir.is_dir():
+        if outdir.exists() and not outdir.is_dir():
             raise UsageError(f"{outdir}: --systemd writes two files; -o must be a directory")
+        try:
+            outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{outdir}: cannot create directory: {exc.strerror}") from None
         for name, text in units.items():
             write_atomic(outdir / name, text, 0o600)
             typer.echo(str(outdir / name))
@@ -86,6 +96,8 @@ def export_command(
         options = {"inline": inline, "script_name": output.name if output else None}
     elif kind == "crontab":
         options = {"exprs": cron or None, "script": str(script) if script else None}
+        if path is not None:
+            options["path"] = path
     text = exporters[kind](wf, **options)
     if output is None:
         typer.echo(text, nl=False)

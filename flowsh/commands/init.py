@@ -33,7 +33,7 @@ def _env() -> object:
     )
 
 
-def render(template: str, **values: str) -> str:
+def render(template: str, **values: object) -> str:
     env = _env()
     return env.get_template(template).render(**values)  # type: ignore[attr-defined, no-any-return]
 
@@ -63,6 +63,19 @@ def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
             from_script.resolve(), directory.resolve()))
         if not (directory / script).is_file():
             raise UsageError(f"--from {from_script}: no such file")
+        from flowsh.scriptsplit import steps_of
+
+        try:
+            funcs, from_main = steps_of((directory / script).read_text(errors="replace"))
+        except OSError as exc:
+            raise UsageError(f"--from {from_script}: {exc.strerror}") from None
+        if funcs:
+            steps = [{"name": _name_of(f), "run": f} for f in funcs]
+            text = render("from_functions.yaml.j2", name=name, file=wf_file.name,
+                          script=str(script), steps=steps,
+                          from_main=from_main)
+            write_new(wf_file, text, force=force)
+            return [wf_file]
         text = render("from_script.yaml.j2", name=name, file=wf_file.name, script=str(script),
                       step=_name_of(command_base(str(script))))
         write_new(wf_file, text, force=force)
@@ -79,11 +92,18 @@ def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
 
 def init_cmd(
     name: Optional[str] = typer.Argument(None, help="Workflow name (default: this directory's name)."),  # noqa: UP045,E501
-    from_script: Optional[Path] = typer.Option(None, "--from", metavar="SCRIPT", help="Make a one-step workflow that runs this existing script."),  # noqa: UP045,E501
+    from_script: Optional[Path] = typer.Option(None, "--from", metavar="SCRIPT", help="Make a workflow from this existing bash script: one step per function its `main` calls, in that order (or per function it defines, when it has no `main`), the script loaded with `source:`; a script without functions becomes one step that runs it."),  # noqa: UP045,E501
     directory: Path = typer.Option(Path("."), "--dir", "-C", help="Where to write the files."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Scaffold a workflow file (and a lib.sh of step functions) with comments on every key."""
+    """Scaffold a workflow file (and a lib.sh of step functions) with comments on every key.
+
+    With --from SCRIPT: a workflow for an existing script. A script of functions and
+    `main "$@"` gets one step per function `main` calls, in the order it calls them (no
+    `main`: one step per function defined, in file order); the steps call the functions
+    from the script, loaded with `source:` (definitions only: its `main "$@"` is not run).
+    A script without functions becomes one step that runs it.
+    """
     if name is None:
         name = Path(from_script).stem if from_script else directory.resolve().name
     created = scaffold(directory, name, from_script=from_script, force=force)

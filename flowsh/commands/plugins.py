@@ -35,31 +35,46 @@ def plugins_list(
     if json_:
         typer.echo(json.dumps(info, indent=2))
         return
-    width = max(len(p["name"]) for p in info) if info else 4
-    for p in info:
-        origin = "built-in" if p["builtin"] else f"{p['distribution']} {p['version']}"
-        typer.echo(f"{p['name']:<{width}}  {origin:<22}  {', '.join(p['hooks'])}")
+    rows = [(p["name"], "built-in" if p["builtin"] else f"{p['distribution']} {p['version']}",
+             ", ".join(p["hooks"])) for p in info]
+    for line in columns([("NAME", "FROM", "HOOKS"), *rows]):
+        typer.echo(line)
 
 
-def _pip(*args: str) -> None:
+def columns(rows: list[tuple[str, str, str]]) -> list[str]:
+    """Rows as aligned columns: each as wide as its widest cell (the last left ragged)."""
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
+
+
+def _pip(*args: str) -> list[str]:
+    """Run pip quietly: its whole log goes to stderr only when it fails.
+
+    Returns pip's summary lines (``Successfully installed ...``) on success.
+    """
     import sh
 
     from flowsh.errors import PluginError
 
     python = sh.Command(sys.executable)
-    err: list[str] = []
+    log: list[str] = []
     try:
-        python("-m", "pip", *args, _out=lambda line: typer.echo(line, nl=False),
-               _err=lambda line: err.append(line))
+        python("-m", "pip", *args, _out=log.append, _err=log.append)
     except sh.ErrorReturnCode as exc:
-        tail = "".join(err).strip().splitlines()
-        detail = next((ln for ln in reversed(tail) if ln.startswith("ERROR")),
-                      tail[-1] if tail else "")
-        raise PluginError(f"pip {args[0]} failed (exit {exc.exit_code}): {detail}") from None
+        sys.stderr.write("".join(log))
+        lines = "".join(log).strip().splitlines()
+        detail = next((ln for ln in reversed(lines) if ln.startswith("ERROR")),
+                      lines[-1] if lines else "")
+        raise PluginError(f"pip {args[0]} failed (exit {exc.exit_code}): {detail} "
+                          "(pip's full output is above)") from None
     finally:
         from flowsh import plugins
 
         plugins.reset()
+    return [ln.rstrip("\n") for ln in log
+            if ln.startswith(("Successfully installed", "Successfully uninstalled",
+                              "  Successfully uninstalled"))]
 
 
 def _entry_points() -> dict[str, tuple[str, str]]:
@@ -91,7 +106,8 @@ def plugins_install(
         if editable:
             args.append("-e")
         args.append(target)
-    _pip(*args)
+    for line in _pip(*args):
+        typer.echo(line.strip())
     import importlib
 
     importlib.invalidate_caches()
@@ -110,7 +126,8 @@ def plugins_uninstall(
     """Uninstall plugins with pip."""
     eps = _entry_points()
     dists = [eps[n][0] if n in eps else n for n in names]
-    _pip("uninstall", "--yes", *dists)
+    for line in _pip("uninstall", "--yes", *dists):
+        typer.echo(line.strip())
 
 
 @plugins_app.command("new")

@@ -51,7 +51,10 @@ def status_cmd(
     json_out: bool = typer.Option(False, "--json"),
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
 ) -> None:
-    """Show a run: each step with its state, attempts, duration and exit code."""
+    """Show a run: each step with its state, attempts, duration and exit code.
+
+    For a failed run: each failed step's last log lines and the command to resume it.
+    """
     from flowsh.store import check_liveness, open_backend
 
     backend = open_backend(state)
@@ -83,6 +86,57 @@ def status_cmd(
         code = "-" if rec.exit_code is None else str(rec.exit_code)
         typer.echo(f"{rec.name:<{width}}  {rec.status:<11} {rec.attempts:>5} {_took(rec):>8} "
                    f"{code:>5}  {rec.message or ''}")
+    for line in failure_details(run, state):
+        typer.echo(line)
+
+
+TAIL_LINES = 20
+
+
+def tail_lines(path: str, count: int = TAIL_LINES) -> list[str]:
+    """The last `count` lines of a log, read from its end (a log may be gigabytes)."""
+    import os
+
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-count:]
+
+
+def failure_details(run: RunRecord, state: str | None) -> list[str]:
+    """For a run that did not finish well: each failed step's last log lines, then the
+    exact command that resumes it — so one command shows why and what to do next."""
+    import os
+    import shlex
+
+    from flowsh.state import CRASHED, FAILED, INTERRUPTED
+
+    if run.status not in (FAILED, INTERRUPTED, CRASHED):
+        return []
+    out: list[str] = []
+    for rec in run.steps.values():
+        if rec.status not in (FAILED, INTERRUPTED) or not rec.log_path:
+            continue
+        lines = tail_lines(rec.log_path)
+        out.append("")
+        if not lines:
+            out.append(f"{rec.name}: no output (log {rec.log_path})")
+            continue
+        out.append(f"{rec.name}: last {len(lines)} line(s) of {rec.log_path}")
+        out.extend(f"  | {ln}" for ln in lines)
+    out.append("")
+    if run.file:
+        # --state only when it is not what the environment already says.
+        where = (f" --state {shlex.quote(state)}"
+                 if state and state != os.environ.get("FLOWSH_STATE") else "")
+        out.append(f"resume:  flowsh resume {run.run_id}{where}")
+    else:
+        out.append("resume:  this run has no workflow file (flowsh wrap): run the command again")
+    return out
 
 
 def history_cmd(

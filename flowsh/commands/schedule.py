@@ -42,8 +42,20 @@ def add(
     script: Annotated[
         Path | None, typer.Option("--script", help="Schedule this exported script instead.")
     ] = None,
+    path_from_env: Annotated[
+        bool, typer.Option("--path-from-env", help="Write your PATH (deduplicated) into the "
+                           "entry instead of /usr/local/bin:/usr/bin:/bin.")
+    ] = False,
 ) -> None:
-    """Schedule a workflow (adding it twice keeps one entry)."""
+    """Schedule a workflow (adding it twice keeps one entry).
+
+    The crontab line runs `flowsh run FILE --resume --quiet-on-success --log LOG`: silent
+    unless the run fails (so MAILTO mails failures only), the full output kept in LOG
+    (~/.flowsh/cron/NAME.log), an unfinished run resumed, a lock skip silent (exit 75).
+    See docs/scheduling.md.
+    """
+    import os
+
     from flowsh.cron import parse
     from flowsh.loader import load_workflow
 
@@ -53,7 +65,9 @@ def add(
             parse(text)
         except ValueError as exc:
             raise UsageError(f"--cron: {exc}") from None
-    changed = get_scheduler(scheduler).add(wf, cron or None, script=str(script) if script else None)
+    extra = {"path": os.environ.get("PATH", "")} if path_from_env else {}
+    changed = get_scheduler(scheduler).add(wf, cron or None,
+                                           script=str(script) if script else None, **extra)
     state = "scheduled" if changed else "already scheduled, unchanged"
     typer.echo(f"{wf.name}: {state} ({scheduler})")
 

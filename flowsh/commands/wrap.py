@@ -210,6 +210,8 @@ def wrap_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print flowsh's progress lines too."),  # noqa: E501
     json_events: bool = typer.Option(False, "--json", help="JSON events on stdout instead of output."),  # noqa: E501
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
+    ping: Optional[str] = typer.Option(None, "--ping", metavar="URL", help="healthchecks-style pings: URL/start, then URL on success or URL/EXIT_CODE with the output's tail."),  # noqa: UP045,E501
+    skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If the same name is already running: exit 75 and print nothing (like flock -n; implied by --quiet-on-success)."),  # noqa: E501
 ) -> None:
     """Run one command as a one-step workflow: lock, timeout, retries, alerts, history.
 
@@ -217,6 +219,8 @@ def wrap_cmd(
     """
     from flowsh.durations import parse_duration
     from flowsh.engine import RunOptions, run_workflow
+    from flowsh.errors import EXIT_LOCKED, LockHeldError
+    from flowsh.ping import Pinger, PingOnStart
 
     if overlap not in ("skip", "wait", "allow"):
         raise UsageError(f"--overlap {overlap!r}: use skip, wait or allow")
@@ -229,15 +233,25 @@ def wrap_cmd(
         lock_t = parse_duration(lock_timeout) if lock_timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--lock-timeout: {exc}") from None
+    pinger = Pinger(ping) if ping else None
+    reporter = _make_reporter(quiet_on_success=quiet_on_success, verbose=verbose,
+                              json_events=json_events)
     opts = RunOptions(
         state_url=state,
-        reporter=_make_reporter(quiet_on_success=quiet_on_success, verbose=verbose,
-                                json_events=json_events),
+        reporter=PingOnStart(reporter, pinger) if pinger else reporter,
         lock_timeout=lock_t,
     )
-    run = run_workflow(wf, opts)
+    try:
+        run = run_workflow(wf, opts)
+    except LockHeldError:
+        # Another run of this job is going: like `flock -n`, not a failure to mail about.
+        if skip_quietly or quiet_on_success:
+            raise typer.Exit(EXIT_LOCKED) from None
+        raise
     if log is not None:
         _append_log(run, log)
+    if pinger is not None:
+        pinger.finished(run, exit_code_of(run))
     raise typer.Exit(exit_code_of(run))
 
 

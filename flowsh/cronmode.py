@@ -1,0 +1,133 @@
+"""Cron's conventions for `flowsh run`: chronic's rule, a kept log, a silent lock skip.
+
+cron mails whatever a job prints (``MAILTO``), so a job that talks on success trains its
+owner to ignore the mail. Under ``--quiet-on-success`` the run's whole transcript (flowsh's
+progress lines and every step's output, in order) goes to a temporary file; it is printed
+on stdout only when the run did not succeed — chronic's rule. ``--log FILE`` appends the
+transcript after a header line on every run, success or not, so the full log is kept.
+
+A run skipped because another one holds the workflow's lock (overlap ``skip``, exit 75) is
+not a failure cron should mail about: under ``--skip-quietly`` (implied by
+``--quiet-on-success``) it prints nothing and still exits 75; the log gets one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from flowsh.errors import EXIT_LOCKED, FlowshError, LockHeldError, StateError
+
+if TYPE_CHECKING:
+    from flowsh.engine import Reporter
+    from flowsh.state import RunRecord
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """FILE for appending (0600: step output may hold private data), parents created."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise StateError(f"--log {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "ab")
+
+
+@dataclass
+class CronOutput:
+    quiet_on_success: bool = False
+    skip_quietly: bool = False
+    log: Path | None = None
+    _buffer: IO[str] | None = field(default=None, init=False)
+
+    @property
+    def active(self) -> bool:
+        return self.quiet_on_success or self.log is not None
+
+    def reporter(self) -> Reporter:
+        """Plain lines into the transcript (and, without --quiet-on-success, on screen)."""
+        from flowsh.ui import PlainReporter
+
+        # Closed in finish(); on disk, not in memory: a chatty run may print gigabytes.
+        self._buffer = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        if self.quiet_on_success:
+            return PlainReporter(out=self._buffer, err=self._buffer)
+        return _tee(self._buffer)
+
+    def _header(self, workflow: str, what: str) -> bytes:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        return f"=== {stamp} {workflow}: {what} ===\n".encode()
+
+    @contextmanager
+    def lock_guard(self, workflow: str) -> Iterator[None]:
+        """A lock skip: silent exit 75 under --skip-quietly/--quiet-on-success; any other
+        flowsh error during the run still shows the transcript so far."""
+        try:
+            yield
+        except LockHeldError as exc:
+            if self.log is not None:
+                with open_log(self.log) as out:
+                    out.write(self._header(workflow, f"skipped: {exc}"))
+            if self.skip_quietly or self.quiet_on_success:
+                raise SystemExit(EXIT_LOCKED) from None
+            raise
+        except FlowshError:
+            # The run stopped on an error of its own (the state store, a plugin): what it
+            # printed so far is part of the failure cron should mail.
+            if self.quiet_on_success and self._buffer is not None:
+                self._buffer.flush()
+                self._copy(sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            raise
+
+    def finish(self, run: RunRecord) -> None:
+        """Keep the transcript in --log; print it when the run failed (chronic)."""
+        if self._buffer is None:
+            return
+        self._buffer.flush()
+        if self.log is not None:
+            with open_log(self.log) as out:
+                out.write(self._header(run.workflow, f"run {run.run_id} {run.status}"))
+                self._copy(out)
+        if self.quiet_on_success and run.status != "succeeded":
+            sys.stdout.flush()
+            self._copy(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        self._buffer.close()
+
+    def _copy(self, out: IO[bytes]) -> None:
+        assert self._buffer is not None
+        self._buffer.seek(0)
+        while chunk := self._buffer.read(1 << 16):
+            out.write(chunk.encode("utf-8", "replace"))
+
+
+def _tee(buffer: IO[str]) -> Reporter:
+    """Plain lines on screen and in the transcript (`--log` without --quiet-on-success)."""
+    from flowsh.ui import PlainReporter
+
+    class Both:
+        def __init__(self, *streams: IO[str]) -> None:
+            self.streams = streams
+
+        def write(self, text: str) -> int:
+            for s in self.streams:
+                s.write(text)
+            return len(text)
+
+        def flush(self) -> None:
+            for s in self.streams:
+                s.flush()
+
+        def isatty(self) -> bool:
+            return False
+
+    return PlainReporter(out=Both(sys.stdout, buffer),  # type: ignore[arg-type]
+                         err=Both(sys.stderr, buffer))  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""`flowsh wrap --ping URL`: healthchecks.io-style pings, the way runitor sends them.
+
+The protocol (https://healthchecks.io/docs/http_api/, also served by self-hosted
+healthchecks and compatible monitors): ``URL/start`` when the command starts (the monitor
+measures the duration and notices a run that never finishes), ``URL`` on success,
+``URL/<exit code>`` on failure. Each is a POST whose body is the tail of the output
+(healthchecks keeps the body with the event, so the failure is readable from the alert).
+
+A ping that cannot be delivered is a warning on stderr, never a change of the command's
+exit code: monitoring must not break the job it watches.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowsh.engine import Reporter
+from flowsh.errors import UsageError
+
+if TYPE_CHECKING:
+    from flowsh.model import Workflow
+    from flowsh.state import RunRecord, StepRecord
+
+TAIL_BYTES = 10_000  # healthchecks stores up to 100 kB of body; the end is what matters
+TIMEOUT = 10.0
+
+
+def check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--ping {url!r}: give the check's http(s) URL")
+    return url.rstrip("/")
+
+
+class Pinger:
+    def __init__(self, url: str, timeout: float = TIMEOUT) -> None:
+        self.url = check_url(url)
+        self.timeout = timeout
+
+    def send(self, suffix: str = "", body: bytes = b"") -> None:
+        url = self.url + suffix
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"User-Agent": "flowsh-wrap"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            sys.stderr.write(f"flowsh: warning: --ping {url}: {reason}\n")
+
+    def finished(self, run: RunRecord, exit_code: int) -> None:
+        suffix = "" if exit_code == 0 else f"/{exit_code}"
+        self.send(suffix, output_tail(run))
+
+
+def output_tail(run: RunRecord, limit: int = TAIL_BYTES) -> bytes:
+    """The last `limit` bytes of the run's step logs, in step order."""
+    chunks: list[bytes] = []
+    for rec in run.steps.values():
+        if rec.log_path and Path(rec.log_path).exists():
+            with open(rec.log_path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - limit))
+                chunks.append(fh.read())
+    return b"".join(chunks)[-limit:]
+
+
+class PingOnStart(Reporter):
+    """Another reporter, plus `URL/start` once the run has its lock and starts."""
+
+    def __init__(self, inner: Reporter, pinger: Pinger) -> None:
+        self.inner, self.pinger = inner, pinger
+        self.wants_output = inner.wants_output
+
+    @property  # type: ignore[override]
+    def prefix(self) -> bool:
+        return self.inner.prefix
+
+    @prefix.setter
+    def prefix(self, value: bool) -> None:
+        self.inner.prefix = value
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        self.pinger.send("/start")
+        self.inner.run_started(run, wf)
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        self.inner.step_started(run, step)
+
+    def step_output(self, step: str, line: str) -> None:
+        self.inner.step_output(step, line)
+
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
+        self.inner.step_retrying(run, step, delay)
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        self.inner.step_finished(run, step)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self.inner.run_finished(run)
