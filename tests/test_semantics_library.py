@@ -144,3 +144,26 @@ def test_the_evaluation_sees_the_run_id_as_the_first_step_would(tmp_path: Path,
     assert cli("run", str(wf)).returncode == 0
     run_id = json.loads(cli("status", "--json").stdout)["run_id"]
     assert (tmp_path / "out").read_text() == f"run-{run_id}\n"
+
+
+def test_bashlib_pieces_used_alone_as_an_exported_script_would(tmp_path: Path) -> None:
+    """The interface the exported script calls: library_state_script once, then per step
+    STATE_EVAL + source_script(definitions_only=True)."""
+    import subprocess
+
+    from flowsh.bashlib import STATE_EVAL, library_state_script, source_script
+
+    lib = tmp_path / "lib.sh"
+    lib.write_text('N=$((RANDOM * 32768 + RANDOM))\nexport E=1\nf() { echo "$N $E"; }\n'
+                   'echo top-level >&2\nmain "$@"\n')
+    once = subprocess.run(["bash", "-c", library_state_script([str(lib)])], cwd=tmp_path,
+                          capture_output=True, check=True)
+    state = once.stdout.partition(b"\0")[0].decode()
+    assert "declare -- N=" in state and 'declare -x E="1"' in state
+    assert b"top-level" not in once.stderr
+    step = STATE_EVAL + "\n" + source_script([str(lib)], definitions_only=True) + "f\n"
+    outs = {subprocess.run(["bash", "-c", step], env={"FLOWSH_LIBRARY_STATE": state,
+                                                      "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True, check=True).stdout
+            for _ in range(3)}
+    assert len(outs) == 1 and outs.pop().endswith(" 1\n")
