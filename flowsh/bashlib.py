@@ -21,6 +21,26 @@ too (`flowsh.bashlib.GUARD`):
   second time the same skipped command comes round the guard stops reading the file there
   (a note goes to stderr); what was defined before it stays defined.
 
+Definitions-only mode and the run's library state (shared rule 1). A file's top-level
+assignments (``STAMP=$(date +%s)``) are evaluated **once per run**, not once per step:
+
+* before the first step, one bash (the run's base environment, the first step's working
+  directory) runs `library_state_script(files)`: the files sourced under the guard as
+  above, then every variable they set or changed printed with ``declare -p``. The engine
+  records that text (0600, in the run's private directory; a resume reuses it) and hands
+  it to each step as ``FLOWSH_LIBRARY_STATE``.
+* each step runs `STATE_EVAL` (``eval "${FLOWSH_LIBRARY_STATE-}"``), then
+  ``source_script(files, definitions_only=True)``: with ``__flowsh_defs=1`` set the guard
+  also skips top-level assignments and ``declare/typeset/export/readonly/local/unset``
+  (functions, ``set``, ``shopt``, ``umask`` and nested sources still happen), then puts
+  back the values flowsh sets on purpose (env_file, env, params, upstream outputs, step
+  env), which win over the library's. The state is evaluated *before* sourcing so a
+  nested ``source "$DIR/inner.sh"`` finds the ``DIR`` the library computed; sourcing
+  definitions-only cannot change it afterwards, so the order gives the same values.
+
+The exported script uses the same pieces: `GUARD`, ``__flowsh_defs=1`` (or
+`source_script(..., definitions_only=True)`), `library_state_script`, `STATE_EVAL`.
+
 Why not a functions-only copy? Extracting function bodies needs a shell parser; bash is
 the only correct one, and it also gives us variables and nested sources for free this way.
 """
@@ -85,6 +105,14 @@ __flowsh_guard() {
     source\ *|.\ *) return 0 ;;
     set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
   esac
+  if [[ -n ${__flowsh_defs-} ]]; then
+    # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
+    # Not counted as a skipped command: a loop of assignments is no reason to stop reading.
+    case $cmd in
+      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
+    esac
+    __flowsh_assign_only "$cmd" && return 1
+  fi
   __flowsh_assign_only "$cmd" && return 0
   local key="${BASH_SOURCE[1]}:${BASH_LINENO[0]}:$cmd"
   if [[ -n ${__flowsh_skipped[$key]-} ]]; then
@@ -128,19 +156,23 @@ __flowsh_sourced() {
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
-    "__flowsh_rc __flowsh_e"
+    "__flowsh_rc __flowsh_e __flowsh_defs"
 )
 
 
-def source_script(files: Sequence[str]) -> str:
-    """Bash text that sources `files` in order, each for its definitions only (see above).
+def source_script(files: Sequence[str], *, definitions_only: bool = False) -> str:
+    """Bash text that sources `files` in order, each for its definitions (see above).
 
+    `definitions_only`: top-level assignments are skipped too (``__flowsh_defs=1``); the
+    caller supplies their values once evaluated (`STATE_EVAL`, `library_state_script`).
     Paths are used as given (relative ones resolve against the step's working directory).
     A file that cannot be read or does not parse ends the step with bash's own message.
     """
     if not files:
         return ""
     parts = [GUARD.strip()]
+    if definitions_only:
+        parts.append("__flowsh_defs=1")
     for f in files:
         q = shlex.quote(f)
         # One line per file: the trap is set and cleared at top level, around the source.
@@ -150,6 +182,52 @@ def source_script(files: Sequence[str]) -> str:
         )
     parts.append(_CLEANUP)
     return "\n".join(parts) + "\n"
+
+
+# --- a library's top-level assignments, once per run ---------------------------------------
+
+# Names bash sets itself, or flowsh's own: never part of a library's state.
+_NOT_STATE = (
+    "BASH|BASH_*|BASHOPTS|BASHPID|FUNCNAME|PIPESTATUS|LINENO|RANDOM|SRANDOM|SECONDS|"
+    "EPOCHREALTIME|EPOCHSECONDS|_|PWD|OLDPWD|SHLVL|SHELLOPTS|PPID|UID|EUID|GROUPS|HOSTNAME|"
+    "HOSTTYPE|OSTYPE|MACHTYPE|DIRSTACK|OPTERR|OPTIND|OPTARG|HISTCMD|COLUMNS|LINES|"
+    "COMP_WORDBREAKS|__flowsh_*|[Ff][Ll][Oo][Ww][Ss][Hh]_*"
+)
+
+# The step side: evaluate the recorded state (before sourcing, so that a nested
+# `source "$DIR/inner.sh"` finds the DIR the library computed).
+STATE_EVAL = 'eval "${FLOWSH_LIBRARY_STATE-}"'
+
+
+def library_state_script(files: Sequence[str]) -> str:
+    """Bash text that sources `files` under the guard, assignments included, and prints the
+    variables they set or changed as ``declare -p`` text, then a NUL, then ``name NUL value
+    NUL`` for each of them (for masking secrets).
+
+    Run once per run, before the first step, with the run's base environment; its text is
+    what every step gets as ``FLOWSH_LIBRARY_STATE``.
+    """
+    before = (
+        "declare -A __flowsh_was=()\n"
+        "mapfile -t __flowsh_names < <(compgen -v)\n"
+        'for __flowsh_n in "${__flowsh_names[@]}"; do '
+        '__flowsh_was[$__flowsh_n]=$(declare -p "$__flowsh_n" 2>/dev/null); done\n'
+    )
+    after = (
+        "mapfile -t __flowsh_names < <(compgen -v)\n"
+        "__flowsh_changed=()\n"
+        'for __flowsh_n in "${__flowsh_names[@]}"; do\n'
+        f"  case $__flowsh_n in {_NOT_STATE}) continue ;; esac\n"
+        '  __flowsh_d=$(declare -p "$__flowsh_n" 2>/dev/null) || continue\n'
+        '  [[ ${__flowsh_was[$__flowsh_n]-} == "$__flowsh_d" ]] && continue\n'
+        "  printf '%s\\n' \"$__flowsh_d\"\n"
+        '  __flowsh_changed+=("$__flowsh_n")\n'
+        "done\n"
+        "printf '\\0'\n"
+        'for __flowsh_n in "${__flowsh_changed[@]}"; do '
+        "printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"; done\n"
+    )
+    return before + source_script(files) + after
 
 
 # --- checking that called functions exist ------------------------------------------------

@@ -45,7 +45,7 @@ from flowsh.state import (
     ensure_private_dir,
     flowsh_home,
 )
-from flowsh.steps import base_environment, build_argv, retry_delay
+from flowsh.steps import base_environment, build_argv, library_files, retry_delay
 
 HEARTBEAT_EVERY = 10.0
 
@@ -143,6 +143,7 @@ class Engine:
         self.queued: set[str] = set()
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
+        self.library: dict[str, Any] = {}  # libstate key -> LibraryState
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
         name = options.executor or wf.executor
@@ -175,6 +176,10 @@ class Engine:
             params[k] = wf.params[k]
             plugins.warn(f"secret parameter {k} is not kept in the state: resuming with the "
                          f"workflow file's value (pass {k}=... to use another)")
+        missing = [k for k in wf.required_params if k not in params]
+        if missing:
+            raise UsageError(f"parameter {', '.join(missing)} needs a value (declared without "
+                             f"a default): pass {missing[0]}=VALUE")
         self.params = params
         self.env = base_environment(wf, params)
         # What flowsh sets on purpose, which a sourced library must not override.
@@ -216,7 +221,7 @@ class Engine:
         else:
             run = RunRecord(
                 run_id=run_id,
-                workflow=wf.name,
+                workflow=wf.identity,
                 file=wf.path,
                 definition_hash=definition_hash(wf),
                 params=masked_params,
@@ -264,12 +269,33 @@ class Engine:
         if self.lock is not None:
             self.lock.note(run_id)
         try:
+            self._library_states(run_id)
+        except BaseException:
+            os.close(runner_fd)
+            if self.opt.resume is None:  # nothing was recorded: leave nothing behind
+                import shutil
+
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        try:
             run = self._prepare(run_id)
             self.run = run
             self._execute(run)
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
+
+    def _library_states(self, run_id: str) -> None:
+        """Top-level assignments of sourced libraries: evaluated once per run (a resume
+        reads the recorded ones back), before the first step (flowsh.libstate)."""
+        from flowsh.libstate import run_states
+
+        env = {**self.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
+        self.library = run_states(self.wf, self.run_dir, env,
+                                  reuse=self.opt.resume is not None)
+        for state in self.library.values():
+            self.mask.add(v for k, v in state.values.items()
+                          if v and (k in self.secret_names or SECRET_NAME.search(k)))
 
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
@@ -446,6 +472,11 @@ class Engine:
         for dep in self.graph.needs[step.name]:
             env.update(self.exports.get(dep, {}))
         env.update(step.env)
+        files = library_files(self.wf, step)
+        if files:
+            from flowsh.libstate import key
+
+            env["FLOWSH_LIBRARY_STATE"] = self.library[key(files)].text
         out_path = self.run_dir / f"{step.name}.out"
         env.update(
             FLOWSH_RUN_ID=self.run.run_id,
@@ -460,15 +491,22 @@ class Engine:
         rec.attempts += 1
         env = self._step_env(step, rec)
         cwd = step_cwd(self.wf, step)
-        if step.if_ is not None and not self._condition(step, env, cwd):
-            rec.attempts -= 1
-            self._skip(rec, "condition false")
-            return
+        log_path = self.run_dir / f"{step.name}.log"
+        if step.if_ is not None:
+            verdict = self._condition(step, env, cwd)
+            if verdict is True:
+                pass
+            elif verdict is False:
+                rec.attempts -= 1
+                self._skip(rec, "condition false")
+                return
+            else:
+                self._condition_failed(step, rec, log_path, *verdict)
+                return
         if rec.attempts > 1 or self.opt.resume is not None:
             # A fresh run directory has no outputs file; the step's `>>` creates it there
             # (in the 0700 run directory), which saves a file creation per step.
             Path(env["FLOWSH_OUTPUT"]).unlink(missing_ok=True)
-        log_path = self.run_dir / f"{step.name}.log"
         rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
@@ -502,17 +540,48 @@ class Engine:
             names |= set(self.exports.get(dep, {}))
         return names
 
-    def _condition(self, step: Step, env: dict[str, str], cwd: Path) -> bool:
+    def _condition(self, step: Step, env: dict[str, str],
+                   cwd: Path) -> bool | tuple[int | None, int | None, str]:
+        """The `if:` test: True (exit 0) runs the step, False (exit 1) skips it; anything
+        else is an error of the test: (exit code, signal, its stderr)."""
         shell = shlex.split(step.shell or self.wf.shell)
         try:
             res = subprocess.run(
                 [*shell, "-c", step.if_ or "true"], env=env, cwd=cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 timeout=60, check=False,
             )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return res.returncode == 0
+        except OSError as exc:
+            return (None, None, f"cannot start {shell[0]}: {exc.strerror}")
+        except subprocess.TimeoutExpired as exc:
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+            return (None, None, err + "the `if` test took over 60s\n")
+        if res.returncode in (0, 1):
+            return res.returncode == 0
+        err = self.mask(res.stderr.decode(errors="replace"))
+        if res.returncode < 0:
+            return (None, -res.returncode, err)
+        return (res.returncode, None, err)
+
+    def _condition_failed(self, step: Step, rec: StepRecord, log_path: Path,
+                          code: int | None, sig: int | None, err: str) -> None:
+        """An `if:` test that errored (2 from `[`, 127, a signal) fails the step."""
+        now = time.time()
+        rec.started_at = rec.ended_at = now
+        rec.exit_code, rec.signal, rec.log_path = code, sig, str(log_path)
+        how = f"exit {code}" if code is not None else (
+            f"signal {signal.Signals(sig).name}" if sig else "error")
+        detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
+        rec.message = f"the `if` test failed ({how}): {detail}"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (f"flowsh: `if: {step.if_}` failed ({how})\n{err}").encode())
+        finally:
+            os.close(fd)
+        rec.status = FAILED
+        if not step.continue_on_failure:
+            self.failed = True
+        self._record_finished(rec)
 
     def _on_outcome(self, name: str, outcome: Outcome) -> None:
         self.running.discard(name)
@@ -616,5 +685,6 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     options = options or RunOptions()
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
-    with _backend(options, wf.state) as backend, workflow_lock(wf.name, overlap, timeout) as lock:
+    with _backend(options, wf.state) as backend, \
+            workflow_lock(wf.identity, overlap, timeout) as lock:
         return Engine(wf, options, backend, lock).execute()

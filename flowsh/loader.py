@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,15 @@ def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
         return message, loc, True
     if kind == "missing":
         return f"{_where(loc[:-1], data)}: missing required key {str(loc[-1])!r}", loc[:-1], False
+    if loc[:1] == ("required_params",):  # `day:` entries, split out of params by the model
+        params = data.get("params") if isinstance(data, dict) else None
+        bad = [k for k in (params or {}) if not IDENT.match(str(k))]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return f"key 'params': {msg}", ("params", *bad[:1]), True
+    if kind == "string_type" and len(loc) == 2 and loc[0] in ("params", "env"):
+        return (f"{loc[0]} {loc[1]!r}: the value must be text (a string, number or "
+                "boolean)" + ("; no value makes it required" if loc[0] == "params" else ""),
+                loc, False)
     msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{where}: {msg}", loc, False
 
@@ -216,7 +226,12 @@ def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
 def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
     if not isinstance(data, dict):
         raise pos.error("a workflow file must be a mapping with at least a `steps` list")
-    data.setdefault("name", default_name)
+    for field in ("required_params", "name_declared"):
+        if field in data:  # set by the loader, not keys of the file
+            raise pos.error(f"unknown key {field!r}", (field,), key=True)
+    if "name" not in data:
+        data["name"] = default_name
+        data["name_declared"] = False
     _merge_user_config(data)
     if isinstance(data.get("steps"), list):
         for i, step in enumerate(data["steps"]):
@@ -290,31 +305,146 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """A dotenv file: KEY=VALUE lines, `export` allowed, quotes stripped, # comments."""
-    out: dict[str, str] = {}
+    """An env_file: the subset of shell assignments in docs/semantics.md (shared rule 5).
+
+    The exported script's bash reader (templates/bash) implements the same grammar; both
+    must give the same bytes for every file, so this is written as the same state machine
+    rather than with a dotenv library. Bytes are kept as bytes (surrogateescape): a value
+    reaches a step exactly as written. Refusals are FILE:LINE (exit 2).
+    """
     try:
-        lines = path.read_text().splitlines()
+        raw = path.read_bytes()
     except OSError as exc:
         raise WorkflowError(f"cannot read env_file: {exc.strerror}", path=path) from None
-    for n, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    return parse_env_text(raw.decode("utf-8", "surrogateescape"), path)
+
+
+_ENV_EXPORT = re.compile(r"export[ \t]+(.*)\Z", re.S)
+_ENV_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_ENV_BADNAME = re.compile(r"([^= \t]+)=")
+_ENV_PLAIN = re.compile(r"[^'\"\\$` \t]+")
+_ENV_INSIDE = re.compile(r'[^"\\$`]+')
+_ENV_BLANKS = re.compile(r"[ \t]+")
+
+
+def parse_env_text(text: str, path: Path) -> dict[str, str]:
+    """Parse env_file text (see `read_env_file`); `path` is for messages only."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline ending the last line ends it; it starts no other
+    out: dict[str, str] = {}
+    n = 0
+
+    def refuse(line: int, message: str) -> WorkflowError:
+        return WorkflowError(message, path=path, line=line)
+
+    def dollar(line: int, name: str, rest: str) -> None:
+        # $NAME, ${...}, $(...) are refused; a lone $ (as in `5$`) is data, as in shell.
+        nxt = rest[1:2]
+        if nxt and (nxt.isascii() and (nxt.isalnum() or nxt in "_{(")):
+            raise refuse(line, f"{name}: expansion ${nxt}... is not allowed in an env_file "
+                               "(single-quote a literal $)")
+
+    def backtick(line: int, name: str) -> WorkflowError:
+        return refuse(line, f"{name}: command substitution (`) is not allowed in an env_file")
+
+    while n < len(lines):
+        rest = lines[n]
+        n += 1
+        start = n
+        rest = rest.lstrip(" \t")
+        if not rest or rest.startswith("#"):
             continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not IDENT.match(key):
-            raise WorkflowError("expected KEY=VALUE", path=path, line=n, col=1)
-        value = value.strip()
-        if value[:1] in ("'", '"'):
-            end = value.find(value[0], 1)
-            if end < 0:
-                raise WorkflowError(f"{key}: unterminated {value[0]} quote", path=path,
-                                    line=n, col=len(raw) - len(raw.lstrip()) + 1)
-            value = value[1:end]
-        else:
-            value = value.split(" #", 1)[0].rstrip()  # a trailing comment, as in shell
-        out[key] = value
+        m = _ENV_EXPORT.match(rest)
+        if m:
+            rest = m.group(1)
+        m = _ENV_ASSIGN.match(rest)
+        if m is None:
+            bad = _ENV_BADNAME.match(rest)
+            if bad:
+                raise refuse(n, f"invalid name '{bad.group(1)}' (letters, digits and _, "
+                                "not starting with a digit)")
+            raise refuse(n, "not an assignment (NAME=value expected)")
+        name, rest = m.group(1), m.group(2)
+        val: list[str] = []
+        while rest:
+            m = _ENV_PLAIN.match(rest)
+            if m:
+                val.append(m.group(0))
+                rest = rest[m.end():]
+                continue
+            c = rest[0]
+            if c in " \t":
+                m = _ENV_BLANKS.match(rest)
+                assert m is not None
+                rest = rest[m.end():]
+                if not rest or rest.startswith("#"):
+                    break  # blanks then a comment, or trailing blanks: the value ends
+                val.append(m.group(0))
+            elif c == "'":
+                rest = rest[1:]
+                while "'" not in rest:
+                    if n >= len(lines):
+                        raise refuse(start, f"{name}: unterminated ' quote")
+                    val.append(rest + "\n")
+                    rest = lines[n]
+                    n += 1
+                end = rest.index("'")
+                val.append(rest[:end])
+                rest = rest[end + 1:]
+            elif c == '"':
+                rest = rest[1:]
+                while True:
+                    m = _ENV_INSIDE.match(rest)
+                    if m:
+                        val.append(m.group(0))
+                        rest = rest[m.end():]
+                        continue
+                    d = rest[:1]
+                    if d == "":
+                        if n >= len(lines):
+                            raise refuse(start, f'{name}: unterminated " quote')
+                        val.append("\n")
+                        rest = lines[n]
+                        n += 1
+                    elif d == '"':
+                        rest = rest[1:]
+                        break
+                    elif d == "\\":
+                        e = rest[1:2]
+                        if e and e in '"\\$`':
+                            val.append(e)
+                            rest = rest[2:]
+                        elif e == "":  # backslash-newline: the line goes on
+                            if n >= len(lines):
+                                raise refuse(start, f'{name}: unterminated " quote')
+                            rest = lines[n]
+                            n += 1
+                        else:
+                            val.append("\\")
+                            rest = rest[1:]
+                    elif d == "$":
+                        dollar(n, name, rest)
+                        val.append("$")
+                        rest = rest[1:]
+                    else:
+                        raise backtick(n, name)
+            elif c == "\\":
+                if len(rest) == 1:  # backslash-newline outside quotes: goes on next line
+                    rest = ""
+                    if n < len(lines):
+                        rest = lines[n]
+                        n += 1
+                else:
+                    val.append(rest[1])
+                    rest = rest[2:]
+            elif c == "$":
+                dollar(n, name, rest)
+                val.append("$")
+                rest = rest[1:]
+            else:
+                raise backtick(n, name)
+        out[name] = "".join(val)
     return out
 
 
@@ -360,8 +490,11 @@ def _check_files(wf: Workflow, pos: Positions) -> None:
     """Scripts and sourced files must exist before anything runs."""
     from flowsh.paths import resolve_path, step_cwd
 
-    if wf.env_file is not None and not resolve_path(wf, wf.env_file).is_file():
-        raise pos.error(f"env_file {wf.env_file!r} not found", ("env_file",))
+    if wf.env_file is not None:
+        env_path = resolve_path(wf, wf.env_file)
+        if not env_path.is_file():
+            raise pos.error(f"env_file {wf.env_file!r} not found", ("env_file",))
+        read_env_file(env_path)  # its grammar is refused at load time: FILE:LINE, exit 2
     for src_i, src in enumerate(wf.source):
         if not resolve_path(wf, src).is_file():
             raise pos.error(f"source file {src!r} not found", ("source", src_i))

@@ -227,6 +227,30 @@ class Workflow(_Frozen):
     )
     # Set by the loader, not by the file.
     path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
+    # Params declared without a default (`day:` / `day: null`): taken out of `params`
+    # by `_split_params`, so `params` keeps only names with a value.
+    required_params: tuple[str, ...] = Field(
+        (), exclude=True, json_schema_extra={"readOnly": True})
+    # False when the file has no `name:` (the loader then names it after the file): see
+    # `identity`.
+    name_declared: bool = Field(True, exclude=True, json_schema_extra={"readOnly": True})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        params = data.get("params")
+        if isinstance(params, dict) and any(v is None for v in params.values()):
+            data = {**data, "params": {k: v for k, v in params.items() if v is not None},
+                    "required_params": tuple(k for k, v in params.items() if v is None)}
+        return data
+
+    @field_validator("required_params")
+    @classmethod
+    def _required(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _check_idents(dict.fromkeys(v, ""), "param")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -275,8 +299,25 @@ class Workflow(_Frozen):
         index: dict[str, Step] = cached[1]
         return index[name]
 
+    @property
+    def identity(self) -> str:
+        """What the overlap lock, history, stats and resume key on (shared rule 7).
+
+        A declared `name:` is the identity: files that declare the same name share them on
+        purpose. Without one, the name is the file's stem and the identity adds 8 hex
+        digits of the SHA-256 of the file's resolved path, `nightly-1a2b3c4d`, so two
+        unrelated `nightly.yaml` never meet. The exported script names its files with it.
+        """
+        if self.name_declared or not self.path:
+            return self.name
+        import hashlib
+
+        digest = hashlib.sha256(self.path.encode("utf-8", "surrogateescape")).hexdigest()
+        return f"{self.name}-{digest[:8]}"
+
     def secret_names(self) -> set[str]:
-        names = {n for n in (*self.params, *self.env) if SECRET_NAME.search(n)}
+        names = {n for n in (*self.params, *self.required_params, *self.env)
+                 if SECRET_NAME.search(n)}
         return names | set(self.secrets)
 
 
@@ -284,6 +325,14 @@ def json_schema() -> dict[str, Any]:
     """JSON Schema of a workflow file (`flowsh schema`)."""
     schema = Workflow.model_json_schema(by_alias=True, mode="validation")
     schema["properties"].pop("path", None)
+    schema["properties"].pop("required_params", None)
+    schema["properties"].pop("name_declared", None)
+    # `day:` (null) declares a required param.
+    params = schema["properties"]["params"]
+    params["additionalProperties"] = {"anyOf": [params["additionalProperties"],
+                                                {"type": "null"}]}
+    params["description"] = ("Names (shell identifiers) and default values; a name with "
+                             "no value (null) is required on the command line.")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowsh workflow"
     return schema

@@ -267,6 +267,58 @@ def chain(src: _Text, entries: list[Entry], at: int) -> list[Entry]:
     return out
 
 
+@dataclass
+class TrailingCall:
+    """The command a seed file ends with (`execute_workflow "prod"`, `main "$@"`)."""
+
+    line: int
+    function: str
+    args: list[str]
+    literal: bool  # every argument is a literal word (no $, no backquote)
+
+
+_FUNC_DEF = re.compile(r"^[ \t]*(?:function[ \t]+)?([A-Za-z_][A-Za-z0-9_:.-]*)[ \t]*\(\)", re.M)
+_CLOSERS = {"}", "fi", "done", "esac", ")", ";;"}
+
+
+def trailing_call(text: str) -> TrailingCall | None:
+    """The file's last top-level line, when it calls a function the file defines.
+
+    The seed's executor took the workflow's data as `$1`: a file ending
+    `execute_workflow "prod"` ran every step with data=prod. Top level means unindented
+    (a seed file indents function bodies); only that last line is looked at.
+    """
+    import shlex
+
+    defined = set(_FUNC_DEF.findall(text))
+    lines = text.splitlines()
+    for n in range(len(lines) - 1, -1, -1):
+        line = lines[n]
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if line[:1] in (" ", "\t") or stripped in _CLOSERS:
+            return None
+        try:
+            words = shlex.split(stripped, comments=True)
+        except ValueError:
+            return None
+        if not words or words[0] not in defined:
+            return None
+        body = stripped[len(stripped.split(None, 1)[0]):]
+        return TrailingCall(n + 1, words[0], words[1:], "$" not in body and "`" not in body)
+    return None
+
+
+def seed_data_param(text: str) -> str:
+    """The `data` param's default: the literal first argument of a trailing
+    `execute_workflow ARG` (the seed's executor, which passed `$1` to every step)."""
+    call = trailing_call(text)
+    if call and call.function == "execute_workflow" and call.literal and call.args:
+        return call.args[0]
+    return ""
+
+
 def parse_seed(text: str, path: Path, *, check: bool = True) -> tuple[dict[str, Any], Positions]:
     """Plain workflow data and positions from a seed-style bash file.
 
@@ -282,7 +334,7 @@ def parse_seed(text: str, path: Path, *, check: bool = True) -> tuple[dict[str, 
     data: dict[str, Any] = {
         "source": [path.name],
         "strict": False,  # seed bash has no `set -e`; its functions were written for that
-        "params": {"data": ""},
+        "params": {"data": seed_data_param(text)},
         "steps": [],
     }
     for i, e in enumerate(steps):

@@ -39,13 +39,15 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     prelude = []
     sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
     if sources and name == "bash":
-        from flowsh.bashlib import source_script
+        from flowsh.bashlib import STATE_EVAL, source_script
 
         names = sorted(n for n in set(keep) if IDENT.match(n))
         if names:
             prelude.append(f"__flowsh_keep=$(declare -p {' '.join(names)} 2>/dev/null)")
-        # Definitions only: a script's trailing `main "$@"` must not run (flowsh/bashlib.py).
-        prelude.append(source_script(sources))
+        # Definitions only: a script's trailing `main "$@"` must not run, and its top-level
+        # assignments were evaluated once for the run (FLOWSH_LIBRARY_STATE; bashlib.py).
+        prelude.append(STATE_EVAL)
+        prelude.append(source_script(sources, definitions_only=True))
         if names:
             prelude.append('eval "$__flowsh_keep"; unset __flowsh_keep')
         sources = []
@@ -56,6 +58,16 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
         prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
     text = "\n".join([*prelude, step.run or ""])
     return [*shell, "-c", text, f"flowsh:{step.name}"]
+
+
+def library_files(wf: Workflow, step: Step) -> list[str]:
+    """The bash libraries a step sources (resolved), or [] when it sources none under the
+    guard (a `script` step, or a shell other than bash, which sources them plainly)."""
+    if step.script is not None or not (wf.source or step.source):
+        return []
+    if os.path.basename(shlex.split(step.shell or wf.shell)[0]) != "bash":
+        return []
+    return [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
 
 
 def retry_delay(step: Step, attempt: int) -> float:

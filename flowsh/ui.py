@@ -183,10 +183,10 @@ class TTYReporter(PlainReporter):
 
             backend = open_backend(self.state_url)
             try:
-                runs = load_history(backend, wf.name, limit=self.HISTORY)
+                runs = load_history(backend, wf.identity, limit=self.HISTORY)
             finally:
                 backend.close()
-            return compute(wf.name, runs).estimates()
+            return compute(wf.identity, runs).estimates()
         except Exception:
             return {}
 

@@ -160,3 +160,50 @@ def test_validate_reports_a_seed_error_with_position(tmp_path: Path) -> None:
     r = flowsh("validate", "seed.sh", cwd=tmp_path)
     assert r.returncode == 2
     assert "seed.sh:3:3: step function 'ghost' is not defined" in r.stderr
+
+
+SEED_PROD = """\
+#!/bin/bash
+extract() { echo "extract <$1>" >> steps.log; }
+load() { echo "load <$1>" >> steps.log; }
+declare -A workflow=(["start"]="extract" ["extract"]="load" ["load"]="end")
+execute_workflow() {
+    local current=${workflow[start]}
+    local data=$1
+    while [ "$current" != "end" ]; do
+        $current "$data" || return 1
+        current=${workflow[$current]}
+    done
+}
+execute_workflow "prod  east"
+"""
+
+
+def test_a_literal_argument_of_the_trailing_executor_is_the_data_param(tmp_path: Path) -> None:
+    """`execute_workflow "prod  east"` ran every step with that $1: run and import keep it."""
+    (tmp_path / "seed.sh").write_text(SEED_PROD)
+    r = flowsh("run", "seed.sh", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "steps.log").read_text() == "extract <prod  east>\nload <prod  east>\n"
+    r = flowsh("import", "seed.sh", "-o", "flow.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "flow.yaml").read_text()
+    assert "  data: 'prod  east'" in text
+    assert load_workflow(tmp_path / "flow.yaml").params == {"data": "prod  east"}
+    (tmp_path / "steps.log").unlink()
+    r = flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "steps.log").read_text() == "extract <prod  east>\nload <prod  east>\n"
+    r = flowsh("run", "seed.sh", "data=dev", cwd=tmp_path)
+    assert r.returncode == 0
+    assert (tmp_path / "steps.log").read_text().endswith("extract <dev>\nload <dev>\n")
+
+
+def test_arguments_import_cannot_carry_are_said(tmp_path: Path) -> None:
+    (tmp_path / "seed.sh").write_text(
+        SEED_PROD.replace('execute_workflow "prod  east"', 'main() { execute_workflow "$@"; }\n'
+                          'main prod'))
+    r = flowsh("import", "seed.sh", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "# note: seed.sh:14 ends with `main prod`; flowsh cannot carry" in r.stdout
+    assert "  data: ''" in r.stdout

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from flowsh import hookimpl
-from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError, WorkflowError
+from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from flowsh.engine import RunOptions
@@ -80,14 +80,16 @@ def run_cmd(
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file."""
+    from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
     from flowsh.steps import describe_plan
 
     wf = load_workflow(file)
+    overrides = parse_overrides(params or [])
+    prior = _latest_unfinished(wf, state) if resume and not dry_run else None
+    check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     if dry_run:
-        overrides = parse_overrides(params or [])
-        unknown = sorted(set(overrides) - set(wf.params))
         width = jobs or wf.concurrency
         from flowsh.ui import plural
 
@@ -98,8 +100,6 @@ def run_cmd(
             merged = {**wf.params, **overrides}
             shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
             typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
-        if unknown:
-            typer.echo(f"note: {', '.join(unknown)} not declared in params (passed as env)")
         for line in describe_plan(wf):
             typer.echo(line)
         return
@@ -107,11 +107,9 @@ def run_cmd(
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor = executor
-    if resume:
-        prior = _latest_unfinished(wf.name, state)
-        if prior is not None:
-            _check_resumable(prior, wf, force=False)
-            opts.resume = prior
+    if prior is not None:
+        _check_resumable(prior, wf, force=False)
+        opts.resume = prior
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
@@ -123,13 +121,22 @@ def run_cmd(
     _finish(run)
 
 
-def _latest_unfinished(workflow: str, state: str | None) -> RunRecord | None:
+def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
+    """The run `--resume` continues: the latest of this workflow's identity, if unfinished.
+
+    Runs recorded before identities carried a path hash were keyed on the bare name; such
+    a run counts only when it was started from this same file (its record says which).
+    """
     from flowsh.state import CRASHED, FAILED, INTERRUPTED, RUNNING
     from flowsh.store import check_liveness, open_backend
 
     backend = open_backend(state)
     try:
-        for run in backend.list_runs(workflow, limit=20):
+        runs = backend.list_runs(wf.identity, limit=20)
+        if wf.identity != wf.name:
+            legacy = [r for r in backend.list_runs(wf.name, limit=20) if r.file == wf.path]
+            runs = sorted([*runs, *legacy], key=lambda r: r.started_at, reverse=True)
+        for run in runs:
             run = check_liveness(backend, run)
             if run.status == RUNNING:
                 continue  # alive: the overlap lock decides what happens
@@ -194,10 +201,13 @@ def resume_cmd(
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
 ) -> None:
     """Continue a failed, interrupted or crashed run: succeeded steps are not run again."""
+    from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
+    from flowsh.loader import parse_overrides
 
     run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
+    check_workflow(wf, parse_overrides(params or []), given=run.params)
     _check_resumable(run, wf, force=force)
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
                         state=state, overlap=None, lock_timeout=None, metrics_push=None)
@@ -215,12 +225,14 @@ def retry_cmd(
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
 ) -> None:
     """Run one step of a finished run again (and, with --downstream, what follows it)."""
+    from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.graph import Graph
     from flowsh.state import RUNNING
 
     run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
+    check_workflow(wf, {}, given=run.params)
     if run.status == RUNNING:
         raise UsageError(f"run {run.run_id} is still running (pid {run.pid})")
     names = {s.name for s in wf.steps}
@@ -241,6 +253,7 @@ def validate_cmd(
     json_out: bool = typer.Option(False, "--json", help="Results as JSON."),
 ) -> None:
     """Check workflow files without running anything."""
+    from flowsh.checks import check_workflow
     from flowsh.loader import load_workflow
 
     results = []
@@ -248,12 +261,7 @@ def validate_cmd(
     for f in files:
         try:
             wf = load_workflow(f)
-            extra = _extra_checks(wf)
-            if extra:
-                # bashlib's errors already say FILE:LINE:COL; keep them whole.
-                first = extra[0]
-                raise first if isinstance(first, FlowshError) else WorkflowError(
-                    str(first), path=f)
+            check_workflow(wf)
         except FlowshError as exc:
             bad += 1
             results.append({"file": str(f), "ok": False, "error": str(exc)})
@@ -273,16 +281,6 @@ def validate_cmd(
         typer.echo(json.dumps(results, indent=2))
     if bad:
         raise typer.Exit(EXIT_USAGE)
-
-
-def _extra_checks(wf: Workflow) -> list[Exception]:
-    """Checks that need more than the file: notify channels (which may come from the user
-    config) and the functions steps call from sourced bash libraries."""
-    from flowsh.bashlib import check_functions
-    from flowsh.notify import check_notify
-
-    check_notify(wf)
-    return list(check_functions(wf))
 
 
 def _schedule_lines(wf: Workflow) -> list[str]:

@@ -31,24 +31,37 @@ def to_yaml(path: Path, *, relative_to: Path | None = None) -> str:
     """
     from flowsh.errors import WorkflowError
     from flowsh.loader import load_workflow
-    from flowsh.seed import parse_seed
+    from flowsh.seed import parse_seed, trailing_call
 
     wf = load_workflow(path)  # validates the chain and asks bash about the functions
     try:
         data, _ = parse_seed(path.read_text(encoding="utf-8"), path, check=False)
     except OSError as exc:
         raise WorkflowError(f"cannot read: {exc}", path=path) from None
+    call = trailing_call(path.read_text(encoding="utf-8"))
+    data_value = wf.params.get("data", "")
+    data_note = (f"# from {path.name}:{call.line}: {call.function} {_scalar(data_value)}"
+                 if call and data_value else
+                 "# $1 of every function, as in the seed's execute_workflow")
+    notes: list[str] = []
+    if call and call.args and not data_value and call.args not in (["$@"], ["$*"], ["$1"]):
+        # Arguments the YAML cannot carry are said, never dropped silently.
+        notes.append(f"# note: {path.name}:{call.line} ends with `{call.function} "
+                     f"{' '.join(call.args)}`; flowsh cannot carry those arguments "
+                     "(pass data=VALUE to `flowsh run`)")
     base = relative_to or Path.cwd()
     src = os.path.relpath(path.resolve(), base.resolve())
     lines = [
         f"# Converted by `flowsh import {path.name}` from its declare -A workflow chain.",
         f"# Each step calls one function of {path.name}; flowsh sources that file before",
         "# each step for its definitions only (its trailing executor call does not run).",
-        f"name: {_scalar(wf.name)}",
+        "# No `name:`: lock, history and resume are this file's own (a `name:` shared with",
+        "# another file would share them).",
         f"source: {_scalar(src)}",
         "strict: false          # the functions were written without `set -e`",
+        *notes,
         "params:",
-        "  data: ''             # $1 of every function, as in the seed's execute_workflow",
+        f"  data: {_scalar(data_value)}".ljust(23) + data_note,
         "steps:",
     ]
     steps: list[dict[str, Any]] = data["steps"]

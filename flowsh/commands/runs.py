@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RunRecord
+from flowsh.state import RunRecord, StateBackend
 
 
 def _when(ts: float | None) -> str:
@@ -23,6 +24,25 @@ def _when(ts: float | None) -> str:
 def _took(run_or_step: object) -> str:
     d = getattr(run_or_step, "duration", None)
     return format_duration(d) if d is not None else "-"
+
+
+def _workflow_key(ref: str | None) -> str | None:
+    """A workflow as runs are recorded: its identity as `history` shows it, or its file."""
+    if ref is not None and Path(ref).is_file():
+        from flowsh.loader import load_workflow
+
+        return load_workflow(ref).identity
+    return ref
+
+
+def identities_named(backend: StateBackend, name: str) -> list[str]:
+    """Recorded identities of workflows named `name` without a `name:` (`name-1a2b3c4d`),
+    for a hint when the bare name finds nothing."""
+    import re
+
+    pattern = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{8}}$")
+    runs = backend.list_runs(None)
+    return sorted({r.workflow for r in runs if pattern.match(r.workflow)})
 
 
 def status_cmd(
@@ -40,7 +60,7 @@ def status_cmd(
     backend = open_backend(state)
     try:
         if run_id is None:
-            latest = backend.list_runs(workflow, limit=1)
+            latest = backend.list_runs(_workflow_key(workflow), limit=1)
             if not latest:
                 suffix = f" for {workflow}" if workflow else ""
                 raise NotFoundError(f"no runs recorded yet{suffix}")
@@ -120,7 +140,7 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
 
 
 def history_cmd(
-    workflow: Optional[str] = typer.Argument(None, help="Only this workflow."),  # noqa: UP045
+    workflow: Optional[str] = typer.Argument(None, help="Only this workflow (as listed, or its file)."),  # noqa: UP045,E501
     limit: int = typer.Option(20, "--limit", "-n", help="How many runs, newest first."),
     json_out: bool = typer.Option(False, "--json"),
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
@@ -130,7 +150,8 @@ def history_cmd(
 
     backend = open_backend(state)
     try:
-        runs = [check_liveness(backend, r) for r in backend.list_runs(workflow, limit=limit)]
+        runs = [check_liveness(backend, r)
+                for r in backend.list_runs(_workflow_key(workflow), limit=limit)]
     finally:
         backend.close()
     if json_out:
@@ -144,6 +165,15 @@ def history_cmd(
         return
     if not runs:
         typer.echo("no runs recorded", err=True)
+        if workflow:
+            backend = open_backend(state)
+            try:
+                named = identities_named(backend, workflow)
+            finally:
+                backend.close()
+            if named:
+                typer.echo(f"(workflows named {workflow} are recorded by file: "
+                           f"{', '.join(named)}; or pass the workflow file)", err=True)
         return
     rid = max([len(r.run_id) for r in runs] + [3])
     wfw = max([len(r.workflow) for r in runs] + [8])
@@ -232,7 +262,7 @@ def prune_cmd(
         raise UsageError(f"--older-than: {exc}") from None
     backend = open_backend(state)
     try:
-        runs = backend.list_runs(workflow)
+        runs = backend.list_runs(_workflow_key(workflow))
         doomed: list[RunRecord] = []
         seen: dict[str, int] = {}
         for r in runs:  # newest first

@@ -21,7 +21,7 @@ def resolve_workflow(ref: str) -> tuple[str, Workflow | None]:
         from flowsh.loader import load_workflow
 
         wf = load_workflow(path)
-        return wf.name, wf
+        return wf.identity, wf
     return ref, None
 
 
@@ -43,12 +43,19 @@ def flowsh_register_commands(app: typer.Typer) -> None:
 
         name, wf = resolve_workflow(workflow)
         backend = open_backend(state)
+        named: list[str] = []
         try:
             runs = load_history(backend, name, limit=last)
+            if not runs and wf is None:
+                from flowsh.commands.runs import identities_named
+
+                named = identities_named(backend, name)
         finally:
             backend.close()
         if not runs:
-            raise NotFoundError(f"no finished runs of workflow {name!r} in {backend.url}")
+            hint = (f" (workflows named {name} are recorded by file: {', '.join(named)}; "
+                    "or pass the workflow file)") if named else ""
+            raise NotFoundError(f"no finished runs of workflow {name!r} in {backend.url}{hint}")
         stats = compute(name, runs)
         if as_json:
             typer.echo(json.dumps(stats.to_dict(), indent=2))

@@ -278,3 +278,23 @@ def test_a_killed_pool_process_fails_the_step_and_flowsh_retry_applies(
         "flowsh: celery task revoked on worker ? outside flowsh "
         "(pool process killed, or revoked by hand): TaskRevokedError: ")), first
     assert log.endswith("--- flowsh: attempt 2 ---\nsecond attempt\n")
+
+
+def test_library_state_reaches_the_worker_once_per_run(celery_env: Worker, write_flow,
+                                                       tmp_path, flowsh_env):
+    """Shared rule 1 on a remote executor: the state travels as FLOWSH_LIBRARY_STATE."""
+    (tmp_path / "lib.sh").write_text(
+        'STAMP=$(date +%s%N)\nshow() { echo "$STAMP $CELERY_WORKER" >> ' f'{tmp_path}/seen; }}\n'
+        'main "$@"\n')
+    flow = write_flow("""
+        executor: celery
+        source: lib.sh
+        steps:
+          - {name: a, run: show}
+          - {name: b, run: show}
+        """)
+    res = flowsh("run", str(flow), "--quiet")
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / "seen").read_text().splitlines()
+    assert len(lines) == 2 and lines[0].split()[0] == lines[1].split()[0]
+    assert all(len(line.split()) == 2 for line in lines)  # ran on the worker

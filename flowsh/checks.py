@@ -1,0 +1,60 @@
+"""The one validation path: what `flowsh validate`, `flowsh run` and `flowsh resume` check
+before anything runs, beyond what loading a file checks.
+
+Loading (`flowsh.loader.load_workflow`) checks the file itself: keys, types, the graph,
+that referenced files exist, the env_file's grammar. `check_workflow` adds what needs more
+than the file: notify channels (which may come from the user config), the functions steps
+call from sourced bash libraries, and the params given on the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+
+from flowsh.errors import FlowshError, UsageError, WorkflowError
+from flowsh.model import Workflow
+
+
+def check_workflow(wf: Workflow, params: Mapping[str, str] | None = None, *,
+                   given: Iterable[str] = ()) -> None:
+    """Raise the first problem as a FlowshError (exit 2), or return when there is none.
+
+    `params`: the command line's KEY=VALUE pairs, or None when no run is meant (plain
+    `flowsh validate`, which then does not ask for required params). `given`: param
+    names already supplied another way (the record of a run being resumed).
+    """
+    from flowsh.bashlib import check_functions
+    from flowsh.notify import check_notify
+
+    check_notify(wf)
+    errors = check_functions(wf)
+    if errors:
+        first = errors[0]
+        # bashlib's errors already say FILE:LINE:COL; keep them whole.
+        raise first if isinstance(first, FlowshError) else WorkflowError(str(first),
+                                                                         path=wf.path)
+    if params is not None:
+        check_params(wf, params, given=given)
+
+
+def check_params(wf: Workflow, params: Mapping[str, str], *,
+                 given: Iterable[str] = ()) -> None:
+    """Undeclared names are refused (with "did you mean"); required ones must be present."""
+    declared = [*wf.params, *wf.required_params]
+    where = f" in {wf.path}" if wf.path else ""
+    for key in params:
+        if key not in declared:
+            close = difflib.get_close_matches(key, declared, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else (
+                f" (declared: {', '.join(declared)})" if declared else
+                " (the workflow declares no params)")
+            raise UsageError(f"unknown parameter {key!r}: not declared in params{where}{hint}")
+    have = set(params) | set(given)
+    missing = [k for k in wf.required_params if k not in have]
+    if missing:
+        names = ", ".join(missing)
+        raise UsageError(
+            f"parameter {names} needs a value (declared without a default{where}): "
+            f"pass {missing[0]}=VALUE"
+        )

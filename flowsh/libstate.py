@@ -1,0 +1,99 @@
+"""A run's library state (shared rule 1): the top-level assignments of the bash files steps
+source, evaluated once per run and recorded with it.
+
+Steps read their libraries for definitions only; the variables a library sets
+(``STAMP=$(date +%s)``, ``DEST=/default``) are computed here, once, before the first step,
+in one bash with the run's base environment, and recorded as ``declare -p`` text in
+``$FLOWSH_HOME/runs/<id>/library-state.json`` (0600). A resumed run reads that file back
+and never evaluates again, so every step of a run, resumed or not, sees the same values.
+Each step gets its text as ``FLOWSH_LIBRARY_STATE`` (an environment variable, so a remote
+executor's worker gets it too). See `flowsh.bashlib` for the bash side.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowsh.errors import StateError, UsageError
+from flowsh.fileio import atomic_write
+from flowsh.model import Workflow
+from flowsh.paths import step_cwd
+from flowsh.steps import library_files
+
+STATE_FILE = "library-state.json"
+EVAL_TIMEOUT = 300.0
+
+
+@dataclass
+class LibraryState:
+    text: str  # `declare -p` lines: FLOWSH_LIBRARY_STATE
+    values: dict[str, str] = field(default_factory=dict)  # name -> value, for masking
+
+
+def key(files: list[str]) -> str:
+    return "\n".join(files)
+
+
+def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryState:
+    """Source `files` once (guarded, assignments included) and capture what they set."""
+    from flowsh.bashlib import library_state_script
+
+    shown = ", ".join(files)
+    try:
+        res = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-c", library_state_script(files)],
+            env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=EVAL_TIMEOUT, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"evaluating the top-level assignments of {shown} took over "
+                         f"{EVAL_TIMEOUT:g}s (a top-level command waiting?)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot start bash to read {shown}: {exc.strerror}") from None
+    text, sep, pairs = res.stdout.partition(b"\0")
+    if res.returncode != 0 or not sep:
+        err = res.stderr.decode(errors="replace").strip().splitlines()
+        detail = err[-1] if err else f"bash exited with {res.returncode}"
+        raise UsageError(f"evaluating the top-level assignments of {shown} failed: {detail}")
+    parts = pairs.split(b"\0")
+    values = {
+        parts[i].decode(errors="surrogateescape"): parts[i + 1].decode(errors="surrogateescape")
+        for i in range(0, len(parts) - 1, 2)
+    }
+    return LibraryState(text.decode(errors="surrogateescape"), values)
+
+
+def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,
+               reuse: bool) -> dict[str, LibraryState]:
+    """The state of every distinct list of libraries the workflow's steps source.
+
+    `reuse` (a resume): the recorded states are read back; only a list no step sourced
+    when the run began (the file gained a step) is evaluated now, and recorded.
+    """
+    groups: dict[str, tuple[list[str], Path]] = {}
+    for step in wf.steps:
+        files = library_files(wf, step)
+        if files and key(files) not in groups:
+            groups[key(files)] = (files, step_cwd(wf, step))
+    if not groups:
+        return {}
+    path = run_dir / STATE_FILE
+    states: dict[str, LibraryState] = {}
+    if reuse and path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+            states = {k: LibraryState(v["text"], dict(v["values"])) for k, v in data.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{path}: cannot read the run's library state: {exc}") from None
+    missing = [k for k in groups if k not in states]
+    for k in missing:
+        files, cwd = groups[k]
+        states[k] = evaluate(files, env, cwd)
+    if missing:
+        data = {k: {"text": v.text, "values": v.values} for k, v in states.items()}
+        atomic_write(path, json.dumps(data, ensure_ascii=True), mode=0o600)
+    return states
