@@ -13,6 +13,7 @@ not a failure cron should mail about: under ``--skip-quietly`` (implied by
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -31,13 +32,42 @@ if TYPE_CHECKING:
 
 
 def open_log(path: Path) -> IO[bytes]:
-    """FILE for appending (0600: step output may hold private data), parents created."""
+    """FILE for appending (0600: step output may hold private data), parents created.
+
+    A symbolic link at FILE is refused, not followed (O_NOFOLLOW): the log may sit in a
+    shared directory, where a link would let another user point the transcript (and its
+    secrets' surroundings) at a file of their choosing, or make flowsh append to one of ours.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"--log {path}: is a symbolic link; give the file itself") from None
         raise StateError(f"--log {path}: {exc.strerror}") from None
     return os.fdopen(fd, "ab")
+
+
+class _Stderr:
+    """sys.stderr during a run: warnings (flowsh's own, plugins') join the transcript, in
+    order, instead of reaching cron (and its mail) on a run that succeeded."""
+
+    def __init__(self, buffer: IO[str], real: IO[str] | None) -> None:
+        self.buffer, self.real = buffer, real
+
+    def write(self, text: str) -> int:
+        self.buffer.write(text)
+        if self.real is not None:
+            self.real.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+        if self.real is not None:
+            self.real.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 @dataclass
@@ -50,6 +80,12 @@ class CronOutput:
     @property
     def active(self) -> bool:
         return self.quiet_on_success or self.log is not None
+
+    def check_log(self) -> None:
+        """Open --log FILE once now: one that cannot be written is refused before the run.
+        (It is opened again at the end: logrotate may have moved it meanwhile.)"""
+        if self.log is not None:
+            open_log(self.log).close()
 
     def reporter(self) -> Reporter:
         """Plain lines into the transcript (and, without --quiet-on-success, on screen)."""
@@ -65,20 +101,40 @@ class CronOutput:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
         return f"=== {stamp} {workflow}: {what} ===\n".encode()
 
+    def _append(self, *parts: bytes | IO[str]) -> None:
+        """Append to --log (a text part is the transcript, copied in chunks). A failure
+        (disk full) is a warning naming the file, never the end of the run's own report."""
+        assert self.log is not None
+        try:
+            with open_log(self.log) as out:
+                for part in parts:
+                    if isinstance(part, bytes):
+                        out.write(part)
+                    else:
+                        self._copy(out)
+        except (OSError, StateError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+            sys.stderr.write(f"flowsh: warning: {detail}\n" if isinstance(exc, StateError)
+                             else f"flowsh: warning: --log {self.log}: {detail}\n")
+
     @contextmanager
     def lock_guard(self, workflow: str) -> Iterator[None]:
         """A lock skip: silent exit 75 under --skip-quietly/--quiet-on-success; any other
         flowsh error during the run still shows the transcript so far."""
+        real = sys.stderr
+        if self._buffer is not None:
+            sys.stderr = _Stderr(self._buffer, None if self.quiet_on_success else real)  # type: ignore[assignment]
         try:
             yield
         except LockHeldError as exc:
+            sys.stderr = real
             if self.log is not None:
-                with open_log(self.log) as out:
-                    out.write(self._header(workflow, f"skipped: {exc}"))
+                self._append(self._header(workflow, f"skipped: {exc}"))
             if self.skip_quietly or self.quiet_on_success:
                 raise SystemExit(EXIT_LOCKED) from None
             raise
         except FlowshError:
+            sys.stderr = real
             # The run stopped on an error of its own (the state store, a plugin): what it
             # printed so far is part of the failure cron should mail.
             if self.quiet_on_success and self._buffer is not None:
@@ -86,6 +142,8 @@ class CronOutput:
                 self._copy(sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             raise
+        finally:
+            sys.stderr = real
 
     def finish(self, run: RunRecord) -> None:
         """Keep the transcript in --log; print it when the run failed (chronic)."""
@@ -93,9 +151,8 @@ class CronOutput:
             return
         self._buffer.flush()
         if self.log is not None:
-            with open_log(self.log) as out:
-                out.write(self._header(run.workflow, f"run {run.run_id} {run.status}"))
-                self._copy(out)
+            self._append(self._header(run.workflow, f"run {run.run_id} {run.status}"),
+                         self._buffer)
         if self.quiet_on_success and run.status != "succeeded":
             sys.stdout.flush()
             self._copy(sys.stdout.buffer)

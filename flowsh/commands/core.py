@@ -107,17 +107,19 @@ def run_cmd(
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor = executor
-    if resume:
-        prior = _latest_unfinished(wf.name, state)
-        if prior is not None:
-            _check_resumable(prior, wf, force=False)
-            opts.resume = prior
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
+    cron.check_log()  # an unwritable --log is refused before anything runs
     if cron.active and not json_events:
         opts.reporter = cron.reporter()
+    # The resume's warnings (a changed file) belong to the transcript, like the run's.
     with cron.lock_guard(wf.name):
+        if resume:
+            prior = _latest_unfinished(wf.name, state)
+            if prior is not None:
+                _check_resumable(prior, wf, force=False)
+                opts.resume = prior
         run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)

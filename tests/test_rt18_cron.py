@@ -1,0 +1,220 @@
+"""The cron line and `--quiet-on-success --log` on an operator's bad night (issue 18 review):
+hostile paths run the way cron runs them, a crash then the next tick, warnings, a symlinked
+or full log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowsh.export import render_crontab
+from flowsh.loader import load_workflow
+from tests.conftest import alive, run_cli, wait_dead
+
+FLOW = """\
+name: nightly
+schedule: "0 2 * * *"
+steps:
+  - {name: a, run: 'echo "a ran" >> ran.txt; echo "out of a"'}
+  - {name: b, run: '[ -e fail ] && { echo "b broke" >&2; exit 3; }; echo "b ran" >> ran.txt'}
+"""
+
+
+def cron_command(entry: str) -> tuple[str, str]:
+    """(command, stdin) of a crontab entry's command field, as Vixie cron splits it: an
+    unescaped `%` ends the command (the rest, `%` as newlines, is stdin); `\\%` is `%`."""
+    out: list[str] = []
+    i = 0
+    while i < len(entry):
+        if entry.startswith("\\%", i):
+            out.append("%")
+            i += 2
+        elif entry[i] == "%":
+            return "".join(out), entry[i + 1:].replace("%", "\n")
+        else:
+            out.append(entry[i])
+            i += 1
+    return "".join(out), ""
+
+
+def cron(entry: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run a crontab entry's command as cron does: /bin/sh -c, cron's minimal environment."""
+    command, stdin = cron_command(entry)
+    env = {"HOME": str(home), "LOGNAME": "cronuser", "SHELL": "/bin/sh",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["/bin/sh", "-c", command], cwd=home, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def entry_of(flow: Path, **kw: str) -> str:
+    block = render_crontab(load_workflow(flow), **kw)  # type: ignore[arg-type]
+    line = next(ln for ln in block.splitlines() if ln.startswith("0 2 * * * "))
+    return line.removeprefix("0 2 * * * ")
+
+
+HOSTILE = "we ird 'q\" 100% $HOME `x` ünï"
+
+
+def test_cron_line_survives_spaces_quotes_percent_dollar_and_unicode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / f"home {HOSTILE}"
+    monkeypatch.setenv("FLOWSH_HOME", str(home))
+    wf_dir = tmp_path / HOSTILE
+    wf_dir.mkdir()
+    flow = wf_dir / "night ly%.yaml"
+    flow.write_text(FLOW)
+    entry = entry_of(flow)
+    assert "\n" not in entry
+    _, stdin = cron_command(entry)
+    assert stdin == ""  # every % escaped: cron cuts nothing off
+
+    ok = cron(entry, tmp_path)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", "")
+    assert (wf_dir / "ran.txt").read_text() == "a ran\nb ran\n"
+    log = home / "cron" / "nightly.log"
+    assert " succeeded ===" in log.read_text()
+
+    (wf_dir / "fail").touch()
+    bad = cron(entry, tmp_path)
+    assert bad.returncode == 1 and "b broke" in bad.stdout and bad.stderr == ""
+
+
+def test_a_killed_run_is_resumed_by_the_next_tick_silently(
+    tmp_path: Path, home: Path
+) -> None:
+    wf_dir = tmp_path / "wf"
+    wf_dir.mkdir()
+    flow = wf_dir / "k.yaml"
+    flow.write_text(
+        "name: killme\nschedule: \"0 2 * * *\"\nsteps:\n"
+        # The first attempt hangs until stopped; the next one goes straight through.
+        "  - {name: a, run: 'echo a >> ran.txt; if [ ! -e once ]; then echo $$ > once; "
+        "while :; do sleep 0.05; done; fi; echo a-done >> ran.txt'}\n"
+        "  - {name: b, run: 'echo b >> ran.txt'}\n"
+    )
+    command, _ = cron_command(entry_of(flow))
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    first = subprocess.Popen(["/bin/sh", "-c", command], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 60
+    once = wf_dir / "once"
+    while not (once.exists() and once.read_text().endswith("\n")):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    # kill -9 flowsh itself (not its step): the crash cron never hears about.
+    session = subprocess.run(["pgrep", "-s", str(first.pid)], capture_output=True, text=True,
+                             check=False).stdout.split()
+    runner = [int(p) for p in session
+              if b"flowsh" in (cmd := Path(f"/proc/{p}/cmdline").read_bytes())
+              and b"\0run\0" in cmd]
+    assert runner, session
+    for pid in runner:
+        os.kill(pid, signal.SIGKILL)
+    first.wait(60)
+    orphan = int(once.read_text())
+    try:
+        assert alive(orphan)  # the step outlived its flowsh
+        nxt = cron(entry_of(flow), tmp_path)
+    finally:
+        if alive(orphan):  # never leave the endless step behind
+            os.kill(orphan, signal.SIGKILL)
+    # Silent (chronic: it succeeded), though it had to stop the crashed run's step; that
+    # warning is kept in the log.
+    assert (nxt.returncode, nxt.stdout, nxt.stderr) == (0, "", "")
+    log = (home / "cron" / "killme.log").read_text()
+    assert log.count(" succeeded ===") == 1 and "b: succeeded" in log
+    assert "was still running" in log
+    assert wait_dead(orphan)
+    assert (wf_dir / "ran.txt").read_text().split() == ["a", "a", "a-done", "b"]
+
+
+def test_warnings_join_the_transcript_not_crons_mail(tmp_path: Path, home: Path) -> None:
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    (tmp_path / "fail").touch()
+    log = tmp_path / "n.log"
+    first = run_cli("run", str(flow), "--quiet-on-success", "--log", str(log), cwd=tmp_path)
+    assert first.returncode == 1
+    (tmp_path / "fail").unlink()
+    flow.write_text(FLOW.replace('echo "out of a"', 'echo "out of a, edited"'))
+    again = run_cli("run", str(flow), "--resume", "--quiet-on-success", "--log", str(log),
+                    cwd=tmp_path)
+    # The resume warns that the file changed; on a success that is the log's, not a mail.
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    tail = log.read_text().rsplit("=== ", 1)[1]
+    assert "changed since run" in tail and "b: succeeded" in tail
+    # Without --quiet-on-success it is on screen too, as before.
+    (tmp_path / "fail").touch()
+    assert run_cli("run", str(flow), cwd=tmp_path).returncode == 1
+    (tmp_path / "fail").unlink()
+    flow.write_text(FLOW)
+    loud = run_cli("run", str(flow), "--resume", "--log", str(log), cwd=tmp_path)
+    assert loud.returncode == 0 and "changed since run" in loud.stderr
+
+
+def test_a_symlink_at_the_log_path_is_refused_before_the_run(tmp_path: Path) -> None:
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "n.log"
+    link.symlink_to(victim)
+    r = run_cli("run", str(flow), "--quiet-on-success", "--log", str(link), cwd=tmp_path)
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines() == [
+        f"flowsh: error: --log {link}: is a symbolic link; give the file itself"]
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "ran.txt").exists()  # refused before anything ran
+    dangling = tmp_path / "d.log"
+    dangling.symlink_to(tmp_path / "nothere")
+    r = run_cli("run", str(flow), "--log", str(dangling), cwd=tmp_path)
+    assert r.returncode == 3 and not (tmp_path / "nothere").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_at_the_log_keeps_the_report_and_the_exit_code(tmp_path: Path) -> None:
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    ok = run_cli("run", str(flow), "--quiet-on-success", "--log", "/dev/full", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout == ""
+    assert ok.stderr == "flowsh: warning: --log /dev/full: No space left on device\n"
+    (tmp_path / "fail").touch()
+    bad = run_cli("run", str(flow), "--quiet-on-success", "--log", "/dev/full", cwd=tmp_path)
+    assert bad.returncode == 1  # the run's, not the log's
+    assert "b broke" in bad.stdout and "b: failed" in bad.stdout  # chronic: still mailed
+    assert "--log /dev/full: No space left on device" in bad.stderr
+
+
+def test_the_transcript_spool_is_not_a_named_file(tmp_path: Path) -> None:
+    """Step output (secrets' neighbours) spools to an unnamed temporary file: nothing is left
+    behind in TMPDIR by a kill -9, and nobody else can open it meanwhile."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    flow = tmp_path / "big.yaml"
+    flow.write_text("name: big\nsteps:\n"
+                    "  - {name: a, run: 'touch started; seq 1 200000; "
+                    "while [ ! -e release ]; do sleep 0.05; done'}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", str(flow),
+                             "--quiet-on-success"], cwd=tmp_path,
+                            env={**os.environ, "TMPDIR": str(tmp)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert list(tmp.iterdir()) == []
+    finally:
+        proc.kill()
+        proc.wait(60)
+        (tmp_path / "release").touch()
+    assert list(tmp.iterdir()) == []
