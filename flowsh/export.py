@@ -343,8 +343,12 @@ def _cron_command(job: Job, *, script: bool) -> str:
         # An exported script has no flowsh to hold its output back: the full output goes
         # to the log; cron gets (and mails) its tail only on a failure. 75 is flock's
         # "another run holds the lock": a skip, silent.
+        # umask 077 in a subshell: the log (step output) and its directory are the user's
+        # alone, as flowsh's own --log is, while the script keeps cron's umask for the
+        # files its steps write (the same workflow behaves the same).
         dirs = dict.fromkeys(str(Path(p).parent) for p in (job.log, job.lock) if p)
-        mkdir = "mkdir -p " + " ".join(shlex.quote(d) for d in dirs)
+        mkdir = ("(umask 077 && mkdir -p " + " ".join(shlex.quote(d) for d in dirs)
+                 + f" && : >>{log})")
         line = (f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{log} 2>&1"
                 f" || {{ rc=$?; [ $rc -eq 75 ] || tail -n 100 {log}; exit $rc; }}")
     else:

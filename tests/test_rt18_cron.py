@@ -218,3 +218,24 @@ def test_the_transcript_spool_is_not_a_named_file(tmp_path: Path) -> None:
         proc.wait(60)
         (tmp_path / "release").touch()
     assert list(tmp.iterdir()) == []
+
+
+def test_exported_script_line_keeps_its_log_private(tmp_path: Path, home: Path) -> None:
+    """The exported-script cron line appends with the shell's `>>`, under cron's umask (022):
+    the log of step output was world-readable. `flowsh run --log` makes it 0600."""
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    script = tmp_path / "nightly.sh"
+    assert run_cli("export", str(flow), "--bash", "-o", str(script)).returncode == 0
+    entry = entry_of(flow, script=str(script))
+    command, _ = cron_command(entry)
+    ok = subprocess.run(["/bin/sh", "-c", f"umask 022; {command}"], cwd=tmp_path,
+                        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "", "")
+    log = home / "cron" / "nightly.log"
+    assert "ok      a" in log.read_text()
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert log.parent.stat().st_mode & 0o077 == 0
+    # The steps themselves still run under cron's umask: what they create is as before.
+    assert (tmp_path / "ran.txt").stat().st_mode & 0o777 == 0o644
