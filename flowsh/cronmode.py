@@ -14,6 +14,7 @@ not a failure cron should mail about: under ``--skip-quietly`` (implied by
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import sys
 import tempfile
@@ -107,6 +108,10 @@ class CronOutput:
         assert self.log is not None
         try:
             with open_log(self.log) as out:
+                # One run's header and transcript in one piece: a run finishing at the
+                # same time (overlap: allow, a shared log, a skip's line) waits its turn
+                # instead of landing inside this transcript's 64 kB chunks.
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
                 for part in parts:
                     if isinstance(part, bytes):
                         out.write(part)

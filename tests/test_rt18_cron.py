@@ -239,3 +239,44 @@ def test_exported_script_line_keeps_its_log_private(tmp_path: Path, home: Path) 
     assert log.parent.stat().st_mode & 0o077 == 0
     # The steps themselves still run under cron's umask: what they create is as before.
     assert (tmp_path / "ran.txt").stat().st_mode & 0o777 == 0o644
+
+
+def _waiting_for_flock(path: Path) -> bool:
+    """Whether some process is blocked on a flock of `path` (/proc/locks '->' lines)."""
+    st = path.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and dev in fields:
+            return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs /proc/locks")
+def test_log_appends_take_turns(tmp_path: Path) -> None:
+    """Two runs appending to one --log at once: each header and transcript in one piece."""
+    import fcntl
+
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    log = tmp_path / "shared.log"
+    log.write_text("")
+    with open(log, "ab") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)  # another run, mid-append
+        proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", str(flow),
+                                 "--quiet-on-success", "--log", str(log)], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not _waiting_for_flock(log):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            holder.write(b"=== the other run ===\nits whole transcript\n")
+            holder.flush()
+        finally:
+            fcntl.flock(holder.fileno(), fcntl.LOCK_UN)
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, out) == (0, b""), err
+    text = log.read_text()
+    assert text.startswith("=== the other run ===\nits whole transcript\n=== ")
+    assert text.count("===") == 4
