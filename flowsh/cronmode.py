@@ -53,7 +53,7 @@ class _Stderr:
     """sys.stderr during a run: warnings (flowsh's own, plugins') join the transcript, in
     order, instead of reaching cron (and its mail) on a run that succeeded."""
 
-    def __init__(self, buffer: IO[str], real: IO[str] | None) -> None:
+    def __init__(self, buffer: Spool, real: IO[str] | None) -> None:
         self.buffer, self.real = buffer, real
 
     def write(self, text: str) -> int:
@@ -71,12 +71,72 @@ class _Stderr:
         return False
 
 
+class Spool:
+    """The run's transcript, on disk in an unnamed temporary file (not memory: a chatty run
+    may print gigabytes; unnamed: nothing is left behind by a kill -9, nobody else can
+    open it). A spool that cannot be written (TMPDIR full, a small tmpfs) stops keeping
+    the transcript and says so at its end — it never stops the run it reports on."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self._pending = bytearray()
+        self._file: IO[bytes] | None = None
+        try:
+            self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            self.problem = exc.strerror or str(exc)
+
+    def write(self, text: str) -> int:
+        if self.problem is None:
+            self._pending += text.encode("utf-8", "replace")
+            if len(self._pending) >= 1 << 16:
+                self._drain()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing: the transcript is read only at the end (a write per line would cost
+        a system call per line of step output)."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def _drain(self) -> None:
+        view = memoryview(bytes(self._pending))
+        self._pending.clear()
+        try:
+            assert self._file is not None
+            while view:
+                view = view[self._file.write(view) or 0:]
+        except OSError as exc:
+            self.problem = exc.strerror or str(exc)
+
+    def copy_to(self, out: IO[bytes]) -> None:
+        if self.problem is None:
+            self._drain()
+        last = b"\n"
+        if self._file is not None:
+            self._file.seek(0)
+            while chunk := self._file.read(1 << 16):
+                out.write(chunk)
+                last = chunk[-1:]
+        if self.problem is not None:
+            if last != b"\n":
+                out.write(b"\n")  # the spool stopped mid-line
+            out.write(f"flowsh: warning: the transcript stops here: cannot keep it in "
+                      f"{tempfile.gettempdir()} ({self.problem}); each step's whole output "
+                      f"is in its own log (flowsh logs RUN_ID)\n".encode())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 @dataclass
 class CronOutput:
     quiet_on_success: bool = False
     skip_quietly: bool = False
     log: Path | None = None
-    _buffer: IO[str] | None = field(default=None, init=False)
+    _buffer: Spool | None = field(default=None, init=False)
 
     @property
     def active(self) -> bool:
@@ -92,17 +152,16 @@ class CronOutput:
         """Plain lines into the transcript (and, without --quiet-on-success, on screen)."""
         from flowsh.ui import PlainReporter
 
-        # Closed in finish(); on disk, not in memory: a chatty run may print gigabytes.
-        self._buffer = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._buffer = Spool()  # closed in finish()
         if self.quiet_on_success:
-            return PlainReporter(out=self._buffer, err=self._buffer)
+            return PlainReporter(out=self._buffer, err=self._buffer)  # type: ignore[arg-type]
         return _tee(self._buffer)
 
     def _header(self, workflow: str, what: str) -> bytes:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
         return f"=== {stamp} {workflow}: {what} ===\n".encode()
 
-    def _append(self, *parts: bytes | IO[str]) -> None:
+    def _append(self, *parts: bytes | Spool) -> None:
         """Append to --log (a text part is the transcript, copied in chunks). A failure
         (disk full) is a warning naming the file, never the end of the run's own report."""
         assert self.log is not None
@@ -116,7 +175,7 @@ class CronOutput:
                     if isinstance(part, bytes):
                         out.write(part)
                     else:
-                        self._copy(out)
+                        part.copy_to(out)
         except (OSError, StateError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             sys.stderr.write(f"flowsh: warning: {detail}\n" if isinstance(exc, StateError)
@@ -143,8 +202,8 @@ class CronOutput:
             # The run stopped on an error of its own (the state store, a plugin): what it
             # printed so far is part of the failure cron should mail.
             if self.quiet_on_success and self._buffer is not None:
-                self._buffer.flush()
-                self._copy(sys.stdout.buffer)
+                sys.stdout.flush()
+                self._buffer.copy_to(sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             raise
         finally:
@@ -154,24 +213,17 @@ class CronOutput:
         """Keep the transcript in --log; print it when the run failed (chronic)."""
         if self._buffer is None:
             return
-        self._buffer.flush()
         if self.log is not None:
             self._append(self._header(run.workflow, f"run {run.run_id} {run.status}"),
                          self._buffer)
         if self.quiet_on_success and run.status != "succeeded":
             sys.stdout.flush()
-            self._copy(sys.stdout.buffer)
+            self._buffer.copy_to(sys.stdout.buffer)
             sys.stdout.buffer.flush()
         self._buffer.close()
 
-    def _copy(self, out: IO[bytes]) -> None:
-        assert self._buffer is not None
-        self._buffer.seek(0)
-        while chunk := self._buffer.read(1 << 16):
-            out.write(chunk.encode("utf-8", "replace"))
 
-
-def _tee(buffer: IO[str]) -> Reporter:
+def _tee(buffer: Spool) -> Reporter:
     """Plain lines on screen and in the transcript (`--log` without --quiet-on-success)."""
     from flowsh.ui import PlainReporter
 

@@ -6,6 +6,8 @@ or full log.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,3 +282,37 @@ def test_log_appends_take_turns(tmp_path: Path) -> None:
     text = log.read_text()
     assert text.startswith("=== the other run ===\nits whole transcript\n=== ")
     assert text.count("===") == 4
+
+
+def _can_mount_tmpfs(where: Path) -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            f"mount -t tmpfs -o size=1m tmpfs '{where}'"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def test_a_full_tmpdir_does_not_stop_the_run(tmp_path: Path) -> None:
+    """The transcript spools to TMPDIR; a small tmpfs there (Debian's /tmp) filled up and
+    the write error killed the run mid-step ('crashed', exit 1, the transcript lost)."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if shutil.which("unshare") is None or not _can_mount_tmpfs(tiny):
+        pytest.skip("cannot mount a tmpfs in a user namespace here")
+    flow = tmp_path / "mid.yaml"
+    flow.write_text("name: mid\nsteps:\n"
+                    "  - {name: a, run: 'seq 1 500000; echo a-done >> done.txt'}\n"
+                    "  - {name: b, run: 'echo b-done >> done.txt; echo b broke; exit 4'}\n")
+    log = tmp_path / "mid.log"
+    inner = (f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(tiny))} && "
+             f"TMPDIR={shlex.quote(str(tiny))} exec {shlex.quote(sys.executable)} -m flowsh "
+             f"run {shlex.quote(str(flow))} --quiet-on-success --log {shlex.quote(str(log))}")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", inner], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 1, r.stderr  # b's failure, not the spool's
+    assert r.stderr == ""
+    assert (tmp_path / "done.txt").read_text() == "a-done\nb-done\n"
+    *_, before, note = r.stdout.splitlines()
+    assert before.isdigit()  # the transcript as far as it was kept, then why it stops
+    assert note.startswith("flowsh: warning: the transcript stops here: cannot keep it in "
+                           f"{tiny} (No space left on device)")
+    assert log.read_text().endswith(note + "\n")
