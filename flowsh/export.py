@@ -383,6 +383,12 @@ def render_crontab(
             )
         entries.append({"expr": sched.expr, "tz": sched.tz})
     job = scheduled_job(wf, script=script, path=path)
+    # A crontab entry is one line: no quoting carries a newline through it (cron would
+    # read the rest as a new, broken entry, and `crontab` refuses the whole table).
+    for value in (job.source, job.cwd, job.log, *job.argv, *(v for _, v in job.env)):
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"{value!r}: a path with a line break cannot go in a crontab "
+                             "line; move or rename it")
     text_out: str = environment().get_template("crontab.j2").render(
         name=wf.name, source=job.source, entries=entries,
         command=_cron_command(job, script=script is not None),

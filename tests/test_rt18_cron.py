@@ -316,3 +316,17 @@ def test_a_full_tmpdir_does_not_stop_the_run(tmp_path: Path) -> None:
     assert note.startswith("flowsh: warning: the transcript stops here: cannot keep it in "
                            f"{tiny} (No space left on device)")
     assert log.read_text().endswith(note + "\n")
+
+
+def test_a_line_break_in_a_path_is_refused_not_written_into_the_crontab(
+    tmp_path: Path,
+) -> None:
+    wf_dir = tmp_path / "nl\ndir"
+    wf_dir.mkdir()
+    flow = wf_dir / "nightly.yaml"
+    flow.write_text(FLOW)
+    r = run_cli("export", str(flow), "--crontab")
+    assert r.returncode == 2 and r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.endswith("a path with a line break cannot go in a crontab line; "
+                         "move or rename it")
