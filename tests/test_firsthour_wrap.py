@@ -151,3 +151,24 @@ def test_ping_gives_up_on_a_server_that_trickles_its_answer() -> None:
         server.close()
     assert server.hits == 1
     assert gave_up
+
+
+def test_wrap_log_that_cannot_be_written_keeps_the_exit_code_and_the_ping(
+    http_server: HTTPRecorder, tmp_path: Path
+) -> None:
+    """Review of issue 18: `wrap --log` followed a symlink, and a write error after the run
+    (disk full) replaced the command's exit code with 3 and the failure ping was never sent."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "link.log").symlink_to(victim)
+    r = run_cli("wrap", "--log", str(tmp_path / "link.log"), "--", "touch", "ran",
+                cwd=tmp_path)
+    assert r.returncode == 3 and "is a symbolic link" in r.stderr
+    assert victim.read_text() == "precious\n" and not (tmp_path / "ran").exists()
+    if not Path("/dev/full").exists():
+        return
+    r = run_cli("wrap", "--log", "/dev/full", "--ping", http_server.url + "/p", "--",
+                "bash", "-c", "echo out; exit 6", cwd=tmp_path)
+    assert r.returncode == 6, r.stderr
+    assert "flowsh: warning: --log /dev/full: No space left on device" in r.stderr
+    assert [q.path for q in http_server.requests] == ["/p/start", "/p/6"]
