@@ -330,3 +330,15 @@ def test_a_line_break_in_a_path_is_refused_not_written_into_the_crontab(
     [line] = r.stderr.splitlines()
     assert line.endswith("a path with a line break cannot go in a crontab line; "
                          "move or rename it")
+
+
+def test_secrets_are_masked_in_the_mailed_transcript_and_the_log(tmp_path: Path) -> None:
+    flow = tmp_path / "sec.yaml"
+    flow.write_text("name: sec\nparams: {DB_PASSWORD: hunter2-s3cret}\nsteps:\n"
+                    "  - {name: a, run: 'echo \"pw $DB_PASSWORD\"; "
+                    "echo \"err $DB_PASSWORD\" >&2; exit 4'}\n")
+    log = tmp_path / "sec.log"
+    r = run_cli("run", str(flow), "--quiet-on-success", "--log", str(log), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "pw ***" in r.stdout and "err ***" in r.stdout
+    assert "hunter2" not in r.stdout + r.stderr + log.read_text()
