@@ -115,6 +115,8 @@ def init_cmd(
     `main "$@"` gets one step per function `main` calls, in the order it calls them (no
     `main`: one step per function defined, in file order); the steps call the functions
     from the script, loaded with `source:` (definitions only: its `main "$@"` is not run).
+    A statement of `main` that is more than a bare call (arguments, a pipeline, a condition
+    or loop) runs as written in one step, so it keeps its meaning.
     A script without functions becomes one step that runs it.
     """
     if name is None:
