@@ -342,3 +342,16 @@ def test_secrets_are_masked_in_the_mailed_transcript_and_the_log(tmp_path: Path)
     assert r.returncode == 1
     assert "pw ***" in r.stdout and "err ***" in r.stdout
     assert "hunter2" not in r.stdout + r.stderr + log.read_text()
+
+
+def test_json_with_log_or_quiet_on_success_is_refused(tmp_path: Path) -> None:
+    """--json with --log left the log empty (and --quiet-on-success printed the events on
+    a success): a refusal, before anything runs."""
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    for extra in (["--log", str(tmp_path / "j.log")], ["--quiet-on-success"]):
+        r = run_cli("run", str(flow), "--json", *extra, cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == ("flowsh: error: --json does not combine with --log or "
+                            "--quiet-on-success\n")
+    assert not (tmp_path / "ran.txt").exists() and not (tmp_path / "j.log").exists()

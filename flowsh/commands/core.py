@@ -110,8 +110,12 @@ def run_cmd(
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
+    if cron.active and json_events:
+        # --json is a machine's stream of events; the transcript is for people: with both,
+        # the log stayed empty and --quiet-on-success printed the events anyway.
+        raise UsageError("--json does not combine with --log or --quiet-on-success")
     cron.check_log()  # an unwritable --log is refused before anything runs
-    if cron.active and not json_events:
+    if cron.active:
         opts.reporter = cron.reporter()
     # The resume's warnings (a changed file) belong to the transcript, like the run's.
     with cron.lock_guard(wf.name):
