@@ -99,6 +99,10 @@ def stages(text: str) -> tuple[list[tuple[str, str]], bool, list[str]]:
     for stmt in _statements(body):
         found = calls(stmt, wanted)
         stages_ = [c for c in found if c not in helpers]
+        if not stages_ and stmt in found:
+            # A helper main calls on its own, bare (`restart` after `deploy`, which calls
+            # it too): a stage all the same. With arguments (`log "start"`) it is not.
+            stages_ = [stmt]
         if not stages_:  # `cd /srv`, `log "starting"`: no stage of its own
             if stmt.strip() not in ("", "}"):
                 left.append(stmt)

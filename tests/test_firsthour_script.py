@@ -136,3 +136,18 @@ def test_init_from_refuses_a_binary_file(tmp_path: Path) -> None:
         "flowsh: error: --from tool: not a shell script (binary data); "
         "for a program, use `flowsh wrap -- tool`"]
     assert not (tmp_path / "tool.yaml").exists()
+
+
+def test_init_from_keeps_a_bare_call_of_a_function_others_call_too(tmp_path: Path) -> None:
+    (tmp_path / "d.sh").write_text(
+        "log() { echo \"[d] $*\"; }\n"
+        "restart() { echo restart >> calls.txt; }\n"
+        "deploy() { log deploying; echo deploy >> calls.txt; restart; }\n"
+        "main() {\n  log \"start\"\n  deploy\n  restart\n}\nmain \"$@\"\n")
+    assert run_cli("init", "--from", "d.sh", cwd=tmp_path).returncode == 0
+    wf = load_workflow(tmp_path / "d.yaml")
+    # `restart` is main's own second stage though deploy calls it too; `log "start"` is not.
+    assert [s.name for s in wf.steps] == ["deploy", "restart"]
+    assert '#   log "start"' in (tmp_path / "d.yaml").read_text()
+    assert run_cli("run", "d.yaml", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "calls.txt").read_text().split() == ["deploy", "restart", "restart"]
