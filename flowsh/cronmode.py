@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -39,13 +40,21 @@ def open_log(path: Path) -> IO[bytes]:
     shared directory, where a link would let another user point the transcript (and its
     secrets' surroundings) at a file of their choosing, or make flowsh append to one of ours.
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        # O_NONBLOCK: a FIFO at FILE would otherwise hang the job until someone reads it.
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise StateError(f"--log {path}: is a symbolic link; give the file itself") from None
+        if exc.errno == errno.ENXIO:
+            raise StateError(f"--log {path}: is a pipe; give a regular file") from None
         raise StateError(f"--log {path}: {exc.strerror}") from None
+    if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateError(f"--log {path}: is a pipe; give a regular file")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "ab")
 
 

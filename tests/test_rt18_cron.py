@@ -355,3 +355,15 @@ def test_json_with_log_or_quiet_on_success_is_refused(tmp_path: Path) -> None:
         assert r.stderr == ("flowsh: error: --json does not combine with --log or "
                             "--quiet-on-success\n")
     assert not (tmp_path / "ran.txt").exists() and not (tmp_path / "j.log").exists()
+
+
+def test_a_fifo_at_the_log_path_is_refused_not_waited_on(tmp_path: Path) -> None:
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    fifo = tmp_path / "n.log"
+    os.mkfifo(fifo)
+    r = run_cli("run", str(flow), "--quiet-on-success", "--log", str(fifo), cwd=tmp_path,
+                timeout=60)
+    assert r.returncode == 3
+    assert r.stderr == f"flowsh: error: --log {fifo}: is a pipe; give a regular file\n"
+    assert not (tmp_path / "ran.txt").exists()
