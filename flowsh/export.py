@@ -343,8 +343,12 @@ def _cron_command(job: Job, *, script: bool) -> str:
         # An exported script has no flowsh to hold its output back: the full output goes
         # to the log; cron gets (and mails) its tail only on a failure. 75 is flock's
         # "another run holds the lock": a skip, silent.
+        # umask 077 in a subshell: the log (step output) and its directory are the user's
+        # alone, as flowsh's own --log is, while the script keeps cron's umask for the
+        # files its steps write (the same workflow behaves the same).
         dirs = dict.fromkeys(str(Path(p).parent) for p in (job.log, job.lock) if p)
-        mkdir = "mkdir -p " + " ".join(shlex.quote(d) for d in dirs)
+        mkdir = ("(umask 077 && mkdir -p " + " ".join(shlex.quote(d) for d in dirs)
+                 + f" && : >>{log})")
         line = (f"cd {shlex.quote(job.cwd)} && {mkdir} && {assigns} {cmd} >>{log} 2>&1"
                 f" || {{ rc=$?; [ $rc -eq 75 ] || tail -n 100 {log}; exit $rc; }}")
     else:
@@ -379,6 +383,12 @@ def render_crontab(
             )
         entries.append({"expr": sched.expr, "tz": sched.tz})
     job = scheduled_job(wf, script=script, path=path)
+    # A crontab entry is one line: no quoting carries a newline through it (cron would
+    # read the rest as a new, broken entry, and `crontab` refuses the whole table).
+    for value in (job.source, job.cwd, job.log, *job.argv, *(v for _, v in job.env)):
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"{value!r}: a path with a line break cannot go in a crontab "
+                             "line; move or rename it")
     text_out: str = environment().get_template("crontab.j2").render(
         name=wf.name, source=job.source, entries=entries,
         command=_cron_command(job, script=script is not None),

@@ -23,7 +23,9 @@ _OPT_METAVARS = {"state": "URL", "cron": "EXPR", "metrics_push": "URL", "schedul
                  "workflow": "NAME", "name": "NAME", "fmt": "NAME", "step": "STEP",
                  "timeout": "DURATION", "lock_timeout": "DURATION", "retry_delay": "DURATION",
                  "kill_grace": "DURATION", "older_than": "DURATION", "overlap": "MODE",
-                 "executor": "NAME", "output": "PATH", "jobs": "N", "limit": "N", "keep": "N"}
+                 "executor": "NAME", "output": "PATH", "jobs": "N", "limit": "N", "keep": "N",
+                 "misfire": "MODE", "severity": "LEVEL", "event": "EVENT", "run_id": "RUN_ID",
+                 "message": "TEXT"}
 _TYPE_METAVARS = {"int": "N", "float": "NUMBER", "path": "PATH", "str": "TEXT"}
 
 

@@ -13,6 +13,7 @@ exit code: monitoring must not break the job it watches.
 from __future__ import annotations
 
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from flowsh.state import RunRecord, StepRecord
 
 TAIL_BYTES = 10_000  # healthchecks stores up to 100 kB of body; the end is what matters
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # for the whole ping: connecting, sending, reading the answer
+_ANSWER_BYTES = 64 * 1024  # healthchecks answers "OK"; never hold a flood in memory
 
 
 def check_url(url: str) -> str:
@@ -41,15 +43,38 @@ class Pinger:
         self.timeout = timeout
 
     def send(self, suffix: str = "", body: bytes = b"") -> None:
+        """POST, giving up after `timeout` seconds in all: urllib's own timeout is per
+        socket operation, so a server that trickles its answer (or a resolver that hangs)
+        would otherwise hold the job forever; the abandoned attempt is a daemon thread."""
         url = self.url + suffix
+        outcome: list[str] = []
+        worker = threading.Thread(target=self._post, args=(url, body, outcome),
+                                  name="flowsh-ping", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            problem = f"no answer within {self.timeout:g}s"
+        else:
+            problem = outcome[0] if outcome else "failed"
+        if problem:
+            sys.stderr.write(f"flowsh: warning: --ping {url}: {problem}\n")
+
+    def _post(self, url: str, body: bytes, outcome: list[str]) -> None:
         req = urllib.request.Request(url, data=body, method="POST",
                                      headers={"User-Agent": "flowsh-wrap"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            sys.stderr.write(f"flowsh: warning: --ping {url}: {reason}\n")
+                resp.read(_ANSWER_BYTES)
+        except urllib.error.HTTPError as exc:
+            outcome.append(f"HTTP {exc.code} {exc.reason}")
+        except urllib.error.URLError as exc:
+            outcome.append(str(exc.reason))
+        except Exception as exc:
+            # Anything else (a garbage status line or an endless header is http.client's
+            # HTTPException, not OSError) is a warning too: monitoring must not break the job.
+            outcome.append(f"{type(exc).__name__}: {exc}")
+        else:
+            outcome.append("")
 
     def finished(self, run: RunRecord, exit_code: int) -> None:
         suffix = "" if exit_code == 0 else f"/{exit_code}"

@@ -14,6 +14,15 @@ This is a reader of the usual layout, not a bash parser: function definitions
 (``name() {``, ``function name {``), and in `main`'s body the words in command position
 (line start, after ``;`` ``&&`` ``||`` ``|``, ``then``/``do``/``else``/``if``/``!``...) that
 name a defined function. Anything it cannot see stays inside the functions, untouched.
+
+What a step runs keeps what `main` meant: `main`'s top-level statements (an ``if … fi``,
+a loop, a ``{ …; }`` group spanning lines is one statement) are read in order; a bare call
+(``dump_db``) is a step running that function; a call with arguments (``rotate 7``) runs
+with them; a statement that does more than call one function (``gen | store``,
+``if check; then deploy; fi``, ``backup || alert``) becomes one step that runs the statement
+as written, so a pipeline keeps its data and a condition its meaning. A statement that
+calls no function but helpers (``cd /srv``, ``x=1``, ``log "start"``) is not a step: it
+is listed for the reader.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ _DEF = re.compile(
 )
 _SEPARATORS = re.compile(r"&&|\|\||[;&|(){}`]|\$\(")
 _KEYWORDS = {"if", "then", "do", "else", "elif", "while", "until", "time", "!", "command"}
+_OPENERS = {"if", "case", "for", "while", "until", "select", "{"}
+_CLOSERS = {"fi", "esac", "done", "}"}
+_WORDS = re.compile(r"[^\s;&|()<>]+")
 
 
 def functions(text: str) -> list[str]:
@@ -60,18 +72,6 @@ def _body(text: str, name: str) -> str | None:
     return None
 
 
-def steps_of(text: str) -> tuple[list[str], bool]:
-    """(the functions to make steps of, in order; whether they came from `main`)."""
-    defined = functions(text)
-    body = _body(text, "main") if "main" in defined else None
-    if body is None:
-        return defined, False
-    wanted = set(defined) - {"main"}
-    # A helper (`log`, `die`) is called by the other functions too: it is not a stage.
-    helpers = {c for f in wanted for c in calls(_body(text, f) or "", wanted - {f})}
-    return [c for c in calls(body, wanted) if c not in helpers], True
-
-
 def calls(body: str, names: set[str]) -> list[str]:
     """The names from `names` that `body` runs as commands, in order of first call."""
     found: dict[str, None] = {}
@@ -83,3 +83,59 @@ def calls(body: str, names: set[str]) -> list[str]:
             if words and words[0] in names:
                 found.setdefault(words[0], None)
     return list(found)
+
+
+def stages(text: str) -> tuple[list[tuple[str, str]], bool, list[str]]:
+    """([(function, what the step runs)], whether they came from `main`, statements of
+    `main` that call no function and so are in no step)."""
+    defined = functions(text)
+    body = _body(text, "main") if "main" in defined else None
+    if body is None:
+        return [(f, f) for f in defined], False, []
+    wanted = set(defined) - {"main"}
+    helpers = {c for f in wanted for c in calls(_body(text, f) or "", wanted - {f})}
+    out: list[tuple[str, str]] = []
+    left: list[str] = []
+    for stmt in _statements(body):
+        found = calls(stmt, wanted)
+        stages_ = [c for c in found if c not in helpers]
+        if not stages_ and stmt in found:
+            # A helper main calls on its own, bare (`restart` after `deploy`, which calls
+            # it too): a stage all the same. With arguments (`log "start"`) it is not.
+            stages_ = [stmt]
+        if not stages_:  # `cd /srv`, `log "starting"`: no stage of its own
+            if stmt.strip() not in ("", "}"):
+                left.append(stmt)
+            continue
+        out.append((stages_[0], stmt))
+    return out, True, left
+
+
+def _statements(body: str) -> list[str]:
+    """`main`'s top-level statements in order, each dedented: multi-line compounds whole,
+    a line of ``a; b && c`` as its parts (sequential steps mean the same)."""
+    import textwrap
+
+    out: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for line in body.splitlines():
+        if not line.strip() and not current:
+            continue
+        current.append(line)
+        for word in _WORDS.findall(line):
+            depth += (word in _OPENERS) - (word in _CLOSERS)
+        if depth <= 0:
+            stmt = textwrap.dedent("\n".join(current)).strip()
+            depth, current = 0, []
+            if "\n" in stmt or "|" in stmt or _opens(stmt):
+                out.append(stmt)
+            else:
+                out.extend(p.strip() for p in re.split(r";|&&", stmt) if p.strip())
+    if current:
+        out.append(textwrap.dedent("\n".join(current)).strip())
+    return [s.rstrip(";").rstrip() for s in out if s not in ("{", "}")]
+
+
+def _opens(stmt: str) -> bool:
+    return any(w in _OPENERS for w in _WORDS.findall(stmt))

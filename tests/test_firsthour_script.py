@@ -90,3 +90,64 @@ def test_init_help_says_what_from_does() -> None:
     text = " ".join(r.stdout.split())
     assert "one step per function its `main` calls, in that order" in text
     assert "per function it defines, when it has no `main`" in text
+
+
+def test_init_from_keeps_what_mains_statements_mean(tmp_path: Path) -> None:
+    """Review of issue 18: a pipeline of functions split into steps lost its data, a
+    call's arguments were dropped, a condition became unconditional."""
+    (tmp_path / "etl.sh").write_text(
+        "#!/bin/bash\n"
+        "gen() { printf 'r1\\nr2\\n'; }\n"
+        "upper() { tr a-z A-Z; }\n"
+        "store() { cat > stored.txt; }\n"
+        "rotate() { echo \"rotate $1\" >> calls.txt; }\n"
+        "has_work() { [ -e work ]; }\n"
+        "deploy() { echo deploy >> calls.txt; }\n"
+        "main() {\n"
+        "    cd \"$(dirname \"$0\")\"\n"
+        "    gen | upper | store\n"
+        "    rotate 7; rotate 30\n"
+        "    if has_work; then\n"
+        "        deploy\n"
+        "    fi\n"
+        "}\n"
+        "main \"$@\"\n"
+    )
+    r = run_cli("init", "--from", "etl.sh", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "etl.yaml").read_text()
+    assert '#   cd "$(dirname "$0")"' in text  # not in a step: said so
+    wf = load_workflow(tmp_path / "etl.yaml")
+    assert [(s.name, s.run) for s in wf.steps] == [
+        ("gen", "gen | upper | store"), ("rotate", "rotate 7"), ("rotate-2", "rotate 30"),
+        ("has_work", "if has_work; then\n    deploy\nfi")]
+    r = run_cli("run", "etl.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "stored.txt").read_text() == "R1\nR2\n"
+    # No `work`: the condition is false, deploy does not run, and that is not a failure.
+    assert (tmp_path / "calls.txt").read_text() == "rotate 7\nrotate 30\n"
+
+
+def test_init_from_refuses_a_binary_file(tmp_path: Path) -> None:
+    (tmp_path / "tool").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00main() {\n")
+    r = run_cli("init", "--from", "tool", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        "flowsh: error: --from tool: not a shell script (binary data); "
+        "for a program, use `flowsh wrap -- tool`"]
+    assert not (tmp_path / "tool.yaml").exists()
+
+
+def test_init_from_keeps_a_bare_call_of_a_function_others_call_too(tmp_path: Path) -> None:
+    (tmp_path / "d.sh").write_text(
+        "log() { echo \"[d] $*\"; }\n"
+        "restart() { echo restart >> calls.txt; }\n"
+        "deploy() { log deploying; echo deploy >> calls.txt; restart; }\n"
+        "main() {\n  log \"start\"\n  deploy\n  restart\n}\nmain \"$@\"\n")
+    assert run_cli("init", "--from", "d.sh", cwd=tmp_path).returncode == 0
+    wf = load_workflow(tmp_path / "d.yaml")
+    # `restart` is main's own second stage though deploy calls it too; `log "start"` is not.
+    assert [s.name for s in wf.steps] == ["deploy", "restart"]
+    assert '#   log "start"' in (tmp_path / "d.yaml").read_text()
+    assert run_cli("run", "d.yaml", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "calls.txt").read_text().split() == ["deploy", "restart", "restart"]

@@ -30,6 +30,11 @@ def test_help_names_arguments_as_users_write_them() -> None:
     assert "Usage: flowsh validate [OPTIONS] FILE...\n" in _help("validate")
     assert "Usage: flowsh status [OPTIONS] [RUN_ID]\n" in _help("status")
     assert "Usage: flowsh wrap [OPTIONS] COMMAND [ARGS]...\n" in _help("wrap")
+    # A value from a fixed set says which kind, not TEXT (review of issue 18).
+    assert "--misfire MODE" in _help("scheduler", "run")
+    assert "--severity LEVEL" in _help("notify", "test")
+    send = _help("notify", "send")
+    assert "--event EVENT" in send and "--severity LEVEL" in send and "--run-id RUN_ID" in send
     # Nowhere in the generated reference: typer's {file} or <list[str]>-style types.
     ref = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
     assert not re.search(r"\{[a-z_]+\}|<(?:list\[)?(?:str|int|path|float|Path)\]?>", ref)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from flowsh.ping import Pinger
 from tests.conftest import run_cli
 from tests.notify_servers import HTTPRecorder, http_server_fixture  # noqa: F401
 
@@ -72,3 +77,98 @@ def test_skip_quietly_and_quiet_on_success_are_silent_on_a_lock_skip(
     finally:
         (tmp_path / "release").touch()
         first.wait(60)
+
+
+class RawServer:
+    """A TCP server on loopback that answers every connection with `answer(conn)`."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/ping/x"
+        self.hits = 0
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.hits += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            with contextlib.suppress(OSError):
+                self.answer(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_ping_to_a_server_that_is_not_http_keeps_the_job_and_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    # http.client raises BadStatusLine / LineTooLong, which are not OSError: they used to
+    # escape as a traceback at /start, so the command never ran.
+    answers = [lambda c: c.sendall(b"NOT HTTP AT ALL\r\n\r\n"),
+               lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")]
+    for answer in answers:
+        server = RawServer(answer)
+        try:
+            r = run_cli("wrap", "--ping", server.url, "--", "bash", "-c",
+                        "echo ran >> ran.txt; exit 7", cwd=tmp_path)
+        finally:
+            server.close()
+        assert r.returncode == 7, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.count("flowsh: warning: --ping ") == 2, r.stderr
+    assert (tmp_path / "ran.txt").read_text() == "ran\nran\n"
+
+
+def test_ping_gives_up_on_a_server_that_trickles_its_answer() -> None:
+    # urllib's timeout is per socket read: a byte of the answer every 0.2 s never trips it.
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        while not stop.wait(0.2):
+            conn.sendall(b"x")
+
+    server = RawServer(trickle)
+    pinger = threading.Thread(target=Pinger(server.url, timeout=1.0).send, args=("/start",),
+                              daemon=True)
+    try:
+        pinger.start()
+        pinger.join(30)  # 1 s asked for; generous for a loaded machine, not forever
+        gave_up = not pinger.is_alive()
+    finally:
+        stop.set()
+        server.close()
+    assert server.hits == 1
+    assert gave_up
+
+
+def test_wrap_log_that_cannot_be_written_keeps_the_exit_code_and_the_ping(
+    http_server: HTTPRecorder, tmp_path: Path
+) -> None:
+    """Review of issue 18: `wrap --log` followed a symlink, and a write error after the run
+    (disk full) replaced the command's exit code with 3 and the failure ping was never sent."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "link.log").symlink_to(victim)
+    r = run_cli("wrap", "--log", str(tmp_path / "link.log"), "--", "touch", "ran",
+                cwd=tmp_path)
+    assert r.returncode == 3 and "is a symbolic link" in r.stderr
+    assert victim.read_text() == "precious\n" and not (tmp_path / "ran").exists()
+    if not Path("/dev/full").exists():
+        return
+    r = run_cli("wrap", "--log", "/dev/full", "--ping", http_server.url + "/p", "--",
+                "bash", "-c", "echo out; exit 6", cwd=tmp_path)
+    assert r.returncode == 6, r.stderr
+    assert "flowsh: warning: --log /dev/full: No space left on device" in r.stderr
+    assert [q.path for q in http_server.requests] == ["/p/start", "/p/6"]

@@ -8,9 +8,11 @@ tests that want entry points set FLOWSH_LOAD_ENTRYPOINTS=1 and an allow-list.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -119,11 +121,13 @@ def test_install_failure_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     res = run_cli("plugins", "install", str(tmp_path / "empty"))
     assert res.returncode == 5
-    # pip's full log, then flowsh's one line (issue 18: the log only on failure).
-    *log, last = res.stderr.splitlines()
-    assert last.startswith("flowsh: error: pip install failed (exit 1): ERROR")
-    assert last.endswith("(pip's full output is above)")
-    assert any(ln.startswith("ERROR") for ln in log) and res.stdout == ""
+    # One line (bad input: one clear line); pip's full log kept in the file it names.
+    [line] = res.stderr.splitlines()
+    assert line.startswith("flowsh: error: pip install failed (exit 1): ERROR")
+    kept = Path(os.environ["FLOWSH_HOME"]) / "logs" / "pip.log"
+    assert line.endswith(f"(pip's full output: {kept})") and res.stdout == ""
+    assert any(ln.startswith("ERROR") for ln in kept.read_text().splitlines())
+    assert kept.stat().st_mode & 0o777 == 0o600
     assert "Traceback" not in res.stderr
 
 

@@ -107,15 +107,21 @@ def run_cmd(
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor = executor
-    if prior is not None:
-        _check_resumable(prior, wf, force=False)
-        opts.resume = prior
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
-    if cron.active and not json_events:
+    if cron.active and json_events:
+        # --json is a machine's stream of events; the transcript is for people: with both,
+        # the log stayed empty and --quiet-on-success printed the events anyway.
+        raise UsageError("--json does not combine with --log or --quiet-on-success")
+    cron.check_log()  # an unwritable --log is refused before anything runs
+    if cron.active:
         opts.reporter = cron.reporter()
+    # The resume's warnings (a changed file) belong to the transcript, like the run's.
     with cron.lock_guard(wf.name):
+        if prior is not None:
+            _check_resumable(prior, wf, force=False)
+            opts.resume = prior
         run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)

@@ -63,17 +63,30 @@ def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
             from_script.resolve(), directory.resolve()))
         if not (directory / script).is_file():
             raise UsageError(f"--from {from_script}: no such file")
-        from flowsh.scriptsplit import steps_of
+        from flowsh.scriptsplit import stages
 
         try:
-            funcs, from_main = steps_of((directory / script).read_text(errors="replace"))
+            raw = (directory / script).read_bytes()
         except OSError as exc:
             raise UsageError(f"--from {from_script}: {exc.strerror}") from None
-        if funcs:
-            steps = [{"name": _name_of(f), "run": f} for f in funcs]
+        if b"\0" in raw:
+            raise UsageError(f"--from {from_script}: not a shell script (binary data); "
+                             f"for a program, use `flowsh wrap -- {from_script}`")
+        found, from_main, left = stages(raw.decode(errors="replace"))
+        if found:
+            steps: list[dict[str, str]] = []
+            taken: set[str] = set()
+            for func, run in found:
+                step = base = _name_of(func)
+                n = 1
+                while step in taken:  # `rotate 7` and `rotate 30`: rotate, rotate-2
+                    n += 1
+                    step = f"{base}-{n}"
+                taken.add(step)
+                steps.append({"name": step, "run": run})
             text = render("from_functions.yaml.j2", name=name, file=wf_file.name,
                           script=str(script), steps=steps,
-                          from_main=from_main)
+                          from_main=from_main, left=left)
             write_new(wf_file, text, force=force)
             return [wf_file]
         text = render("from_script.yaml.j2", name=name, file=wf_file.name, script=str(script),
@@ -102,6 +115,8 @@ def init_cmd(
     `main "$@"` gets one step per function `main` calls, in the order it calls them (no
     `main`: one step per function defined, in file order); the steps call the functions
     from the script, loaded with `source:` (definitions only: its `main "$@"` is not run).
+    A statement of `main` that is more than a bare call (arguments, a pipeline, a condition
+    or loop) runs as written in one step, so it keeps its meaning.
     A script without functions becomes one step that runs it.
     """
     if name is None:

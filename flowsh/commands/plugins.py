@@ -49,7 +49,8 @@ def columns(rows: list[tuple[str, str, str]]) -> list[str]:
 
 
 def _pip(*args: str) -> list[str]:
-    """Run pip quietly: its whole log goes to stderr only when it fails.
+    """Run pip quietly: on a failure one line (pip's own ERROR line), its whole log kept
+    in a file the line names — a mistyped name should not scroll a screen of pip.
 
     Returns pip's summary lines (``Successfully installed ...``) on success.
     """
@@ -62,12 +63,11 @@ def _pip(*args: str) -> list[str]:
     try:
         python("-m", "pip", *args, _out=log.append, _err=log.append)
     except sh.ErrorReturnCode as exc:
-        sys.stderr.write("".join(log))
         lines = "".join(log).strip().splitlines()
         detail = next((ln for ln in reversed(lines) if ln.startswith("ERROR")),
                       lines[-1] if lines else "")
         raise PluginError(f"pip {args[0]} failed (exit {exc.exit_code}): {detail} "
-                          "(pip's full output is above)") from None
+                          f"({_keep_pip_log(''.join(log))})") from None
     finally:
         from flowsh import plugins
 
@@ -75,6 +75,25 @@ def _pip(*args: str) -> list[str]:
     return [ln.rstrip("\n") for ln in log
             if ln.startswith(("Successfully installed", "Successfully uninstalled",
                               "  Successfully uninstalled"))]
+
+
+def _keep_pip_log(text: str) -> str:
+    """Save pip's output as $FLOWSH_HOME/logs/pip.log (0600); say where it went."""
+    import os
+
+    from flowsh.state import flowsh_home
+
+    path = flowsh_home() / "logs" / "pip.log"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as out:
+            os.fchmod(fd, 0o600)
+            out.write(text)
+    except OSError:
+        sys.stderr.write(text)  # nowhere to keep it: show it rather than lose it
+        return "pip's full output is above"
+    return f"pip's full output: {path}"
 
 
 def _entry_points() -> dict[str, tuple[str, str]]:

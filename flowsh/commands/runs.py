@@ -91,10 +91,24 @@ def status_cmd(
 
 
 TAIL_LINES = 20
+TAIL_STEPS = 5  # a run with 50 failed steps shows five; the others are one command away
+LINE_CHARS = 500  # a log line can be megabytes (a progress bar, minified JSON)
 
 
-def tail_lines(path: str, count: int = TAIL_LINES) -> list[str]:
-    """The last `count` lines of a log, read from its end (a log may be gigabytes)."""
+def _printable(line: str) -> str:
+    """A log line safe to put on a terminal: control characters (escape sequences that
+    would clear the screen or retitle the window, a lone CR, NUL) shown as \\xNN, and
+    a huge line cut, saying how much is left out."""
+    text = "".join(c if c == "\t" or c.isprintable() else f"\\x{ord(c):02x}"
+                   if ord(c) < 0x100 else "\ufffd" for c in line[:LINE_CHARS])
+    if len(line) > LINE_CHARS:
+        text += f" …[cut at {LINE_CHARS} characters]"
+    return text
+
+
+def tail_lines(path: str, count: int = TAIL_LINES) -> list[str] | None:
+    """The last `count` lines of a log, read from its end (a log may be gigabytes); None
+    when the log cannot be read (deleted, pruned)."""
     import os
 
     try:
@@ -103,8 +117,12 @@ def tail_lines(path: str, count: int = TAIL_LINES) -> list[str]:
             fh.seek(max(0, size - 256 * 1024))
             data = fh.read()
     except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()[-count:]
+        return None
+    # Lines end at \n only: a \r inside one (a progress bar) is data, shown escaped.
+    lines = data.decode(errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
+    return [_printable(ln) for ln in lines[-count:]]
 
 
 def failure_details(run: RunRecord, state: str | None) -> list[str]:
@@ -118,16 +136,24 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
     if run.status not in (FAILED, INTERRUPTED, CRASHED):
         return []
     out: list[str] = []
-    for rec in run.steps.values():
-        if rec.status not in (FAILED, INTERRUPTED) or not rec.log_path:
-            continue
+    failed = [rec for rec in run.steps.values()
+              if rec.status in (FAILED, INTERRUPTED) and rec.log_path]
+    for rec in failed[:TAIL_STEPS]:
+        assert rec.log_path is not None
         lines = tail_lines(rec.log_path)
         out.append("")
+        if lines is None:
+            out.append(f"{rec.name}: log {rec.log_path} is gone (deleted or pruned)")
+            continue
         if not lines:
             out.append(f"{rec.name}: no output (log {rec.log_path})")
             continue
         out.append(f"{rec.name}: last {len(lines)} line(s) of {rec.log_path}")
         out.extend(f"  | {ln}" for ln in lines)
+    if len(failed) > TAIL_STEPS:
+        out.append("")
+        out.append(f"... and {len(failed) - TAIL_STEPS} more failed step(s): "
+                   f"flowsh logs {run.run_id} STEP")
     out.append("")
     if run.file:
         # --state only when it is not what the environment already says.

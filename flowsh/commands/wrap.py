@@ -175,23 +175,31 @@ def exit_code_of(run: RunRecord) -> int:
 
 
 def _append_log(run: RunRecord, path: Path) -> None:
-    """`--log FILE`: append this run's output, after a header line, like `>> FILE 2>&1`."""
+    """`--log FILE`: append this run's output, after a header line, like `>> FILE 2>&1`.
+
+    As `flowsh run --log` (flowsh/cronmode.py): a symlink is not followed, appends take
+    turns under flock, and a log that cannot be written is a warning — the command's
+    exit code and its --ping stand."""
+    import fcntl
     import time
 
+    from flowsh.cronmode import open_log
     from flowsh.errors import StateError
 
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open_log(path) as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
+            out.write(f"=== {stamp} {run.workflow} run {run.run_id}: {run.status}"
+                      f" (exit {exit_code_of(run)}) ===\n".encode())
+            for rec in run.steps.values():
+                if rec.log_path and Path(rec.log_path).exists():
+                    with open(rec.log_path, "rb") as fh:
+                        shutil.copyfileobj(fh, out)
+    except StateError as exc:
+        sys.stderr.write(f"flowsh: warning: {exc}\n")
     except OSError as exc:
-        raise StateError(f"--log {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "ab") as out:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
-        out.write(f"=== {stamp} {run.workflow} run {run.run_id}: {run.status}"
-                  f" (exit {exit_code_of(run)}) ===\n".encode())
-        for rec in run.steps.values():
-            if rec.log_path and Path(rec.log_path).exists():
-                with open(rec.log_path, "rb") as fh:
-                    shutil.copyfileobj(fh, out)
+        sys.stderr.write(f"flowsh: warning: --log {path}: {exc.strerror}\n")
 
 
 def wrap_cmd(
@@ -233,6 +241,10 @@ def wrap_cmd(
         lock_t = parse_duration(lock_timeout) if lock_timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--lock-timeout: {exc}") from None
+    if log is not None:
+        from flowsh.cronmode import open_log
+
+        open_log(log).close()  # a log that cannot be written is refused before the run
     pinger = Pinger(ping) if ping else None
     reporter = _make_reporter(quiet_on_success=quiet_on_success, verbose=verbose,
                               json_events=json_events)
