@@ -348,6 +348,25 @@ steps:
     assert (tmp_path / "got.txt").read_text() == "sk-pw-from-env"  # the real value
 
 
+def test_secret_values_masked_in_step_logs_line_by_line(tmp_path: Path) -> None:
+    script = _flow(tmp_path, """\
+name: masked
+params: {db_password: x}
+steps:
+  - name: key
+    run: printf 'PRIVATE_KEY<<EOF\\nfirst-line-1\\nsecond.line*2\\nEOF\\n' >> "$FLOWSH_OUTPUT"
+  - name: show
+    run: |
+      echo "pw=$db_password"
+      printf '%s\\n' "$PRIVATE_KEY" >&2
+      echo "plain text stays"
+""")
+    res = _run(script, env={"db_password": "pw$a/b[c].d"})
+    assert res.returncode == 0, res.stderr
+    [log] = (Path(os.environ["FLOWSH_HOME"]) / "exported/masked/runs").glob("*/show.log")
+    assert log.read_text() == "pw=***\n***\n***\nplain text stays\n"
+
+
 def test_csv_log_refuses_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "target.txt"
     target.write_text("")
