@@ -313,7 +313,7 @@ steps:
     assert res.returncode == 1  # `timed` timed out
     for name in ("setsid", "double", "timed"):
         pid = int((tmp_path / f"{name}.pid").read_text())
-        _wait(lambda p=pid: not _alive(p), f"{name} stopped", limit=10)
+        _wait(lambda p=pid: not _alive(p), f"{name} stopped", limit=30)
 
 
 def test_secrets_never_in_text_checkpoint_or_files(tmp_path: Path) -> None:
@@ -375,3 +375,34 @@ def test_csv_log_refuses_a_symlink(tmp_path: Path) -> None:
     res = _run(script)
     assert res.returncode == 3 and "symlink" in res.stderr
     assert target.read_text() == "" and not (tmp_path / "ran").exists()
+
+
+PARALLEL = """\
+name: paracrash
+kill_grace: 0.2s
+concurrency: 3
+steps:
+  - {name: quick, run: echo x >> quick.count}
+  - {name: left, needs: [], run: 'echo x >> left.count; [ -f go ] || { touch left.up; sleep 300; }'}
+  - {name: right, needs: [], run: 'echo x >> right.count; [ -f go ] || { touch right.up; sleep 300; }'}
+  - {name: join, needs: [quick, left, right], run: echo x >> join.count}
+"""
+
+
+def test_script_or_script_resume_after_kill_9_on_a_parallel_dag(tmp_path: Path) -> None:
+    """The documented `./etl.sh || ./etl.sh --resume`, the first runner killed with -9."""
+    script = _flow(tmp_path, PARALLEL)
+    env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": os.environ["FLOWSH_HOME"]}
+    both = subprocess.Popen(
+        ["bash", "-c", 'bash "$1" & echo $! > runner.pid; wait $! || bash "$1" --resume',
+         "sh", str(script)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    _wait(lambda: (tmp_path / "left.up").exists() and (tmp_path / "right.up").exists()
+          and (tmp_path / "quick.count").exists(), "both slow steps")
+    (tmp_path / "go").touch()  # the re-run of left/right finishes at once
+    os.kill(int((tmp_path / "runner.pid").read_text()), signal.SIGKILL)
+    _, err = both.communicate(timeout=60)
+    assert both.returncode == 0, err
+    assert (tmp_path / "quick.count").read_text() == "x\n"
+    assert (tmp_path / "join.count").read_text() == "x\n"
+    assert checkpoint("paracrash")["status"] == "succeeded"
