@@ -145,7 +145,8 @@ def _expand(p: str) -> str:
 
 
 def _step_context(
-    wf: Workflow, step: Step, index: int, func: str, fs: _Files, libsets: list[list[str]]
+    wf: Workflow, step: Step, index: int, func: str, fs: _Files, libsets: list[list[str]],
+    libdirs: list[str],
 ) -> dict[str, Any]:
     from flowsh.paths import resolve_path, step_cwd
     from flowsh.steps import POSIX_SHELLS
@@ -167,6 +168,8 @@ def _step_context(
         if refs and os.path.basename(shell[0]) == "bash":
             if refs not in libsets:
                 libsets.append(refs)
+                # Evaluated once, in the working directory of the first step using them.
+                libdirs.append(_expand(step.workdir) if step.workdir else ".")
             libset = libsets.index(refs)
             prelude.append(step_prelude(refs))
         else:
@@ -255,8 +258,9 @@ def bash_context(
     fs = _Files(inline=inline)
     by_name = {s.name: (i, s) for i, s in enumerate(wf.steps)}
     libsets: list[list[str]] = []
+    libdirs: list[str] = []
     steps = [
-        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs, libsets)
+        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs, libsets, libdirs)
         for n in graph.order
     ]
     from flowsh.notify import effective_notify, events_of
@@ -293,6 +297,7 @@ def bash_context(
             [*(k for k in wf.env if k in secrets), *(k for s in steps for k in s["secret_env"])]
         )),
         "library_evals": [eval_script(refs) for refs in libsets],
+        "library_dirs": libdirs,
         "guard": guard() if libsets else "",
         "lock_timeout": str(math.ceil(wf.lock_timeout)) if wf.lock_timeout else "",
         "kill_grace": seconds(wf.kill_grace) if wf.kill_grace else "0.1",

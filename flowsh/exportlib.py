@@ -77,6 +77,7 @@ def eval_script(refs: Sequence[str]) -> str:
     return "\n".join([
         'eval "$FLOWSH_GUARD"',
         "declare -A __flowsh_before=()",
+        "__flowsh_changed=()",
         "for __flowsh_n in $(compgen -v); do",
         '  __flowsh_before[$__flowsh_n]=$(declare -p "$__flowsh_n" 2>/dev/null)',
         "done",
@@ -84,7 +85,13 @@ def eval_script(refs: Sequence[str]) -> str:
         "for __flowsh_n in $(compgen -v); do",
         f"  case $__flowsh_n in {_DYNAMIC}) continue ;; esac",
         '  __flowsh_d=$(declare -p "$__flowsh_n" 2>/dev/null) || continue',
-        '  [[ ${__flowsh_before[$__flowsh_n]-} == "$__flowsh_d" ]] || '
-        "printf '%s\\n' \"$__flowsh_d\"",
+        '  [[ ${__flowsh_before[$__flowsh_n]-} == "$__flowsh_d" ]] && continue',
+        "  printf '%s\\n' \"$__flowsh_d\"",
+        '  __flowsh_changed+=("$__flowsh_n")',
+        "done",
+        # Then a NUL and `name NUL value NUL` pairs: the script masks secret-named ones.
+        "printf '\\0'",
+        'for __flowsh_n in "${__flowsh_changed[@]}"; do',
+        "  printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"",
         "done",
     ]) + "\n"

@@ -349,9 +349,11 @@ steps:
 
 
 def test_secret_values_masked_in_step_logs_line_by_line(tmp_path: Path) -> None:
+    (tmp_path / "lib.sh").write_text("LIB_TOKEN=lib-secret-42\n")
     script = _flow(tmp_path, """\
 name: masked
 params: {db_password: x}
+source: lib.sh
 steps:
   - name: key
     run: printf 'PRIVATE_KEY<<EOF\\nfirst-line-1\\nsecond.line*2\\nEOF\\n' >> "$FLOWSH_OUTPUT"
@@ -359,12 +361,12 @@ steps:
     run: |
       echo "pw=$db_password"
       printf '%s\\n' "$PRIVATE_KEY" >&2
-      echo "plain text stays"
+      echo "plain text stays $LIB_TOKEN"
 """)
     res = _run(script, env={"db_password": "pw$a/b[c].d"})
     assert res.returncode == 0, res.stderr
     [log] = (Path(os.environ["FLOWSH_HOME"]) / "exported/masked/runs").glob("*/show.log")
-    assert log.read_text() == "pw=***\n***\n***\nplain text stays\n"
+    assert log.read_text() == "pw=***\n***\n***\nplain text stays ***\n"
 
 
 def test_csv_log_refuses_a_symlink(tmp_path: Path) -> None:
