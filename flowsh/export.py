@@ -273,9 +273,13 @@ def bash_context(
     source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
     embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
     secrets = wf.secret_names()
-    params = dict(wf.params)
+    # Declared without a default: None in `params`, or listed apart (`required_params`).
+    params: dict[str, str | None] = {
+        **wf.params, **dict.fromkeys(getattr(wf, "required_params", ()))}
     return {
         "wf": wf,
+        # The workflow's identity where the model has one (rule 7), else its name.
+        "identity": str(getattr(wf, "identity", wf.name)),
         "version": __version__,
         "source_name": source_name,
         "script_name": script_name or f"{wf.name}.sh",
