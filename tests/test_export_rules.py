@@ -123,8 +123,10 @@ steps:
     ("just words", "not an assignment"), ("1A=x", "invalid name"),
 ])
 def test_env_file_refusals_name_file_and_line(tmp_path: Path, line: str, why: str) -> None:
-    (tmp_path / ".env").write_text(f"OK=1\n{line}\n")
+    (tmp_path / ".env").write_text("OK=1\n")
     script = _flow(tmp_path, "env_file: .env\nsteps: [{name: s, run: touch ran}]\n")
+    # The script reads the file when it runs (flowsh may check it at export time too).
+    (tmp_path / ".env").write_text(f"OK=1\n{line}\n")
     res = _run(script)
     assert res.returncode == 2
     assert res.stderr.startswith(".env:2: ") and why in res.stderr, res.stderr
@@ -268,11 +270,14 @@ steps:
 
 
 def _alive(pid: int) -> bool:
+    """Still the step's process: pids wrap quickly on a busy machine (pid_max 32768), so a
+    live pid counts only if it carries a step token in its environment."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    return text.rsplit(")", 1)[1].split()[0] != "Z"
+    return text.rsplit(")", 1)[1].split()[0] != "Z" and b"\0FLOWSH_STEP_TOKEN=" in b"\0" + environ
 
 
 def test_resume_after_kill_9_stops_leftovers_and_runs_each_step_once(tmp_path: Path) -> None:
