@@ -300,11 +300,19 @@ def test_sigterm_interrupts_kills_the_step_group_and_resumes(tmp_path: Path) -> 
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     grandchild = int((tmp_path / "grandchild.pid").read_text())
-    for _ in range(100):
-        if not Path(f"/proc/{grandchild}").exists():
+
+    def alive() -> bool:  # and still the step's (a pid is reused fast under load)
+        try:
+            env = Path(f"/proc/{grandchild}/environ").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return False
+        return b"FLOWSH_RUN_ID=" in env
+
+    for _ in range(500):
+        if not alive():
             break
         time.sleep(0.02)
-    assert not Path(f"/proc/{grandchild}").exists(), "the step's process group survived"
+    assert not alive(), "the step's process group survived"
     data = checkpoint("slow")
     assert data["status"] == "interrupted"
     assert data["steps"]["wait"]["status"] == "interrupted"
