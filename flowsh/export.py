@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from flowsh.errors import UsageError
-from flowsh.model import IDENT, Step, Workflow
+from flowsh.exportlib import eval_script, guard, step_prelude
+from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
 from flowsh.templating import templates_dir
 
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
@@ -29,6 +30,11 @@ def bash_quote(value: object) -> str:
     if text and _SAFE.match(text) and not text.startswith(("=", "-")):
         return text
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def quote_name(value: object) -> str:
+    """Always single-quoted: a name (step, channel) must never read as a bash keyword."""
+    return "'" + str(value).replace("'", "'\\''") + "'"
 
 
 def seconds(value: float | None) -> str:
@@ -54,6 +60,7 @@ def environment() -> Any:
         comment_end_string="jinja#}",
     )
     env.filters["q"] = bash_quote
+    env.filters["qn"] = quote_name
     return env
 
 
@@ -90,27 +97,34 @@ def check_names(wf: Workflow) -> None:
 
 @dataclass
 class _Files:
-    """Scripts and libraries the steps use: embedded (inline) or by absolute path."""
+    """Scripts and libraries the steps use: embedded (inline) or by absolute path.
+
+    Embedded files are written under the run directory at ``root/`` + their original
+    absolute path, so each keeps its own name (``$0``, ``BASH_SOURCE``) and the files it
+    sources by a path relative to itself are where it looks for them (flowsh.embed).
+    """
 
     inline: bool
     items: list[dict[str, str]] = field(default_factory=list)
     by_path: dict[str, str] = field(default_factory=dict)
 
-    def ref(self, path: Path) -> str:
+    def ref(self, path: Path, cwd: Path | None = None) -> str:
         """A bash word naming the file at run time."""
         key = str(path.resolve())
         if not self.inline:
             return bash_quote(key)
         if key not in self.by_path:
-            try:
-                content = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot inline {path}: {exc}") from None
-            name = f"{len(self.items) + 1}-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}"
-            mode = "700" if os.access(path, os.X_OK) else "600"
-            self.items.append({"name": name, "origin": key, "content": content, "mode": mode})
-            self.by_path[key] = name
-        return f'"$FLOWSH_FILES"/{self.by_path[key]}'
+            from flowsh.embed import embed
+
+            self.by_path[key] = mirror_word(key)
+            for item in embed(Path(key), cwd or Path(key).parent, self.by_path):
+                self.items.append(item)
+        return self.by_path[key]
+
+
+def mirror_word(path: str) -> str:
+    """`"$FLOWSH_FILES"/root'/abs/path'`: where an embedded file lives at run time."""
+    return '"$FLOWSH_FILES"/root' + bash_quote(path)
 
 
 def _func_names(steps: list[Step]) -> dict[str, str]:
@@ -130,26 +144,39 @@ def _expand(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -> dict[str, Any]:
+def _step_context(
+    wf: Workflow, step: Step, index: int, func: str, fs: _Files, libsets: list[list[str]],
+    libdirs: list[str],
+) -> dict[str, Any]:
     from flowsh.paths import resolve_path, step_cwd
     from flowsh.steps import POSIX_SHELLS
 
     shell = shlex.split(step.shell or wf.shell)
     fallback = ""
+    libset = -1
+    cwd = step_cwd(wf, step)
     if step.script is not None:
         # As the engine: an executable script runs itself, any other goes to the shell.
-        path = resolve_path(wf, step.script, step_cwd(wf, step))
-        argv = [fs.ref(path), *(bash_quote(a) for a in step.args)]
+        path = resolve_path(wf, step.script, cwd)
+        argv = [fs.ref(path, cwd), *(bash_quote(a) for a in step.args)]
         fallback = " ".join(bash_quote(a) for a in shell)
     elif os.path.basename(shell[0]) not in POSIX_SHELLS:
         argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(step.run or "")]
     else:
         prelude = []
-        for src in (*wf.source, *step.source):
-            ref = fs.ref(resolve_path(wf, src))
-            shown = ref.replace("'", "").replace('"', "")
-            prelude.append(f". {ref} || {{ echo {bash_quote('flowsh: cannot source ' + shown)} "
-                           ">&2; exit 2; }")
+        refs = [fs.ref(resolve_path(wf, src), cwd) for src in (*wf.source, *step.source)]
+        if refs and os.path.basename(shell[0]) == "bash":
+            if refs not in libsets:
+                libsets.append(refs)
+                # Evaluated once, in the working directory of the first step using them.
+                libdirs.append(_expand(step.workdir) if step.workdir else ".")
+            libset = libsets.index(refs)
+            prelude.append(step_prelude(refs))
+        else:
+            for ref in refs:
+                shown = ref.replace("'", "").replace('"', "")
+                prelude.append(f". {ref} || {{ echo {bash_quote('flowsh: cannot source ' + shown)} "
+                               ">&2; exit 2; }")
         if wf.strict:
             name = os.path.basename(shell[0])
             prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
@@ -176,7 +203,10 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
         "func": func,
         "description": step.description,
         "needs": list(step.needs or ()),
-        "env": dict(step.env),
+        # A secret-named value is read at run time, with the workflow's (bash_context).
+        "env": {k: v for k, v in step.env.items() if not _secret(wf, k)},
+        "secret_env": [k for k in step.env if _secret(wf, k)],
+        "libset": libset,
         "argv": argv,
         "shell": [bash_quote(a) for a in shell],
         "fallback": fallback,
@@ -184,6 +214,10 @@ def _step_context(wf: Workflow, step: Step, index: int, func: str, fs: _Files) -
         "if_": step.if_,
         "workdir": _expand(step.workdir) if step.workdir else ".",
     }
+
+
+def _secret(wf: Workflow, name: str) -> bool:
+    return bool(SECRET_NAME.search(name)) or name in wf.secrets
 
 
 def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -223,8 +257,11 @@ def bash_context(
     funcs = _func_names(wf.steps)
     fs = _Files(inline=inline)
     by_name = {s.name: (i, s) for i, s in enumerate(wf.steps)}
+    libsets: list[list[str]] = []
+    libdirs: list[str] = []
     steps = [
-        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs) for n in graph.order
+        _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs, libsets, libdirs)
+        for n in graph.order
     ]
     from flowsh.notify import effective_notify, events_of
 
@@ -235,8 +272,14 @@ def bash_context(
     mon = wf.monitor
     source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
     embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
+    secrets = wf.secret_names()
+    # Declared without a default: None in `params`, or listed apart (`required_params`).
+    params: dict[str, str | None] = {
+        **wf.params, **dict.fromkeys(getattr(wf, "required_params", ()))}
     return {
         "wf": wf,
+        # The workflow's identity where the model has one (rule 7), else its name.
+        "identity": str(getattr(wf, "identity", wf.name)),
         "version": __version__,
         "source_name": source_name,
         "script_name": script_name or f"{wf.name}.sh",
@@ -246,11 +289,24 @@ def bash_context(
         "steps": steps,
         "plan": plan,
         "file_order": [s.name for s in wf.steps],
-        "params": dict(wf.params),
-        "secrets": sorted(wf.secret_names()),
-        "wf_env": dict(wf.env),
+        "params": params,
+        # Never in the script's text: read at run time (docs/export.md#secrets).
+        "defaults": {k: v for k, v in params.items() if v is not None and k not in secrets},
+        "secret_params": [k for k, v in params.items() if v is not None and k in secrets],
+        "required": [k for k, v in params.items() if v is None],
+        "secrets": sorted(secrets),
+        "secret_pattern": SECRET_NAME.pattern,
+        "wf_env": {k: v for k, v in wf.env.items() if k not in secrets},
+        "secret_env": list(dict.fromkeys(
+            [*(k for k in wf.env if k in secrets), *(k for s in steps for k in s["secret_env"])]
+        )),
+        "library_evals": [eval_script(refs) for refs in libsets],
+        "library_dirs": libdirs,
+        "guard": guard() if libsets else "",
         "lock_timeout": str(math.ceil(wf.lock_timeout)) if wf.lock_timeout else "",
         "kill_grace": seconds(wf.kill_grace) if wf.kill_grace else "0.1",
+        # Polls of 50 ms while stopping a step's leftovers, before KILL.
+        "grace_ticks": max(2, math.ceil((wf.kill_grace or 0.1) * 20)),
         "csv": _monitor_value(mon.csv),
         "prometheus": _monitor_value(mon.prometheus),
         "env_file": _expand(wf.env_file) if wf.env_file else "",

@@ -545,13 +545,40 @@ class Bench:
                                 "posix_spawn"))
 
 
+    # export ----------------------------------------------------------------------------
+    def export(self) -> None:
+        """The exported script's checkpoint with a 100 KB param full of control characters
+        (issue 11 item 7: the escaping was char by char, quadratic). Baseline: the same
+        script with a 100-byte param."""
+        size = 20_000 if self.args.quick else 100_000
+        print(f"Export: a run whose checkpoint holds a {size}-byte param", file=sys.stderr)
+        d = self.work / "export"
+        d.mkdir(exist_ok=True)
+        flow = d / "big.yaml"
+        flow.write_text("name: big\nparams: {v: ''}\nsteps: [{name: s, run: 'true'}]\n")
+        script = d / "big.sh"
+        subprocess.run([self.flowsh, "export", str(flow), "--bash", "-o", str(script)],
+                       check=True, capture_output=True)
+        env = self.env()
+        unit = "".join(chr(c) for c in range(1, 32)) + '"\\x'
+        big = (unit * (size // len(unit) + 1))[:size]
+        small = big[:100]
+        got = {k: median_child(self.repeats, lambda v=v: run_child(
+            ["bash", str(script), f"v={v}"], env=env), f"export {k}")
+            for k, v in (("big", big), ("small", small))}
+        self.report.raw["export"] = {k: {"wall_s": c.wall} for k, c in got.items()}
+        self.report.add(Row(f"export: run with a {size}-byte control-char param",
+                            got["big"].wall, "s", got["small"].wall, "100-byte param",
+                            target="< 1 s more", ok=got["big"].wall - got["small"].wall < 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="smaller N, 1 repeat: < 1 minute")
     ap.add_argument("--repeats", type=int, default=0, help="repeats per figure (median)")
     ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
     ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
-    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,spawn")
+    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,spawn,export")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
     if args.flowsh is None:
@@ -565,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
                              check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="flowsh-bench-"))
     bench = Bench(args, work)
-    wanted = [w for w in args.only.split(",") if w] or ["w1", "w2", "w3", "w4", "w5", "spawn"]
+    wanted = [w for w in args.only.split(",") if w] or [
+        "w1", "w2", "w3", "w4", "w5", "spawn", "export"]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     try:

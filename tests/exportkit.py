@@ -55,10 +55,13 @@ def run_script(
 
 
 def checkpoint(name: str, home: Path | None = None) -> dict[str, Any]:
+    """The checkpoint of workflow `name`: its directory is the workflow's identity, the
+    name itself or, for a file without `name:`, the name and a hash of its path."""
     home = home or Path(os.environ["FLOWSH_HOME"])
-    data: dict[str, Any] = json.loads(
-        (home / "exported" / name / f"state_{name}.json").read_text()
-    )
+    found = sorted((home / "exported").glob(f"{name}/state_*.json")) or sorted(
+        (home / "exported").glob(f"{name}-*/state_*.json"))
+    assert len(found) == 1, f"checkpoints of {name}: {found}"
+    data: dict[str, Any] = json.loads(found[0].read_text())
     return data
 
 

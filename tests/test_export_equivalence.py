@@ -32,9 +32,14 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is dead for our purpose.
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.split(")")[-1].split()[0] != "Z"
+    # A zombie is dead for our purpose; so is a reused pid (pids wrap fast under load):
+    # a step's process carries FLOWSH_RUN_ID.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return stat.split(")")[-1].split()[0] != "Z" and b"FLOWSH_RUN_ID=" in environ
 
 
 @pytest.mark.parametrize("name", NAMES)
