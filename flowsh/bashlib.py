@@ -99,20 +99,22 @@ __flowsh_guard() {
   # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
   [[ ${FUNCNAME[1]-} == source && $BASH_SUBSHELL == "$__flowsh_subshell" ]] || return 0
   local cmd=$BASH_COMMAND
+  if [[ -n ${__flowsh_defs-} ]]; then
+    # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
+    # Checked before the general case below, which lets declarations run. Not counted as a
+    # skipped command: a loop of assignments is no reason to stop reading.
+    case $cmd in
+      declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
+      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
+    esac
+    __flowsh_assign_only "$cmd" && return 1
+  fi
   case $cmd in
     declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 0 ;;
     shopt\ *|umask|umask\ *|:|:\ *) return 0 ;;
     source\ *|.\ *) return 0 ;;
     set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
   esac
-  if [[ -n ${__flowsh_defs-} ]]; then
-    # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
-    # Not counted as a skipped command: a loop of assignments is no reason to stop reading.
-    case $cmd in
-      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
-    esac
-    __flowsh_assign_only "$cmd" && return 1
-  fi
   __flowsh_assign_only "$cmd" && return 0
   local key="${BASH_SOURCE[1]}:${BASH_LINENO[0]}:$cmd"
   if [[ -n ${__flowsh_skipped[$key]-} ]]; then
@@ -173,15 +175,20 @@ def source_script(files: Sequence[str], *, definitions_only: bool = False) -> st
     parts = [GUARD.strip()]
     if definitions_only:
         parts.append("__flowsh_defs=1")
-    for f in files:
-        q = shlex.quote(f)
-        # One line per file: the trap is set and cleared at top level, around the source.
-        parts.append(
-            f"__flowsh_source; trap __flowsh_guard DEBUG; builtin source {q}; "
-            f"__flowsh_rc=$?; trap - DEBUG; __flowsh_sourced \"$__flowsh_rc\" {q}"
-        )
+    parts += source_lines([shlex.quote(f) for f in files])
     parts.append(_CLEANUP)
     return "\n".join(parts) + "\n"
+
+
+def source_lines(refs: Sequence[str]) -> list[str]:
+    """The lines that source each file under the guard (already defined); `refs` are bash
+    words, quoted by the caller (a path, or an expression such as ``"$DIR"/lib.sh``)."""
+    # One line per file: the trap is set and cleared at top level, around the source.
+    return [
+        f"__flowsh_source; trap __flowsh_guard DEBUG; builtin source {ref}; "
+        f'__flowsh_rc=$?; trap - DEBUG; __flowsh_sourced "$__flowsh_rc" {ref}'
+        for ref in refs
+    ]
 
 
 # --- a library's top-level assignments, once per run ---------------------------------------
@@ -191,7 +198,7 @@ _NOT_STATE = (
     "BASH|BASH_*|BASHOPTS|BASHPID|FUNCNAME|PIPESTATUS|LINENO|RANDOM|SRANDOM|SECONDS|"
     "EPOCHREALTIME|EPOCHSECONDS|_|PWD|OLDPWD|SHLVL|SHELLOPTS|PPID|UID|EUID|GROUPS|HOSTNAME|"
     "HOSTTYPE|OSTYPE|MACHTYPE|DIRSTACK|OPTERR|OPTIND|OPTARG|HISTCMD|COLUMNS|LINES|"
-    "COMP_WORDBREAKS|__flowsh_*|[Ff][Ll][Oo][Ww][Ss][Hh]_*"
+    "COMP_*|__flowsh_*|[Ff][Ll][Oo][Ww][Ss][Hh]_*"
 )
 
 # The step side: evaluate the recorded state (before sourcing, so that a nested
@@ -207,6 +214,12 @@ def library_state_script(files: Sequence[str]) -> str:
     Run once per run, before the first step, with the run's base environment; its text is
     what every step gets as ``FLOWSH_LIBRARY_STATE``.
     """
+    return state_capture(GUARD.strip(), [shlex.quote(f) for f in files]) + _CLEANUP + "\n"
+
+
+def state_capture(guard: str, refs: Sequence[str]) -> str:
+    """`library_state_script` around any text that defines the guard (the exported script
+    evals its one copy) and any quoted file words."""
     before = (
         "declare -A __flowsh_was=()\n"
         "mapfile -t __flowsh_names < <(compgen -v)\n"
@@ -227,7 +240,7 @@ def library_state_script(files: Sequence[str]) -> str:
         'for __flowsh_n in "${__flowsh_changed[@]}"; do '
         "printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"; done\n"
     )
-    return before + source_script(files) + after
+    return before + guard + "\n" + "\n".join(source_lines(refs)) + "\n" + after
 
 
 # --- checking that called functions exist ------------------------------------------------

@@ -17,44 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flowsh.bashlib import _CLEANUP, GUARD
-
-_ANCHOR = "  local cmd=$BASH_COMMAND\n"
-# Definitions-only reading: with __flowsh_defs_only set, assignments and declarations at a
-# file's top level are skipped as well (functions, set/shopt/umask and nested sources stay).
-_DEFS_ONLY = r"""  if [[ -n ${__flowsh_defs_only-} ]]; then
-    case $cmd in
-      declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
-      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
-    esac
-    __flowsh_assign_only "$cmd" && return 1
-  fi
-"""
-
-# Variables bash itself sets or changes: never part of a library's state.
-_DYNAMIC = (
-    "__flowsh_*|BASH|BASH_*|BASHOPTS|BASHPID|COLUMNS|COMP_*|DIRSTACK|EPOCHREALTIME|"
-    "EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTNAME|HOSTTYPE|LINENO|LINES|MACHTYPE|"
-    "OLDPWD|OPTARG|OPTERR|OPTIND|OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|"
-    "SRANDOM|UID|_|[Ff][Ll][Oo][Ww][Ss][Hh]_*"
-)
+from flowsh.bashlib import _CLEANUP, GUARD, source_lines, state_capture
 
 
 def guard() -> str:
-    """The guard's functions, with the definitions-only mode; the script holds them once
-    and hands them to steps as FLOWSH_GUARD."""
-    if _ANCHOR not in GUARD:
-        raise RuntimeError("flowsh.bashlib.GUARD changed: update flowsh.exportlib._ANCHOR")
-    return GUARD.strip().replace(_ANCHOR, _ANCHOR + _DEFS_ONLY, 1)
-
-
-def _sources(refs: Sequence[str]) -> list[str]:
-    # One line per file: the trap is set and cleared at top level, around the source.
-    return [
-        f"__flowsh_source; trap __flowsh_guard DEBUG; builtin source {ref}; "
-        f'__flowsh_rc=$?; trap - DEBUG; __flowsh_sourced "$__flowsh_rc" {ref}'
-        for ref in refs
-    ]
+    """The guard's functions (definitions-only mode included: ``__flowsh_defs``); the script
+    holds them once and hands them to steps as FLOWSH_GUARD."""
+    return GUARD.strip()
 
 
 def step_prelude(refs: Sequence[str]) -> str:
@@ -65,33 +34,13 @@ def step_prelude(refs: Sequence[str]) -> str:
         '[ -z "${FLOWSH_PRECEDENCE-}" ] || '
         "__flowsh_keep=$(declare -p $FLOWSH_PRECEDENCE 2>/dev/null)",
         'eval "${FLOWSH_LIBRARY_STATE-}"',
-        "__flowsh_defs_only=1",
-        *_sources(refs),
+        "__flowsh_defs=1",
+        *source_lines(refs),
         'eval "$__flowsh_keep"',
-        _CLEANUP + " __flowsh_keep __flowsh_defs_only",
+        _CLEANUP + " __flowsh_keep",
     ])
 
 
 def eval_script(refs: Sequence[str]) -> str:
     """Bash text that sources the libraries once and prints what they assigned."""
-    return "\n".join([
-        'eval "$FLOWSH_GUARD"',
-        "declare -A __flowsh_before=()",
-        "__flowsh_changed=()",
-        "for __flowsh_n in $(compgen -v); do",
-        '  __flowsh_before[$__flowsh_n]=$(declare -p "$__flowsh_n" 2>/dev/null)',
-        "done",
-        *_sources(refs),
-        "for __flowsh_n in $(compgen -v); do",
-        f"  case $__flowsh_n in {_DYNAMIC}) continue ;; esac",
-        '  __flowsh_d=$(declare -p "$__flowsh_n" 2>/dev/null) || continue',
-        '  [[ ${__flowsh_before[$__flowsh_n]-} == "$__flowsh_d" ]] && continue',
-        "  printf '%s\\n' \"$__flowsh_d\"",
-        '  __flowsh_changed+=("$__flowsh_n")',
-        "done",
-        # Then a NUL and `name NUL value NUL` pairs: the script masks secret-named ones.
-        "printf '\\0'",
-        'for __flowsh_n in "${__flowsh_changed[@]}"; do',
-        "  printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"",
-        "done",
-    ]) + "\n"
+    return state_capture('eval "$FLOWSH_GUARD"', refs)
