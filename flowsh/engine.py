@@ -641,6 +641,10 @@ class Engine:
             self._consider([name])
 
     def _record_finished(self, rec: StepRecord) -> None:
+        if rec.name not in self.exports:
+            # Failed or skipped: its own outputs are discarded (a failed step's file may
+            # hold half of them); what it received from steps that succeeded passes on.
+            self._export(rec.name, {})
         self._consider(self.graph.dependents[rec.name])
         self.backend.save_step(self.run, rec)
         self.reporter.step_finished(self.run, rec)

@@ -147,14 +147,13 @@ def test_a_failed_steps_outputs_are_discarded_also_on_resume(tmp_path: Path,
         """)
     first = cli("run", str(wf))
     assert first.returncode == 1
-    # Nothing passes through a failed step: not its own outputs, nor (as the exported
-    # script does) what it received; `a`'s GOOD reaches only steps that need `a` by a
-    # chain of succeeded steps.
-    assert (tmp_path / "seen").read_text() == "unset unset\n"
+    # A failed step adds none of its own outputs, but what it received from steps that
+    # succeeded (a's GOOD) passes on, as through a skipped step.
+    assert (tmp_path / "seen").read_text() == "yes unset\n"
     (tmp_path / "go").touch()
     again = cli("run", str(wf), "--resume")
     assert again.returncode == 0, again.stderr
-    assert (tmp_path / "seen").read_text() == "unset unset\nunset unset\n"
+    assert (tmp_path / "seen").read_text() == "yes unset\nyes unset\n"
     status = json.loads(cli("status", "--json").stdout)
     assert status["steps"]["b"]["outputs"] == {}
 
