@@ -214,12 +214,14 @@ class LocalExecutor:
     def _log(self, job: _Job, data: bytes) -> None:
         if job.log is None:
             try:
-                job.log = os.open(job.req.log_path,
-                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                job.log = os.open(job.req.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                  | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as exc:
                 job.log = -1
+                why = ("is a symbolic link; flowsh does not follow it (O_NOFOLLOW)"
+                       if exc.errno == errno.ELOOP else exc.strerror)
                 sys.stderr.write(f"flowsh: warning: cannot write log {job.req.log_path}: "
-                                 f"{exc.strerror}; its output is lost\n")
+                                 f"{why}; its output is lost\n")
         if job.log >= 0:
             view = memoryview(data)
             while view:
