@@ -501,6 +501,7 @@ class Engine:
             log_path=str(log_path),
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
+            keep_children=step.keep_children,
         ))
         # Recorded once started, with its pid: a crash before this line leaves the step
         # `pending` (run again on resume); after it, resume can stop the orphan first.

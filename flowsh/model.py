@@ -142,6 +142,9 @@ class Step(_Frozen):
     continue_on_failure: bool = Field(
         False, description="A failure of this step does not fail the run."
     )
+    keep_children: bool = Field(
+        False, description="When it exits normally, leave running what it started (a daemon)."
+    )
 
     @field_validator("name")
     @classmethod
