@@ -7,6 +7,7 @@ transition, so a crash loses nothing a run had recorded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import stat
@@ -227,6 +228,10 @@ def ensure_private_dir(path: Path) -> Path:
                              "under its state directory (O_NOFOLLOW)")
         if cur == home or not cur.is_relative_to(home):
             break
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.getuid():
+            # Made by an older flowsh (runs/ was 0755): tighten it as documented.
+            with contextlib.suppress(OSError):
+                os.chmod(cur, 0o700)
         cur = cur.parent
     try:
         for d in reversed(missing):

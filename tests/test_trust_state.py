@@ -130,6 +130,16 @@ def test_runs_tree_is_private(write_flow: Callable[..., Path], home: Path) -> No
         assert p.stat().st_mode & 0o777 == want, p
 
 
+def test_runs_dir_of_an_older_flowsh_is_tightened(
+    write_flow: Callable[..., Path], home: Path
+) -> None:
+    (home / "runs").mkdir(mode=0o755)
+    os.chmod(home / "runs", 0o755)
+    path = write_flow("steps:\n  - {name: a, run: 'echo hi'}\n")
+    assert run_cli("run", str(path)).returncode == 0
+    assert (home / "runs").stat().st_mode & 0o777 == 0o700
+
+
 def test_symlinked_runs_dir_is_refused(
     write_flow: Callable[..., Path], home: Path, tmp_path: Path
 ) -> None:
