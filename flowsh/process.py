@@ -43,7 +43,7 @@ TOKEN_VAR = "FLOWSH_STEP_TOKEN"
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> bool:
+def become_subreaper(on: bool = True) -> bool:
     """Make orphaned descendants re-parent to this process instead of init (Linux >= 3.4),
     so they stay findable and flowsh reaps them. False where the kernel does not offer it."""
     if not sys.platform.startswith("linux"):
@@ -52,7 +52,7 @@ def become_subreaper() -> bool:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -221,6 +221,10 @@ class LocalExecutor:
             self._kill(token, pgid)
         self._stragglers.clear()
         self._reap_victims()
+        if self._subreaper:
+            # Only for the run: a process embedding flowsh (a test runner, a service) must
+            # not go on adopting, and never reaping, unrelated orphans.
+            become_subreaper(False)
         self._sel.close()
         self._wake.close()
 
