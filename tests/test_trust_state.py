@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,7 +181,11 @@ def test_logs_piped_prints_each_header_before_its_output(
     """)
     assert run_cli("run", str(path)).returncode == 0
     (run_id,) = _run_ids(home)
-    res = run_cli("logs", run_id)  # stdout is a pipe, as with `| less`
+    # stdout is a pipe, as with `| less`, and block-buffered (PYTHONUNBUFFERED would hide
+    # the bug: with it, text and bytes reach the pipe in the order written).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    res = subprocess.run([sys.executable, "-m", "flowsh", "logs", run_id], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
     assert res.stdout == "==> one <==\nfirst\n==> two <==\nsecond\n"
 
 
