@@ -105,20 +105,19 @@ def crash_flow(name: str) -> str:
 
 
 def succeeded_before(runtime: str, home: Path, env: dict[str, str], work: Path,
-                     name: str) -> set[str]:
-    if runtime == "script":
-        path = home / "exported" / name / f"state_{name}.json"
-        try:
-            steps = json.loads(path.read_text())["steps"]
-        except (OSError, ValueError, KeyError):
-            return set()
-        return {s for s, rec in steps.items() if rec.get("status") == "succeeded"}
-    res = flowsh("status", "--json", env=env, cwd=work)
+                     name: str) -> tuple[str, set[str]]:
+    """The killed run's status ("" when none was recorded) and its succeeded steps."""
     try:
-        steps = json.loads(res.stdout)["steps"]
-    except (ValueError, KeyError, TypeError):
-        return set()
-    return {s for s, rec in steps.items() if rec.get("status") == "succeeded"}
+        if runtime == "script":
+            path = home / "exported" / name / f"state_{name}.json"
+            data = json.loads(path.read_text())
+        else:
+            data = json.loads(flowsh("status", "--json", env=env, cwd=work).stdout)
+        steps = data["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", set()
+    done = {s for s, rec in steps.items() if rec.get("status") == "succeeded"}
+    return str(data.get("status", "")), done
 
 
 def crash_trial(runtime: str, n: int, tally: Tally, rng: random.Random) -> None:
@@ -145,10 +144,16 @@ def crash_trial(runtime: str, n: int, tally: Tally, rng: random.Random) -> None:
         tally.trials += 1
         proc = subprocess.Popen(argv, env=env, cwd=work, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.0, 2.0))
+        time.sleep(rng.uniform(0.1, 1.8))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        done = succeeded_before(runtime, home, env, work, name)
+        status, done = succeeded_before(runtime, home, env, work, name)
+        if status == "succeeded":
+            # Finished before the kill: --resume has nothing to continue and starts afresh.
+            tally.notes["finished before the kill (not a violation)"] = \
+                tally.notes.get("finished before the kill (not a violation)", 0) + 1
+            sweep(marker)
+            return
         counts = {s: _starts(work, s) for s in DAG}
         resume = [*argv, "--resume"]
         ok = False
