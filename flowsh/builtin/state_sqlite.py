@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,7 +100,8 @@ class SQLiteBackend:
         # index) so status/history/logs still work; every write says the disk is full.
         self.full = True
         with self._errors():
-            return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=30.0,
+            uri = f"file:{urllib.parse.quote(str(self.path))}?immutable=1"
+            return sqlite3.connect(uri, uri=True, timeout=30.0,
                                    isolation_level=None, check_same_thread=False)
 
     def _disk_full(self) -> bool:
