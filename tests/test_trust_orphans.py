@@ -104,3 +104,20 @@ def test_keep_children_leaves_the_daemon(tmp_path: Path) -> None:
         assert alive(pid)
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_subreaper_only_for_the_length_of_a_run(tmp_path: Path) -> None:
+    """In a process embedding flowsh (this test runner), orphans go back to init after."""
+    import ctypes
+
+    from flowsh.engine import RunOptions, run_workflow
+    from flowsh.loader import load_workflow
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    flag = ctypes.c_int(-1)
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n  - {name: a, run: 'grep -q . /proc/self/status'}\n")
+    rec = run_workflow(load_workflow(tmp_path / "flow.yaml"), RunOptions())
+    assert rec.status == "succeeded"
+    assert libc.prctl(37, ctypes.byref(flag), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    assert flag.value == 0
