@@ -184,3 +184,27 @@ def test_killed_runner_resume_gets_secret_output(
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "got").read_text() == "tok-123456"
+
+
+def test_multiline_secret_param_masked_in_alerts(
+    write_flow: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_flow("""
+        params:
+          DB_PASSWORD: "x"
+        steps:
+          - {name: leak, run: 'echo "$DB_PASSWORD"; exit 3'}
+        notify:
+          channels:
+            team: {type: command, run: 'cat > alert.json'}
+          routes: {critical: [team]}
+          events: {run_failed: critical}
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowsh", "run", str(path), "DB_PASSWORD=first-line\nsecond-line"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    alert = (tmp_path / "alert.json").read_text()
+    assert "leak" in alert and "***" in alert  # the log tail is there, masked
+    assert "first-line" not in alert and "second-line" not in alert
+    assert "first-line" not in proc.stderr + proc.stdout
