@@ -31,7 +31,9 @@ GRACE = 20  # seconds: flowsh must be done long before it (nothing waits out the
 def _wait_files(pids: Path, proc: subprocess.Popen[bytes], deadline: float = 60) -> None:
     end = time.monotonic() + deadline
     while len([p for p in pids.iterdir() if p.suffix != ".tmp"]) < 4:
-        assert proc.poll() is None or len(list(pids.iterdir())) >= 4, "flowsh ended early"
+        if proc.poll() is not None and len(list(pids.iterdir())) < 4:
+            out, _ = proc.communicate()
+            raise AssertionError(f"flowsh ended early:\n{out.decode(errors='replace')}")
         assert time.monotonic() < end, "descendants never started"
         time.sleep(0.02)
 
