@@ -325,8 +325,9 @@ def orphan_trial(runtime: str, ending: str, tally: Tally) -> None:
                 time.sleep(0.05)
             if _alive(pid):
                 tally.bad(f"{kind} survived")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\x00"):
+                        os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

@@ -42,9 +42,24 @@ def _survivors(pids: Path) -> list[str]:
     end = time.monotonic() + 5  # the kernel may take a moment to finish a SIGKILLed process
     left = KINDS
     while left and time.monotonic() < end:
-        left = tuple(k for k in KINDS if alive(int((pids / k).read_text())))
+        left = tuple(k for k in KINDS if _sleeper(int((pids / k).read_text())))
         time.sleep(0.05)
     return list(left)
+
+
+def _sleeper(pid: int) -> bool:
+    """Alive and still our `sleep 300` (not a process that got the pid since)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return alive(pid) and cmdline.startswith(b"sleep\x00300")
+
+
+def _kill_if_ours(pid: int) -> None:
+    if _sleeper(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _argv(runtime: str, tmp_path: Path, ending: str) -> list[str]:
@@ -83,8 +98,7 @@ def test_no_descendant_survives_its_step(tmp_path: Path, runtime: str, ending: s
         for k in KINDS:  # never leave a sleeper behind, even when the test fails
             f = pids / k
             if f.exists():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(f.read_text()), signal.SIGKILL)
+                _kill_if_ours(int(f.read_text()))
     assert survivors == [], out.decode(errors="replace")
     limit = GRACE / 2 + (3 if ending == "timeout" else 0)
     assert took < limit, f"flowsh took {took:.1f}s after the step ended: it waited on a pipe"
@@ -103,9 +117,12 @@ def test_keep_children_leaves_the_daemon(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     pid = int((tmp_path / "daemon.pid").read_text())
     try:
-        assert alive(pid)
+        end = time.monotonic() + 30  # its pid is written just before it execs sleep
+        while not _sleeper(pid) and alive(pid) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert _sleeper(pid), Path(f"/proc/{pid}/cmdline").read_bytes()
     finally:
-        os.kill(pid, signal.SIGKILL)
+        _kill_if_ours(pid)
 
 
 def test_subreaper_only_for_the_length_of_a_run(tmp_path: Path) -> None:
