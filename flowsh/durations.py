@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -9,11 +10,25 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 DURATION_PATTERN = r"^\s*((\d+(\.\d+)?)(ms|s|m|h|d|w)\s*)+$|^\s*\d+(\.\d+)?\s*$"
 
 
+# The longest duration flowsh accepts (a timeout, a retry delay, a grace period): a year.
+# Longer is a typo, and a float that large (or inf, nan) would break the timers.
+MAX_SECONDS = 365 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """Return seconds. Raises ValueError with a message a person can act on."""
+    seconds = _parse(value)
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"duration {value!r} is out of range: at most 365d")
+    return seconds
+
+
+def _parse(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
+        if math.isnan(value):
+            raise ValueError("duration nan is not a number")
         if value < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
         return float(value)

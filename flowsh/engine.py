@@ -27,9 +27,15 @@ from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import SECRET_NAME, Step, Workflow
-from flowsh.outputs import read_outputs
+from flowsh.outputs import OutputError, read_outputs
 from flowsh.paths import step_cwd
-from flowsh.secrets import MASK, Masker
+from flowsh.secrets import (
+    MASK,
+    Masker,
+    drop_secret_outputs,
+    load_secret_outputs,
+    save_secret_outputs,
+)
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -304,7 +310,7 @@ class Engine:
         # Steps that succeeded in an earlier attempt of this run pass their outputs on.
         for name in self.graph.order:
             if run.steps[name].status == SUCCEEDED:
-                outputs = run.steps[name].outputs
+                outputs = self._unmask_outputs(name, run.steps[name].outputs)
                 masked = sorted(k for k, v in outputs.items() if v == MASK)
                 if masked:
                     plugins.warn(f"step {name!r} output {', '.join(masked)} held a secret, which "
@@ -342,6 +348,14 @@ class Engine:
             for n, r in run.steps.items()
         )
         self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
+
+    def _unmask_outputs(self, name: str, outputs: dict[str, str]) -> dict[str, str]:
+        """A resumed step's secret outputs, from the run's private directory (the store
+        keeps only the mask)."""
+        kept = load_secret_outputs(self.run_dir, name)
+        real = {k: kept[k] for k, v in outputs.items() if v == MASK and k in kept}
+        self.mask.add(real.values())
+        return {**outputs, **real}
 
     def _loop(self, intr: _Interrupt) -> None:
         while True:
@@ -511,7 +525,7 @@ class Engine:
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, f"--- flowsh: attempt {rec.attempts} ---\n".encode())
             finally:
@@ -525,6 +539,7 @@ class Engine:
             log_path=str(log_path),
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
+            keep_children=step.keep_children,
         ))
         # Recorded once started, with its pid: a crash before this line leaves the step
         # `pending` (run again on resume); after it, resume can stop the orphan first.
@@ -588,20 +603,27 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
+        bad, outputs = None, {}
         if outcome.ok:
-            outputs, bad = read_outputs(self.run_dir / f"{name}.out")
+            try:
+                outputs = read_outputs(self.run_dir / f"{name}.out")
+            except OutputError as exc:
+                bad = self.mask(str(exc))
+        if outcome.ok and bad is None:
             if outputs:
                 # Secret-named outputs are masked from now on wherever they show up; the
                 # record keeps them masked; steps downstream get the real values.
-                self.mask.add(v for k, v in outputs.items()
-                              if k in self.secret_names or SECRET_NAME.search(k))
+                secret = {k: v for k, v in outputs.items()
+                          if k in self.secret_names or SECRET_NAME.search(k)}
+                self.mask.add(secret.values())
+                save_secret_outputs(self.run_dir, name, secret)
             rec.outputs = self.mask.mapping(outputs, self.secret_names) if outputs else {}
             rec.status = SUCCEEDED
-            rec.message = f"ignored malformed output line: {bad}" if bad else None
+            rec.message = None
             self._export(name, outputs)
             self._record_finished(rec)
             return
-        rec.message = outcome.describe()
+        rec.message = bad or outcome.describe()
         if outcome.interrupted:
             rec.status = INTERRUPTED
             self.failed = True  # nothing new starts; `always` steps still run
@@ -662,6 +684,8 @@ class Engine:
                 self.backend.save_step(run, rec)
         run.status, run.exit_code, run.ended_at = status, code, time.time()
         self.backend.update_run(run)
+        if status == SUCCEEDED:  # nothing left to resume: the secrets go
+            drop_secret_outputs(self.run_dir)
         self.reporter.run_finished(run)
         plugins.emit("flowsh_run_finished", run=run, workflow=self.wf)
 

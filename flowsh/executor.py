@@ -28,6 +28,7 @@ class StepRequest:
     timeout: float | None = None
     kill_grace: float = 5.0
     stdin: str | None = None  # a file to read stdin from; /dev/null otherwise
+    keep_children: bool = False  # a normal exit does not stop what the step left running
 
 
 @dataclass

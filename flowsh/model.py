@@ -28,6 +28,17 @@ STEP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # Names whose values are masked everywhere flowsh writes or shows them.
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS?)", re.I)
 
+# Bounds on counts (docs/reference.md): beyond them a value is a typo, not a plan.
+MAX_RETRIES = 1000
+MAX_CONCURRENCY = 10000
+
+
+def _shell_named(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("shell is blank: name an interpreter (bash, sh, zsh...)")
+    return value
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -88,9 +99,11 @@ class _Frozen(BaseModel):
 class Defaults(_Frozen):
     """Settings every step inherits unless it sets its own."""
 
-    retries: int = Field(0, ge=0, description="Extra attempts after a failure.")
+    retries: int = Field(0, ge=0, le=MAX_RETRIES, description="Extra attempts after a failure.")
     retry_delay: Duration = Field(1.0, description="Wait before the first retry.")
-    backoff: float = Field(2.0, ge=1.0, description="Multiplier applied to the delay per retry.")
+    backoff: float = Field(
+        2.0, ge=1.0, le=100.0, description="Multiplier applied to the delay per retry."
+    )
     max_delay: Duration = Field(300.0, description="Upper bound on one retry delay.")
     jitter: float = Field(
         0.1, ge=0.0, le=1.0, description="Random +/- fraction applied to each retry delay."
@@ -115,10 +128,10 @@ class Step(_Frozen):
         default_factory=list,
         description="Bash files sourced before the step (after the workflow's).",
     )
-    shell: str | None = None
-    retries: int | None = Field(None, ge=0)
+    shell: Annotated[str | None, AfterValidator(_shell_named)] = None
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
     retry_delay: Duration | None = None
-    backoff: float | None = Field(None, ge=1.0)
+    backoff: float | None = Field(None, ge=1.0, le=100.0)
     max_delay: Duration | None = None
     jitter: float | None = Field(None, ge=0.0, le=1.0)
     timeout: Duration | None = None
@@ -128,6 +141,9 @@ class Step(_Frozen):
     always: bool = Field(False, description="Run even after failures (like `finally`).")
     continue_on_failure: bool = Field(
         False, description="A failure of this step does not fail the run."
+    )
+    keep_children: bool = Field(
+        False, description="When it exits normally, leave running what it started (a daemon)."
     )
 
     @field_validator("name")
@@ -199,11 +215,13 @@ class Workflow(_Frozen):
     secrets: StrList = Field(
         default_factory=list, description="More env/param names whose values are masked."
     )
-    shell: str = Field("bash", description="Interpreter for `run` text (bash, sh, zsh...).")
+    shell: Annotated[str, AfterValidator(_shell_named)] = Field(
+        "bash", description="Interpreter for `run` text (bash, sh, zsh...)."
+    )
     strict: bool = Field(True, description="Run `run` text under `set -eo pipefail`.")
     workdir: str | None = None
     source: StrList = Field(default_factory=list)
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
     overlap: Literal["skip", "wait", "allow"] = "skip"
     lock_timeout: Duration | None = None
     kill_grace: Duration = Field(

@@ -4,8 +4,18 @@ One selector loop, no threads: each step's combined stdout/stderr pipe and a pid
 kernel's "this process exited" handle) are watched together, so output streams live,
 exits are seen at once, and timeouts are enforced from the same loop. Every step runs in
 its own session and process group; a timeout or Ctrl-C signals the whole group (TERM,
-then KILL after the grace period), and whatever a step leaves running in its group when
-its main process exits is stopped the same way, so no grandchild outlives its step.
+then KILL after the grace period), and whatever a step leaves running when its main process
+exits is stopped the same way, so no grandchild outlives its step.
+
+A process group is not enough: `setsid` and double-forked daemons leave it. So each step's
+processes carry a token in their environment (FLOWSH_STEP_TOKEN, inherited by everything
+they start), and stopping a step signals every process whose /proc/PID/environ holds it,
+wherever it went. The runner is a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so such
+orphans are re-parented to flowsh rather than to init, and flowsh reaps the ones it kills.
+What this cannot catch: a descendant that clears its environment (`env -i`) *and* leaves
+the step's process group; one running as another user (/proc/PID/environ unreadable).
+A step with ``keep_children: true`` is not swept when it exits normally (a daemon it
+starts must redirect its output: flowsh stops reading the step's pipe when it exits).
 
 A step's log file is created when its first output arrives: creating a file costs more
 than everything else flowsh does for a step that prints nothing (`true`, `mkdir -p`...).
@@ -29,6 +39,43 @@ from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, 
 
 _READ = 65536
 _HAS_PIDFD = hasattr(os, "pidfd_open")
+TOKEN_VAR = "FLOWSH_STEP_TOKEN"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper(on: bool = True) -> bool:
+    """Make orphaned descendants re-parent to this process instead of init (Linux >= 3.4),
+    so they stay findable and flowsh reaps them. False where the kernel does not offer it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def tagged(var: str, value: str) -> list[int]:
+    """Pids of processes (not this one) whose environment holds ``var=value``."""
+    needle = f"{var}={value}".encode()
+    me, found = os.getpid(), []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue  # gone, or another user's
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
 
 
 @dataclass
@@ -47,6 +94,7 @@ class _Job:
     interrupted: bool = False
     partial: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
+    token: str = ""
 
 
 class LocalExecutor:
@@ -70,6 +118,11 @@ class LocalExecutor:
         self._done: list[tuple[str, Outcome]] = []
         self._wake = WakePipe()
         self._sel.register(self._wake.read_fd, selectors.EVENT_READ, ("wake", None))
+        # Steps whose main process is gone but whose tagged leftovers got TERM: (token,
+        # pgid, when to KILL). And pids flowsh killed that may be its (adopted) children.
+        self._stragglers: list[tuple[str, int, float]] = []
+        self._victims: set[int] = set()
+        self._subreaper = become_subreaper()
 
     # -- interface ------------------------------------------------------------------
 
@@ -80,11 +133,12 @@ class LocalExecutor:
         if request.stdin is not None:
             stdin_fd = os.open(request.stdin, os.O_RDONLY)
             stdin = stdin_fd
+        token = os.urandom(8).hex()
         try:
             proc = subprocess.Popen(
                 request.argv,
                 cwd=request.cwd,
-                env=request.env,
+                env={**request.env, TOKEN_VAR: token},
                 stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -101,7 +155,7 @@ class LocalExecutor:
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)
-        job = _Job(req=request, proc=proc, started=now)
+        job = _Job(req=request, proc=proc, started=now, token=token)
         if request.timeout:
             job.deadline = now + request.timeout
         assert proc.stdout is not None
@@ -153,7 +207,7 @@ class LocalExecutor:
         for job in self._jobs.values():
             if job.exit_status is None and not job.interrupted:
                 job.interrupted = True
-                self._signal(job, signal.SIGTERM)
+                self._stop(job, signal.SIGTERM)
                 job.kill_at = now + job.req.kill_grace
 
     def running(self) -> int:
@@ -161,18 +215,81 @@ class LocalExecutor:
 
     def close(self) -> None:
         for job in list(self._jobs.values()):
-            self._signal(job, signal.SIGKILL)
+            self._kill(job.token, job.proc.pid if job.proc else None)
             self._finish(job)
+        for token, pgid, _ in self._stragglers:
+            self._kill(token, pgid)
+        self._stragglers.clear()
+        self._reap_victims()
+        if self._subreaper:
+            # Only for the run: a process embedding flowsh (a test runner, a service) must
+            # not go on adopting, and never reaping, unrelated orphans.
+            become_subreaper(False)
         self._sel.close()
         self._wake.close()
 
     # -- internals ------------------------------------------------------------------
 
-    def _signal(self, job: _Job, sig: int) -> None:
-        if job.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.proc.pid, sig)  # the step's session leader's pid is its pgid
+    def _main_pids(self) -> set[int]:
+        return {j.proc.pid for j in self._jobs.values() if j.proc is not None}
+
+    def _signal_all(self, token: str, pgid: int | None, sig: int) -> list[int]:
+        """Signal the step's process group and every process carrying its token (setsid'd
+        and double-forked ones included); return the tagged pids found."""
+        if pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)  # the step's session leader's pid is its pgid
+        pids = tagged(TOKEN_VAR, token) if token else []
+        mains = self._main_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+            if pid not in mains:  # Popen reaps its own; an adopted orphan is ours to reap
+                self._victims.add(pid)
+        return pids
+
+    def _may_have_leftovers(self, job: _Job) -> bool:
+        """Whether a step whose main process was just reaped may have left something
+        running. Saves the /proc scan for the usual step (a chain of 2,000 steps would pay
+        it 2,000 times): as a subreaper, the top of anything a step leaves behind is either
+        in its process group or re-parented to flowsh, so no group and no child of flowsh
+        means nothing is left."""
+        assert job.proc is not None
+        try:
+            os.killpg(job.proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return True
+        if not self._subreaper or any(
+                j is not job and j.exit_status is None for j in self._jobs.values()):
+            return True
+        try:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False  # no child at all
+        return True
+
+    def _stop(self, job: _Job, sig: int) -> list[int]:
+        return self._signal_all(job.token, job.proc.pid if job.proc else None, sig)
+
+    def _kill(self, token: str, pgid: int | None) -> None:
+        """SIGKILL until nothing carrying the token is left (one may fork meanwhile)."""
+        for _ in range(20):
+            if not self._signal_all(token, pgid, signal.SIGKILL):
+                break
+            time.sleep(0.01)
+        self._reap_victims()
+
+    def _reap_victims(self) -> None:
+        for pid in list(self._victims):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # not (or no longer) our child: its parent reaps it
+            if done:
+                self._victims.discard(pid)
 
     def _read(self, job: _Job) -> None:
         if job.pipe is None:
@@ -214,12 +331,14 @@ class LocalExecutor:
     def _log(self, job: _Job, data: bytes) -> None:
         if job.log is None:
             try:
-                job.log = os.open(job.req.log_path,
-                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                job.log = os.open(job.req.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                  | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as exc:
                 job.log = -1
+                why = ("is a symbolic link; flowsh does not follow it (O_NOFOLLOW)"
+                       if exc.errno == errno.ELOOP else exc.strerror)
                 sys.stderr.write(f"flowsh: warning: cannot write log {job.req.log_path}: "
-                                 f"{exc.strerror}; its output is lost\n")
+                                 f"{why}; its output is lost\n")
         if job.log >= 0:
             view = memoryview(data)
             while view:
@@ -251,15 +370,28 @@ class LocalExecutor:
             self._sel.unregister(job.pidfd)
             os.close(job.pidfd)
             job.pidfd = None
-        # Whatever the step left behind in its group goes with it.
-        self._signal(job, signal.SIGTERM)
+        if job.req.keep_children and not (job.timed_out or job.interrupted):
+            # Its daemons stay; flowsh does not wait for the pipe they may hold.
+            self._read_available(job)
+            self._finish(job)
+            return
+        # Whatever the step left behind (in its group or not) goes with it.
+        left = []
+        if self._may_have_leftovers(job):
+            left = [p for p in self._stop(job, signal.SIGTERM) if p != job.proc.pid]
         if job.pipe is None:
+            if left:
+                self._stragglers.append(
+                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
             self._finish(job)
         else:
             self._read_available(job)
             if job.pipe is not None:
-                # Someone left in the group still holds the pipe: give it the grace period.
+                # Someone left still holds the pipe: give it the grace period.
                 job.kill_at = time.time() + job.req.kill_grace
+            elif left:
+                self._stragglers.append(
+                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
 
     def _read_available(self, job: _Job) -> None:
         while job.pipe is not None:
@@ -279,21 +411,29 @@ class LocalExecutor:
 
     def _next_timer(self) -> float | None:
         times = [t for j in self._jobs.values() for t in (j.deadline, j.kill_at) if t]
+        times += [t for _, _, t in self._stragglers]
         if not times:
             return None
         return max(0.0, min(times) - time.time())
 
     def _timers(self) -> None:
         now = time.time()
+        if self._stragglers:
+            due = [s for s in self._stragglers if s[2] <= now]
+            self._stragglers = [s for s in self._stragglers if s[2] > now]
+            for token, pgid, _ in due:
+                self._kill(token, pgid)
+        if self._victims:
+            self._reap_victims()
         for job in list(self._jobs.values()):
             if job.deadline is not None and now >= job.deadline and job.exit_status is None:
                 job.deadline = None
                 job.timed_out = True
-                self._signal(job, signal.SIGTERM)
+                self._stop(job, signal.SIGTERM)
                 job.kill_at = now + job.req.kill_grace
             if job.kill_at is not None and now >= job.kill_at:
                 job.kill_at = None
-                self._signal(job, signal.SIGKILL)
+                self._kill(job.token, job.proc.pid if job.proc else None)
                 if job.exit_status is not None and job.pipe is not None:
                     # Main process gone, stragglers killed: stop waiting for the pipe.
                     self._read_available(job)
@@ -339,11 +479,16 @@ def stop_orphan(pid: int, run_id: str, grace: float) -> bool:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
+        # What left the group (setsid, double fork) still carries the run's id.
+        for other in tagged("FLOWSH_RUN_ID", run_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(other, sig)
         end = time.monotonic() + grace
         while time.monotonic() < end:
             try:
                 os.killpg(pid, 0)
             except ProcessLookupError:
-                return True
+                if not tagged("FLOWSH_RUN_ID", run_id):
+                    return True
             time.sleep(0.05)
     return True

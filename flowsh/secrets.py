@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
+from flowsh.fileio import atomic_write
 from flowsh.model import SECRET_NAME
 
 MASK = "***"
 # Shorter values would mask ordinary words ("1", "on") all over the logs.
 _MIN_LEN = 4
+
+
+def _pieces(values: Iterable[str]) -> Iterator[str]:
+    """Each value, and each line of a multi-line one: output is masked line by line, so a
+    two-line private key never appears whole in any line."""
+    for v in values:
+        yield v
+        if "\n" in v:
+            for line in v.split("\n"):
+                yield line
+                yield line.rstrip("\r")
 
 
 class Masker:
@@ -26,7 +40,7 @@ class Masker:
 
     def add(self, values: Iterable[str]) -> None:
         known = set(self.values)
-        new = {v for v in values if len(v) >= _MIN_LEN and v not in known}
+        new = {v for v in _pieces(values) if len(v) >= _MIN_LEN and v not in known}
         if not new:
             return
         self.values = sorted(known | new, key=len, reverse=True)
@@ -55,3 +69,39 @@ class Masker:
         """Secrets are the values of `names` plus of any variable whose name looks secret."""
         values = [v for k, v in env.items() if k in names or SECRET_NAME.search(k)]
         return cls(values)
+
+
+# Secret outputs of a run's steps: the store keeps `***`, a resume needs the value. They
+# live in one 0600 file per step in the run's 0700 private directory on the runner's host,
+# removed when the run succeeds (nothing left to resume) or is pruned (with the directory).
+def _secret_file(run_dir: Path, step: str) -> Path:
+    return run_dir / f"{step}.secret-outputs.json"
+
+
+def save_secret_outputs(run_dir: Path, step: str, values: Mapping[str, str]) -> None:
+    path = _secret_file(run_dir, step)
+    if not values:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        atomic_write(path, json.dumps(dict(values)), mode=0o600)
+    except OSError as exc:
+        from flowsh.errors import StateError
+
+        raise StateError(f"{path}: cannot keep the step's secret outputs for a resume: "
+                         f"{exc.strerror}") from None
+
+
+def load_secret_outputs(run_dir: Path, step: str) -> dict[str, str]:
+    try:
+        data = json.loads(_secret_file(run_dir, step).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # gone (another host, pruned): the caller warns about what stays masked
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def drop_secret_outputs(run_dir: Path) -> None:
+    for path in run_dir.glob("*.secret-outputs.json"):
+        path.unlink(missing_ok=True)

@@ -7,8 +7,10 @@ transition, so a crash loses nothing a run had recorded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +50,11 @@ class StepRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        """Raises ValueError naming the first field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a step record is {type(data).__name__}, not an object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        _check(known, _STEP_TYPES, f"step {known.get('name')!r}: ")
         return cls(**known)
 
 
@@ -82,10 +88,64 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Raises ValueError naming the first field of the wrong type (a record edited by
+        hand or by another program must not turn into a TypeError far from here)."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "steps"}
+        _check(known, _RUN_TYPES, "")
+        for required in ("run_id", "workflow", "params"):
+            if required not in known:
+                raise ValueError(f"no {required!r}")
         run = cls(**known)
-        run.steps = {n: StepRecord.from_dict(s) for n, s in (data.get("steps") or {}).items()}
+        steps = data.get("steps") or {}
+        if not isinstance(steps, dict):
+            raise ValueError("'steps' is not an object")
+        run.steps = {n: StepRecord.from_dict(s) for n, s in steps.items()}
         return run
+
+
+# The JSON type each field must have when read back: "str", "int", "num" (int or float),
+# "strmap" (object of strings), "strlist"; a trailing "?" allows null.
+_RUN_TYPES = {
+    "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
+    "params": "strmap", "status": "str", "pid": "int?", "host": "str?",
+    "started_at": "num", "ended_at": "num?", "heartbeat": "num?", "exit_code": "int?",
+    "step_names": "strlist", "resumed_from": "str?",
+}
+_STEP_TYPES = {
+    "name": "str", "status": "str", "attempts": "int", "exit_code": "int?", "signal": "int?",
+    "started_at": "num?", "ended_at": "num?", "outputs": "strmap", "log_path": "str?",
+    "message": "str?", "pid": "int?",
+}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        if value is None:
+            return True
+        kind = kind[:-1]
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "num":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "strmap":
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check(data: dict[str, Any], types: dict[str, str], where: str) -> None:
+    for key, value in data.items():
+        kind = types.get(key)
+        if kind is not None and not _type_ok(value, kind):
+            raise ValueError(f"{where}field {key!r} is {json_type(value)} {value!r:.40}, "
+                             f"which is not a valid {kind.rstrip('?')}")
+
+
+def json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 class StateBackend(Protocol):
@@ -142,15 +202,50 @@ def _home(home: str | None, xdg: str | None) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) as 0700; flowsh's files hold logs and params."""
+    """Create `path` (and missing parents) as 0700; flowsh's files hold logs and params.
+
+    Under `$FLOWSH_HOME` no component may be a symbolic link (a `runs` pointing elsewhere
+    would have flowsh write logs and secrets wherever it points).
+    """
     from flowsh.errors import StateError
 
+    home = flowsh_home()
+    missing: list[Path] = []
+    cur = path
+    while True:
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            missing.append(cur)
+            if cur.parent == cur:
+                break
+            cur = cur.parent
+            continue
+        except OSError as exc:
+            raise StateError(f"{cur}: cannot use directory: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode) and cur != home and cur.is_relative_to(home):
+            raise StateError(f"{cur}: is a symbolic link; flowsh does not follow links "
+                             "under its state directory (O_NOFOLLOW)")
+        if cur == home or not cur.is_relative_to(home):
+            break
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.getuid():
+            # Made by an older flowsh (runs/ was 0755): tighten it as documented.
+            with contextlib.suppress(OSError):
+                os.chmod(cur, 0o700)
+        cur = cur.parent
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            os.chmod(d, 0o700)  # whatever the umask
     except PermissionError:
         raise StateError(f"{path}: permission denied (cannot create the state directory)") from None
     except OSError as exc:
         raise StateError(f"{path}: cannot create directory: {exc.strerror}") from None
+    if not path.is_dir():
+        raise StateError(f"{path}: not a directory")
     return path
 
 

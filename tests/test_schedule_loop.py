@@ -79,7 +79,9 @@ def test_overlap_skip_and_sigterm_stops_the_running_child(scheduler, tmp_path: P
     proc, out = scheduler(SLOW)
     _until(lambda: "the previous run is still going (overlap: skip)" in out.read_text(),
            "an overlap skip", proc, out)
-    assert (tmp_path / "started").exists()
+    # The skip only says the child process exists; it may still be importing flowsh (on a
+    # loaded machine, for seconds) with no SIGTERM handler yet: wait until its step runs.
+    _until(lambda: (tmp_path / "started").exists(), "the child's step to start", proc, out)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     text = out.read_text()

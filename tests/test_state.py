@@ -414,18 +414,28 @@ def test_logs_follow_streams_until_the_run_ends(write_flow: Callable[..., Path],
     assert "==> after <==\ndone\n" in out
 
 
-def test_secret_outputs_are_masked_in_state_and_resume_says_so(
-    write_flow: Callable[..., Path], tmp_path: Path, cli: Cli
+@pytest.mark.parametrize("kept", [True, False])
+def test_secret_outputs_are_masked_in_state_and_resume_gets_them(
+    write_flow: Callable[..., Path], tmp_path: Path, cli: Cli, home: Path, kept: bool
 ) -> None:
+    # Issue 11 item 3: the state keeps the mask, the run's private directory the value
+    # (0600), so a resume computes with the real one; without that file (resumed on another
+    # host) it says so.
     path = write_flow(FLAKY.replace("ROWS", "API_TOKEN"))
     run_id = cli("run", str(path)).stderr.split("run ")[1].split()[0]
     stored = json.loads(cli("status", run_id, "--json").stdout)
     assert stored["steps"]["one"]["outputs"] == {"API_TOKEN": "***"}
+    if not kept:
+        (home / "runs" / run_id / "one.secret-outputs.json").unlink()
     (tmp_path / "fixed").touch()
     res = cli("resume", run_id)
     assert res.returncode == 0
-    assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
-    assert (tmp_path / "ran").read_text().splitlines()[-1] == "three ***"
+    last = (tmp_path / "ran").read_text().splitlines()[-1]
+    if kept:
+        assert "held a secret" not in res.stderr and last == "three abc"
+    else:
+        assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
+        assert last == "three ***"
 
 
 def test_sqlite_url_path_is_absolute_like_json(tmp_path: Path, cli: Cli) -> None:

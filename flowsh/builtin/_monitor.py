@@ -6,6 +6,7 @@ Not a plugin itself: `log_csv`, `log_jsonl` and `metrics_prometheus` are.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import os
@@ -77,7 +78,14 @@ def _fd(path: Path, mode: int) -> int:
     fd = _open.get(path)
     if fd is None:
         make_parent(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # appending through a link would write its target
+                raise OSError(exc.errno, "is a symbolic link; flowsh does not follow it "
+                              "(O_NOFOLLOW)") from None
+            raise
         _open[path] = fd
     return fd
 

@@ -66,7 +66,7 @@ class JSONBackend:
         try:
             return RunRecord.from_dict(data)
         except (TypeError, ValueError) as exc:
-            raise StateError(f"{path}: malformed run record ({exc})") from None
+            raise StateError(f"{path}: malformed run record ({exc}); left as it is") from None
 
     # The engine keeps the live record; each call persists all of it.
     def create_run(self, run: RunRecord) -> None:
@@ -98,10 +98,9 @@ class JSONBackend:
                   statuses: frozenset[str] | None = None) -> list[RunRecord]:
         runs = []
         for path in self.dir.glob("state_*.json"):
-            try:
-                run = self._read(path)
-            except StateError:
-                continue  # a foreign or corrupt file is not a run; `status` names it
+            # A corrupt file is an error, never skipped: `run --resume` would start afresh
+            # and `history` would hide a run.
+            run = self._read(path)
             if workflow is not None and run.workflow != workflow:
                 continue
             if statuses and run.status not in statuses:

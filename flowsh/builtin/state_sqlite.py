@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,7 @@ class SQLiteBackend:
         if path.startswith("~"):
             path = os.path.expanduser(path)
         self.path = Path(path) if path.lstrip("/") != ":memory:" else None
+        self.full = False  # opened read-only because the disk is full
         self.conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -88,6 +90,32 @@ class SQLiteBackend:
                 raise StateError(f"{self.path}: permission denied") from None
             except OSError as exc:
                 raise StateError(f"{self.path}: {exc.strerror}") from None
+        try:
+            return self._open(target)
+        except StateError:
+            if not self._disk_full():
+                raise
+        # A full disk: WAL mode cannot even size its shared-memory index, so a normal
+        # connection cannot read either. Read the database file as it is (no locks, no
+        # index) so status/history/logs still work; every write says the disk is full.
+        self.full = True
+        with self._errors():
+            uri = f"file:{urllib.parse.quote(str(self.path))}?immutable=1"
+            return sqlite3.connect(uri, uri=True, timeout=30.0,
+                                   isolation_level=None, check_same_thread=False)
+
+    def _disk_full(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        # Less than a few pages left: SQLite's "disk I/O error" (an shm or WAL write that
+        # failed) is ENOSPC in all but name.
+        return st.f_bavail * st.f_frsize < 64 * 1024
+
+    def _open(self, target: str) -> sqlite3.Connection:
         with self._errors():
             conn = sqlite3.connect(target, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
@@ -109,14 +137,18 @@ class SQLiteBackend:
             where = self.path or "state database"
             if "not a database" in text or "malformed" in text:
                 raise StateError(f"{where}: corrupt or not a flowsh database ({text})") from None
-            if "full" in text:
-                raise StateError(f"{where}: disk full; nothing was written ({text})") from None
+            if "full" in text or ("I/O error" in text and self._disk_full()):
+                raise StateError(f"{where}: cannot write state: No space left on device; "
+                                 "the previous record is intact") from None
             if "readonly" in text or "unable to open" in text:
                 raise StateError(f"{where}: not writable ({text})") from None
             raise StateError(f"{where}: {text}") from None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.full:
+            raise StateError(f"{self.path}: cannot write state: No space left on device; "
+                             "the previous record is intact")
         with self._errors():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -179,11 +211,34 @@ class SQLiteBackend:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _corrupt(self, run_id: object, what: str) -> StateError:
+        return StateError(f"{self.path or 'state database'}: run {run_id}: corrupt record "
+                          f"({what}); left as it is (repair or delete that row)")
+
+    def _json(self, run_id: object, column: str, text: object) -> Any:
+        try:
+            return json.loads(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise self._corrupt(run_id, f"column {column} is not JSON: {exc}") from None
+
     def _run_from(self, row: tuple[Any, ...]) -> RunRecord:
         data = dict(zip(RUN_COLS, row, strict=True))
-        data["params"] = json.loads(data["params"])
-        data["step_names"] = json.loads(data["step_names"])
-        return RunRecord(**data)
+        data["params"] = self._json(data["run_id"], "params", data["params"])
+        data["step_names"] = self._json(data["run_id"], "step_names", data["step_names"])
+        try:
+            return RunRecord.from_dict(data)
+        except ValueError as exc:
+            raise self._corrupt(data["run_id"], str(exc)) from None
+
+    def _step_from(self, row: tuple[Any, ...]) -> StepRecord:
+        data = dict(zip(STEP_COLS, row, strict=True))
+        run_id = data.pop("run_id")
+        data["outputs"] = self._json(run_id, f"outputs of step {data['name']!r}",
+                                     data["outputs"])
+        try:
+            return StepRecord.from_dict(data)
+        except ValueError as exc:
+            raise self._corrupt(run_id, str(exc)) from None
 
     def load_run(self, run_id: str) -> RunRecord:
         cols = ",".join(RUN_COLS)
@@ -204,10 +259,7 @@ class SQLiteBackend:
             for row in self.conn.execute(
                 f"SELECT {','.join(STEP_COLS)} FROM steps WHERE run_id = ?", (run.run_id,)
             ):
-                data = dict(zip(STEP_COLS, row, strict=True))
-                del data["run_id"]
-                data["outputs"] = json.loads(data["outputs"])
-                rec = StepRecord(**data)
+                rec = self._step_from(row)
                 run.steps[rec.name] = rec
         order = {n: i for i, n in enumerate(run.step_names)}
         run.steps = dict(sorted(run.steps.items(), key=lambda kv: order.get(kv[0], 1 << 30)))

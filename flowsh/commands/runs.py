@@ -256,6 +256,7 @@ def _print_new(name: str, path: str, positions: dict[str, int], last: list[str],
         return
     if header and last != [name]:
         sys.stdout.write(f"==> {name} <==\n")
+        sys.stdout.flush()  # the text layer's buffer first, then the bytes after it
         last[:] = [name]
     sys.stdout.buffer.write(data) if hasattr(sys.stdout, "buffer") else sys.stdout.write(
         data.decode("utf-8", "replace"))

@@ -1,0 +1,219 @@
+"""Bad state is one line and exit 3, never a traceback nor skipped; disk full; private files
+and no symlink following; `flowsh logs` headers in order (issue 11, items 8-11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert res.returncode == code, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    err = [ln for ln in res.stderr.splitlines()
+           if ln.startswith("flowsh: error:") or (needles and needles[0] in ln)]
+    assert len(err) == 1, res.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+@pytest.fixture
+def two_runs(write_flow: Callable[..., Path]) -> Path:
+    path = write_flow("""
+        steps:
+          - {name: a, run: 'echo A=1 >> "$FLOWSH_OUTPUT"'}
+          - {name: b, needs: [a], run: 'test -e go'}
+    """)
+    for _ in range(2):
+        assert run_cli("run", str(path)).returncode == 1
+    return path
+
+
+def _run_ids(home: Path) -> list[str]:
+    return sorted(p.name for p in (home / "runs").iterdir())
+
+
+@pytest.mark.parametrize("column", ["params", "step_names", "outputs", "type"])
+def test_garbage_in_a_sqlite_row_is_exit_3_everywhere(
+    two_runs: Path, home: Path, column: str
+) -> None:
+    bad = _run_ids(home)[0]
+    db = sqlite3.connect(home / "flowsh.db")
+    if column == "outputs":
+        db.execute("UPDATE steps SET outputs = '{not json' WHERE run_id = ?", (bad,))
+    elif column == "type":
+        db.execute("UPDATE runs SET params = '[1, 2]' WHERE run_id = ?", (bad,))
+    else:
+        db.execute(f"UPDATE runs SET {column} = 'garbage' WHERE run_id = ?", (bad,))
+    db.commit()
+    db.close()
+    for args in (["status", bad], ["resume", bad], ["report", bad, "-o", str(home / "r.html")],
+                 ["run", str(two_runs), "--resume"], ["history"], ["prune", "--keep", "0"]):
+        if column == "outputs" and args[0] in ("history", "prune"):
+            continue  # they read run rows only
+        if column == "outputs" and args[0] == "run":
+            continue  # resumes the newest run, which is intact
+        _one_line_error(run_cli(*args), 3, bad, "corrupt record")
+
+
+@pytest.mark.parametrize("content", ['"run_id": 5', "corrupt"])
+def test_bad_json_state_file_is_exit_3_not_skipped(
+    write_flow: Callable[..., Path], tmp_path: Path, content: str
+) -> None:
+    state = f"json://{tmp_path / 'state'}"
+    path = write_flow("""
+        steps:
+          - {name: a, run: 'test -e go'}
+    """)
+    assert run_cli("run", str(path), "--state", state).returncode == 1
+    (file,) = (tmp_path / "state").glob("state_*.json")
+    if content == "corrupt":
+        file.write_text(file.read_text()[:40])
+    else:
+        data = json.loads(file.read_text())
+        data["run_id"] = 5
+        file.write_text(json.dumps(data))
+    for args in (["status"], ["history"], ["run", str(path), "--resume"]):
+        _one_line_error(run_cli(*args, "--state", state), 3, file.name)
+    assert not (tmp_path / "go").exists()
+
+
+def test_disk_full_on_sqlite_keeps_the_record_and_reads_work(
+    write_flow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A real full filesystem: a 256 KiB tmpfs (needs root, as CI runs), filled with dd."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        state = f"sqlite:///{mnt / 'flowsh.db'}"
+        path = write_flow("steps:\n  - {name: a, run: 'echo hi'}\n")
+        assert run_cli("run", str(path), "--state", state).returncode == 0
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt / 'fill'}", "bs=4k"],
+                       capture_output=True, check=False)
+        assert os.statvfs(mnt).f_bavail == 0
+        res = run_cli("run", str(path), "--state", state)
+        _one_line_error(res, 3, "No space left on device; the previous record is intact")
+        hist = run_cli("history", "--state", state)
+        assert hist.returncode == 0, hist.stderr
+        assert hist.stdout.count("succeeded") == 1
+        assert run_cli("status", "--state", state).returncode == 0
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_runs_tree_is_private(write_flow: Callable[..., Path], home: Path) -> None:
+    path = write_flow("steps:\n  - {name: a, run: 'echo hi; echo X=1 >> \"$FLOWSH_OUTPUT\"'}\n")
+    old = os.umask(0o022)
+    try:
+        assert run_cli("run", str(path)).returncode == 0
+    finally:
+        os.umask(old)
+    runs = home / "runs"
+    assert runs.stat().st_mode & 0o777 == 0o700
+    for p in runs.rglob("*"):
+        if p.suffix == ".out":
+            continue  # created by the step's own `>>` (docs/state.md), in the 0700 directory
+        want = 0o700 if p.is_dir() else 0o600
+        assert p.stat().st_mode & 0o777 == want, p
+
+
+def test_runs_dir_of_an_older_flowsh_is_tightened(
+    write_flow: Callable[..., Path], home: Path
+) -> None:
+    (home / "runs").mkdir(mode=0o755)
+    os.chmod(home / "runs", 0o755)
+    path = write_flow("steps:\n  - {name: a, run: 'echo hi'}\n")
+    assert run_cli("run", str(path)).returncode == 0
+    assert (home / "runs").stat().st_mode & 0o777 == 0o700
+
+
+def test_symlinked_runs_dir_is_refused(
+    write_flow: Callable[..., Path], home: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / "runs").symlink_to(elsewhere)
+    path = write_flow("steps:\n  - {name: a, run: 'echo hi'}\n")
+    _one_line_error(run_cli("run", str(path)), 3, "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_monitor_logs_refuse_to_follow_a_symlink(
+    write_flow: Callable[..., Path], tmp_path: Path, kind: str
+) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    (tmp_path / f"log.{kind}").symlink_to(target)
+    path = write_flow(f"""
+        monitor:
+          {kind}: log.{kind}
+        steps:
+          - {{name: a, run: 'echo hi'}}
+    """)
+    res = run_cli("run", str(path))
+    assert res.returncode == 0
+    assert "is a symbolic link; flowsh does not follow it" in res.stderr
+    assert target.read_text() == "precious\n"
+
+
+def test_logs_piped_prints_each_header_before_its_output(
+    write_flow: Callable[..., Path], home: Path
+) -> None:
+    path = write_flow("""
+        steps:
+          - {name: one, run: 'echo first'}
+          - {name: two, needs: [one], run: 'echo second'}
+    """)
+    assert run_cli("run", str(path)).returncode == 0
+    (run_id,) = _run_ids(home)
+    # stdout is a pipe, as with `| less`, and block-buffered (PYTHONUNBUFFERED would hide
+    # the bug: with it, text and bytes reach the pipe in the order written).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    res = subprocess.run([sys.executable, "-m", "flowsh", "logs", run_id], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.stdout == "==> one <==\nfirst\n==> two <==\nsecond\n"
+
+
+@pytest.mark.parametrize(("line", "key", "why"), [
+    ("timeout: .nan", "timeout", "not a number"),
+    ("timeout: .inf", "timeout", "at most 365d"),
+    ("timeout: 99999999999999999999w", "timeout", "at most 365d"),
+    ("retry_delay: 366d", "retry_delay", "at most 365d"),
+    ("retries: 100000000000000000000000", "retries", "1000"),
+    ("retries: 1001", "retries", "1000"),
+    ("backoff: .inf", "backoff", "100"),
+    ("shell: ''", "shell", "blank"),
+    ("shell: '   '", "shell", "blank"),
+])
+def test_unbounded_or_blank_values_are_refused_with_file_and_line(
+    write_flow: Callable[..., Path], line: str, key: str, why: str
+) -> None:
+    path = write_flow(f"""
+        steps:
+          - name: a
+            run: echo hi
+            {line}
+    """)
+    for cmd in ("validate", "run"):
+        res = run_cli(cmd, str(path))
+        _one_line_error(res, 2, f"{path}:4:", f"key '{key}'", why)
+
+
+def test_concurrency_is_bounded(write_flow: Callable[..., Path]) -> None:
+    path = write_flow("concurrency: 10001\nsteps:\n  - {name: a, run: echo}\n")
+    _one_line_error(run_cli("validate", str(path)), 2, f"{path}:1:", "concurrency", "10000")
