@@ -160,3 +160,27 @@ def test_push_from_workflow_and_gateway_errors_do_not_raise(
                           "steps: [{name: a, run: 'true'}]\n")
     mp.flowsh_run_finished(run=make_run(dead), workflow=dead)
     assert "Pushgateway http://127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runtime", ["run", "script"])
+def test_two_files_with_one_stem_keep_two_textfiles(tmp_path: Path, runtime: str) -> None:
+    """Identity, not the bare stem, names the file and the label: two unrelated
+    nightly.yaml must not overwrite each other's metrics (docs/semantics.md, identity)."""
+    from flowsh.loader import load_workflow
+    from tests.exportkit import export_script, run_engine, run_script
+
+    text = "monitor: {prometheus: true}\nsteps: [{name: a, run: 'true'}]\n"
+    ids = []
+    for d in ("a", "b"):
+        path = tmp_path / d / "nightly.yaml"
+        path.parent.mkdir()
+        path.write_text(text)
+        ids.append(load_workflow(path).identity)
+        if runtime == "run":
+            assert run_engine(path)[0] == 0
+        else:
+            assert run_script(export_script(path)).returncode == 0
+    assert ids[0] != ids[1] and all(i.startswith("nightly-") for i in ids)
+    for ident in ids:
+        fams = _parse((flowsh_home() / "metrics" / f"flowsh_{ident}.prom").read_text())
+        assert _value(fams, "flowsh_run_last_status", workflow=ident) == 0

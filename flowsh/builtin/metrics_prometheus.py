@@ -1,6 +1,6 @@
 """Built-in plugin: Prometheus metrics, the seed's `collect_metrics` done properly.
 
-At the end of each run it writes ``flowsh_<workflow>.prom`` for node_exporter's textfile
+At the end of each run it writes ``flowsh_<identity>.prom`` for node_exporter's textfile
 collector (one file per workflow, so workflows sharing the directory never overwrite each
 other), atomically: temp file in the same directory, then rename. With ``monitor.push`` or
 ``$FLOWSH_METRICS_PUSH`` (``flowsh run --metrics-push URL``) it also PUTs the same metrics
@@ -84,7 +84,7 @@ def textfile_path(workflow: Workflow) -> Path | None:
     path = _monitor.resolve(workflow.monitor.prometheus, "metrics", workflow)
     if path is None:
         return None
-    return path if path.suffix == ".prom" else path / f"flowsh_{workflow.name}.prom"
+    return path if path.suffix == ".prom" else path / f"flowsh_{workflow.identity}.prom"
 
 
 def _previous_success(path: Path | None, workflow: str) -> float | None:
