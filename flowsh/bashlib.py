@@ -72,6 +72,12 @@ __flowsh_assign_only() {
     [[ ${s:i:1} == "(" ]] && return 0  # an array assignment cannot prefix a command
     while (( i < n )); do
       c=${s:i:1}
+      if [[ $c != [\\\"\'\`\$\(\)\{\}[:space:]] ]]; then
+        # A run of plain characters in one step: bash copies $s for every ${s:i:1}, so
+        # going char by char made a 140 KB value take minutes.
+        c=${s:i}; c=${c%%[\\\"\'\`\$\(\)\{\}[:space:]]*}; i=$((i + ${#c}))
+        continue
+      fi
       case ${stack: -1}:$c in
         q:\\|p:\\|b:\\|k:\\|:\\) i=$((i + 1)) ;;
         q:\") stack=${stack%?} ;;

@@ -26,6 +26,9 @@ from flowsh.steps import library_files
 
 STATE_FILE = "library-state.json"
 EVAL_TIMEOUT = 300.0
+# Linux limits one environment string to 128 KiB (MAX_ARG_STRLEN): a larger state would make
+# every step fail to start with "Argument list too long". Refused up front instead.
+MAX_STATE_BYTES = 120_000
 
 
 @dataclass
@@ -64,6 +67,10 @@ def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryStat
         parts[i].decode(errors="surrogateescape"): parts[i + 1].decode(errors="surrogateescape")
         for i in range(0, len(parts) - 1, 2)
     }
+    if len(text) > MAX_STATE_BYTES:
+        raise UsageError(f"the top-level variables of {shown} take {len(text)} bytes; steps "
+                         f"get them in their environment, which holds at most "
+                         f"{MAX_STATE_BYTES} (keep large data in files)")
     return LibraryState(text.decode(errors="surrogateescape"), values)
 
 

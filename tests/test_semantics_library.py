@@ -167,3 +167,27 @@ def test_bashlib_pieces_used_alone_as_an_exported_script_would(tmp_path: Path) -
                            capture_output=True, text=True, check=True).stdout
             for _ in range(3)}
     assert len(outs) == 1 and outs.pop().endswith(" 1\n")
+
+
+def test_library_variables_too_large_for_the_environment_are_refused_in_both_runtimes(
+    tmp_path: Path, cli: Cli, home: Path,
+) -> None:
+    """Linux caps one environment string at 128 KiB: a larger library state would make every
+    step die with "Argument list too long". Both runtimes refuse it before any step, exit 2;
+    reading the 140 KB assignment takes seconds, not the minutes char-by-char parsing took."""
+    (tmp_path / "lib.sh").write_text("BIG=" + "x" * 140_000 + "\nf() { echo ${#BIG} > n; }\n")
+    wf = tmp_path / "flow.yaml"
+    wf.write_text("source: lib.sh\nsteps: [{name: a, run: f}]\n")
+    res = cli("run", str(wf))
+    assert res.returncode == 2, res.stderr
+    assert "take 140018 bytes" in res.stderr and "at most 120000" in res.stderr
+    script = tmp_path / "flow.sh"
+    exp = cli("export", "--bash", str(wf), "-o", str(script))
+    assert exp.returncode == 0, exp.stderr
+    import subprocess
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                         check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(home),
+                                           "FLOWSH_HOME": str(home)})
+    assert out.returncode == 2, out.stderr
+    assert "at most 120000" in out.stderr
+    assert not (tmp_path / "n").exists()
