@@ -238,6 +238,7 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
             if isinstance(step, str):
                 # `- ./backup.sh` is a step whose name is derived and whose text is the command.
                 data["steps"][i] = {"name": f"step{i + 1}", "run": step}
+    _refuse_nul(data, pos, ())
     try:
         wf = Workflow.model_validate(data)
     except ValidationError as exc:
@@ -248,6 +249,23 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
         raise pos.error(message, loc, key=key) from None
     _check_references(wf, pos)
     return wf
+
+
+def _refuse_nul(value: Any, pos: Positions, loc: tuple[Any, ...]) -> None:
+    """A NUL byte (YAML's "\\0") ends a C string: no command, argument or environment
+    variable can hold one, and bash drops it. Refused wherever it is, naming the key."""
+    if isinstance(value, str):
+        if "\0" in value:
+            where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc)
+            raise pos.error(f"key {where.lstrip('.')!r}: a NUL byte: no command, argument or "
+                            "environment variable can hold one", loc)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_nul(k, pos, (*loc, k))
+            _refuse_nul(v, pos, (*loc, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_nul(v, pos, (*loc, i))
 
 
 def _merge_user_config(data: dict[str, Any]) -> None:
@@ -316,6 +334,11 @@ def read_env_file(path: Path) -> dict[str, str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise WorkflowError(f"cannot read env_file: {exc.strerror}", path=path) from None
+    if b"\0" in raw:
+        # An environment variable cannot hold a NUL byte (it ends the C string).
+        line = raw[:raw.index(b"\0")].count(b"\n") + 1
+        raise WorkflowError("a NUL byte: an environment variable cannot hold one",
+                            path=path, line=line)
     return parse_env_text(raw.decode("utf-8", "surrogateescape"), path)
 
 

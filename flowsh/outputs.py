@@ -61,6 +61,10 @@ def _check(name: bytes, lineno: int) -> str:
 def parse_outputs(data: bytes) -> dict[str, str]:
     """The outputs in `data`; raises OutputError at the first line that is not one."""
     out: dict[str, str] = {}
+    if b"\0" in data:
+        lineno = data[:data.index(b"\0")].count(b"\n") + 1
+        raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: a NUL byte: an environment "
+                          "variable cannot hold one")
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

@@ -152,6 +152,12 @@ class LocalExecutor:
             self._done.append((request.key, Outcome(
                 exit_code=code, started_at=now, ended_at=end, error=reason)))
             return None
+        except ValueError:  # a NUL byte: no C string, so no argv or environment, holds one
+            self._done.append((request.key, Outcome(
+                exit_code=126, started_at=now, ended_at=time.time(),
+                error=f"cannot start {request.argv[0]!r}: a NUL byte in its arguments or "
+                      "environment")))
+            return None
         finally:
             if stdin_fd is not None:
                 os.close(stdin_fd)
