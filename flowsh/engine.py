@@ -453,7 +453,9 @@ class Engine:
                         self._pop_candidate()
                         self._start(step, rec)
                         continue
-                elif deps == "blocked" or self.failed:
+                elif deps == "blocked" or (self.failed and rec.attempts == 0):
+                    # A step already attempted keeps its retries after another step
+                    # failed (a started step finishes, as in the exported script).
                     if not (self.failed and deps != "blocked"
                             and not self._all_deps_final(name)):
                         self._pop_candidate()

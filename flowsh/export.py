@@ -195,6 +195,7 @@ def _step_context(
             timeout,
             int(step.always),
             int(step.continue_on_failure),
+            int(step.keep_children),
         )
     )
     return {

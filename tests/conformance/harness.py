@@ -1,0 +1,194 @@
+"""The conformance harness: a case (data) run through one runtime, and what came of it.
+
+A case is a workflow, the files it needs, its arguments and what must happen (see
+cases/README.md). Runtimes: `run` (`flowsh run`), `script` and `inline` (the script
+`flowsh export --bash [--inline]` writes, run under `env -i PATH=/usr/bin:/bin`). What is
+compared is what a user sees: the exit code, each step's last recorded status in the CSV
+log, the files steps wrote, and stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "cases"
+RUNTIMES = ("run", "script", "inline")
+TIMEOUT = 120
+
+
+@dataclass
+class Case:
+    id: str
+    proves: list[str]
+    workflow: Any
+    files: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
+    why: str = ""
+    expect: dict[str, Any] = field(default_factory=dict)
+    then: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+
+def load_cases() -> list[Case]:
+    out: list[Case] = []
+    for path in sorted(CASES.glob("*.yaml")):
+        for raw in yaml.safe_load(path.read_text()) or []:
+            then = raw.pop("then", [])
+            out.append(Case(**raw, then=then if isinstance(then, list) else [then],
+                            source=path.name))
+    return out
+
+
+@dataclass
+class Result:
+    exit: int
+    steps: dict[str, str]
+    stderr: str
+    stdout: str
+    files: dict[str, str | None]
+
+
+def _write_files(case: Case, work: Path) -> None:
+    wf = case.workflow
+    text = wf if isinstance(wf, str) else yaml.safe_dump(wf, sort_keys=False)
+    (work / "flow.yaml").write_text(text)
+    for rel, content in case.files.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        if rel.endswith(".sh"):
+            path.chmod(0o755)
+
+
+def _csv_rows(home: Path) -> list[list[str]]:
+    try:
+        with (home / "logs" / "workflow_logs.csv").open(newline="") as fh:
+            return list(csv.reader(fh))[1:]
+    except FileNotFoundError:
+        return []
+
+
+def _statuses(rows: list[list[str]]) -> dict[str, str]:
+    """Each step's last status among `rows` (the rows one invocation appended)."""
+    out: dict[str, str] = {}
+    for row in rows:
+        if len(row) >= 4 and row[2] != "-":
+            out[row[2]] = row[3]
+    return out
+
+
+class Runner:
+    """Runs one case on one runtime in its own directory and FLOWSH_HOME."""
+
+    def __init__(self, case: Case, runtime: str, root: Path) -> None:
+        self.case, self.runtime = case, runtime
+        self.work, self.home = root / "w", root / "home"
+        self.work.mkdir(parents=True)
+        self.home.mkdir()
+        self.script = self.work / "flow.sh"
+        self.export_error: subprocess.CompletedProcess[str] | None = None
+
+    def _flowsh(self, *args: str, extra: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLOWSH_HOME": str(self.home), "FLOWSH_LOAD_ENTRYPOINTS": "0",
+               "XDG_CONFIG_HOME": str(self.home / "config"), **self.case.env, **(extra or {})}
+        for name in ("FLOWSH_STATE", "FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS"):
+            env.pop(name, None)
+        return subprocess.run([sys.executable, "-m", "flowsh", *args], cwd=self.work, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+    def prepare(self) -> None:
+        _write_files(self.case, self.work)
+        if self.runtime in ("script", "inline"):
+            args = ["export", "--bash", "flow.yaml", "-o", str(self.script)]
+            if self.runtime == "inline":
+                args.insert(2, "--inline")
+            res = self._flowsh(*args)
+            if res.returncode != 0:
+                self.export_error = res
+
+    def invoke(self, args: list[str], extra_env: dict[str, str]) -> Result:
+        before = len(_csv_rows(self.home))
+        if self.export_error is not None:
+            res = self.export_error
+        elif self.runtime == "run":
+            res = self._flowsh("run", "flow.yaml", *args, extra=extra_env)
+        else:
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home),
+                   "FLOWSH_HOME": str(self.home), **self.case.env, **extra_env}
+            res = subprocess.run(["bash", str(self.script), *args], cwd=self.work, env=env,
+                                 capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        return Result(res.returncode, _statuses(_csv_rows(self.home)[before:]), res.stderr,
+                      res.stdout, {})
+
+    def shell(self, text: str) -> None:
+        subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT)
+
+    def read(self, rel: str) -> str | None:
+        try:
+            return (self.work / rel).read_text()
+        except FileNotFoundError:
+            return None
+
+
+def run_case(case: Case, runtime: str, root: Path) -> list[tuple[dict[str, Any], Result]]:
+    """Every invocation of the case (the first, then each `then:`) with its expectation."""
+    runner = Runner(case, runtime, root)
+    runner.prepare()
+    out = []
+    stages = [{"args": case.args, "expect": case.expect}, *case.then]
+    for stage in stages:
+        if stage.get("before"):
+            runner.shell(stage["before"])
+        result = runner.invoke([str(a) for a in stage.get("args", [])], stage.get("env", {}))
+        expect = stage.get("expect", {})
+        result.files = {rel: runner.read(rel) for rel in
+                        [*expect.get("files", {}), *expect.get("absent", [])]}
+        out.append((expect, result))
+    return out
+
+
+def mismatches(expect: dict[str, Any], got: Result) -> list[str]:
+    """What in `got` differs from `expect` (empty: conforms)."""
+    bad = []
+    if "exit" in expect and got.exit != expect["exit"]:
+        bad.append(f"exit {got.exit}, expected {expect['exit']}")
+    for step, status in (expect.get("steps") or {}).items():
+        if got.steps.get(step) != status:
+            bad.append(f"step {step}: {got.steps.get(step)}, expected {status}")
+    if "only_steps" in expect and set(got.steps) != set(expect["only_steps"]):
+        bad.append(f"steps recorded {sorted(got.steps)}, expected {sorted(expect['only_steps'])}")
+    for rel, text in (expect.get("files") or {}).items():
+        if got.files.get(rel) != text:
+            bad.append(f"file {rel}: {got.files.get(rel)!r}, expected {text!r}")
+    for rel in expect.get("absent") or []:
+        if got.files.get(rel) is not None:
+            bad.append(f"file {rel} exists, expected absent")
+    for part in _as_list(expect.get("stderr")):
+        if part not in got.stderr:
+            bad.append(f"stderr lacks {part!r}")
+    for part in _as_list(expect.get("output")):
+        if part not in got.stderr + got.stdout:
+            bad.append(f"output lacks {part!r}")
+    if expect.get("no_traceback", True) and "Traceback" in got.stderr:
+        bad.append("a traceback")
+    if bad:
+        bad.append(f"stderr: {got.stderr[-1500:]}")
+    return bad
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,106 @@
+"""The conformance suite (docs/semantics.md): every case on every runtime it names.
+
+All runs are made once per session, four at a time (they are subprocesses), and each test
+then checks one case on one runtime. A case that does not hold on a runtime fails here with
+what differed; a runtime that refuses a workflow must do it as the case expects (exit 2 and
+its message), never run it some other way.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.harness import RUNTIMES, Case, Result, load_cases, mismatches, run_case
+
+ROOT = Path(__file__).resolve().parents[2]
+SEMANTICS = ROOT / "docs" / "semantics.md"
+CASES = load_cases()
+PAIRS = [(c, rt) for c in CASES for rt in c.runtimes]
+Outcomes = dict[tuple[str, str], "list[tuple[dict[str, Any], Result]] | BaseException"]
+
+
+@pytest.fixture(scope="session")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcomes, Path]:
+    base = tmp_path_factory.mktemp("conformance")
+
+    def one(pair: tuple[Case, str]) -> tuple[tuple[str, str], Any]:
+        case, rt = pair
+        try:
+            return (case.id, rt), run_case(case, rt, base / rt / case.id)
+        except BaseException as exc:  # noqa: BLE001 - reported by the case's own test
+            return (case.id, rt), exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(pool.map(one, PAIRS))
+    return results, base
+
+
+@pytest.mark.parametrize("case, runtime", PAIRS, ids=[f"{c.id}@{rt}" for c, rt in PAIRS])
+def test_case(case: Case, runtime: str, outcomes: tuple[Outcomes, Path]) -> None:
+    got = outcomes[0][(case.id, runtime)]
+    if isinstance(got, BaseException):
+        raise got
+    for i, (expect, result) in enumerate(got):
+        bad = mismatches(expect, result)
+        assert not bad, f"{case.source}: {case.id} on {runtime}, invocation {i + 1}:\n" + \
+            "\n".join(bad)
+
+
+def test_exported_scripts_pass_shellcheck(outcomes: tuple[Outcomes, Path]) -> None:
+    scripts = sorted(str(p) for p in outcomes[1].glob("*/*/w/flow.sh"))
+    assert len(scripts) > 50
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", "-s", "bash", *scripts], capture_output=True,
+                         text=True, check=False, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:]
+
+
+def test_case_ids_are_unique_and_every_runtime_is_exercised() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for rt in RUNTIMES:
+        assert sum(rt in c.runtimes for c in CASES) >= 80, rt
+    for case in CASES:
+        assert set(case.runtimes) <= set(RUNTIMES), case.id
+        assert case.proves, f"{case.id} proves nothing"
+        if set(case.runtimes) != set(RUNTIMES):
+            assert case.why, f"{case.id} skips a runtime without saying why"
+
+
+def statements() -> list[str]:
+    return re.findall(r"^\*\*([A-Z]+-\d+)\.\*\*", SEMANTICS.read_text(), re.M)
+
+
+def test_cases_prove_statements_that_exist_and_every_statement_has_a_case() -> None:
+    known = statements()
+    assert len(known) == len(set(known)), "a statement id is used twice"
+    proven = {p for c in CASES for p in c.proves}
+    assert not proven - set(known), f"cases prove unknown statements: {sorted(proven - set(known))}"
+    assert not set(known) - proven, f"statements without a case: {sorted(set(known) - proven)}"
+
+
+def test_semantics_covers_every_schema_key() -> None:
+    from flowsh.model import json_schema
+
+    schema = json_schema()
+    keys = set(schema["properties"])
+    for definition in schema.get("$defs", {}).values():
+        keys |= set(definition.get("properties", {}))
+    text = SEMANTICS.read_text()
+    missing = sorted(k for k in keys if f"`{k}`" not in text and f"`{k}:" not in text)
+    assert not missing, f"docs/semantics.md never names: {missing}"
+
+
+def test_semantics_case_lines_are_up_to_date() -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_semantics_cases.py"),
+                          "--check"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
