@@ -89,6 +89,8 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
                 f"{what} name {key!r} is not a shell identifier (letters, digits, _; "
                 "not starting with a digit)"
             )
+        if key.upper().startswith("FLOWSH_"):
+            raise ValueError(f"{what} name {key!r} is reserved: FLOWSH_* names are flowsh's own")
     return mapping
 
 
