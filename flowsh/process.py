@@ -148,6 +148,8 @@ class LocalExecutor:
         except OSError as exc:
             end = time.time()
             reason = f"cannot start {request.argv[0]!r}: {exc.strerror}"
+            if not os.path.isdir(request.cwd):  # Popen blames the program, not the cwd
+                reason = f"workdir {request.cwd} does not exist"
             code = 126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127
             self._done.append((request.key, Outcome(
                 exit_code=code, started_at=now, ended_at=end, error=reason)))

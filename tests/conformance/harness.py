@@ -133,7 +133,8 @@ class Runner:
                       res.stdout, {})
 
     def shell(self, text: str) -> None:
-        subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT)
+        subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
+                       env={**os.environ, "FLOWSH_HOME": str(self.home)})
 
     def read(self, rel: str) -> str | None:
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcomes, Path]:
         case, rt = pair
         try:
             return (case.id, rt), run_case(case, rt, base / rt / case.id)
-        except BaseException as exc:  # noqa: BLE001 - reported by the case's own test
+        except BaseException as exc:  # reported by the case's own test
             return (case.id, rt), exc
 
     with ThreadPoolExecutor(max_workers=4) as pool:
