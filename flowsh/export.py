@@ -80,19 +80,20 @@ def definition_hash(wf: Workflow, extra: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_names(wf: Workflow) -> None:
-    """Names the exported script keeps for itself (its variables and functions)."""
-    for where, names in (("param", wf.params), ("env", wf.env)):
-        for name in names:
-            if name.lower().startswith("flowsh_"):
-                raise UsageError(
-                    f"{wf.path}: {where} {name!r}: names starting with FLOWSH_ are reserved "
-                    "for flowsh itself and cannot be exported"
-                )
-    for step in wf.steps:
-        for name in step.env:
-            if name.lower().startswith("flowsh_"):
-                raise UsageError(f"{wf.path}: step {step.name!r} env {name!r}: FLOWSH_ is reserved")
+def check_exportable(wf: Workflow) -> None:
+    """What the exported script cannot honour is refused here (docs/semantics.md, REFUSE-1
+    and REFUSE-2), never exported to behave some other way. FLOWSH_* names are refused
+    for every runtime by the model."""
+    from flowsh.config import load_user_config
+
+    # `state` from the user config is flowsh's own store, not a key of this file.
+    if wf.state and wf.state != load_user_config().get("state"):
+        raise UsageError(f"{wf.path}: key 'state': the exported script keeps its state in "
+                         "its own checkpoint; remove `state` to export this workflow")
+    if wf.executor != "local" or wf.executor_options:
+        key = "executor" if wf.executor != "local" else "executor_options"
+        raise UsageError(f"{wf.path}: key {key!r}: the exported script runs its steps "
+                         "locally; remove it to export this workflow")
 
 
 @dataclass
@@ -253,7 +254,7 @@ def bash_context(
     from flowsh import __version__
     from flowsh.graph import Graph
 
-    check_names(wf)
+    check_exportable(wf)
     graph = Graph.build(wf)
     funcs = _func_names(wf.steps)
     fs = _Files(inline=inline)

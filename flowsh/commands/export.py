@@ -70,6 +70,11 @@ def export_command(
         raise UsageError("choose one of --bash, --crontab, --systemd or --format NAME")
     kind = chosen[0]
     wf = load_workflow(file)
+    # One validation path: what `flowsh validate` and `flowsh run` refuse is never exported
+    # (a typo'd notify channel type ran in the script and its alert was lost).
+    from flowsh.checks import check_workflow
+
+    check_workflow(wf)
     path = os.environ.get("PATH", "") if path_from_env else None
     if kind == "systemd":
         from flowsh.export import render_systemd

@@ -37,6 +37,7 @@ class Case:
     why: str = ""
     expect: dict[str, Any] = field(default_factory=dict)
     then: list[dict[str, Any]] = field(default_factory=list)
+    before: str = ""
     source: str = ""
 
 
@@ -132,9 +133,20 @@ class Runner:
         return Result(res.returncode, _statuses(_csv_rows(self.home)[before:]), res.stderr,
                       res.stdout, {})
 
+    def command(self) -> str:
+        """This runtime's invocation as shell text: `$RUN` in a case's `before:`."""
+        import shlex
+
+        if self.runtime == "run":
+            return (f"env FLOWSH_LOAD_ENTRYPOINTS=0 {shlex.quote(sys.executable)} -m flowsh "
+                    "run flow.yaml")
+        return (f"env -i PATH=/usr/bin:/bin HOME={shlex.quote(str(self.home))} "
+                f"FLOWSH_HOME={shlex.quote(str(self.home))} bash {shlex.quote(str(self.script))}")
+
     def shell(self, text: str) -> None:
         subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
-                       env={**os.environ, "FLOWSH_HOME": str(self.home)})
+                       env={**os.environ, "FLOWSH_HOME": str(self.home), "RUN": self.command(),
+                            "PYTHON": sys.executable})
 
     def read(self, rel: str) -> str | None:
         try:
@@ -148,7 +160,7 @@ def run_case(case: Case, runtime: str, root: Path) -> list[tuple[dict[str, Any],
     runner = Runner(case, runtime, root)
     runner.prepare()
     out = []
-    stages = [{"args": case.args, "expect": case.expect}, *case.then]
+    stages = [{"before": case.before, "args": case.args, "expect": case.expect}, *case.then]
     for stage in stages:
         if stage.get("before"):
             runner.shell(stage["before"])

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 
 from tests.conformance.harness import RUNTIMES, Case, Result, load_cases, mismatches, run_case
 
+# The first test waits for every run of the session (a few minutes on 2 loaded cores).
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 SEMANTICS = ROOT / "docs" / "semantics.md"
 CASES = load_cases()
@@ -34,11 +37,15 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcomes, Path]:
     def one(pair: tuple[Case, str]) -> tuple[tuple[str, str], Any]:
         case, rt = pair
         try:
-            return (case.id, rt), run_case(case, rt, base / rt / case.id)
+            t0 = time.monotonic()
+            got = run_case(case, rt, base / rt / case.id)
+            with (base / "timings").open("a") as fh:
+                fh.write(f"{time.monotonic() - t0:.2f} {case.id}@{rt}\n")
+            return (case.id, rt), got
         except BaseException as exc:  # reported by the case's own test
             return (case.id, rt), exc
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=6) as pool:
         results = dict(pool.map(one, PAIRS))
     return results, base
 
