@@ -48,9 +48,23 @@ _loaded = False
 def build_app() -> typer.Typer:
     global _loaded
     if not _loaded:
-        plugins.emit("flowsh_register_commands", registration_order=True, app=app)
+        plugins.emit("flowsh_register_commands", app=app)
+        # pluggy calls the last registered plugin first; help lists built-ins first.
+        app.registered_commands.sort(key=_rank)
+        app.registered_groups.sort(key=_rank)
         _loaded = True
     return app
+
+
+def _rank(info: typer.models.CommandInfo | typer.models.TyperInfo) -> int:
+    """Registration order of the plugin that defined a command or a command group."""
+    inner = getattr(info, "typer_instance", None)
+    if inner is None:
+        callback = info.callback
+    else:  # a group: its callback, or its first command
+        first = inner.registered_callback or next(iter(inner.registered_commands), None)
+        callback = first.callback if first else None
+    return plugins.registration_rank(getattr(callback, "__module__", None) or "")
 
 
 def error(message: str, code: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from flowsh import plugins
 from flowsh.errors import UsageError
+from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
@@ -85,6 +86,7 @@ class RunOptions:
     resume: RunRecord | None = None
     only: set[str] | None = None
     run_id: str | None = None
+    plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
 
 
 def new_run_id() -> str:
@@ -286,7 +288,17 @@ class Engine:
         try:
             run = self._prepare(run_id)
             self.run = run
-            self._execute(run)
+            self.events = Dispatcher(RunContext(
+                run=run, workflow=self.wf, masker=self.mask, run_dir=self.run_dir,
+                options=dict(self.opt.plugin_options)))
+            drain = DRAIN_LIMIT
+            try:
+                self._execute(run)
+            except KeyboardInterrupt:
+                drain = 2.0  # a second Ctrl-C: the user wants out now
+                raise
+            finally:
+                self.events.close(drain)
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
@@ -306,7 +318,7 @@ class Engine:
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
         self.reporter.run_started(run, self.wf)
-        plugins.emit("flowsh_run_started", run=run, workflow=self.wf)
+        self.events.emit("flowsh_run_started")
         # Steps that succeeded in an earlier attempt of this run pass their outputs on.
         for name in self.graph.order:
             if run.steps[name].status == SUCCEEDED:
@@ -547,7 +559,7 @@ class Engine:
         # `pending` (run again on resume); after it, resume can stop the orphan first.
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)
-        plugins.emit("flowsh_step_started", run=self.run, step=rec, workflow=self.wf)
+        self.events.emit("flowsh_step_started", step=rec)
 
     def _explicit_for(self, step: Step) -> set[str]:
         if not (self.wf.source or step.source):
@@ -636,8 +648,7 @@ class Engine:
             rec.status = RETRYING
             self.backend.save_step(self.run, rec)
             self.reporter.step_retrying(self.run, rec, delay)
-            plugins.emit("flowsh_step_retrying", run=self.run, step=rec, workflow=self.wf,
-                         delay=delay)
+            self.events.emit("flowsh_step_retrying", step=rec, delay=delay)
             heapq.heappush(self.waiting, (time.time() + delay, name))
             return
         rec.status = FAILED
@@ -672,7 +683,7 @@ class Engine:
         self._consider(self.graph.dependents[rec.name])
         self.backend.save_step(self.run, rec)
         self.reporter.step_finished(self.run, rec)
-        plugins.emit("flowsh_step_finished", run=self.run, step=rec, workflow=self.wf)
+        self.events.emit("flowsh_step_finished", step=rec)
 
     def _finish_run(self, status: str, code: int) -> None:
         run = self.run
@@ -689,7 +700,7 @@ class Engine:
         if status == SUCCEEDED:  # nothing left to resume: the secrets go
             drop_secret_outputs(self.run_dir)
         self.reporter.run_finished(run)
-        plugins.emit("flowsh_run_finished", run=run, workflow=self.wf)
+        self.events.emit("flowsh_run_finished")
 
 
 @contextmanager

@@ -6,9 +6,14 @@ Two kinds:
   registers, so it can name the plugin at fault when two register the same name. They are
   called once per process, the first time flowsh needs that kind of thing.
 * Event hooks are called for every run, in the runner process, after the state backend has
-  recorded the transition. An exception in an event hook is reported once on stderr and
-  never changes the run's outcome; a slow hook slows the run, so do slow work (network) in
-  your own thread with a timeout.
+  recorded the transition, on the run's own event thread (`flowsh.events`), in order. A
+  slow hook never holds the run (timeouts, retries and signals keep their times); the run
+  ends after its hooks are done. Each receives ``ctx``, the run's `flowsh.api.RunContext`
+  (the run's masker, its effective notify config, a per-plugin slot); ``step`` is a copy
+  of the record as it was at the event. An exception in an event hook is reported once on
+  stderr and never changes the run's outcome.
+
+Implementations take any subset of a hook's arguments, by name (pluggy).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from flowsh.events import RunContext
     from flowsh.model import Workflow
     from flowsh.state import RunRecord, StepRecord
 
@@ -86,18 +92,20 @@ def flowsh_register_commands(app: typer.Typer) -> None:
 
 
 @hookspec
-def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
+def flowsh_run_started(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
     """A run has started (or resumed): its record exists, no step has started yet."""
 
 
 @hookspec
-def flowsh_step_started(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
+def flowsh_step_started(
+    ctx: RunContext, run: RunRecord, step: StepRecord, workflow: Workflow
+) -> None:
     """An attempt of ``step`` has started; ``step.attempts`` counts this attempt."""
 
 
 @hookspec
 def flowsh_step_retrying(
-    run: RunRecord, step: StepRecord, workflow: Workflow, delay: float
+    ctx: RunContext, run: RunRecord, step: StepRecord, workflow: Workflow, delay: float
 ) -> None:
     """An attempt failed and another follows after ``delay`` seconds.
 
@@ -106,7 +114,9 @@ def flowsh_step_retrying(
 
 
 @hookspec
-def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
+def flowsh_step_finished(
+    ctx: RunContext, run: RunRecord, step: StepRecord, workflow: Workflow
+) -> None:
     """A step reached its final state for this run: succeeded, failed, skipped or interrupted.
 
     Skipped steps (an `if` test was false, or a dependency failed) fire this too, with
@@ -115,7 +125,7 @@ def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -
 
 
 @hookspec
-def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
+def flowsh_run_finished(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
     """A run has ended; ``run.status`` and ``run.exit_code`` are final."""
 
 

@@ -6,13 +6,23 @@ Environment:
   FLOWSH_DISABLE_PLUGINS  comma-separated names to block (built-in or third-party)
   FLOWSH_LOAD_ENTRYPOINTS set to 0 to skip installed third-party plugins (the test suite
                           does this so a developer's plugins cannot change its results)
+  FLOWSH_TRACE_PLUGINS    set to 1 to print every hook implementation call, with its
+                          duration, on stderr
+
+Every call goes through pluggy (``pm.hook.flowsh_...``), so wrappers, ``firstresult`` and
+call monitoring work. Each implementation is guarded as it is registered: one that raises
+is reported once on stderr and the others still run.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -58,6 +68,43 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 _pm: pluggy.PluginManager | None = None
 _problems: list[str] = []
+# The plugin whose hook implementation is running: `registry` names who registered what.
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("flowsh_plugin", default="?")
+
+
+def _guard(hook: str, plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def guarded(*args: Any) -> Any:
+        token = _current.set(plugin)
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        except Exception as exc:
+            warn(f"plugin {plugin} failed in {hook}: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            _current.reset(token)
+            if os.environ.get("FLOWSH_TRACE_PLUGINS") == "1":
+                took = (time.perf_counter() - start) * 1000
+                sys.stderr.write(f"flowsh: trace: {hook} {plugin} {took:.2f} ms\n")
+
+    return guarded
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, guarding each implementation (but wrappers) as it is registered."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is None:
+            return None
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    # pluggy has no API to wrap an implementation; its attribute is Final
+                    # to the type checker only.
+                    setattr(impl, "function", _guard(caller.name, registered, impl.function))  # noqa: B010
+        return registered
 
 
 def _names(var: str) -> set[str] | None:
@@ -90,7 +137,7 @@ def reset() -> None:
 
 
 def _load() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("flowsh")
+    pm = _Manager("flowsh")
     pm.add_hookspecs(hookspecs)
     blocked = _names("FLOWSH_DISABLE_PLUGINS") or set()
     for name in blocked:
@@ -160,21 +207,19 @@ def registry(kind: str) -> dict[str, Any]:
         pm = get_plugin_manager()
         hook = getattr(pm.hook, f"flowsh_register_{kind}")
         found: dict[str, tuple[Any, str]] = {}
-        for impl in _call_order(hook):
 
-            def register(name: str, obj: Any, _plugin: str = impl.plugin_name) -> None:
-                if name in found:
-                    warn(
-                        f"plugin {_plugin} registers {kind[:-1]} {name!r}, already registered "
-                        f"by {found[name][1]}; keeping {found[name][1]}'s"
-                    )
-                    return
-                found[name] = (obj, _plugin)
+        def register(name: str, obj: Any) -> None:
+            plugin = _current.get()
+            if name in found:
+                warn(
+                    f"plugin {plugin} registers {kind[:-1]} {name!r}, already registered "
+                    f"by {found[name][1]}; keeping {found[name][1]}'s"
+                )
+                return
+            found[name] = (obj, plugin)
 
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                warn(f"plugin {impl.plugin_name} failed in flowsh_register_{kind}: {exc}")
+        # pluggy calls the last registered first: a third-party plugin can replace a built-in.
+        hook(register=register)
         _registries[kind] = found
     return {name: obj for name, (obj, _) in _registries[kind].items()}
 
@@ -185,24 +230,22 @@ def registered_by(kind: str, name: str) -> str | None:
     return entry[1] if entry else None
 
 
-def _call_order(hook: Any) -> list[Any]:
-    # pluggy calls implementations last-registered first; keep that order.
-    return list(reversed(hook.get_hookimpls()))
+def emit(event: str, **kwargs: Any) -> None:
+    """Call a hook on every plugin. An implementation that raises is reported (its guard);
+    a wrapper that raises is reported here; neither changes anything else."""
+    try:
+        getattr(get_plugin_manager().hook, event)(**kwargs)
+    except Exception as exc:
+        warn(f"a plugin wrapper failed in {event}: {type(exc).__name__}: {exc}")
 
 
-def emit(event: str, *, registration_order: bool = False, **kwargs: Any) -> None:
-    """Call an event hook on every plugin; a plugin that raises is reported, not fatal.
-
-    pluggy's order (last registered first) lets a third party act before the built-ins;
-    `registration_order` calls built-ins first instead (CLI commands list in a stable order).
-    """
-    hook = getattr(get_plugin_manager().hook, event)
-    impls = _call_order(hook)
-    for impl in reversed(impls) if registration_order else impls:
-        try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except Exception as exc:
-            warn(f"plugin {impl.plugin_name} failed in {event}: {type(exc).__name__}: {exc}")
+def registration_rank(module: str) -> int:
+    """Where the plugin defining ``module`` stands in registration order (built-ins first)."""
+    for i, (_, plugin) in enumerate(get_plugin_manager().list_name_plugin()):
+        name = getattr(plugin, "__name__", None) or type(plugin).__module__
+        if module == name or module.startswith(name + "."):
+            return i
+    return sys.maxsize
 
 
 def plugin_info() -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ Geometry is computed here; templates/report/report.html.j2 only draws it.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh.durations import format_duration
+from flowsh.monitorfiles import events_path as events_path_of
+from flowsh.monitorfiles import read_events
 from flowsh.secrets import Masker
 from flowsh.state import RunRecord, StepRecord
 from flowsh.stats import WorkflowStats, compute
@@ -363,21 +364,6 @@ def workflow_for(run: RunRecord) -> Workflow | None:
         return None
 
 
-def masker_for(wf: Workflow | None) -> Masker:
-    """Secrets to mask in the log tails.
-
-    Logs are masked when written; this second pass catches the values flowsh can know now
-    (the workflow's secret env, secret-named variables in this shell) in case a log was
-    written by an older flowsh or by the step itself outside the captured output.
-    """
-    env = dict(os.environ)
-    names: set[str] = set()
-    if wf is not None:
-        env.update(wf.env)
-        names = wf.secret_names()
-    return Masker.for_env(env, names)
-
-
 def generate(
     run: RunRecord,
     history: list[RunRecord],
@@ -386,17 +372,13 @@ def generate(
     tail_lines: int = TAIL_LINES,
 ) -> str:
     """The HTML page for `run` (history: other finished runs of the workflow, newest first)."""
-    from flowsh.builtin.log_jsonl import default_path, jsonl_path, read_events
-
     wf = workflow_for(run)
     needs = None
     if wf is not None and [s.name for s in wf.steps] == list(run.step_names or run.steps):
         needs = {s.name: list(s.needs or ()) for s in wf.steps}
-    if events_path is None:
-        events_path = (jsonl_path(wf) if wf is not None else None) or default_path()
-    events = read_events(events_path, run.run_id)
+    events = read_events(events_path or events_path_of(wf), run.run_id)
     context = build_context(
-        run, history=history, events=events, needs=needs, masker=masker_for(wf),
+        run, history=history, events=events, needs=needs, masker=Masker.for_workflow(wf),
         tail_lines=tail_lines,
     )
     return render_html(context)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowsh.fileio import atomic_write
 from flowsh.model import SECRET_NAME
+
+if TYPE_CHECKING:
+    from flowsh.model import Workflow
 
 MASK = "***"
 # Shorter values would mask ordinary words ("1", "on") all over the logs.
@@ -69,6 +75,26 @@ class Masker:
         """Secrets are the values of `names` plus of any variable whose name looks secret."""
         values = [v for k, v in env.items() if k in names or SECRET_NAME.search(k)]
         return cls(values)
+
+    @classmethod
+    def for_workflow(cls, wf: Workflow | None) -> Masker:
+        """What can be known without running: this process's environment, the file's
+        env_file, params and env. A run masks with the engine's own (`RunContext.masker`),
+        which also knows the run's params and its steps' secret outputs."""
+        env: dict[str, str] = dict(os.environ)
+        if wf is None:
+            return cls.for_env(env, set())
+        if wf.env_file:
+            # Imported here: loader brings PyYAML, which commands that only mask never need.
+            from flowsh.loader import read_env_file
+
+            base = Path(wf.path).parent if wf.path else Path.cwd()
+            # A bad env_file is reported where it matters (the run); masking must not fail.
+            with contextlib.suppress(Exception):
+                env.update(read_env_file(base / wf.env_file))
+        env.update(wf.params)
+        env.update(wf.env)
+        return cls.for_env(env, wf.secret_names())
 
 
 # Secret outputs of a run's steps: the store keeps `***`, a resume needs the value. They

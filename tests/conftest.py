@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,16 @@ def write_flow(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def emit_event(event: str, *, run: Any, workflow: Any, **kwargs: Any) -> None:
+    """A run event to every plugin, as the engine's dispatcher sends it (with a context)."""
+    from flowsh.events import RunContext
+    from flowsh.secrets import Masker
+
+    ctx = RunContext(run=run, workflow=workflow, masker=Masker.for_workflow(workflow),
+                     run_dir=Path(os.environ["FLOWSH_HOME"]) / "runs" / run.run_id)
+    plugins.emit(event, ctx=ctx, run=run, workflow=workflow, **kwargs)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flowsh import plugins
+from flowsh import monitorfiles
 from flowsh.builtin import log_csv, log_jsonl
 from flowsh.state import flowsh_home
+from tests.conftest import emit_event
 from tests.monitor_helpers import make_run, write_workflow
 
 NASTY = 'rows: 1,234 "quoted", and\na second line; comma, "again"'
@@ -23,22 +24,22 @@ NASTY = 'rows: 1,234 "quoted", and\na second line; comma, "again"'
 
 def _emit_run(wf, run) -> None:
     """The engine's event order for a run where `extract` retried once."""
-    plugins.emit("flowsh_run_started", run=run, workflow=wf)
+    emit_event("flowsh_run_started", run=run, workflow=wf)
     for name in run.step_names:
         step = run.steps[name]
         if step.status == "skipped":
-            plugins.emit("flowsh_step_finished", run=run, step=step, workflow=wf)
+            emit_event("flowsh_step_finished", run=run, step=step, workflow=wf)
             continue
         for attempt in range(1, step.attempts + 1):
             step_attempts, step.attempts = step.attempts, attempt
-            plugins.emit("flowsh_step_started", run=run, step=step, workflow=wf)
+            emit_event("flowsh_step_started", run=run, step=step, workflow=wf)
             step.attempts = step_attempts
             if attempt < step.attempts:
                 step.attempts = attempt
-                plugins.emit("flowsh_step_retrying", run=run, step=step, workflow=wf, delay=0.5)
+                emit_event("flowsh_step_retrying", run=run, step=step, workflow=wf, delay=0.5)
                 step.attempts = step_attempts
-        plugins.emit("flowsh_step_finished", run=run, step=step, workflow=wf)
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+        emit_event("flowsh_step_finished", run=run, step=step, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -176,5 +177,5 @@ def test_jsonl_one_object_per_event_with_rfc3339_utc(tmp_path: Path) -> None:
     final = events[-1]
     assert final["step"] is None and final["status"] == "succeeded" and final["exit_code"] == 0
     assert final["duration"] == pytest.approx(run.ended_at - run.started_at)
-    assert log_jsonl.read_events(path, "r1") == events
-    assert log_jsonl.read_events(path, "nope") == []
+    assert monitorfiles.read_events(path, "r1") == events
+    assert monitorfiles.read_events(path, "nope") == []

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowsh import plugins
 from flowsh.builtin import metrics_prometheus as mp
 from flowsh.state import flowsh_home
+from tests.conftest import emit_event
 from tests.monitor_helpers import make_run, write_workflow
 
 
@@ -36,7 +36,7 @@ def test_textfile_parses_with_help_type_and_labels(tmp_path: Path) -> None:
     wf = write_workflow(tmp_path)
     run = make_run(wf, steps={"extract": {"attempts": 3, "duration": 2.5},
                               "report": {"status": "skipped"}})
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
 
     path = flowsh_home() / "metrics" / "flowsh_etl.prom"
     text = path.read_text()
@@ -65,13 +65,13 @@ def test_textfile_parses_with_help_type_and_labels(tmp_path: Path) -> None:
 def test_failed_run_keeps_last_success_time_and_other_workflows(tmp_path: Path) -> None:
     wf = write_workflow(tmp_path)
     good = make_run(wf, "r1", start=1_700_000_000.0)
-    plugins.emit("flowsh_run_finished", run=good, workflow=wf)
+    emit_event("flowsh_run_finished", run=good, workflow=wf)
     other = write_workflow(tmp_path, "name: other\nmonitor: {prometheus: true}\n"
                            "steps: [{name: a, run: 'true'}]\n", "other.yaml")
-    plugins.emit("flowsh_run_finished", run=make_run(other), workflow=other)
+    emit_event("flowsh_run_finished", run=make_run(other), workflow=other)
     bad = make_run(wf, "r2", start=1_700_100_000.0, status="failed",
                    steps={"load": {"status": "failed", "exit_code": 1}})
-    plugins.emit("flowsh_run_finished", run=bad, workflow=wf)
+    emit_event("flowsh_run_finished", run=bad, workflow=wf)
 
     fams = _parse((flowsh_home() / "metrics" / "flowsh_etl.prom").read_text())
     assert _value(fams, "flowsh_run_last_status", workflow="etl") == 1
@@ -91,12 +91,12 @@ def test_label_values_are_escaped(tmp_path: Path) -> None:
 
 def test_prometheus_off_by_default_and_custom_path(tmp_path: Path) -> None:
     off = write_workflow(tmp_path, "name: nometrics\nsteps: [{name: a, run: 'true'}]\n", "off.yaml")
-    plugins.emit("flowsh_run_finished", run=make_run(off), workflow=off)
+    emit_event("flowsh_run_finished", run=make_run(off), workflow=off)
     assert not (flowsh_home() / "metrics").exists()
 
     file_wf = write_workflow(tmp_path, "name: f\nmonitor: {prometheus: textfile/custom.prom}\n"
                              "steps: [{name: a, run: 'true'}]\n", "f.yaml")
-    plugins.emit("flowsh_run_finished", run=make_run(file_wf), workflow=file_wf)
+    emit_event("flowsh_run_finished", run=make_run(file_wf), workflow=file_wf)
     assert "flowsh_run_last_status" in (tmp_path / "textfile" / "custom.prom").read_text()
 
 
@@ -133,7 +133,7 @@ def test_push_to_pushgateway_from_env(
     url, handler = gateway
     monkeypatch.setenv("FLOWSH_METRICS_PUSH", url)
     wf = write_workflow(tmp_path, "name: etl\nsteps: [{name: a, run: 'true'}]\n")
-    plugins.emit("flowsh_run_finished", run=make_run(wf), workflow=wf)
+    emit_event("flowsh_run_finished", run=make_run(wf), workflow=wf)
 
     assert len(handler.requests) == 1
     method, path, headers, body = handler.requests[0]
@@ -152,13 +152,13 @@ def test_push_from_workflow_and_gateway_errors_do_not_raise(
     handler.status = 500
     wf = write_workflow(tmp_path, f"name: etl\nmonitor: {{push: '{url}/'}}\n"
                         "steps: [{name: a, run: 'true'}]\n")
-    mp.flowsh_run_finished(run=make_run(wf), workflow=wf)  # direct: must not raise
+    emit_event("flowsh_run_finished", run=make_run(wf), workflow=wf)  # must not raise
     assert len(handler.requests) == 1
     assert "Pushgateway" in capsys.readouterr().err
 
     dead = write_workflow(tmp_path, "name: etl\nmonitor: {push: 'http://127.0.0.1:9'}\n"
                           "steps: [{name: a, run: 'true'}]\n")
-    mp.flowsh_run_finished(run=make_run(dead), workflow=dead)
+    emit_event("flowsh_run_finished", run=make_run(dead), workflow=dead)
     assert "Pushgateway http://127.0.0.1:9" in capsys.readouterr().err
 
 

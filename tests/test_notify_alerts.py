@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flowsh import plugins
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.state import RunRecord, StepRecord
+from tests.conftest import emit_event
 from tests.notify_servers import wait_for
 
 CAPTURE = 'cat >> "$FLOWSH_ALERT_EVENT.jsonl"'
@@ -61,7 +61,7 @@ def test_run_failed_names_the_step_with_log_tail_masked(tmp_path):
                                    started_at=time.time() - 5, ended_at=time.time(),
                                    log_path=str(log))
     run.status, run.exit_code, run.ended_at = "failed", 1, time.time()
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
     [alert] = _read(tmp_path, "run_failed")
     assert alert["severity"] == "critical"
     assert alert["step"] == "load" and alert["exit_code"] == 3 and alert["host"] == "db1"
@@ -75,7 +75,7 @@ def test_run_succeeded_is_info(tmp_path):
     wf = _wf(tmp_path)
     run = _run("succeeded")
     run.exit_code = 0
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
     [alert] = _read(tmp_path, "run_succeeded")
     assert alert["severity"] == "info" and alert["exit_code"] == 0
 
@@ -84,14 +84,14 @@ def test_step_retry_and_step_failed(tmp_path):
     wf = _wf(tmp_path)
     run = _run()
     step = StepRecord("load", status="retrying", exit_code=7, attempts=1)
-    plugins.emit("flowsh_step_retrying", run=run, step=step, workflow=wf, delay=2.0)
+    emit_event("flowsh_step_retrying", run=run, step=step, workflow=wf, delay=2.0)
     [retry] = _read(tmp_path, "step_retry")
     assert retry["severity"] == "warning"
     assert retry["message"] == "step 'load' exited 7 on attempt 1; retrying in 2.0s"
     step.status, step.attempts = "failed", 2
-    plugins.emit("flowsh_step_finished", run=run, step=step, workflow=wf)
+    emit_event("flowsh_step_finished", run=run, step=step, workflow=wf)
     step_ok = StepRecord("extract", status="succeeded", exit_code=0, attempts=1)
-    plugins.emit("flowsh_step_finished", run=run, step=step_ok, workflow=wf)
+    emit_event("flowsh_step_finished", run=run, step=step_ok, workflow=wf)
     [failed] = _read(tmp_path, "step_failed")
     assert failed["step"] == "load" and "after 2 attempts" in failed["message"]
 
@@ -106,8 +106,8 @@ notify:
 """)
     wf = load_workflow(p)
     run = _run("succeeded")
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
-    plugins.emit("flowsh_step_retrying", run=run, step=StepRecord("a", exit_code=1),
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_step_retrying", run=run, step=StepRecord("a", exit_code=1),
                  workflow=wf, delay=1.0)
     assert list(tmp_path.glob("*.jsonl")) == []
 
@@ -116,26 +116,30 @@ def test_run_long_fires_while_running_and_not_after(tmp_path):
     wf = _wf(tmp_path, "  long_after: 0.1s\n")
     run = _run()
     run.steps["load"] = StepRecord("load", status="running")
-    plugins.emit("flowsh_run_started", run=run, workflow=wf)
+    emit_event("flowsh_run_started", run=run, workflow=wf)
     assert wait_for(lambda: _read(tmp_path, "run_long"))
     [alert] = _read(tmp_path, "run_long")
     assert alert["message"] == ("run 20260101-0001 is still running after 100ms; "
                                 "running: load")
     run.status = "succeeded"
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
 
 
 def test_run_long_cancelled_when_the_run_ends(tmp_path):
-    from flowsh.builtin import alerts
+    from flowsh import plugins
+    from flowsh.events import RunContext
+    from flowsh.secrets import Masker
 
     wf = _wf(tmp_path, "  long_after: 1h\n")
     run = _run()
-    plugins.emit("flowsh_run_started", run=run, workflow=wf)
-    timer = alerts._timers[run.run_id]
+    ctx = RunContext(run=run, workflow=wf, masker=Masker(), run_dir=tmp_path)
+    plugins.emit("flowsh_run_started", ctx=ctx, run=run, workflow=wf)
+    timer = ctx.slot("alerts")["timer"]
+    assert timer.is_alive()
     run.status = "succeeded"
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    plugins.emit("flowsh_run_finished", ctx=ctx, run=run, workflow=wf)
     timer.join(5)
-    assert not timer.is_alive() and run.run_id not in alerts._timers
+    assert not timer.is_alive() and "timer" not in ctx.slot("alerts")
     assert _read(tmp_path, "run_long") == []
 
 
@@ -143,7 +147,7 @@ def test_bad_channel_reported_at_run_start(tmp_path, capsys):
     p = tmp_path / "bad.yaml"
     p.write_text("steps: [{name: a, run: 'true'}]\nnotify:\n  channels:\n"
                  "    mail: {type: email}\n")
-    plugins.emit("flowsh_run_started", run=_run(), workflow=load_workflow(p))
+    emit_event("flowsh_run_started", run=_run(), workflow=load_workflow(p))
     assert ("bad.yaml:4:5: notify channel 'mail' key 'to': is required"
             in capsys.readouterr().err)
 
@@ -154,7 +158,7 @@ def test_interrupted_run_alerts_as_run_failed(tmp_path, status):
     run = _run(status)
     run.exit_code = 130
     run.steps["load"] = StepRecord("load", status="interrupted", signal=15)
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
     [alert] = _read(tmp_path, "run_failed")
     assert alert["message"] == ("run 20260101-0001 was interrupted: step 'load' was killed "
                                 "by signal 15")

@@ -9,7 +9,7 @@ import pytest
 
 from flowsh import hookimpl, plugins
 from flowsh.state import RunRecord
-from tests.conftest import run_cli
+from tests.conftest import emit_event, run_cli
 
 KINDS = ["notifiers", "state_backends", "schedulers", "executors", "exporters"]
 
@@ -62,7 +62,7 @@ def test_a_plugin_raising_in_a_hook_is_reported_and_others_still_run(capsys):
     from flowsh.model import Workflow
 
     wf = Workflow.model_validate({"name": "w", "steps": [{"name": "a", "run": "true"}]})
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    emit_event("flowsh_run_finished", run=run, workflow=wf)
     assert calls == ["r1"]
     assert ("plugin broken failed in flowsh_run_finished: ValueError: kaput"
             in capsys.readouterr().err)
@@ -76,7 +76,7 @@ def test_a_plugin_raising_in_a_registration_hook(capsys):
 
     plugins.get_plugin_manager().register(Broken(), name="broken-reg")
     assert "email" in plugins.registry("notifiers")
-    assert ("plugin broken-reg failed in flowsh_register_notifiers: no config"
+    assert ("plugin broken-reg failed in flowsh_register_notifiers: RuntimeError: no config"
             in capsys.readouterr().err)
 
 

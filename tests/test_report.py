@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowsh.builtin._monitor import rfc3339
+from flowsh.monitorfiles import rfc3339
 from flowsh.report import dag_layout, generate, nice_step, order_levels, segments_from_events
 from flowsh.state import StepRecord
 from tests import report_browser as browser

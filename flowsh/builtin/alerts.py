@@ -7,49 +7,26 @@ after ``notify.long_after`` (a timer thread, cancelled when the run ends).
 
 from __future__ import annotations
 
-import contextlib
-import os
+import socket
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowsh import hookimpl
+from flowsh.durations import format_duration
+from flowsh.notify import Alert, dispatch, events_of, log_tail
+from flowsh.state import CRASHED, FAILED, INTERRUPTED, RETRYING, STEP_RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
-    from flowsh.model import Workflow
-    from flowsh.notify import Alert, Outcome
-    from flowsh.secrets import Masker
+    from flowsh.events import RunContext
+    from flowsh.model import Notify, Workflow
+    from flowsh.notify import Outcome
     from flowsh.state import RunRecord, StepRecord
 
-_timers: dict[str, threading.Timer] = {}
-_lock = threading.Lock()
 
-
-def masker_for(workflow: Workflow, run: RunRecord | None = None) -> Masker:
-    """Secrets of the workflow (named, env_file, secret-looking env) for masking alerts."""
-    from flowsh.secrets import Masker
-
-    env: dict[str, str] = dict(os.environ)
-    if workflow.env_file:
-        from flowsh.loader import read_env_file
-
-        base = Path(workflow.path).parent if workflow.path else Path.cwd()
-        # The engine reports a bad env_file; masking must not fail because of it.
-        with contextlib.suppress(Exception):
-            env.update(read_env_file(base / workflow.env_file))
-    env.update(workflow.params)
-    env.update(workflow.env)
-    return Masker.for_env(env, workflow.secret_names())
-
-
-def alert_for(event: str, run: RunRecord, workflow: Workflow, *,
+def alert_for(event: str, run: RunRecord, workflow: Workflow, notify: Notify, *,
               step: StepRecord | None = None, message: str = "") -> Alert | None:
     """The Alert for ``event``, or None when ``notify.events`` gives it no severity."""
-    import socket
-
-    from flowsh.notify import Alert, effective_notify, events_of, log_tail
-
-    severity = events_of(effective_notify(workflow)).get(event)
+    severity = events_of(notify).get(event)
     if severity is None:
         return None
     return Alert(
@@ -67,18 +44,13 @@ def alert_for(event: str, run: RunRecord, workflow: Workflow, *,
     )
 
 
-def send(alert: Alert | None, workflow: Workflow, run: RunRecord | None = None
-         ) -> list[Outcome]:
-    from flowsh.notify import dispatch, effective_notify
-
+def send(alert: Alert | None, ctx: RunContext) -> list[Outcome]:
     if alert is None:
         return []
-    return dispatch(alert, effective_notify(workflow), masker=masker_for(workflow, run))
+    return dispatch(alert, ctx.notify, masker=ctx.masker)
 
 
 def _failed_step(run: RunRecord, workflow: Workflow) -> StepRecord | None:
-    from flowsh.state import FAILED, INTERRUPTED
-
     order = run.step_names or [s.name for s in workflow.steps]
     for status in (FAILED, INTERRUPTED):
         for name in order:
@@ -103,78 +75,67 @@ def _describe_failure(step: StepRecord) -> str:
 
 
 @hookimpl
-def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
-    from flowsh.notify import check_notify, effective_notify, events_of
+def flowsh_run_started(ctx: RunContext) -> None:
+    from flowsh.notify import check_notify
     from flowsh.plugins import warn
 
     try:
-        check_notify(workflow)
+        check_notify(ctx.workflow)
     except Exception as exc:  # reported now rather than when the alert is due
         warn(str(exc))
-    notify = effective_notify(workflow)
+    notify = ctx.notify
     if notify.long_after is None or "run_long" not in events_of(notify):
         return
-    timer = threading.Timer(notify.long_after, _run_long, args=(run, workflow, notify.long_after))
+    timer = threading.Timer(notify.long_after, _run_long, args=(ctx, notify.long_after))
     timer.daemon = True
-    timer.name = f"flowsh-run-long-{run.run_id}"
-    with _lock:
-        _timers[run.run_id] = timer
+    timer.name = f"flowsh-run-long-{ctx.run.run_id}"
+    ctx.slot("alerts")["timer"] = timer
     timer.start()
 
 
-def _run_long(run: RunRecord, workflow: Workflow, after: float) -> None:
-    from flowsh.durations import format_duration
-
-    with _lock:
-        if _timers.pop(run.run_id, None) is None:
-            return  # the run ended as the timer fired
-    running = [s.name for s in run.steps.values() if s.status in ("running", "retrying")]
+def _run_long(ctx: RunContext, after: float) -> None:
+    run = ctx.run
+    running = [s.name for s in list(run.steps.values()) if s.status in (STEP_RUNNING, RETRYING)]
     now = f"; running: {', '.join(running)}" if running else ""
-    send(alert_for("run_long", run, workflow,
+    send(alert_for("run_long", run, ctx.workflow, ctx.notify,
                    message=f"run {run.run_id} is still running after "
-                           f"{format_duration(after)}{now}"), workflow, run)
+                           f"{format_duration(after)}{now}"), ctx)
 
 
 @hookimpl
-def flowsh_step_retrying(run: RunRecord, step: StepRecord, workflow: Workflow,
-                         delay: float) -> None:
-    from flowsh.durations import format_duration
-
+def flowsh_step_retrying(ctx: RunContext, step: StepRecord, delay: float) -> None:
     msg = (f"{_describe_failure(step)} on attempt {step.attempts}; "
            f"retrying in {format_duration(delay)}")
-    send(alert_for("step_retry", run, workflow, step=step, message=msg), workflow, run)
+    send(alert_for("step_retry", ctx.run, ctx.workflow, ctx.notify, step=step, message=msg), ctx)
 
 
 @hookimpl
-def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
-    from flowsh.state import FAILED
-
+def flowsh_step_finished(ctx: RunContext, step: StepRecord) -> None:
     if step.status != FAILED:
         return
-    send(alert_for("step_failed", run, workflow, step=step, message=_describe_failure(step)),
-         workflow, run)
+    send(alert_for("step_failed", ctx.run, ctx.workflow, ctx.notify, step=step,
+                   message=_describe_failure(step)), ctx)
 
 
 @hookimpl
-def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
-    from flowsh.state import CRASHED, FAILED, INTERRUPTED, SUCCEEDED
-
-    with _lock:
-        timer = _timers.pop(run.run_id, None)
+def flowsh_run_finished(ctx: RunContext) -> None:
+    run, workflow = ctx.run, ctx.workflow
+    timer = ctx.slot("alerts").pop("timer", None)
     if timer is not None:
         timer.cancel()
+        timer.join()  # a run_long alert being sent goes out before the run's last word
     if run.status == SUCCEEDED:
-        send(alert_for("run_succeeded", run, workflow,
-                       message=f"run {run.run_id} succeeded"), workflow, run)
+        send(alert_for("run_succeeded", run, workflow, ctx.notify,
+                       message=f"run {run.run_id} succeeded"), ctx)
         return
     if run.status not in (FAILED, INTERRUPTED, CRASHED):
         return
     failed = _failed_step(run, workflow)
     what = "was interrupted" if run.status == INTERRUPTED else "failed"
     msg = f"run {run.run_id} {what}" + (f": {_describe_failure(failed)}" if failed else "")
-    alert = alert_for("run_failed", run, workflow, step=failed, message=msg)
+    alert = alert_for("run_failed", run, workflow, ctx.notify, step=failed, message=msg)
     if alert is not None:
         alert.duration = run.duration  # the run's, not the failed step's
         if failed is None:
             alert.exit_code = run.exit_code
-    send(alert, workflow, run)
+    send(alert, ctx)

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowsh import hookimpl
-from flowsh.builtin import _monitor
+from flowsh import hookimpl, monitorfiles
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -29,7 +28,7 @@ RUN_STEP = "-"
 
 
 def csv_path(workflow: Workflow) -> Path | None:
-    return _monitor.resolve(workflow.monitor.csv, "logs/workflow_logs.csv", workflow)
+    return monitorfiles.resolve(workflow.monitor.csv, "logs/workflow_logs.csv", workflow)
 
 
 def _row(*fields: str) -> bytes:
@@ -42,10 +41,10 @@ def _write(workflow: Workflow, run: RunRecord, step: str, status: str, message: 
     path = csv_path(workflow)
     if path is None:
         return
-    stamp = _monitor.rfc3339(time.time()) or ""
+    stamp = monitorfiles.rfc3339(time.time()) or ""
     row = _row(stamp, f"{run.workflow}_{run.run_id}", step, status, message)
     try:
-        _monitor.append_locked(path, row, header=_row(*COLUMNS))
+        monitorfiles.append_locked(path, row, header=_row(*COLUMNS))
     except OSError as exc:
         from flowsh.plugins import warn
 
@@ -75,7 +74,7 @@ def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
 
 @hookimpl
 def flowsh_step_started(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
-    allowed = _monitor.attempts_allowed(workflow, step.name)
+    allowed = monitorfiles.attempts_allowed(workflow, step.name)
     _write(workflow, run, step.name, "running", f"attempt {step.attempts}/{allowed or '?'}")
 
 
@@ -105,4 +104,4 @@ def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
     _write(
         workflow, run, RUN_STEP, run.status, f"exit {run.exit_code}{took}; steps: {tally}"
     )
-    _monitor.release(csv_path(workflow))
+    monitorfiles.release(csv_path(workflow))

@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowsh import hookimpl
-from flowsh.builtin import _monitor
-from flowsh.state import flowsh_home
+from flowsh import hookimpl, monitorfiles
 
-DEFAULT = "logs/events.jsonl"  # under $FLOWSH_HOME
+DEFAULT = monitorfiles.EVENTS_DEFAULT
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -28,11 +26,7 @@ if TYPE_CHECKING:
 
 
 def jsonl_path(workflow: Workflow) -> Path | None:
-    return _monitor.resolve(workflow.monitor.jsonl, DEFAULT, workflow)
-
-
-def default_path() -> Path:
-    return flowsh_home() / DEFAULT
+    return monitorfiles.resolve(workflow.monitor.jsonl, DEFAULT, workflow)
 
 
 def _round(value: float | None) -> float | None:
@@ -45,7 +39,7 @@ def event(
     """The object written for one event (public so tests and `report` share the shape)."""
     data: dict[str, Any] = {
         "event": name,
-        "time": _monitor.rfc3339(time.time()),
+        "time": monitorfiles.rfc3339(time.time()),
         "run_id": run.run_id,
         "workflow": run.workflow,
         "step": None,
@@ -53,8 +47,8 @@ def event(
         "status": run.status,
         "exit_code": run.exit_code,
         "duration": _round(run.duration) if name == "run_finished" else None,
-        "started_at": _monitor.rfc3339(run.started_at or None),
-        "ended_at": _monitor.rfc3339(run.ended_at),
+        "started_at": monitorfiles.rfc3339(run.started_at or None),
+        "ended_at": monitorfiles.rfc3339(run.ended_at),
     }
     if step is not None:
         data.update(
@@ -63,8 +57,8 @@ def event(
             status=step.status,
             exit_code=step.exit_code,
             duration=None if name == "step_started" else _round(step.duration),
-            started_at=_monitor.rfc3339(step.started_at),
-            ended_at=None if name == "step_started" else _monitor.rfc3339(step.ended_at),
+            started_at=monitorfiles.rfc3339(step.started_at),
+            ended_at=None if name == "step_started" else monitorfiles.rfc3339(step.ended_at),
         )
         if step.signal:
             data["signal"] = step.signal
@@ -80,7 +74,7 @@ def _write(workflow: Workflow, data: dict[str, Any]) -> None:
         return
     line = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
     try:
-        _monitor.append_locked(path, line.encode("utf-8"))
+        monitorfiles.append_locked(path, line.encode("utf-8"))
     except OSError as exc:
         from flowsh.plugins import warn
 
@@ -112,24 +106,4 @@ def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -
 @hookimpl
 def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
     _write(workflow, event("run_finished", run))
-    _monitor.release(jsonl_path(workflow))
-
-
-def read_events(path: Path, run_id: str) -> list[dict[str, Any]]:
-    """The events of one run, in file order; unreadable lines are skipped."""
-    out: list[dict[str, Any]] = []
-    needle = json.dumps(run_id)
-    try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if needle not in line:  # cheap pre-filter: the log holds every run
-                    continue
-                try:
-                    data = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(data, dict) and data.get("run_id") == run_id:
-                    out.append(data)
-    except OSError:
-        return []
-    return out
+    monitorfiles.release(jsonl_path(workflow))

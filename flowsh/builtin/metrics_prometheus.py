@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowsh import hookimpl
-from flowsh.builtin import _monitor
+from flowsh import hookimpl, monitorfiles
 from flowsh.state import SUCCEEDED
 
 if TYPE_CHECKING:
+    from flowsh.events import RunContext
     from flowsh.model import Workflow
     from flowsh.state import RunRecord
 
@@ -81,7 +81,7 @@ def _number(value: float) -> str:
 
 
 def textfile_path(workflow: Workflow) -> Path | None:
-    path = _monitor.resolve(workflow.monitor.prometheus, "metrics", workflow)
+    path = monitorfiles.resolve(workflow.monitor.prometheus, "metrics", workflow)
     if path is None:
         return None
     return path if path.suffix == ".prom" else path / f"flowsh_{workflow.identity}.prom"
@@ -141,8 +141,11 @@ def render(run: RunRecord, last_success: float | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def push_url(workflow: Workflow) -> str | None:
-    return os.environ.get(PUSH_ENV) or workflow.monitor.push
+def push_url(workflow: Workflow, options: dict[str, object] | None = None) -> str | None:
+    """``flowsh run --metrics-push``, then ``$FLOWSH_METRICS_PUSH``, then ``monitor.push``."""
+    asked = (options or {}).get("metrics_push")
+    return (asked if isinstance(asked, str) else None) or os.environ.get(PUSH_ENV) \
+        or workflow.monitor.push
 
 
 def push(base_url: str, workflow: str, text: str, timeout: float = PUSH_TIMEOUT) -> None:
@@ -165,17 +168,17 @@ def push(base_url: str, workflow: str, text: str, timeout: float = PUSH_TIMEOUT)
 
 
 @hookimpl
-def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
+def flowsh_run_finished(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
     from flowsh.plugins import warn
 
     path = textfile_path(workflow)
     text = render(run, _previous_success(path, run.workflow))
     if path is not None:
         try:
-            _monitor.atomic_write(path, text, mode=TEXTFILE_MODE)
+            monitorfiles.atomic_write(path, text, mode=TEXTFILE_MODE)
         except OSError as exc:
             warn(f"Prometheus textfile {path}: {exc.strerror or exc}")
-    url = push_url(workflow)
+    url = push_url(workflow, ctx.options)
     if url:
         try:
             push(url, run.workflow, text)

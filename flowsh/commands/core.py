@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -33,8 +32,6 @@ def _run_options(
         raise UsageError(f"--overlap {overlap!r}: use skip, wait or allow")
     if jobs is not None and jobs < 1:
         raise UsageError("-j/--jobs must be at least 1")
-    if metrics_push:
-        os.environ["FLOWSH_METRICS_PUSH"] = metrics_push
     try:
         lock_t = parse_duration(lock_timeout) if lock_timeout is not None else None
     except ValueError as exc:
@@ -48,6 +45,7 @@ def _run_options(
         reporter=make_reporter(json_events=json_events, quiet=quiet, state_url=state),
         overlap=overlap,
         lock_timeout=lock_t,
+        plugin_options={"metrics_push": metrics_push} if metrics_push else {},
     )
     return opts
 

@@ -32,9 +32,9 @@ def notify_test(
     severity: str = typer.Option("info", "--severity", "-s", help="critical, warning or info."),
 ) -> None:
     """Send a test alert to one channel and say whether it arrived."""
-    from flowsh.builtin.alerts import masker_for
     from flowsh.errors import FlowshError
     from flowsh.notify import Alert, channel_config, dispatch, effective_notify
+    from flowsh.secrets import Masker
 
     _check_severity(severity)
     wf = _load(file)
@@ -42,7 +42,8 @@ def notify_test(
     channel_config(notify, channel)  # NotFoundError (exit 4) for an unknown name
     alert = Alert(severity=severity, event="test", workflow=wf.name, run_id="test",
                   message=f"Test alert from `flowsh notify test {channel}`.", file=wf.path)
-    [outcome] = dispatch(alert, notify, masker=masker_for(wf), channels=[channel], quiet=True)
+    [outcome] = dispatch(alert, notify, masker=Masker.for_workflow(wf), channels=[channel],
+                         quiet=True)
     if not outcome.ok:
         raise FlowshError(f"notify channel {channel!r}: {outcome.error}")
     typer.echo(f"sent a test alert to {channel}")
@@ -68,9 +69,9 @@ def notify_send(
 
     Exits 0 when every channel took it (or the event is not routed), 1 when one failed.
     """
-    from flowsh.builtin.alerts import masker_for
     from flowsh.errors import FlowshError, UsageError
     from flowsh.notify import EVENTS, Alert, dispatch, effective_notify, events_of, log_tail
+    from flowsh.secrets import Masker
 
     if event not in EVENTS:
         raise UsageError(f"unknown event {event!r}; one of: {', '.join(EVENTS)}")
@@ -83,7 +84,7 @@ def notify_send(
     alert = Alert(severity=sev, event=event, workflow=wf.name, run_id=run_id, step=step,
                   exit_code=exit_code, duration=duration,
                   log_tail=log_tail(str(log)) if log else "", message=message, file=wf.path)
-    outcomes = dispatch(alert, notify, masker=masker_for(wf), channels=channel or None)
+    outcomes = dispatch(alert, notify, masker=Masker.for_workflow(wf), channels=channel or None)
     failed = [o.channel for o in outcomes if not o.ok]
     if failed:
         raise FlowshError(f"alert not delivered to: {', '.join(failed)}")

@@ -23,7 +23,7 @@ def flowsh_register_commands(app: typer.Typer) -> None:
         against history and each step's log tail. Opens offline; secrets masked."""
         from pathlib import Path
 
-        from flowsh.builtin._monitor import atomic_write
+        from flowsh.monitorfiles import atomic_write
         from flowsh.report import generate
         from flowsh.stats import load_history
         from flowsh.store import open_backend

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowsh import hookimpl
-from flowsh.hookspecs import Register
+from flowsh.api import Register, hookimpl
 
 
 def _factory(**options: Any) -> Any:

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flowsh.errors import UsageError
-from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
+from flowsh.api import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, UsageError, WakePipe
 
 from flowsh_celery.app import TASK_NAME, make_app, settings
 

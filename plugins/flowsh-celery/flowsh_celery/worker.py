@@ -32,9 +32,7 @@ def run_request(data: dict[str, Any], secrets: list[str], worker: str) -> dict[s
     """
     import time
 
-    from flowsh.executor import StepRequest
-    from flowsh.process import LocalExecutor
-    from flowsh.secrets import Masker
+    from flowsh.api import LocalExecutor, Masker, StepRequest
 
     known = {f.name for f in fields(StepRequest)}
     req_fields = {k: v for k, v in data.items() if k in known}

@@ -10,15 +10,27 @@ import os
 import threading
 from typing import Any
 
-from flowsh import hookimpl
+from flowsh.api import (
+    SUCCEEDED,
+    Alert,
+    Register,
+    RunContext,
+    build_notifier,
+    channel_timeout,
+    check_keys,
+    config_error,
+    get_str,
+    hookimpl,
+    log_tail,
+    url_for_errors,
+    warn,
+)
 
 
 class HealthchecksChannel:
     implicit_routes = False  # alerts reach it only when a route names it
 
     def __init__(self, channel: str, config: dict[str, Any]) -> None:
-        from flowsh.notify import channel_timeout, check_keys, config_error, get_str
-
         check_keys(channel, config, {"url", "url_env", "exit_codes", "retries"})
         self.channel = channel
         self.url = get_str(channel, config, "url")
@@ -45,8 +57,6 @@ class HealthchecksChannel:
     def ping(self, suffix: str, body: str = "") -> None:
         import urllib.request
 
-        from flowsh.builtin.notify_webhook import url_for_errors
-
         url = f"{self.base()}/{suffix}" if suffix else self.base()
         req = urllib.request.Request(url, data=body.encode()[:100_000], method="POST",
                                      headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -59,16 +69,13 @@ class HealthchecksChannel:
                 last = exc
         raise RuntimeError(f"ping {url_for_errors(url)} failed: {last}")
 
-    def send(self, alert: Any) -> None:
+    def send(self, alert: Alert) -> None:
         self.ping("log", alert.text)
 
 
-def _channels(workflow: Any) -> list[HealthchecksChannel]:
-    from flowsh.notify import build_notifier, effective_notify
-
+def _channels(ctx: RunContext) -> list[HealthchecksChannel]:
     out = []
-    notify = effective_notify(workflow)
-    for name, ch in notify.channels.items():
+    for name, ch in ctx.notify.channels.items():
         if ch.type == "healthchecks":
             notifier = build_notifier(name, ch.model_dump())
             assert isinstance(notifier, HealthchecksChannel)
@@ -76,17 +83,15 @@ def _channels(workflow: Any) -> list[HealthchecksChannel]:
     return out
 
 
-def _ping_all(workflow: Any, suffix_for: Any, body: str = "") -> None:
-    from flowsh.plugins import warn
-
+def _ping_all(ctx: RunContext, suffix_for: Any, body: str = "") -> None:
     def one(ch: HealthchecksChannel) -> None:
         try:
             ch.ping(suffix_for(ch), body)
         except Exception as exc:
             warn(f"healthchecks channel {ch.channel!r}: {exc}")
 
-    # Bounded like every notifier: a dead server delays the run by at most the timeout.
-    channels = _channels(workflow)
+    # Channels are pinged at once, each bounded by its own timeout and retries.
+    channels = _channels(ctx)
     threads = [threading.Thread(target=one, args=(ch,), daemon=True) for ch in channels]
     for t in threads:
         t.start()
@@ -95,31 +100,28 @@ def _ping_all(workflow: Any, suffix_for: Any, body: str = "") -> None:
 
 
 @hookimpl
-def flowsh_register_notifiers(register: Any) -> None:
+def flowsh_register_notifiers(register: Register) -> None:
     register("healthchecks", HealthchecksChannel)
 
 
 @hookimpl
-def flowsh_run_started(run: Any, workflow: Any) -> None:
-    _ping_all(workflow, lambda ch: "start", f"run {run.run_id} started")
+def flowsh_run_started(ctx: RunContext) -> None:
+    _ping_all(ctx, lambda ch: "start", f"run {ctx.run.run_id} started")
 
 
 @hookimpl
-def flowsh_run_finished(run: Any, workflow: Any) -> None:
-    from flowsh.notify import log_tail
-
-    code = run.exit_code if run.exit_code is not None else (0 if run.status == "succeeded" else 1)
+def flowsh_run_finished(ctx: RunContext) -> None:
+    run = ctx.run
+    code = run.exit_code if run.exit_code is not None else (0 if run.status == SUCCEEDED else 1)
     body = f"run {run.run_id} {run.status} (exit {code})"
     failed = [s for s in run.steps.values() if s.status == "failed"]
     if failed:
         body += f"\nstep {failed[0].name} failed:\n{log_tail(failed[0].log_path)}"
-    from flowsh.builtin.alerts import masker_for
-
-    body = masker_for(workflow, run)(body)
+    body = ctx.masker(body)
 
     def suffix(ch: HealthchecksChannel) -> str:
         if ch.exit_codes:
             return str(code)
         return "" if code == 0 else "fail"  # the bare URL means success
 
-    _ping_all(workflow, suffix, body)
+    _ping_all(ctx, suffix, body)

@@ -9,10 +9,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import flowsh_healthchecks
 import pytest
 
-from flowsh import plugins
-from flowsh.errors import WorkflowError
-from flowsh.model import Workflow
-from flowsh.state import RunRecord, StepRecord
+from flowsh.api import (
+    Masker,
+    RunContext,
+    RunRecord,
+    StepRecord,
+    Workflow,
+    WorkflowError,
+    build_notifier,
+    get_plugin_manager,
+    reset_plugins,
+)
 
 
 @pytest.fixture
@@ -38,12 +45,17 @@ def hc_server():
 
 @pytest.fixture
 def registered():
-    plugins.reset()
-    pm = plugins.get_plugin_manager()
+    reset_plugins()
+    pm = get_plugin_manager()
     if pm.get_plugin("healthchecks") is None:
         pm.register(flowsh_healthchecks, name="healthchecks")
     yield
-    plugins.reset()
+    reset_plugins()
+
+
+def _emit(event: str, run: RunRecord, wf: Workflow, tmp_path: object) -> None:
+    ctx = RunContext(run=run, workflow=wf, masker=Masker(), run_dir=tmp_path)  # type: ignore[arg-type]
+    getattr(get_plugin_manager().hook, event)(ctx=ctx, run=run, workflow=wf)
 
 
 def _workflow(url: str, **extra: object) -> Workflow:
@@ -61,25 +73,24 @@ def test_start_and_exit_code_pings(registered, hc_server, tmp_path):
     log.write_text("loading\nERROR: disk full\n")
     run = RunRecord(run_id="r1", workflow="etl", file=None, definition_hash="h", params={},
                     started_at=time.time())
-    plugins.emit("flowsh_run_started", run=run, workflow=wf)
+    _emit("flowsh_run_started", run, wf, tmp_path)
     run.steps["load"] = StepRecord(name="load", status="failed", exit_code=3,
                                    log_path=str(log))
     run.status, run.exit_code = "failed", 1
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    _emit("flowsh_run_finished", run, wf, tmp_path)
     assert [p for p, _ in pings] == ["/ping/abc/start", "/ping/abc/1"]
     assert "disk full" in pings[1][1]
 
 
-def test_success_without_exit_codes_pings_bare_url(registered, hc_server):
+def test_success_without_exit_codes_pings_bare_url(registered, hc_server, tmp_path):
     url, pings = hc_server
     wf = _workflow(url, exit_codes=False)
     run = RunRecord(run_id="r2", workflow="etl", file=None, definition_hash="h", params={},
                     status="succeeded", exit_code=0)
-    plugins.emit("flowsh_run_finished", run=run, workflow=wf)
+    _emit("flowsh_run_finished", run, wf, tmp_path)
     assert [p for p, _ in pings] == ["/ping/abc"]
 
 
 def test_bad_config(registered):
-    factory = plugins.registry("notifiers")["healthchecks"]
     with pytest.raises(WorkflowError, match="'hc' key 'url'"):
-        factory("hc", {"url": "ftp://x"})
+        build_notifier("hc", {"type": "healthchecks", "url": "ftp://x"})

@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flowsh import hookimpl
+from flowsh.api import (
+    Alert,
+    Register,
+    channel_timeout,
+    check_keys,
+    config_error,
+    format_duration,
+    get_str,
+    hookimpl,
+    post_json,
+)
 
 COLORS = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
           "info": ":information_source:"}
@@ -14,8 +24,6 @@ MAX_TEXT = 2900  # Slack refuses section text over 3000 characters
 
 class SlackNotifier:
     def __init__(self, channel: str, config: dict[str, Any]) -> None:
-        from flowsh.notify import channel_timeout, check_keys, config_error, get_str
-
         check_keys(channel, config, {"webhook_url", "webhook_url_env", "channel", "username",
                                      "icon_emoji", "mention", "retries"})
         self.url = get_str(channel, config, "webhook_url")
@@ -34,15 +42,13 @@ class SlackNotifier:
         self.retries = retries
         self.timeout = channel_timeout(channel, config)
 
-    def payload(self, alert: Any) -> dict[str, Any]:
+    def payload(self, alert: Alert) -> dict[str, Any]:
         fields = [("Run", alert.run_id), ("Event", alert.event), ("Host", alert.host)]
         if alert.step:
             fields.append(("Step", alert.step))
         if alert.exit_code is not None:
             fields.append(("Exit code", str(alert.exit_code)))
         if alert.duration is not None:
-            from flowsh.durations import format_duration
-
             fields.append(("Duration", format_duration(alert.duration)))
         headline = f"{COLORS.get(alert.severity, '')} {alert.subject}".strip()
         if self.mention and alert.severity == "critical":
@@ -58,9 +64,7 @@ class SlackNotifier:
                            "text": {"type": "mrkdwn", "text": f"```{_esc(tail)}```"}})
         return {"text": headline, "blocks": blocks, **self.extra}
 
-    def send(self, alert: Any) -> None:
-        from flowsh.builtin.notify_webhook import post_json
-
+    def send(self, alert: Alert) -> None:
         url = self.url or os.environ.get(self.url_env or "")
         if not url:
             raise RuntimeError(f"${self.url_env} (webhook_url_env) is not set")
@@ -74,5 +78,5 @@ def _esc(text: str) -> str:
 
 
 @hookimpl
-def flowsh_register_notifiers(register: Any) -> None:
+def flowsh_register_notifiers(register: Register) -> None:
     register("slack", SlackNotifier)

@@ -9,10 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import flowsh_slack
 import pytest
 
-from flowsh import plugins
-from flowsh.errors import WorkflowError
-from flowsh.model import Notify
-from flowsh.notify import Alert, dispatch
+from flowsh.api import (
+    Alert,
+    Notify,
+    WorkflowError,
+    build_notifier,
+    dispatch,
+    get_plugin_manager,
+    reset_plugins,
+)
 
 
 @pytest.fixture
@@ -39,12 +44,12 @@ def slack_server():
 
 @pytest.fixture
 def registered():
-    plugins.reset()
-    pm = plugins.get_plugin_manager()
+    reset_plugins()
+    pm = get_plugin_manager()
     if pm.get_plugin("slack") is None:
         pm.register(flowsh_slack, name="slack")
     yield
-    plugins.reset()
+    reset_plugins()
 
 
 def test_alert_posts_blocks(registered, slack_server, monkeypatch):
@@ -73,8 +78,7 @@ def test_alert_posts_blocks(registered, slack_server, monkeypatch):
 
 
 def test_config_needs_exactly_one_url(registered):
-    factory = plugins.registry("notifiers")["slack"]
     with pytest.raises(WorkflowError, match="'team' key 'webhook_url'"):
-        factory("team", {})
+        build_notifier("team", {"type": "slack"})
     with pytest.raises(WorkflowError, match="unknown key"):
-        factory("team", {"webhook_url": "https://x", "chanel": "#ops"})
+        build_notifier("team", {"type": "slack", "webhook_url": "https://x", "chanel": "#ops"})

@@ -1,7 +1,8 @@
-"""Helpers shared by the monitoring writers (CSV, JSON Lines, Prometheus): where their
-files go, appending whole records safely, atomic replacement, and timestamps.
+"""The files monitoring keeps (CSV, JSON Lines, Prometheus): where they go, appending
+whole records safely, atomic replacement, timestamps, and reading the event log back.
 
-Not a plugin itself: `log_csv`, `log_jsonl` and `metrics_prometheus` are.
+Core, not a plugin: the writers (`builtin.log_csv`, `log_jsonl`, `metrics_prometheus`) and
+the readers (`flowsh report`) share it.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowsh import fileio
 from flowsh.state import ensure_private_dir, flowsh_home
@@ -131,3 +133,33 @@ def attempts_allowed(workflow: Workflow, step: str) -> int | None:
         return workflow.step(step).retry_count + 1
     except KeyError:
         return None
+
+
+EVENTS_DEFAULT = "logs/events.jsonl"  # the JSON Lines event log, under $FLOWSH_HOME
+
+
+def events_path(workflow: Workflow | None) -> Path:
+    """Where a workflow's JSON Lines events go (`monitor.jsonl`); the default log when
+    there is no workflow or it writes none."""
+    path = resolve(workflow.monitor.jsonl, EVENTS_DEFAULT, workflow) if workflow else None
+    return path or flowsh_home() / EVENTS_DEFAULT
+
+
+def read_events(path: Path, run_id: str) -> list[dict[str, Any]]:
+    """The events of one run, in file order; unreadable lines are skipped."""
+    out: list[dict[str, Any]] = []
+    needle = json.dumps(run_id)
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if needle not in line:  # cheap pre-filter: the log holds every run
+                    continue
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and data.get("run_id") == run_id:
+                    out.append(data)
+    except OSError:
+        return []
+    return out
