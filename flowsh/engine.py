@@ -13,7 +13,6 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +54,8 @@ from flowsh.state import (
 from flowsh.steps import base_environment, build_argv, library_files, retry_delay
 
 HEARTBEAT_EVERY = 10.0
+# The executor key of a step's `if:` test; a step name never holds a colon (model.STEP_NAME).
+IF_KEY = "if:"
 
 
 class Reporter:
@@ -152,6 +153,8 @@ class Engine:
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
         self.library: dict[str, Any] = {}  # libstate key -> LibraryState
+        # Steps whose `if:` test runs: the environment and workdir their attempt starts with.
+        self.pending_launch: dict[str, tuple[dict[str, str], Path]] = {}
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
         name = options.executor or wf.executor
@@ -339,8 +342,8 @@ class Engine:
             if isinstance(exc, KeyboardInterrupt):
                 # A second Ctrl-C: no grace period. Record what was running; closing the
                 # executor (in `execute`) kills their process groups.
-                for name in sorted(self.running):
-                    rec = self.run.steps[name]
+                for key in sorted(self.running):
+                    rec = self.run.steps[key.removeprefix(IF_KEY)]
                     rec.status, rec.message = INTERRUPTED, "killed (second interrupt)"
                     rec.ended_at = time.time()
                     self._record_finished(rec)
@@ -519,18 +522,13 @@ class Engine:
         rec.attempts += 1
         env = self._step_env(step, rec)
         cwd = step_cwd(self.wf, step)
-        log_path = self.run_dir / f"{step.name}.log"
         if step.if_ is not None:
-            verdict = self._condition(step, env, cwd)
-            if verdict is True:
-                pass
-            elif verdict is False:
-                rec.attempts -= 1
-                self._skip(rec, "condition false")
-                return
-            else:
-                self._condition_failed(step, rec, log_path, *verdict)
-                return
+            self._start_condition(step, rec, env, cwd)
+            return
+        self._launch(step, rec, env, cwd)
+
+    def _launch(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
+        log_path = self.run_dir / f"{step.name}.log"
         if rec.attempts > 1 or self.opt.resume is not None:
             # A fresh run directory has no outputs file; the step's `>>` creates it there
             # (in the 0700 run directory), which saves a file creation per step.
@@ -569,40 +567,75 @@ class Engine:
             names |= set(self.exports.get(dep, {}))
         return names
 
-    def _condition(self, step: Step, env: dict[str, str],
-                   cwd: Path) -> bool | tuple[int | None, int | None, str]:
-        """The `if:` test: True (exit 0) runs the step, False (exit 1) skips it; anything
-        else is an error of the test: (exit code, signal, its stderr)."""
+    # -- `if:` tests ------------------------------------------------------------------
+    # A test is a job of the executor like a step (semantics.md IF-5): it takes a
+    # concurrency slot, has the step's environment (FLOWSH_ATTEMPT of the coming attempt)
+    # and timeout, its leftovers are stopped, an interrupt stops it, and its pid is
+    # recorded so that a resume after a crash stops it before anything runs again.
+
+    def _start_condition(self, step: Step, rec: StepRecord, env: dict[str, str],
+                         cwd: Path) -> None:
+        out = self.run_dir / f"{step.name}.if.log"
+        out.unlink(missing_ok=True)
+        key = IF_KEY + step.name
+        self.running.add(key)
+        self.pending_launch[step.name] = (env, cwd)
         shell = shlex.split(step.shell or self.wf.shell)
+        rec.pid = self.executor.start(StepRequest(
+            key=key,
+            argv=[*shell, "-c", step.if_ or "true"],
+            cwd=str(cwd),
+            env=env,
+            log_path=str(out),
+            timeout=step.timeout,
+            kill_grace=self.wf.kill_grace,
+            echo=False,
+        ))
+        if rec.pid is not None:
+            self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
+
+    def _on_condition(self, name: str, outcome: Outcome) -> None:
+        self.running.discard(IF_KEY + name)
+        step, rec = self.steps[name], self.run.steps[name]
+        env, cwd = self.pending_launch.pop(name)
+        rec.pid = None
+        out = self.run_dir / f"{name}.if.log"
         try:
-            res = subprocess.run(
-                [*shell, "-c", step.if_ or "true"], env=env, cwd=cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                timeout=60, check=False,
-            )
-        except OSError as exc:
-            return (None, None, f"cannot start {shell[0]}: {exc.strerror}")
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-            return (None, None, err + "the `if` test took over 60s\n")
-        if res.returncode in (0, 1):
-            return res.returncode == 0
-        err = self.mask(res.stderr.decode(errors="replace"))
-        if res.returncode < 0:
-            return (None, -res.returncode, err)
-        return (res.returncode, None, err)
+            with out.open("rb") as fh:  # masked as written, by the executor
+                fh.seek(max(0, out.stat().st_size - 16384))
+                err = fh.read().decode(errors="replace")
+        except OSError:
+            err = ""
+        out.unlink(missing_ok=True)
+        if outcome.interrupted:
+            rec.attempts -= 1  # the step itself never started
+            rec.status, rec.message = INTERRUPTED, "interrupted during its `if` test"
+            rec.ended_at = time.time()
+            self.failed = True
+            self._record_finished(rec)
+        elif outcome.ok:
+            self._launch(step, rec, env, cwd)
+        elif outcome.exit_code == 1 and not outcome.signal and not outcome.error:
+            rec.attempts -= 1
+            self._skip(rec, "condition false")
+        else:
+            code = None if outcome.signal or outcome.error else outcome.exit_code
+            self._condition_failed(step, rec, self.run_dir / f"{name}.log", code,
+                                   outcome.signal, err or (outcome.error or ""),
+                                   "timed out" if outcome.timed_out else None)
 
     def _condition_failed(self, step: Step, rec: StepRecord, log_path: Path,
-                          code: int | None, sig: int | None, err: str) -> None:
-        """An `if:` test that errored (2 from `[`, 127, a signal) fails the step."""
+                          code: int | None, sig: int | None, err: str,
+                          how: str | None = None) -> None:
+        """An `if:` test that errored (2 from `[`, 127, a signal, its timeout) fails the step."""
         now = time.time()
         rec.started_at = rec.ended_at = now
         rec.exit_code, rec.signal, rec.log_path = code, sig, str(log_path)
-        how = f"exit {code}" if code is not None else (
-            f"signal {signal.Signals(sig).name}" if sig else "error")
+        how = how or (f"exit {code}" if code is not None else (
+            f"signal {signal.Signals(sig).name}" if sig else "error"))
         detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
         rec.message = f"the `if` test failed ({how}): {detail}"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, (f"flowsh: `if: {step.if_}` failed ({how})\n{err}").encode())
         finally:
@@ -613,6 +646,9 @@ class Engine:
         self._record_finished(rec)
 
     def _on_outcome(self, name: str, outcome: Outcome) -> None:
+        if name.startswith(IF_KEY):
+            self._on_condition(name[len(IF_KEY):], outcome)
+            return
         self.running.discard(name)
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None

@@ -29,6 +29,7 @@ class StepRequest:
     kill_grace: float = 5.0
     stdin: str | None = None  # a file to read stdin from; /dev/null otherwise
     keep_children: bool = False  # a normal exit does not stop what the step left running
+    echo: bool = True  # pass output lines to on_output (an `if:` test's are only logged)
 
 
 @dataclass

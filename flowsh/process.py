@@ -314,7 +314,7 @@ class LocalExecutor:
         self._emit(job, data)
 
     def _emit(self, job: _Job, data: bytes) -> None:
-        if not self.mask and self.on_output is None:
+        if not self.mask and (self.on_output is None or not job.req.echo):
             self._log(job, data)
             return
         data = job.partial + data
@@ -332,7 +332,7 @@ class LocalExecutor:
         if self.mask:
             texts = [self.mask(t) for t in texts]
         self._log(job, ("\n".join(texts) + "\n").encode())
-        if self.on_output is not None:
+        if self.on_output is not None and job.req.echo:
             for t in texts:
                 self.on_output(job.req.key, t)
 
