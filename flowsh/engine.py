@@ -230,6 +230,7 @@ class Engine:
                 if rec.status == PENDING:
                     self.backend.save_step(run, rec)
         else:
+            self._stop_crashed_runs()
             run = RunRecord(
                 run_id=run_id,
                 workflow=wf.identity,
@@ -245,7 +246,18 @@ class Engine:
             self.backend.create_run(run)
         return run
 
-    def _stop_orphans(self, prior: RunRecord) -> None:
+    def _stop_crashed_runs(self) -> None:
+        """A new run of this identity must not overlap what a runner killed with -9 left
+        running (the lock died with it): such runs are marked crashed and their steps
+        stopped first, as a resume would (flowsh wrap from cron is always a new run)."""
+        from flowsh.store import check_liveness
+
+        for old in self.backend.list_runs(self.wf.identity, statuses=frozenset({RUNNING})):
+            run = check_liveness(self.backend, old)
+            if run.status != RUNNING:
+                self._stop_orphans(run, new_run=True)
+
+    def _stop_orphans(self, prior: RunRecord, *, new_run: bool = False) -> None:
         """Steps a crashed runner left running would run twice alongside their re-run."""
         if prior.host != socket.gethostname():
             return
@@ -253,8 +265,9 @@ class Engine:
 
         for rec in prior.steps.values():
             if rec.pid and stop_orphan(rec.pid, prior.run_id, self.wf.kill_grace):
+                again = "starting a new run" if new_run else "running it again"
                 plugins.warn(f"step {rec.name!r} of crashed run {prior.run_id} was still "
-                             f"running (pid {rec.pid}); stopped it before running it again")
+                             f"running (pid {rec.pid}); stopped it before {again}")
             rec.pid = None
 
     # -- the loop ---------------------------------------------------------------------

@@ -254,3 +254,31 @@ def test_notify_sends_an_alert_on_failure(tmp_path: Path) -> None:
     r = wrap("--notify", "nosuch", "--", "true", cwd=tmp_path)
     assert r.returncode == 4
     assert "nosuch" in r.stderr
+
+
+def test_the_next_run_stops_what_a_killed_wrapper_left_running(tmp_path: Path) -> None:
+    """kill -9 of `flowsh wrap` frees its lock while its job runs on; the next tick (a new
+    run, not a resume) must stop that job first, not run a second copy beside it."""
+    from tests.conftest import alive, wait_dead
+
+    job = tmp_path / "job.sh"
+    job.write_text("#!/bin/bash\n[ -e first ] && { echo second >> runs; exit 0; }\n"
+                   "touch first; echo $$ > pid; echo start >> runs; sleep 60; echo end >> runs\n")
+    job.chmod(0o755)
+    env = {**os.environ, "FLOWSH_LOAD_ENTRYPOINTS": "0"}
+    first = subprocess.Popen([sys.executable, "-m", "flowsh", "wrap", "--", str(job)],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text().strip():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    orphan = int((tmp_path / "pid").read_text())
+    first.kill()
+    first.wait()
+    assert alive(orphan)  # the job outlived its runner
+    res = wrap("--", str(job), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "stopped it before starting a new run" in res.stderr
+    assert wait_dead(orphan)
+    assert (tmp_path / "runs").read_text() == "start\nsecond\n"
