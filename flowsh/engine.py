@@ -37,6 +37,7 @@ from flowsh.secrets import (
     save_secret_outputs,
 )
 from flowsh.state import (
+    CRASHED,
     FAILED,
     INTERRUPTED,
     PENDING,
@@ -261,7 +262,7 @@ class Engine:
         """Steps a crashed runner left running would run twice alongside their re-run."""
         if prior.host != socket.gethostname():
             return
-        from flowsh.process import stop_orphan
+        from flowsh.process import stop_leftovers, stop_orphan
 
         for rec in prior.steps.values():
             if rec.pid and stop_orphan(rec.pid, prior.run_id, self.wf.kill_grace):
@@ -269,6 +270,13 @@ class Engine:
                 plugins.warn(f"step {rec.name!r} of crashed run {prior.run_id} was still "
                              f"running (pid {rec.pid}); stopped it before {again}")
             rec.pid = None
+        if prior.status not in (RUNNING, CRASHED):
+            return  # it ended properly: what is left was kept on purpose (keep_children)
+        left = stop_leftovers(prior.run_id, self.wf.kill_grace)
+        if left:
+            plugins.warn(f"crashed run {prior.run_id} had {len(left)} process(es) it had not "
+                         f"recorded still running (pid {', '.join(map(str, sorted(left)))}); "
+                         "stopped them")
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -667,11 +675,15 @@ class Engine:
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
         bad, outputs = None, {}
+        out_file = self.run_dir / f"{name}.out"
         if outcome.ok:
             try:
-                outputs = read_outputs(self.run_dir / f"{name}.out")
+                outputs = read_outputs(out_file)
             except OutputError as exc:
                 bad = self.mask(str(exc))
+        # Read once, kept in the store (secret values only in the 0600 secret-outputs
+        # file, dropped when the run succeeds): the step's own file would keep them in clear.
+        out_file.unlink(missing_ok=True)
         if outcome.ok and bad is None:
             if outputs:
                 # Secret-named outputs are masked from now on wherever they show up; the

@@ -150,7 +150,7 @@ def _step_context(
     libdirs: list[str],
 ) -> dict[str, Any]:
     from flowsh.paths import resolve_path, step_cwd
-    from flowsh.steps import POSIX_SHELLS
+    from flowsh.steps import POSIX_SHELLS, shell_name
 
     shell = shlex.split(step.shell or wf.shell)
     fallback = ""
@@ -161,12 +161,12 @@ def _step_context(
         path = resolve_path(wf, step.script, cwd)
         argv = [fs.ref(path, cwd), *(bash_quote(a) for a in step.args)]
         fallback = " ".join(bash_quote(a) for a in shell)
-    elif os.path.basename(shell[0]) not in POSIX_SHELLS:
+    elif shell_name(shell) not in POSIX_SHELLS:
         argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(step.run or "")]
     else:
         prelude = []
         refs = [fs.ref(resolve_path(wf, src), cwd) for src in (*wf.source, *step.source)]
-        if refs and os.path.basename(shell[0]) == "bash":
+        if refs and shell_name(shell) == "bash":
             if refs not in libsets:
                 libsets.append(refs)
                 # Evaluated once, in the working directory of the first step using them.
@@ -179,7 +179,7 @@ def _step_context(
                 prelude.append(f". {ref} || {{ echo {bash_quote('flowsh: cannot source ' + shown)} "
                                ">&2; exit 2; }")
         if wf.strict:
-            name = os.path.basename(shell[0])
+            name = shell_name(shell)
             prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
         text = "\n".join([*prelude, step.run or ""])
         argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(text),

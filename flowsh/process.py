@@ -474,6 +474,22 @@ class LocalExecutor:
         )))
 
 
+def stop_leftovers(run_id: str, grace: float) -> list[int]:
+    """Stop every process still carrying FLOWSH_RUN_ID=run_id (TERM, then KILL after
+    `grace`): what a dead runner started but could not record (killed between starting a
+    step and saving its pid). Only for a run no live runner owns."""
+    found = tagged("FLOWSH_RUN_ID", run_id)
+    if found:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in tagged("FLOWSH_RUN_ID", run_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            end = time.monotonic() + grace
+            while time.monotonic() < end and tagged("FLOWSH_RUN_ID", run_id):
+                time.sleep(0.05)
+    return found
+
+
 def stop_orphan(pid: int, run_id: str, grace: float) -> bool:
     """Stop the process group `pid` if it is still a step of run `run_id` (its environment
     says FLOWSH_RUN_ID=run_id, so a recycled pid is never touched): TERM, then KILL after

@@ -17,6 +17,19 @@ from flowsh.paths import resolve_path, step_cwd
 POSIX_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
 
 
+def shell_name(shell: list[str]) -> str:
+    """The program a `shell:` runs: `bash` for `/usr/bin/env bash` too (env's options and
+    NAME=VALUE words skipped), so `source:` and `strict` apply to it as to `bash`."""
+    words = iter(shell)
+    name = os.path.basename(next(words, ""))
+    if name != "env":
+        return name
+    for word in words:
+        if not word.startswith("-") and "=" not in word:
+            return os.path.basename(word)
+    return name
+
+
 def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     """The argv of a step. The step's text is the program; values arrive via env only.
 
@@ -33,7 +46,7 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
         if os.access(script, os.X_OK):
             return [str(script), *step.args]
         return [*shell, str(script), *step.args]
-    name = os.path.basename(shell[0])
+    name = shell_name(shell)
     if name not in POSIX_SHELLS:
         return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
     prelude = []
@@ -65,7 +78,7 @@ def library_files(wf: Workflow, step: Step) -> list[str]:
     guard (a `script` step, or a shell other than bash, which sources them plainly)."""
     if step.script is not None or not (wf.source or step.source):
         return []
-    if os.path.basename(shlex.split(step.shell or wf.shell)[0]) != "bash":
+    if shell_name(shlex.split(step.shell or wf.shell)) != "bash":
         return []
     return [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
 
