@@ -140,6 +140,21 @@ class Spool:
             self._file.close()
 
 
+def log_refusal(log: Path, file: Path, message: str) -> None:
+    """One header line in --log for a run that did not start (exit 2, 3, 4): what cron
+    mails is gone by morning, the log is where the admin looks. Best effort: a log that
+    cannot be written adds a warning, never hides the refusal itself."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    line = f"=== {stamp} {file}: not run: {message} ===\n".encode()
+    try:
+        with open_log(log) as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            out.write(line)
+    except (OSError, StateError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        sys.stderr.write(f"flowsh: warning: --log {log}: {detail}\n")
+
+
 @dataclass
 class CronOutput:
     quiet_on_success: bool = False

@@ -34,7 +34,21 @@ _ANSWER_BYTES = 64 * 1024  # healthchecks answers "OK"; never hold a flood in me
 def check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--ping {url!r}: give the check's http(s) URL")
-    return url.rstrip("/")
+    return url
+
+
+def with_suffix(url: str, suffix: str) -> str:
+    """`url` with `suffix` (``/start``, ``/7``) added to its path, before any query.
+
+    healthchecks documents query parameters on ping URLs (``?create=1``, ``?rid=...``):
+    appended as text, ``.../backup?create=1/7`` reaches the server as a success ping of
+    ``.../backup`` whose `create` parameter is ``1/7`` (rt18 #8). A trailing slash of the
+    path is tolerated, as it always was.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
 
 
 class Pinger:
@@ -46,7 +60,7 @@ class Pinger:
         """POST, giving up after `timeout` seconds in all: urllib's own timeout is per
         socket operation, so a server that trickles its answer (or a resolver that hangs)
         would otherwise hold the job forever; the abandoned attempt is a daemon thread."""
-        url = self.url + suffix
+        url = with_suffix(self.url, suffix)
         outcome: list[str] = []
         worker = threading.Thread(target=self._post, args=(url, body, outcome),
                                   name="flowsh-ping", daemon=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from flowsh.export import render_crontab
 from flowsh.loader import load_workflow
+from flowsh.schedjob import render_crontab
 from tests.conftest import run_cli
 
 FLOW = """\

@@ -41,6 +41,22 @@ def test_ping_failure_sends_exit_code_and_output_tail(http_server: HTTPRecorder,
     assert len(end.body) <= 10_000 and b"\n20000\n" in end.body  # the tail, not the head
 
 
+def test_ping_suffix_goes_in_the_path_before_the_query(http_server: HTTPRecorder,
+                                                       tmp_path: Path) -> None:
+    """rt18 #8: `?create=1` came before `/start` and `/1`: the server saw two success
+    pings (path /ping/KEY/backup), so a failing job was reported healthy."""
+    url = f"{http_server.url}/ping/KEY/backup?create=1&rid=a%2Fb"
+    r = run_cli("wrap", "--ping", url, "--", "false", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert [q.path for q in http_server.requests] == [
+        "/ping/KEY/backup/start?create=1&rid=a%2Fb", "/ping/KEY/backup/1?create=1&rid=a%2Fb"]
+    r = run_cli("wrap", "--ping", f"{http_server.url}/ping/KEY/backup/?create=1", "--", "true",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [q.path for q in http_server.requests[2:]] == [
+        "/ping/KEY/backup/start?create=1", "/ping/KEY/backup?create=1"]
+
+
 def test_ping_unreachable_warns_and_keeps_the_exit_code(tmp_path: Path) -> None:
     import socket
 

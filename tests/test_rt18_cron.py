@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from flowsh.export import render_crontab
 from flowsh.loader import load_workflow
+from flowsh.schedjob import render_crontab
 from tests.conftest import alive, run_cli, wait_dead
 
 FLOW = """\
@@ -367,3 +367,53 @@ def test_a_fifo_at_the_log_path_is_refused_not_waited_on(tmp_path: Path) -> None
     assert r.returncode == 3
     assert r.stderr == f"flowsh: error: --log {fifo}: is a pipe; give a regular file\n"
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_scheduled_resume_after_a_renamed_step_starts_afresh_and_logs_it(
+        tmp_path: Path) -> None:
+    """rt18 #2: after a failed tick, the admin renamed the failing step; every later tick
+    refused to resume (exit 2) forever, nothing reached --log, and the hint's `--force`
+    does not exist on `flowsh run`."""
+    flow = tmp_path / "j.yaml"
+    flow.write_text("schedule: '0 2 * * *'\nsteps:\n  - {name: fetch, run: echo fetch}\n"
+                    "  - {name: proc, run: 'echo proc; exit 1'}\n"
+                    "  - {name: ship, run: 'echo shipped >> ran.txt'}\n")
+    entry = entry_of(flow)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert cron(entry, home).returncode == 1
+    flow.write_text(flow.read_text().replace("name: proc, run: 'echo proc; exit 1'",
+                                             "name: process, run: 'echo proc'"))
+    tick = cron(entry, home)
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert (tmp_path / "ran.txt").read_text() == "shipped\n"
+    log = Path(os.environ["FLOWSH_HOME"]) / "cron" / f"{load_workflow(flow).identity}.log"
+    text = log.read_text()
+    assert text.count("\n=== ") + text.startswith("=== ") == 2  # both ticks
+    assert "step(s) proc no longer in" in text and "starting a new run" in text
+    # By hand, --resume still refuses, with a hint whose commands exist.
+    r = run_cli("run", str(flow), "--resume", cwd=tmp_path)
+    assert r.returncode == 0  # the latest run succeeded: nothing to resume, a fresh run
+
+
+def test_a_refusal_before_the_run_is_in_the_log(tmp_path: Path) -> None:
+    """rt18 #2/#14: a tick that exits 2 before running left --log untouched."""
+    flow = tmp_path / "w.yaml"
+    flow.write_text("steps:\n  - {name: s, run: 'echo $day'}\nparams:\n  day:\n")
+    log = tmp_path / "cron" / "w.log"
+    r = run_cli("run", str(flow), "--resume", "--quiet-on-success", "--log", str(log))
+    assert r.returncode == 2
+    [line] = log.read_text().splitlines()
+    assert line.startswith("=== ") and f"{flow}: not run: " in line and "day" in line
+
+
+def test_the_resume_refusal_names_commands_that_exist(tmp_path: Path) -> None:
+    flow = tmp_path / "j.yaml"
+    flow.write_text("steps:\n  - {name: a, run: 'exit 1'}\n")
+    assert run_cli("run", str(flow), cwd=tmp_path).returncode == 1
+    flow.write_text("steps:\n  - {name: b, run: 'true'}\n")
+    r = run_cli("run", str(flow), "--resume", cwd=tmp_path)
+    assert r.returncode == 2 and "--force to" not in r.stderr
+    run_id = r.stderr.split("cannot resume ")[1].split(":")[0]
+    assert f"`flowsh resume {run_id} --force`" in r.stderr
+    assert run_cli("resume", run_id, "--force", cwd=tmp_path).returncode == 0

@@ -10,6 +10,7 @@ file and implements ``-l`` and ``-`` the way crontab does (including "no crontab
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -220,3 +221,140 @@ def test_export_crontab(flow: Path, tmp_path: Path, cli) -> None:  # type: ignor
     (tmp_path / "none.yaml").write_text("steps: [{name: a, run: 'true'}]\n")
     r = cli("export", str(tmp_path / "none.yaml"), "--crontab")
     assert r.returncode == 2 and "no `schedule`" in r.stderr
+
+
+@pytest.fixture
+def fake_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """FLOWSH_CRONTAB: the table in a tmp file, never a real crontab (nor cron's spool)."""
+    fake = tmp_path / "fake-crontab"
+    fake.write_text(FAKE_CRONTAB)
+    fake.chmod(0o755)
+    monkeypatch.setenv("FAKE_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("FLOWSH_CRONTAB", str(fake))
+    return str(fake)
+
+
+SAME_STEM = 'schedule: "0 {hour} * * *"\nsteps:\n  - {{name: s, run: "echo {app} >> ran.txt"}}\n'
+
+
+def test_two_files_with_the_same_stem_keep_two_entries(fake_crontab: str, tmp_path: Path,
+                                                       cli) -> None:  # type: ignore[no-untyped-def]
+    """rt18 #1: app1/backup.yaml and app2/backup.yaml (no `name:`) were both `flowsh:backup`:
+    the second add replaced the first file's block and its job silently stopped."""
+    env = {"FLOWSH_CRONTAB": fake_crontab, "FAKE_SPOOL": os.environ.get("FAKE_SPOOL", "")}
+    files = []
+    for hour, app in ((1, "app1"), (2, "app2")):
+        (tmp_path / app).mkdir()
+        f = tmp_path / app / "backup.yaml"
+        f.write_text(SAME_STEM.format(hour=hour, app=app))
+        files.append(f)
+    # Stems that are not plain names both fall back to `workflow`.
+    for stem, hour in (("my job", 3), ("other job", 4)):
+        f = tmp_path / f"{stem}.yaml"
+        f.write_text(SAME_STEM.format(hour=hour, app=stem))
+        files.append(f)
+    idents = [load_workflow(f).identity for f in files]
+    assert len(set(idents)) == 4
+    for f, ident in zip(files, idents, strict=True):
+        r = cli("schedule", "add", str(f), env=env)
+        assert r.returncode == 0 and f"{ident}: scheduled (crontab)" in r.stdout, r.stderr
+    entries = CrontabScheduler().list()
+    assert [(e.name, e.source) for e in entries] == [
+        (i, str(f)) for f, i in zip(files, idents, strict=True)]
+    table = read_table()
+    for ident in idents:
+        assert f"# BEGIN flowsh:{ident} " in table
+        assert f"remove with: flowsh schedule remove {ident})" in table
+        assert f"/cron/{ident}.log" in table  # one cron log each
+    # Every line runs its own file: both backups happen.
+    for line in table.splitlines():
+        if line.startswith(("0 1 ", "0 2 ")):
+            subprocess.run(["/bin/sh", "-c", line[len("0 1 * * * "):]], cwd=tmp_path,
+                           env={"HOME": str(tmp_path)}, check=True, timeout=120)
+    assert [(tmp_path / a / "ran.txt").read_text() for a in ("app1", "app2")] == \
+        ["app1\n", "app2\n"]
+
+    r = cli("schedule", "list", env=env)
+    assert [ln.split("\t")[0] for ln in r.stdout.splitlines()] == idents
+    # `backup` alone names two entries: refused, both named, nothing removed.
+    r = cli("schedule", "remove", "backup", env=env)
+    assert r.returncode == 2 and idents[0] in r.stderr and idents[1] in r.stderr
+    assert len(CrontabScheduler().list()) == 4
+    # By the file, or by the name `list` shows.
+    r = cli("schedule", "remove", str(files[0]), env=env)
+    assert r.returncode == 0, r.stderr
+    r = cli("schedule", "remove", idents[2], env=env)
+    assert r.returncode == 0, r.stderr
+    assert [e.name for e in CrontabScheduler().list()] == [idents[1], idents[3]]
+    # Now `backup` is one entry: the bare name is enough.
+    r = cli("schedule", "remove", "backup", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [e.name for e in CrontabScheduler().list()] == [idents[3]]
+
+
+def test_an_entry_written_under_the_bare_stem_is_replaced_not_doubled(
+        fake_crontab: str, tmp_path: Path) -> None:
+    """A block from a flowsh that keyed entries by the stem stays listable and removable,
+    and adding the same file again replaces it (two blocks would run it twice)."""
+    f = tmp_path / "backup.yaml"
+    f.write_text(SAME_STEM.format(hour=1, app="x"))
+    other = tmp_path / "elsewhere.yaml"
+    old = (f"# BEGIN flowsh:backup (managed by flowsh from {f}; remove with: flowsh schedule "
+           f"remove backup)\n0 1 * * * cd {tmp_path} && flowsh run {f}\n# END flowsh:backup\n")
+    foreign = old.replace(str(f), str(other)).replace("flowsh:backup", "flowsh:elsewhere")
+    write_table(EXISTING + old + foreign)
+    sched = CrontabScheduler()
+    assert [e.name for e in sched.list()] == ["backup", "elsewhere"]
+    wf = load_workflow(f)
+    assert sched.add(wf) is True
+    table = read_table()
+    assert "flowsh:backup " not in table and f"# BEGIN flowsh:{wf.identity} " in table
+    assert table.startswith(EXISTING) and table.endswith(foreign)  # in place, the rest kept
+    sched.remove("elsewhere")
+    assert [e.name for e in sched.list()] == [wf.identity]
+
+
+def test_a_required_param_is_refused(fake_crontab: str, tmp_path: Path,
+                                     cli) -> None:  # type: ignore[no-untyped-def]
+    """rt18 #14: every tick would exit 2 (`parameter day needs a value`) before running."""
+    env = {"FLOWSH_CRONTAB": fake_crontab, "FAKE_SPOOL": os.environ.get("FAKE_SPOOL", ""),
+           "FLOWSH_SYSTEMCTL": "true"}
+    f = tmp_path / "w.yaml"
+    f.write_text('schedule: "@daily"\nparams:\n  day:\n  n: 1\n'
+                 'steps:\n  - {name: s, run: "echo $day"}\n')
+    for args in (["schedule", "add", str(f)], ["export", str(f), "--crontab"],
+                 ["schedule", "add", str(f), "--scheduler", "systemd"]):
+        r = cli(*args, env=env)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "parameter day has no default" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert read_table() == ""
+
+
+def test_the_line_carries_state_and_config(fake_crontab: str, tmp_path: Path,
+                                           cli) -> None:  # type: ignore[no-untyped-def]
+    """rt18 #15: FLOWSH_STATE / FLOWSH_CONFIG set when the line is written are on it, so a
+    tick uses the same store (a mailed `flowsh resume ID` works) and the same channels."""
+    cfg = tmp_path / "cfg" / "config.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("notify:\n  channels:\n    ops: {type: log}\n")
+    f = tmp_path / "n.yaml"
+    f.write_text('schedule: "@daily"\nnotify:\n  routes: {critical: [ops]}\n'
+                 '  events: {run_failed: critical}\nsteps:\n  - {name: s, run: "false"}\n')
+    # Relative, as typed in a shell: made absolute (cron starts in $HOME).
+    env = {"FLOWSH_CRONTAB": fake_crontab, "FAKE_SPOOL": os.environ.get("FAKE_SPOOL", ""),
+           "FLOWSH_STATE": "json://state", "FLOWSH_CONFIG": "cfg/config.yaml"}
+    r = cli("schedule", "add", str(f), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in read_table().splitlines() if ln.startswith("0 0 * * * "))
+    assert f"FLOWSH_STATE=json://{tmp_path}/state " in line, read_table()
+    assert f"FLOWSH_CONFIG={cfg} " in line
+    home = tmp_path / "home"
+    home.mkdir()
+    tick = subprocess.run(["/bin/sh", "-c", line.removeprefix("0 0 * * * ")], cwd=home,
+                          env={"HOME": str(home)}, capture_output=True, text=True, timeout=120)
+    assert tick.returncode == 1, tick.stdout + tick.stderr  # ran and failed, not exit 2
+    run_id = re.search(r"flowsh resume (\S+)", tick.stdout)
+    assert run_id, tick.stdout
+    # The pasted command, in the shell that has FLOWSH_STATE, finds the run.
+    r = cli("status", run_id.group(1), env=env, cwd=tmp_path)
+    assert r.returncode != 4 and run_id.group(1) in r.stdout, r.stdout + r.stderr

@@ -154,3 +154,43 @@ def test_on_calendar_time_zone_and_refusals() -> None:
     assert on_calendar("CRON_TZ=Europe/Lisbon 0 2 * * *") == ["*-*-* 02:00:00 Europe/Lisbon"]
     with pytest.raises(UsageError, match="no systemd equivalent"):
         on_calendar("0 0 L * *")
+
+
+def test_two_files_with_the_same_stem_get_two_unit_pairs(tmp_path: Path,
+                                                         systemctl_log: Path) -> None:
+    """rt18 #1: flowsh-backup.service was rewritten to run the second backup.yaml."""
+    sched = SystemdScheduler()
+    wfs = []
+    for app in ("app1", "app2"):
+        (tmp_path / app).mkdir()
+        f = tmp_path / app / "backup.yaml"
+        f.write_text('schedule: "0 1 * * *"\nsteps:\n  - {name: a, run: "true"}\n')
+        wfs.append(load_workflow(f))
+        sched.add(wfs[-1])
+    d = unit_dir()
+    for wf in wfs:
+        service = (d / f"flowsh-{wf.identity}.service").read_text()
+        assert f" run {wf.path} --resume --quiet\n" in service
+    assert {(e.name, e.source) for e in sched.list()} == {(w.identity, w.path) for w in wfs}
+    with pytest.raises(UsageError, match="names 2 scheduled workflows"):
+        sched.remove("backup")
+    sched.remove(str(wfs[0].path))
+    assert [e.name for e in sched.list()] == [wfs[1].identity]
+
+
+def test_a_pair_named_after_the_bare_stem_is_replaced(tmp_path: Path,
+                                                      systemctl_log: Path) -> None:
+    f = tmp_path / "backup.yaml"
+    f.write_text('schedule: "0 1 * * *"\nsteps:\n  - {name: a, run: "true"}\n')
+    wf = load_workflow(f)
+    d = unit_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    mark = f"# Managed by flowsh (flowsh:backup) from {f}.\n"
+    (d / "flowsh-backup.timer").write_text(mark + "[Timer]\nOnCalendar=*-*-* 01:00:00\n")
+    (d / "flowsh-backup.service").write_text(mark + "[Service]\nExecStart=/bin/true\n")
+    assert [e.name for e in SystemdScheduler().list()] == ["backup"]
+    SystemdScheduler().add(wf)
+    assert not (d / "flowsh-backup.timer").exists()
+    assert not (d / "flowsh-backup.service").exists()
+    assert [e.name for e in SystemdScheduler().list()] == [wf.identity]
+    assert "disable --now flowsh-backup.timer" in systemctl_log.read_text()

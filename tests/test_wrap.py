@@ -282,3 +282,24 @@ def test_the_next_run_stops_what_a_killed_wrapper_left_running(tmp_path: Path) -
     assert "stopped it before starting a new run" in res.stderr
     assert wait_dead(orphan)
     assert (tmp_path / "runs").read_text() == "start\nsecond\n"
+
+
+def test_crontab_examples_call_flowsh_by_its_absolute_path() -> None:
+    """rt18 #9: a bare `flowsh` in a crontab line is `flowsh: not found` (127) for a venv or
+    pipx install (cron's PATH is /usr/bin:/bin); a relative script is looked up in $HOME."""
+    import re as _re
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "wrapping.md").read_text()
+    lines = [ln for block in _re.findall(r"```cron\n(.*?)```", text, _re.S)
+             for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines
+    for line in lines:
+        command = line.split(None, 5)[5]
+        assert command.startswith("/") and command.split()[0].endswith("/flowsh"), line
+        assert command.split(" -- ", 1)[1].startswith("/"), line
+    r = subprocess.run([*FLOWSH, "wrap", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"}, timeout=60, check=False)
+    example = " ".join(r.stdout.split())
+    assert "* * * /home/me/.venv/bin/flowsh wrap " in example
+    assert "-- /srv/bin/backup.sh" in example and "command -v flowsh" in example

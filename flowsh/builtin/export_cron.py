@@ -9,7 +9,7 @@ from flowsh.hookspecs import Register
 
 
 def export_crontab(workflow: Any, **options: Any) -> str:
-    from flowsh.export import render_crontab
+    from flowsh.schedjob import render_crontab
 
     return render_crontab(workflow, options.get("exprs"), script=options.get("script"),
                           path=options.get("path"))

@@ -1,9 +1,11 @@
 """Built-in scheduler ``crontab`` (the default): the seed's `schedule_workflow`, done safely.
 
-Each workflow owns one block of the user's crontab, between ``# BEGIN flowsh:NAME`` and
-``# END flowsh:NAME``. Adding replaces that block (or appends it), removing drops it; every
-other byte of the table is written back as it was read. If ``crontab -l`` fails for any
-reason but "no crontab for USER", nothing is written.
+Each workflow owns one block of the user's crontab, between ``# BEGIN flowsh:ID`` and
+``# END flowsh:ID``, ID being the workflow's identity (its `name:`, else stem + path hash).
+Adding replaces that block (or appends it), removing drops it; every other byte of the
+table is written back as it was read. A block written before identities keyed schedules
+(``flowsh:STEM``) for the same file is replaced by the new one, not left beside it.
+If ``crontab -l`` fails for any reason but "no crontab for USER", nothing is written.
 
 The crontab command is ``$FLOWSH_CRONTAB`` (split like a shell word list), default
 ``crontab`` — the test suite points it at ``crontab -u <a dedicated user>``.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,13 +118,18 @@ class CrontabScheduler:
         path: str | None = None,
     ) -> bool:
         """Install or replace the block for `wf`; False when it was already there as is."""
-        from flowsh.export import render_crontab
+        from flowsh.schedjob import render_crontab
 
         table = read_table()
         lines, blocks = split_blocks(table)
-        if wf.name in blocks:
-            first, last = blocks[wf.name]
-            before, after = lines[:first], lines[last + 1:]
+        mine = owned_keys(wf, blocks, _sources(lines, blocks))
+        if mine:
+            # The first of this file's blocks is replaced in place; an old stem-keyed one
+            # beside it is dropped (it would run the same file twice).
+            first, last = blocks[mine[0]]
+            drop = {i for k in mine[1:] for i in range(blocks[k][0], blocks[k][1] + 1)}
+            before = [ln for i, ln in enumerate(lines[:first]) if i not in drop]
+            after = [ln for i, ln in enumerate(lines) if i > last and i not in drop]
         else:
             before, after = lines, []
             if before and not before[-1].endswith("\n"):
@@ -137,36 +145,81 @@ class CrontabScheduler:
     def remove(self, name: str) -> None:
         table = read_table()
         lines, blocks = split_blocks(table)
-        if name not in blocks:
-            raise NotFoundError(
-                f"no crontab entry for workflow {name!r} (see flowsh schedule list)"
-            )
-        first, last = blocks[name]
+        key = resolve_name(name, _entries(lines, blocks), "crontab entry")
+        first, last = blocks[key]
         write_table("".join(lines[:first] + lines[last + 1:]))
 
     def list(self) -> list[Entry]:
-        lines, blocks = split_blocks(read_table())
-        out = []
-        for name, (first, last) in blocks.items():
-            head = lines[first]
-            m = re.search(r"from (.*?); remove with", head)
-            exprs, command = [], ""
-            tz = None
-            for line in lines[first + 1:last]:
-                t = _TZ.match(line)
-                if t:
-                    tz = t.group(1) or None
-                    continue
-                if line.startswith("#") or not line.strip():
-                    continue
-                fields = line.split(None, 5)
-                if len(fields) == 6:
-                    expr = " ".join(fields[:5])
-                    exprs.append(f"CRON_TZ={tz} {expr}" if tz else expr)
-                    command = fields[5].rstrip("\n")
-            out.append(Entry(name=name, exprs=exprs, command=command,
-                             source=m.group(1) if m else ""))
-        return out
+        return _entries(*split_blocks(read_table()))
+
+
+def _entries(lines: list[str], blocks: dict[str, tuple[int, int]]) -> list[Entry]:
+    out = []
+    for name, (first, last) in blocks.items():
+        head = lines[first]
+        m = re.search(r"from (.*?); remove with", head)
+        exprs, command = [], ""
+        tz = None
+        for line in lines[first + 1:last]:
+            t = _TZ.match(line)
+            if t:
+                tz = t.group(1) or None
+                continue
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = line.split(None, 5)
+            if len(fields) == 6:
+                expr = " ".join(fields[:5])
+                exprs.append(f"CRON_TZ={tz} {expr}" if tz else expr)
+                command = fields[5].rstrip("\n")
+        out.append(Entry(name=name, exprs=exprs, command=command,
+                         source=m.group(1) if m else ""))
+    return out
+
+
+def _sources(lines: list[str], blocks: dict[str, tuple[int, int]]) -> dict[str, str]:
+    out = {}
+    for key, (first, _) in blocks.items():
+        m = re.search(r"from (.*?); remove with", lines[first])
+        out[key] = m.group(1) if m else ""
+    return out
+
+
+def owned_keys(wf: Workflow, keys: Iterable[str], sources: dict[str, str]) -> list[str]:
+    """The entries that are `wf`'s: keyed by its identity, or (written by a flowsh that
+    keyed schedules by the bare name) by its name with `wf`'s file as their source."""
+    from flowsh.schedjob import schedule_name
+
+    ident = schedule_name(wf)
+    keys = list(keys)
+    out = [k for k in keys if k == ident]
+    out += [k for k in keys if k != ident and k == wf.name and sources.get(k) == wf.path]
+    return out
+
+
+def resolve_name(arg: str, entries: list[Entry], what: str) -> str:
+    """The entry key `arg` means: a key as `schedule list` prints it, the workflow file
+    (its path), or a bare workflow name when exactly one entry has it."""
+    keys = [e.name for e in entries]
+    if arg in keys:
+        return arg
+    if "/" in arg or arg.endswith((".yaml", ".yml", ".toml", ".json", ".sh")):
+        path = os.path.realpath(arg)
+        found = [e.name for e in entries if e.source == path]
+        if len(found) == 1:
+            return found[0]
+        if found:  # an old stem-keyed entry beside the new one: remove the new one first
+            return next((k for k in found if re.search(r"-[0-9a-f]{8}$", k)), found[0])
+        raise NotFoundError(f"no {what} for {arg} (see flowsh schedule list)")
+    check_name(arg)
+    found = [k for k in keys if re.fullmatch(re.escape(arg) + r"-[0-9a-f]{8}", k)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        which = "; ".join(f"{e.name} ({e.source})" for e in entries if e.name in found)
+        raise UsageError(f"{arg!r} names {len(found)} scheduled workflows: {which}; "
+                         "give one of those names or the file")
+    raise NotFoundError(f"no {what} for workflow {arg!r} (see flowsh schedule list)")
 
 
 def check_name(name: str) -> str:

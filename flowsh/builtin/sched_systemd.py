@@ -1,7 +1,8 @@
 """Built-in scheduler ``systemd``: a user `.service` + `.timer` pair per workflow.
 
 Units go to ``$XDG_CONFIG_HOME/systemd/user`` (default ``~/.config/systemd/user``) as
-``flowsh-NAME.service`` / ``flowsh-NAME.timer`` and are managed with ``systemctl --user``.
+``flowsh-ID.service`` / ``flowsh-ID.timer`` (ID: the workflow's identity, its `name:` or
+stem + path hash, so two `backup.yaml` get two pairs) and are managed with ``systemctl --user``.
 The systemctl command is ``$FLOWSH_SYSTEMCTL`` (split like a shell word list), default
 ``systemctl``. Only files carrying flowsh's marker comment are listed or removed.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError
 from flowsh.hookspecs import Register
+from flowsh.schedjob import unit_name
 
 if TYPE_CHECKING:
     from flowsh.builtin.sched_crontab import Entry
@@ -62,10 +64,20 @@ class SystemdScheduler:
         self, wf: Workflow, exprs: list[str] | None = None, *, script: str | None = None,
         path: str | None = None,
     ) -> bool:
-        from flowsh.export import render_systemd
+        from flowsh.builtin.sched_crontab import owned_keys
+        from flowsh.schedjob import render_systemd
 
         units = render_systemd(wf, exprs, script=script, path=path)
         d = unit_dir()
+        # A pair written when units were named after the bare stem, for this same file:
+        # replaced by the new pair, not left to run the file a second time.
+        entries = self.list()
+        timer = next(n for n in units if n.endswith(".timer"))
+        old = [k for k in owned_keys(wf, [e.name for e in entries],
+                                     {e.name: e.source for e in entries})
+               if f"{unit_name(k)}.timer" != timer]
+        for key in old:
+            self._drop(key)
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -76,15 +88,18 @@ class SystemdScheduler:
             if not unit.exists() or unit.read_text() != text:
                 _write(unit, text)
                 changed = True
-        timer = next(n for n in units if n.endswith(".timer"))
-        if changed:
+        if changed or old:
             systemctl("daemon-reload")
         systemctl("enable", "--now", timer)
         return changed
 
     def remove(self, name: str) -> None:
-        from flowsh.export import unit_name
+        from flowsh.builtin.sched_crontab import resolve_name
 
+        self._drop(resolve_name(name, self.list(), "systemd timer"))
+        systemctl("daemon-reload")
+
+    def _drop(self, name: str) -> None:
         unit = unit_name(name)
         d = unit_dir()
         timer, service = d / f"{unit}.timer", d / f"{unit}.service"
@@ -96,13 +111,15 @@ class SystemdScheduler:
         for path in (timer, service):
             if path.exists() and _MARK.search(path.read_text()):
                 path.unlink()
-        systemctl("daemon-reload")
 
     def list(self) -> list[Entry]:
         from flowsh.builtin.sched_crontab import Entry
 
-        out = []
-        for timer in sorted(unit_dir().glob("flowsh-*.timer")):
+        out: list[Entry] = []
+        d = unit_dir()
+        if not d.is_dir():
+            return out
+        for timer in sorted(d.glob("flowsh-*.timer")):
             text = timer.read_text()
             m = _MARK.search(text)
             if not m:

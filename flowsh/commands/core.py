@@ -78,6 +78,28 @@ def run_cmd(
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file."""
+    try:
+        _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
+             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log)
+    except FlowshError as exc:
+        from flowsh.cronmode import log_refusal
+        from flowsh.errors import LockHeldError
+
+        # A refusal before or instead of the run (a bad file, a missing param, a resume
+        # that cannot be done) is part of the transcript --log promises: at a cron tick
+        # it was the one thing nobody saw (rt18 #2, #14). A lock skip logs its own line.
+        # Not when the log itself (or --json beside it) was refused: then --log is no
+        # transcript of anything.
+        if (log is not None and not json_events and not isinstance(exc, LockHeldError)
+                and not str(exc).startswith("--log ")):
+            log_refusal(log, file, str(exc))
+        raise
+
+
+def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
+         quiet: bool, json_events: bool, state: str | None, overlap: str | None,
+         lock_timeout: str | None, metrics_push: str | None, executor: str | None,
+         quiet_on_success: bool, skip_quietly: bool, log: Path | None) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -118,8 +140,20 @@ def run_cmd(
     # The resume's warnings (a changed file) belong to the transcript, like the run's.
     with cron.lock_guard(wf.name):
         if prior is not None:
-            _check_resumable(prior, wf, force=False)
-            opts.resume = prior
+            # At a cron tick nobody can answer a refusal: every tick would exit 2 until
+            # someone ran it by hand (rt18 #2). The admin changed the file on purpose, so
+            # the scheduled run starts afresh, saying so in the transcript; the old run
+            # stays resumable by hand.
+            if cron.active and _gone_steps(prior, wf):
+                sys.stderr.write(
+                    f"flowsh: warning: cannot resume {prior.run_id}: step(s) "
+                    f"{', '.join(_gone_steps(prior, wf))} no longer in {wf.path} (removed or "
+                    f"renamed); starting a new run (`flowsh resume {prior.run_id} --force` "
+                    "finishes the old one)\n")
+                prior = None
+            else:
+                _check_resumable(prior, wf, force=False)
+                opts.resume = prior
         run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)
@@ -152,6 +186,11 @@ def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
         backend.close()
 
 
+def _gone_steps(run: RunRecord, wf: Workflow) -> list[str]:
+    names = {s.name for s in wf.steps}
+    return [n for n in run.step_names if n not in names]
+
+
 def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     """Refuse a resume when steps the run recorded are gone from the file."""
     from flowsh.engine import definition_hash
@@ -161,12 +200,13 @@ def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     if run.status == SUCCEEDED:
         raise UsageError(f"run {run.run_id} succeeded; nothing to resume "
                          f"(use `flowsh retry {run.run_id} --step NAME` to run a step again)")
-    names = {s.name for s in wf.steps}
-    gone = [n for n in run.step_names if n not in names]
+    gone = _gone_steps(run, wf)
     if gone and not force:
+        # `flowsh run --resume` has no --force: name commands that exist.
         raise UsageError(
             f"cannot resume {run.run_id}: step(s) {', '.join(gone)} no longer in {wf.path} "
-            "(removed or renamed); use --force to resume anyway"
+            f"(removed or renamed); `flowsh resume {run.run_id} --force` resumes anyway, "
+            "a run without --resume starts afresh"
         )
     if definition_hash(wf) != run.definition_hash:
         sys.stderr.write(f"flowsh: warning: {wf.path} changed since run {run.run_id} started; "

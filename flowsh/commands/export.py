@@ -77,7 +77,7 @@ def export_command(
     check_workflow(wf)
     path = os.environ.get("PATH", "") if path_from_env else None
     if kind == "systemd":
-        from flowsh.export import render_systemd
+        from flowsh.schedjob import render_systemd
 
         units = render_systemd(wf, cron or None, script=str(script) if script else None,
                                path=path)

@@ -49,15 +49,19 @@ def add(
 ) -> None:
     """Schedule a workflow (adding it twice keeps one entry).
 
-    The crontab line runs `flowsh run FILE --resume --quiet-on-success --log LOG`: silent
-    unless the run fails (so MAILTO mails failures only), the full output kept in LOG
-    (~/.flowsh/cron/NAME.log), an unfinished run resumed, a lock skip silent (exit 75).
+    The entry is named after the workflow's identity: its `name:`, else the file's stem
+    and a hash of its path (backup-1a2b3c4d), so two files called backup.yaml get two
+    entries. The crontab line runs `flowsh run FILE --resume --quiet-on-success --log LOG`:
+    silent unless the run fails (so MAILTO mails failures only), the full output kept in
+    LOG ($FLOWSH_HOME/cron/ID.log), an unfinished run resumed, a lock skip silent (exit
+    75). A workflow with a parameter that has no default is refused: nothing passes it.
     See docs/scheduling.md.
     """
     import os
 
     from flowsh.cron import parse
     from flowsh.loader import load_workflow
+    from flowsh.schedjob import schedule_name
 
     wf = load_workflow(file)
     for text in cron or ():
@@ -69,7 +73,7 @@ def add(
     changed = get_scheduler(scheduler).add(wf, cron or None,
                                            script=str(script) if script else None, **extra)
     state = "scheduled" if changed else "already scheduled, unchanged"
-    typer.echo(f"{wf.name}: {state} ({scheduler})")
+    typer.echo(f"{schedule_name(wf)}: {state} ({scheduler})")
 
 
 @schedule_app.command("list")
@@ -88,13 +92,13 @@ def list_(
 
 @schedule_app.command("remove")
 def remove(
-    name: Annotated[str, typer.Argument(help="The workflow name (see `schedule list`).")],
+    name: Annotated[str, typer.Argument(
+        help="The entry's name as `schedule list` shows it, the workflow file, or the "
+        "workflow's bare name when only one entry has it.")],
     scheduler: SchedulerOpt = "crontab",
 ) -> None:
     """Remove a workflow's entry; every other line stays as it was."""
-    from flowsh.builtin.sched_crontab import check_name
-
-    get_scheduler(scheduler).remove(check_name(name))
+    get_scheduler(scheduler).remove(name)
     typer.echo(f"{name}: unscheduled ({scheduler})")
 
 

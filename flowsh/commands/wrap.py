@@ -218,12 +218,17 @@ def wrap_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print flowsh's progress lines too."),  # noqa: E501
     json_events: bool = typer.Option(False, "--json", help="JSON events on stdout instead of output."),  # noqa: E501
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
-    ping: Optional[str] = typer.Option(None, "--ping", metavar="URL", help="healthchecks-style pings: URL/start, then URL on success or URL/EXIT_CODE with the output's tail."),  # noqa: UP045,E501
+    ping: Optional[str] = typer.Option(None, "--ping", metavar="URL", help="healthchecks-style pings: URL/start, then URL on success or URL/EXIT_CODE with the output's tail (the suffix goes before a ?query)."),  # noqa: UP045,E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If the same name is already running: exit 75 and print nothing (like flock -n; implied by --quiet-on-success)."),  # noqa: E501
 ) -> None:
     """Run one command as a one-step workflow: lock, timeout, retries, alerts, history.
 
-    Example (crontab): flowsh wrap --timeout 1h --notify ops --quiet-on-success -- ./backup.sh
+    Example (crontab): 0 2 * * * /home/me/.venv/bin/flowsh wrap --timeout 1h --notify ops
+    --quiet-on-success -- /srv/bin/backup.sh
+
+    In a crontab, give flowsh's absolute path (`command -v flowsh`): cron's PATH is
+    /usr/bin:/bin, where a venv or pipx install is not. Give the script's too: cron starts
+    in $HOME.
     """
     from flowsh.durations import parse_duration
     from flowsh.engine import RunOptions, run_workflow
