@@ -11,6 +11,7 @@ can be piped on while progress stays visible.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import IO, Any
@@ -48,9 +49,18 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def next_steps(run: RunRecord, state_url: str | None) -> str:
+    """The commands that show and finish a failed run, pasteable as they are (with the
+    store the run used, when it is not the default)."""
+    state = f" --state {shlex.quote(state_url)}" if state_url else ""
+    return (f"see: flowsh status {run.run_id}{state}  |  "
+            f"continue: flowsh resume {run.run_id}{state}")
+
+
 class PlainReporter(Reporter):
     def __init__(self, *, show_output: bool = True, out: IO[str] | None = None,
-                 err: IO[str] | None = None) -> None:
+                 err: IO[str] | None = None, state_url: str | None = None) -> None:
+        self.state_url = state_url
         self.wants_output = show_output
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -87,14 +97,14 @@ class PlainReporter(Reporter):
     def run_finished(self, run: RunRecord) -> None:
         self._say(summary(run))
         if run.status in (FAILED, INTERRUPTED):
-            self._say(f"see: flowsh status {run.run_id}  |  continue: flowsh resume {run.run_id}")
+            self._say(next_steps(run, self.state_url))
 
 
 class QuietReporter(PlainReporter):
     """``--quiet``: nothing unless the run fails."""
 
-    def __init__(self) -> None:
-        super().__init__(show_output=False)
+    def __init__(self, state_url: str | None = None) -> None:
+        super().__init__(show_output=False, state_url=state_url)
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         self.total = len(run.steps)
@@ -275,8 +285,9 @@ class TTYReporter(PlainReporter):
         style = self.STYLE.get(run.status, "")
         self.console.print(f"[{style}]{summary(run)}[/]")
         if run.status in (FAILED, INTERRUPTED):
-            self.console.print(f"[dim]see: flowsh status {run.run_id}  |  "
-                               f"continue: flowsh resume {run.run_id}[/]")
+            from rich.markup import escape
+
+            self.console.print(f"[dim]{escape(next_steps(run, self.state_url))}[/]")
 
 
 def make_reporter(*, json_events: bool = False, quiet: bool = False,
@@ -285,7 +296,7 @@ def make_reporter(*, json_events: bool = False, quiet: bool = False,
     if json_events:
         return JSONReporter()
     if quiet:
-        return QuietReporter()
+        return QuietReporter(state_url=state_url)
     if sys.stderr.isatty() and sys.stdout.isatty():
         return TTYReporter(state_url=state_url)  # estimates come from the same store
-    return PlainReporter()
+    return PlainReporter(state_url=state_url)

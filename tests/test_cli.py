@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -200,3 +200,21 @@ def test_dry_run_masks_secret_params(write_flow: Callable[..., Path], cli: Cli) 
     res = cli("run", "--dry-run", str(path), "API_TOKEN=other-s3cr3t")
     assert "s3cr3t" not in res.stdout and "API_TOKEN='***'" in res.stdout
     assert "user='bob'" in res.stdout
+
+
+def test_the_failure_hint_names_the_store_and_pastes(write_flow, tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    flow = write_flow("steps: [{name: a, run: 'test -e ok'}]")
+    store = f"json://{tmp_path}/my store"
+    res = run_cli("run", str(flow), "--state", store)
+    assert res.returncode == 1
+    [hint] = [ln for ln in res.stderr.splitlines() if "continue: flowsh resume" in ln]
+    resume = hint.split("continue: ", 1)[1]
+    assert resume.endswith(f" --state {shlex.quote(store)}")
+    (flow.parent / "ok").touch()
+    argv = [sys.executable, "-m", *shlex.split(resume)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=flow.parent, check=False)
+    assert done.returncode == 0, done.stderr
