@@ -201,6 +201,8 @@ class Engine:
         # Everything a step sees: the file's env and params, env_file, and flowsh's own
         # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).
         self.mask = Masker.for_env(self.env, self.secret_names)
+        # A step's own secret-named env (`env: {DB_PASSWORD: ...}` on one step) too.
+        self.mask.add(v for s in wf.steps for k, v in s.env.items() if self._secret(k))
 
     def _prepare(self, run_id: str) -> RunRecord:
         wf, opt = self.wf, self.opt
@@ -336,8 +338,10 @@ class Engine:
         self.library = run_states(self.wf, self.run_dir, env,
                                   reuse=self.opt.resume is not None)
         for state in self.library.values():
-            self.mask.add(v for k, v in state.values.items()
-                          if v and (k in self.secret_names or SECRET_NAME.search(k)))
+            self.mask.add(v for k, v in state.values.items() if v and self._secret(k))
+
+    def _secret(self, name: str) -> bool:
+        return name in self.secret_names or SECRET_NAME.search(name) is not None
 
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
@@ -760,6 +764,11 @@ class Engine:
         self.backend.update_run(run)
         if status == SUCCEEDED:  # nothing left to resume: the secrets go
             drop_secret_outputs(self.run_dir)
+            if any(self._secret(k) for st in self.library.values() for k in st.values):
+                # A later `flowsh retry` of this run evaluates the libraries again.
+                from flowsh.libstate import STATE_FILE
+
+                (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         self.reporter.run_finished(run)
         self.events.emit("flowsh_run_finished")
 
