@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowsh import plugins
-from flowsh.errors import UsageError
+from flowsh.errors import LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
@@ -299,7 +299,26 @@ class Engine:
         # The liveness lock is taken before the run is recorded, so a `running` record
         # without a held lock always means a dead runner (store.check_liveness).
         self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run_id)
-        runner_fd = hold_runner_lock(self.run_dir)
+        held = hold_runner_lock(self.run_dir)
+        if held is None:
+            raise LockHeldError(f"run {run_id} is being run by another flowsh process right "
+                                "now (overlap: allow, or a resume of a run still going)")
+        runner_fd = held
+        if self.opt.resume is not None:
+            # What we were asked to resume was read before the locks were ours: another
+            # runner may have run (or finished) it meanwhile. Read it again.
+            fresh = self.backend.load_run(run_id)
+            if fresh.status == SUCCEEDED and self.opt.only is None:
+                os.close(runner_fd)
+                plugins.warn(f"run {run_id} was finished by another runner meanwhile; "
+                             "starting a new run")
+                self.opt.resume = None
+                mask = self.mask  # the executor holds this one
+                self._environment()
+                mask.add(self.mask.values)
+                self.mask = mask
+                return self._execute_locked()
+            self.opt.resume = fresh
         if self.lock is not None:
             self.lock.note(run_id)
         try:

@@ -73,10 +73,18 @@ def workflow_lock(name: str, overlap: str, timeout: float | None = None) -> Iter
         os.close(fd)  # releases the flock
 
 
-def hold_runner_lock(run_dir: Path) -> int:
-    """Taken by the process running a run, for as long as it runs; see `runner_alive`."""
+def hold_runner_lock(run_dir: Path) -> int | None:
+    """Taken by the process running a run, for as long as it runs; see `runner_alive`.
+
+    None when another process holds it: that run is being run (resumed) right now, and two
+    runners of one run would run its steps twice.
+    """
     fd = os.open(run_dir / "runner.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
     return fd
 
 

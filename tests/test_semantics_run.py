@@ -232,3 +232,46 @@ def test_bad_params_are_one_line_without_pydantic_words(tmp_path: Path, cli: Cli
         assert res.returncode == 2
         assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
         assert "Input should" not in res.stderr and "pydantic" not in res.stderr
+
+
+def test_two_resumes_of_one_run_never_run_it_twice(write_flow, home):
+    """One run has one runner: a second (overlap: allow lets it past the workflow lock, or
+    two resumes race before either is recorded running) gets exit 75; a resume that read
+    the run before another runner finished it starts a new run instead of re-running
+    what succeeded (rt11 #22, #23)."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from flowsh.engine import RunOptions, run_workflow
+    from flowsh.errors import LockHeldError
+    from flowsh.loader import load_workflow
+    from flowsh.store import open_backend
+
+    flow = write_flow("""
+        overlap: allow
+        steps:
+          - {name: a, run: "echo a >> runs"}
+          - {name: b, run: "[ -e ok ] && echo b >> runs"}
+    """)
+    wf = load_workflow(flow)
+    failed = run_workflow(wf, RunOptions())
+    assert failed.exit_code == 1
+    (flow.parent / "ok").touch()
+    backend = open_backend(None)
+    stale = backend.load_run(failed.run_id)
+    fd = os.open(home / "runs" / failed.run_id / "runner.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process is running this run now
+    try:
+        with pytest.raises(LockHeldError, match="is being run by another flowsh process"):
+            run_workflow(wf, RunOptions(resume=backend.load_run(failed.run_id)))
+    finally:
+        os.close(fd)
+    done = run_workflow(wf, RunOptions(resume=backend.load_run(failed.run_id)))
+    assert done.run_id == failed.run_id and done.exit_code == 0
+    again = run_workflow(wf, RunOptions(resume=stale))  # read before `done` finished it
+    assert again.run_id != failed.run_id and again.exit_code == 0
+    # a once and b once per run: the stale resume did not run the finished run's steps
+    assert (flow.parent / "runs").read_text() == "a\nb\na\nb\n"
+    backend.close()

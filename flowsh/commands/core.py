@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from flowsh import hookimpl
-from flowsh.errors import EXIT_USAGE, FlowshError, NotFoundError, UsageError
+from flowsh.errors import EXIT_USAGE, FlowshError, LockHeldError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from flowsh.engine import RunOptions
@@ -195,8 +195,8 @@ def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     """Refuse a resume when steps the run recorded are gone from the file."""
     from flowsh.engine import definition_hash
     from flowsh.state import RUNNING, SUCCEEDED
-    if run.status == RUNNING:
-        raise UsageError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
+    if run.status == RUNNING:  # 75, as `run --resume` and the exported script say it
+        raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
     if run.status == SUCCEEDED:
         raise UsageError(f"run {run.run_id} succeeded; nothing to resume "
                          f"(use `flowsh retry {run.run_id} --step NAME` to run a step again)")
