@@ -217,3 +217,72 @@ def test_unbounded_or_blank_values_are_refused_with_file_and_line(
 def test_concurrency_is_bounded(write_flow: Callable[..., Path]) -> None:
     path = write_flow("concurrency: 10001\nsteps:\n  - {name: a, run: echo}\n")
     _one_line_error(run_cli("validate", str(path)), 2, f"{path}:1:", "concurrency", "10000")
+
+
+# rt11 #15: a number out of range (NaN, Infinity, 1e300, a 2**40 pid) passes a type check and
+# became a traceback far away (localtime's OverflowError, a zero-width report timeline).
+SQL_GARBAGE = [
+    ("runs", "started_at", 1e300), ("runs", "ended_at", float("inf")),
+    ("runs", "heartbeat", -5.0), ("runs", "pid", 2**40), ("runs", "exit_code", 2**40),
+    ("steps", "started_at", float("-inf")), ("steps", "ended_at", 1e300),
+    ("steps", "attempts", -1), ("steps", "signal", 2**62), ("steps", "pid", 0),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "value"), SQL_GARBAGE,
+                         ids=[f"{t}.{c}={v}" for t, c, v in SQL_GARBAGE])
+def test_out_of_range_number_in_a_sqlite_row_is_exit_3(
+    write_flow: Callable[..., Path], home: Path, table: str, column: str, value: object
+) -> None:
+    path = write_flow("steps:\n  - {name: a, run: 'true'}\n")
+    assert run_cli("run", str(path)).returncode == 0
+    (rid,) = _run_ids(home)
+    db = sqlite3.connect(home / "flowsh.db")
+    db.execute(f"UPDATE {table} SET {column} = ?", (value,))
+    db.commit()
+    db.close()
+    for args in (["status"], ["history"], ["report", rid, "-o", str(home / "r.html")]):
+        if table == "steps" and args[0] == "history":
+            continue  # it reads run rows only
+        _one_line_error(run_cli(*args), 3, rid, "corrupt record", f"field {column!r}")
+
+
+JSON_GARBAGE = [
+    ('"started_at": NaN', None), ('"started_at": 1e300', None), ('"ended_at": Infinity', None),
+    ('"heartbeat": -Infinity', None), ('"exit_code": 1e400', None),
+    ('"attempts": 1.5', "a"), ('"started_at": NaN', "a"), ('"signal": 99999999999999999999', "a"),
+]
+
+
+@pytest.mark.parametrize(("field", "step"), JSON_GARBAGE,
+                         ids=[f"{f}{'@' + s if s else ''}" for f, s in JSON_GARBAGE])
+def test_out_of_range_number_in_a_json_record_is_exit_3(
+    write_flow: Callable[..., Path], tmp_path: Path, field: str, step: str | None
+) -> None:
+    state = f"json://{tmp_path / 'state'}"
+    path = write_flow("steps:\n  - {name: a, run: 'true'}\n")
+    assert run_cli("run", str(path), "--state", state).returncode == 0
+    (file,) = (tmp_path / "state").glob("state_*.json")
+    data = json.loads(file.read_text())
+    key = field.split(":")[0].strip('"')
+    (data["steps"][step] if step else data)[key] = "@@"
+    file.write_text(json.dumps(data).replace('"@@"', field.split(": ")[1]))
+    rid = data["run_id"]
+    for args in (["status"], ["history"], ["report", rid, "-o", str(tmp_path / "r.html")]):
+        _one_line_error(run_cli(*args, "--state", state), 3, file.name, "malformed run record",
+                        f"field {key!r}")
+
+
+def test_report_survives_garbage_attempts_in_the_event_log(
+    write_flow: Callable[..., Path], home: Path, tmp_path: Path
+) -> None:
+    path = write_flow("monitor: {jsonl: true}\nsteps:\n  - {name: a, run: 'true'}\n")
+    assert run_cli("run", str(path)).returncode == 0
+    (rid,) = _run_ids(home)
+    events = home / "logs" / "events.jsonl"
+    lines = events.read_text().splitlines()
+    bad = [ln.replace('"attempt":1', f'"attempt":{v}') for v in ('"x"', "NaN", "1e300", "[1]")
+           for ln in lines if '"step_started"' in ln]
+    events.write_text("\n".join([*bad, *lines]) + "\n")
+    res = run_cli("report", rid, "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
