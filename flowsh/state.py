@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowsh.errors import StateError
+
 # Run statuses. `running` with a dead pid or a stale heartbeat is read back as `crashed`.
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED = (
     "running", "succeeded", "failed", "interrupted", "crashed",
@@ -23,6 +25,14 @@ FINISHED_RUN = frozenset({SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
 # Step statuses.
 PENDING, STEP_RUNNING, RETRYING, SKIPPED = "pending", "running", "retrying", "skipped"
 STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+
+
+class NoSpaceError(StateError):
+    """A write the store refused for lack of space (ENOSPC, SQLite's "disk is full").
+
+    Its own class so that readers (`status`, `history`) can still answer on a full disk,
+    when an operator needs them most, instead of failing on the `crashed` they would record.
+    """
 
 
 @dataclass
@@ -230,8 +240,6 @@ def ensure_private_dir(path: Path) -> Path:
     Under `$FLOWSH_HOME` no component may be a symbolic link (a `runs` pointing elsewhere
     would have flowsh write logs and secrets wherever it points).
     """
-    from flowsh.errors import StateError
-
     home = flowsh_home()
     missing: list[Path] = []
     cur = path

@@ -3,12 +3,15 @@ and no symlink following; `flowsh logs` headers in order (issue 11, items 8-11).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -286,3 +289,77 @@ def test_report_survives_garbage_attempts_in_the_event_log(
     events.write_text("\n".join([*bad, *lines]) + "\n")
     res = run_cli("report", rid, "-o", str(tmp_path / "r.html"))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB filesystem (tmpfs); needs root, as CI runs."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _poll(cond: Callable[[], bool], seconds: float = 30.0) -> None:
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "json"])
+def test_status_and_history_answer_on_a_full_disk_after_a_crash(
+    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path, scheme: str
+) -> None:
+    """rt11 #9: a dead runner's run is shown `crashed` with a warning, not exit 3."""
+    state = (f"sqlite:///{small_disk / 'flowsh.db'}" if scheme == "sqlite"
+             else f"json://{small_disk / 'st'}")
+    env = {"FLOWSH_HOME": str(small_disk / "home"), "FLOWSH_STATE": state}
+    path = write_flow("steps: [{name: a, run: 'echo go > started; exec sleep 60'}]")
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)],
+                            env={**os.environ, **env})
+    group: list[int] = []
+    try:
+        _poll(lambda: (tmp_path / "started").exists())
+        running = json.loads(run_cli("status", "--json", env=env).stdout)
+        assert running["status"] == "running"
+        group.append(running["steps"]["a"]["pid"])
+        _fill(small_disk)
+        proc.kill()
+        proc.wait()
+        for args in (["status"], ["history"]):
+            res = run_cli(*args, env=env)
+            assert res.returncode == 0, res.stderr
+            assert "crashed" in res.stdout and "Traceback" not in res.stderr
+            assert "No space left on device" in res.stderr
+            assert f"run {running['run_id']} is shown crashed" in res.stderr
+        res = run_cli("status", "--json", env=env)
+        assert json.loads(res.stdout)["steps"]["a"]["status"] == "interrupted"
+        (small_disk / "filler").unlink()
+        res = run_cli("status", env=env)  # room again: now it is recorded
+        assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+        res = run_cli("status", env=env)
+        assert "crashed" in res.stdout and "warning" not in res.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+        for pgid in group:  # the orphaned step (its own process group)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)

@@ -21,7 +21,7 @@ from typing import Any
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
-from flowsh.state import RunRecord, StepRecord, ensure_private_dir
+from flowsh.state import NoSpaceError, RunRecord, StepRecord, ensure_private_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -138,8 +138,8 @@ class SQLiteBackend:
             if "not a database" in text or "malformed" in text:
                 raise StateError(f"{where}: corrupt or not a flowsh database ({text})") from None
             if "full" in text or ("I/O error" in text and self._disk_full()):
-                raise StateError(f"{where}: cannot write state: No space left on device; "
-                                 "the previous record is intact") from None
+                raise NoSpaceError(f"{where}: cannot write state: No space left on device; "
+                                   "the previous record is intact") from None
             if "readonly" in text or "unable to open" in text:
                 raise StateError(f"{where}: not writable ({text})") from None
             raise StateError(f"{where}: {text}") from None
@@ -147,8 +147,8 @@ class SQLiteBackend:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         if self.full:
-            raise StateError(f"{self.path}: cannot write state: No space left on device; "
-                             "the previous record is intact")
+            raise NoSpaceError(f"{self.path}: cannot write state: No space left on device; "
+                               "the previous record is intact")
         with self._errors():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
