@@ -363,3 +363,46 @@ def test_status_and_history_answer_on_a_full_disk_after_a_crash(
         for pgid in group:  # the orphaned step (its own process group)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+FILL_LOG = r"""
+steps:
+  - name: fill
+    run: head -c 600000 /dev/zero | tr '\0' x; echo; echo done > filled
+  - name: after
+    needs: [fill]
+    run: echo after > ran-after
+"""
+
+
+def test_a_full_disk_under_a_step_log_is_a_warning_and_the_run_goes_on(
+    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path
+) -> None:
+    """rt11 #8: the log's disk is full, the store's is not: the step and the run go on."""
+    env = {"FLOWSH_HOME": str(small_disk), "FLOWSH_STATE": f"sqlite:///{tmp_path / 'f.db'}"}
+    path = write_flow(FILL_LOG)
+    res = run_cli("run", str(path), env=env)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if "fill.log" in ln]
+    assert len(warned) == 1 and warned[0].startswith("flowsh: warning: cannot write log ")
+    assert "No space left on device" in warned[0]
+    assert (tmp_path / "filled").exists() and (tmp_path / "ran-after").exists()
+    st = json.loads(run_cli("status", "--json", env=env).stdout)
+    assert st["status"] == "succeeded" and st["steps"]["after"]["status"] == "succeeded"
+
+
+def test_a_full_disk_under_log_and_store_ends_the_run_with_exit_3(
+    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path
+) -> None:
+    """rt11 #8: the log write is a warning naming the log; the state write that follows
+    fails as documented (exit 3, the previous record intact), not `No space left` exit 1."""
+    env = {"FLOWSH_HOME": str(small_disk)}
+    path = write_flow(FILL_LOG)
+    res = run_cli("run", str(path), env=env)
+    assert "Traceback" not in res.stderr
+    assert any(ln.startswith("flowsh: warning: cannot write log ") and "fill.log" in ln
+               for ln in res.stderr.splitlines()), res.stderr
+    _one_line_error(res, 3, "cannot write state: No space left on device; "
+                            "the previous record is intact")
+    assert not (tmp_path / "ran-after").exists()
