@@ -12,11 +12,13 @@ import fcntl
 import functools
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import fileio
+from flowsh.errors import StateError
 from flowsh.state import ensure_private_dir, flowsh_home
 
 if TYPE_CHECKING:
@@ -59,15 +61,40 @@ def _resolve(
 
 
 def make_parent(path: Path) -> None:
-    """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree."""
+    """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree.
+
+    Under $FLOWSH_HOME no directory on the way may be a symbolic link (a `logs` or
+    `metrics` pointing elsewhere would have flowsh append to, or replace, another
+    directory's files; docs/state.md): raises OSError (ELOOP) naming the link.
+    """
     parent = path.parent
+    home = Path(os.path.abspath(flowsh_home()))
+    lexical = Path(os.path.abspath(parent))
+    if lexical.is_relative_to(home):
+        _refuse_links(lexical, home)
     if parent.is_dir():
         return
-    home = flowsh_home().resolve()
-    if parent.resolve().is_relative_to(home):
-        ensure_private_dir(parent)
+    if lexical.is_relative_to(home) or parent.resolve().is_relative_to(home.resolve()):
+        try:
+            ensure_private_dir(parent)
+        except StateError as exc:
+            raise OSError(errno.ENOTDIR, str(exc)) from None
     else:
         parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _refuse_links(directory: Path, home: Path) -> None:
+    """Raise OSError(ELOOP) if a directory between `home` (itself may be a link: the user
+    chose it) and `directory` is a symbolic link."""
+    cur = directory
+    while cur != home and cur != cur.parent:
+        try:
+            if stat.S_ISLNK(os.lstat(cur).st_mode):
+                raise OSError(errno.ELOOP, f"{cur}: is a symbolic link; flowsh does not follow "
+                              "links under its state directory (O_NOFOLLOW)")
+        except FileNotFoundError:
+            pass  # created below, as a directory
+        cur = cur.parent
 
 
 # Log files held open for the length of a run: opening costs more than the write (and a

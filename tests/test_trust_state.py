@@ -406,3 +406,77 @@ def test_a_full_disk_under_log_and_store_ends_the_run_with_exit_3(
     _one_line_error(res, 3, "cannot write state: No space left on device; "
                             "the previous record is intact")
     assert not (tmp_path / "ran-after").exists()
+
+
+@pytest.mark.parametrize("linked", ["logs", "metrics", "logs/sub"])
+def test_a_symlinked_directory_under_home_is_not_followed_by_monitor_files(
+    write_flow: Callable[..., Path], home: Path, tmp_path: Path, linked: str
+) -> None:
+    """rt11 #10: a link one directory up from the CSV/JSONL log or the .prom file was
+    followed; now each is refused with a warning naming the link, and the run goes on."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "workflow_logs.csv").write_text("timestamp,workflow_id,step,status,message\n")
+    link = home / linked
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim)
+    logs = "logs" if linked == "metrics" else linked
+    path = write_flow(f"""
+        monitor:
+          csv: {home}/{logs}/workflow_logs.csv
+          jsonl: {home}/{logs}/events.jsonl
+          prometheus: {home}/{linked}
+        steps:
+          - {{name: a, run: 'echo hi'}}
+    """)
+    res = run_cli("run", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    refused = [ln for ln in res.stderr.splitlines()
+               if f"{link}: is a symbolic link; flowsh does not follow" in ln]
+    assert refused and all(ln.startswith("flowsh: warning: ") for ln in refused), res.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["workflow_logs.csv"]
+    assert (victim / "workflow_logs.csv").read_text().count("\n") == 1
+
+
+def test_monitor_files_in_a_real_directory_under_home_still_work(
+    write_flow: Callable[..., Path], home: Path
+) -> None:
+    path = write_flow("""
+        monitor: {csv: true, jsonl: true, prometheus: true}
+        steps:
+          - {name: a, run: 'echo hi'}
+    """)
+    res = run_cli("run", str(path))
+    assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+    assert (home / "logs" / "workflow_logs.csv").read_text().count("\n") == 5
+    assert (home / "logs" / "events.jsonl").exists()
+    assert list((home / "metrics").glob("flowsh_*.prom"))
+
+
+@pytest.mark.parametrize("name", ["flowsh.db", "flowsh.db-wal", "alerts.log", "logs"])
+def test_other_files_under_home_refuse_a_link(
+    write_flow: Callable[..., Path], home: Path, tmp_path: Path, name: str
+) -> None:
+    """rt11 #10: every file flowsh writes under $FLOWSH_HOME: the database (and its WAL),
+    the default alerts.log, the `logs/` directory `plugins install` keeps pip.log in."""
+    victim = tmp_path / "victim"
+    if name == "logs":
+        victim.mkdir()
+    else:
+        victim.write_text("precious\n")
+    (home / name).symlink_to(victim)
+    path = write_flow("notify: {channels: {ops: {type: log}}}\n"
+                      "steps:\n  - {name: a, run: 'exit 1'}\n")
+    res = run_cli("run", str(path))
+    assert "Traceback" not in res.stderr
+    if name.startswith("flowsh.db"):
+        _one_line_error(res, 3, f"{home / name}: is a symbolic link")
+    else:
+        assert res.returncode == 1, res.stderr
+    if name == "alerts.log":
+        assert "warning: notify channel 'ops'" in res.stderr and "alerts.log" in res.stderr
+    if name == "logs":
+        assert list(victim.iterdir()) == []
+    else:
+        assert victim.read_text() == "precious\n"
