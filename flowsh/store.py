@@ -17,6 +17,7 @@ from flowsh.state import (
     NoSpaceError,
     RunRecord,
     StateBackend,
+    StepRecord,
     default_state_url,
     flowsh_home,
 )
@@ -74,4 +75,26 @@ def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = F
         cause = str(exc).split("; ", 1)[0]  # `…: cannot write state: No space left on device`
         warn(f"{cause}; run {full.run_id} is shown crashed (its runner is gone) but not "
              "recorded so until there is room")
+        return full
+    _log_crash(full, ended)
     return full
+
+
+def _log_crash(run: RunRecord, ended: list[StepRecord]) -> None:
+    """Tell the CSV and JSON Lines logs, once, right after the crash is recorded (rt11 #13:
+    a monitoring pipeline that reads the CSV never saw a crash). Their paths are in the
+    workflow file: without it (gone, broken) there is nowhere known to write."""
+    from flowsh import monitorfiles, plugins
+
+    pm = plugins.get_plugin_manager()
+    enabled = {kind for kind, name in (("csv", "log_csv"), ("jsonl", "log_jsonl"))
+               if pm.get_plugin(name) is not None}
+    if not enabled or not run.file or not os.path.isfile(run.file):
+        return
+    try:
+        from flowsh.loader import load_workflow
+
+        workflow = load_workflow(run.file)
+    except Exception:  # changed or broken since the run: its logs cannot be found
+        return
+    monitorfiles.log_crash(run, ended, workflow, enabled)
