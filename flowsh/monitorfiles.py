@@ -12,15 +12,18 @@ import fcntl
 import functools
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import fileio
+from flowsh.errors import StateError
 from flowsh.state import ensure_private_dir, flowsh_home
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
+    from flowsh.state import RunRecord, StepRecord
 
 
 @functools.lru_cache(maxsize=256)  # a run's own start/end times recur in every event
@@ -59,15 +62,40 @@ def _resolve(
 
 
 def make_parent(path: Path) -> None:
-    """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree."""
+    """Create a missing parent: 0700 under $FLOWSH_HOME, where flowsh owns the tree.
+
+    Under $FLOWSH_HOME no directory on the way may be a symbolic link (a `logs` or
+    `metrics` pointing elsewhere would have flowsh append to, or replace, another
+    directory's files; docs/state.md): raises OSError (ELOOP) naming the link.
+    """
     parent = path.parent
+    home = Path(os.path.abspath(flowsh_home()))
+    lexical = Path(os.path.abspath(parent))
+    if lexical.is_relative_to(home):
+        _refuse_links(lexical, home)
     if parent.is_dir():
         return
-    home = flowsh_home().resolve()
-    if parent.resolve().is_relative_to(home):
-        ensure_private_dir(parent)
+    if lexical.is_relative_to(home) or parent.resolve().is_relative_to(home.resolve()):
+        try:
+            ensure_private_dir(parent)
+        except StateError as exc:
+            raise OSError(errno.ENOTDIR, str(exc)) from None
     else:
         parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _refuse_links(directory: Path, home: Path) -> None:
+    """Raise OSError(ELOOP) if a directory between `home` (itself may be a link: the user
+    chose it) and `directory` is a symbolic link."""
+    cur = directory
+    while cur != home and cur != cur.parent:
+        try:
+            if stat.S_ISLNK(os.lstat(cur).st_mode):
+                raise OSError(errno.ELOOP, f"{cur}: is a symbolic link; flowsh does not follow "
+                              "links under its state directory (O_NOFOLLOW)")
+        except FileNotFoundError:
+            pass  # created below, as a directory
+        cur = cur.parent
 
 
 # Log files held open for the length of a run: opening costs more than the write (and a
@@ -128,11 +156,127 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
     fileio.atomic_write(path, text, mode)
 
 
-def attempts_allowed(workflow: Workflow, step: str) -> int | None:
+def attempts_allowed(workflow: Workflow, step: str, attempt: int = 0) -> int | None:
+    """The last attempt `step` may make in this run: its budget (retries + 1), or, for a
+    resumed step past it, `attempt` itself (a resume always grants one more: RESUME-5)."""
     try:
-        return workflow.step(step).retry_count + 1
+        return max(workflow.step(step).retry_count + 1, attempt)
     except KeyError:
         return None
+
+
+# -- the CSV log's and the event log's records (the writers and `log_crash` share them) --
+
+CSV_COLUMNS = ("timestamp", "workflow_id", "step", "status", "message")
+CSV_DEFAULT = "logs/workflow_logs.csv"
+RUN_STEP = "-"  # the step column of a run-level row; no step can be named so
+
+
+def csv_row(*fields: str) -> bytes:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(fields)
+    return buf.getvalue().encode("utf-8")
+
+
+def csv_record(run: RunRecord, step: str, status: str, message: str) -> bytes:
+    stamp = rfc3339(time.time()) or ""
+    return csv_row(stamp, f"{run.workflow}_{run.run_id}", step, status, message)
+
+
+def step_summary(step: StepRecord) -> str:
+    """``exit code 3 after 1.2s, 2 attempts``; the engine's message says why it failed."""
+    from flowsh.durations import format_duration
+
+    parts = [step.message] if step.message else []
+    if not step.message and step.exit_code is not None:
+        parts.append(f"exit code {step.exit_code}")
+    if step.duration is not None and step.attempts:
+        parts.append(f"after {format_duration(step.duration)}")
+    text = " ".join(parts)
+    if step.attempts > 1:
+        text += f", {step.attempts} attempts"
+    return text
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def event(
+    name: str, run: RunRecord, step: StepRecord | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The JSON Lines object written for one event."""
+    data: dict[str, Any] = {
+        "event": name,
+        "time": rfc3339(time.time()),
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "step": None,
+        "attempt": None,
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "duration": _round(run.duration) if name == "run_finished" else None,
+        "started_at": rfc3339(run.started_at or None),
+        "ended_at": rfc3339(run.ended_at),
+    }
+    if step is not None:
+        data.update(
+            step=step.name,
+            attempt=step.attempts,
+            status=step.status,
+            exit_code=step.exit_code,
+            duration=None if name == "step_started" else _round(step.duration),
+            started_at=rfc3339(step.started_at),
+            ended_at=None if name == "step_started" else rfc3339(step.ended_at),
+        )
+        if step.signal:
+            data["signal"] = step.signal
+        if step.message:
+            data["message"] = step.message
+    data.update(extra)
+    return data
+
+
+def event_line(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def log_crash(run: RunRecord, ended: list[StepRecord], workflow: Workflow,
+              enabled: set[str]) -> None:
+    """A crash found after the fact (`status`, `history`, `resume` marked the run
+    `crashed`): the rows ending its killed steps and the run, in the CSV and JSON Lines
+    logs, as the runner would have written them (LOG-1; the exported script writes its
+    `crashed` row too). `enabled`: which of "csv", "jsonl" have their plugin loaded."""
+    from flowsh.plugins import warn
+
+    how = (f"run {run.run_id} ended without its runner (pid {run.pid} on {run.host or '?'}); "
+           "its steps are interrupted")
+    csv_at = resolve(workflow.monitor.csv, CSV_DEFAULT, workflow) if "csv" in enabled else None
+    if csv_at is not None:
+        rows = b"".join([*(csv_record(run, s.name, s.status, step_summary(s)) for s in ended),
+                         csv_record(run, RUN_STEP, run.status, how)])
+        try:
+            append_locked(csv_at, rows, header=csv_row(*CSV_COLUMNS))
+        except OSError as exc:
+            warn(f"CSV log {csv_at}: {exc.strerror or exc}; the crash of run {run.run_id} "
+                 "is not logged there")
+        finally:
+            release(csv_at)
+    jsonl_at = (resolve(workflow.monitor.jsonl, EVENTS_DEFAULT, workflow)
+                if "jsonl" in enabled else None)
+    if jsonl_at is not None:
+        lines = b"".join([*(event_line(event("step_finished", run, s)) for s in ended),
+                          event_line(event("run_finished", run, message=how))])
+        try:
+            append_locked(jsonl_at, lines)
+        except OSError as exc:
+            warn(f"JSON event log {jsonl_at}: {exc.strerror or exc}; the crash of run "
+                 f"{run.run_id} is not logged there")
+        finally:
+            release(jsonl_at)
 
 
 EVENTS_DEFAULT = "logs/events.jsonl"  # the JSON Lines event log, under $FLOWSH_HOME

@@ -349,8 +349,17 @@ class LocalExecutor:
                                  f"{why}; its output is lost\n")
         if job.log >= 0:
             view = memoryview(data)
-            while view:
-                view = view[os.write(job.log, view):]
+            try:
+                while view:
+                    view = view[os.write(job.log, view):]
+            except OSError as exc:
+                # A full disk (or a vanished mount) must not end the run: the step goes on
+                # and only its log stops, as with `flowsh wrap --log` (rt11 #8).
+                os.close(job.log)
+                job.log = -1
+                sys.stderr.write(f"flowsh: warning: cannot write log {job.req.log_path}: "
+                                 f"{exc.strerror}; the step goes on, its output from here "
+                                 "on is lost\n")
 
     def _close_pipe(self, job: _Job) -> None:
         if job.pipe is None:

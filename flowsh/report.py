@@ -67,8 +67,16 @@ def _parse_time(text: Any) -> float | None:
         return None
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
+
+
+def _attempt(value: Any, default: int) -> int:
+    """An event's attempt number; the event log is a text file anyone can append to, so a
+    garbage number (a string, NaN, 1e300) falls back to counting, never a traceback."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
+    return default
 
 
 def segments_from_events(events: list[dict[str, Any]], step: StepRecord) -> list[Segment]:
@@ -86,7 +94,7 @@ def segments_from_events(events: list[dict[str, Any]], step: StepRecord) -> list
         # The record's own times are exact; the event's time is when the hook ran.
         if kind == "step_started":
             open_start = _parse_time(ev.get("started_at")) or t
-            open_attempt = int(ev.get("attempt") or open_attempt + 1)
+            open_attempt = _attempt(ev.get("attempt"), open_attempt + 1)
         elif kind in ("step_retrying", "step_finished") and open_start is not None:
             status = "failed" if kind == "step_retrying" else str(ev.get("status"))
             end = _parse_time(ev.get("ended_at")) or t

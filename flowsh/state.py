@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowsh.errors import StateError
+
 # Run statuses. `running` with a dead pid or a stale heartbeat is read back as `crashed`.
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED = (
     "running", "succeeded", "failed", "interrupted", "crashed",
@@ -23,6 +25,14 @@ FINISHED_RUN = frozenset({SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
 # Step statuses.
 PENDING, STEP_RUNNING, RETRYING, SKIPPED = "pending", "running", "retrying", "skipped"
 STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+
+
+class NoSpaceError(StateError):
+    """A write the store refused for lack of space (ENOSPC, SQLite's "disk is full").
+
+    Its own class so that readers (`status`, `history`) can still answer on a full disk,
+    when an operator needs them most, instead of failing on the `crashed` they would record.
+    """
 
 
 @dataclass
@@ -103,18 +113,31 @@ class RunRecord:
         return run
 
 
-# The JSON type each field must have when read back: "str", "int", "num" (int or float),
-# "strmap" (object of strings), "strlist"; a trailing "?" allows null.
+# The JSON type each field must have when read back: "str", "strmap" (object of strings),
+# "strlist", or one of the number kinds below; a trailing "?" allows null.
 _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
-    "params": "strmap", "status": "str", "pid": "int?", "host": "str?",
-    "started_at": "num", "ended_at": "num?", "heartbeat": "num?", "exit_code": "int?",
+    "params": "strmap", "status": "str", "pid": "pid?", "host": "str?",
+    "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
     "step_names": "strlist", "resumed_from": "str?",
 }
 _STEP_TYPES = {
-    "name": "str", "status": "str", "attempts": "int", "exit_code": "int?", "signal": "int?",
-    "started_at": "num?", "ended_at": "num?", "outputs": "strmap", "log_path": "str?",
-    "message": "str?", "pid": "int?",
+    "name": "str", "status": "str", "attempts": "count", "exit_code": "code?",
+    "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
+    "log_path": "str?", "message": "str?", "pid": "pid?",
+}
+# Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
+# takes any 64-bit integer, and each of those turned into a traceback far from here
+# (localtime's OverflowError, a division by a zero-width timeline, os.killpg's overflow).
+# Times: Unix seconds from 1970 to the end of year 9999 (what time.localtime and the
+# report's RFC 3339 stamps can show). Other numbers: whatever fits a C int.
+MAX_TIME = 253402300799.0
+_INT_MAX = 2**31 - 1
+_NUMBER_KINDS = {
+    "time": ("a Unix time between 1970 and 9999", 0.0, MAX_TIME),
+    "code": ("exit code", -_INT_MAX, _INT_MAX),
+    "count": ("count (0 or more)", 0, _INT_MAX),
+    "pid": ("process id (1 or more)", 1, _INT_MAX),
 }
 
 
@@ -125,10 +148,14 @@ def _type_ok(value: Any, kind: str) -> bool:
         kind = kind[:-1]
     if kind == "str":
         return isinstance(value, str)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "num":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind in _NUMBER_KINDS:
+        _, low, high = _NUMBER_KINDS[kind]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if kind != "time" and not isinstance(value, int):
+            return False
+        # NaN fails both comparisons; infinities and huge values fail one.
+        return bool(low <= value <= high)
     if kind == "strmap":
         return isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items())
@@ -139,8 +166,14 @@ def _check(data: dict[str, Any], types: dict[str, str], where: str) -> None:
     for key, value in data.items():
         kind = types.get(key)
         if kind is not None and not _type_ok(value, kind):
+            base = kind.rstrip("?")
+            what = _NUMBER_KINDS[base][0] if base in _NUMBER_KINDS else f"valid {base}"
             raise ValueError(f"{where}field {key!r} is {json_type(value)} {value!r:.40}, "
-                             f"which is not a valid {kind.rstrip('?')}")
+                             f"which is not {_article(what)}")
+
+
+def _article(what: str) -> str:
+    return what if what.startswith("a ") else f"an {what}" if what[0] in "aeiou" else f"a {what}"
 
 
 def json_type(value: Any) -> str:
@@ -207,8 +240,6 @@ def ensure_private_dir(path: Path) -> Path:
     Under `$FLOWSH_HOME` no component may be a symbolic link (a `runs` pointing elsewhere
     would have flowsh write logs and secrets wherever it points).
     """
-    from flowsh.errors import StateError
-
     home = flowsh_home()
     missing: list[Path] = []
     cur = path

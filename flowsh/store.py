@@ -14,8 +14,10 @@ from flowsh.state import (
     RETRYING,
     RUNNING,
     STEP_RUNNING,
+    NoSpaceError,
     RunRecord,
     StateBackend,
+    StepRecord,
     default_state_url,
     flowsh_home,
 )
@@ -41,8 +43,13 @@ def open_backend(url: str | None = None) -> StateBackend:
     return backend
 
 
-def check_liveness(backend: StateBackend, run: RunRecord) -> RunRecord:
-    """A `running` run whose runner is gone is marked `crashed` (and recorded so)."""
+def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = False) -> RunRecord:
+    """A `running` run whose runner is gone is marked `crashed` (and recorded so).
+
+    `read_only`: the caller only reads (`status`, `history`). When the store cannot take the
+    write for lack of space, the run is still shown `crashed`, with a warning that it was
+    not recorded: a full disk is when an operator needs `status` most (docs/state.md).
+    """
     if run.status != RUNNING:
         return run
     alive = runner_alive(flowsh_home() / "runs" / run.run_id)
@@ -53,9 +60,41 @@ def check_liveness(backend: StateBackend, run: RunRecord) -> RunRecord:
         return run
     full = backend.load_run(run.run_id) if not run.steps else run
     full.status = CRASHED
-    for rec in full.steps.values():
-        if rec.status in (STEP_RUNNING, RETRYING):
-            rec.status, rec.message = INTERRUPTED, "the runner died (crash)"
+    ended = [rec for rec in full.steps.values() if rec.status in (STEP_RUNNING, RETRYING)]
+    for rec in ended:
+        rec.status, rec.message = INTERRUPTED, "the runner died (crash)"
+    try:
+        for rec in ended:
             backend.save_step(full, rec)
-    backend.update_run(full)
+        backend.update_run(full)
+    except NoSpaceError as exc:
+        if not read_only:
+            raise
+        from flowsh.plugins import warn
+
+        cause = str(exc).split("; ", 1)[0]  # `…: cannot write state: No space left on device`
+        warn(f"{cause}; run {full.run_id} is shown crashed (its runner is gone) but not "
+             "recorded so until there is room")
+        return full
+    _log_crash(full, ended)
     return full
+
+
+def _log_crash(run: RunRecord, ended: list[StepRecord]) -> None:
+    """Tell the CSV and JSON Lines logs, once, right after the crash is recorded (rt11 #13:
+    a monitoring pipeline that reads the CSV never saw a crash). Their paths are in the
+    workflow file: without it (gone, broken) there is nowhere known to write."""
+    from flowsh import monitorfiles, plugins
+
+    pm = plugins.get_plugin_manager()
+    enabled = {kind for kind, name in (("csv", "log_csv"), ("jsonl", "log_jsonl"))
+               if pm.get_plugin(name) is not None}
+    if not enabled or not run.file or not os.path.isfile(run.file):
+        return
+    try:
+        from flowsh.loader import load_workflow
+
+        workflow = load_workflow(run.file)
+    except Exception:  # changed or broken since the run: its logs cannot be found
+        return
+    monitorfiles.log_crash(run, ended, workflow, enabled)

@@ -179,3 +179,56 @@ def test_jsonl_one_object_per_event_with_rfc3339_utc(tmp_path: Path) -> None:
     assert final["duration"] == pytest.approx(run.ended_at - run.started_at)
     assert monitorfiles.read_events(path, "r1") == events
     assert monitorfiles.read_events(path, "nope") == []
+
+
+CRASHY = """
+monitor: {csv: true, jsonl: true}
+kill_grace: 1s
+steps:
+  - {name: a, run: 'echo a >> ran'}
+  - {name: b, run: 'echo b >> ran; [ -e go ] || exec sleep 60'}
+"""
+
+
+@pytest.mark.parametrize("finder", ["status", "history", "resume"])
+def test_a_crash_found_later_reaches_the_csv_and_jsonl_logs(tmp_path: Path, finder: str) -> None:
+    """rt11 #13: kill -9 of the runner; the command that then marks the run `crashed` logs
+    the rows ending its killed step and the run; the resumed attempt says 2/2, not 2/1."""
+    import time
+
+    from tests.conftest import run_cli
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(CRASHY)
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(flow)],
+                            cwd=tmp_path)
+    end = time.monotonic() + 30
+    while "b" not in ((tmp_path / "ran").read_text() if (tmp_path / "ran").exists() else ""):
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    csv_at = flowsh_home() / "logs" / "workflow_logs.csv"
+    while "b,running" not in csv_at.read_text():  # the runner logs after it records
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    (tmp_path / "go").touch()
+    if finder != "resume":
+        assert run_cli(finder).returncode == 0
+        assert run_cli(finder).returncode == 0  # found once, logged once
+    res = run_cli("run", str(flow), "--resume", "-q")
+    assert res.returncode == 0, res.stderr
+    rows = [r[2:] for r in csv.reader(csv_at.open())][1:]
+    assert ["b", "running", "attempt 1/1"] in rows
+    crashed = [r for r in rows if r[1] == "crashed"]
+    assert len(crashed) == 1 and crashed[0][0] == "-"
+    assert "ended without its runner" in crashed[0][2]
+    i = rows.index(crashed[0])
+    assert rows[i - 1][:2] == ["b", "interrupted"] and "the runner died" in rows[i - 1][2]
+    assert ["b", "running", "attempt 2/2"] in rows[i + 1:]
+    assert rows[-1][:2] == ["-", "succeeded"]
+    events = [json.loads(ln) for ln in (flowsh_home() / "logs" / "events.jsonl").open()]
+    ends = [(e["event"], e["step"], e["status"]) for e in events]
+    j = ends.index(("run_finished", None, "crashed"))
+    assert ends[j - 1] == ("step_finished", "b", "interrupted")
+    assert ends.count(("run_finished", None, "crashed")) == 1

@@ -184,3 +184,16 @@ def test_two_files_with_one_stem_keep_two_textfiles(tmp_path: Path, runtime: str
     for ident in ids:
         fams = _parse((flowsh_home() / "metrics" / f"flowsh_{ident}.prom").read_text())
         assert _value(fams, "flowsh_run_last_status", workflow=ident) == 0
+
+
+@pytest.mark.parametrize("garbage", ["NaN", "+Inf", "1e300", "-5"])
+def test_a_garbage_last_success_time_in_the_old_file_is_not_carried_on(
+    tmp_path: Path, garbage: str
+) -> None:
+    """rt11 #15 (numbers read back): the previous file's success time is only kept when it
+    is a time; NaN or +Inf would go into every later file."""
+    path = tmp_path / "flowsh_w.prom"
+    path.write_text(f'{mp.RUN_LAST_SUCCESS.name}{{workflow="w"}} {garbage}\n')
+    assert mp._previous_success(path, "w") is None
+    path.write_text(f'{mp.RUN_LAST_SUCCESS.name}{{workflow="w"}} 1764900000.5\n')
+    assert mp._previous_success(path, "w") == 1764900000.5

@@ -11,9 +11,6 @@ false = off, or a path). Rows are appended under a file lock, so concurrent runs
 
 from __future__ import annotations
 
-import csv
-import io
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,47 +20,28 @@ if TYPE_CHECKING:
     from flowsh.model import Workflow
     from flowsh.state import RunRecord, StepRecord
 
-COLUMNS = ("timestamp", "workflow_id", "step", "status", "message")
-RUN_STEP = "-"
+# Shared with monitorfiles.log_crash, which writes a crash found after the fact.
+COLUMNS = monitorfiles.CSV_COLUMNS
+RUN_STEP = monitorfiles.RUN_STEP
+_row = monitorfiles.csv_row
+_step_summary = monitorfiles.step_summary
 
 
 def csv_path(workflow: Workflow) -> Path | None:
-    return monitorfiles.resolve(workflow.monitor.csv, "logs/workflow_logs.csv", workflow)
-
-
-def _row(*fields: str) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(fields)
-    return buf.getvalue().encode("utf-8")
+    return monitorfiles.resolve(workflow.monitor.csv, monitorfiles.CSV_DEFAULT, workflow)
 
 
 def _write(workflow: Workflow, run: RunRecord, step: str, status: str, message: str) -> None:
     path = csv_path(workflow)
     if path is None:
         return
-    stamp = monitorfiles.rfc3339(time.time()) or ""
-    row = _row(stamp, f"{run.workflow}_{run.run_id}", step, status, message)
+    row = monitorfiles.csv_record(run, step, status, message)
     try:
         monitorfiles.append_locked(path, row, header=_row(*COLUMNS))
     except OSError as exc:
         from flowsh.plugins import warn
 
         warn(f"CSV log {path}: {exc.strerror or exc}; not logging this run there")
-
-
-def _step_summary(step: StepRecord) -> str:
-    """``exit code 3 after 1.2s, 2 attempts``; the engine's message says why it failed."""
-    from flowsh.durations import format_duration
-
-    parts = [step.message] if step.message else []
-    if not step.message and step.exit_code is not None:
-        parts.append(f"exit code {step.exit_code}")
-    if step.duration is not None and step.attempts:
-        parts.append(f"after {format_duration(step.duration)}")
-    text = " ".join(parts)
-    if step.attempts > 1:
-        text += f", {step.attempts} attempts"
-    return text
 
 
 @hookimpl
@@ -74,7 +52,7 @@ def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
 
 @hookimpl
 def flowsh_step_started(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
-    allowed = monitorfiles.attempts_allowed(workflow, step.name)
+    allowed = monitorfiles.attempts_allowed(workflow, step.name, step.attempts)
     _write(workflow, run, step.name, "running", f"attempt {step.attempts}/{allowed or '?'}")
 
 

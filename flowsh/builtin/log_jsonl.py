@@ -11,14 +11,15 @@ Path: ``monitor.jsonl`` (true = ``$FLOWSH_HOME/logs/events.jsonl``, false = off,
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import hookimpl, monitorfiles
 
 DEFAULT = monitorfiles.EVENTS_DEFAULT
+# The object written for one event (public: tests, `report` and monitorfiles.log_crash
+# share the shape).
+event = monitorfiles.event
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -29,52 +30,12 @@ def jsonl_path(workflow: Workflow) -> Path | None:
     return monitorfiles.resolve(workflow.monitor.jsonl, DEFAULT, workflow)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def event(
-    name: str, run: RunRecord, step: StepRecord | None = None, **extra: Any
-) -> dict[str, Any]:
-    """The object written for one event (public so tests and `report` share the shape)."""
-    data: dict[str, Any] = {
-        "event": name,
-        "time": monitorfiles.rfc3339(time.time()),
-        "run_id": run.run_id,
-        "workflow": run.workflow,
-        "step": None,
-        "attempt": None,
-        "status": run.status,
-        "exit_code": run.exit_code,
-        "duration": _round(run.duration) if name == "run_finished" else None,
-        "started_at": monitorfiles.rfc3339(run.started_at or None),
-        "ended_at": monitorfiles.rfc3339(run.ended_at),
-    }
-    if step is not None:
-        data.update(
-            step=step.name,
-            attempt=step.attempts,
-            status=step.status,
-            exit_code=step.exit_code,
-            duration=None if name == "step_started" else _round(step.duration),
-            started_at=monitorfiles.rfc3339(step.started_at),
-            ended_at=None if name == "step_started" else monitorfiles.rfc3339(step.ended_at),
-        )
-        if step.signal:
-            data["signal"] = step.signal
-        if step.message:
-            data["message"] = step.message
-    data.update(extra)
-    return data
-
-
 def _write(workflow: Workflow, data: dict[str, Any]) -> None:
     path = jsonl_path(workflow)
     if path is None:
         return
-    line = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
     try:
-        monitorfiles.append_locked(path, line.encode("utf-8"))
+        monitorfiles.append_locked(path, monitorfiles.event_line(data))
     except OSError as exc:
         from flowsh.plugins import warn
 

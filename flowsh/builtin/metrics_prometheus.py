@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowsh import hookimpl, monitorfiles
-from flowsh.state import SUCCEEDED
+from flowsh.state import MAX_TIME, SUCCEEDED
 
 if TYPE_CHECKING:
     from flowsh.events import RunContext
@@ -100,9 +100,14 @@ def _previous_success(path: Path | None, workflow: str) -> float | None:
     )
     m = pattern.search(text)
     try:
-        return float(m.group(1)) if m else None
+        value = float(m.group(1)) if m else None
     except ValueError:
         return None
+    # The file may have been edited or half-copied: NaN, +Inf or a time past year 9999 is
+    # not a success time, and would be carried into every later file.
+    if value is None or not 0 <= value <= MAX_TIME:
+        return None
+    return value
 
 
 def render(run: RunRecord, last_success: float | None = None) -> str:

@@ -54,7 +54,10 @@ class LogNotifier:
     def send(self, alert: Alert) -> None:
         line = self.line(alert).replace("\n", " ") + "\n"
         path = self.target(alert)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # The default, under $FLOWSH_HOME, follows no link (docs/state.md); a `path:` the
+        # user chose may be one on purpose.
+        nofollow = 0 if self.path else os.O_NOFOLLOW
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | nofollow, 0o600)
         try:
             os.write(fd, line.encode())  # one write: concurrent runs never interleave a line
         finally:

@@ -7,6 +7,7 @@ reader or a crash sees the old record or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.fileio import atomic_write
 from flowsh.hookspecs import Register
-from flowsh.state import RunRecord, StepRecord, ensure_private_dir
+from flowsh.state import NoSpaceError, RunRecord, StepRecord, ensure_private_dir
 
 FORMAT = "flowsh.run/1"
 
@@ -25,8 +26,9 @@ def _write_record(path: Path, text: str) -> None:
     try:
         atomic_write(path, text)
     except OSError as exc:
-        raise StateError(f"{path}: cannot write state: {exc.strerror}; "
-                         "the previous record is intact") from None
+        cls = NoSpaceError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StateError
+        raise cls(f"{path}: cannot write state: {exc.strerror}; "
+                  "the previous record is intact") from None
 
 
 class JSONBackend:

@@ -9,6 +9,7 @@ writers queue on SQLite's lock (busy timeout 30 s) and lose nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -21,7 +22,7 @@ from typing import Any
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
-from flowsh.state import RunRecord, StepRecord, ensure_private_dir
+from flowsh.state import NoSpaceError, RunRecord, StepRecord, ensure_private_dir, flowsh_home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -83,12 +84,25 @@ class SQLiteBackend:
         if self.path is not None:
             ensure_private_dir(self.path.parent)
             target = str(self.path)
+            nofollow = 0
+            home = os.path.abspath(flowsh_home())
+            if os.path.abspath(self.path).startswith(home + os.sep):
+                # Under $FLOWSH_HOME flowsh follows no link (docs/state.md): a planted
+                # flowsh.db, -wal or -shm link would have SQLite write through it.
+                nofollow = os.O_NOFOLLOW
+                for extra in ("-wal", "-shm"):
+                    if os.path.islink(f"{self.path}{extra}"):
+                        raise StateError(f"{self.path}{extra}: is a symbolic link; flowsh "
+                                         "does not follow it (O_NOFOLLOW)")
             try:
                 # Create it 0600 ourselves; SQLite gives its -wal/-shm files the same mode.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | nofollow, 0o600))
             except PermissionError:
                 raise StateError(f"{self.path}: permission denied") from None
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise StateError(f"{self.path}: is a symbolic link; flowsh does not "
+                                     "follow it (O_NOFOLLOW)") from None
                 raise StateError(f"{self.path}: {exc.strerror}") from None
         try:
             return self._open(target)
@@ -138,8 +152,8 @@ class SQLiteBackend:
             if "not a database" in text or "malformed" in text:
                 raise StateError(f"{where}: corrupt or not a flowsh database ({text})") from None
             if "full" in text or ("I/O error" in text and self._disk_full()):
-                raise StateError(f"{where}: cannot write state: No space left on device; "
-                                 "the previous record is intact") from None
+                raise NoSpaceError(f"{where}: cannot write state: No space left on device; "
+                                   "the previous record is intact") from None
             if "readonly" in text or "unable to open" in text:
                 raise StateError(f"{where}: not writable ({text})") from None
             raise StateError(f"{where}: {text}") from None
@@ -147,8 +161,8 @@ class SQLiteBackend:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         if self.full:
-            raise StateError(f"{self.path}: cannot write state: No space left on device; "
-                             "the previous record is intact")
+            raise NoSpaceError(f"{self.path}: cannot write state: No space left on device; "
+                               "the previous record is intact")
         with self._errors():
             self.conn.execute("BEGIN IMMEDIATE")
             try:

@@ -81,11 +81,15 @@ def _keep_pip_log(text: str) -> str:
     """Save pip's output as $FLOWSH_HOME/logs/pip.log (0600); say where it went."""
     import os
 
-    from flowsh.state import flowsh_home
+    from flowsh.errors import StateError
+    from flowsh.state import ensure_private_dir, flowsh_home
 
     path = flowsh_home() / "logs" / "pip.log"
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            ensure_private_dir(path.parent)  # refuses a linked logs/ (docs/state.md)
+        except StateError as exc:
+            raise OSError(str(exc)) from None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as out:
             os.fchmod(fd, 0o600)

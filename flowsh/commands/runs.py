@@ -65,7 +65,7 @@ def status_cmd(
                 suffix = f" for {workflow}" if workflow else ""
                 raise NotFoundError(f"no runs recorded yet{suffix}")
             run_id = latest[0].run_id
-        run = check_liveness(backend, backend.load_run(run_id))
+        run = check_liveness(backend, backend.load_run(run_id), read_only=True)
     finally:
         backend.close()
     if json_out:
@@ -176,7 +176,7 @@ def history_cmd(
 
     backend = open_backend(state)
     try:
-        runs = [check_liveness(backend, r)
+        runs = [check_liveness(backend, r, read_only=True)
                 for r in backend.list_runs(_workflow_key(workflow), limit=limit)]
     finally:
         backend.close()
