@@ -581,11 +581,7 @@ class Engine:
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, f"--- flowsh: attempt {rec.attempts} ---\n".encode())
-            finally:
-                os.close(fd)
+            _append_log(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
         self.running.add(step.name)
         rec.pid = self.executor.start(StepRequest(
             key=step.name,
@@ -679,11 +675,7 @@ class Engine:
             f"signal {signal.Signals(sig).name}" if sig else "error"))
         detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
         rec.message = f"the `if` test failed ({how}): {detail}"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, (f"flowsh: `if: {step.if_}` failed ({how})\n{err}").encode())
-        finally:
-            os.close(fd)
+        _append_log(log_path, f"flowsh: `if: {step.if_}` failed ({how})\n{err}")
         rec.status = FAILED
         if not step.continue_on_failure:
             self.failed = True
@@ -790,6 +782,19 @@ class Engine:
                 (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         self.reporter.run_finished(run)
         self.events.emit("flowsh_run_finished")
+
+
+def _append_log(path: Path, text: str) -> None:
+    """flowsh's own line in a step's log; a log that cannot be written (a full disk) is a
+    warning naming it, as for the step's output, never the end of the run."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        plugins.warn(f"cannot write log {path}: {exc.strerror or exc}")
 
 
 @contextmanager
