@@ -72,10 +72,37 @@ def _body(text: str, name: str) -> str | None:
     return None
 
 
+_HEREDOC = re.compile(r"<<-?[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+
+
+def _heredoc_end(line: str) -> tuple[str, bool] | None:
+    """The terminator a line's here-document waits for (and whether `<<-` strips tabs)."""
+    m = _HEREDOC.search(line)
+    if m is None or "<<<" in line[max(0, m.start() - 1):m.end()]:
+        return None
+    return m.group(2), line[m.start():].startswith("<<-")
+
+
+def _without_heredocs(text: str) -> str:
+    """The text with each here-document's body blanked: its lines are data, not commands."""
+    out: list[str] = []
+    until: tuple[str, bool] | None = None
+    for line in text.splitlines():
+        if until is not None:
+            word, tabs = until
+            if (line.lstrip("\t") if tabs else line) == word:
+                until = None
+            out.append("")
+            continue
+        out.append(line)
+        until = _heredoc_end(line)
+    return "\n".join(out)
+
+
 def calls(body: str, names: set[str]) -> list[str]:
     """The names from `names` that `body` runs as commands, in order of first call."""
     found: dict[str, None] = {}
-    for line in body.splitlines():
+    for line in _without_heredocs(body).splitlines():
         for part in _SEPARATORS.split(line):
             words = part.split()
             while words and words[0] in _KEYWORDS:
@@ -85,14 +112,38 @@ def calls(body: str, names: set[str]) -> list[str]:
     return list(found)
 
 
+def entry(text: str, defined: list[str]) -> str | None:
+    """The function the script's last top-level statement calls (``main "$@"``,
+    ``run_all "$@"``): the script's entry point, whatever its name; `main` if defined and
+    nothing at top level calls another."""
+    found = None
+    inside = False
+    for line in _without_heredocs(_without_comments(text)).splitlines():
+        if inside:
+            inside = not line.startswith("}")
+            continue
+        m = _DEF.match(line)
+        if m:
+            inside = not line.rstrip().endswith("}")
+            continue
+        words = line.split()
+        if words and not line[0].isspace() and words[0] in defined:
+            found = words[0]
+    return found or ("main" if "main" in defined else None)
+
+
 def stages(text: str) -> tuple[list[tuple[str, str]], bool, list[str]]:
-    """([(function, what the step runs)], whether they came from `main`, statements of
-    `main` that call no function and so are in no step)."""
+    """([(function, what the step runs)], whether they came from an entry function such as
+    `main`, statements of it that call no function and so are in no step)."""
     defined = functions(text)
-    body = _body(text, "main") if "main" in defined else None
+    main = entry(text, defined)
+    body = _body(text, main) if main else None
     if body is None:
-        return [(f, f) for f in defined], False, []
-    wanted = set(defined) - {"main"}
+        # No entry point: each function in file order, but not helpers other functions
+        # call (they would run twice: on their own and inside their caller).
+        called = {c for f in defined for c in calls(_body(text, f) or "", set(defined) - {f})}
+        return [(f, f) for f in defined if f not in called], False, []
+    wanted = set(defined) - {main}
     helpers = {c for f in wanted for c in calls(_body(text, f) or "", wanted - {f})}
     out: list[tuple[str, str]] = []
     left: list[str] = []
@@ -119,10 +170,23 @@ def _statements(body: str) -> list[str]:
     out: list[str] = []
     current: list[str] = []
     depth = 0
+    until: tuple[str, bool] | None = None  # in a here-document: its lines are data
     for line in body.splitlines():
+        if until is not None:
+            current.append(line)
+            word, tabs = until
+            if (line.lstrip("\t") if tabs else line) == word:
+                until = None
+                if depth <= 0:
+                    out.append(textwrap.dedent("\n".join(current)).strip())
+                    depth, current = 0, []
+            continue
         if not line.strip() and not current:
             continue
         current.append(line)
+        until = _heredoc_end(line)
+        if until is not None:
+            continue
         for word in _WORDS.findall(line):
             depth += (word in _OPENERS) - (word in _CLOSERS)
         if depth <= 0:
@@ -134,7 +198,25 @@ def _statements(body: str) -> list[str]:
                 out.extend(p.strip() for p in re.split(r";|&&", stmt) if p.strip())
     if current:
         out.append(textwrap.dedent("\n".join(current)).strip())
-    return [s.rstrip(";").rstrip() for s in out if s not in ("{", "}")]
+    return _with_waits([s.rstrip(";").rstrip() for s in out if s not in ("{", "}")])
+
+
+def _with_waits(stmts: list[str]) -> list[str]:
+    """``job &`` … ``wait`` stay one statement: as separate steps, the background job
+    would be stopped when its step ended (flowsh stops what a step leaves running)."""
+    out: list[str] = []
+    group: list[str] = []
+    for stmt in stmts:
+        if group or (stmt.endswith("&") and not stmt.endswith("&&")):
+            group.append(stmt)
+            if stmt == "wait" or stmt.startswith("wait "):
+                out.append("\n".join(group))
+                group = []
+            continue
+        out.append(stmt)
+    if group:
+        out.append("\n".join([*group, "wait"]))
+    return out
 
 
 def _opens(stmt: str) -> bool:

@@ -80,3 +80,37 @@ def test_init_from_missing_script(tmp_path: Path) -> None:
     r = flowsh("init", "--from", "nope.sh", cwd=tmp_path)
     assert r.returncode == 2
     assert "no such file" in r.stderr
+
+
+def _same_as_bash(tmp_path: Path, script: str, name: str) -> tuple[str, str]:
+    """What `bash SCRIPT` writes to ran.txt, and what the workflow `init --from` made does."""
+    (tmp_path / f"{name}.sh").write_text(script)
+    (tmp_path / "ran.txt").unlink(missing_ok=True)
+    res = flowsh("init", "--from", f"{name}.sh", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    subprocess.run(["bash", f"{name}.sh"], cwd=tmp_path, check=True, timeout=60)
+    by_bash = (tmp_path / "ran.txt").read_text()
+    (tmp_path / "ran.txt").unlink()
+    res = flowsh("run", f"{name}.yaml", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    return by_bash, (tmp_path / "ran.txt").read_text()
+
+
+def test_init_from_keeps_heredocs_background_jobs_and_any_entry_name(tmp_path: Path) -> None:
+    # A heredoc's text is data (`c inside heredoc` is no call of c); `a &` ... `wait` stay
+    # one step (apart, a would be stopped with its step); run_all "$@" is the entry.
+    job = ("#!/bin/bash\na() { sleep 0.3; echo 'a ran' >> ran.txt; }\n"
+           "c() { echo 'c ran' >> ran.txt; }\n"
+           "main() {\n  a &\n  cat <<EOT >> ran.txt\nc inside heredoc\nEOT\n  wait\n}\n"
+           'main "$@"\n')
+    by_bash, by_flowsh = _same_as_bash(tmp_path, job, "job")
+    assert sorted(by_flowsh.splitlines()) == sorted(by_bash.splitlines()) == [
+        "a ran", "c inside heredoc"]
+    entry = ("#!/bin/bash\nstep_one() { echo one >> ran.txt; }\n"
+             "step_two() { echo two >> ran.txt; }\n"
+             'run_all() {\n  step_one\n  step_two\n}\nrun_all "$@"\n')
+    by_bash, by_flowsh = _same_as_bash(tmp_path, entry, "entry")
+    assert by_flowsh == by_bash == "one\ntwo\n"
+    wf = load_workflow(tmp_path / "entry.yaml")
+    assert [s.name for s in wf.steps] == ["step_one", "step_two"]
+    assert "\\u00" not in (tmp_path / "job.yaml").read_text()  # `&`, not `\u0026`

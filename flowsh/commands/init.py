@@ -6,6 +6,7 @@ the keys. Existing files are never overwritten without ``--force``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -25,12 +26,16 @@ def _env() -> object:
     from flowsh.templating import templates_dir
 
     root = templates_dir() / "init"
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
+    # jinja's own `tojson` escapes < > & ' for HTML (`\u0026`): valid YAML, unreadable.
+    # A JSON string is a YAML double-quoted scalar.
+    env.filters["yaml_str"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
 
 
 def render(template: str, **values: object) -> str:
