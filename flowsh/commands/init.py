@@ -110,7 +110,7 @@ def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
 
 def init_cmd(
     name: Optional[str] = typer.Argument(None, help="Workflow name (default: this directory's name)."),  # noqa: UP045,E501
-    from_script: Optional[Path] = typer.Option(None, "--from", metavar="SCRIPT", help="Make a workflow from this existing bash script: one step per function its `main` calls, in that order (or per function it defines, when it has no `main`), the script loaded with `source:`; a script without functions becomes one step that runs it."),  # noqa: UP045,E501
+    from_script: Optional[Path] = typer.Option(None, "--from", metavar="SCRIPT", help="Make a workflow from this existing bash script: one step per function its entry point calls (`main`, or whatever function its last line calls), in that order (or per function it defines, when it has none), the script loaded with `source:`; a script without functions becomes one step that runs it."),  # noqa: UP045,E501
     directory: Path = typer.Option(Path("."), "--dir", "-C", help="Where to write the files."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
