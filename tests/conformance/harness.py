@@ -24,8 +24,10 @@ import yaml
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
 RUNTIMES = ("run", "script", "inline", "celery")
-# Set by the session's worker fixture: FLOWSH_CELERY_BROKER and FLOWSH_CELERY_QUEUE.
+# Set by the session's worker fixture: FLOWSH_CELERY_BROKER and FLOWSH_CELERY_QUEUE, and
+# the worker's log (`$WORKER_LOG` in a `before:`; /dev/null on the other runtimes).
 CELERY: dict[str, str] = {}
+CELERY_LOG: list[str] = []
 TIMEOUT = 120
 
 
@@ -164,7 +166,10 @@ class Runner:
     def shell(self, text: str) -> None:
         subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
                        env={**os.environ, "FLOWSH_HOME": str(self.home), "RUN": self.command(),
-                            "PYTHON": sys.executable})
+                            "PYTHON": sys.executable, "WORKER_LOG": self._worker_log()})
+
+    def _worker_log(self) -> str:
+        return CELERY_LOG[0] if self.runtime == "celery" and CELERY_LOG else "/dev/null"
 
     def read(self, rel: str) -> str | None:
         try:

@@ -73,9 +73,11 @@ def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     try:
         _wait_ready(proc, name.replace("%h", os.uname().nodename), queue, log)
         harness.CELERY.update(FLOWSH_CELERY_BROKER=REDIS, FLOWSH_CELERY_QUEUE=queue)
+        harness.CELERY_LOG[:] = [str(log)]
         yield
     finally:
         harness.CELERY.clear()
+        harness.CELERY_LOG.clear()
         _stop_worker(proc, name.replace("%h", os.uname().nodename), queue)
 
 
