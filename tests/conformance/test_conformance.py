@@ -2,10 +2,10 @@
 
 All runs are made once per session, six at a time (they are subprocesses), and each test
 then checks one case on one runtime (only the pairs the session selected are run, so
-`-k @celery` runs the Celery runtime alone). The `celery` runtime needs Redis on
+`-k celery` runs the Celery runtime alone). The `celery` runtime needs Redis on
 127.0.0.1:6379 (db 6, flushed; FLOWSH_CONFORMANCE_REDIS to change it) and starts one real
-worker for the session, stopped at its end. A case that does not hold on a runtime fails here with
-what differed; a runtime that refuses a workflow must do it as the case expects (exit 2 and
+worker for the session, stopped at its end. A case that does not hold on a runtime fails
+here with what differed; a runtime that refuses a workflow must do it as the case expects (exit 2 and
 its message), never run it some other way.
 """
 
