@@ -2,7 +2,9 @@
 
 A case is a workflow, the files it needs, its arguments and what must happen (see
 cases/README.md). Runtimes: `run` (`flowsh run`), `script` and `inline` (the script
-`flowsh export --bash [--inline]` writes, run under `env -i PATH=/usr/bin:/bin`). What is
+`flowsh export --bash [--inline]` writes, run under `env -i PATH=/usr/bin:/bin`), and
+`celery` (`flowsh run --executor celery`, each step a task on the real Celery worker that
+test_conformance.py starts for the session; `CELERY` holds how to reach it). What is
 compared is what a user sees: the exit code, each step's last recorded status in the CSV
 log, the files steps wrote, and stderr.
 """
@@ -21,7 +23,11 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
-RUNTIMES = ("run", "script", "inline")
+RUNTIMES = ("run", "script", "inline", "celery")
+# Set by the session's worker fixture: FLOWSH_CELERY_BROKER and FLOWSH_CELERY_QUEUE, and
+# the worker's log (`$WORKER_LOG` in a `before:`; /dev/null on the other runtimes).
+CELERY: dict[str, str] = {}
+CELERY_LOG: list[str] = []
 TIMEOUT = 120
 
 
@@ -100,12 +106,22 @@ class Runner:
         self.script = self.work / "flow.sh"
         self.export_error: subprocess.CompletedProcess[str] | None = None
 
+    def _plugin_env(self) -> dict[str, str]:
+        """No third-party plugin, but for the celery runtime its own (and its worker)."""
+        if self.runtime != "celery":
+            return {"FLOWSH_LOAD_ENTRYPOINTS": "0"}
+        if not CELERY:
+            raise RuntimeError("the celery runtime needs the session's worker (CELERY unset)")
+        return {"FLOWSH_LOAD_ENTRYPOINTS": "1", "FLOWSH_PLUGINS": "celery", **CELERY}
+
     def _flowsh(self, *args: str, extra: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "FLOWSH_HOME": str(self.home), "FLOWSH_LOAD_ENTRYPOINTS": "0",
-               "XDG_CONFIG_HOME": str(self.home / "config"), **self.case.env, **(extra or {})}
-        for name in ("FLOWSH_STATE", "FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS"):
+        env = {**os.environ, "FLOWSH_HOME": str(self.home),
+               "XDG_CONFIG_HOME": str(self.home / "config")}
+        for name in ("FLOWSH_STATE", "FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS",
+                     "FLOWSH_CELERY_BACKEND"):
             env.pop(name, None)
+        env.update({**self._plugin_env(), **self.case.env, **(extra or {})})
         return subprocess.run([sys.executable, "-m", "flowsh", *args], cwd=self.work, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
@@ -125,6 +141,9 @@ class Runner:
             res = self.export_error
         elif self.runtime == "run":
             res = self._flowsh("run", "flow.yaml", *args, extra=extra_env)
+        elif self.runtime == "celery":
+            res = self._flowsh("run", "flow.yaml", "--executor", "celery", *args,
+                               extra=extra_env)
         else:
             env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home),
                    "FLOWSH_HOME": str(self.home), **self.case.env, **extra_env}
@@ -137,16 +156,20 @@ class Runner:
         """This runtime's invocation as shell text: `$RUN` in a case's `before:`."""
         import shlex
 
-        if self.runtime == "run":
-            return (f"env FLOWSH_LOAD_ENTRYPOINTS=0 {shlex.quote(sys.executable)} -m flowsh "
-                    "run flow.yaml")
+        if self.runtime in ("run", "celery"):
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self._plugin_env().items())
+            tail = " --executor celery" if self.runtime == "celery" else ""
+            return f"env {env} {shlex.quote(sys.executable)} -m flowsh run flow.yaml{tail}"
         return (f"env -i PATH=/usr/bin:/bin HOME={shlex.quote(str(self.home))} "
                 f"FLOWSH_HOME={shlex.quote(str(self.home))} bash {shlex.quote(str(self.script))}")
 
     def shell(self, text: str) -> None:
         subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
                        env={**os.environ, "FLOWSH_HOME": str(self.home), "RUN": self.command(),
-                            "PYTHON": sys.executable})
+                            "PYTHON": sys.executable, "WORKER_LOG": self._worker_log()})
+
+    def _worker_log(self) -> str:
+        return CELERY_LOG[0] if self.runtime == "celery" and CELERY_LOG else "/dev/null"
 
     def read(self, rel: str) -> str | None:
         try:

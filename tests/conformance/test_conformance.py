@@ -1,24 +1,33 @@
 """The conformance suite (docs/semantics.md): every case on every runtime it names.
 
-All runs are made once per session, four at a time (they are subprocesses), and each test
-then checks one case on one runtime. A case that does not hold on a runtime fails here with
-what differed; a runtime that refuses a workflow must do it as the case expects (exit 2 and
+All runs are made once per session, six at a time (they are subprocesses), and each test
+then checks one case on one runtime (only the pairs the session selected are run, so
+`-k celery` runs the Celery runtime alone). The `celery` runtime needs Redis on
+127.0.0.1:6379 (db 6, flushed; FLOWSH_CONFORMANCE_REDIS to change it) and starts one real
+worker for the session, stopped at its end. A case that does not hold on a runtime fails
+here with what differed; a runtime that refuses a workflow must do it as the case expects (exit 2 and
 its message), never run it some other way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conformance import harness
 from tests.conformance.harness import RUNTIMES, Case, Result, load_cases, mismatches, run_case
 
 # The first test waits for every run of the session (a few minutes on 2 loaded cores).
@@ -28,11 +37,97 @@ SEMANTICS = ROOT / "docs" / "semantics.md"
 CASES = load_cases()
 PAIRS = [(c, rt) for c in CASES for rt in c.runtimes]
 Outcomes = dict[tuple[str, str], "list[tuple[dict[str, Any], Result]] | BaseException"]
+REDIS = os.environ.get("FLOWSH_CONFORMANCE_REDIS", "redis://127.0.0.1:6379/6")
+# Pool processes of the worker: the suite runs up to six cases at once, some with two steps
+# at once (ORDER-2 needs both running together), and ident-lock-dies-with-runner leaves its
+# killed runner's step asleep on a slot (issue 13). Idle pool processes cost no CPU.
+CELERY_CONCURRENCY = 8
+
+
+def _selected(session: pytest.Session) -> list[tuple[Case, str]]:
+    ids = {item.callspec.id for item in session.items
+           if getattr(item, "originalname", "") == "test_case" and hasattr(item, "callspec")}
+    if any(getattr(item, "originalname", "") == "test_exported_scripts_pass_shellcheck"
+           for item in session.items):
+        ids |= {f"{case}@{rt}" for case in SHELLCHECKED for rt in ("script", "inline")}
+    return [(c, rt) for c, rt in PAIRS if f"{c.id}@{rt}" in ids]
 
 
 @pytest.fixture(scope="session")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcomes, Path]:
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One real worker (flowsh-celery, prefork) on a queue unique to this session."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
+    client.flushdb()
+    client.close()
+    tag = uuid.uuid4().hex[:8]
+    name, queue = f"conformance-{tag}@%h", f"flowsh-conformance-{tag}"
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    env = {**os.environ, "FLOWSH_CELERY_BROKER": REDIS, "FLOWSH_CELERY_QUEUE": queue}
+    env.pop("FLOWSH_CELERY_BACKEND", None)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
+             "-Q", queue, "-n", name, "-c", str(CELERY_CONCURRENCY), "--pool", "prefork",
+             "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(proc, name.replace("%h", os.uname().nodename), queue, log)
+        harness.CELERY.update(FLOWSH_CELERY_BROKER=REDIS, FLOWSH_CELERY_QUEUE=queue)
+        harness.CELERY_LOG[:] = [str(log)]
+        yield
+    finally:
+        harness.CELERY.clear()
+        harness.CELERY_LOG.clear()
+        _stop_worker(proc, name.replace("%h", os.uname().nodename), queue)
+
+
+def _stop_worker(proc: subprocess.Popen[bytes], name: str, queue: str) -> None:
+    """Stop what still runs (a step a killed coordinator left behind) the way flowsh
+    does, TERM then KILL of its group by its pool process, then the worker itself."""
+    from flowsh_celery.app import make_app
+
+    app = make_app(REDIS, REDIS, queue)
+    try:
+        if proc.poll() is None:
+            active = app.control.inspect(destination=[name], timeout=1).active() or {}
+            for task in (t for tasks in active.values() for t in tasks):
+                app.control.revoke(task["id"], terminate=True, signal="SIGTERM")
+    finally:
+        app.close()
+    proc.send_signal(signal.SIGTERM)  # warm shutdown: waits for the tasks revoked above
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], name: str, queue: str, log: Path) -> None:
+    from flowsh_celery.app import make_app
+
+    app = make_app(REDIS, REDIS, queue)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("celery worker exited:\n" + log.read_text())
+            if app.control.ping(destination=[name], timeout=0.5):
+                return
+        raise RuntimeError("celery worker not ready after 60s:\n" + log.read_text())
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Outcomes, Path]:
     base = tmp_path_factory.mktemp("conformance")
+    pairs = _selected(request.session)
+    if any(rt == "celery" for _, rt in pairs):
+        request.getfixturevalue("celery_worker")
 
     def one(pair: tuple[Case, str]) -> tuple[tuple[str, str], Any]:
         case, rt = pair
@@ -46,7 +141,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcomes, Path]:
             return (case.id, rt), exc
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        results = dict(pool.map(one, PAIRS))
+        results = dict(pool.map(one, pairs))
     return results, base
 
 
@@ -87,8 +182,11 @@ def test_exported_scripts_pass_shellcheck(outcomes: tuple[Outcomes, Path]) -> No
 def test_case_ids_are_unique_and_every_runtime_is_exercised() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    # celery: every case but those about exporting or about the `executor:` key itself.
+    floors = {"run": 80, "script": 80, "inline": 80, "celery": 130}
+    assert set(floors) == set(RUNTIMES)
     for rt in RUNTIMES:
-        assert sum(rt in c.runtimes for c in CASES) >= 80, rt
+        assert sum(rt in c.runtimes for c in CASES) >= floors[rt], rt
     for case in CASES:
         assert set(case.runtimes) <= set(RUNTIMES), case.id
         assert case.proves, f"{case.id} proves nothing"

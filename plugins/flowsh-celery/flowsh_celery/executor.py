@@ -110,8 +110,11 @@ class CeleryExecutor:
         self._append_to(request.log_path, "")  # exists from the start, as a local step's
         secrets = list(getattr(self.mask, "values", None) or [])
         try:
+            # argsrepr: what `celery inspect`, events and the worker's debug log show of
+            # the task; the request holds the environment (params, secrets) in clear.
             result = self.app.send_task(
                 TASK_NAME, args=[asdict(request), secrets], queue=self.queue,
+                argsrepr=f"(<flowsh step {request.key}>,)", kwargsrepr="{}",
                 retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
                                           "interval_step": 0.5, "interval_max": 1})
         except Exception as exc:

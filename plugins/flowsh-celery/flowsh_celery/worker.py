@@ -120,6 +120,17 @@ def _tail(path: str, cap: int) -> tuple[str, int]:
     return data.decode("utf-8", "replace"), dropped
 
 
+def _quiet_results() -> None:
+    """Log a task's end without its result: celery's line carries the return value, which
+    holds the step's output and its $FLOWSH_OUTPUT lines, and an output named like a secret
+    (API_TOKEN=...) becomes secret only once written, too late for the worker to mask it:
+    it stayed in the worker's log in clear (SECRET-1)."""
+    from celery.app import trace
+
+    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+
+_quiet_results()
 _broker, _backend, _queue = settings()
 app = make_app(_broker, _backend, _queue)
 
