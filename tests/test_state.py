@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -412,6 +413,31 @@ def test_logs_follow_streams_until_the_run_ends(write_flow: Callable[..., Path],
     out = follow.stdout
     assert "==> talk <==" in out and "line 1\nline 2\nline 3\n" in out
     assert "==> after <==\ndone\n" in out
+
+
+def test_logs_follow_ends_when_the_runner_is_killed(write_flow: Callable[..., Path],
+                                                    tmp_path: Path, cli: Cli) -> None:
+    path = write_flow("""
+        steps:
+          - {name: talk, run: 'echo hello; touch spoke; sleep 60'}
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)])
+    while not (tmp_path / "spoke").exists():
+        assert runner.poll() is None
+        time.sleep(0.05)
+    run_id = json.loads(cli("status", "--json").stdout)["run_id"]
+    follow = subprocess.Popen([sys.executable, "-m", "flowsh", "logs", run_id, "--follow"],
+                              stdout=subprocess.PIPE, text=True)
+    runner.kill()
+    runner.wait()
+    out, _ = follow.communicate(timeout=60)  # it waited for ever before
+    assert follow.returncode == 0 and "hello" in out
+    record = json.loads(cli("status", run_id, "--json").stdout)
+    assert record["status"] == "crashed"
+    orphan = record["steps"]["talk"].get("pid")
+    if orphan:  # the killed runner's step: not this test's to leave behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orphan, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kept", [True, False])

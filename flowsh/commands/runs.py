@@ -237,9 +237,22 @@ def logs_cmd(
             if not follow or run.status != "running":
                 break
             time.sleep(0.5)
-            run = backend.load_run(run.run_id)
+            # A runner killed with -9 never writes its end: the liveness check marks it
+            # crashed, and following stops (it waited for ever).
+            run = _alive_or_crashed(backend, backend.load_run(run.run_id))
     finally:
         backend.close()
+
+
+def _alive_or_crashed(backend: StateBackend, run: RunRecord) -> RunRecord:
+    from flowsh.state import NoSpaceError
+    from flowsh.store import check_liveness
+
+    try:
+        return check_liveness(backend, run)
+    except NoSpaceError:  # a full disk: stop following all the same
+        run.status = "crashed"
+        return run
 
 
 def _print_new(name: str, path: str, positions: dict[str, int], last: list[str], *,
