@@ -21,7 +21,7 @@ from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
 from flowsh.templating import templates_dir
 
-_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
+_SAFE = re.compile(r"[A-Za-z0-9_./:@%+,=-]+\Z")
 
 
 def bash_quote(value: object) -> str:
