@@ -122,6 +122,11 @@ def check_exportable(wf: Workflow) -> None:
     refused for every runtime by the model."""
     from flowsh.config import load_user_config
 
+    # The file's name goes into the script's comments and its FLOWSH_SOURCE_FILE: a line
+    # break there would end a comment and run the rest as code.
+    if wf.path and re.search(r"[\x00-\x1f\x7f]", str(wf.path)):
+        raise UsageError(f"{str(wf.path)!r}: a workflow path with a control character (a "
+                         "line break...) cannot be named in an exported script; rename it")
     _check_names(wf)
 
     # `state` from the user config is flowsh's own store, not a key of this file.
