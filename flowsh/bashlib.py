@@ -251,7 +251,7 @@ def state_capture(guard: str, refs: Sequence[str]) -> str:
 
 # --- checking that called functions exist ------------------------------------------------
 
-_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_:.-]*\Z")
 _KEYWORDS = frozenset([
     "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until",
     "do", "done", "in", "function", "time", "coproc", "{", "}", "!", "[[", "]]",

@@ -21,7 +21,7 @@ from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
 from flowsh.templating import templates_dir
 
-_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
+_SAFE = re.compile(r"[A-Za-z0-9_./:@%+,=-]+\Z")
 
 
 def bash_quote(value: object) -> str:
@@ -80,11 +80,54 @@ def definition_hash(wf: Workflow, extra: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Names the exported script cannot hand to a step (REFUSE-6): bash keeps them readonly
+# (UID, EUID, PPID, BASHOPTS, SHELLOPTS), ignores an assignment to them (GROUPS, FUNCNAME,
+# PIPESTATUS, DIRSTACK, BASHPID, HISTCMD, LINENO) or gives them a value of its own each time
+# they are read (RANDOM, SRANDOM, SECONDS, EPOCHSECONDS, EPOCHREALTIME); BASH_* are bash's own
+# (BASH_ENV, BASH_XTRACEFD... change the shell that reads them), and __flowsh* are the guard's
+# names inside a step. flowsh run hands them to the step's environment as they are; REPLY,
+# IFS, FUNCNEST, OPTIND, OPTARG, PATH... are carried by both runtimes (the script sets them
+# in the step's process only, never in its own shell).
+UNCARRIED = re.compile(
+    r"(?:UID|EUID|PPID|GROUPS|LINENO|FUNCNAME|PIPESTATUS|DIRSTACK|BASHOPTS|SHELLOPTS|BASHPID"
+    r"|RANDOM|SRANDOM|SECONDS|EPOCHSECONDS|EPOCHREALTIME|HISTCMD|BASH_\w*|__flowsh\w*)\Z")
+
+
+def _check_names(wf: Workflow) -> None:
+    """REFUSE-6: a param or env name the script cannot carry, FILE:LINE naming the key."""
+    from flowsh.loader import Positions
+
+    text = None
+    if wf.path and Path(wf.path).suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            text = Path(wf.path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+    places: list[tuple[str, tuple[str | int, ...]]] = [
+        *((k, ("params", k)) for k in (*wf.params, *getattr(wf, "required_params", ()))),
+        *((k, ("env", k)) for k in wf.env),
+        *((k, ("steps", i, "env", k)) for i, s in enumerate(wf.steps) for k in s.env),
+    ]
+    for name, loc in places:
+        if UNCARRIED.match(name):
+            what = ".".join(str(x) for x in loc)
+            raise Positions(Path(wf.path) if wf.path else None, text).error(
+                f"key {what!r}: the exported script cannot hand {name} to a step (bash keeps "
+                "it for itself: readonly, special or bash's own); rename it", loc, key=True)
+
+
 def check_exportable(wf: Workflow) -> None:
-    """What the exported script cannot honour is refused here (docs/semantics.md, REFUSE-1
-    and REFUSE-2), never exported to behave some other way. FLOWSH_* names are refused
-    for every runtime by the model."""
+    """What the exported script cannot honour is refused here (docs/semantics.md, REFUSE-1,
+    REFUSE-2 and REFUSE-6), never exported to behave some other way. FLOWSH_* names are
+    refused for every runtime by the model."""
     from flowsh.config import load_user_config
+
+    # The file's name goes into the script's comments and its FLOWSH_SOURCE_FILE: a line
+    # break there would end a comment and run the rest as code.
+    if wf.path and re.search(r"[\x00-\x1f\x7f]", str(wf.path)):
+        raise UsageError(f"{str(wf.path)!r}: a workflow path with a control character (a "
+                         "line break...) cannot be named in an exported script; rename it")
+    _check_names(wf)
 
     # `state` from the user config is flowsh's own store, not a key of this file.
     if wf.state and wf.state != load_user_config().get("state"):
@@ -298,6 +341,9 @@ def bash_context(
         "required": [k for k, v in params.items() if v is None],
         "secrets": sorted(secrets),
         "secret_pattern": SECRET_NAME.pattern,
+        # The same names, refused in the env_file and as outputs when the script runs.
+        "uncarried_pattern": "^" + UNCARRIED.pattern.replace("(?:", "(").replace(
+            "\\w", "[A-Za-z0-9_]")[:-2] + "$",
         "wf_env": {k: v for k, v in wf.env.items() if k not in secrets},
         "secret_env": list(dict.fromkeys(
             [*(k for k in wf.env if k in secrets), *(k for s in steps for k in s["secret_env"])]

@@ -31,7 +31,8 @@ def step_prelude(refs: Sequence[str]) -> str:
     return "\n".join([
         'eval "$FLOWSH_GUARD"',
         "__flowsh_keep=",
-        '[ -z "${FLOWSH_PRECEDENCE-}" ] || '
+        # Only with a name in it: `declare -p` of nothing prints every variable.
+        '[[ ${FLOWSH_PRECEDENCE-} != *[![:space:]]* ]] || '
         "__flowsh_keep=$(declare -p $FLOWSH_PRECEDENCE 2>/dev/null)",
         'eval "${FLOWSH_LIBRARY_STATE-}"',
         "__flowsh_defs=1",

@@ -389,6 +389,9 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
                                 "not starting with a digit)")
             raise refuse(n, "not an assignment (NAME=value expected)")
         name, rest = m.group(1), m.group(2)
+        if name.upper().startswith("FLOWSH_"):
+            # ENV-3: the runner's own names (the exported script's runner read them too).
+            raise refuse(n, f"{name}: names starting with FLOWSH_ are reserved for flowsh")
         val: list[str] = []
         while rest:
             m = _ENV_PLAIN.match(rest)

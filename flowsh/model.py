@@ -23,8 +23,8 @@ from pydantic import (
 
 from flowsh.durations import DURATION_PATTERN, parse_duration
 
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-STEP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # Names whose values are masked everywhere flowsh writes or shows them.
 # Also any name ending in KEY as a word (SSH_KEY, MASTER_KEY): SECRET-1 says `*_KEY`. The
 # exported script uses the same pattern (bash ERE, on the upper-cased name).
