@@ -88,8 +88,9 @@ def test_init_from_without_main_makes_one_step_per_function(tmp_path: Path) -> N
 def test_init_help_says_what_from_does() -> None:
     r = run_cli("init", "--help", env={"COLUMNS": "200"})
     text = " ".join(r.stdout.split())
-    assert "one step per function its `main` calls, in that order" in text
-    assert "per function it defines, when it has no `main`" in text
+    assert ("one step per function its entry point calls (`main`, or whatever function its "
+            "last line calls), in that order") in text
+    assert "per function it defines, when it has none" in text
 
 
 def test_init_from_keeps_what_mains_statements_mean(tmp_path: Path) -> None:
