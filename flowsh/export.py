@@ -41,7 +41,8 @@ def seconds(value: float | None) -> str:
     """`0.2`, `90`: a duration as timeout(1) and sleep(1) read it ('0' = none)."""
     if not value:
         return "0"
-    return f"{value:.3f}".rstrip("0").rstrip(".")
+    # A positive duration never rounds to "0", which timeout(1) reads as "no limit".
+    return f"{max(value, 0.001):.3f}".rstrip("0").rstrip(".")
 
 
 def environment() -> Any:
@@ -137,6 +138,16 @@ def check_exportable(wf: Workflow) -> None:
         key = "executor" if wf.executor != "local" else "executor_options"
         raise UsageError(f"{wf.path}: key {key!r}: the exported script runs its steps "
                          "locally; remove it to export this workflow")
+    # A command channel's `env` would be written into the script's text (REFUSE-3's rule
+    # for secrets): a secret-looking one must come from the script's environment instead.
+    secret = wf.secret_names()
+    for chan in _channels(wf)[0]:
+        for name in chan["env"]:
+            if name in secret or SECRET_NAME.search(name):
+                raise UsageError(
+                    f"{wf.path}: key 'notify.channels.{chan['name']}.env.{name}': a secret "
+                    "would be written into the exported script's text; remove it and export "
+                    f"{name} in the script's environment (the channel's command sees it)")
 
 
 @dataclass

@@ -35,6 +35,9 @@ SECRET_NAME = re.compile(
 # Bounds on counts (docs/reference.md): beyond them a value is a typo, not a plan.
 MAX_RETRIES = 1000
 MAX_CONCURRENCY = 10000
+# A step's name makes file names (`<step>.secret-outputs.json` is 20 more): under the 255
+# bytes a file name may have, with room to spare.
+MAX_STEP_NAME = 128
 
 
 def _shell_named(value: str | None) -> str | None:
@@ -157,6 +160,9 @@ class Step(_Frozen):
     def _name(cls, v: str) -> str:
         if not STEP_NAME.match(v):
             raise ValueError(f"step name {v!r} may hold only letters, digits, '_', '.', '-'")
+        if len(v) > MAX_STEP_NAME:
+            raise ValueError(f"step name {v[:20]}... is {len(v)} characters long; at most "
+                             f"{MAX_STEP_NAME}")
         return v
 
     @field_validator("env")
