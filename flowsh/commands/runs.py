@@ -143,7 +143,11 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
         lines = tail_lines(rec.log_path)
         out.append("")
         if lines is None:
-            out.append(f"{rec.name}: log {rec.log_path} is gone (deleted or pruned)")
+            # A log is created at a step's first output: with its run's directory still
+            # there, a missing one most likely means the step printed nothing.
+            why = ("the step printed nothing, or the log was deleted"
+                   if os.path.isdir(os.path.dirname(rec.log_path)) else "deleted or pruned")
+            out.append(f"{rec.name}: no log at {rec.log_path} ({why})")
             continue
         if not lines:
             out.append(f"{rec.name}: no output (log {rec.log_path})")
