@@ -542,7 +542,7 @@ class Engine:
         rec.status, rec.message = SKIPPED, why
         self._record_finished(rec)
 
-    def _step_env(self, step: Step, rec: StepRecord) -> dict[str, str]:
+    def _step_env(self, step: Step, rec: StepRecord, attempt: int) -> dict[str, str]:
         env = dict(self.env)
         for dep in self.graph.needs[step.name]:
             env.update(self.exports.get(dep, {}))
@@ -557,18 +557,20 @@ class Engine:
             FLOWSH_RUN_ID=self.run.run_id,
             FLOWSH_WORKFLOW=self.wf.name,
             FLOWSH_STEP=step.name,
-            FLOWSH_ATTEMPT=str(rec.attempts),
+            FLOWSH_ATTEMPT=str(attempt),
             FLOWSH_OUTPUT=str(out_path),
         )
         return env
 
     def _start(self, step: Step, rec: StepRecord) -> None:
-        rec.attempts += 1
-        env = self._step_env(step, rec)
+        # The attempt counts once the step starts (or its `if:` test fails); the test sees
+        # the number of the attempt it decides on (IF-4).
+        env = self._step_env(step, rec, rec.attempts + 1)
         cwd = step_cwd(self.wf, step)
         if step.if_ is not None:
             self._start_condition(step, rec, env, cwd)
             return
+        rec.attempts += 1
         self._launch(step, rec, env, cwd)
 
     def _launch(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
@@ -613,9 +615,13 @@ class Engine:
     # and timeout, its leftovers are stopped, an interrupt stops it, and its pid is
     # recorded so that a resume after a crash stops it before anything runs again.
 
+    def _condition_log(self, name: str) -> Path:
+        # `@` is in no step name: `a`'s test never meets the log of a step named `a.if`.
+        return self.run_dir / f"{name}@if.log"
+
     def _start_condition(self, step: Step, rec: StepRecord, env: dict[str, str],
                          cwd: Path) -> None:
-        out = self.run_dir / f"{step.name}.if.log"
+        out = self._condition_log(step.name)
         out.unlink(missing_ok=True)
         key = IF_KEY + step.name
         self.running.add(key)
@@ -625,11 +631,14 @@ class Engine:
             key=key,
             argv=[*shell, "-c", step.if_ or "true"],
             cwd=str(cwd),
-            env=env,
+            # What a test writes to $FLOWSH_OUTPUT is no output of the step (IF-2: its
+            # stdout goes nowhere, its stderr to the log).
+            env={**env, "FLOWSH_OUTPUT": os.devnull},
             log_path=str(out),
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
             echo=False,
+            discard_stdout=True,
         ))
         if rec.pid is not None:
             self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
@@ -639,7 +648,7 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         env, cwd = self.pending_launch.pop(name)
         rec.pid = None
-        out = self.run_dir / f"{name}.if.log"
+        out = self._condition_log(name)
         try:
             with out.open("rb") as fh:  # masked as written, by the executor
                 fh.seek(max(0, out.stat().st_size - 16384))
@@ -647,18 +656,18 @@ class Engine:
         except OSError:
             err = ""
         out.unlink(missing_ok=True)
-        if outcome.interrupted:
-            rec.attempts -= 1  # the step itself never started
+        if outcome.interrupted:  # the step itself never started: no attempt counted
             rec.status, rec.message = INTERRUPTED, "interrupted during its `if` test"
             rec.ended_at = time.time()
             self.failed = True
             self._record_finished(rec)
         elif outcome.ok:
+            rec.attempts += 1
             self._launch(step, rec, env, cwd)
         elif outcome.exit_code == 1 and not outcome.signal and not outcome.error:
-            rec.attempts -= 1
             self._skip(rec, "condition false")
         else:
+            rec.attempts += 1  # a broken test fails the step: that attempt counts
             code = None if outcome.signal or outcome.error else outcome.exit_code
             self._condition_failed(step, rec, self.run_dir / f"{name}.log", code,
                                    outcome.signal, err or (outcome.error or ""),

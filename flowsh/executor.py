@@ -30,6 +30,7 @@ class StepRequest:
     stdin: str | None = None  # a file to read stdin from; /dev/null otherwise
     keep_children: bool = False  # a normal exit does not stop what the step left running
     echo: bool = True  # pass output lines to on_output (an `if:` test's are only logged)
+    discard_stdout: bool = False  # stdout to /dev/null, only stderr logged (an `if:` test)
 
 
 @dataclass

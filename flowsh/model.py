@@ -287,6 +287,9 @@ class Workflow(_Frozen):
     def _wf_name(cls, v: str) -> str:
         if not STEP_NAME.match(v):
             raise ValueError(f"workflow name {v!r} may hold only letters, digits, '_', '.', '-'")
+        if len(v) > MAX_STEP_NAME:  # it names files (the lock, the script's checkpoint) too
+            raise ValueError(f"workflow name {v[:20]}... is {len(v)} characters long; at "
+                             f"most {MAX_STEP_NAME}")
         return v
 
     @field_validator("params")

@@ -140,8 +140,8 @@ class LocalExecutor:
                 cwd=request.cwd,
                 env={**request.env, TOKEN_VAR: token},
                 stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.DEVNULL if request.discard_stdout else subprocess.PIPE,
+                stderr=subprocess.PIPE if request.discard_stdout else subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -166,8 +166,9 @@ class LocalExecutor:
         job = _Job(req=request, proc=proc, started=now, token=token)
         if request.timeout:
             job.deadline = now + request.timeout
-        assert proc.stdout is not None
-        job.pipe = proc.stdout.fileno()
+        stream = proc.stderr if request.discard_stdout else proc.stdout
+        assert stream is not None
+        job.pipe = stream.fileno()
         os.set_blocking(job.pipe, False)
         self._sel.register(job.pipe, selectors.EVENT_READ, ("out", job))
         if _HAS_PIDFD:
@@ -368,8 +369,10 @@ class LocalExecutor:
             self._emit_lines(job, [job.partial])
             job.partial = b""
         self._sel.unregister(job.pipe)
-        assert job.proc is not None and job.proc.stdout is not None
-        job.proc.stdout.close()
+        assert job.proc is not None
+        stream = job.proc.stderr if job.req.discard_stdout else job.proc.stdout
+        assert stream is not None
+        stream.close()
         job.pipe = None
         if job.exit_status is not None:
             self._finish(job)

@@ -275,3 +275,22 @@ def test_two_resumes_of_one_run_never_run_it_twice(write_flow, home):
     # a once and b once per run: the stale resume did not run the finished run's steps
     assert (flow.parent / "runs").read_text() == "a\nb\na\nb\n"
     backend.close()
+
+
+def test_an_if_test_never_touches_the_log_of_a_step_named_like_it(write_flow, home):
+    """Step `a`'s test and step `a.if` each keep their own log (red team rt10b #1: the
+    test wrote `a.if.log`, then deleted it)."""
+    from flowsh.engine import RunOptions, run_workflow
+    from flowsh.loader import load_workflow
+
+    flow = write_flow("""
+        steps:
+          - {name: a.if, run: "echo from-a.if"}
+          - {name: a, if: "echo test-says >&2; exit 3", run: "true"}
+    """)
+    run = run_workflow(load_workflow(flow), RunOptions())
+    assert run.steps["a.if"].status == "succeeded" and run.steps["a"].status == "failed"
+    log = home / "runs" / run.run_id / "a.if.log"
+    assert log.read_text() == "from-a.if\n"
+    assert "test-says" in (run.steps["a"].message or "")
+    assert "from-a.if" not in (run.steps["a"].message or "")
