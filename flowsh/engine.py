@@ -255,9 +255,14 @@ class Engine:
         stopped first, as a resume would (flowsh wrap from cron is always a new run)."""
         from flowsh.store import check_liveness
 
-        for old in self.backend.list_runs(self.wf.identity, statuses=frozenset({RUNNING})):
+        # Crashed ones too: `--resume` may have marked the run crashed, then chosen to start
+        # afresh (a cron tick whose file lost a step), with the dead runner's steps running.
+        for old in self.backend.list_runs(self.wf.identity, limit=5,
+                                          statuses=frozenset({RUNNING, CRASHED})):
             run = check_liveness(self.backend, old)
             if run.status != RUNNING:
+                if not run.steps:
+                    run = self.backend.load_run(run.run_id)
                 self._stop_orphans(run, new_run=True)
 
     def _stop_orphans(self, prior: RunRecord, *, new_run: bool = False) -> None:

@@ -10,10 +10,13 @@ has its own timeout); what is still busy after `DRAIN_LIMIT` is named on stderr 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,10 +94,36 @@ class Dispatcher:
             self._busy = None
 
     def close(self, limit: float = DRAIN_LIMIT) -> None:
-        """Wait for every event emitted so far to be handled (at most ``limit`` seconds)."""
+        """Wait for every event emitted so far to be handled (at most ``limit`` seconds).
+
+        SIGTERM or SIGINT meanwhile stops the wait (exit 130, TIME-2): the run's record is
+        final already; what the plugins had not done is said on stderr."""
         self._queue.put(_STOP)
         start = time.monotonic()
-        self._thread.join(limit)
+        with _interruptible():
+            try:
+                self._thread.join(limit)
+            except KeyboardInterrupt:
+                plugins.warn(f"interrupted while plugins handled {self._busy or 'the run end'}"
+                             " (alerts may not have gone out)")
+                raise
         if self._thread.is_alive():
             plugins.warn(f"a plugin was still handling {self._busy or 'an event'} "
                          f"{time.monotonic() - start:.0f}s after the run ended; not waiting")
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM and SIGHUP as SIGINT (KeyboardInterrupt: exit 130), in the main thread."""
+    def stop(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

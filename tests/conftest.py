@@ -59,6 +59,9 @@ def emit_event(event: str, *, run: Any, workflow: Any, **kwargs: Any) -> None:
     ctx = RunContext(run=run, workflow=workflow, masker=Masker.for_workflow(workflow),
                      run_dir=Path(os.environ["FLOWSH_HOME"]) / "runs" / run.run_id)
     plugins.emit(event, ctx=ctx, run=run, workflow=workflow, **kwargs)
+    from flowsh.builtin import alerts
+
+    alerts.wait_sent(ctx)  # alerts go out on threads of their own; the test reads them now
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -134,3 +134,87 @@ def test_every_api_name_resolves():
 
     missing = [n for n in api.__all__ if getattr(api, n, None) is None]
     assert not missing
+
+
+def _wait_file(path: Path, proc: Any = None, seconds: float = 60) -> str:
+    import time
+
+    end = time.monotonic() + seconds
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < end, f"{path} never written"
+        assert proc is None or proc.poll() is None, "the runner ended first"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def test_slow_alerts_go_out_side_by_side_and_the_critical_one_is_not_lost(write_flow, tmp_path):
+    """Red team rt11b #1: one 6 s alert after another (3 retries + run_failed) held the CSV
+    log behind them and the run_failed alert was dropped at the 120 s drain limit."""
+    import time
+
+    flow = write_flow(f"""
+        notify:
+          channels:
+            slow: {{type: command, run: 'sleep 6; echo "$FLOWSH_ALERT_EVENT" >> {tmp_path}/alerts', timeout: 30s}}
+          events: {{step_retry: warning, run_failed: critical}}
+          routes: {{warning: [slow], critical: [slow]}}
+        steps:
+          - {{name: a, run: "false", retries: 3, retry_delay: 0, jitter: 0}}
+    """)
+    start = time.monotonic()
+    run = run_workflow(load_workflow(flow), RunOptions())
+    took = time.monotonic() - start
+    assert run.exit_code == 1
+    assert sorted((tmp_path / "alerts").read_text().split()) == [
+        "run_failed", "step_retry", "step_retry", "step_retry"]
+    assert took < 18, took  # side by side: ~6 s; one after another it was 24 s
+
+
+def test_a_command_alert_never_outlives_its_limit_or_a_killed_runner(write_flow, tmp_path):
+    """rt11b #2: kill -9 of the runner while an alert runs left the command running for
+    ever (its timeout was the runner's to enforce)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_dead
+
+    flow = write_flow(f"""
+        notify:
+          channels:
+            hang: {{type: command, run: 'echo $$ > {tmp_path}/notifier.pid; exec sleep 1000', timeout: 3s}}
+          routes: {{critical: [hang]}}
+          events: {{run_failed: critical}}
+        steps: [{{name: a, run: "false"}}]
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "flowsh", "run", str(flow), "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    notifier = int(_wait_file(tmp_path / "notifier.pid", runner))
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    assert wait_dead(notifier, 30)  # timeout(1) ends it at its 3 s limit
+
+
+def test_sigterm_while_alerts_go_out_exits_130(write_flow, tmp_path):
+    """rt11b #3: TERM during the end-of-run drain killed flowsh with 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    flow = write_flow(f"""
+        notify:
+          channels:
+            slow: {{type: command, run: 'echo $$ > {tmp_path}/notifier.pid; sleep 20', timeout: 30s}}
+          routes: {{critical: [slow]}}
+          events: {{run_failed: critical}}
+        steps: [{{name: a, run: "false"}}]
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "flowsh", "run", str(flow), "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_file(tmp_path / "notifier.pid", runner)
+    os.kill(runner.pid, signal.SIGTERM)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert "alerts may not have gone out" in err

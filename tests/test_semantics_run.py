@@ -294,3 +294,36 @@ def test_an_if_test_never_touches_the_log_of_a_step_named_like_it(write_flow, ho
     assert log.read_text() == "from-a.if\n"
     assert "test-says" in (run.steps["a"].message or "")
     assert "from-a.if" not in (run.steps["a"].message or "")
+
+
+def test_a_new_run_stops_the_steps_of_a_run_already_marked_crashed(write_flow, tmp_path):
+    """rt11b #4: `--resume` marks a dead runner's run crashed, then (a cron tick whose file
+    lost a step) starts afresh: the crashed run's still-running step must be stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import alive, run_cli, wait_dead
+
+    flow = write_flow(f"""
+        steps:
+          - {{name: s, run: "[ -e {tmp_path}/first ] && exit 0; touch {tmp_path}/first; echo $$ > {tmp_path}/pid; sleep 60"}}
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "flowsh", "run", str(flow), "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "pid"
+    end = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < end and runner.poll() is None
+        time.sleep(0.05)
+    orphan = int(pid_file.read_text())
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    assert run_cli("history").returncode == 0  # marks the run crashed
+    assert alive(orphan)
+    res = run_cli("run", str(flow))
+    assert res.returncode == 0, res.stderr
+    assert "stopped it before starting a new run" in res.stderr
+    assert wait_dead(orphan)

@@ -44,10 +44,26 @@ def alert_for(event: str, run: RunRecord, workflow: Workflow, notify: Notify, *,
     )
 
 
-def send(alert: Alert | None, ctx: RunContext) -> list[Outcome]:
+def send(alert: Alert | None, ctx: RunContext) -> None:
+    """Send on a thread of its own: a slow channel delays neither the run's other plugins
+    (the CSV and JSONL logs share the event thread) nor the alerts after it (a critical
+    run_failed behind four slow step_retry warnings). Each channel is bounded by its own
+    timeout; the run's end waits for them all (`wait_sent`)."""
     if alert is None:
-        return []
+        return
+    thread = threading.Thread(target=_dispatch, args=(alert, ctx), daemon=True,
+                              name=f"flowsh-alert-{alert.event}")
+    ctx.slot("alerts").setdefault("sending", []).append(thread)
+    thread.start()
+
+
+def _dispatch(alert: Alert, ctx: RunContext) -> list[Outcome]:
     return dispatch(alert, ctx.notify, masker=ctx.masker)
+
+
+def wait_sent(ctx: RunContext) -> None:
+    for thread in ctx.slot("alerts").pop("sending", []):
+        thread.join()
 
 
 def _failed_step(run: RunRecord, workflow: Workflow) -> StepRecord | None:
@@ -127,8 +143,10 @@ def flowsh_run_finished(ctx: RunContext) -> None:
     if run.status == SUCCEEDED:
         send(alert_for("run_succeeded", run, workflow, ctx.notify,
                        message=f"run {run.run_id} succeeded"), ctx)
+        wait_sent(ctx)
         return
     if run.status not in (FAILED, INTERRUPTED, CRASHED):
+        wait_sent(ctx)
         return
     failed = _failed_step(run, workflow)
     what = "was interrupted" if run.status == INTERRUPTED else "failed"
@@ -139,3 +157,4 @@ def flowsh_run_finished(ctx: RunContext) -> None:
         if failed is None:
             alert.exit_code = run.exit_code
     send(alert, ctx)
+    wait_sent(ctx)

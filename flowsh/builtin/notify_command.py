@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess  # already loaded by the CLI (sh, process.py)
 from typing import TYPE_CHECKING, Any
@@ -38,9 +39,15 @@ class CommandNotifier:
         self.timeout = channel_timeout(channel, config)
 
     def send(self, alert: Alert) -> None:
-        env = {**os.environ, **self.env, **alert.env()}
+        # FLOWSH_RUN_ID: a resume or the next run stops what a dead runner's alert left
+        # (as for its steps); timeout(1) holds the channel's limit even if flowsh dies.
+        env = {**os.environ, **self.env, **alert.env(), "FLOWSH_RUN_ID": alert.run_id}
+        argv = [self.shell, "-c", self.run]
+        limiter = shutil.which("timeout")
+        if limiter:
+            argv = [limiter, "-k", "2", f"{self.timeout:g}", *argv]
         proc = subprocess.Popen(
-            [self.shell, "-c", self.run],
+            argv,
             cwd=alert.workdir,
             env=env,
             stdin=subprocess.PIPE,
