@@ -14,9 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-# With the conformance suite's celery runtime: both pip-install the plugin (two installs at
-# once remove each other's files) and start workers; one xdist worker runs them in turn.
-pytestmark = pytest.mark.xdist_group("conformance")
+# It pip-installs into this interpreter: alone, after the rest (scripts/test).
+pytestmark = pytest.mark.serial
 
 PLUGIN = ROOT / "plugins" / "flowsh-celery"
 

@@ -21,6 +21,10 @@ from tests.notify_servers import (  # noqa: F401 (fixtures)
     http_server_fixture,
 )
 
+# It pip-installs into this interpreter, which every flowsh process started meanwhile would
+# see: alone, after the rest (scripts/test).
+pytestmark = pytest.mark.serial
+
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],

@@ -56,10 +56,14 @@ class CommandNotifier:
             start_new_session=True,  # its own group, so a timeout kills its children too
         )
         try:
-            _, err = proc.communicate(alert.to_json().encode(), timeout=self.timeout)
+            # timeout(1) ends it first (124, or 137 after its own KILL); this is the backstop
+            # where there is no timeout(1).
+            _, err = proc.communicate(alert.to_json().encode(), timeout=self.timeout + 3)
         except subprocess.TimeoutExpired:
             _kill(proc)
             raise TimeoutError(f"command timed out after {self.timeout:g}s") from None
+        if limiter and proc.returncode in (124, 137):
+            raise TimeoutError(f"command timed out after {self.timeout:g}s")
         if proc.returncode != 0:
             tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             raise RuntimeError(f"command exited {proc.returncode}: {tail[0]}".rstrip(": "))

@@ -58,7 +58,13 @@ def _selected(session: pytest.Session) -> list[tuple[Case, str]]:
 @pytest.fixture(scope="session")
 def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One real worker (flowsh-celery, prefork) on a queue unique to this session."""
+    import importlib.util
+
     import redis
+
+    if importlib.util.find_spec("flowsh_celery") is None:
+        pytest.fail("the celery runtime needs plugins/flowsh-celery installed: scripts/test "
+                    "does it (pip install --no-deps -e plugins/flowsh-celery)")
 
     client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
     client.flushdb()

@@ -101,7 +101,7 @@ def test_timeout_gives_124_and_kills_the_steps_group_on_the_worker(
         kill_grace: 0.2s
         steps:
           - name: slow
-            timeout: 1s
+            timeout: 4s  # time for a loaded machine to start bash and write the pids
             run: |
               sleep 300 &
               echo $! > {tmp_path}/child.pid
