@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from flowsh.errors import EXIT_LOCKED, FlowshError, LockHeldError, StateError
+from flowsh.monitorfiles import make_parent
 
 if TYPE_CHECKING:
     from flowsh.engine import Reporter
@@ -42,10 +43,14 @@ def open_log(path: Path) -> IO[bytes]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Under $FLOWSH_HOME (`schedule add` puts it in cron/) no directory on the way may be
+        # a link either (docs/state.md).
+        make_parent(path)
         # O_NONBLOCK: a FIFO at FILE would otherwise hang the job until someone reads it.
         fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and exc.strerror and "flowsh" in exc.strerror:
+            raise StateError(f"--log {path}: {exc.strerror}") from None  # a linked directory
         if exc.errno == errno.ELOOP:
             raise StateError(f"--log {path}: is a symbolic link; give the file itself") from None
         if exc.errno == errno.ENXIO:

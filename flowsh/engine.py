@@ -719,8 +719,11 @@ class Engine:
                 # record keeps them masked; steps downstream get the real values.
                 secret = {k: v for k, v in outputs.items()
                           if k in self.secret_names or SECRET_NAME.search(k)}
-                self.mask.add(secret.values())
-                save_secret_outputs(self.run_dir, name, secret)
+                if secret:
+                    self.mask.add(secret.values())
+                    save_secret_outputs(self.run_dir, name, secret)
+                    # The step may have printed them before they were known to be secret.
+                    _remask_log(self.run_dir / f"{name}.log", self.mask)
             rec.outputs = self.mask.mapping(outputs, self.secret_names) if outputs else {}
             rec.status = SUCCEEDED
             rec.message = None
@@ -796,6 +799,28 @@ class Engine:
                 (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         self.reporter.run_finished(run)
         self.events.emit("flowsh_run_finished")
+
+
+def _remask_log(path: Path, mask: Masker) -> None:
+    """Rewrite a step's log with the secrets known now masked (atomically: temp + rename)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return
+    text = data.decode("utf-8", "surrogateescape")
+    masked = "\n".join(mask(line) for line in text.split("\n"))
+    if masked == text:
+        return
+    tmp = path.with_name(path.name + ".mask")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(masked.encode("utf-8", "surrogateescape"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        plugins.warn(f"cannot mask the secret outputs in {path}: {exc.strerror or exc}")
 
 
 def _append_log(path: Path, text: str) -> None:

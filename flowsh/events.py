@@ -102,7 +102,11 @@ class Dispatcher:
         start = time.monotonic()
         with _interruptible():
             try:
-                self._thread.join(limit)
+                self._thread.join(min(limit, 2.0))
+                if self._thread.is_alive():  # a person at a terminal sees why it waits
+                    plugins.warn(f"waiting for plugins to finish {self._busy or 'the run end'}"
+                                 " (alerts going out; Ctrl-C to stop waiting)")
+                    self._thread.join(max(0.0, limit - 2.0))
             except KeyboardInterrupt:
                 plugins.warn(f"interrupted while plugins handled {self._busy or 'the run end'}"
                              " (alerts may not have gone out)")

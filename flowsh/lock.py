@@ -6,6 +6,7 @@ process dies, however it dies, so a crash never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -45,8 +46,12 @@ def workflow_lock(name: str, overlap: str, timeout: float | None = None) -> Iter
         return
     path = ensure_private_dir(flowsh_home() / "locks") / f"{name}.lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # O_NOFOLLOW: a link planted there would have `note` overwrite its target.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{path}: is a symbolic link; flowsh does not follow links under "
+                             "its state directory (O_NOFOLLOW)") from None
         raise StateError(f"{path}: cannot open lock file: {exc.strerror}") from None
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -79,7 +84,14 @@ def hold_runner_lock(run_dir: Path) -> int | None:
     None when another process holds it: that run is being run (resumed) right now, and two
     runners of one run would run its steps twice.
     """
-    fd = os.open(run_dir / "runner.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    path = run_dir / "runner.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{path}: is a symbolic link; flowsh does not follow links under "
+                             "its state directory (O_NOFOLLOW)") from None
+        raise StateError(f"{path}: cannot open lock file: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

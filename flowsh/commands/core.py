@@ -277,8 +277,8 @@ def retry_cmd(
     run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
     check_workflow(wf, {}, given=run.params)
-    if run.status == RUNNING:
-        raise UsageError(f"run {run.run_id} is still running (pid {run.pid})")
+    if run.status == RUNNING:  # 75, as resume says it
+        raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid})")
     names = {s.name for s in wf.steps}
     for s in step:
         if s not in names:

@@ -26,11 +26,13 @@ def flowsh_register_commands(app: typer.Typer) -> None:
         from flowsh.monitorfiles import atomic_write
         from flowsh.report import generate
         from flowsh.stats import load_history
-        from flowsh.store import open_backend
+        from flowsh.store import check_liveness, open_backend
 
         backend = open_backend(state)
         try:
             run = backend.load_run(run_id)
+            # A dead runner's run is `crashed`, as status says it.
+            run = check_liveness(backend, run, read_only=True)
             past = load_history(backend, run.workflow, limit=history, exclude=run.run_id)
             # Only runs that started before this one are its history.
             past = [r for r in past if r.started_at <= run.started_at]

@@ -249,14 +249,9 @@ def logs_cmd(
 
 
 def _alive_or_crashed(backend: StateBackend, run: RunRecord) -> RunRecord:
-    from flowsh.state import NoSpaceError
     from flowsh.store import check_liveness
 
-    try:
-        return check_liveness(backend, run)
-    except NoSpaceError:  # a full disk: stop following all the same
-        run.status = "crashed"
-        return run
+    return check_liveness(backend, run, read_only=True)
 
 
 def _print_new(name: str, path: str, positions: dict[str, int], last: list[str], *,
