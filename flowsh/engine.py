@@ -439,7 +439,9 @@ class Engine:
                 for key, outcome in self.executor.wait(timeout):
                     self._on_outcome(key, outcome)
             elif timeout:
-                self._sleep(timeout, intr)
+                # In slices: a long retry backoff must not starve the heartbeat that tells
+                # other hosts this runner lives (store.check_liveness, STALE_AFTER).
+                self._sleep(min(timeout, HEARTBEAT_EVERY), intr)
             self._beat()
 
     def _sleep(self, seconds: float, intr: _Interrupt) -> None:

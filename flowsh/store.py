@@ -60,9 +60,15 @@ def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = F
         return run
     full = backend.load_run(run.run_id) if not run.steps else run
     full.status = CRASHED
+    # Its last sign of life, so "took" stops growing (the runner never wrote an end).
+    last = max([full.heartbeat or 0, full.started_at or 0,
+                *(r.started_at or 0 for r in full.steps.values()),
+                *(r.ended_at or 0 for r in full.steps.values())])
+    full.ended_at = full.ended_at or last or None
     ended = [rec for rec in full.steps.values() if rec.status in (STEP_RUNNING, RETRYING)]
     for rec in ended:
         rec.status, rec.message = INTERRUPTED, "the runner died (crash)"
+        rec.ended_at = rec.ended_at or full.ended_at
     try:
         for rec in ended:
             backend.save_step(full, rec)

@@ -93,3 +93,39 @@ def test_a_secret_output_printed_by_its_step_is_masked_in_its_log(write_flow, ho
     leaks = [p for p in home.rglob("*") if p.is_file() and b"pw-S3CR3T" in p.read_bytes()]
     # Only the 0600 file a resume reads it back from (SECRET-2), gone once the run succeeds.
     assert [p.name for p in leaks] == ["a.secret-outputs.json"]
+
+
+def test_a_linked_exported_directory_is_refused_by_the_script(tmp_path):
+    victim, home = tmp_path / "victim", tmp_path / "home"
+    victim.mkdir()
+    home.mkdir()
+    (home / "exported").symlink_to(victim)
+    (tmp_path / "f.yaml").write_text("steps: [{name: a, run: 'echo hi'}]\n")
+    assert run_cli("export", "--bash", "f.yaml", "-o", "f.sh", cwd=tmp_path).returncode == 0
+    res = subprocess.run(["bash", "f.sh"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "FLOWSH_HOME": str(home)}, timeout=60, check=False)
+    assert res.returncode == 3 and "is a symbolic link" in res.stderr
+    assert list(victim.iterdir()) == []
+
+
+def test_the_heartbeat_goes_on_through_a_long_retry_backoff(write_flow, monkeypatch):
+    """A backoff longer than STALE_AFTER let another host take the live run for crashed:
+    the loop slept it out in one piece, writing no heartbeat."""
+    from flowsh import engine
+    from flowsh.builtin.state_sqlite import SQLiteBackend
+    from flowsh.loader import load_workflow
+
+    monkeypatch.setattr(engine, "HEARTBEAT_EVERY", 0.3)
+    beats: list[float] = []
+    real = SQLiteBackend.heartbeat
+
+    def spy(self, run):  # type: ignore[no-untyped-def]
+        beats.append(time.monotonic())
+        real(self, run)
+
+    monkeypatch.setattr(SQLiteBackend, "heartbeat", spy)
+    flow = write_flow("steps: [{name: a, run: 'false', retries: 1, retry_delay: 2s, jitter: 0}]")
+    engine.run_workflow(load_workflow(flow), engine.RunOptions())
+    # Through the 2 s backoff, a beat every 0.3 s (were 1, at its end).
+    assert len(beats) >= 4, beats
