@@ -38,6 +38,17 @@ def _holder(fd: int) -> str:
     return f"run {run_id} (pid {pid})" if run_id != "-" else f"pid {pid}"
 
 
+def _open_lock(path: Path) -> int:
+    """O_NOFOLLOW: a link planted there would have flowsh write (`note`) to its target."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{path}: is a symbolic link; flowsh does not follow links under "
+                             "its state directory (O_NOFOLLOW)") from None
+        raise StateError(f"{path}: cannot open lock file: {exc.strerror}") from None
+
+
 @contextmanager
 def workflow_lock(name: str, overlap: str, timeout: float | None = None) -> Iterator[WorkflowLock]:
     """Hold the workflow's lock for a run. `overlap`: skip | wait | allow."""
@@ -45,14 +56,7 @@ def workflow_lock(name: str, overlap: str, timeout: float | None = None) -> Iter
         yield WorkflowLock(None)
         return
     path = ensure_private_dir(flowsh_home() / "locks") / f"{name}.lock"
-    try:
-        # O_NOFOLLOW: a link planted there would have `note` overwrite its target.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StateError(f"{path}: is a symbolic link; flowsh does not follow links under "
-                             "its state directory (O_NOFOLLOW)") from None
-        raise StateError(f"{path}: cannot open lock file: {exc.strerror}") from None
+    fd = _open_lock(path)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -84,14 +88,7 @@ def hold_runner_lock(run_dir: Path) -> int | None:
     None when another process holds it: that run is being run (resumed) right now, and two
     runners of one run would run its steps twice.
     """
-    path = run_dir / "runner.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StateError(f"{path}: is a symbolic link; flowsh does not follow links under "
-                             "its state directory (O_NOFOLLOW)") from None
-        raise StateError(f"{path}: cannot open lock file: {exc.strerror}") from None
+    fd = _open_lock(run_dir / "runner.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

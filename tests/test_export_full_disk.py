@@ -7,10 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 FLOW = """\
 steps:
@@ -23,26 +20,13 @@ steps:
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
 
 def test_a_full_disk_stops_the_script_with_exit_3_and_resume_finishes(
-        tmp_path: Path, small_disk: Path) -> None:
+        tmp_path: Path, tiny_disk: Path) -> None:
     (tmp_path / "flow.yaml").write_text(FLOW)
     subprocess.run([sys.executable, "-m", "flowsh", "export", "--bash", "flow.yaml", "-o",
                     "flow.sh"], cwd=tmp_path, check=True, capture_output=True)
-    home = small_disk / "home"
+    home = tiny_disk / "home"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FLOWSH_HOME": str(home)}
     res = subprocess.run(["bash", "flow.sh"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=120, check=False)
@@ -51,9 +35,9 @@ def test_a_full_disk_stops_the_script_with_exit_3_and_resume_finishes(
     assert (tmp_path / "ran").read_text() == "a\n"
     for log in home.rglob("fill.log"):
         log.unlink()
-    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_disk)], check=True)
     res = subprocess.run(["bash", "flow.sh", "--resume"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "ran").read_text() == "a\nc 1\n"  # a once; c got a's output
-    assert os.listdir(small_disk)
+    assert os.listdir(tiny_disk)

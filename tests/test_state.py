@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from flowsh.errors import EXIT_LOCKED, EXIT_NOT_FOUND, EXIT_STATE, NotFoundError
 from flowsh.loader import load_workflow
 from flowsh.state import RunRecord, StepRecord
 from flowsh.store import open_backend
-from tests.conftest import wait_dead
+from tests.conftest import fill_disk, wait_dead
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -110,30 +110,6 @@ def test_unwritable_state_dir_as_any_user(tmp_path: Path, cli: Cli) -> None:
     assert "Traceback" not in res.stderr
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 512 KiB filesystem (tmpfs) to fill up; needs root, as CI has."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> None:
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("scheme", ["json", "sqlite"])
@@ -142,7 +118,7 @@ def test_full_disk_is_one_line_and_leaves_records_intact(scheme: str, tiny_disk:
     b = open_backend(url)
     run = _record()
     b.create_run(run)
-    _fill(tiny_disk)
+    fill_disk(tiny_disk)
     run.status = "failed"
     run.params = {"big": "y" * 200_000}  # more than is left
     with pytest.raises(StateError) as info:

@@ -11,12 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import fill_disk, run_cli
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -291,30 +291,6 @@ def test_report_survives_garbage_attempts_in_the_event_log(
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 512 KiB filesystem (tmpfs); needs root, as CI runs."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> None:
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _poll(cond: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -326,12 +302,12 @@ def _poll(cond: Callable[[], bool], seconds: float = 30.0) -> None:
 
 @pytest.mark.parametrize("scheme", ["sqlite", "json"])
 def test_status_and_history_answer_on_a_full_disk_after_a_crash(
-    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path, scheme: str
+    write_flow: Callable[..., Path], tmp_path: Path, tiny_disk: Path, scheme: str
 ) -> None:
     """rt11 #9: a dead runner's run is shown `crashed` with a warning, not exit 3."""
-    state = (f"sqlite:///{small_disk / 'flowsh.db'}" if scheme == "sqlite"
-             else f"json://{small_disk / 'st'}")
-    env = {"FLOWSH_HOME": str(small_disk / "home"), "FLOWSH_STATE": state}
+    state = (f"sqlite:///{tiny_disk / 'flowsh.db'}" if scheme == "sqlite"
+             else f"json://{tiny_disk / 'st'}")
+    env = {"FLOWSH_HOME": str(tiny_disk / "home"), "FLOWSH_STATE": state}
     path = write_flow("steps: [{name: a, run: 'echo go > started; exec sleep 60'}]")
     proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "-q", str(path)],
                             env={**os.environ, **env})
@@ -341,7 +317,7 @@ def test_status_and_history_answer_on_a_full_disk_after_a_crash(
         running = json.loads(run_cli("status", "--json", env=env).stdout)
         assert running["status"] == "running"
         group.append(running["steps"]["a"]["pid"])
-        _fill(small_disk)
+        fill_disk(tiny_disk)
         proc.kill()
         proc.wait()
         for args in (["status"], ["history"]):
@@ -352,7 +328,7 @@ def test_status_and_history_answer_on_a_full_disk_after_a_crash(
             assert f"run {running['run_id']} is shown crashed" in res.stderr
         res = run_cli("status", "--json", env=env)
         assert json.loads(res.stdout)["steps"]["a"]["status"] == "interrupted"
-        (small_disk / "filler").unlink()
+        (tiny_disk / "filler").unlink()
         res = run_cli("status", env=env)  # room again: now it is recorded
         assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
         res = run_cli("status", env=env)
@@ -376,10 +352,10 @@ steps:
 
 
 def test_a_full_disk_under_a_step_log_is_a_warning_and_the_run_goes_on(
-    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path
+    write_flow: Callable[..., Path], tmp_path: Path, tiny_disk: Path
 ) -> None:
     """rt11 #8: the log's disk is full, the store's is not: the step and the run go on."""
-    env = {"FLOWSH_HOME": str(small_disk), "FLOWSH_STATE": f"sqlite:///{tmp_path / 'f.db'}"}
+    env = {"FLOWSH_HOME": str(tiny_disk), "FLOWSH_STATE": f"sqlite:///{tmp_path / 'f.db'}"}
     path = write_flow(FILL_LOG)
     res = run_cli("run", str(path), env=env)
     assert res.returncode == 0, res.stderr
@@ -393,11 +369,11 @@ def test_a_full_disk_under_a_step_log_is_a_warning_and_the_run_goes_on(
 
 
 def test_a_full_disk_under_log_and_store_ends_the_run_with_exit_3(
-    write_flow: Callable[..., Path], tmp_path: Path, small_disk: Path
+    write_flow: Callable[..., Path], tmp_path: Path, tiny_disk: Path
 ) -> None:
     """rt11 #8: the log write is a warning naming the log; the state write that follows
     fails as documented (exit 3, the previous record intact), not `No space left` exit 1."""
-    env = {"FLOWSH_HOME": str(small_disk)}
+    env = {"FLOWSH_HOME": str(tiny_disk)}
     path = write_flow(FILL_LOG)
     res = run_cli("run", str(path), env=env)
     assert "Traceback" not in res.stderr
