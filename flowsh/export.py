@@ -33,8 +33,10 @@ def bash_quote(value: object) -> str:
 
 
 def quote_name(value: object) -> str:
-    """Always single-quoted: a name (step, channel) must never read as a bash keyword."""
-    return "'" + str(value).replace("'", "'\\''") + "'"
+    """Always single-quoted: a name (step, channel) or a setting must never read as a bash
+    keyword, a command (`wait`: SC2209) or arithmetic (SC2100)."""
+    text = "" if value is None else str(value)
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def seconds(value: float | None) -> str:
