@@ -207,7 +207,8 @@ def test_a_crash_found_later_reaches_the_csv_and_jsonl_logs(tmp_path: Path, find
         assert time.monotonic() < end
         time.sleep(0.05)
     csv_at = flowsh_home() / "logs" / "workflow_logs.csv"
-    while "b,running" not in csv_at.read_text():  # the runner logs after it records
+    # The runner logs after it records, on its event thread: the file may not be there yet.
+    while not csv_at.exists() or "b,running" not in csv_at.read_text():
         assert time.monotonic() < end
         time.sleep(0.05)
     proc.kill()
