@@ -11,9 +11,7 @@ log, the files steps wrote, and stderr.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import os
 import subprocess
 import sys
@@ -98,7 +96,8 @@ def _statuses(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
-# In-process exports change os.environ for a moment: every read of it takes this lock.
+# Every read of os.environ by the case threads goes through this lock (a case's runner
+# may set up its environment while another copies it).
 _ENVIRON = threading.Lock()
 
 
@@ -137,42 +136,13 @@ class Runner:
                               env=self._env(extra), capture_output=True, text=True,
                               timeout=TIMEOUT, check=False)
 
-    def _export(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`flowsh ARGS` in this process: an export per case and runtime (over 300) saves
-        an interpreter's start-up each, a third of a second of CPU. One at a time: the
-        environment and the working directory are the process's."""
-        from flowsh import cli, plugins
-
-        env = self._env()
-        out, err = io.StringIO(), io.StringIO()
-        with _ENVIRON:
-            saved, cwd = dict(os.environ), os.getcwd()
-            os.environ.update(env)
-            for name in set(saved) - set(env):
-                del os.environ[name]
-            os.chdir(self.work)
-            plugins.reset()
-            code = 0
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    cli.main(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            finally:
-                os.chdir(cwd)
-                os.environ.clear()
-                os.environ.update(saved)
-                plugins.reset()
-        return subprocess.CompletedProcess(["flowsh", *args], code, out.getvalue(),
-                                           err.getvalue())
-
     def prepare(self) -> None:
         _write_files(self.case, self.work)
         if self.runtime in ("script", "inline"):
             args = ["export", "--bash", "flow.yaml", "-o", str(self.script)]
             if self.runtime == "inline":
                 args.insert(2, "--inline")
-            res = self._export(*args)
+            res = self._flowsh(*args)
             if res.returncode != 0:
                 self.export_error = res
 
