@@ -15,7 +15,6 @@ import csv
 import os
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,11 +95,6 @@ def _statuses(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
-# Every read of os.environ by the case threads goes through this lock (a case's runner
-# may set up its environment while another copies it).
-_ENVIRON = threading.Lock()
-
-
 class Runner:
     """Runs one case on one runtime in its own directory and FLOWSH_HOME."""
 
@@ -121,9 +115,8 @@ class Runner:
         return {"FLOWSH_LOAD_ENTRYPOINTS": "1", "FLOWSH_PLUGINS": "celery", **CELERY}
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        with _ENVIRON:
-            env = {**os.environ, "FLOWSH_HOME": str(self.home),
-                   "XDG_CONFIG_HOME": str(self.home / "config")}
+        env = {**os.environ, "FLOWSH_HOME": str(self.home),
+               "XDG_CONFIG_HOME": str(self.home / "config")}
         for name in ("FLOWSH_STATE", "FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS",
                      "FLOWSH_CELERY_BACKEND"):
             env.pop(name, None)
@@ -175,8 +168,7 @@ class Runner:
                 f"FLOWSH_HOME={shlex.quote(str(self.home))} bash {shlex.quote(str(self.script))}")
 
     def shell(self, text: str) -> None:
-        with _ENVIRON:
-            base = dict(os.environ)
+        base = dict(os.environ)
         subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
                        env={**base, "FLOWSH_HOME": str(self.home), "RUN": self.command(),
                             "PYTHON": sys.executable, "WORKER_LOG": self._worker_log()})
