@@ -191,8 +191,10 @@ class CeleryExecutor:
                               interrupted=True)
             elif state == "STARTED" and job.started is None:
                 job.started = now
-                info = job.result.info if isinstance(job.result.info, dict) else {}
-                job.worker = info.get("hostname")
+                # Read once: each .info is a backend read, and the task may
+                # have moved on (REVOKED gives an exception) between two reads.
+                info = job.result.info
+                job.worker = info.get("hostname") if isinstance(info, dict) else None
             elif job.started is not None and job.req.timeout and \
                     now > job.started + job.req.timeout + job.req.kill_grace + self.result_grace:
                 # The worker enforces the timeout; silence this long means it is gone.
