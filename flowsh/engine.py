@@ -19,7 +19,7 @@ from typing import Any
 
 from flowsh import plugins, steplog
 from flowsh.conditions import IF_KEY, IfTests
-from flowsh.errors import LockHeldError, UsageError
+from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
@@ -40,11 +40,12 @@ from flowsh.state import (
     INTERRUPTED,
     PENDING,
     RETRYING,
+    RUNNING,
     SKIPPED,
-    STEP_RUNNING,
     SUCCEEDED,
     RunRecord,
     StateBackend,
+    Status,
     StepRecord,
     ensure_private_dir,
     flowsh_home,
@@ -225,10 +226,10 @@ class Engine:
                 self.running.clear()
             else:
                 self._drain_interrupted()
-            self._finish_run(INTERRUPTED, 130)
+            self._finish_run(INTERRUPTED, EXIT_INTERRUPTED)
             raise
         if intr.signum is not None:
-            self._finish_run(INTERRUPTED, 130)
+            self._finish_run(INTERRUPTED, EXIT_INTERRUPTED)
             return
         # A step interrupted while flowsh was not (a task revoked on a remote worker) is a
         # failure of the run like any other.
@@ -237,7 +238,7 @@ class Engine:
             or r.status == INTERRUPTED
             for n, r in run.steps.items()
         )
-        self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
+        self._finish_run(FAILED if failed else SUCCEEDED, EXIT_FAILED if failed else EXIT_OK)
 
     def _loop(self, intr: _Interrupt) -> None:
         while True:
@@ -332,7 +333,7 @@ class Engine:
             # A fresh run directory has no outputs file; the step's `>>` creates it there
             # (in the 0700 run directory), which saves a file creation per step.
             Path(env["FLOWSH_OUTPUT"]).unlink(missing_ok=True)
-        rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
+        rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
@@ -440,7 +441,7 @@ class Engine:
         self.reporter.step_finished(self.run, rec)
         self.events.emit("flowsh_step_finished", step=rec)
 
-    def _finish_run(self, status: str, code: int) -> None:
+    def _finish_run(self, status: Status, code: int) -> None:
         run = self.run
         if run.ended_at is not None and run.status == status:
             return
