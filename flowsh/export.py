@@ -63,7 +63,9 @@ def step_dir(wf: Workflow, step: Step) -> Path:
     return (base / step.workdir) if step.workdir else base
 
 
-def definition_hash(wf: Workflow, extra: str = "") -> str:
+def script_identity(wf: Workflow, extra: str = "") -> str:
+    """What an exported script's checkpoint is valid for: the definition and the embedded
+    files (sha256 in full, unlike a run record's short `definition_hash`)."""
     text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -319,7 +321,7 @@ def bash_context(
         "version": __version__,
         "source_name": source_name,
         "script_name": script_name or f"{wf.name}.sh",
-        "definition": definition_hash(wf, embedded),
+        "definition": script_identity(wf, embedded),
         "inline": inline,
         "files": fs.items,
         "steps": steps,

@@ -150,7 +150,7 @@ def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o60
         raise
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+def write_creating_dir(path: Path, text: str, mode: int = 0o600) -> None:
     """`flowsh.fileio.atomic_write`, creating the directory first."""
     make_parent(path)
     fileio.atomic_write(path, text, mode)
