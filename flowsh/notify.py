@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 from flowsh.errors import NotFoundError, WorkflowError
+from flowsh.model import EventName, Severity
 
 if TYPE_CHECKING:
     import jinja2
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
     from flowsh.model import Notify, Workflow
     from flowsh.secrets import Masker
 
-SEVERITIES = ("critical", "warning", "info")
-EVENTS = ("run_failed", "run_succeeded", "step_failed", "step_retry", "run_long")
+# The words are defined once, in the model's Literal types (the JSON Schema shows them).
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+EVENTS: tuple[str, ...] = get_args(EventName)
 # Without `events:` a workflow alerts on what nobody wants to miss.
 DEFAULT_EVENTS: dict[str, str] = {"run_failed": "critical", "run_long": "warning"}
 # Keys every channel accepts; the rest is the notifier's own config.
