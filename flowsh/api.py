@@ -89,7 +89,12 @@ class Scheduler(Protocol):
 
 
 class Exporter(Protocol):
-    def __call__(self, workflow: Workflow, **options: Any) -> str: ...
+    """Text (written to stdout or -o FILE), or {file name: text} for several files
+    (written into the -o directory). Every exporter gets every option `flowsh export` has
+    (`inline`, `script_name`, `exprs`, `script`, `path`) and each `--option KEY=VALUE`;
+    it takes what it knows."""
+
+    def __call__(self, workflow: Workflow, **options: Any) -> str | dict[str, str]: ...
 
 
 _WHERE = {

@@ -78,8 +78,11 @@ def flowsh_register_executors(register: Register) -> None:
 def flowsh_register_exporters(register: Register) -> None:
     """Register export formats for `flowsh export`.
 
-    Call ``register(name, exporter)``; ``exporter(workflow, **options) -> str`` renders the
-    workflow as text (a bash script, a crontab line...). Called by `flowsh export`.
+    Call ``register(name, exporter)``; ``exporter(workflow, **options)`` returns the
+    workflow as text (a bash script, a crontab line...), or ``{file name: text}`` for several
+    files (systemd's units). Every exporter gets every option of `flowsh export --format
+    NAME` (``inline``, ``script_name``, ``exprs``, ``script``, ``path``) and each
+    ``--option KEY=VALUE``; it takes what it knows. Called by `flowsh export`.
     """
 
 
