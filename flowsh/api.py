@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from flowsh.plugins import reset as reset_plugins
     from flowsh.plugins import warn as warn
     from flowsh.process import LocalExecutor as LocalExecutor
+    from flowsh.runopts import Reporter as Reporter
     from flowsh.secrets import MASK as MASK
     from flowsh.secrets import Masker as Masker
     from flowsh.state import CRASHED as CRASHED
@@ -115,6 +116,7 @@ _WHERE = {
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
     "LocalExecutor": "flowsh.process",
+    "Reporter": "flowsh.runopts",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
                      "SKIPPED", "SUCCEEDED", "RunRecord", "StateBackend", "Status",
@@ -143,6 +145,7 @@ __all__ = [
     "Outcome",
     "OutputCallback",
     "Register",
+    "Reporter",
     "RunContext",
     "RunRecord",
     "Scheduler",
