@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import plugins
+from flowsh.notify import effective_notify
 from flowsh.signals import interruptible
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ class RunContext:
     @property
     def notify(self) -> Notify:
         if self._notify is None:
-            from flowsh.notify import effective_notify
-
             self._notify = effective_notify(self.workflow)
         return self._notify
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flowsh.errors import UsageError
 from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
 from flowsh.survivors import TOKEN_VAR, become_subreaper, tagged
 
@@ -70,8 +71,6 @@ class LocalExecutor:
         **options: object,
     ) -> None:
         if options:
-            from flowsh.errors import UsageError
-
             got = ", ".join(options)
             raise UsageError(f"executor 'local' takes no executor_options (got {got})")
         self.on_output = on_output
