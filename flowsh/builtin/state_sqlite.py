@@ -60,10 +60,17 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 """
 
+# Each entry takes the schema from version i (PRAGMA user_version) to i + 1. SCHEMA above is
+# version 0 and never changes: a database of any earlier flowsh is migrated in place, once,
+# by whichever process opens it first (BEGIN IMMEDIATE serializes them).
+MIGRATIONS: tuple[str, ...] = (
+    "ALTER TABLE steps ADD COLUMN skip_reason TEXT",
+)
+
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
-             "ended_at", "outputs", "log_path", "message", "pid")
+             "ended_at", "outputs", "log_path", "message", "pid", "skip_reason")
 
 
 class SQLiteBackend:
@@ -140,6 +147,7 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
+            _migrate(conn)
         return conn
 
     @contextmanager
@@ -181,13 +189,15 @@ class SQLiteBackend:
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
-                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid)
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:
-            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})",
+            c.execute(f"INSERT INTO runs ({','.join(RUN_COLS)}) "
+                      f"VALUES ({','.join('?' * len(RUN_COLS))})",
                       self._run_row(run))
-            c.executemany(f"INSERT INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+            c.executemany(f"INSERT INTO steps ({','.join(STEP_COLS)}) "
+                          f"VALUES ({','.join('?' * len(STEP_COLS))})",
                           [self._step_row(run.run_id, s) for s in run.steps.values()])
 
     def update_run(self, run: RunRecord) -> None:
@@ -205,7 +215,8 @@ class SQLiteBackend:
         with self._tx() as c:
             # The engine beats the heartbeat on its own clock; a step write needs no second
             # statement for it.
-            c.execute(f"INSERT OR REPLACE INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+            c.execute(f"INSERT OR REPLACE INTO steps ({','.join(STEP_COLS)}) "
+                      f"VALUES ({','.join('?' * len(STEP_COLS))})",
                       self._step_row(run.run_id, step))
 
     def heartbeat(self, run: RunRecord) -> None:
@@ -304,3 +315,18 @@ class SQLiteBackend:
 @hookimpl
 def flowsh_register_state_backends(register: Register) -> None:
     register("sqlite", SQLiteBackend)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another may have won
+        for statement in MIGRATIONS[version:]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
