@@ -122,10 +122,15 @@ def _first_run_id(out: Path) -> str | None:
 def _follow_up(url: str | None, run_id: str, args: list[str]) -> dict[str, Any]:
     """Spawn resume/retry of `run_id`, then answer once it is running again, or refused."""
     run_dir = flowsh_home() / "runs" / run_id
+    if runner_alive(run_dir):
+        # Its record says finished, but its runner is still writing its end (plugins,
+        # metrics): the CLI would refuse now too.
+        raise LockHeldError(f"run {run_id} is still finishing; try again in a moment")
     spawned = _spawn(args, url, run_dir)
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
-        if runner_alive(run_dir):
+        # Running again means: the record names the new runner.
+        if data.load_run(url, run_id).pid == spawned.proc.pid:
             return {"run_id": run_id, "pid": spawned.proc.pid}
         if spawned.proc.poll() is not None:
             if spawned.proc.returncode in (0, 1, 130):  # it ran (a quick one) and ended

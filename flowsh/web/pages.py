@@ -138,8 +138,12 @@ def graph_fragment(request: Request) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    # The pages post urlencoded forms only: the standard library reads them (Starlette's
+    # form parser would add python-multipart for nothing).
+    from urllib.parse import parse_qsl
+
+    body = (await request.body()).decode("utf-8", errors="replace")
+    fields = dict(parse_qsl(body, keep_blank_values=True))
     from flowsh.web.app import _same
 
     if not _same(fields.get("csrf"), _cfg(request).csrf_token):
