@@ -121,6 +121,13 @@ async def log_stream(request: Request) -> Response:
     return EventSourceResponse(follow_log(cfg.state, found.run_id, step, offset), ping=PING)
 
 
+async def runs_or_start(request: Request) -> JSONResponse:
+    # One route for both methods: a 405 then lists both in its Allow header.
+    if request.method == "POST":
+        return await start(request)
+    return await run_in_threadpool(runs, request)
+
+
 async def start(request: Request) -> JSONResponse:
     cfg = _cfg(request)
     body = await _body(request)
@@ -144,7 +151,7 @@ async def retry(request: Request) -> JSONResponse:
     cfg = _cfg(request)
     body = await _body(request)
     step, downstream = body.get("step"), body.get("downstream", False)
-    if not isinstance(step, str) or not isinstance(downstream, bool):
+    if not isinstance(step, str) or not step or not isinstance(downstream, bool):
         raise BadRequest("'step' must be a step name and 'downstream' true or false")
     out = await run_in_threadpool(actions.retry, cfg.state, request.path_params["run_id"],
                                   step, downstream)
@@ -196,8 +203,7 @@ ROUTES = [
     Route("/api/v1/openapi.json", openapi_json),
     Route("/api/v1/session", session),
     Route("/api/v1/workflows", workflows),
-    Route("/api/v1/runs", runs, methods=["GET"]),
-    Route("/api/v1/runs", start, methods=["POST"]),
+    Route("/api/v1/runs", runs_or_start, methods=["GET", "POST"]),
     Route("/api/v1/runs/{run_id}", run),
     Route("/api/v1/runs/{run_id}/events", run_events),
     Route("/api/v1/runs/{run_id}/steps/{step}/log", log),

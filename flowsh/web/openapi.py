@@ -85,9 +85,10 @@ SCHEMAS: dict[str, Any] = {
         "errors": {"type": "object", "additionalProperties": {"type": "string"},
                    "description": "Files under --workflows that do not load, and why."}}},
     "StartRequest": {"type": "object", "required": ["workflow"], "properties": {
-        "workflow": {"type": "string"}, "params": _ref("Params")}},
+        "workflow": {"type": "string", "minLength": 1}, "params": _ref("Params")}},
     "RetryRequest": {"type": "object", "required": ["step"], "properties": {
-        "step": {"type": "string"}, "downstream": {"type": "boolean", "default": False}}},
+        "step": {"type": "string", "minLength": 1},
+        "downstream": {"type": "boolean", "default": False}}},
     "Action": {"type": "object", "required": ["run_id"], "properties": {
         "run_id": {"type": "string"}, "workflow": {"type": "string"}, "pid": {"type": "integer"},
         "signal": {"type": "string"}}},
