@@ -118,6 +118,33 @@
   const failed = document.querySelector('details.log[data-status="failed"]');
   if (failed && !location.hash) failed.open = true;
 
+  // The action buttons post to the API and stay on the page, which follows the run live;
+  // without script they are plain forms that come back to this page.
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const errorLine = document.getElementById("action-error");
+  document.querySelectorAll("form.act[data-api]").forEach((form) => {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const fields = new FormData(form);
+      const body = {};
+      if (fields.has("step")) {
+        body.step = fields.get("step");
+        body.downstream = fields.get("downstream") === "on";
+      }
+      errorLine.hidden = true;
+      const resp = await fetch(form.dataset.api, {
+        method: "POST", body: JSON.stringify(body),
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      });
+      if (!resp.ok) {
+        let message = resp.status + " " + resp.statusText;
+        try { message = (await resp.json()).error; } catch (e) { /* not JSON */ }
+        errorLine.textContent = message;
+        errorLine.hidden = false;
+      }
+    });
+  });
+
   const events = new EventSource(base + "/events");
   events.addEventListener("run", (ev) => onRun(JSON.parse(ev.data)));
 })();
