@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -170,6 +171,12 @@ def test_refusals_at_the_command_line(tmp_path: Path) -> None:
     empty.write_text("")
     r = run_cli("serve", "--host", "0.0.0.0", "--token-file", str(empty))
     assert r.returncode == 2 and "empty" in r.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = run_cli("serve", "--port", str(taken.getsockname()[1]))
+    assert r.returncode == 1 and r.stderr.endswith("Address already in use\n")
+    assert r.stderr.count("\n") == 1
     # Without the `ui` extra: one line naming the pip command (the import is made to fail
     # the way a missing package fails).
     code = ("import sys; sys.modules['uvicorn'] = None; from flowsh.__main__ import main; "
@@ -232,3 +239,36 @@ def test_secrets_masked_and_metrics(home: Path, tmp_path: Path) -> None:
         # The run's events, as SSE: its state, then the stream stays for a resume.
         got = sse_events(srv, f"/api/v1/runs/{run_id}/events", lambda ev, _: ev == "run")
         assert json.loads(got[0][1])["steps"]["leak"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "json"])
+def test_pages_of_runs(home: Path, scheme: str) -> None:
+    """Pages of /api/v1/runs are `flowsh history`'s order, cut in pages, on both built-in
+    backends (SQLite pages in SQL; others through list_runs)."""
+    from flowsh.state import RunRecord
+    from flowsh.store import open_backend
+
+    url = f"sqlite:///{home}/pages.db" if scheme == "sqlite" else f"json:///{home}/pages"
+    backend = open_backend(url)
+    for i in range(23):
+        backend.create_run(RunRecord(
+            run_id=f"r{i:03d}", workflow=f"wf{i % 3}", file=None, definition_hash="h",
+            params={}, status="failed" if i % 4 == 0 else "succeeded", pid=None,
+            host="elsewhere", started_at=1_700_000_000.0 + i, ended_at=1_700_000_001.0 + i))
+    backend.close()
+    with serve(home, "--state", url) as srv:
+        seen, offset = [], 0
+        while offset is not None:
+            page = srv.client.get("/api/v1/runs", params={"limit": 5, "offset": offset}).json()
+            assert len(page["runs"]) <= 5
+            seen += [r["run_id"] for r in page["runs"]]
+            offset = page["next_offset"]
+        assert seen == [f"r{i:03d}" for i in reversed(range(23))]
+        query = {"workflow": "wf0", "status": "failed", "limit": 1}
+        page = srv.client.get("/api/v1/runs", params=query).json()
+        assert [r["run_id"] for r in page["runs"]] == ["r012"] and page["next_offset"] == 1
+        page = srv.client.get("/api/v1/runs", params={**query, "offset": 1}).json()
+        assert [r["run_id"] for r in page["runs"]] == ["r000"] and page["next_offset"] is None
+        names = [w["name"] for w in srv.client.get("/api/v1/workflows").json()["workflows"]]
+        assert names == ["wf0", "wf1", "wf2"]
+        assert "r022" in srv.client.get("/runs", params={"workflow": "wf1"}).text

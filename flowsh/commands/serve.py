@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from flowsh import hookimpl
-from flowsh.errors import UsageError
+from flowsh.errors import FlowshError, UsageError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -71,10 +72,26 @@ def serve_cmd(
     cfg = ServeConfig(state=state, known=Known([d.resolve() for d in dirs]), host=host,
                       port=port, token=token, read_only=read_only)
     cfg.known.scan(max_age=0.0)
+    sock = _listen(host, port)
     server = uvicorn.Server(uvicorn.Config(create_app(cfg), host=host, port=port,
                                            log_level="warning", access_log=False))
     _announce(server, cfg)
-    server.run()
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here: a port in use or an unknown host is one line
+    (exit 1, as for other OS errors), not uvicorn's log and traceback."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise FlowshError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
 
 
 def _announce(server: uvicorn.Server, cfg: ServeConfig) -> None:
