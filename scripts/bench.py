@@ -623,6 +623,13 @@ class Bench:
         """`flowsh serve` over a big history: p95 latency of the dashboard and of
         /api/v1/runs over loopback (baseline: the same server with no runs), and a run's
         duration while 50 SSE clients follow it (baseline: nobody watching)."""
+        try:
+            import httpx  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            print("Web: skipped (needs the ui extra and httpx: pip install -e '.[test]')",
+                  file=sys.stderr)
+            return
         n = 20_000 if self.args.quick else 100_000
         reqs = 100 if self.args.quick else 300
         print(f"Web: flowsh serve with {n} runs recorded, {reqs} requests per page",

@@ -150,7 +150,7 @@ def document() -> dict[str, Any]:
             "One run with its steps and their attempts.", _json("Run", "The run."), 404, 422,
             params=[_RUN_ID])},
         "/api/v1/runs/{run_id}/events": {"get": _get(
-            "The run's state as it changes: `run` events (JSON), until it ends.", _SSE, 404,
+            "The run's state: a `run` event (JSON) at each change; open while watched.", _SSE, 404,
             422, params=[_RUN_ID])},
         "/api/v1/runs/{run_id}/steps/{step}/log": {"get": _get(
             "The last lines of a step's log, secrets masked.", _json("LogTail", "Log tail."),
