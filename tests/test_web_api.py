@@ -36,7 +36,7 @@ def srv(home: Path, flows: Path) -> Iterator[Server]:
         yield server
 
 
-def test_failed_night_from_the_api(srv: Server, tmp_path: Path) -> None:
+def test_failed_night_from_the_api(srv: Server, home: Path, tmp_path: Path) -> None:
     # The workflows: from --workflows, with the file that does not load named.
     wfs = srv.client.get("/api/v1/workflows").json()
     names = {w["name"]: w for w in wfs["workflows"]}
@@ -56,6 +56,9 @@ def test_failed_night_from_the_api(srv: Server, tmp_path: Path) -> None:
     run = wait_status(srv, run_id, ("failed",))
     steps = {s["name"]: s for s in run["steps"]}
     assert run["params"] == {"WHO": "ana; rm -rf /"}  # an argv item, never shell text
+    # The runner's own output lives with its run (prune deletes it with the run).
+    assert list((home / "runs" / run_id).glob("web-*.out"))
+    assert not list((home / "web").glob("web-*"))
     assert steps["fetch"]["status"] == "succeeded" and steps["load"]["status"] == "failed"
     assert steps["load"]["exit_code"] == 3 and steps["load"]["attempt_spans"]
     assert steps["publish"]["status"] == "skipped"

@@ -90,17 +90,29 @@ def start(url: str | None, known: data.Known, workflow: str,
     spawned = _spawn(["run", "--json", str(path), *pairs], url, where)
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
+        ended = spawned.proc.poll() is not None
         run_id = _first_run_id(spawned.out)
         if run_id:
+            _keep_with_run(spawned, run_id)
             return {"run_id": run_id, "workflow": workflow, "pid": spawned.proc.pid}
-        if spawned.proc.poll() is not None:
-            run_id = _first_run_id(spawned.out)
-            if run_id:
-                return {"run_id": run_id, "workflow": workflow, "pid": spawned.proc.pid}
+        if ended:
             raise _refusal(spawned)
         time.sleep(0.02)
     raise LockHeldError(f"workflow {workflow!r}: the run did not start within "
                         f"{START_WAIT:g}s (waiting for its lock?)")
+
+
+def _keep_with_run(spawned: Spawned, run_id: str) -> None:
+    """Move the runner's stdout/stderr files into its run's directory, so `flowsh prune`
+    deletes them with the run (the runner keeps writing: a rename keeps the inode)."""
+    run_dir = flowsh_home() / "runs" / run_id
+    if not run_dir.is_dir():
+        return
+    for path in (spawned.out, spawned.err):
+        try:
+            os.replace(path, run_dir / path.name)
+        except OSError:
+            continue  # left in $FLOWSH_HOME/web: harmless
 
 
 def _first_run_id(out: Path) -> str | None:
