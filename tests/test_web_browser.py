@@ -105,6 +105,16 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
     assert page.evaluate("window.__sameDocument") is True
     _shot(page, tmp_path, "ui-run.png")
 
+    # Retry one step and what follows, from its log's button: it runs again, live.
+    # (load: failed, then resumed = 2 attempts; the retry is its third.)
+    load_node = page.locator('#dag g.dag-node[data-step="load"] text.meta')
+    expect(load_node).to_contain_text("\u00d72")
+    load.get_by_role("button", name="Retry load").click()
+    expect(load_node).to_contain_text("\u00d73", timeout=20_000)  # the DAG's attempt count
+    expect(page.locator("#action-error")).to_be_hidden()
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=20_000)
+    assert page.evaluate("window.__sameDocument") is True
+
     # The dashboard and the history say so too.
     page.goto(srv.url + "/")
     expect(card.locator(".pill")).to_have_text("succeeded")
