@@ -44,7 +44,7 @@ def _cfg(request: Request) -> ServeConfig:
     return cfg
 
 
-def _int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+def query_int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -87,8 +87,8 @@ def runs(request: Request) -> JSONResponse:
         raise BadRequest(f"status={status!r}: use running, succeeded, failed, interrupted "
                          "or crashed")
     page = data.runs_page(cfg.state, request.query_params.get("workflow"), status,
-                          _int(request, "limit", 50, 1, 500),
-                          _int(request, "offset", 0, 0, 2**31 - 1))
+                          query_int(request, "limit", 50, 1, 500),
+                          query_int(request, "offset", 0, 0, 2**31 - 1))
     return JSONResponse(page)
 
 
@@ -100,7 +100,7 @@ def run(request: Request) -> JSONResponse:
 
 def log(request: Request) -> JSONResponse:
     cfg = _cfg(request)
-    lines = _int(request, "lines", 200, 1, data.LOG_TAIL_MAX)
+    lines = query_int(request, "lines", 200, 1, data.LOG_TAIL_MAX)
     found = data.load_run(cfg.state, request.path_params["run_id"])
     return JSONResponse(data.log_tail(found, request.path_params["step"], lines))
 
@@ -114,7 +114,7 @@ async def run_events(request: Request) -> Response:
 
 async def log_stream(request: Request) -> Response:
     cfg = _cfg(request)
-    offset = _int(request, "offset", 0, 0, None)
+    offset = query_int(request, "offset", 0, 0, None)
     run_id, step = request.path_params["run_id"], request.path_params["step"]
     found = await run_in_threadpool(data.load_run, cfg.state, run_id)
     data.log_path(found, step)  # 404 for an unknown step

@@ -7,7 +7,6 @@ page cannot talk to it); POSTs carry the CSRF token and are refused under --read
 
 from __future__ import annotations
 
-import hmac
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowsh.errors import FlowshError
 from flowsh.web import api, pages
-from flowsh.web.config import ServeConfig, is_loopback
+from flowsh.web.config import ServeConfig, is_loopback, secret_matches
 
 TOKEN_COOKIE = "flowsh_token"
 HEADERS = [
@@ -29,10 +28,6 @@ HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'"),
 ]
-
-
-def _same(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 class Guard:
@@ -64,7 +59,7 @@ class Guard:
                 return _error(400, f"unexpected Host {host!r} for a loopback server", 2)
         if cfg.token is not None:
             query_token = request.query_params.get("token")
-            if request.method == "GET" and _same(query_token, cfg.token):
+            if request.method == "GET" and secret_matches(query_token, cfg.token):
                 # A link with the token logs the browser in; the address bar loses it.
                 rest = urlencode([(k, v) for k, v in parse_qsl(request.url.query)
                                   if k != "token"])
@@ -76,15 +71,16 @@ class Guard:
             auth = request.headers.get("authorization", "")
             bearer = auth[7:] if auth.lower().startswith("bearer ") else None
             cookie = SimpleCookie(request.headers.get("cookie", "")).get(TOKEN_COOKIE)
-            if not (_same(bearer, cfg.token) or _same(cookie.value if cookie else None,
-                                                      cfg.token)):
+            from_cookie = cookie.value if cookie else None
+            if not (secret_matches(bearer, cfg.token)
+                    or secret_matches(from_cookie, cfg.token)):
                 return _error(401, "this server needs its token: open the URL "
                               "`flowsh serve` printed, or send Authorization: Bearer TOKEN", 2)
         if request.method == "POST":
             if cfg.read_only:
                 return _error(403, "this server is read-only (--read-only)", 2)
             # Pages post forms with the token in a field (checked in pages.py).
-            if path.startswith("/api/") and not _same(request.headers.get("x-csrf-token"),
+            if path.startswith("/api/") and not secret_matches(request.headers.get("x-csrf-token"),
                                                       cfg.csrf_token):
                 return _error(403, "missing or wrong X-CSRF-Token (GET /api/v1/session)", 2)
         return None

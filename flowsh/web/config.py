@@ -3,12 +3,18 @@ its security settings."""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
 from flowsh.web.data import Known
 from flowsh.web.sse import Hub
+
+
+def secret_matches(given: str | None, expected: str) -> bool:
+    """Constant-time: how long a comparison takes says nothing about the secret."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def is_loopback(host: str) -> bool:

@@ -23,7 +23,8 @@ from flowsh.errors import FlowshError, NotFoundError, UsageError
 from flowsh.state import FINISHED_RUN, RUNNING, RunRecord
 from flowsh.templating import templates_dir
 from flowsh.web import actions, data
-from flowsh.web.config import ServeConfig
+from flowsh.web.api import query_int
+from flowsh.web.config import ServeConfig, secret_matches
 
 STATUSES = ["running", "succeeded", "failed", "interrupted", "crashed"]
 RESUMABLE = ("failed", "interrupted", "crashed")
@@ -79,16 +80,14 @@ def dashboard(request: Request) -> Response:
 
 
 def history(request: Request) -> Response:
-    from flowsh.web.api import _int
-
     cfg = _cfg(request)
     workflow = request.query_params.get("workflow") or None
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise UsageError(f"status={status!r}: use one of {', '.join(STATUSES)}")
-    limit = _int(request, "limit", 50, 1, 500)
+    limit = query_int(request, "limit", 50, 1, 500)
     page = data.runs_page(cfg.state, workflow, status, limit,
-                          _int(request, "offset", 0, 0, 2**31 - 1))
+                          query_int(request, "offset", 0, 0, 2**31 - 1))
     with data.backend(cfg.state) as b:
         names = data.workflow_names(b)
 
@@ -144,9 +143,7 @@ async def _form(request: Request) -> dict[str, str]:
 
     body = (await request.body()).decode("utf-8", errors="replace")
     fields = dict(parse_qsl(body, keep_blank_values=True))
-    from flowsh.web.app import _same
-
-    if not _same(fields.get("csrf"), _cfg(request).csrf_token):
+    if not secret_matches(fields.get("csrf"), _cfg(request).csrf_token):
         raise UsageError("this form is stale or not from this server (CSRF token): "
                          "reload the page and try again")
     return fields
