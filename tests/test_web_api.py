@@ -72,6 +72,12 @@ def test_failed_night_from_the_api(srv: Server, home: Path, tmp_path: Path) -> N
     text = "".join(json.loads(d)["text"] for ev, d in events if ev == "log")
     assert "loading\n" in text and "no flag file" in text
     assert json.loads(events[-1][1])["status"] == "failed"
+    # A reconnecting EventSource sends the last id it saw: it gets only what follows.
+    first = json.loads(events[0][1])
+    with srv.client.stream("GET", f"/api/v1/runs/{run_id}/steps/load/log/stream",
+                           headers={"Last-Event-ID": str(len("loading\n"))}) as resp:
+        rest = "".join(resp.iter_text())
+    assert "loading" not in rest and "no flag file" in rest and first["offset"] > 0
 
     # The CLI sees the same run.
     assert run_cli("status", run_id).stdout.count("failed") >= 2

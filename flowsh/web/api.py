@@ -115,6 +115,11 @@ async def run_events(request: Request) -> Response:
 async def log_stream(request: Request) -> Response:
     cfg = _cfg(request)
     offset = query_int(request, "offset", 0, 0, None)
+    # A browser reconnecting (server restarted, network blip) says where it was: each
+    # `log` event's id is its end offset, so nothing is sent twice.
+    last = request.headers.get("last-event-id", "")
+    if last.isdigit():
+        offset = int(last)
     run_id, step = request.path_params["run_id"], request.path_params["step"]
     found = await run_in_threadpool(data.load_run, cfg.state, run_id)
     data.log_path(found, step)  # 404 for an unknown step

@@ -61,7 +61,8 @@ class RunWatcher:
                 else:
                     await asyncio.sleep(POLL)
         finally:
-            self.hub.watchers.pop(self.run_id, None)
+            if self.hub.watchers.get(self.run_id) is self:
+                del self.hub.watchers[self.run_id]
             for q in list(self.queues):
                 q.put_nowait(None)
 
