@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def flows(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "nightly.yaml").write_text(FLOW.format(flag=tmp_path / "flag"))
     (d / "slow.yaml").write_text(
-        "name: slow\nsteps:\n  - name: wait\n    run: echo started; sleep 30\n")
+        "name: slow\nschedule: '0 3 * * *'\nsteps:\n  - name: wait\n    run: echo started; sleep 30\n")
     (d / "broken.yaml").write_text("name: broken\nsteps:\n  - name: x\n    runn: echo\n")
     return d
 
@@ -42,6 +43,9 @@ def test_failed_night_from_the_api(srv: Server, home: Path, tmp_path: Path) -> N
     names = {w["name"]: w for w in wfs["workflows"]}
     assert names["nightly"]["params"] == {"WHO": "world"} and names["nightly"]["startable"]
     assert any("broken.yaml" in f for f in wfs["errors"])
+    slow = names["slow"]
+    assert slow["schedule"] == ["0 3 * * *"] and 0 < slow["next_run"] - time.time() <= 86400
+    assert time.localtime(slow["next_run"]).tm_hour == 3 and slow["last_status"] is None
 
     # Params are validated as `flowsh run` validates them, with its message.
     bad = srv.post("/api/v1/runs", {"workflow": "nightly", "params": {"WHOM": "x"}})
