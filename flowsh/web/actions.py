@@ -1,10 +1,11 @@
 """Actions from the browser: start, resume, retry, interrupt.
 
-Each one first checks what the CLI checks, in this process, so the answer carries the
-same one-line error (with the file's line and column) the terminal would show. Then it
-runs the CLI itself — `python -m flowsh run|resume|retry` — as a detached process: its own
-session, stdio to files, argv items (a param is never spliced into a shell string). The
-server going down never takes a run with it. Interrupt is what Ctrl-C or `kill` does to a
+Start, resume and retry run the CLI itself — `python -m flowsh run|resume|retry` — as a
+detached process: its own session, stdio to files, argv items (a param is never spliced
+into a shell string). The server going down never takes a run with it. A start is first
+checked in this process with the CLI's own code (`check_workflow`: an answer at once, with
+the file's line and column); resume and retry are refused by the command itself, whose
+one-line error and exit code become the answer. Interrupt is what Ctrl-C or `kill` does to a
 runner: SIGTERM to its pid, which stops its steps and records them `interrupted` (TIME-2).
 """
 
@@ -153,27 +154,19 @@ def _follow_up(url: str | None, run_id: str, args: list[str]) -> dict[str, Any]:
 
 
 def resume(url: str | None, run_id: str) -> dict[str, Any]:
-    from flowsh.checks import check_workflow
-    from flowsh.commands.core import _check_resumable, _workflow_for
-
-    run = data.load_run(url, run_id)
-    wf = _workflow_for(run, None)
-    check_workflow(wf, {}, given=run.params)
-    _check_resumable(run, wf, force=False)
+    """`flowsh resume`: its own checks (the file, gone steps, nothing to resume) refuse it,
+    and its one-line error comes back as the answer."""
+    run = data.load_run(url, run_id)  # an unknown id or ambiguous prefix: 404/422 at once
+    if run.status == RUNNING:
+        raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
     return _follow_up(url, run.run_id, ["resume", "--quiet", run.run_id])
 
 
 def retry(url: str | None, run_id: str, step: str, downstream: bool) -> dict[str, Any]:
-    from flowsh.checks import check_workflow
-    from flowsh.commands.core import _workflow_for
-
+    """`flowsh retry --step STEP [--downstream]`, refused as the command refuses it."""
     run = data.load_run(url, run_id)
-    wf = _workflow_for(run, None)
-    check_workflow(wf, {}, given=run.params)
     if run.status == RUNNING:
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid})")
-    if step not in {s.name for s in wf.steps}:
-        raise NotFoundError(f"no step {step!r} in {wf.path}")
     args = ["retry", "--quiet", run.run_id, "--step", step]
     return _follow_up(url, run.run_id, [*args, "--downstream"] if downstream else args)
 
