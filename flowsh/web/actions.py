@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flowsh.errors import LockHeldError, NotFoundError, UsageError
+from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
 from flowsh.lock import runner_alive
 from flowsh.state import RUNNING, ensure_private_dir, flowsh_home
 from flowsh.web import data
@@ -71,6 +71,8 @@ def _refusal(spawned: Spawned) -> Exception:
         return LockHeldError(line)
     if code == 4:
         return NotFoundError(line)
+    if code == 3:
+        return StateError(line)
     return UsageError(line)
 
 
