@@ -102,6 +102,9 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
         expect(page.locator(f'#dag g.dag-node[data-step="{step}"]')).to_have_class(
             "dag-node st-succeeded")
     expect(page.locator("#action-error")).to_be_hidden()
+    # The open log goes on with the new attempt (appended to the log), nothing twice.
+    expect(load.locator("pre.logtext")).to_contain_text("loaded", timeout=10_000)
+    assert load.locator("pre.logtext").text_content().count("no flag file") == 1
     assert page.evaluate("window.__sameDocument") is True
     _shot(page, tmp_path, "ui-run.png")
 

@@ -76,23 +76,28 @@
       if (st.attempts > 1) text += " · " + st.attempts + " attempts";
       if (meta) meta.textContent = text;
       const log = logs.get(name);
-      // Run again (resume, retry): follow its new output from the start.
-      if (det.open && log && log.done && was !== st.status &&
-          (st.status === "running" || st.status === "retrying")) {
-        followLog(det, true);
+      const attemptsWas = det.dataset.attempts;
+      det.dataset.attempts = String(st.attempts);
+      // Run again (resume, retry, a retry attempt): the runner appends the new attempt to
+      // the log; follow it on from where the finished stream stopped. A quick step may go
+      // from failed to succeeded between two updates, so a new attempt count says it too.
+      const again = (attemptsWas !== undefined && attemptsWas !== String(st.attempts)) ||
+        (was !== st.status && (st.status === "running" || st.status === "retrying"));
+      if (det.open && log && log.done && again) {
+        followLog(det);
       }
     }
     refreshGraph();
   }
 
-  function followLog(det, restart) {
+  function followLog(det) {
+    // Once per step, and again after its stream ended (a new attempt appends to the log):
+    // from the byte offset where the last stream stopped.
     const name = det.dataset.step;
     const pre = det.querySelector("pre.logtext");
     const old = logs.get(name);
-    if (old && !restart && !old.done) return;
-    if (old && old.source) old.source.close();
-    if (restart || !old) pre.textContent = "";
-    const offset = restart || !old ? 0 : old.offset;
+    if (old && !old.done) return;
+    const offset = old ? old.offset : 0;
     const state = { source: null, done: false, offset: offset };
     logs.set(name, state);
     const source = new EventSource(det.dataset.log + "?offset=" + offset);
@@ -111,8 +116,8 @@
   }
 
   document.querySelectorAll("details.log").forEach((det) => {
-    det.addEventListener("toggle", () => { if (det.open) followLog(det, false); });
-    if (det.open) followLog(det, false);
+    det.addEventListener("toggle", () => { if (det.open) followLog(det); });
+    if (det.open) followLog(det);
   });
   // A failed step's log is what a failed night is about: open the first one.
   const failed = document.querySelector('details.log[data-status="failed"]');
