@@ -105,7 +105,9 @@ def _announce(server: uvicorn.Server, cfg: ServeConfig) -> None:
                 return
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else cfg.port
-        shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        # Bound to every address: the machine's name is what another machine can open.
+        host = socket.gethostname() if cfg.host in ("0.0.0.0", "::") else cfg.host
+        shown = f"[{host}]" if ":" in host else host
         note = " (read-only)" if cfg.read_only else ""
         # The token itself is never printed (terminal scrollback, CI logs): its holder adds it.
         token = "?token=YOUR_TOKEN" if cfg.token else ""
