@@ -17,12 +17,13 @@ from typing import Any
 
 import anyio.to_thread
 
-from flowsh.state import FINISHED_RUN, STEP_DONE
+from flowsh.state import FAILED, FINISHED_RUN, INTERRUPTED, SKIPPED, SUCCEEDED
 from flowsh.web import data
 
 POLL = 0.25
 LOG_POLL = 0.25
 LOG_CHUNK = 64 * 1024
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})  # no more output will come
 
 
 def snapshot(url: str | None, run_id: str) -> dict[str, Any]:
