@@ -60,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.commands.runs",
     "flowsh.commands.stats",
     "flowsh.commands.report",
+    "flowsh.commands.serve",
     "flowsh.commands.wrap",
     "flowsh.commands.init",
     "flowsh.commands.importer",

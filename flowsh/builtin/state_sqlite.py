@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, started_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started_at DESC);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -291,7 +292,7 @@ class SQLiteBackend:
         return run
 
     def list_runs(self, workflow: str | None = None, *, limit: int | None = None,
-                  statuses: frozenset[str] | None = None) -> list[RunRecord]:
+                  statuses: frozenset[str] | None = None, offset: int = 0) -> list[RunRecord]:
         where, args = [], []
         if workflow is not None:
             where.append("workflow = ?")
@@ -303,10 +304,21 @@ class SQLiteBackend:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        if limit is not None or offset:
+            # Pages of history (flowsh serve): OFFSET walks the started_at index.
+            sql += f" LIMIT {int(limit) if limit is not None else -1} OFFSET {int(offset)}"
         with self._errors():
             return [self._run_from(r) for r in self.conn.execute(sql, args)]
+
+    def workflow_names(self) -> list[str]:
+        """Every recorded workflow, sorted: a skip-scan of the (workflow, started_at) index,
+        one seek per workflow, where DISTINCT would read every run (flowsh serve's
+        dashboard with 100,000 runs)."""
+        sql = ("WITH RECURSIVE w(name) AS (SELECT MIN(workflow) FROM runs UNION ALL "
+               "SELECT (SELECT MIN(workflow) FROM runs WHERE workflow > w.name) FROM w "
+               "WHERE w.name IS NOT NULL) SELECT name FROM w WHERE name IS NOT NULL")
+        with self._errors():
+            return [row[0] for row in self.conn.execute(sql)]
 
     def close(self) -> None:
         self.conn.close()
