@@ -28,7 +28,7 @@ from flowsh.paths import step_cwd
 from flowsh.ready import ReadySet
 from flowsh.resume import new_run, new_run_id, take_up
 from flowsh.runenv import RunEnvironment
-from flowsh.runopts import Reporter, RunOptions
+from flowsh.runopts import GuardedReporter, Reporter, RunOptions
 from flowsh.secrets import (
     MASK,
     drop_secret_outputs,
@@ -75,7 +75,7 @@ class Engine:
         self.lock = lock
         self.opt = options
         self.backend = backend
-        self.reporter = options.reporter or Reporter()
+        self.reporter = GuardedReporter(options.reporter or Reporter())
         self.graph = Graph.build(wf)
         self.steps = {s.name: s for s in wf.steps}
         self.concurrency = options.concurrency or wf.concurrency
@@ -144,6 +144,8 @@ class Engine:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
                                              reuse=self.opt.resume is not None))
+            if self.opt.resume is not None:
+                self._refuse_lost_secrets(self.opt.resume)
         except BaseException:
             os.close(runner_fd)
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -174,6 +176,32 @@ class Engine:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
 
+    def _refuse_lost_secrets(self, prior: RunRecord) -> None:
+        """A step kept as succeeded whose secret output the state no longer holds (dropped
+        once the run succeeded) cannot hand it on: refuse before anything runs rather than
+        hand a step the mask (SECRET-2)."""
+        only = self.opt.only
+
+        def runs_again(name: str) -> bool:
+            rec = prior.steps.get(name)
+            if only is not None:
+                return name in only
+            return rec is None or rec.status != SUCCEEDED or self.steps[name].always
+
+        for name in self.graph.order:
+            rec = prior.steps.get(name)
+            if rec is None or rec.status != SUCCEEDED or runs_again(name):
+                continue
+            outputs = self.renv.unmask_outputs(self.run_dir, name, rec.outputs)
+            lost = sorted(k for k, v in outputs.items() if v == MASK)
+            if lost and any(runs_again(d) for d in self.graph.descendants([name]) - {name}):
+                raise UsageError(
+                    f"step {name!r} output {', '.join(lost)} held a secret, which is no "
+                    f"longer kept for run {prior.run_id} (gone once a run succeeds, and "
+                    "never on another host); the steps after it would get "
+                    f"{MASK!r}: flowsh retry {prior.run_id} --step {name} --downstream "
+                    "runs them again with the real value")
+
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
         self.reporter.run_started(run, self.wf)
@@ -183,12 +211,6 @@ class Engine:
             if run.steps[name].status == SUCCEEDED:
                 outputs = self.renv.unmask_outputs(self.run_dir, name,
                                                    run.steps[name].outputs)
-                masked = sorted(k for k, v in outputs.items() if v == MASK)
-                if masked:
-                    plugins.warn(f"step {name!r} output {', '.join(masked)} held a secret, which "
-                                 f"the state does not keep; steps after it see {MASK!r} "
-                                 f"(flowsh retry {run.run_id} --step {name} --downstream "
-                                 "runs them again with the real value)")
                 self._export(name, outputs)
         self.ready.consider(self.graph.order)
         try:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 # Longer than any notifier's own timeout times its retries: past it, something is stuck.
 DRAIN_LIMIT = 120.0
+# One hook call: notifications go out on threads of their own (the alerts plugin), so a
+# hook that takes this long is hung, not busy.
+HOOK_LIMIT = 10.0
 
 
 @dataclass
@@ -63,32 +66,63 @@ _STOP = object()
 
 
 class Dispatcher:
-    """Calls run-event hooks on one thread, in the order the engine emits them."""
+    """Calls run-event hooks on one thread, in the order the engine emits them.
+
+    A hook call that takes longer than HOOK_LIMIT is stuck: its plugin is named, left out
+    of the run's later events, and a fresh thread goes on with them, so one hung plugin
+    never costs the others (a run_failed alert) their events.
+    """
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._busy: str | None = None  # the hook being called, named if the drain times out
-        self._thread = threading.Thread(target=self._work, name="flowsh-events", daemon=True)
-        self._thread.start()
+        self._since: float | None = None  # when that call started
+        self._stuck: frozenset[str] = frozenset()
+        self._thread = self._worker()
+
+    def _worker(self) -> threading.Thread:
+        thread = threading.Thread(target=self._work, name="flowsh-events", daemon=True)
+        self._thread = thread
+        thread.start()
+        return thread
 
     def emit(self, event: str, **kwargs: Any) -> None:
         step = kwargs.get("step")
         if step is not None:
             # The engine goes on changing the record; the hook sees it as it was.
             kwargs["step"] = copy.copy(step)
+        self._check_stuck()
         self._queue.put((event, kwargs))
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             event, kwargs = item
-            self._busy = event
-            plugins.emit(event, ctx=self.ctx, run=self.ctx.run, workflow=self.ctx.workflow,
-                         **kwargs)
-            self._busy = None
+            with self._lock:
+                self._busy, self._since = event, time.monotonic()
+            plugins.emit(event, without=self._stuck, ctx=self.ctx, run=self.ctx.run,
+                         workflow=self.ctx.workflow, **kwargs)
+            with self._lock:
+                if self._thread is not me:  # given up on while stuck: the new one goes on
+                    return
+                self._busy = self._since = None
+
+    def _check_stuck(self) -> None:
+        with self._lock:
+            if self._since is None or time.monotonic() - self._since < HOOK_LIMIT:
+                return
+            who = plugins.running_in.get(self._thread.ident or 0)
+            plugins.warn(f"plugin {who or '(a wrapper)'} has been handling {self._busy} for "
+                         f"over {HOOK_LIMIT:.0f}s; the run's later events go on without it")
+            if who is not None:
+                self._stuck |= {who}
+            self._busy = self._since = None
+            self._worker()
 
     def close(self, limit: float = DRAIN_LIMIT) -> None:
         """Wait for every event emitted so far to be handled (at most ``limit`` seconds).
@@ -97,13 +131,17 @@ class Dispatcher:
         final already; what the plugins had not done is said on stderr."""
         self._queue.put(_STOP)
         start = time.monotonic()
+        said = False
         with interruptible():
             try:
-                self._thread.join(min(limit, 2.0))
-                if self._thread.is_alive():  # a person at a terminal sees why it waits
-                    plugins.warn(f"waiting for plugins to finish {self._busy or 'the run end'}"
-                                 " (alerts going out; Ctrl-C to stop waiting)")
-                    self._thread.join(max(0.0, limit - 2.0))
+                while self._thread.is_alive() and time.monotonic() - start < limit:
+                    self._thread.join(min(0.5, max(0.0, limit - (time.monotonic() - start))))
+                    self._check_stuck()
+                    if not said and self._thread.is_alive() and \
+                            time.monotonic() - start >= min(limit, 2.0):
+                        said = True  # a person at a terminal sees why it waits
+                        plugins.warn(f"waiting for plugins to finish {self._busy or 'the run end'}"
+                                     " (alerts going out; Ctrl-C to stop waiting)")
             except KeyboardInterrupt:
                 plugins.warn(f"interrupted while plugins handled {self._busy or 'the run end'}"
                              " (alerts may not have gone out)")

@@ -65,6 +65,12 @@ def base_dir(wf: Workflow) -> Path:
     return (root / wf.workdir) if wf.workdir else root
 
 
+def _comment(text: str) -> str:
+    """`text` safe in a `#` comment of the script: a line break there would end the comment
+    and make the rest code (a file named with one, an exporter option)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _codes(codes: list[int] | None) -> str:
     """`,3,75,` for the script's `*",$rc,"*` test; `*` when absent (any code)."""
     return "*" if codes is None else "," + ",".join(map(str, codes)) + ","
@@ -308,7 +314,7 @@ def bash_context(
     channels, routes = _channels(wf)
     plan = "\n".join(describe_plan(wf))
     mon = wf.monitor
-    source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
+    source_name = _comment(Path(wf.path).name if wf.path else f"{wf.name}.yaml")
     embedded = "".join(f["origin"] + "\0" + f["content"] for f in fs.items)
     secrets = wf.secret_names()
     # Declared without a default: None in `params`, or listed apart (`required_params`).
@@ -320,7 +326,7 @@ def bash_context(
         "identity": str(getattr(wf, "identity", wf.name)),
         "version": __version__,
         "source_name": source_name,
-        "script_name": script_name or f"{wf.name}.sh",
+        "script_name": _comment(script_name or f"{wf.name}.sh"),
         "definition": script_identity(wf, embedded),
         "inline": inline,
         "files": fs.items,

@@ -21,7 +21,9 @@ import functools
 import importlib
 import os
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -77,18 +79,29 @@ _problems: list[str] = []
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("flowsh_plugin", default="?")
 
 
+# The plugin each thread is in, by thread id: the event dispatcher names a stuck one.
+running_in: dict[int, str] = {}
+
+
 def _guard(hook: str, plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def guarded(*args: Any) -> Any:
         token = _current.set(plugin)
+        me = threading.get_ident()
+        outer = running_in.get(me)
+        running_in[me] = plugin
         start = time.perf_counter()
         try:
             return function(*args)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin ends nothing
             warn(f"plugin {plugin} failed in {hook}: {type(exc).__name__}: {exc}")
             return None
         finally:
             _current.reset(token)
+            if outer is None:
+                running_in.pop(me, None)
+            else:
+                running_in[me] = outer
             if os.environ.get("FLOWSH_TRACE_PLUGINS") == "1":
                 took = (time.perf_counter() - start) * 1000
                 sys.stderr.write(f"flowsh: trace: {hook} {plugin} {took:.2f} ms\n")
@@ -224,7 +237,11 @@ def registry(kind: str) -> dict[str, Any]:
             found[name] = (obj, plugin)
 
         # pluggy calls the last registered first: a third-party plugin can replace a built-in.
-        hook(register=register)
+        try:
+            hook(register=register)
+        except (Exception, SystemExit) as exc:  # a wrapper (implementations are guarded)
+            warn(f"{_culprit(exc)} failed in flowsh_register_{kind}: "
+                 f"{type(exc).__name__}: {exc}")
         _registries[kind] = found
     return {name: obj for name, (obj, _) in _registries[kind].items()}
 
@@ -235,26 +252,43 @@ def registered_by(kind: str, name: str) -> str | None:
     return entry[1] if entry else None
 
 
-def make_reporter(kind: str, state_url: str | None = None) -> Reporter:
-    """The run's reporter, from the first plugin that answers for `kind`."""
+def make_reporter(kind: str, state_url: str | None = None) -> Reporter | None:
+    """The run's reporter, from the first plugin that answers for `kind` (None: no plugin
+    did, and the run shows nothing)."""
     found: Reporter | None = get_plugin_manager().hook.flowsh_make_reporter(
         kind=kind, state_url=state_url)
-    if found is not None:
-        return found
-    # Here, not at the top: runopts brings the model (pydantic, ~130 ms), and every
-    # command imports this module at start-up.
-    from flowsh.runopts import Reporter
-
-    return Reporter()
+    return found
 
 
-def emit(event: str, **kwargs: Any) -> None:
-    """Call a hook on every plugin. An implementation that raises is reported (its guard);
-    a wrapper that raises is reported here; neither changes anything else."""
+def emit(event: str, *, without: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+    """Call a hook on every plugin (but those named in `without`). An implementation that
+    raises is reported (its guard); a wrapper that raises is reported here; neither changes
+    anything else."""
+    pm = get_plugin_manager()
     try:
-        getattr(get_plugin_manager().hook, event)(**kwargs)
-    except Exception as exc:
-        warn(f"a plugin wrapper failed in {event}: {type(exc).__name__}: {exc}")
+        if without:
+            left_out = [p for name in without if (p := pm.get_plugin(name)) is not None]
+            pm.subset_hook_caller(event, remove_plugins=left_out)(**kwargs)
+        else:
+            getattr(pm.hook, event)(**kwargs)
+    except (Exception, SystemExit) as exc:
+        warn(f"{_culprit(exc)} failed in {event}: {type(exc).__name__}: {exc}")
+
+
+def _culprit(exc: BaseException) -> str:
+    """`plugin NAME`, from the deepest frame of `exc` in a registered plugin's module: a
+    wrapper is not guarded as it is registered, so its name comes from where it raised."""
+    modules: dict[str, str] = {}
+    for name, plugin in get_plugin_manager().list_name_plugin():
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else \
+            type(plugin).__module__
+        modules.setdefault(module, name)
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        found = modules.get(tb.tb_frame.f_globals.get("__name__", ""), found)
+        tb = tb.tb_next
+    return f"plugin {found}" if found else "a plugin wrapper"
 
 
 def registration_rank(module: str) -> int:

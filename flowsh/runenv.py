@@ -18,7 +18,7 @@ from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.outputs import OutputError, read_outputs
 from flowsh.secrets import MASK, Masker, load_secret_outputs, save_secret_outputs
 from flowsh.state import RunRecord
-from flowsh.steps import base_environment, library_files
+from flowsh.steps import base_environment, env_file_values, library_files
 
 
 def resolve_params(wf: Workflow, given: Mapping[str, str],
@@ -53,8 +53,10 @@ class RunEnvironment:
         self.params = resolve_params(wf, given, prior)
         self.env = base_environment(wf, self.params)
         # What flowsh sets on purpose, which a sourced library must not override.
+        # env_file's names too: they outrank a library even when the caller's environment
+        # already holds the same value (SOURCE-3).
         self.explicit = {k for k, v in self.env.items() if os.environ.get(k) != v} | \
-            set(self.params) | set(wf.env)
+            set(self.params) | set(wf.env) | set(env_file_values(wf))
         self.secret_names = wf.secret_names()
         # Everything a step sees: the file's env and params, env_file, and flowsh's own
         # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).
@@ -127,23 +129,32 @@ class RunEnvironment:
         out_file = run_dir / f"{name}.out"
         outputs: dict[str, str] = {}
         bad = None
-        if read:
-            try:
-                outputs = read_outputs(out_file)
-            except OutputError as exc:
-                bad = self.mask(str(exc))
+        try:
+            outputs = read_outputs(out_file)
+        except OutputError as exc:
+            bad = self.mask(str(exc))
         out_file.unlink(missing_ok=True)
+        if not read:
+            # A failed step's outputs count for nothing, but a secret-named one it wrote
+            # (and perhaps printed) is still a secret: masked in its log and its alerts.
+            self._learn(run_dir, name, outputs)
+            return {}, None
         return outputs, bad
+
+    def _learn(self, run_dir: Path, name: str, outputs: Mapping[str, str]) -> dict[str, str]:
+        secret = {k: v for k, v in outputs.items() if self.secret(k)}
+        if secret:
+            self.mask.add(secret.values())
+            # The step may have printed them before they were known to be secret.
+            steplog.remask(run_dir / f"{name}.log", self.mask)
+        return secret
 
     def keep_outputs(self, run_dir: Path, name: str, outputs: dict[str, str]) -> dict[str, str]:
         """The outputs as the record keeps them. Secret-named ones are masked from now on
         wherever they show up; steps downstream get the real values."""
         if not outputs:
             return {}
-        secret = {k: v for k, v in outputs.items() if self.secret(k)}
+        secret = self._learn(run_dir, name, outputs)
         if secret:
-            self.mask.add(secret.values())
             save_secret_outputs(run_dir, name, secret)
-            # The step may have printed them before they were known to be secret.
-            steplog.remask(run_dir / f"{name}.log", self.mask)
         return self.mask.mapping(outputs, self.secret_names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowsh import plugins
 from flowsh.model import Workflow
 from flowsh.state import RunRecord, StateBackend, StepRecord
 
@@ -39,3 +40,47 @@ class RunOptions:
     only: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
+
+
+class GuardedReporter(Reporter):
+    """Another reporter with every call guarded as a plugin's hook is: one that raises is
+    reported once on stderr and the run goes on (a reporter is a plugin's, and a run must
+    never end because its view did)."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self.wants_output = inner.wants_output
+        self.who = type(inner).__module__.split(".")[0]
+
+    @property  # type: ignore[override]
+    def prefix(self) -> bool:
+        return self.inner.prefix
+
+    @prefix.setter
+    def prefix(self, value: bool) -> None:
+        self.inner.prefix = value
+
+    def _call(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.inner, method)(*args)
+        except (Exception, SystemExit) as exc:
+            plugins.warn(f"reporter of {self.who} failed in {method}: "
+                         f"{type(exc).__name__}: {exc}")
+
+    def run_started(self, run: RunRecord, wf: Workflow) -> None:
+        self._call("run_started", run, wf)
+
+    def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        self._call("step_started", run, step)
+
+    def step_output(self, step: str, line: str) -> None:
+        self._call("step_output", step, line)
+
+    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
+        self._call("step_retrying", run, step, delay)
+
+    def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        self._call("step_finished", run, step)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self._call("run_finished", run)

@@ -113,11 +113,15 @@ def retryable(step: Step, outcome: Outcome) -> bool:
     return step.retry_on is None or outcome.exit_code in step.retry_on
 
 
+def env_file_values(wf: Workflow) -> dict[str, str]:
+    """The workflow's env_file, read (none without one)."""
+    return read_env_file(resolve_path(wf, wf.env_file)) if wf.env_file else {}
+
+
 def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
     """os.environ < env_file < workflow env < params."""
     env = dict(os.environ)
-    if wf.env_file:
-        env.update(read_env_file(resolve_path(wf, wf.env_file)))
+    env.update(env_file_values(wf))
     env.update(wf.env)
     env.update(params)
     return env

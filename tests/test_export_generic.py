@@ -11,6 +11,7 @@ import pytest
 
 from flowsh import hookimpl, plugins
 from flowsh.cli import main
+from flowsh.errors import EXIT_PLUGIN
 
 
 class _Exporters:
@@ -29,6 +30,16 @@ class _Exporters:
         def escaping(workflow: Any, **options: Any) -> dict[str, str]:
             return {"../outside": "x\n"}
 
+        def returns(value: Any) -> Any:
+            return lambda workflow, **options: value
+
+        def raising(workflow: Any, **options: Any) -> str:
+            raise RuntimeError("exporter boom")
+
+        register("zz-none", returns(None))
+        register("zz-bytes", returns(b"#!/bin/sh\n"))
+        register("zz-empty", returns({}))
+        register("zz-raising", raising)
         register("zz-record", record)
         register("zz-several", several)
         register("zz-escaping", escaping)
@@ -86,7 +97,7 @@ def test_a_file_name_leaving_the_directory_is_refused(
         exporters: _Exporters, flow: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "units"
-    assert _cli("export", str(flow), "--format", "zz-escaping", "-o", str(out)) == 2
+    assert _cli("export", str(flow), "--format", "zz-escaping", "-o", str(out)) == EXIT_PLUGIN
     err = capsys.readouterr().err
     assert "'../outside'" in err and err.count("\n") == 1
     assert not (tmp_path / "outside").exists()
@@ -105,3 +116,39 @@ def test_systemd_is_an_exporter_like_any_other(flow: Path, tmp_path: Path) -> No
     names = sorted(p.name for p in out.iterdir())
     assert names == ["flowsh-nightly.service", "flowsh-nightly.timer"]
     assert "OnCalendar=*-*-* 02:00:00" in (out / "flowsh-nightly.timer").read_text()
+
+
+@pytest.mark.parametrize(("fmt", "what"), [
+    ("zz-none", "returned NoneType"), ("zz-bytes", "returned bytes"),
+    ("zz-empty", "returned dict"), ("zz-raising", "failed: RuntimeError: exporter boom")])
+@pytest.mark.parametrize("to_file", [False, True])
+def test_a_broken_exporter_is_one_line_and_writes_nothing(
+        exporters: _Exporters, flow: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        fmt: str, what: str, to_file: bool) -> None:
+    out = tmp_path / "out.sh"
+    argv = ["export", str(flow), "--format", fmt, *(["-o", str(out)] if to_file else [])]
+    assert _cli(*argv) == EXIT_PLUGIN
+    captured = capsys.readouterr()
+    assert f"exporter '{fmt}' {what}" in captured.err and captured.err.count("\n") == 1
+    assert captured.out == "" and not out.exists()
+
+
+@pytest.mark.parametrize("key", ["inline", "script_name", "exprs", "workflow", "path"])
+def test_an_option_cannot_stand_in_for_flowshs_own(
+        exporters: _Exporters, flow: Path, capsys: pytest.CaptureFixture[str],
+        key: str) -> None:
+    assert _cli("export", str(flow), "--bash", "--option", f"{key}=x\ntouch PWNED") == 2
+    err = capsys.readouterr().err
+    assert f"'{key}' is flowsh's own option" in err and err.count("\n") == 1
+
+
+def test_a_line_break_in_the_scripts_name_stays_in_its_comment(
+        flow: Path, tmp_path: Path) -> None:
+    out = tmp_path / "odd\ntouch PWNED\n#.sh"
+    assert _cli("export", str(flow), "--bash", "-o", str(out)) == 0
+    import subprocess
+
+    subprocess.run(["bash", str(out), "--help"], cwd=tmp_path, capture_output=True,
+                   timeout=60, check=False)
+    assert not (tmp_path / "PWNED").exists()
+    assert "odd?touch PWNED?#.sh --help" in out.read_text()

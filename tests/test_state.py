@@ -454,13 +454,19 @@ def test_secret_outputs_are_masked_in_state_and_resume_gets_them(
         (home / "runs" / run_id / "one.secret-outputs.json").unlink()
     (tmp_path / "fixed").touch()
     res = cli("resume", run_id)
-    assert res.returncode == 0
-    last = (tmp_path / "ran").read_text().splitlines()[-1]
     if kept:
-        assert "held a secret" not in res.stderr and last == "three abc"
-    else:
-        assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
-        assert last == "three ***"
+        assert res.returncode == 0
+        assert "held a secret" not in res.stderr
+        assert (tmp_path / "ran").read_text().splitlines()[-1] == "three abc"
+        return
+    # Refused before anything runs: a step never gets the mask (SECRET-2).
+    before = (tmp_path / "ran").read_text()
+    assert res.returncode == 2, res.stderr
+    assert "API_TOKEN held a secret" in res.stderr and "--step one --downstream" in res.stderr
+    assert (tmp_path / "ran").read_text() == before
+    res = cli("retry", run_id, "--step", "one", "--downstream")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "ran").read_text().splitlines()[-1] == "three abc"
 
 
 def test_sqlite_url_path_is_absolute_like_json(tmp_path: Path, cli: Cli) -> None:

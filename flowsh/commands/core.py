@@ -262,6 +262,8 @@ def resume_cmd(
 
 def retry_cmd(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    params: Optional[list[str]] = typer.Argument(  # noqa: UP045
+        None, help="KEY=VALUE: a secret param the state does not keep, again."),
     step: list[str] = typer.Option(..., "--step", "-s", help="Step to run again (repeatable)."),
     downstream: bool = typer.Option(False, "--downstream", help="Also re-run what follows."),
     file: Optional[Path] = typer.Option(None, "--file", "-f"),  # noqa: UP045
@@ -273,11 +275,12 @@ def retry_cmd(
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.graph import Graph
+    from flowsh.loader import parse_overrides
     from flowsh.state import RUNNING
 
     run = _open_run(run_id, state)
     wf = _workflow_for(run, file)
-    check_workflow(wf, {}, given=run.params)
+    check_workflow(wf, parse_overrides(params or []), given=run.params)
     if run.status == RUNNING:  # 75, as resume says it
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid})")
     names = {s.name for s in wf.steps}
@@ -287,7 +290,7 @@ def retry_cmd(
     only = set(step)
     if downstream:
         only |= Graph.build(wf).descendants(step)
-    opts = _run_options(params=[], jobs=None, quiet=quiet, json_events=json_events,
+    opts = _run_options(params=params or [], jobs=None, quiet=quiet, json_events=json_events,
                         state=state, overlap=None, lock_timeout=None, metrics_push=None)
     opts.resume, opts.only = run, only
     _finish(run_workflow(wf, opts))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from flowsh import hookimpl
-from flowsh.errors import StateError, UsageError
+from flowsh.errors import FlowshError, PluginError, StateError, UsageError
 from flowsh.fileio import atomic_write
 
 
@@ -85,7 +85,17 @@ def export_command(
     }
     if path_from_env:
         options["path"] = os.environ.get("PATH", "")
-    result = exporters[kind](wf, **options)
+    try:
+        result = exporters[kind](wf, **options)
+    except FlowshError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"exporter {kind!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(result, str | dict) or (isinstance(result, dict) and not (
+            result and all(isinstance(k, str) and isinstance(v, str)
+                           for k, v in result.items()))):
+        raise PluginError(f"exporter {kind!r} returned {type(result).__name__}, not text "
+                          "or {file name: text}")
     if isinstance(result, dict):
         _write_files(result, output or Path.cwd())
         return
@@ -97,6 +107,10 @@ def export_command(
     typer.echo(f"wrote {output}", err=True)
 
 
+# What flowsh itself hands every exporter: an --option cannot stand in for one.
+OWN_OPTIONS = frozenset({"workflow", "inline", "script_name", "exprs", "script", "path"})
+
+
 def parse_options(pairs: list[str]) -> dict[str, str]:
     """`--option KEY=VALUE` for a third-party exporter; the value is taken verbatim."""
     out: dict[str, str] = {}
@@ -104,12 +118,18 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
             raise UsageError(f"--option {pair!r} must be KEY=VALUE with KEY a name")
+        if key in OWN_OPTIONS:
+            raise UsageError(f"--option {key}=...: {key!r} is flowsh's own option (use "
+                             "the flag that sets it)")
         out[key] = value
     return out
 
 
 def _write_files(files: dict[str, str], outdir: Path) -> None:
     """An exporter's several files (systemd's service and timer) into one directory."""
+    for name in files:  # all checked before any is written
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise PluginError(f"the exporter named a file {name!r} outside {outdir}")
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir}: this format writes {len(files)} files; -o must be a "
                          "directory")
@@ -118,8 +138,6 @@ def _write_files(files: dict[str, str], outdir: Path) -> None:
     except OSError as exc:
         raise StateError(f"{outdir}: cannot create directory: {exc.strerror}") from None
     for name, text in files.items():
-        if Path(name).name != name or name in (".", ".."):
-            raise UsageError(f"the exporter named a file {name!r} outside {outdir}")
         write_atomic(outdir / name, text, 0o600)
         typer.echo(str(outdir / name))
 
