@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("flowsh")
-
 if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow
 
@@ -23,7 +22,12 @@ __all__ = ["__version__", "hookimpl", "load_workflow", "run_workflow"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `flowsh --version` and plugin imports stay cheap.
+    # Lazy, so `flowsh --version` and plugin imports stay cheap (pluggy: ~11 ms).
+    if name == "hookimpl":
+        import pluggy
+
+        marker = globals()["hookimpl"] = pluggy.HookimplMarker("flowsh")
+        return marker
     if name == "load_workflow":
         from flowsh.loader import load_workflow
 
