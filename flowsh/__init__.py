@@ -1,8 +1,7 @@
 """flowsh: run shell steps as workflows with checkpoints, resume, retries, alerts and cron.
 
-Public API::
-
-    from flowsh import load_workflow, run_workflow, hookimpl
+The package root holds only what every plugin needs at import time; the documented
+surface for plugin authors and library users is `flowsh.api`.
 """
 
 from __future__ import annotations
@@ -15,25 +14,15 @@ if TYPE_CHECKING:
     import pluggy
 
     hookimpl: pluggy.HookimplMarker
-    from flowsh.engine import run_workflow
-    from flowsh.loader import load_workflow
 
-__all__ = ["__version__", "hookimpl", "load_workflow", "run_workflow"]
+__all__ = ["__version__", "hookimpl"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `flowsh --version` and plugin imports stay cheap (pluggy: ~11 ms).
+    # Made on first use, so `flowsh --version` does not import pluggy (~11 ms).
     if name == "hookimpl":
         import pluggy
 
         marker = globals()["hookimpl"] = pluggy.HookimplMarker("flowsh")
         return marker
-    if name == "load_workflow":
-        from flowsh.loader import load_workflow
-
-        return load_workflow
-    if name == "run_workflow":
-        from flowsh.engine import run_workflow
-
-        return run_workflow
     raise AttributeError(name)

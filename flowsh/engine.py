@@ -12,7 +12,6 @@ import heapq
 import os
 import shlex
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,29 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowsh import plugins
+from flowsh import plugins, steplog
 from flowsh.errors import LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
+from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
-from flowsh.model import SECRET_NAME, Step, Workflow
+from flowsh.model import Step, Workflow
 from flowsh.outputs import OutputError, read_outputs
 from flowsh.paths import step_cwd
+from flowsh.resume import new_run, new_run_id, take_up
+from flowsh.runenv import RunEnvironment
 from flowsh.secrets import (
     MASK,
-    Masker,
     drop_secret_outputs,
-    load_secret_outputs,
     save_secret_outputs,
 )
 from flowsh.state import (
-    CRASHED,
     FAILED,
     INTERRUPTED,
     PENDING,
     RETRYING,
-    RUNNING,
     SKIPPED,
     STEP_RUNNING,
     SUCCEEDED,
@@ -52,7 +50,8 @@ from flowsh.state import (
     ensure_private_dir,
     flowsh_home,
 )
-from flowsh.steps import base_environment, build_argv, library_files, retry_delay
+from flowsh.steps import build_argv, retry_delay
+from flowsh.store import open_backend
 
 HEARTBEAT_EVERY = 10.0
 # The executor key of a step's `if:` test; a step name never holds a colon (model.STEP_NAME).
@@ -89,19 +88,6 @@ class RunOptions:
     only: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
-
-
-def new_run_id() -> str:
-    # os.urandom, not `random`: tests (hypothesis) seed the global generator. 32 bits: a
-    # wrapper started hundreds of times a second must not meet itself.
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(4).hex()}"
-
-
-def definition_hash(wf: Workflow) -> str:
-    import hashlib
-
-    data = wf.model_dump_json(exclude={"path"}, by_alias=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 class _Interrupt:
@@ -153,7 +139,6 @@ class Engine:
         self.queued: set[str] = set()
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
-        self.library: dict[str, Any] = {}  # libstate key -> LibraryState
         # Steps whose `if:` test runs: the environment and workdir their attempt starts with.
         self.pending_launch: dict[str, tuple[dict[str, str], Path]] = {}
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
@@ -171,129 +156,15 @@ class Engine:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _environment(self) -> None:
-        """Params, the steps' base environment and the secret mask, before anything runs."""
-        wf, opt = self.wf, self.opt
-        prior = opt.resume
-        params = {**wf.params, **(prior.params if prior else {}), **opt.params}
-        for k, v in list(params.items()):
-            if v != MASK or k in opt.params:
-                continue
-            # The record keeps no secret: it must come again, from the command line or
-            # (said out loud) from the workflow file.
-            if k not in wf.params or wf.params[k] == MASK:
-                raise UsageError(f"run {prior.run_id if prior else ''} was started with secret "
-                                 f"parameter {k}, which the state does not keep: pass {k}=... "
-                                 "again to resume it")
-            params[k] = wf.params[k]
-            plugins.warn(f"secret parameter {k} is not kept in the state: resuming with the "
-                         f"workflow file's value (pass {k}=... to use another)")
-        missing = [k for k in wf.required_params if k not in params]
-        if missing:
-            raise UsageError(f"parameter {', '.join(missing)} needs a value (declared without "
-                             f"a default): pass {missing[0]}=VALUE")
-        self.params = params
-        self.env = base_environment(wf, params)
-        # What flowsh sets on purpose, which a sourced library must not override.
-        self.explicit = {k for k, v in self.env.items() if os.environ.get(k) != v} | \
-            set(params) | set(wf.env)
-        self.secret_names = wf.secret_names()
-        # Everything a step sees: the file's env and params, env_file, and flowsh's own
-        # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).
-        self.mask = Masker.for_env(self.env, self.secret_names)
-        # A step's own secret-named env (`env: {DB_PASSWORD: ...}` on one step) too.
-        self.mask.add(v for s in wf.steps for k, v in s.env.items() if self._secret(k))
-
-    def _prepare(self, run_id: str) -> RunRecord:
-        wf, opt = self.wf, self.opt
-        prior = opt.resume
-        masked_params = self.mask.mapping(self.params, self.secret_names)
-        if prior is not None:
-            self._stop_orphans(prior)
-            run = prior
-            run.status = RUNNING
-            run.pid, run.host = os.getpid(), socket.gethostname()
-            run.ended_at = run.exit_code = None
-            run.params = masked_params
-            run.definition_hash = definition_hash(wf)
-            run.step_names = [s.name for s in wf.steps]
-            for name in self.graph.names:
-                rec = run.steps.get(name)
-                # `always` steps are the run's `finally`: they close each attempt of it.
-                again = (name in opt.only) if opt.only is not None else (
-                    rec is None or rec.status != SUCCEEDED or self.steps[name].always)
-                if rec is None or again:
-                    run.steps[name] = StepRecord(
-                        name=name, attempts=rec.attempts if rec else 0,
-                        log_path=rec.log_path if rec else None)
-            for name in [n for n in run.steps if n not in self.steps]:
-                del run.steps[name]
-            self.backend.update_run(run)
-            for rec in run.steps.values():
-                if rec.status == PENDING:
-                    self.backend.save_step(run, rec)
-        else:
-            self._stop_crashed_runs()
-            run = RunRecord(
-                run_id=run_id,
-                workflow=wf.identity,
-                file=wf.path,
-                definition_hash=definition_hash(wf),
-                params=masked_params,
-                pid=os.getpid(),
-                host=socket.gethostname(),
-                started_at=time.time(),
-                steps={s.name: StepRecord(name=s.name) for s in wf.steps},
-                step_names=[s.name for s in wf.steps],
-            )
-            self.backend.create_run(run)
-        return run
-
-    def _stop_crashed_runs(self) -> None:
-        """A new run of this identity must not overlap what a runner killed with -9 left
-        running (the lock died with it): such runs are marked crashed and their steps
-        stopped first, as a resume would (flowsh wrap from cron is always a new run)."""
-        from flowsh.store import check_liveness
-
-        # Crashed ones too: `--resume` may have marked the run crashed, then chosen to start
-        # afresh (a cron tick whose file lost a step), with the dead runner's steps running.
-        for old in self.backend.list_runs(self.wf.identity, limit=5,
-                                          statuses=frozenset({RUNNING, CRASHED})):
-            run = check_liveness(self.backend, old)
-            if run.status != RUNNING:
-                if not run.steps:
-                    run = self.backend.load_run(run.run_id)
-                self._stop_orphans(run, new_run=True)
-
-    def _stop_orphans(self, prior: RunRecord, *, new_run: bool = False) -> None:
-        """Steps a crashed runner left running would run twice alongside their re-run."""
-        if prior.host != socket.gethostname():
-            return
-        from flowsh.process import stop_leftovers, stop_orphan
-
-        for rec in prior.steps.values():
-            if rec.pid and stop_orphan(rec.pid, prior.run_id, self.wf.kill_grace):
-                again = "starting a new run" if new_run else "running it again"
-                plugins.warn(f"step {rec.name!r} of crashed run {prior.run_id} was still "
-                             f"running (pid {rec.pid}); stopped it before {again}")
-            rec.pid = None
-        if prior.status not in (RUNNING, CRASHED):
-            return  # it ended properly: what is left was kept on purpose (keep_children)
-        left = stop_leftovers(prior.run_id, self.wf.kill_grace)
-        if left:
-            plugins.warn(f"crashed run {prior.run_id} had {len(left)} process(es) it had not "
-                         f"recorded still running (pid {', '.join(map(str, sorted(left)))}); "
-                         "stopped them")
-
     # -- the loop ---------------------------------------------------------------------
 
     def execute(self) -> RunRecord:
-        self._environment()
+        self.renv = RunEnvironment(self.wf, self.opt.params, self.opt.resume)
         # The executor exists before the run is recorded: one that cannot start (a broker
         # that is down) is an error with nothing left behind.
         on_output = self.reporter.step_output if self.reporter.wants_output else None
         self.executor = self.executor_factory(
-            on_output=on_output, mask=self.mask, **self.wf.executor_options)
+            on_output=on_output, mask=self.renv.mask, **self.wf.executor_options)
         try:
             return self._execute_locked()
         finally:
@@ -318,16 +189,16 @@ class Engine:
                 plugins.warn(f"run {run_id} was finished by another runner meanwhile; "
                              "starting a new run")
                 self.opt.resume = None
-                mask = self.mask  # the executor holds this one
-                self._environment()
-                mask.add(self.mask.values)
-                self.mask = mask
+                self.renv = RunEnvironment(self.wf, self.opt.params, None,
+                                           mask=self.renv.mask)
                 return self._execute_locked()
             self.opt.resume = fresh
         if self.lock is not None:
             self.lock.note(run_id)
         try:
-            self._library_states(run_id)
+            env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
+            self.renv.set_library(run_states(self.wf, self.run_dir, env,
+                                             reuse=self.opt.resume is not None))
         except BaseException:
             os.close(runner_fd)
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -336,10 +207,15 @@ class Engine:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         try:
-            run = self._prepare(run_id)
+            params = self.renv.masked_params()
+            if self.opt.resume is not None:
+                run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
+                              params, self.opt.only)
+            else:
+                run = new_run(self.backend, self.wf, run_id, params)
             self.run = run
             self.events = Dispatcher(RunContext(
-                run=run, workflow=self.wf, masker=self.mask, run_dir=self.run_dir,
+                run=run, workflow=self.wf, masker=self.renv.mask, run_dir=self.run_dir,
                 options=dict(self.opt.plugin_options)))
             drain = DRAIN_LIMIT
             try:
@@ -353,20 +229,6 @@ class Engine:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
 
-    def _library_states(self, run_id: str) -> None:
-        """Top-level assignments of sourced libraries: evaluated once per run (a resume
-        reads the recorded ones back), before the first step (flowsh.libstate)."""
-        from flowsh.libstate import run_states
-
-        env = {**self.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
-        self.library = run_states(self.wf, self.run_dir, env,
-                                  reuse=self.opt.resume is not None)
-        for state in self.library.values():
-            self.mask.add(v for k, v in state.values.items() if v and self._secret(k))
-
-    def _secret(self, name: str) -> bool:
-        return name in self.secret_names or SECRET_NAME.search(name) is not None
-
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor
         self.reporter.run_started(run, self.wf)
@@ -374,7 +236,8 @@ class Engine:
         # Steps that succeeded in an earlier attempt of this run pass their outputs on.
         for name in self.graph.order:
             if run.steps[name].status == SUCCEEDED:
-                outputs = self._unmask_outputs(name, run.steps[name].outputs)
+                outputs = self.renv.unmask_outputs(self.run_dir, name,
+                                                   run.steps[name].outputs)
                 masked = sorted(k for k, v in outputs.items() if v == MASK)
                 if masked:
                     plugins.warn(f"step {name!r} output {', '.join(masked)} held a secret, which "
@@ -412,14 +275,6 @@ class Engine:
             for n, r in run.steps.items()
         )
         self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
-
-    def _unmask_outputs(self, name: str, outputs: dict[str, str]) -> dict[str, str]:
-        """A resumed step's secret outputs, from the run's private directory (the store
-        keeps only the mask)."""
-        kept = load_secret_outputs(self.run_dir, name)
-        real = {k: kept[k] for k, v in outputs.items() if v == MASK and k in kept}
-        self.mask.add(real.values())
-        return {**outputs, **real}
 
     def _loop(self, intr: _Interrupt) -> None:
         while True:
@@ -549,30 +404,22 @@ class Engine:
         rec.status, rec.message = SKIPPED, why
         self._record_finished(rec)
 
-    def _step_env(self, step: Step, rec: StepRecord, attempt: int) -> dict[str, str]:
-        env = dict(self.env)
-        for dep in self.graph.needs[step.name]:
-            env.update(self.exports.get(dep, {}))
-        env.update(step.env)
-        files = library_files(self.wf, step)
-        if files:
-            from flowsh.libstate import key
-
-            env["FLOWSH_LIBRARY_STATE"] = self.library[key(files)].text
-        out_path = self.run_dir / f"{step.name}.out"
-        env.update(
-            FLOWSH_RUN_ID=self.run.run_id,
-            FLOWSH_WORKFLOW=self.wf.name,
-            FLOWSH_STEP=step.name,
-            FLOWSH_ATTEMPT=str(attempt),
-            FLOWSH_OUTPUT=str(out_path),
-        )
-        return env
+    def _upstream(self, name: str) -> dict[str, str]:
+        """What `name`'s dependencies pass on (their exports, merged in `needs` order)."""
+        needs = self.graph.needs[name]
+        if len(needs) == 1:
+            return self.exports.get(needs[0], {})
+        merged: dict[str, str] = {}
+        for dep in needs:
+            merged.update(self.exports.get(dep, {}))
+        return merged
 
     def _start(self, step: Step, rec: StepRecord) -> None:
         # The attempt counts once the step starts (or its `if:` test fails); the test sees
         # the number of the attempt it decides on (IF-4).
-        env = self._step_env(step, rec, rec.attempts + 1)
+        env = self.renv.for_step(step, self._upstream(step.name), run_id=self.run.run_id,
+                                 attempt=rec.attempts + 1,
+                                 out_path=self.run_dir / f"{step.name}.out")
         cwd = step_cwd(self.wf, step)
         if step.if_ is not None:
             self._start_condition(step, rec, env, cwd)
@@ -590,11 +437,12 @@ class Engine:
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
-            _append_log(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
+            steplog.append(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
         self.running.add(step.name)
         rec.pid = self.executor.start(StepRequest(
             key=step.name,
-            argv=build_argv(self.wf, step, self._explicit_for(step)),
+            argv=build_argv(self.wf, step,
+                            self.renv.explicit_for(step, self._upstream(step.name))),
             cwd=str(cwd),
             env=env,
             log_path=str(log_path),
@@ -607,14 +455,6 @@ class Engine:
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)
         self.events.emit("flowsh_step_started", step=rec)
-
-    def _explicit_for(self, step: Step) -> set[str]:
-        if not (self.wf.source or step.source):
-            return set()
-        names = self.explicit | set(step.env)
-        for dep in self.graph.needs[step.name]:
-            names |= set(self.exports.get(dep, {}))
-        return names
 
     # -- `if:` tests ------------------------------------------------------------------
     # A test is a job of the executor like a step (semantics.md IF-5): it takes a
@@ -691,7 +531,7 @@ class Engine:
             f"signal {signal.Signals(sig).name}" if sig else "error"))
         detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
         rec.message = f"the `if` test failed ({how}): {detail}"
-        _append_log(log_path, f"flowsh: `if: {step.if_}` failed ({how})\n{err}")
+        steplog.append(log_path, f"flowsh: `if: {step.if_}` failed ({how})\n{err}")
         rec.status = FAILED
         if not step.continue_on_failure:
             self.failed = True
@@ -711,7 +551,7 @@ class Engine:
             try:
                 outputs = read_outputs(out_file)
             except OutputError as exc:
-                bad = self.mask(str(exc))
+                bad = self.renv.mask(str(exc))
         # Read once, kept in the store (secret values only in the 0600 secret-outputs
         # file, dropped when the run succeeds): the step's own file would keep them in clear.
         out_file.unlink(missing_ok=True)
@@ -719,14 +559,14 @@ class Engine:
             if outputs:
                 # Secret-named outputs are masked from now on wherever they show up; the
                 # record keeps them masked; steps downstream get the real values.
-                secret = {k: v for k, v in outputs.items()
-                          if k in self.secret_names or SECRET_NAME.search(k)}
+                secret = self.renv.secret_outputs(outputs)
                 if secret:
-                    self.mask.add(secret.values())
+                    self.renv.mask.add(secret.values())
                     save_secret_outputs(self.run_dir, name, secret)
                     # The step may have printed them before they were known to be secret.
-                    _remask_log(self.run_dir / f"{name}.log", self.mask)
-            rec.outputs = self.mask.mapping(outputs, self.secret_names) if outputs else {}
+                    steplog.remask(self.run_dir / f"{name}.log", self.renv.mask)
+            rec.outputs = self.renv.mask.mapping(outputs, self.renv.secret_names) if outputs \
+                else {}
             rec.status = SUCCEEDED
             rec.message = None
             self._export(name, outputs)
@@ -794,48 +634,11 @@ class Engine:
         self.backend.update_run(run)
         if status == SUCCEEDED:  # nothing left to resume: the secrets go
             drop_secret_outputs(self.run_dir)
-            if any(self._secret(k) for st in self.library.values() for k in st.values):
+            if self.renv.library_has_secrets():
                 # A later `flowsh retry` of this run evaluates the libraries again.
-                from flowsh.libstate import STATE_FILE
-
                 (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         self.reporter.run_finished(run)
         self.events.emit("flowsh_run_finished")
-
-
-def _remask_log(path: Path, mask: Masker) -> None:
-    """Rewrite a step's log with the secrets known now masked (atomically: temp + rename)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        return
-    text = data.decode("utf-8", "surrogateescape")
-    masked = "\n".join(mask(line) for line in text.split("\n"))
-    if masked == text:
-        return
-    tmp = path.with_name(path.name + ".mask")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(masked.encode("utf-8", "surrogateescape"))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        plugins.warn(f"cannot mask the secret outputs in {path}: {exc.strerror or exc}")
-
-
-def _append_log(path: Path, text: str) -> None:
-    """flowsh's own line in a step's log; a log that cannot be written (a full disk) is a
-    warning naming it, as for the step's output, never the end of the run."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        plugins.warn(f"cannot write log {path}: {exc.strerror or exc}")
 
 
 @contextmanager
@@ -843,8 +646,6 @@ def _backend(options: RunOptions, wf_state: str | None) -> Iterator[StateBackend
     if options.backend is not None:
         yield options.backend
         return
-    from flowsh.store import open_backend
-
     backend = open_backend(options.state_url or os.environ.get("FLOWSH_STATE") or wf_state)
     try:
         yield backend

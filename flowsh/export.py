@@ -16,27 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
+from flowsh.quoting import bash_quote, quote_name
 from flowsh.templating import templates_dir
-
-_SAFE = re.compile(r"[A-Za-z0-9_./:@%+,=-]+\Z")
-
-
-def bash_quote(value: object) -> str:
-    """A bash word that expands to exactly `value` (single quotes; plain when harmless)."""
-    text = "" if value is None else str(value)
-    if text and _SAFE.match(text) and not text.startswith(("=", "-")):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def quote_name(value: object) -> str:
-    """Always single-quoted: a name (step, channel) or a setting must never read as a bash
-    keyword, a command (`wait`: SC2209) or arithmetic (SC2100)."""
-    text = "" if value is None else str(value)
-    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def seconds(value: float | None) -> str:
@@ -98,7 +83,7 @@ UNCARRIED = re.compile(
 
 def _check_names(wf: Workflow) -> None:
     """REFUSE-6: a param or env name the script cannot carry, FILE:LINE naming the key."""
-    from flowsh.loader import Positions
+    from flowsh.yamlsrc import Positions
 
     text = None
     if wf.path and Path(wf.path).suffix.lower() in (".yaml", ".yml", ".json"):
@@ -171,17 +156,10 @@ class _Files:
         if not self.inline:
             return bash_quote(key)
         if key not in self.by_path:
-            from flowsh.embed import embed
-
             self.by_path[key] = mirror_word(key)
             for item in embed(Path(key), cwd or Path(key).parent, self.by_path):
                 self.items.append(item)
         return self.by_path[key]
-
-
-def mirror_word(path: str) -> str:
-    """`"$FLOWSH_FILES"/root'/abs/path'`: where an embedded file lives at run time."""
-    return '"$FLOWSH_FILES"/root' + bash_quote(path)
 
 
 def _func_names(steps: list[Step]) -> dict[str, str]:

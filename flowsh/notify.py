@@ -249,7 +249,7 @@ def _positioned(exc: WorkflowError, workflow: Workflow) -> WorkflowError:
         loc = ("notify", "channels", channel, *((key,) if key else ()))
     if loc is None or not workflow.path or exc.path:
         return exc
-    from flowsh.loader import parse_yaml
+    from flowsh.yamlsrc import parse_yaml
 
     path = Path(workflow.path)
     try:

@@ -86,7 +86,7 @@ class Masker:
             return cls.for_env(env, set())
         if wf.env_file:
             # Imported here: loader brings PyYAML, which commands that only mask never need.
-            from flowsh.loader import read_env_file
+            from flowsh.envfile import read_env_file
 
             base = Path(wf.path).parent if wf.path else Path.cwd()
             # A bad env_file is reported where it matters (the run); masking must not fail.

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from flowsh.errors import WorkflowError
-from flowsh.loader import Positions
 from flowsh.model import STEP_NAME
+from flowsh.yamlsrc import Positions
 
 # `workflow=(`, `workflow+=(`, `declare -A workflow=(`, `local -A workflow=(` at a line start.
 _ASSIGN = re.compile(

@@ -93,7 +93,7 @@ def retry_delay(step: Step, attempt: int) -> float:
 
 def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
     """os.environ < env_file < workflow env < params."""
-    from flowsh.loader import read_env_file
+    from flowsh.envfile import read_env_file
 
     env = dict(os.environ)
     if wf.env_file:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError
+from flowsh.fileio import atomic_write
 from flowsh.hookspecs import Register
 from flowsh.schedjob import unit_name
 
@@ -47,14 +48,7 @@ def systemctl(*args: str) -> None:
 
 def _write(path: Path, text: str) -> None:
     """Atomically, 0600 (units may name paths and env of the user)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, text, 0o600)
 
 
 class SystemdScheduler:

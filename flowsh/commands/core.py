@@ -193,7 +193,7 @@ def _gone_steps(run: RunRecord, wf: Workflow) -> list[str]:
 
 def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     """Refuse a resume when steps the run recorded are gone from the file."""
-    from flowsh.engine import definition_hash
+    from flowsh.resume import definition_hash
     from flowsh.state import RUNNING, SUCCEEDED
     if run.status == RUNNING:  # 75, as `run --resume` and the exported script say it
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")

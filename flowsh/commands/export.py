@@ -10,23 +10,15 @@ import typer
 
 from flowsh import hookimpl
 from flowsh.errors import StateError, UsageError
+from flowsh.fileio import atomic_write
 
 
 def write_atomic(path: Path, text: str, mode: int) -> None:
     """temp + fsync + rename, so a reader never sees half a script."""
     path = path.resolve()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        atomic_write(path, text, mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StateError(f"{path}: cannot write: {exc.strerror}") from None
 
 
