@@ -29,6 +29,23 @@ def key(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
+def environment() -> str:
+    """What derived data may depend on beyond its input: the interpreter, flowsh's version
+    and every directory on ``sys.path`` with its mtime (installing, upgrading or removing a
+    distribution, PyYAML or a plugin, changes its directory's mtime)."""
+    import sys
+
+    from flowsh import __version__
+
+    parts = [sys.version, sys.prefix, __version__]
+    for entry in sys.path:
+        try:
+            parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
+        except OSError:
+            parts.append(f"{entry}\0-")
+    return "\0".join(parts)
+
+
 def directory() -> Path:
     from flowsh.state import flowsh_home
 

@@ -284,15 +284,9 @@ def _entry_points() -> list[EntryPointRecord]:
     """
     import json
 
-    from flowsh import __version__, cache
+    from flowsh import cache
 
-    stamps = []
-    for entry in sys.path:
-        try:
-            stamps.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
-        except OSError:
-            stamps.append(f"{entry}\0-")
-    digest = cache.key(sys.version, sys.prefix, __version__, *stamps)
+    digest = cache.key(cache.environment())
     raw = cache.load("entrypoints", digest)
     if raw is not None:
         try:
