@@ -104,3 +104,13 @@ def test_an_unwritable_cache_is_only_slower(tmp_path, monkeypatch):
     f.write_text("steps:\n  - {name: a, run: 'true'}\n")
     assert [s.name for s in load_workflow(f).steps] == ["a"]
     assert os.path.isfile(home / "cache")
+
+
+def test_a_nul_byte_is_refused_from_a_cached_parse_too(tmp_path):
+    f = tmp_path / "w.yaml"
+    f.write_text('steps:\n  - {name: a, run: "echo \\0"}\n')
+    for _ in range(2):
+        with pytest.raises(WorkflowError, match="a NUL byte") as err:
+            load_workflow(f)
+        assert err.value.line == 2
+    assert len(_entries("yaml")) == 1
