@@ -42,9 +42,9 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
                 # `- ./backup.sh` is a step whose name is derived and whose text is the command.
                 data["steps"][i] = {"name": f"step{i + 1}", "run": step}
     if pos.nul_free:  # known from the parse: only what the user config added is walked
-        for key in ("defaults", "state"):
-            if key in data:
-                _refuse_nul(data[key], pos, (key,))
+        for merged in ("defaults", "state"):
+            if merged in data:
+                _refuse_nul(data[merged], pos, (merged,))
     else:
         _refuse_nul(data, pos, ())
     try:
