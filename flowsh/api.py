@@ -73,10 +73,10 @@ if TYPE_CHECKING:
     from flowsh.state import RETRYING as RETRYING
     from flowsh.state import RUNNING as RUNNING
     from flowsh.state import SKIPPED as SKIPPED
-    from flowsh.state import STEP_RUNNING as STEP_RUNNING
     from flowsh.state import SUCCEEDED as SUCCEEDED
     from flowsh.state import RunRecord as RunRecord
     from flowsh.state import StateBackend as StateBackend
+    from flowsh.state import Status as Status
     from flowsh.state import StepRecord as StepRecord
 
 
@@ -112,7 +112,7 @@ _WHERE = {
     "LocalExecutor": "flowsh.process",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
-                     "SKIPPED", "STEP_RUNNING", "SUCCEEDED", "RunRecord", "StateBackend",
+                     "SKIPPED", "SUCCEEDED", "RunRecord", "StateBackend", "Status",
                      "StepRecord"), "flowsh.state"),
 }
 
@@ -126,7 +126,6 @@ __all__ = [
     "RETRYING",
     "RUNNING",
     "SKIPPED",
-    "STEP_RUNNING",
     "SUCCEEDED",
     "Alert",
     "Executor",
@@ -143,6 +142,7 @@ __all__ = [
     "RunRecord",
     "Scheduler",
     "StateBackend",
+    "Status",
     "StepRecord",
     "StepRequest",
     "UsageError",

@@ -10,42 +10,42 @@ from __future__ import annotations
 
 import heapq
 import os
-import shlex
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowsh import plugins, steplog
-from flowsh.errors import LockHeldError, UsageError
+from flowsh.conditions import IF_KEY, IfTests
+from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
-from flowsh.outputs import OutputError, read_outputs
 from flowsh.paths import step_cwd
+from flowsh.ready import ReadySet
 from flowsh.resume import new_run, new_run_id, take_up
 from flowsh.runenv import RunEnvironment
+from flowsh.runopts import Reporter, RunOptions
 from flowsh.secrets import (
     MASK,
     drop_secret_outputs,
-    save_secret_outputs,
 )
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
     PENDING,
     RETRYING,
+    RUNNING,
     SKIPPED,
-    STEP_RUNNING,
     SUCCEEDED,
     RunRecord,
     StateBackend,
+    Status,
     StepRecord,
     ensure_private_dir,
     flowsh_home,
@@ -53,41 +53,9 @@ from flowsh.state import (
 from flowsh.steps import build_argv, retry_delay
 from flowsh.store import open_backend
 
+__all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
+
 HEARTBEAT_EVERY = 10.0
-# The executor key of a step's `if:` test; a step name never holds a colon (model.STEP_NAME).
-IF_KEY = "if:"
-
-
-class Reporter:
-    """What a person (or a machine) sees of a run. The base class shows nothing."""
-
-    wants_output = False
-    prefix = False  # prefix output lines with the step name (set by the engine)
-
-    def run_started(self, run: RunRecord, wf: Workflow) -> None: ...
-    def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
-    def step_output(self, step: str, line: str) -> None: ...
-    def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
-    def step_finished(self, run: RunRecord, step: StepRecord) -> None: ...
-    def run_finished(self, run: RunRecord) -> None: ...
-
-
-@dataclass
-class RunOptions:
-    params: dict[str, str] = field(default_factory=dict)
-    concurrency: int | None = None
-    state_url: str | None = None
-    backend: StateBackend | None = None  # an open backend wins over state_url
-    reporter: Reporter | None = None
-    executor: str | None = None  # default: the workflow's `executor`
-    overlap: str | None = None
-    lock_timeout: float | None = None
-    # Resume: continue this run. Without `only`, every step that did not succeed runs
-    # again; with `only` (flowsh retry), exactly those steps run again, whatever they were.
-    resume: RunRecord | None = None
-    only: set[str] | None = None
-    run_id: str | None = None
-    plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
 
 
 class _Interrupt:
@@ -133,14 +101,9 @@ class Engine:
         self.failed = False  # a failure that stops new (non-`always`) steps
         self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
         self.running: set[str] = set()
-        # Steps to look at in the next `_start_ready`, as a heap by position in graph.order.
-        self.rank = {name: i for i, name in enumerate(self.graph.order)}
-        self.candidates: list[tuple[int, str]] = []
-        self.queued: set[str] = set()
+        self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.last_beat = 0.0
-        # Steps whose `if:` test runs: the environment and workdir their attempt starts with.
-        self.pending_launch: dict[str, tuple[dict[str, str], Path]] = {}
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
         name = options.executor or wf.executor
@@ -175,6 +138,7 @@ class Engine:
         # The liveness lock is taken before the run is recorded, so a `running` record
         # without a held lock always means a dead runner (store.check_liveness).
         self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run_id)
+        self.if_tests = IfTests(self.wf, self.executor, self.run_dir)
         held = hold_runner_lock(self.run_dir)
         if held is None:
             raise LockHeldError(f"run {run_id} is being run by another flowsh process right "
@@ -245,7 +209,7 @@ class Engine:
                                  f"(flowsh retry {run.run_id} --step {name} --downstream "
                                  "runs them again with the real value)")
                 self._export(name, outputs)
-        self._consider(self.graph.order)
+        self.ready.consider(self.graph.order)
         try:
             with _Interrupt(executor) as intr:
                 self._loop(intr)
@@ -262,10 +226,10 @@ class Engine:
                 self.running.clear()
             else:
                 self._drain_interrupted()
-            self._finish_run(INTERRUPTED, 130)
+            self._finish_run(INTERRUPTED, EXIT_INTERRUPTED)
             raise
         if intr.signum is not None:
-            self._finish_run(INTERRUPTED, 130)
+            self._finish_run(INTERRUPTED, EXIT_INTERRUPTED)
             return
         # A step interrupted while flowsh was not (a task revoked on a remote worker) is a
         # failure of the run like any other.
@@ -274,7 +238,7 @@ class Engine:
             or r.status == INTERRUPTED
             for n, r in run.steps.items()
         )
-        self._finish_run(FAILED if failed else SUCCEEDED, 1 if failed else 0)
+        self._finish_run(FAILED if failed else SUCCEEDED, EXIT_FAILED if failed else EXIT_OK)
 
     def _loop(self, intr: _Interrupt) -> None:
         while True:
@@ -323,82 +287,15 @@ class Engine:
             self._record_finished(rec)
         self.waiting.clear()
 
-    def _deps_state(self, name: str) -> str:
-        """'ready', 'wait', or 'blocked' (a dependency failed or was skipped by a failure)."""
-        state = "ready"
-        for dep in self.graph.needs[name]:
-            rec = self.run.steps[dep]
-            if rec.status == SUCCEEDED:
-                continue
-            if rec.status == FAILED and self.steps[dep].continue_on_failure:
-                continue
-            if rec.status == SKIPPED and rec.message == "condition false":
-                continue
-            if rec.status in (FAILED, SKIPPED, INTERRUPTED):
-                state = "blocked"
-                continue
-            return "wait"
-        return state
-
-    def _consider(self, names: list[str]) -> None:
-        """Queue steps whose dependencies changed, to be looked at by `_start_ready`."""
-        for name in names:
-            if name not in self.queued:
-                self.queued.add(name)
-                heapq.heappush(self.candidates, (self.rank[name], name))
-
     def _start_ready(self) -> None:
-        """Start (or skip) what can go, in graph order, up to the concurrency limit.
-
-        Only candidates are looked at: a step whose dependencies changed since it was last
-        found waiting. Scanning every step at every event made a chain of N steps cost
-        O(N^2) (5 ms per step at N=2000). A step found waiting drops out of the queue; the
-        end of one of its dependencies (`_record_finished`) or a retry wake-up brings it
-        back. Whether a step may go depends only on its dependencies' states, the
-        concurrency limit (a startable step stays queued) and `self.failed`, which only
-        ever turns true and matters only once a step's dependencies are all final.
-        """
-        heap = self.candidates
-        while heap:
-            name = heap[0][1]
-            rec = self.run.steps[name]
-            if rec.status == PENDING:
-                step = self.steps[name]
-                deps = self._deps_state(name)
-                if deps == "wait":
-                    pass
-                elif step.always:
-                    if deps != "blocked" or self._all_deps_final(name):
-                        if len(self.running) >= self.concurrency:
-                            return
-                        self._pop_candidate()
-                        self._start(step, rec)
-                        continue
-                elif deps == "blocked" or (self.failed and rec.attempts == 0):
-                    # A step already attempted keeps its retries after another step
-                    # failed (a started step finishes, as in the exported script).
-                    if not (self.failed and deps != "blocked"
-                            and not self._all_deps_final(name)):
-                        self._pop_candidate()
-                        self._skip(rec, "upstream failed" if deps == "blocked" else "run failed")
-                        continue
-                else:
-                    if len(self.running) >= self.concurrency:
-                        return
-                    self._pop_candidate()
-                    self._start(step, rec)
-                    continue
-            self._pop_candidate()
-
-    def _pop_candidate(self) -> None:
-        _, name = heapq.heappop(self.candidates)
-        self.queued.discard(name)
-
-    def _all_deps_final(self, name: str) -> bool:
-        return all(
-            self.run.steps[d].status in (SUCCEEDED, FAILED, SKIPPED, INTERRUPTED)
-            for d in self.graph.needs[name]
-        )
+        """Start (or skip) what can go, in graph order, up to the concurrency limit."""
+        for name, why in self.ready.take(self.run.steps,
+                                         lambda: len(self.running) >= self.concurrency,
+                                         lambda: self.failed):
+            if why is None:
+                self._start(self.steps[name], self.run.steps[name])
+            else:
+                self._skip(self.run.steps[name], why)
 
     def _skip(self, rec: StepRecord, why: str) -> None:
         rec.status, rec.message = SKIPPED, why
@@ -422,7 +319,10 @@ class Engine:
                                  out_path=self.run_dir / f"{step.name}.out")
         cwd = step_cwd(self.wf, step)
         if step.if_ is not None:
-            self._start_condition(step, rec, env, cwd)
+            self.running.add(IF_KEY + step.name)
+            rec.pid = self.if_tests.start(step, env, cwd)
+            if rec.pid is not None:
+                self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
             return
         rec.attempts += 1
         self._launch(step, rec, env, cwd)
@@ -433,7 +333,7 @@ class Engine:
             # A fresh run directory has no outputs file; the step's `>>` creates it there
             # (in the 0700 run directory), which saves a file creation per step.
             Path(env["FLOWSH_OUTPUT"]).unlink(missing_ok=True)
-        rec.status, rec.started_at, rec.ended_at = STEP_RUNNING, time.time(), None
+        rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
         if rec.attempts > 1:
@@ -456,86 +356,26 @@ class Engine:
         self.reporter.step_started(self.run, rec)
         self.events.emit("flowsh_step_started", step=rec)
 
-    # -- `if:` tests ------------------------------------------------------------------
-    # A test is a job of the executor like a step (semantics.md IF-5): it takes a
-    # concurrency slot, has the step's environment (FLOWSH_ATTEMPT of the coming attempt)
-    # and timeout, its leftovers are stopped, an interrupt stops it, and its pid is
-    # recorded so that a resume after a crash stops it before anything runs again.
-
-    def _condition_log(self, name: str) -> Path:
-        # `@` is in no step name: `a`'s test never meets the log of a step named `a.if`.
-        return self.run_dir / f"{name}@if.log"
-
-    def _start_condition(self, step: Step, rec: StepRecord, env: dict[str, str],
-                         cwd: Path) -> None:
-        out = self._condition_log(step.name)
-        out.unlink(missing_ok=True)
-        key = IF_KEY + step.name
-        self.running.add(key)
-        self.pending_launch[step.name] = (env, cwd)
-        shell = shlex.split(step.shell or self.wf.shell)
-        rec.pid = self.executor.start(StepRequest(
-            key=key,
-            argv=[*shell, "-c", step.if_ or "true"],
-            cwd=str(cwd),
-            # What a test writes to $FLOWSH_OUTPUT is no output of the step (IF-2: its
-            # stdout goes nowhere, its stderr to the log).
-            env={**env, "FLOWSH_OUTPUT": os.devnull},
-            log_path=str(out),
-            timeout=step.timeout,
-            kill_grace=self.wf.kill_grace,
-            echo=False,
-            discard_stdout=True,
-        ))
-        if rec.pid is not None:
-            self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
-
     def _on_condition(self, name: str, outcome: Outcome) -> None:
         self.running.discard(IF_KEY + name)
         step, rec = self.steps[name], self.run.steps[name]
-        env, cwd = self.pending_launch.pop(name)
         rec.pid = None
-        out = self._condition_log(name)
-        try:
-            with out.open("rb") as fh:  # masked as written, by the executor
-                fh.seek(max(0, out.stat().st_size - 16384))
-                err = fh.read().decode(errors="replace")
-        except OSError:
-            err = ""
-        out.unlink(missing_ok=True)
-        if outcome.interrupted:  # the step itself never started: no attempt counted
+        verdict = self.if_tests.finish(step, rec, outcome)
+        if verdict.action == "interrupted":  # the step never started: no attempt counted
             rec.status, rec.message = INTERRUPTED, "interrupted during its `if` test"
             rec.ended_at = time.time()
             self.failed = True
             self._record_finished(rec)
-        elif outcome.ok:
+        elif verdict.action == "run":
             rec.attempts += 1
-            self._launch(step, rec, env, cwd)
-        elif outcome.exit_code == 1 and not outcome.signal and not outcome.error:
+            self._launch(step, rec, verdict.env, verdict.cwd)
+        elif verdict.action == "skip":
             self._skip(rec, "condition false")
         else:
             rec.attempts += 1  # a broken test fails the step: that attempt counts
-            code = None if outcome.signal or outcome.error else outcome.exit_code
-            self._condition_failed(step, rec, self.run_dir / f"{name}.log", code,
-                                   outcome.signal, err or (outcome.error or ""),
-                                   "timed out" if outcome.timed_out else None)
-
-    def _condition_failed(self, step: Step, rec: StepRecord, log_path: Path,
-                          code: int | None, sig: int | None, err: str,
-                          how: str | None = None) -> None:
-        """An `if:` test that errored (2 from `[`, 127, a signal, its timeout) fails the step."""
-        now = time.time()
-        rec.started_at = rec.ended_at = now
-        rec.exit_code, rec.signal, rec.log_path = code, sig, str(log_path)
-        how = how or (f"exit {code}" if code is not None else (
-            f"signal {signal.Signals(sig).name}" if sig else "error"))
-        detail = " ".join(err.strip().splitlines()[-1:]) or "(no message)"
-        rec.message = f"the `if` test failed ({how}): {detail}"
-        steplog.append(log_path, f"flowsh: `if: {step.if_}` failed ({how})\n{err}")
-        rec.status = FAILED
-        if not step.continue_on_failure:
-            self.failed = True
-        self._record_finished(rec)
+            if not step.continue_on_failure:
+                self.failed = True
+            self._record_finished(rec)
 
     def _on_outcome(self, name: str, outcome: Outcome) -> None:
         if name.startswith(IF_KEY):
@@ -545,28 +385,9 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
-        bad, outputs = None, {}
-        out_file = self.run_dir / f"{name}.out"
-        if outcome.ok:
-            try:
-                outputs = read_outputs(out_file)
-            except OutputError as exc:
-                bad = self.renv.mask(str(exc))
-        # Read once, kept in the store (secret values only in the 0600 secret-outputs
-        # file, dropped when the run succeeds): the step's own file would keep them in clear.
-        out_file.unlink(missing_ok=True)
+        outputs, bad = self.renv.take_outputs(self.run_dir, name, read=outcome.ok)
         if outcome.ok and bad is None:
-            if outputs:
-                # Secret-named outputs are masked from now on wherever they show up; the
-                # record keeps them masked; steps downstream get the real values.
-                secret = self.renv.secret_outputs(outputs)
-                if secret:
-                    self.renv.mask.add(secret.values())
-                    save_secret_outputs(self.run_dir, name, secret)
-                    # The step may have printed them before they were known to be secret.
-                    steplog.remask(self.run_dir / f"{name}.log", self.renv.mask)
-            rec.outputs = self.renv.mask.mapping(outputs, self.renv.secret_names) if outputs \
-                else {}
+            rec.outputs = self.renv.keep_outputs(self.run_dir, name, outputs)
             rec.status = SUCCEEDED
             rec.message = None
             self._export(name, outputs)
@@ -608,19 +429,19 @@ class Engine:
         while self.waiting and self.waiting[0][0] <= now:
             _, name = heapq.heappop(self.waiting)
             self.run.steps[name].status = PENDING
-            self._consider([name])
+            self.ready.consider([name])
 
     def _record_finished(self, rec: StepRecord) -> None:
         if rec.name not in self.exports:
             # Failed or skipped: its own outputs are discarded (a failed step's file may
             # hold half of them); what it received from steps that succeeded passes on.
             self._export(rec.name, {})
-        self._consider(self.graph.dependents[rec.name])
+        self.ready.consider(self.graph.dependents[rec.name])
         self.backend.save_step(self.run, rec)
         self.reporter.step_finished(self.run, rec)
         self.events.emit("flowsh_step_finished", step=rec)
 
-    def _finish_run(self, status: str, code: int) -> None:
+    def _finish_run(self, status: Status, code: int) -> None:
         run = self.run
         if run.ended_at is not None and run.status == status:
             return

@@ -11,11 +11,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from flowsh import plugins
+from flowsh import plugins, steplog
 from flowsh.errors import UsageError
 from flowsh.libstate import LibraryState, key
 from flowsh.model import SECRET_NAME, Step, Workflow
-from flowsh.secrets import MASK, Masker, load_secret_outputs
+from flowsh.outputs import OutputError, read_outputs
+from flowsh.secrets import MASK, Masker, load_secret_outputs, save_secret_outputs
 from flowsh.state import RunRecord
 from flowsh.steps import base_environment, library_files
 
@@ -117,5 +118,32 @@ class RunEnvironment:
         self.mask.add(real.values())
         return {**outputs, **real}
 
-    def secret_outputs(self, outputs: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in outputs.items() if self.secret(k)}
+    def take_outputs(self, run_dir: Path, name: str, *,
+                     read: bool) -> tuple[dict[str, str], str | None]:
+        """A finished step's outputs file: its values (when `read`: the step succeeded)
+        or what is wrong with it. Read once and removed: the store keeps them (secret
+        values only in the 0600 secret-outputs file, dropped when the run succeeds); the
+        step's own file would keep them in clear."""
+        out_file = run_dir / f"{name}.out"
+        outputs: dict[str, str] = {}
+        bad = None
+        if read:
+            try:
+                outputs = read_outputs(out_file)
+            except OutputError as exc:
+                bad = self.mask(str(exc))
+        out_file.unlink(missing_ok=True)
+        return outputs, bad
+
+    def keep_outputs(self, run_dir: Path, name: str, outputs: dict[str, str]) -> dict[str, str]:
+        """The outputs as the record keeps them. Secret-named ones are masked from now on
+        wherever they show up; steps downstream get the real values."""
+        if not outputs:
+            return {}
+        secret = {k: v for k, v in outputs.items() if self.secret(k)}
+        if secret:
+            self.mask.add(secret.values())
+            save_secret_outputs(run_dir, name, secret)
+            # The step may have printed them before they were known to be secret.
+            steplog.remask(run_dir / f"{name}.log", self.mask)
+        return self.mask.mapping(outputs, self.secret_names)

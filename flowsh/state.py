@@ -12,19 +12,37 @@ import functools
 import os
 import stat
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from flowsh.errors import StateError
 
-# Run statuses. `running` with a dead pid or a stale heartbeat is read back as `crashed`.
-RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED = (
-    "running", "succeeded", "failed", "interrupted", "crashed",
-)
-FINISHED_RUN = frozenset({SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
-# Step statuses.
-PENDING, STEP_RUNNING, RETRYING, SKIPPED = "pending", "running", "retrying", "skipped"
-STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+
+class Status(StrEnum):
+    """A run's or a step's status, stored as its value.
+
+    A run is `running`, then succeeded, failed, interrupted or crashed (a `running` record
+    whose runner is dead reads back as crashed). A step is pending, running or retrying,
+    then succeeded, failed, skipped or interrupted.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    CRASHED = "crashed"
+
+
+PENDING, RUNNING, RETRYING = Status.PENDING, Status.RUNNING, Status.RETRYING
+SUCCEEDED, FAILED, SKIPPED = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED
+INTERRUPTED, CRASHED = Status.INTERRUPTED, Status.CRASHED
+RUN_STATUSES = frozenset({RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
+STEP_STATUSES = frozenset({PENDING, RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+FINISHED_RUN = RUN_STATUSES - {RUNNING}
 
 
 class NoSpaceError(StateError):
@@ -38,7 +56,7 @@ class NoSpaceError(StateError):
 @dataclass
 class StepRecord:
     name: str
-    status: str = PENDING
+    status: Status = PENDING
     attempts: int = 0
     exit_code: int | None = None
     signal: int | None = None
@@ -65,6 +83,8 @@ class StepRecord:
             raise ValueError(f"a step record is {type(data).__name__}, not an object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         _check(known, _STEP_TYPES, f"step {known.get('name')!r}: ")
+        if "status" in known:
+            known["status"] = Status(known["status"])
         return cls(**known)
 
 
@@ -75,7 +95,7 @@ class RunRecord:
     file: str | None
     definition_hash: str
     params: dict[str, str]  # secrets already masked
-    status: str = RUNNING
+    status: Status = RUNNING
     pid: int | None = None
     host: str | None = None
     started_at: float = 0.0
@@ -105,6 +125,8 @@ class RunRecord:
         for required in ("run_id", "workflow", "params"):
             if required not in known:
                 raise ValueError(f"no {required!r}")
+        if "status" in known:
+            known["status"] = Status(known["status"])
         run = cls(**known)
         steps = data.get("steps") or {}
         if not isinstance(steps, dict):
@@ -117,12 +139,12 @@ class RunRecord:
 # "strlist", or one of the number kinds below; a trailing "?" allows null.
 _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
-    "params": "strmap", "status": "str", "pid": "pid?", "host": "str?",
+    "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
     "step_names": "strlist", "resumed_from": "str?",
 }
 _STEP_TYPES = {
-    "name": "str", "status": "str", "attempts": "count", "exit_code": "code?",
+    "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
     "log_path": "str?", "message": "str?", "pid": "pid?",
 }
@@ -131,6 +153,7 @@ _STEP_TYPES = {
 # (localtime's OverflowError, a division by a zero-width timeline, os.killpg's overflow).
 # Times: Unix seconds from 1970 to the end of year 9999 (what time.localtime and the
 # report's RFC 3339 stamps can show). Other numbers: whatever fits a C int.
+_STATUSES = {"run status": RUN_STATUSES, "step status": STEP_STATUSES}
 MAX_TIME = 253402300799.0
 _INT_MAX = 2**31 - 1
 _NUMBER_KINDS = {
@@ -148,6 +171,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         kind = kind[:-1]
     if kind == "str":
         return isinstance(value, str)
+    if kind in ("run status", "step status"):
+        return value in (RUN_STATUSES if kind == "run status" else STEP_STATUSES)
     if kind in _NUMBER_KINDS:
         _, low, high = _NUMBER_KINDS[kind]
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -167,7 +192,9 @@ def _check(data: dict[str, Any], types: dict[str, str], where: str) -> None:
         kind = types.get(key)
         if kind is not None and not _type_ok(value, kind):
             base = kind.rstrip("?")
-            what = _NUMBER_KINDS[base][0] if base in _NUMBER_KINDS else f"valid {base}"
+            what = _NUMBER_KINDS[base][0] if base in _NUMBER_KINDS else (
+                f"{base} ({', '.join(sorted(_STATUSES[base]))})" if base in _STATUSES
+                else f"valid {base}")
             raise ValueError(f"{where}field {key!r} is {json_type(value)} {value!r:.40}, "
                              f"which is not {_article(what)}")
 

@@ -14,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RunRecord, StateBackend
+from flowsh.state import RUNNING, RunRecord, StateBackend
 
 
 def _when(ts: float | None) -> str:
@@ -238,7 +238,7 @@ def logs_cmd(
                 if not rec.log_path:
                     continue
                 _print_new(name, rec.log_path, positions, last, header=step is None)
-            if not follow or run.status != "running":
+            if not follow or run.status != RUNNING:
                 break
             time.sleep(0.5)
             # A runner killed with -9 never writes its end: the liveness check marks it
