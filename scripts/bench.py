@@ -158,14 +158,20 @@ def fill_history(db: Path, n: int) -> None:
     backend = SQLiteBackend(f"sqlite:///{db}")
     t0 = time.time() - n * 60
     runs, steps = [], []
+    # By column name, so a column added to the schema (steps' pid) does not break this.
     for i in range(n):
         rid = f"bench-{i:07d}"
         start = t0 + i * 60
-        runs.append((rid, f"wf{i % 7}", "/x.yaml", "h", "{}", "succeeded", 1, "host",
-                     start, start + 5, start + 5, 0, '["a", "b", "c"]', None))
+        run = {"run_id": rid, "workflow": f"wf{i % 7}", "file": "/x.yaml",
+               "definition_hash": "h", "params": "{}", "status": "succeeded", "pid": 1,
+               "host": "host", "started_at": start, "ended_at": start + 5,
+               "heartbeat": start + 5, "exit_code": 0, "step_names": '["a", "b", "c"]'}
+        runs.append(tuple(run.get(c) for c in RUN_COLS))
         for name in ("a", "b", "c"):
-            steps.append((rid, name, "succeeded", 1, 0, None, start, start + 1, "{}",
-                          None, None))
+            step = {"run_id": rid, "name": name, "status": "succeeded", "attempts": 1,
+                    "exit_code": 0, "started_at": start, "ended_at": start + 1,
+                    "outputs": "{}"}
+            steps.append(tuple(step.get(c) for c in STEP_COLS))
     with backend.conn:
         backend.conn.executemany(
             f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})", runs)
