@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from flowsh.plugins import reset as reset_plugins
     from flowsh.plugins import warn as warn
     from flowsh.process import LocalExecutor as LocalExecutor
+    from flowsh.runopts import Reporter as Reporter
     from flowsh.secrets import MASK as MASK
     from flowsh.secrets import Masker as Masker
     from flowsh.state import CRASHED as CRASHED
@@ -89,7 +90,12 @@ class Scheduler(Protocol):
 
 
 class Exporter(Protocol):
-    def __call__(self, workflow: Workflow, **options: Any) -> str: ...
+    """Text (written to stdout or -o FILE), or {file name: text} for several files
+    (written into the -o directory). Every exporter gets every option `flowsh export` has
+    (`inline`, `script_name`, `exprs`, `script`, `path`) and each `--option KEY=VALUE`;
+    it takes what it knows."""
+
+    def __call__(self, workflow: Workflow, **options: Any) -> str | dict[str, str]: ...
 
 
 _WHERE = {
@@ -110,6 +116,7 @@ _WHERE = {
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
     "LocalExecutor": "flowsh.process",
+    "Reporter": "flowsh.runopts",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
                      "SKIPPED", "SUCCEEDED", "RunRecord", "StateBackend", "Status",
@@ -138,6 +145,7 @@ __all__ = [
     "Outcome",
     "OutputCallback",
     "Register",
+    "Reporter",
     "RunContext",
     "RunRecord",
     "Scheduler",

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from flowsh.errors import WorkflowError
+from flowsh.model import Defaults, Notify
 from flowsh.yamlsrc import describe, parse_yaml
 
 TOP_KEYS = ("notify", "defaults", "state")
@@ -62,8 +63,6 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
                 (key,),
                 key=True,
             )
-    from flowsh.model import Defaults, Notify
-
     _check(Notify, data, "notify", pos)
     _check(Defaults, data, "defaults", pos)
     if "state" in data and not isinstance(data["state"], str):

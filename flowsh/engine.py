@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import heapq
 import os
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from flowsh import plugins, steplog
 from flowsh.conditions import IF_KEY, IfTests
 from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
-from flowsh.executor import Executor, Outcome, StepRequest
+from flowsh.executor import Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
@@ -35,6 +33,7 @@ from flowsh.secrets import (
     MASK,
     drop_secret_outputs,
 )
+from flowsh.signals import RunSignals
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -56,33 +55,6 @@ from flowsh.store import open_backend
 __all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
 
 HEARTBEAT_EVERY = 10.0
-
-
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag plus a wake-up of the executor's wait."""
-
-    def __init__(self, executor: Executor) -> None:
-        self.signum: int | None = None
-        self.executor = executor
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the grace period
-        self.signum = signum
-        self.executor.wake()
-
-    def __enter__(self) -> _Interrupt:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: the caller handles signals
-                break
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 class Engine:
@@ -211,7 +183,7 @@ class Engine:
                 self._export(name, outputs)
         self.ready.consider(self.graph.order)
         try:
-            with _Interrupt(executor) as intr:
+            with RunSignals(executor) as intr:
                 self._loop(intr)
         except BaseException as exc:
             executor.cancel_all()
@@ -240,7 +212,7 @@ class Engine:
         )
         self._finish_run(FAILED if failed else SUCCEEDED, EXIT_FAILED if failed else EXIT_OK)
 
-    def _loop(self, intr: _Interrupt) -> None:
+    def _loop(self, intr: RunSignals) -> None:
         while True:
             if intr.signum is not None:
                 self.executor.cancel_all()
@@ -263,7 +235,7 @@ class Engine:
                 self._sleep(min(timeout, HEARTBEAT_EVERY), intr)
             self._beat()
 
-    def _sleep(self, seconds: float, intr: _Interrupt) -> None:
+    def _sleep(self, seconds: float, intr: RunSignals) -> None:
         end = time.time() + seconds
         while intr.signum is None and time.time() < end:
             self.executor.wait(min(0.5, end - time.time()))

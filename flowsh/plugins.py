@@ -24,11 +24,14 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
 from flowsh import hookspecs
+
+if TYPE_CHECKING:
+    from flowsh.runopts import Reporter
 
 
 class Lazy(NamedTuple):
@@ -68,6 +71,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
          "run_started step_started step_retrying step_finished run_finished"),
     Lazy("flowsh.builtin.metrics_prometheus", "run_finished"),
     # exporters and schedulers
+    Lazy("flowsh.builtin.reporters", "make_reporter"),
     Lazy("flowsh.builtin.export_bash", "register_exporters"),
     Lazy("flowsh.builtin.export_cron", "register_exporters"),
     Lazy("flowsh.builtin.sched_crontab", "register_schedulers"),
@@ -341,6 +345,19 @@ def registered_by(kind: str, name: str) -> str | None:
     registry(kind)
     entry = _registries[kind].get(name)
     return entry[1] if entry else None
+
+
+def make_reporter(kind: str, state_url: str | None = None) -> Reporter:
+    """The run's reporter, from the first plugin that answers for `kind`."""
+    found: Reporter | None = get_plugin_manager().hook.flowsh_make_reporter(
+        kind=kind, state_url=state_url)
+    if found is not None:
+        return found
+    # Here, not at the top: runopts brings the model (pydantic, ~130 ms), and every
+    # command imports this module at start-up.
+    from flowsh.runopts import Reporter
+
+    return Reporter()
 
 
 def emit(event: str, **kwargs: Any) -> None:

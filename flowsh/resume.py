@@ -14,7 +14,6 @@ from collections.abc import Iterable
 
 from flowsh import plugins
 from flowsh.model import Workflow
-from flowsh.process import stop_leftovers, stop_orphan
 from flowsh.state import (
     CRASHED,
     PENDING,
@@ -25,6 +24,7 @@ from flowsh.state import (
     StepRecord,
 )
 from flowsh.store import check_liveness
+from flowsh.survivors import stop_leftovers, stop_orphan
 
 
 def new_run_id() -> str:

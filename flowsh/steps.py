@@ -10,6 +10,8 @@ import random
 import shlex
 from collections.abc import Iterable, Iterator
 
+from flowsh.bashlib import STATE_EVAL, source_script
+from flowsh.envfile import read_env_file
 from flowsh.graph import Graph
 from flowsh.model import IDENT, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
@@ -52,8 +54,6 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     prelude = []
     sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
     if sources and name == "bash":
-        from flowsh.bashlib import STATE_EVAL, source_script
-
         names = sorted(n for n in set(keep) if IDENT.match(n))
         if names:
             prelude.append(f"__flowsh_keep=$(declare -p {' '.join(names)} 2>/dev/null)")
@@ -93,8 +93,6 @@ def retry_delay(step: Step, attempt: int) -> float:
 
 def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
     """os.environ < env_file < workflow env < params."""
-    from flowsh.envfile import read_env_file
-
     env = dict(os.environ)
     if wf.env_file:
         env.update(read_env_file(resolve_path(wf, wf.env_file)))

@@ -300,13 +300,12 @@ class TTYReporter(PlainReporter):
             self.console.print(f"[dim]{escape(next_steps(run, self.state_url))}[/]")
 
 
-def make_reporter(*, json_events: bool = False, quiet: bool = False,
-                  state_url: str | None = None) -> Reporter:
+def reporter_kind(*, json_events: bool = False, quiet: bool = False) -> str:
     """JSON events, quiet, the live view on a terminal, or plain lines (cron, CI, pipes)."""
     if json_events:
-        return JSONReporter()
+        return "json"
     if quiet:
-        return QuietReporter(state_url=state_url)
+        return "quiet"
     if sys.stderr.isatty() and sys.stdout.isatty():
-        return TTYReporter(state_url=state_url)  # estimates come from the same store
-    return PlainReporter(state_url=state_url)
+        return "tty"
+    return "plain"

@@ -19,7 +19,7 @@ from flowsh.state import CRASHED, FAILED, INTERRUPTED, RETRYING, RUNNING, SUCCEE
 if TYPE_CHECKING:
     from flowsh.events import RunContext
     from flowsh.model import Notify, Workflow
-    from flowsh.notify import Outcome
+    from flowsh.notify import Delivery
     from flowsh.state import RunRecord, StepRecord
 
 
@@ -57,7 +57,7 @@ def send(alert: Alert | None, ctx: RunContext) -> None:
     thread.start()
 
 
-def _dispatch(alert: Alert, ctx: RunContext) -> list[Outcome]:
+def _dispatch(alert: Alert, ctx: RunContext) -> list[Delivery]:
     return dispatch(alert, ctx.notify, masker=ctx.masker)
 
 

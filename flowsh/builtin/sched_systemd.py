@@ -22,7 +22,7 @@ from flowsh.hookspecs import Register
 from flowsh.schedjob import unit_name
 
 if TYPE_CHECKING:
-    from flowsh.builtin.sched_crontab import Entry
+    from flowsh.builtin.sched_crontab import CrontabEntry
     from flowsh.model import Workflow
 
 _MARK = re.compile(r"^# Managed by flowsh \(flowsh:(\S+)\) from (.*)\.$", re.M)
@@ -106,10 +106,10 @@ class SystemdScheduler:
             if path.exists() and _MARK.search(path.read_text()):
                 path.unlink()
 
-    def list(self) -> list[Entry]:
-        from flowsh.builtin.sched_crontab import Entry
+    def list(self) -> list[CrontabEntry]:
+        from flowsh.builtin.sched_crontab import CrontabEntry
 
-        out: list[Entry] = []
+        out: list[CrontabEntry] = []
         d = unit_dir()
         if not d.is_dir():
             return out
@@ -126,7 +126,8 @@ class SystemdScheduler:
                 for ln in service.read_text().splitlines():
                     if ln.startswith("ExecStart="):
                         command = ln.removeprefix("ExecStart=")
-            out.append(Entry(name=m.group(1), exprs=exprs, command=command, source=m.group(2)))
+            out.append(CrontabEntry(name=m.group(1), exprs=exprs, command=command,
+                                    source=m.group(2)))
         return out
 
 

@@ -106,7 +106,7 @@ def _printable(line: str) -> str:
     return text
 
 
-def tail_lines(path: str, count: int = TAIL_LINES) -> list[str] | None:
+def shown_tail(path: str, count: int = TAIL_LINES) -> list[str] | None:
     """The last `count` lines of a log, read from its end (a log may be gigabytes); None
     when the log cannot be read (deleted, pruned)."""
     import os
@@ -140,7 +140,7 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
               if rec.status in (FAILED, INTERRUPTED) and rec.log_path]
     for rec in failed[:TAIL_STEPS]:
         assert rec.log_path is not None
-        lines = tail_lines(rec.log_path)
+        lines = shown_tail(rec.log_path)
         out.append("")
         if lines is None:
             # A log is created at a step's first output: with its run's directory still
