@@ -71,8 +71,13 @@ def _checksum(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
 
 
+KEEP = 64  # entries of one kind kept; the oldest written go first
+
+
 def store(kind: str, digest: str, payload: bytes) -> None:
-    """Keep an entry; best effort (a failure only means the next run misses)."""
+    """Keep an entry; best effort (a failure only means the next run misses). Beyond
+    `KEEP` entries of its kind, the least recently written are removed: every edit of a
+    workflow file makes a new entry, and nothing else would ever remove the old ones."""
     if os.environ.get("FLOWSH_NO_CACHE"):
         return
     import tempfile
@@ -90,3 +95,18 @@ def store(kind: str, digest: str, payload: bytes) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        return
+    _trim(d, kind)
+
+
+def _trim(d: Path, kind: str) -> None:
+    entries = []
+    with contextlib.suppress(OSError), os.scandir(d) as it:
+        for e in it:
+            if e.name.startswith(f"{kind}-"):
+                with contextlib.suppress(OSError):  # removed meanwhile by another writer
+                    entries.append((e.stat().st_mtime_ns, e.path))
+    entries.sort()
+    for _, path in entries[: max(0, len(entries) - KEEP)]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -114,3 +114,13 @@ def test_a_nul_byte_is_refused_from_a_cached_parse_too(tmp_path):
             load_workflow(f)
         assert err.value.line == 2
     assert len(_entries("yaml")) == 1
+
+
+def test_old_entries_are_removed_beyond_the_limit(monkeypatch):
+    monkeypatch.setattr(cache, "KEEP", 3)
+    for i in range(5):
+        cache.store("t", f"k{i}", b"x")
+        os.utime(cache.directory() / f"t-k{i}", ns=(i * 10**9, i * 10**9))
+    cache.store("t", "k5", b"x")
+    assert sorted(p.name for p in cache.directory().glob("t-*")) == ["t-k3", "t-k4", "t-k5"]
+    assert cache.load("t", "k5") == b"x"
