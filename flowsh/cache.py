@@ -23,16 +23,18 @@ FORMAT = b"flowsh-cache 1 "
 def key(*parts: str | bytes) -> str:
     h = hashlib.blake2b(digest_size=16)
     for part in parts:
-        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+        # surrogatepass: any str (a path decoded with surrogateescape, a lone surrogate)
+        # has one encoding, and two different ones never share it.
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
 
 
 def environment() -> str:
-    """What derived data may depend on beyond its input: the interpreter, flowsh's version
-    and every directory on ``sys.path`` with its mtime (installing, upgrading or removing a
-    distribution, PyYAML or a plugin, changes its directory's mtime)."""
+    """What the installed distributions may change: the interpreter, flowsh's version and
+    every directory on ``sys.path`` with its mtime (installing, upgrading or removing a
+    distribution adds or removes its ``.dist-info``, which changes the directory's mtime)."""
     import sys
 
     from flowsh import __version__
