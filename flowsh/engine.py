@@ -43,16 +43,25 @@ from flowsh.state import (
     SKIPPED,
     SUCCEEDED,
     RunRecord,
+    SkipReason,
     StateBackend,
     Status,
     StepRecord,
     ensure_private_dir,
     flowsh_home,
 )
-from flowsh.steps import build_argv, retry_delay
+from flowsh.steps import build_argv, exit_kind, retry_delay, retryable
 from flowsh.store import open_backend
 
 __all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
+
+# The words a skipped step's record and the logs show (the exported script writes the same).
+SKIP_MESSAGES = {
+    SkipReason.CONDITION: "condition false",
+    SkipReason.UPSTREAM: "upstream failed",
+    SkipReason.RUN_FAILED: "run failed",
+    SkipReason.NOT_REACHED: "not reached",
+}
 
 HEARTBEAT_EVERY = 10.0
 
@@ -269,8 +278,9 @@ class Engine:
             else:
                 self._skip(self.run.steps[name], why)
 
-    def _skip(self, rec: StepRecord, why: str) -> None:
-        rec.status, rec.message = SKIPPED, why
+    def _skip(self, rec: StepRecord, why: SkipReason, message: str | None = None) -> None:
+        rec.status, rec.skip_reason = SKIPPED, why
+        rec.message = message or SKIP_MESSAGES[why]
         self._record_finished(rec)
 
     def _upstream(self, name: str) -> dict[str, str]:
@@ -342,7 +352,7 @@ class Engine:
             rec.attempts += 1
             self._launch(step, rec, verdict.env, verdict.cwd)
         elif verdict.action == "skip":
-            self._skip(rec, "condition false")
+            self._skip(rec, SkipReason.CONDITION)
         else:
             rec.attempts += 1  # a broken test fails the step: that attempt counts
             if not step.continue_on_failure:
@@ -357,8 +367,12 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
-        outputs, bad = self.renv.take_outputs(self.run_dir, name, read=outcome.ok)
-        if outcome.ok and bad is None:
+        kind = exit_kind(step, outcome)
+        outputs, bad = self.renv.take_outputs(self.run_dir, name, read=kind == "ok")
+        if kind == "skip":  # outputs discarded, as for a failure; dependents run
+            self._skip(rec, SkipReason.EXIT_CODE, f"exit {outcome.exit_code}")
+            return
+        if kind == "ok" and bad is None:
             rec.outputs = self.renv.keep_outputs(self.run_dir, name, outputs)
             rec.status = SUCCEEDED
             rec.message = None
@@ -371,7 +385,7 @@ class Engine:
             self.failed = True  # nothing new starts; `always` steps still run
             self._record_finished(rec)
             return
-        if rec.attempts <= step.retry_count:
+        if rec.attempts <= step.retry_count and retryable(step, outcome):
             delay = retry_delay(step, rec.attempts)
             rec.status = RETRYING
             self.backend.save_step(self.run, rec)
@@ -419,9 +433,12 @@ class Engine:
             return
         for rec in run.steps.values():
             if rec.status in (PENDING, RETRYING):
-                rec.status = SKIPPED if status != INTERRUPTED else INTERRUPTED
-                rec.message = rec.message or ("run interrupted" if status == INTERRUPTED
-                                              else "not reached")
+                if status == INTERRUPTED:
+                    rec.status = INTERRUPTED
+                    rec.message = rec.message or "run interrupted"
+                else:
+                    rec.status, rec.skip_reason = SKIPPED, SkipReason.NOT_REACHED
+                    rec.message = rec.message or SKIP_MESSAGES[SkipReason.NOT_REACHED]
                 self.backend.save_step(run, rec)
         run.status, run.exit_code, run.ended_at = status, code, time.time()
         self.backend.update_run(run)

@@ -65,6 +65,11 @@ def base_dir(wf: Workflow) -> Path:
     return (root / wf.workdir) if wf.workdir else root
 
 
+def _codes(codes: list[int] | None) -> str:
+    """`,3,75,` for the script's `*",$rc,"*` test; `*` when absent (any code)."""
+    return "*" if codes is None else "," + ",".join(map(str, codes)) + ","
+
+
 def step_dir(wf: Workflow, step: Step) -> Path:
     base = base_dir(wf)
     return (base / step.workdir) if step.workdir else base
@@ -233,6 +238,9 @@ def _step_context(
             int(step.always),
             int(step.continue_on_failure),
             int(step.keep_children),
+            _codes(step.retry_on),
+            _codes(step.skip_on) if step.skip_on else "-",
+            _codes(step.success_on) if step.success_on else "-",
         )
     )
     return {

@@ -82,6 +82,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     Lazy("flowsh.commands.runs", "register_commands", "status history logs prune"),
     Lazy("flowsh.commands.stats", "register_commands", "stats"),
     Lazy("flowsh.commands.report", "register_commands", "report"),
+    Lazy("flowsh.commands.serve", "register_commands", "serve"),
     Lazy("flowsh.commands.wrap", "register_commands", "wrap"),
     Lazy("flowsh.commands.init", "register_commands", "init"),
     Lazy("flowsh.commands.importer", "register_commands", "import"),

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from flowsh.graph import Graph
 from flowsh.model import Step
-from flowsh.state import FAILED, INTERRUPTED, PENDING, SKIPPED, SUCCEEDED, StepRecord
+from flowsh.state import (
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    SKIPPED,
+    SUCCEEDED,
+    SkipReason,
+    StepRecord,
+)
 
 _FINAL = (SUCCEEDED, FAILED, SKIPPED, INTERRUPTED)
 
@@ -38,7 +46,7 @@ class ReadySet:
                 heapq.heappush(self.candidates, (self.rank[name], name))
 
     def take(self, records: Mapping[str, StepRecord], full: Callable[[], bool],
-             failed: Callable[[], bool]) -> Iterator[tuple[str, str | None]]:
+             failed: Callable[[], bool]) -> Iterator[tuple[str, SkipReason | None]]:
         """Steps to act on, in graph order: (name, None) to start it, (name, why) to skip
         it. Stops when `full()` says no slot is free; the caller acts on each before the
         next is computed."""
@@ -63,7 +71,8 @@ class ReadySet:
                     if not (failed() and deps != "blocked"
                             and not self._all_final(name, records)):
                         self._pop()
-                        yield name, "upstream failed" if deps == "blocked" else "run failed"
+                        yield name, (SkipReason.UPSTREAM if deps == "blocked"
+                                     else SkipReason.RUN_FAILED)
                         continue
                 else:
                     if full():
@@ -78,11 +87,9 @@ class ReadySet:
         state = "ready"
         for dep in self.graph.needs[name]:
             rec = records[dep]
-            if rec.status == SUCCEEDED:
+            if rec.lets_dependents_run:
                 continue
             if rec.status == FAILED and self.steps[dep].continue_on_failure:
-                continue
-            if rec.status == SKIPPED and rec.message == "condition false":
                 continue
             if rec.status in (FAILED, SKIPPED, INTERRUPTED):
                 state = "blocked"

@@ -37,6 +37,20 @@ class Status(StrEnum):
     CRASHED = "crashed"
 
 
+class SkipReason(StrEnum):
+    """Why a step was skipped. Its dependents run after the first two (docs/semantics.md
+    IF-1, CODE-2); after the others they are skipped too."""
+
+    CONDITION = "condition"  # its `if` test exited 1
+    EXIT_CODE = "exit-code"  # it exited with a code of its `skip_on`
+    UPSTREAM = "upstream"  # a step it needs failed, or was skipped so
+    RUN_FAILED = "run-failed"  # another step failed first (FAIL-2)
+    NOT_REACHED = "not-reached"  # the run ended before it could start
+
+
+DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE})
+
+
 PENDING, RUNNING, RETRYING = Status.PENDING, Status.RUNNING, Status.RETRYING
 SUCCEEDED, FAILED, SKIPPED = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED
 INTERRUPTED, CRASHED = Status.INTERRUPTED, Status.CRASHED
@@ -66,6 +80,19 @@ class StepRecord:
     log_path: str | None = None
     message: str | None = None  # why it failed or was skipped, one line
     pid: int | None = None  # its process group on the runner's host, while it runs
+    skip_reason: SkipReason | None = None  # when skipped
+
+    @property
+    def lets_dependents_run(self) -> bool:
+        """Succeeded, or skipped for a reason its dependents need not care about. A record
+        written before skip reasons were kept says `condition false` in its message."""
+        if self.status == SUCCEEDED:
+            return True
+        if self.status != SKIPPED:
+            return False
+        if self.skip_reason is None:
+            return self.message == "condition false"
+        return self.skip_reason in DEPENDENTS_RUN
 
     @property
     def duration(self) -> float | None:
@@ -85,6 +112,8 @@ class StepRecord:
         _check(known, _STEP_TYPES, f"step {known.get('name')!r}: ")
         if "status" in known:
             known["status"] = Status(known["status"])
+        if known.get("skip_reason") is not None:
+            known["skip_reason"] = SkipReason(known["skip_reason"])
         return cls(**known)
 
 
@@ -146,14 +175,17 @@ _RUN_TYPES = {
 _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
-    "log_path": "str?", "message": "str?", "pid": "pid?",
+    "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here
 # (localtime's OverflowError, a division by a zero-width timeline, os.killpg's overflow).
 # Times: Unix seconds from 1970 to the end of year 9999 (what time.localtime and the
 # report's RFC 3339 stamps can show). Other numbers: whatever fits a C int.
-_STATUSES = {"run status": RUN_STATUSES, "step status": STEP_STATUSES}
+_STATUSES: dict[str, frozenset[str]] = {
+    "run status": RUN_STATUSES, "step status": STEP_STATUSES,
+    "skip reason": frozenset(SkipReason),
+}
 MAX_TIME = 253402300799.0
 _INT_MAX = 2**31 - 1
 _NUMBER_KINDS = {
@@ -171,8 +203,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         kind = kind[:-1]
     if kind == "str":
         return isinstance(value, str)
-    if kind in ("run status", "step status"):
-        return value in (RUN_STATUSES if kind == "run status" else STEP_STATUSES)
+    if kind in _STATUSES:
+        return value in _STATUSES[kind]
     if kind in _NUMBER_KINDS:
         _, low, high = _NUMBER_KINDS[kind]
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -243,7 +243,9 @@ def test_kill_9_at_varied_points_then_resume_runs_each_succeeded_step_once(
 ) -> None:
     rng = random.Random(1234)
     path = write_flow(CRASHY)
-    trials, crashed, completed = 20, 0, 0
+    # scripts/torture.py makes 100 such trials per backend; here, each kill point once or
+    # twice (k = trial % 8).
+    trials, crashed, completed = 12, 0, 0
     for trial in range(trials):
         ran = tmp_path / "ran"
         ran.unlink(missing_ok=True)
