@@ -6,10 +6,23 @@ surface for plugin authors and library users is `flowsh.api`.
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("flowsh")
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
 
 __all__ = ["__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    # Made on first use, so `flowsh --version` does not import pluggy (~11 ms).
+    if name == "hookimpl":
+        import pluggy
+
+        marker = globals()["hookimpl"] = pluggy.HookimplMarker("flowsh")
+        return marker
+    raise AttributeError(name)

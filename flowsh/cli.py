@@ -45,10 +45,12 @@ def _root(
 _loaded = False
 
 
-def build_app() -> typer.Typer:
+def build_app(command: str | None = None) -> typer.Typer:
+    """The app with every command, or with those a run of `flowsh COMMAND` can reach
+    (``command``'s own module and any third-party plugin's: see `plugins.register_commands`)."""
     global _loaded
     if not _loaded:
-        plugins.emit("flowsh_register_commands", app=app)
+        plugins.register_commands(app, command)
         # pluggy calls the last registered plugin first; help lists built-ins first.
         app.registered_commands.sort(key=_rank)
         app.registered_groups.sort(key=_rank)
@@ -72,9 +74,21 @@ def error(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _command_named(argv: list[str]) -> str | None:
+    """The sub-command `argv` invokes: its first word, as the root group takes only flags.
+    None (every command is registered) for `flowsh`, `flowsh --help` and the like."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        build_app()(args=argv, prog_name="flowsh")
+        args = sys.argv[1:] if argv is None else argv
+        build_app(_command_named(args))(args=argv, prog_name="flowsh")
     except FlowshError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         if os.environ.get("FLOWSH_DEBUG"):

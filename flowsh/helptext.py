@@ -16,6 +16,8 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperGroup
 
+from flowsh import cliparams
+
 # Argument names whose upper-case form would not say what to write.
 _ARG_METAVARS = {"params": "KEY=VALUE", "run_id": "RUN_ID", "files": "FILE"}
 # Option names that deserve a better word than their type's.
@@ -49,6 +51,7 @@ def conventional(cmd: Any) -> Any:
     if getattr(cmd, "_flowsh_conventional", False):
         return cmd
     cmd._flowsh_conventional = True
+    cliparams.install(getattr(cmd, "params", ()))
     for param in getattr(cmd, "params", ()):
         desc = getattr(param, "type_descriptor", None)
         if desc is not None and hasattr(desc.parameter_info, "readable"):  # list[Path] too
@@ -72,6 +75,17 @@ def conventional(cmd: Any) -> Any:
 
 
 class FlowshGroup(TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # With those typer adds late: --install-completion, --help.
+        cliparams.install(self.get_params(ctx))
+        return list(super().parse_args(ctx, args))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            cliparams.install(cmd.get_params(ctx))  # its --help (cached by click)
+        return name, cmd, rest
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)
         return conventional(cmd) if cmd is not None else None

@@ -41,7 +41,12 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
             if isinstance(step, str):
                 # `- ./backup.sh` is a step whose name is derived and whose text is the command.
                 data["steps"][i] = {"name": f"step{i + 1}", "run": step}
-    _refuse_nul(data, pos, ())
+    if pos.nul_free:  # known from the parse: only what the user config added is walked
+        for merged in ("defaults", "state"):
+            if merged in data:
+                _refuse_nul(data[merged], pos, (merged,))
+    else:
+        _refuse_nul(data, pos, ())
     try:
         wf = Workflow.model_validate(data)
     except ValidationError as exc:

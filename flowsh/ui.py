@@ -17,8 +17,8 @@ import time
 from typing import IO, Any
 
 from flowsh.durations import format_duration
-from flowsh.engine import Reporter
 from flowsh.model import Workflow
+from flowsh.runopts import Reporter
 from flowsh.state import (
     FAILED,
     INTERRUPTED,

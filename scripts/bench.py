@@ -158,14 +158,20 @@ def fill_history(db: Path, n: int) -> None:
     backend = SQLiteBackend(f"sqlite:///{db}")
     t0 = time.time() - n * 60
     runs, steps = [], []
+    # By column name, so a column added to the schema (steps' pid) does not break this.
     for i in range(n):
         rid = f"bench-{i:07d}"
         start = t0 + i * 60
-        runs.append((rid, f"wf{i % 7}", "/x.yaml", "h", "{}", "succeeded", 1, "host",
-                     start, start + 5, start + 5, 0, '["a", "b", "c"]', None))
+        run = {"run_id": rid, "workflow": f"wf{i % 7}", "file": "/x.yaml",
+               "definition_hash": "h", "params": "{}", "status": "succeeded", "pid": 1,
+               "host": "host", "started_at": start, "ended_at": start + 5,
+               "heartbeat": start + 5, "exit_code": 0, "step_names": '["a", "b", "c"]'}
+        runs.append(tuple(run.get(c) for c in RUN_COLS))
         for name in ("a", "b", "c"):
-            steps.append((rid, name, "succeeded", 1, 0, None, start, start + 1, "{}",
-                          None, None, None))
+            step = {"run_id": rid, "name": name, "status": "succeeded", "attempts": 1,
+                    "exit_code": 0, "started_at": start, "ended_at": start + 1,
+                    "outputs": "{}"}
+            steps.append(tuple(step.get(c) for c in STEP_COLS))
     backend.conn.execute("PRAGMA synchronous=OFF")  # a scratch database: fill it fast
     with backend.conn:
         backend.conn.executemany(
@@ -467,7 +473,7 @@ class Bench:
         r.add(Row("W1 marginal CPU per step (slope)", fl_cpu * MS, "ms", bash_cpu * MS, "bash",
                   note="user+sys, flowsh process and its steps"))
         r.add(Row("W1 marginal CPU overhead over bash", (fl_cpu - bash_cpu) * MS, "ms",
-                  target="<= 1.0 ms", ok=fl_cpu - bash_cpu <= 0.001))
+                  target="<= 0.6 ms", ok=fl_cpu - bash_cpu <= 0.0006))
         fixed = res["flowsh"][small].wall - small * fl
         r.add(Row("W1 fixed cost per run (intercept)", fixed, "s",
                   res["bash"][small].wall - small * bash_step, "bash",
@@ -528,8 +534,8 @@ class Bench:
             if base in got:
                 self.report.add(Row(f"W2 fan-out efficiency vs {base}", eff, "",
                                     ideal / got[base].wall, base,
-                                    target=">= 0.97" if base == "make" else "",
-                                    ok=eff >= 0.97 if base == "make" else None))
+                                    target=">= 0.93" if base == "make" else "",
+                                    ok=eff >= 0.93 if base == "make" else None))
         # What is left once flowsh's fixed start-up (a 1-step run) is taken out.
         net = ideal / (got["flowsh"].wall - got["flowsh 1 step"].wall)
         self.report.add(Row("W2 efficiency net of start-up", net, "", ideal / got["make"].wall,
@@ -538,64 +544,113 @@ class Bench:
 
     # W3 ------------------------------------------------------------------------------
     def w3(self) -> None:
-        reps = 5 if self.args.quick else 10
-        print(f"W3: cold start, median of {reps}", file=sys.stderr)
+        reps = 5 if self.args.quick else 15
+        print(f"W3: start-up of each command, median of {reps}, interleaved", file=sys.stderr)
         py = str(Path(self.flowsh).with_name("python")) if \
             Path(self.flowsh).with_name("python").exists() else sys.executable
-        # A home with one recorded run, so `history` has something to read.
+        # A home with one recorded run, so `status` and `history` have something to read,
+        # and whose caches are warm (a second start of anything is the usual one).
         env = self.env()
         chain = chain_yaml(self.work / "chain3.yaml", 3)
+        ten = chain_yaml(self.work / "ten.yaml", 10)
+        one = self.work / "one.yaml"
+        one.write_text('name: one\nsteps:\n  - name: s\n    run: "true"\n')
         run_child([self.flowsh, "run", "-q", str(chain)], env=env)
-        cands = {
-            "flowsh --version": lambda: run_child([self.flowsh, "--version"], env=env),
-            "python -c pass": lambda: run_child([py, "-c", "pass"], env=env),
-            "flowsh history -n 1": lambda: run_child([self.flowsh, "history", "-n", "1"],
-                                                     env=env),
-            "flowsh --help": lambda: run_child([self.flowsh, "--help"], env=env),
+        run_child([self.flowsh, "validate", str(ten)], env=env)
+        run_child([self.flowsh, "run", "-q", str(one)], env=env)
+        cands: dict[str, list[str]] = {
+            "python -I -S -c pass": [py, "-I", "-S", "-c", "pass"],
+            "python -c pass": [py, "-c", "pass"],
+            "flowsh --version": [self.flowsh, "--version"],
+            "flowsh run (1 step)": [self.flowsh, "run", "-q", str(one)],
+            "flowsh status": [self.flowsh, "status"],
+            "flowsh history": [self.flowsh, "history"],
+            "flowsh validate (10 steps)": [self.flowsh, "validate", str(ten)],
+            "flowsh --help": [self.flowsh, "--help"],
         }
-        got = {k: median_child(reps, fn, f"W3 {k}") for k, fn in cands.items()}
+        if shutil.which("parallel"):
+            cands["parallel ::: true"] = ["parallel", "--will-cite", ":::", "true"]
+        # Interleaved rounds: a change in the machine's load lands on every command alike.
+        samples: dict[str, list[Child]] = {k: [] for k in cands}
+        for _ in range(reps):
+            for k, argv in cands.items():
+                c = run_child(argv, env=env)
+                if c.returncode != 0:
+                    raise SystemExit(f"bench: W3 {k} exited {c.returncode}")
+                samples[k].append(c)
+        got = {k: Child(wall=statistics.median(c.wall for c in v),
+                        maxrss_kib=max(c.maxrss_kib for c in v), returncode=0,
+                        cpu=statistics.median(c.cpu for c in v)) for k, v in samples.items()}
         for k, c in got.items():
-            print(f"  {k:20}: {c.wall:.3f} s  maxrss {c.maxrss_kib / MIB:.1f} MiB",
-                  file=sys.stderr)
-        self.report.raw["w3"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
+            print(f"  {k:28}: {c.wall * MS:6.1f} ms  cpu {c.cpu * MS:6.1f} ms  "
+                  f"maxrss {c.maxrss_kib / MIB:.1f} MiB", file=sys.stderr)
+        self.report.raw["w3"] = {k: {"wall_s": c.wall, "cpu_s": c.cpu,
+                                     "maxrss_mib": c.maxrss_kib / MIB}
                                  for k, c in got.items()}
-        v = got["flowsh --version"].wall
-        base = got["python -c pass"].wall
-        self.report.add(Row("W3 cold start `flowsh --version`", v, "s", base,
-                            "python -c pass", target="< 0.15 s", ok=v < 0.15,
-                            note="peer: bare typer app 0.13 s"))
-        self.report.add(Row("W3 `flowsh history -n 1`", got["flowsh history -n 1"].wall, "s",
-                            base, "python -c pass"))
-        self.report.add(Row("W3 `flowsh --help` (all commands)", got["flowsh --help"].wall,
-                            "s", base, "python -c pass"))
+        floor = got["python -I -S -c pass"].wall
+        targets = {"flowsh --version": 0.025, "flowsh run (1 step)": 0.120,
+                   "flowsh status": 0.100, "flowsh history": 0.100,
+                   "flowsh validate (10 steps)": 0.100}
+        for k in ("flowsh --version", "flowsh run (1 step)", "flowsh status", "flowsh history",
+                  "flowsh validate (10 steps)", "flowsh --help"):
+            c = got[k]
+            limit = targets.get(k)
+            note = f"cpu {c.cpu * MS:.0f} ms"
+            if k == "flowsh run (1 step)":
+                note += f"; {c.wall / floor:.1f}x the floor (target <= 11x)"
+                if "parallel ::: true" in got:
+                    note += f"; parallel ::: true {got['parallel ::: true'].wall * MS:.0f} ms"
+            self.report.add(Row(f"W3 `{k[7:]}`", c.wall, "s", floor, "python -I -S",
+                                target=f"<= {limit * MS:.0f} ms" if limit else "",
+                                ok=c.wall <= limit if limit else None, note=note))
 
     # W4 ------------------------------------------------------------------------------
     def w4(self) -> None:
         n = 2000 if self.args.quick else 10000
-        print(f"W4: validate and plan a {n}-step random DAG", file=sys.stderr)
+        print(f"W4: validate and plan a {n}-step random DAG, cold and warm", file=sys.stderr)
         f = dag_yaml(self.work / f"dag{n}.yaml", n)
-        env = self.env()
-        got = {
-            "validate": median_child(self.repeats, lambda: run_child(
-                [self.flowsh, "validate", str(f)], env=env), "W4 validate"),
-            "dry-run": median_child(self.repeats, lambda: run_child(
-                [self.flowsh, "run", "--dry-run", str(f)], env=env), "W4 dry-run"),
-        }
+        warm_env = self.env()
+        run_child([self.flowsh, "validate", str(f)], env=warm_env)  # fills its parse cache
         py = Path(self.flowsh).with_name("python")
-        yaml_only = median_child(self.repeats, lambda: run_child(
-            [str(py) if py.exists() else sys.executable, "-c",
-             "import sys, yaml; yaml.load(open(sys.argv[1]), Loader=getattr(yaml, "
-             "'CSafeLoader', yaml.SafeLoader))", str(f)]), "W4 yaml")
+        cands: dict[str, Callable[[], Child]] = {
+            # cold: a fresh FLOWSH_HOME each time, so nothing is cached
+            "validate cold": lambda: run_child([self.flowsh, "validate", str(f)],
+                                               env=self.env()),
+            "validate warm": lambda: run_child([self.flowsh, "validate", str(f)], env=warm_env),
+            "dry-run cold": lambda: run_child([self.flowsh, "run", "--dry-run", str(f)],
+                                              env=self.env()),
+            "dry-run warm": lambda: run_child([self.flowsh, "run", "--dry-run", str(f)],
+                                              env=warm_env),
+            "yaml": lambda: run_child(
+                [str(py) if py.exists() else sys.executable, "-c",
+                 "import sys, yaml; yaml.load(open(sys.argv[1]), Loader=getattr(yaml, "
+                 "'CSafeLoader', yaml.SafeLoader))", str(f)]),
+        }
+        samples: dict[str, list[Child]] = {k: [] for k in cands}
+        for _ in range(self.repeats):
+            for k, fn in cands.items():
+                c = fn()
+                if c.returncode != 0:
+                    raise SystemExit(f"bench: W4 {k} exited {c.returncode}")
+                samples[k].append(c)
+        got = {k: Child(wall=statistics.median(c.wall for c in v),
+                        maxrss_kib=max(c.maxrss_kib for c in v), returncode=0,
+                        cpu=statistics.median(c.cpu for c in v)) for k, v in samples.items()}
+        yaml_only = got.pop("yaml")
         for k, c in got.items():
-            print(f"  {k:9}: {c.wall:.3f} s  maxrss {c.maxrss_kib / MIB:.1f} MiB",
-                  file=sys.stderr)
-        self.report.raw["w4"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
+            print(f"  {k:14}: {c.wall:.3f} s  cpu {c.cpu:.3f} s  "
+                  f"maxrss {c.maxrss_kib / MIB:.1f} MiB", file=sys.stderr)
+        self.report.raw["w4"] = {k: {"wall_s": c.wall, "cpu_s": c.cpu,
+                                     "maxrss_mib": c.maxrss_kib / MIB}
                                  for k, c in got.items()}
         self.report.raw["w4"]["yaml_parse_only"] = {"wall_s": yaml_only.wall}
         for k, c in got.items():
+            limit = 0.3 if k.endswith("warm") else 0.8
             self.report.add(Row(f"W4 `{k}` {n} steps", c.wall, "s", yaml_only.wall,
-                                "python+yaml parse", target="< 0.5 s", ok=c.wall < 0.5))
-        self.report.add(Row("W4 peak RSS (dry-run)", got["dry-run"].maxrss_kib / MIB, "MiB"))
+                                "python+yaml parse", target=f"<= {limit} s", ok=c.wall <= limit,
+                                note=f"cpu {c.cpu:.3f} s"))
+        peak = max(c.maxrss_kib for c in got.values()) / MIB
+        self.report.add(Row("W4 peak RSS", peak, "MiB", target="<= 50 MiB", ok=peak <= 50))
 
     # W5 ------------------------------------------------------------------------------
     def w5(self) -> None:
@@ -615,8 +670,8 @@ class Bench:
         self.report.raw["w5"] = {k: {"wall_s": c.wall, "maxrss_mib": c.maxrss_kib / MIB}
                                  for k, c in got.items()}
         self.report.add(Row(f"W5 `flowsh history -n 20`, {n} runs", got["full"].wall, "s",
-                            got["empty"].wall, "no runs recorded", target="< 0.2 s",
-                            ok=got["full"].wall < 0.2))
+                            got["empty"].wall, "no runs recorded", target="<= 0.15 s",
+                            ok=got["full"].wall <= 0.15))
 
     # web -----------------------------------------------------------------------------
     def web(self) -> None:
@@ -708,6 +763,25 @@ class Bench:
                             target="< 1 s more", ok=got["big"].wall - got["small"].wall < 1))
 
 
+def compile_flowsh(flowsh: str) -> None:
+    """Byte-compile the flowsh package the executable's interpreter imports, as pip does at
+    install time.
+
+    Under PYTHONDONTWRITEBYTECODE=1 (set in some CI and sandbox environments) a checkout's
+    modules are otherwise compiled from source at every start: 60-100 ms of CPU that no
+    installed flowsh pays, and which would swamp the start-up figures.
+    """
+    with open(flowsh, "rb") as fh:
+        first = fh.readline()
+    py = first[2:].decode().strip() if first.startswith(b"#!") else sys.executable
+    where = subprocess.run(
+        [py, "-c", "import os, flowsh; print(os.path.dirname(flowsh.__file__))"],
+        capture_output=True, text=True).stdout.strip()
+    if where and Path(where).is_dir():
+        subprocess.run([py, "-m", "compileall", "-q", where], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="smaller N, 1 repeat: < 1 minute")
@@ -727,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = subprocess.run([args.flowsh, "--version"], capture_output=True, text=True,
                              check=True).stdout.strip()
+    compile_flowsh(args.flowsh)
     work = Path(tempfile.mkdtemp(prefix="flowsh-bench-"))
     bench = Bench(args, work)
     wanted = [w for w in args.only.split(",") if w] or [

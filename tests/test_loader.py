@@ -138,3 +138,15 @@ def test_schema_is_json_schema_of_the_file() -> None:
 def test_missing_env_file_is_found_by_validate(write_flow: Callable[..., Path]) -> None:
     err = _error(write_flow, "env_file: nofile\nsteps: [{name: a, run: x}]\n")
     assert (err.line, err.col) == (1, 11) and "env_file 'nofile' not found" in str(err)
+
+
+def test_resolved_steps_equal_what_model_copy_makes():
+    """model._updated stands in for model_copy(update=...) in Workflow._resolve."""
+    from flowsh.model import Step, _updated
+
+    step = Step.model_validate({"name": "a", "run": "true", "retries": 2})
+    updates = {"timeout": 5.0, "needs": ["x"], "shell": "bash"}
+    mine, theirs = _updated(step, updates), step.model_copy(update=updates)
+    assert mine == theirs and mine.model_fields_set == theirs.model_fields_set
+    assert mine.model_dump(exclude_unset=True) == theirs.model_dump(exclude_unset=True)
+    assert step.timeout is None and step.model_fields_set == {"name", "run", "retries"}

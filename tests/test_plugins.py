@@ -188,3 +188,60 @@ def test_flowsh_register_commands_adds_a_cli_command():
     assert result.exit_code == 0 and result.stdout == "hello world\n"
     # the built-in command plugins registered theirs on the same app
     assert CliRunner().invoke(app, ["plugins", "--help"]).exit_code == 0
+
+
+def test_lazy_builtins_declare_exactly_what_their_modules_implement():
+    """A `Lazy` line in DEFAULT_PLUGINS is all flowsh knows of a built-in until one of its
+    hooks is called: its hooks and commands must be the module's own."""
+    import importlib
+
+    import typer
+
+    for entry in plugins.DEFAULT_PLUGINS:
+        if not isinstance(entry, plugins.Lazy):
+            continue
+        mod = importlib.import_module(entry.module)
+        implemented = {name.removeprefix("flowsh_") for name in dir(mod)
+                       if name.startswith("flowsh_") and hasattr(getattr(mod, name), "flowsh_impl")}
+        assert set(entry.hooks.split()) == implemented, entry.module
+        for name in implemented:  # no tryfirst, wrapper...: the stub could not say so
+            opts = getattr(mod, f"flowsh_{name}").flowsh_impl
+            assert not any(v for k, v in opts.items() if k != "specname"), (entry.module, opts)
+        if "register_commands" in implemented:
+            app = typer.Typer()
+            mod.flowsh_register_commands(app)
+            names = {c.name for c in app.registered_commands} | {
+                g.name for g in app.registered_groups}
+            assert set(entry.commands.split()) == names, entry.module
+        else:
+            assert not entry.commands, entry.module
+
+
+def test_a_lazy_builtin_is_imported_at_the_first_call_of_its_hook():
+    import subprocess
+    import sys
+
+    code = ("import sys; from flowsh import plugins; plugins.get_plugin_manager(); "
+            "print('flowsh.builtin.notify_email' in sys.modules); "
+            "plugins.registry('notifiers'); print('flowsh.builtin.notify_email' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]
+
+
+def test_flowsh_COMMAND_registers_its_module_and_every_third_party_command():
+    import typer
+
+    class Extra:
+        @hookimpl
+        def flowsh_register_commands(self, app: typer.Typer) -> None:
+            app.command("zz-extra")(lambda: None)
+
+    plugins.get_plugin_manager().register(Extra(), name="extra")
+    app = typer.Typer()
+    plugins.register_commands(app, "history")
+    names = {c.name for c in app.registered_commands}
+    assert names == {"status", "history", "logs", "prune", "zz-extra"}
+    everything = typer.Typer()
+    plugins.register_commands(everything, "no-such-command")  # click words the error
+    assert {"run", "status", "zz-extra"} <= {c.name for c in everything.registered_commands}

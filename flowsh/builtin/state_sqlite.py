@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, started_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started_at DESC);
+-- Every `flowsh run` asks for this workflow's running or crashed runs (a dead runner's
+-- steps are stopped first): without it, a scan of all the workflow's runs (22 ms at 14,000).
+CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs (workflow, status, started_at DESC);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -301,6 +304,10 @@ class SQLiteBackend:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             args.extend(sorted(statuses))
         sql = f"SELECT {','.join(RUN_COLS)} FROM runs"
+        if workflow is not None and statuses:
+            # The planner prefers runs_by_workflow, which gives the order without a sort,
+            # and reads every run of the workflow: 10 ms at 14,000 runs, against 0.02.
+            sql += " INDEXED BY runs_by_workflow_status"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC"

@@ -1,0 +1,114 @@
+"""Derived data kept between runs under ``$FLOWSH_HOME/cache``: never the truth, only a
+shortcut to it.
+
+Each entry is one file whose name carries a hash of everything its content depends on, so
+an entry is either right or absent: nothing is ever served stale. Written atomically (temp
+file, rename), so concurrent writers each leave a whole file and readers never see half of
+one. Anything unreadable, undecodable or of another format is a miss, never an error, and
+a cache that cannot be written (read-only home, full disk) is simply not kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+# First line of every entry: format version and a checksum of the rest, so an entry torn
+# by a crash (written without fsync: it is only a cache) or by anything else is a miss.
+FORMAT = b"flowsh-cache 1 "
+
+
+def key(*parts: str | bytes) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        # surrogatepass: any str (a path decoded with surrogateescape, a lone surrogate)
+        # has one encoding, and two different ones never share it.
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def environment() -> str:
+    """What the installed distributions may change: the interpreter, flowsh's version and
+    every directory on ``sys.path`` with its mtime (installing, upgrading or removing a
+    distribution adds or removes its ``.dist-info``, which changes the directory's mtime)."""
+    import sys
+
+    from flowsh import __version__
+
+    parts = [sys.version, sys.prefix, __version__]
+    for entry in sys.path:
+        try:
+            parts.append(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}")
+        except OSError:
+            parts.append(f"{entry}\0-")
+    return "\0".join(parts)
+
+
+def directory() -> Path:
+    from flowsh.state import flowsh_home
+
+    return flowsh_home() / "cache"
+
+
+def load(kind: str, digest: str) -> bytes | None:
+    """The entry's payload, or None (absent, unreadable, or not one of ours)."""
+    if os.environ.get("FLOWSH_NO_CACHE"):
+        return None
+    try:
+        with open(directory() / f"{kind}-{digest}", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    head, _, payload = data.partition(b"\n")
+    if head != FORMAT + _checksum(payload):
+        return None
+    return payload
+
+
+def _checksum(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
+
+
+KEEP = 64  # entries of one kind kept; the oldest written go first
+
+
+def store(kind: str, digest: str, payload: bytes) -> None:
+    """Keep an entry; best effort (a failure only means the next run misses). Beyond
+    `KEEP` entries of its kind, the least recently written are removed: every edit of a
+    workflow file makes a new entry, and nothing else would ever remove the old ones."""
+    if os.environ.get("FLOWSH_NO_CACHE"):
+        return
+    import tempfile
+
+    d = directory()
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{kind}-", suffix=".tmp", dir=d)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(FORMAT + _checksum(payload) + b"\n" + payload)
+        os.replace(tmp, d / f"{kind}-{digest}")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    _trim(d, kind)
+
+
+def _trim(d: Path, kind: str) -> None:
+    entries = []
+    with contextlib.suppress(OSError), os.scandir(d) as it:
+        for e in it:
+            if e.name.startswith(f"{kind}-"):
+                with contextlib.suppress(OSError):  # removed meanwhile by another writer
+                    entries.append((e.stat().st_mtime_ns, e.path))
+    entries.sort()
+    for _, path in entries[: max(0, len(entries) - KEEP)]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
