@@ -42,19 +42,25 @@ def _root(
     """flowsh: workflows for people whose work lives in shell."""
 
 
-_loaded = False
+_ALL = "\0all"
+_loaded: str | None = None  # the command the app was built for; _ALL: every command
 
 
 def build_app(command: str | None = None) -> typer.Typer:
     """The app with every command, or with those a run of `flowsh COMMAND` can reach
-    (``command``'s own module and any third-party plugin's: see `plugins.register_commands`)."""
+    (``command``'s own module and any third-party plugin's: see `plugins.register_commands`).
+    Built again when a later call in the same process (a test, an embedding program) asks
+    for another command."""
     global _loaded
-    if not _loaded:
+    want = command or _ALL
+    if _loaded != want and _loaded != _ALL:
+        app.registered_commands.clear()
+        app.registered_groups.clear()
         plugins.register_commands(app, command)
         # pluggy calls the last registered plugin first; help lists built-ins first.
         app.registered_commands.sort(key=_rank)
         app.registered_groups.sort(key=_rank)
-        _loaded = True
+        _loaded = want
     return app
 
 
