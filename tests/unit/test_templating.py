@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import jinja2
-
 from flowsh.templating import templates_dir
 
 
-def test_templates_dir_holds_the_bash_templates() -> None:
+def test_templates_dir_holds_every_template_family() -> None:
     d = templates_dir()
     assert d.is_dir()
-    assert (d / "bash").is_dir()
-    assert any(p.is_file() for p in (d / "bash").iterdir())
+    for family in ("bash", "systemd", "report", "init"):
+        assert (d / family).is_dir(), family
+    assert (d / "bash" / "script.sh.j2").is_file()
+    assert (d / "crontab.j2").is_file()
 
 
-def test_templates_dir_is_stable() -> None:
+def test_templates_dir_is_stable_and_absolute() -> None:
     assert templates_dir() == templates_dir()
+    assert templates_dir().is_absolute()
 
 
-def test_every_bash_template_parses() -> None:
+def test_the_export_environment_loads_every_bash_template() -> None:
+    from flowsh.export import environment
+
+    env = environment()
     d = templates_dir()
-    # bash's ${#var} would open a jinja comment: the export's delimiters.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(d)),
-                             comment_start_string="{#jinja", comment_end_string="jinja#}")
-    names = [p.relative_to(d).as_posix() for p in (d / "bash").rglob("*") if p.is_file()]
+    names = [p.relative_to(d).as_posix() for p in (d / "bash").rglob("*.j2")]
     assert names
     for name in names:
-        env.get_template(name)  # raises TemplateSyntaxError on a broken one
+        assert env.get_template(name).filename == str(d / name)
