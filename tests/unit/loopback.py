@@ -44,6 +44,14 @@ def serve(statuses: list[int] | None = None, *, hang: bool = False) -> Iterator[
             self.end_headers()
             self.wfile.write(b"OK")
 
+        def do_PUT(self) -> None:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n)
+            server.requests.append(Seen("PUT", self.path, dict(self.headers), body))
+            self.send_response(server.statuses[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def log_message(self, *args: object) -> None:
             pass
 
