@@ -107,3 +107,69 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_parse_env_text_without_a_file() -> None:
     assert parse_env_text("A=1\nexport  B=2", Path("x")) == {"A": "1", "B": "2"}
+
+
+# --- where the grammar and bash part ways (docs/semantics.md ENVFILE-1/2/4) ----------------
+# Each file below is read by bash as something else than flowsh reads it. ENVFILE-1 says
+# the env_file is a subset of shell, ENVFILE-4 that expansions MUST be refused. The exported
+# script's reader (templates/bash/runtime.sh.j2) is written as the same state machine.
+
+
+def _bash_value(path: Path) -> str | None:
+    res = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                          'set -a; . "$1" 2>/dev/null; printf %s "${X-}"', "bash", str(path)],
+                         capture_output=True, env={"PATH": "/usr/bin:/bin", "HOME": "/home/u"},
+                         check=False)
+    return res.stdout.decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.xfail(strict=True, reason="envfile.py dollar() refuses $ only before a letter, "
+                   "digit, _, { or (: bash's special parameters $$ $# $? $- $! $@ $* are kept "
+                   "as literal text, where bash expands them (ENVFILE-4 says refuse)")
+@pytest.mark.parametrize("text", ["X=pid$$\n", "X=a$#\n", "X=$?\n", "X=$-\n", "X=$!\n",
+                                  "X=$@\n", "X=$*\n", 'X="$$"\n'])
+def test_special_parameters_are_refused(tmp_path: Path, text: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    with pytest.raises(WorkflowError, match="not allowed in an env_file"):
+        read_env_file(p)
+
+
+@pytest.mark.xfail(strict=True, reason="a backslash-newline right after $ (X=$\\<newline>HOME) "
+                   "passes the expansion check, which looks at the $ before the lines are "
+                   "joined: flowsh gives the text '$HOME', bash gives the value of HOME")
+@pytest.mark.parametrize("text", ["X=$\\\nHOME\n", 'X="$\\\nHOME"\n'])
+def test_expansion_split_by_a_continuation_is_refused(tmp_path: Path, text: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    assert _bash_value(p) == "/home/u"  # what bash makes of the file
+    with pytest.raises(WorkflowError, match="not allowed in an env_file"):
+        read_env_file(p)
+
+
+@pytest.mark.xfail(strict=True, reason="an unquoted ~ is kept as text; bash expands it in an "
+                   "assignment (X=~/x is $HOME/x, also after a colon): the same file gives two "
+                   "values (ENVFILE-1: every runtime the same bytes; a subset of shell)")
+@pytest.mark.parametrize("text", ["X=~\n", "X=~/x\n", "X=a:~/x\n"])
+def test_tilde_means_what_bash_means_or_is_refused(tmp_path: Path, text: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    try:
+        got = read_env_file(p)["X"]
+    except WorkflowError:
+        return
+    assert got == _bash_value(p)
+
+
+@pytest.mark.xfail(strict=True, reason="ENVFILE-2: 'an unquoted value MUST end at the first "
+                   "blank'; envfile.py keeps blanks followed by more text inside the value "
+                   "(X=value trailing gives 'value trailing'; bash runs `trailing` with X=value)")
+@pytest.mark.parametrize("text", ["X=value trailing\n", "X=a\tb\n"])
+def test_an_unquoted_value_ends_at_the_first_blank(tmp_path: Path, text: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    try:
+        got = read_env_file(p)["X"]
+    except WorkflowError:
+        return  # refusing the rest of the line is within the rule too
+    assert got == text.split("=", 1)[1].split()[0]

@@ -152,9 +152,9 @@ def test_tagged_and_stop_orphan() -> None:
         while proc.pid not in tagged("FLOWSH_RUN_ID", "unit-run-1") and time.monotonic() < end:
             time.sleep(0.02)
         assert proc.pid in tagged("FLOWSH_RUN_ID", "unit-run-1")
-        assert not stop_orphan(proc.pid, "another-run", 0.5)  # a recycled pid is never touched
+        assert not stop_orphan(proc.pid, "another-run", 0.3)  # a recycled pid is never touched
         assert proc.poll() is None
-        assert stop_orphan(proc.pid, "unit-run-1", 2.0)
+        assert stop_orphan(proc.pid, "unit-run-1", 0.3)
         assert proc.wait(timeout=10) == -signal.SIGTERM
     finally:
         if proc.poll() is None:
