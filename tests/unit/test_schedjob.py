@@ -117,3 +117,23 @@ def test_systemd_units(write_flow: Callable[..., Path], tmp_path: Path) -> None:
 def test_unit_name() -> None:
     assert unit_name("nightly") == "flowsh-nightly"
     assert unit_name("a b/c@d") == "flowsh-a_b_c_d"
+
+
+@pytest.mark.xfail(strict=True, reason="flowsh/schedjob.py render_systemd (line 193) does not "
+                   "refuse a line break in a path as render_crontab does: the unit's "
+                   "WorkingDirectory= and ExecStart= lines are cut in two, and the second half "
+                   "of the path is read as a directive of [Service] (a directory named "
+                   "'x\\nExecStartPre=/bin/sh -c ...' adds a command)")
+def test_systemd_units_refuse_line_breaks_in_paths(write_flow: Callable[..., Path],
+                                                   tmp_path: Path) -> None:
+    d = tmp_path / "x\nExecStartPre=touch pwned"
+    d.mkdir()
+    (d / "flow.yaml").write_text(FLOW)
+    wf = load_workflow(d / "flow.yaml")
+    try:
+        units = render_systemd(wf)
+    except UsageError as exc:
+        assert "line break" in str(exc)
+        return
+    service = units["flowsh-nightly.service"]
+    assert not any(line.startswith("ExecStartPre=") for line in service.splitlines()), service
