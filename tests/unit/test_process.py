@@ -66,6 +66,16 @@ def test_output_streams_masked_to_callback_and_log(ex: LocalExecutor, tmp_path: 
     assert (tmp_path / "s.log").read_text() == "out\nerr\npw=***\ntail\n"  # the last line is ended
 
 
+def test_a_secret_split_across_writes_is_still_masked(ex: LocalExecutor, tmp_path: Path,
+                                                     lines: list[tuple[str, str]]) -> None:
+    """The pipe delivers `pw=hunt` and `er22 done` in two reads; the line is masked whole."""
+    ex.start(req(tmp_path, "printf 'pw=hunt'; sleep 0.2; printf 'er22 done\\n'; "
+                           "head -c 70000 /dev/zero | tr '\\0' x; printf hunter22; echo"))
+    collect(ex)
+    assert lines[0] == ("s", "pw=*** done") and lines[1][1].endswith("x***")
+    assert "hunter22" not in (tmp_path / "s.log").read_text()
+
+
 def test_env_cwd_and_token(ex: LocalExecutor, tmp_path: Path, lines: list[tuple[str, str]]) -> None:
     ex.start(req(tmp_path, f'echo "$X|$PWD|${{#{TOKEN_VAR}}}"', env={"X": "y z"}))
     collect(ex)
