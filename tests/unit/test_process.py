@@ -69,11 +69,26 @@ def test_output_streams_masked_to_callback_and_log(ex: LocalExecutor, tmp_path: 
 def test_a_secret_split_across_writes_is_still_masked(ex: LocalExecutor, tmp_path: Path,
                                                      lines: list[tuple[str, str]]) -> None:
     """The pipe delivers `pw=hunt` and `er22 done` in two reads; the line is masked whole."""
-    ex.start(req(tmp_path, "printf 'pw=hunt'; sleep 0.2; printf 'er22 done\\n'; "
-                           "head -c 70000 /dev/zero | tr '\\0' x; printf hunter22; echo"))
+    ex.start(req(tmp_path, "printf 'pw=hunt'; sleep 0.2; printf 'er22 done\\n'"))
     collect(ex)
-    assert lines[0] == ("s", "pw=*** done") and lines[1][1].endswith("x***")
-    assert "hunter22" not in (tmp_path / "s.log").read_text()
+    assert lines == [("s", "pw=*** done")]
+    assert (tmp_path / "s.log").read_text() == "pw=*** done\n"
+
+
+@pytest.mark.xfail(strict=True, reason="flowsh/process.py _emit (line ~324): a line longer than "
+                   "64 KiB is passed on in pieces and each piece is masked on its own, so a "
+                   "secret across a piece boundary is not masked: the log gets '...xhunt' and "
+                   "'er22' on two lines (and a newline the step never wrote)")
+def test_a_secret_across_the_64k_piece_boundary_is_masked(ex: LocalExecutor, tmp_path: Path,
+                                                          lines: list[tuple[str, str]]) -> None:
+    # One write of 65,540 bytes and the secret's first half, then (two seconds later) its
+    # second half: the runner has passed on a piece ending in `hunt` before `er22` arrives.
+    ex.start(req(tmp_path, "printf '%s' \"$(head -c 65540 /dev/zero | tr '\\0' x)hunt\"; "
+                           "sleep 2; printf 'er22\\n'"))
+    collect(ex)
+    log = (tmp_path / "s.log").read_text()
+    assert "hunter22" not in log.replace("\n", "")
+    assert "hunter22" not in "".join(t for _, t in lines)
 
 
 def test_env_cwd_and_token(ex: LocalExecutor, tmp_path: Path, lines: list[tuple[str, str]]) -> None:
