@@ -106,3 +106,14 @@ def test_boolean_looking_keys_keep_their_name(key: str) -> None:
     except WorkflowError:
         return  # refused, naming the key: fine too
     assert data["env"] == {key: "1"}
+
+
+@pytest.mark.xfail(strict=True, reason="an unquoted env/param value reaches the step as "
+                   "str() of the YAML 1.1 scalar, not as written: VERSION: 1.10 gives '1.1', "
+                   "MODE: 0755 gives '493' (octal), TIME: 12:30 gives '750' (sexagesimal); "
+                   "model._str_value converts the already-typed value")
+@pytest.mark.parametrize(("written", "want"), [("1.10", "1.10"), ("0755", "0755"), ("12:30", "12:30")])
+def test_unquoted_values_reach_the_step_as_written(write_flow: Callable[..., Path],
+                                                   written: str, want: str) -> None:
+    wf = load_workflow(write_flow(f"name: w\nenv:\n  V: {written}\nsteps:\n  - {{name: a, run: x}}\n"))
+    assert wf.env["V"] == want
