@@ -31,3 +31,12 @@ def test_refuses_what_cron_cannot_do(write_flow: Callable[..., Path]) -> None:
     wf = load_workflow(write_flow("name: w\nsteps:\n  - {name: a, run: x}\n"))
     with pytest.raises(UsageError, match="no `schedule`"):
         export_crontab(wf)
+
+
+def test_script_option_schedules_an_exported_script(write_flow: Callable[..., Path],
+                                                    tmp_path: Path) -> None:
+    wf = load_workflow(write_flow("name: w\nschedule: '0 2 * * *'\nsteps:\n  - {name: a, run: x}\n"))
+    script = tmp_path / "w.sh"
+    script.write_text("#!/bin/bash\n")
+    text = export_crontab(wf, script=str(script))
+    assert "flock -n -E 75 " in text and str(script) in text and "--resume" not in text
