@@ -81,3 +81,10 @@ def test_spaces_inside_a_number_or_unit_are_refused(text: str) -> None:
     assert not re.match(DURATION_PATTERN, text)
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.xfail(strict=True, reason="format_duration picks the unit before rounding: "
+                   "59.96s shows as '60.0s' (not '1m00s'), 0.9996s as '1000ms' (not '1.0s')")
+@pytest.mark.parametrize(("seconds", "text"), [(59.96, "1m00s"), (0.9996, "1.0s")])
+def test_format_rounds_into_the_next_unit(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
