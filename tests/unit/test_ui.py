@@ -19,9 +19,9 @@ from flowsh.ui import (
     JSONReporter,
     PlainReporter,
     QuietReporter,
-    make_reporter,
     next_steps,
     plural,
+    reporter_kind,
     summary,
 )
 
@@ -116,8 +116,8 @@ def test_json_reporter_one_object_per_line(write_flow: Callable[..., Path]) -> N
     assert events[4]["status"] == "failed" and all(e["run_id"] == "r1" for e in events)
 
 
-def test_make_reporter_choice() -> None:
-    assert isinstance(make_reporter(json_events=True), JSONReporter)
-    assert isinstance(make_reporter(quiet=True), QuietReporter)
-    plain = make_reporter()  # under pytest stdout is no terminal
-    assert type(plain) is PlainReporter
+def test_reporter_kind() -> None:
+    assert reporter_kind(json_events=True) == "json"
+    assert reporter_kind(json_events=True, quiet=True) == "json"
+    assert reporter_kind(quiet=True) == "quiet"
+    assert reporter_kind() == "plain"  # under pytest stdout is no terminal
