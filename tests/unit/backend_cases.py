@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import FAILED, RUNNING, SUCCEEDED, RunRecord, StateBackend, StepRecord
+from flowsh.state import (
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    RunRecord,
+    SkipReason,
+    StateBackend,
+    StepRecord,
+)
 
 
 def record(run_id: str, workflow: str = "w", started: float = 1000.0) -> RunRecord:
@@ -22,11 +31,15 @@ def round_trip(backend: StateBackend) -> None:
     a.status, a.attempts, a.exit_code, a.started_at, a.ended_at = SUCCEEDED, 2, 0, 1001.0, 1002.5
     a.outputs = {"K": "v\nw"}
     backend.save_step(run, a)
+    b = run.steps["b"]
+    b.status, b.skip_reason, b.message = SKIPPED, SkipReason.EXIT_CODE, "exit code 3 (skip_on)"
+    backend.save_step(run, b)
     run.status, run.exit_code, run.ended_at = FAILED, 1, 1003.0
     backend.update_run(run)
     got = backend.load_run(run.run_id)
     assert got.to_dict() == run.to_dict()
     assert list(got.steps) == ["a", "b"]
+    assert got.steps["b"].skip_reason is SkipReason.EXIT_CODE and got.steps["b"].lets_dependents_run
 
 
 def prefixes_and_missing(backend: StateBackend) -> None:

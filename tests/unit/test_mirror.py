@@ -5,6 +5,9 @@
 * ``flowsh/commands/<m>.py`` -> ``tests/test_<m>*.py`` (end-to-end, through the CLI) or
   ``tests/unit/test_commands_<m>.py``, or an entry in COVERED_END_TO_END naming the
   end-to-end tests that drive it.
+* ``flowsh/web/<m>.py``      -> ``tests/unit/test_web_<m>.py``, or the package's end-to-end
+  tests (WEB_END_TO_END, against a real server process).
+* any other package under flowsh/ fails until it gets a rule here.
 
 A new module without a test file fails here, naming the file to write.
 """
@@ -27,7 +30,13 @@ COVERED_END_TO_END = {
     "importer": ["test_firsthour_script.py", "test_seed_run.py"],  # flowsh import
     "runs": ["test_cli.py", "test_firsthour_status.py", "test_monitor_logs.py"],  # status history logs prune
     "stats": ["test_monitor_e2e.py", "test_monitor_stats.py"],  # flowsh stats
+    "serve": ["test_web_api.py", "test_web_schema.py"],  # flowsh serve (the web UI and API)
 }
+
+# flowsh/web/ (the web UI) is tested as a whole against a real server process; a module of
+# it may also get tests/unit/test_web_<m>.py.
+WEB_END_TO_END = ["test_web_api.py", "test_web_schema.py", "test_web_browser.py"]
+KNOWN_PACKAGES = {"builtin", "commands", "web"}
 
 
 def _modules(sub: str = "") -> list[str]:
@@ -71,6 +80,20 @@ def test_command_module_is_covered(module: str) -> None:
         "COVERED_END_TO_END")
 
 
+def test_every_subpackage_is_mirrored() -> None:
+    """A new package under flowsh/ needs a rule here (and its tests), not silence."""
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages - {"templates"} <= KNOWN_PACKAGES, packages - KNOWN_PACKAGES
+
+
+@pytest.mark.parametrize("module", _modules("web"))
+def test_web_module_is_covered(module: str) -> None:
+    unit = _found([TESTS / "unit" / f"test_web_{module}.py"])
+    e2e = _found([TESTS / name for name in WEB_END_TO_END])
+    assert unit or len(e2e) == len(WEB_END_TO_END), (
+        f"flowsh/web/{module}.py has no tests: write tests/unit/test_web_{module}.py")
+
+
 def test_the_explicit_list_names_only_real_modules() -> None:
     """An entry for a removed or renamed command module would excuse nothing: keep it honest."""
     assert set(COVERED_END_TO_END) <= set(_modules("commands"))
@@ -80,7 +103,7 @@ def test_unit_files_mirror_a_module() -> None:
     """The other way round: a unit test file named after no module is a leftover."""
     helpers = {"__init__", "backend_cases", "loopback", "test_mirror"}
     modules = set(_modules()) | {f"builtin_{m}" for m in _modules("builtin")} | \
-        {f"commands_{m}" for m in _modules("commands")}
+        {f"commands_{m}" for m in _modules("commands")} | {f"web_{m}" for m in _modules("web")}
     stray = [p.name for p in (TESTS / "unit").glob("*.py")
              if p.stem not in helpers and p.stem.removeprefix("test_") not in modules]
     assert stray == []

@@ -8,7 +8,7 @@ from pathlib import Path
 from flowsh.graph import Graph
 from flowsh.loader import load_workflow
 from flowsh.ready import ReadySet
-from flowsh.state import FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED, StepRecord
+from flowsh.state import FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED, SkipReason, StepRecord
 
 FLOW = """
 name: w
@@ -54,8 +54,8 @@ def setup(write_flow: Callable[..., Path]) -> tuple[ReadySet, dict[str, StepReco
 
 
 def take(rs: ReadySet, recs: dict[str, StepRecord], *, slots: int = 99,
-         failed: bool = False) -> list[tuple[str, str | None]]:
-    got: list[tuple[str, str | None]] = []
+         failed: bool = False) -> list[tuple[str, object]]:
+    got: list[tuple[str, object]] = []
     for name, why in rs.take(recs, lambda: len([g for g in got if g[1] is None]) >= slots,
                              lambda: failed):
         got.append((name, why))
@@ -92,14 +92,14 @@ def test_failed_dependency_skips_downstream(write_flow: Callable[..., Path]) -> 
     recs["a"].status = FAILED
     recs["b"].status = SUCCEEDED
     rs.consider(["c", "d"])
-    assert take(rs, recs, failed=True) == [("c", "upstream failed"), ("d", "upstream failed")]
+    assert take(rs, recs, failed=True) == [("c", SkipReason.UPSTREAM), ("d", SkipReason.UPSTREAM)]
 
 
 def test_run_failed_skips_unstarted_ready_steps(write_flow: Callable[..., Path]) -> None:
     rs, recs = setup(write_flow)
     recs["a"].status = FAILED
     rs.consider(["b"])
-    assert take(rs, recs, failed=True) == [("b", "run failed")]
+    assert take(rs, recs, failed=True) == [("b", SkipReason.RUN_FAILED)]
 
 
 def test_continue_on_failure_and_condition_false_satisfy(write_flow: Callable[..., Path]) -> None:
@@ -108,9 +108,26 @@ def test_continue_on_failure_and_condition_false_satisfy(write_flow: Callable[..
     rs.consider(["after_soft"])
     assert take(rs, recs) == [("after_soft", None)]
     recs["a"].status = SKIPPED
-    recs["a"].message = "condition false"
+    recs["a"].skip_reason = SkipReason.CONDITION
     rs.consider(["c"])
     assert take(rs, recs) == [("c", None)]
+    recs["b"].status, recs["b"].skip_reason = SKIPPED, SkipReason.EXIT_CODE  # skip_on
+    rs.consider(["d"])
+    assert take(rs, recs) == [("d", None)]
+
+
+def test_a_record_from_before_skip_reasons(write_flow: Callable[..., Path]) -> None:
+    rs, recs = setup(write_flow)
+    recs["a"].status, recs["a"].message = SKIPPED, "condition false"  # no skip_reason kept
+    rs.consider(["c"])
+    assert take(rs, recs) == [("c", None)]
+
+
+def test_skipped_by_a_failure_blocks(write_flow: Callable[..., Path]) -> None:
+    rs, recs = setup(write_flow)
+    recs["a"].status, recs["a"].skip_reason = SKIPPED, SkipReason.RUN_FAILED
+    rs.consider(["c"])
+    assert take(rs, recs, failed=True) == [("c", SkipReason.UPSTREAM)]
 
 
 def test_always_runs_once_dependencies_are_final(write_flow: Callable[..., Path]) -> None:
