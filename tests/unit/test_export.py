@@ -111,7 +111,7 @@ def test_on_calendar_refusals() -> None:
         on_calendar("0 2 * *")
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/export.py:405 drops croniter.expand's second "
+@pytest.mark.xfail(strict=True, reason="flowsh/export.py:413 drops croniter.expand's second "
                    "value (the nth-weekday map), so '1#2' (the second Monday) passes the 'L and "
                    "# ... no systemd equivalent' check and becomes 'Mon *-*-*': every Monday")
 def test_on_calendar_refuses_nth_weekday() -> None:
