@@ -1,0 +1,78 @@
+"""flowsh.survivors: finding a step's processes by their environment and stopping what a
+dead runner left behind, on real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from flowsh.survivors import become_subreaper, stop_leftovers, stop_orphan, tagged
+from tests.conftest import wait_dead
+
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def _wait_tagged(var: str, value: str, pid: int) -> None:
+    end = time.monotonic() + 10
+    while pid not in tagged(var, value) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert pid in tagged(var, value)
+
+
+@pytest.fixture
+def step() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "30"], env={**ENV, "FLOWSH_RUN_ID": "unit-run-1"},
+                            start_new_session=True)
+    try:
+        _wait_tagged("FLOWSH_RUN_ID", "unit-run-1", proc.pid)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_tagged_finds_exact_values_only(step: subprocess.Popen[bytes]) -> None:
+    assert step.pid in tagged("FLOWSH_RUN_ID", "unit-run-1")
+    assert step.pid not in tagged("FLOWSH_RUN_ID", "unit-run")  # a prefix is not the value
+    assert os.getpid() not in tagged("PATH", ENV["PATH"])  # never this process
+
+
+def test_stop_orphan_only_for_its_run(step: subprocess.Popen[bytes]) -> None:
+    assert not stop_orphan(step.pid, "another-run", 0.3)  # a recycled pid is never touched
+    assert step.poll() is None
+    assert stop_orphan(step.pid, "unit-run-1", 0.3)
+    assert step.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_stop_orphan_of_a_gone_pid() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert not stop_orphan(proc.pid, "unit-run-1", 0.3)
+
+
+def test_stop_leftovers_reaches_what_left_the_group() -> None:
+    sh = subprocess.Popen(["bash", "-c", "setsid sleep 30 & echo $!; wait"],
+                          env={**ENV, "FLOWSH_RUN_ID": "unit-run-2"}, stdout=subprocess.PIPE,
+                          start_new_session=True)
+    assert sh.stdout is not None
+    child = int(sh.stdout.readline())
+    try:
+        _wait_tagged("FLOWSH_RUN_ID", "unit-run-2", child)
+        found = stop_leftovers("unit-run-2", 0.5)
+        assert child in found and sh.pid in found
+        assert wait_dead(child)
+        assert tagged("FLOWSH_RUN_ID", "unit-run-2") == []
+    finally:
+        sh.wait(timeout=10)
+    assert stop_leftovers("unit-run-2", 0.1) == []
+
+
+def test_become_subreaper_on_and_off() -> None:
+    assert become_subreaper(True) is True
+    assert become_subreaper(False) is True
