@@ -416,9 +416,12 @@ def on_calendar(text: str) -> list[str]:
         sched = parse(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    fields, _ = croniter.expand(sched.expr)
-    if any(isinstance(v, str) and v != "*" for f in fields for v in f):
-        raise UsageError(f"{text!r}: L and # cron features have no systemd equivalent")
+    fields, nth_weekday = croniter.expand(sched.expr)
+    # `L`, `1#2` (the second Monday: croniter's second value) and `1W` (the weekday
+    # nearest the 1st) have no OnCalendar= form; croniter expands `W` to the day alone.
+    if nth_weekday or re.search(r"\dW|W\d|LW", sched.expr) or any(
+            isinstance(v, str) and v != "*" for f in fields for v in f):
+        raise UsageError(f"{text!r}: L, W and # cron features have no systemd equivalent")
 
     def part(values: list[Any], width: int = 2) -> str:
         if values == ["*"]:

@@ -51,4 +51,5 @@ def url_for_errors(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/..."
+    host = parts.netloc.rpartition("@")[2]  # user:password@ is a secret too
+    return f"{parts.scheme}://{host}/..."

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from flowsh.engine import Reporter
 from flowsh.errors import UsageError
+from flowsh.http import url_for_errors
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -71,7 +72,8 @@ class Pinger:
         else:
             problem = outcome[0] if outcome else "failed"
         if problem:
-            sys.stderr.write(f"flowsh: warning: --ping {url}: {problem}\n")
+            # Host only: a healthchecks check's UUID is its secret (as flowsh.http says).
+            sys.stderr.write(f"flowsh: warning: --ping {url_for_errors(url)}: {problem}\n")
 
     def _post(self, url: str, body: bytes, outcome: list[str]) -> None:
         req = urllib.request.Request(url, data=body, method="POST",

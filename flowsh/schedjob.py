@@ -205,6 +205,12 @@ def render_systemd(
         raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
     calendars = [{"text": t, "value": v} for t in texts for v in on_calendar(t)]
     job = scheduled_job(wf, script=script, path=path)
+    # A unit's directive is one line, as a crontab entry is: the rest of a path with a line
+    # break would be read as a directive of its own (ExecStartPre=...).
+    for value in (job.source, job.cwd, *job.argv, *(v for _, v in job.env)):
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"{value!r}: a path with a line break cannot go in a systemd "
+                             "unit; move or rename it")
     if script is None:
         job.argv.append("--quiet")  # the journal keeps what it prints; nobody is mailed
     env = environment()

@@ -111,17 +111,11 @@ def test_on_calendar_refusals() -> None:
         on_calendar("0 2 * *")
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/export.py:413 drops croniter.expand's second "
-                   "value (the nth-weekday map), so '1#2' (the second Monday) passes the 'L and "
-                   "# ... no systemd equivalent' check and becomes 'Mon *-*-*': every Monday")
 def test_on_calendar_refuses_nth_weekday() -> None:
     with pytest.raises(UsageError, match="no systemd equivalent"):
         on_calendar("0 0 * * 1#2")
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/export.py on_calendar: '1W' (the weekday nearest "
-                   "the 1st) expands to day 1 and becomes '*-*-01': on 2027-05-01, a Saturday, "
-                   "systemd fires where cron fires on Monday 2027-05-03")
 def test_on_calendar_refuses_nearest_weekday() -> None:
     with pytest.raises(UsageError, match="no systemd equivalent"):
         on_calendar("0 0 1W * *")

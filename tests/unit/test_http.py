@@ -64,16 +64,11 @@ def test_url_for_errors() -> None:
     assert url_for_errors("http://h:8080/p#frag") == "http://h:8080/..."
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/http.py url_for_errors keeps urlsplit's netloc "
-                   "whole, user:password included: http://user:s3cret@host/hook is shown as "
-                   "http://user:s3cret@host/... in every error (a notifier's warning, cron mail)")
 def test_url_for_errors_hides_credentials() -> None:
     shown = url_for_errors("https://user:s3cret@example.com:8443/hook")
     assert "s3cret" not in shown and "example.com:8443" in shown
 
 
-@pytest.mark.xfail(strict=True, reason="post_json's errors name the URL through url_for_errors, "
-                   "which keeps the password of http://user:pw@host (see above)")
 def test_post_json_error_hides_credentials() -> None:
     with serve([403]) as srv, pytest.raises(RuntimeError) as exc:
         post_json(srv.url.replace("http://", "http://user:s3cret@") + "/x", {}, retries=0)

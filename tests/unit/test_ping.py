@@ -95,10 +95,6 @@ def test_ping_on_start_passes_everything_through() -> None:
     assert calls == ["hello"]
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/ping.py Pinger.send warns with the full ping URL; "
-                   "flowsh/http.py hides URL paths in errors because 'webhook paths often carry "
-                   "the secret (Slack, healthchecks)': a healthchecks check's UUID lands in cron "
-                   "mail and logs")
 def test_undeliverable_ping_warning_hides_the_checks_secret(
         capsys: pytest.CaptureFixture[str]) -> None:
     with serve([500]) as srv:

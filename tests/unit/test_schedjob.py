@@ -119,11 +119,6 @@ def test_unit_name() -> None:
     assert unit_name("a b/c@d") == "flowsh-a_b_c_d"
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/schedjob.py render_systemd (line 196) does not "
-                   "refuse a line break in a path as render_crontab does: the unit's "
-                   "WorkingDirectory= and ExecStart= lines are cut in two, and the second half "
-                   "of the path is read as a directive of [Service] (a directory named "
-                   "'x\\nExecStartPre=/bin/sh -c ...' adds a command)")
 def test_systemd_units_refuse_line_breaks_in_paths(write_flow: Callable[..., Path],
                                                    tmp_path: Path) -> None:
     d = tmp_path / "x\nExecStartPre=touch pwned"
