@@ -19,6 +19,8 @@ Protocols a plugin implements:
   pairs of ``flowsh export``.
 * `Executor` — where a step's process runs: ``start(StepRequest)``, ``wait(timeout)``
   yielding ``(key, Outcome)``, ``wake()``, ``cancel_all()``, ``running()``, ``close()``.
+  A `RemoteExecutor` adds ``placements()`` (where each attempt runs, recorded) and
+  ``stop_remote(run_id, keys, kill_grace)`` (a resume stops what a dead runner left).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from flowsh.executor import Executor as Executor
     from flowsh.executor import Outcome as Outcome
     from flowsh.executor import OutputCallback as OutputCallback
+    from flowsh.executor import Placement as Placement
+    from flowsh.executor import RemoteExecutor as RemoteExecutor
     from flowsh.executor import StepRequest as StepRequest
     from flowsh.executor import WakePipe as WakePipe
     from flowsh.hookspecs import Register as Register
@@ -64,6 +68,7 @@ if TYPE_CHECKING:
     from flowsh.plugins import reset as reset_plugins
     from flowsh.plugins import warn as warn
     from flowsh.process import LocalExecutor as LocalExecutor
+    from flowsh.process import tagged as tagged
     from flowsh.secrets import MASK as MASK
     from flowsh.secrets import Masker as Masker
     from flowsh.state import CRASHED as CRASHED
@@ -100,6 +105,7 @@ _WHERE = {
     "EXIT_TIMEOUT": "flowsh.executor", "Executor": "flowsh.executor",
     "Outcome": "flowsh.executor", "OutputCallback": "flowsh.executor",
     "StepRequest": "flowsh.executor", "WakePipe": "flowsh.executor",
+    "Placement": "flowsh.executor", "RemoteExecutor": "flowsh.executor",
     "Register": "flowsh.hookspecs",
     "post_json": "flowsh.http", "url_for_errors": "flowsh.http",
     "load_workflow": "flowsh.loader",
@@ -109,7 +115,7 @@ _WHERE = {
                      "get_list", "get_number", "get_str", "log_tail"), "flowsh.notify"),
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
-    "LocalExecutor": "flowsh.process",
+    "LocalExecutor": "flowsh.process", "tagged": "flowsh.process",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
                      "SKIPPED", "STEP_RUNNING", "SUCCEEDED", "RunRecord", "StateBackend",
@@ -138,7 +144,9 @@ __all__ = [
     "Notify",
     "Outcome",
     "OutputCallback",
+    "Placement",
     "Register",
+    "RemoteExecutor",
     "RunContext",
     "RunRecord",
     "Scheduler",
@@ -167,6 +175,7 @@ __all__ = [
     "parse_duration",
     "post_json",
     "reset_plugins",
+    "tagged",
     "url_for_errors",
     "warn",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowsh import plugins
+from flowsh import placed, plugins
 from flowsh.errors import LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
 from flowsh.executor import Executor, Outcome, StepRequest
@@ -267,6 +267,8 @@ class Engine:
 
     def _stop_orphans(self, prior: RunRecord, *, new_run: bool = False) -> None:
         """Steps a crashed runner left running would run twice alongside their re-run."""
+        for line in placed.stop_remote(self.executor, prior, self.wf.kill_grace):
+            plugins.warn(line)
         if prior.host != socket.gethostname():
             return
         from flowsh.process import stop_leftovers, stop_orphan
@@ -438,6 +440,8 @@ class Engine:
                 timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
                 for key, outcome in self.executor.wait(timeout):
                     self._on_outcome(key, outcome)
+                for rec in placed.apply(self.executor, self.run.steps):
+                    self.backend.save_step(self.run, rec)
             elif timeout:
                 # In slices: a long retry backoff must not starve the heartbeat that tells
                 # other hosts this runner lives (store.check_liveness, STALE_AFTER).
@@ -601,7 +605,12 @@ class Engine:
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
             keep_children=step.keep_children,
+            queue=step.queue,
+            queue_timeout=step.queue_timeout or self.wf.queue_timeout,
+            run_id=self.run.run_id,
         ))
+        rec.task_id = rec.queue = rec.worker = rec.queued_at = None
+        placed.apply(self.executor, self.run.steps)
         # Recorded once started, with its pid: a crash before this line leaves the step
         # `pending` (run again on resume); after it, resume can stop the orphan first.
         self.backend.save_step(self.run, rec)
@@ -646,6 +655,9 @@ class Engine:
             kill_grace=self.wf.kill_grace,
             echo=False,
             discard_stdout=True,
+            queue=step.queue,
+            queue_timeout=step.queue_timeout or self.wf.queue_timeout,
+            run_id=self.run.run_id,
         ))
         if rec.pid is not None:
             self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
@@ -705,6 +717,7 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
+        placed.record(rec, outcome.placement)
         bad, outputs = None, {}
         out_file = self.run_dir / f"{name}.out"
         if outcome.ok:

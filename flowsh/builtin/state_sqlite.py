@@ -56,14 +56,22 @@ CREATE TABLE IF NOT EXISTS steps (
     log_path TEXT,
     message TEXT,
     pid INTEGER,
+    task_id TEXT,
+    queue TEXT,
+    worker TEXT,
+    queued_at REAL,
     PRIMARY KEY (run_id, name)
 );
 """
+# Columns added since the first schema, appended (in this order) to an older database.
+ADDED_STEP_COLS = (("task_id", "TEXT"), ("queue", "TEXT"), ("worker", "TEXT"),
+                   ("queued_at", "REAL"))
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
-             "ended_at", "outputs", "log_path", "message", "pid")
+             "ended_at", "outputs", "log_path", "message", "pid", "task_id", "queue", "worker",
+             "queued_at")
 
 
 class SQLiteBackend:
@@ -140,6 +148,10 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(steps)")}
+            for col, kind in ADDED_STEP_COLS:
+                if col not in have:
+                    conn.execute(f"ALTER TABLE steps ADD COLUMN {col} {kind}")
         return conn
 
     @contextmanager
@@ -181,7 +193,8 @@ class SQLiteBackend:
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
-                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid)
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.task_id,
+                s.queue, s.worker, s.queued_at)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:

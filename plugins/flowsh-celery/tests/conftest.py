@@ -1,6 +1,6 @@
 """A real Redis (a dedicated db, flushed) and a real Celery worker for the whole session.
 
-FLOWSH_CELERY_TEST_REDIS overrides the Redis URL (default redis://127.0.0.1:6379/5).
+FLOWSH_CELERY_TEST_REDIS overrides the Redis URL (default redis://127.0.0.1:6379/8).
 The worker consumes a queue unique to this session, so two sessions never share tasks.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REDIS = os.environ.get("FLOWSH_CELERY_TEST_REDIS", "redis://127.0.0.1:6379/5")
+REDIS = os.environ.get("FLOWSH_CELERY_TEST_REDIS", "redis://127.0.0.1:6379/8")
 
 
 @dataclass
@@ -76,7 +76,10 @@ def _wait_ready(w: Worker) -> None:
         while time.monotonic() < deadline:
             if w.proc.poll() is not None:
                 raise RuntimeError("celery worker exited:\n" + w.log.read_text())
-            if app.control.ping(destination=[w.name], timeout=0.5):
+            # Ready for flowsh once it says so in the result backend (runners check there
+            # which workers consume a queue).
+            if app.control.ping(destination=[w.name], timeout=0.5) and \
+                    app.backend.client.exists(f"flowsh:worker:{w.name}"):
                 return
         raise RuntimeError("celery worker not ready after 30s:\n" + w.log.read_text())
     finally:
