@@ -161,9 +161,9 @@ class CeleryExecutor:
             self.r.ping()
         except Exception as exc:
             self.app.close()
+            what = "broker" if self.broker == self.backend else "result backend"
             raise CeleryUnavailable(
-                f"celery result backend {_safe(self.backend)} unreachable: "
-                f"{_reason(exc)}") from None
+                f"celery {what} {_safe(self.backend)} unreachable: {_reason(exc)}") from None
         if self.broker == self.backend:
             return  # the same Redis answered just now
         try:

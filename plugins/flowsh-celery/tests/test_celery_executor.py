@@ -220,7 +220,7 @@ def test_dead_broker_is_one_clear_line_and_exit_2(write_flow, monkeypatch):
     res = flowsh("run", str(flow), "--quiet", timeout=30)
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "flowsh: error: celery result backend redis://127.0.0.1:1/5 unreachable: "
+        "flowsh: error: celery broker redis://127.0.0.1:1/5 unreachable: "
         "ConnectionError: Error 111 connecting to 127.0.0.1:1. Connection refused."]
 
 

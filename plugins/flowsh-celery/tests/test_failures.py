@@ -370,14 +370,20 @@ def test_coordinator_kill_then_resume_never_overlaps(cluster: Cluster, tmp_path:
             run: {block(traced(tmp_path, "sleep 2"), 14)}
         """)
     proc = run_bg(flow)
-    time.sleep(random.uniform(0.3, 2.5))  # the moment of the crash is the test's input
+
+    def recorded() -> str | None:
+        res = flowsh("history", "--json")
+        runs = json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else []
+        return runs[0]["run_id"] if runs else None
+
+    wait_for(lambda: recorded() is not None, "the run to be recorded")
+    run_id = recorded()
+    assert run_id is not None
+    # The moment of the crash is the test's input: before the step is submitted, while
+    # it is queued, while it runs on a worker, or as it ends.
+    time.sleep(random.uniform(0.0, 2.5))
     proc.kill()
     proc.wait()
-    runs = flowsh("history", "--json")
-    run_id = json.loads(runs.stdout)[0]["run_id"] if runs.returncode == 0 and \
-        runs.stdout.strip().startswith("[") else None
-    if run_id is None:
-        pytest.skip("killed before the run was recorded")
     if status(run_id)["status"] != "succeeded":
         res = flowsh("resume", run_id, "--quiet", timeout=120)
         assert res.returncode == 0, (res.stderr, trace(tmp_path))
