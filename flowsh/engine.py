@@ -27,7 +27,7 @@ from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import SECRET_NAME, Step, Workflow
-from flowsh.outputs import OutputError, read_outputs
+from flowsh.outputs import OutputError, parse_outputs, read_outputs
 from flowsh.paths import step_cwd
 from flowsh.secrets import (
     MASK,
@@ -722,7 +722,8 @@ class Engine:
         out_file = self.run_dir / f"{name}.out"
         if outcome.ok:
             try:
-                outputs = read_outputs(out_file)
+                outputs = read_outputs(out_file) if outcome.outputs is None else \
+                    parse_outputs(outcome.outputs.encode())
             except OutputError as exc:
                 bad = self.mask(str(exc))
         # Read once, kept in the store (secret values only in the 0600 secret-outputs

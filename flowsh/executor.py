@@ -61,6 +61,9 @@ class Outcome:
     error: str | None = None  # the process could not start (no such file, permission...)
     extra: dict[str, str] = field(default_factory=dict)
     placement: Placement | None = None  # a remote attempt: where it ran
+    # What the step wrote to $FLOWSH_OUTPUT, when the executor brings it back itself (a
+    # remote step's file is on another host); None: the engine reads the local file.
+    outputs: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -503,7 +503,6 @@ class CeleryExecutor:
             self._log(job, f"flowsh: [{value['dropped']} bytes of output before this "
                            "were left on the worker]")
         self._emit(job, value.get("output") or "")
-        self._write_outputs(job, value.get("outputs") or "")
         job.worker = str(value.get("worker") or job.worker or "?")
         if job.started is None:
             job.started = float(value["started_at"])
@@ -516,6 +515,7 @@ class CeleryExecutor:
             interrupted=bool(value.get("interrupted")) or job.cancelling,
             error=value.get("error"),
             extra={"worker": job.worker, "worker_pid": str(value.get("pid", ""))},
+            outputs=str(value.get("outputs") or ""),
         )
         self._finish(job.req.key, job, outcome)
 
@@ -548,17 +548,6 @@ class CeleryExecutor:
 
     def _append(self, job: _Job, text: str) -> None:
         _append_to(job.req.log_path, text)
-
-    @staticmethod
-    def _write_outputs(job: _Job, text: str) -> None:
-        path = job.req.env.get("FLOWSH_OUTPUT")
-        if not path or path == os.devnull:
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
 
 
 def _append_to(path: str, text: str) -> None:

@@ -101,7 +101,11 @@ def test_attempt_records_task_worker_queue_and_times(cluster: Cluster, tmp_path:
     # The duration is the run time on the worker, not the wait in the queue.
     assert 0.3 <= step["ended_at"] - step["started_at"] < 2.0
     text = flowsh("status").stdout
-    assert f"on {w.name}" in text and "queued" in text
+    assert f"on {w.name} via {q}, queued " in text
+    report = tmp_path / "report.html"
+    res = flowsh("report", status()["run_id"], "-o", str(report))
+    assert res.returncode == 0, res.stderr
+    assert f"on {w.name} via {q}, queued " in report.read_text()
 
 
 def test_step_queue_routes_to_the_host_group(cluster: Cluster, tmp_path: Path, flowsh_env):
