@@ -49,6 +49,7 @@ from flowsh_celery.app import (
     task_key,
     want_key,
 )
+from flowsh_celery.publish import task_envelope
 
 OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue_timeout",
            "check_workers", "transport_options")
@@ -134,12 +135,22 @@ class CeleryExecutor:
                              "Redis; flowsh-celery keeps each attempt's liveness there and "
                              "needs redis:// or rediss://")
         self.backend: str = backend_url
-        self.app = make_app(self.broker, self.backend, self.queue, connect_timeout,
-                            transport_options)
+        self.connect_timeout = connect_timeout
+        self.transport_options = dict(transport_options or {})
+        self._app: Any = None
         import redis
 
         self.r = redis.Redis.from_url(self.backend, socket_connect_timeout=connect_timeout,
                                       socket_timeout=max(connect_timeout, 10.0))
+        # A Redis broker takes the task as one LPUSH (publish.py), in the same round trip
+        # as the attempt's keys when it is the result backend too; Celery itself is then
+        # not even imported here. Transport options other than the visibility timeout
+        # (a key prefix, priorities) change where kombu puts messages: Celery does it.
+        self.fast = self.broker.startswith(("redis://", "rediss://", "unix://")) and \
+            set(self.transport_options) <= {"visibility_timeout"}
+        self.rb = self.r if self.broker == self.backend or not self.fast else \
+            redis.Redis.from_url(self.broker, socket_connect_timeout=connect_timeout,
+                                 socket_timeout=max(connect_timeout, 10.0))
         self._check(connect_timeout)
         self._settle = self.r.register_script(SETTLE)
         self.client = uuid.uuid4().hex
@@ -155,25 +166,47 @@ class CeleryExecutor:
         self._closing = threading.Event()
         self._listener: threading.Thread | None = None
 
+    @property
+    def app(self) -> Any:
+        """The Celery app, made when first needed (a non-Redis broker, a revoke)."""
+        if self._app is None:
+            self._app = make_app(self.broker, self.backend, self.queue, self.connect_timeout,
+                                 self.transport_options)
+        return self._app
+
     def _check(self, timeout: float) -> None:
         """Fail now, in one line, rather than hang on the first step."""
         try:
             self.r.ping()
         except Exception as exc:
-            self.app.close()
             what = "broker" if self.broker == self.backend else "result backend"
             raise CeleryUnavailable(
                 f"celery {what} {_safe(self.backend)} unreachable: {_reason(exc)}") from None
         if self.broker == self.backend:
             return  # the same Redis answered just now
         try:
-            with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                       timeout=timeout)
+            if self.fast:
+                self.rb.ping()
+            else:
+                with self.app.connection_for_write() as conn:
+                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                           timeout=timeout)
         except Exception as exc:
-            self.app.close()
+            if self._app is not None:
+                self._app.close()
             raise CeleryUnavailable(
                 f"celery broker {_safe(self.broker)} unreachable: {_reason(exc)}") from None
+
+    def _revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Tell live workers at once (the cancel key reaches them within a second anyway:
+        without Celery loaded, that is enough and spares its import)."""
+        if self._app is None and self.fast:
+            return
+        with contextlib.suppress(Exception):
+            if terminate:
+                self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+            else:
+                self.app.control.revoke(task_id)
 
     # -- interface ------------------------------------------------------------------
 
@@ -192,21 +225,32 @@ class CeleryExecutor:
         secrets = list(getattr(self.mask, "values", None) or [])
         meta = {"client": self.client, "run_id": run_id, "key": request.key,
                 "lost_after": self.lost_after, "backend": self.backend}
+        # argsrepr: what `celery inspect`, events and the worker's debug log show of the
+        # task; the request holds the environment (params, secrets) in clear.
+        args = [asdict(request), secrets, meta]
+        argsrepr = f"(<flowsh step {request.key}>,)"
         try:
             # The attempt is the wanted one before any worker can see it; the run is live.
             pipe = self.r.pipeline(transaction=False)
             pipe.set(want_key(run_id, request.key), task_id, ex=7 * 86400)
-            pipe.set(run_key(run_id), "1", ex=RUN_TTL)
-            pipe.execute()
-            self._runs[run_id] = time.monotonic()
-            # argsrepr: what `celery inspect`, events and the worker's debug log show of
-            # the task; the request holds the environment (params, secrets) in clear.
-            self.app.send_task(
-                TASK_NAME, args=[asdict(request), secrets, meta], queue=queue,
-                task_id=task_id, expires=wait,
-                argsrepr=f"(<flowsh step {request.key}>,)", kwargsrepr="{}",
-                retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
-                                          "interval_step": 0.5, "interval_max": 1})
+            if time.monotonic() - self._runs.get(run_id, -1e9) > RUN_TTL / 3:
+                pipe.set(run_key(run_id), "1", ex=RUN_TTL)
+                self._runs[run_id] = time.monotonic()
+            if self.fast:
+                message = task_envelope(TASK_NAME, task_id, queue, args, wait, argsrepr)
+                if self.rb is self.r:
+                    pipe.lpush(queue, message)
+                    pipe.execute()
+                else:
+                    pipe.execute()
+                    self.rb.lpush(queue, message)
+            else:
+                pipe.execute()
+                self.app.send_task(
+                    TASK_NAME, args=args, queue=queue, task_id=task_id, expires=wait,
+                    argsrepr=argsrepr, kwargsrepr="{}",
+                    retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
+                                              "interval_step": 0.5, "interval_max": 1})
         except Exception as exc:
             self._done.append((request.key, Outcome(
                 exit_code=127, started_at=now, ended_at=time.time(),
@@ -268,8 +312,7 @@ class CeleryExecutor:
             # found by its missing heartbeat.
             with contextlib.suppress(Exception):
                 self.r.set(task_key("cancel", job.task_id), "1", ex=86400)
-            with contextlib.suppress(Exception):
-                self.app.control.revoke(job.task_id, terminate=True, signal="SIGTERM")
+            self._revoke(job.task_id, terminate=True)
 
     def running(self) -> int:
         return len(self._jobs)
@@ -286,14 +329,19 @@ class CeleryExecutor:
                 self.r.delete(*(run_key(r) for r in self._runs))
         self._closing.set()
         if self._listener is not None:
+            with contextlib.suppress(Exception):  # unblock its BLPOP now, not in a second
+                self.r.rpush(events_key(self.client), "{}")
             self._listener.join(timeout=3)
         with contextlib.suppress(Exception):
             self.r.delete(events_key(self.client))
         self._wake.close()
-        with contextlib.suppress(Exception):
-            self.app.close()
+        if self._app is not None:
+            with contextlib.suppress(Exception):
+                self._app.close()
         with contextlib.suppress(Exception):
             self.r.close()
+            if self.rb is not self.r:
+                self.rb.close()
 
     def stop_remote(self, run_id: str, keys: list[str], kill_grace: float) -> list[str]:
         """Settle every attempt of these steps the dead runner left; stop the running ones
@@ -310,8 +358,7 @@ class CeleryExecutor:
                              f"{task_id} will not start (given up)")
             elif beating:
                 self.r.set(task_key("cancel", task_id), "1", ex=86400)
-                with contextlib.suppress(Exception):
-                    self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+                self._revoke(task_id, terminate=True)
                 running[key] = task_id
         limit = time.monotonic() + kill_grace + self.lost_after + 5
         while running:
@@ -431,8 +478,7 @@ class CeleryExecutor:
         settled, claimed = self._settle_job(job, "x:queue-timeout")
         if claimed or not settled:
             return  # a worker took it just now: its start event is on its way
-        with contextlib.suppress(Exception):
-            self.app.control.revoke(job.task_id)
+        self._revoke(job.task_id)
         reason = (f"no worker started step {job.req.key!r} within its queue_timeout "
                   f"({job.queue_timeout:g}s) on celery queue {job.queue!r}; it will not run")
         now = time.time()
