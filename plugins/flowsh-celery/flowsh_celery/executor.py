@@ -53,6 +53,9 @@ from flowsh_celery.publish import task_envelope
 
 OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue_timeout",
            "check_workers", "transport_options")
+# Redis transport options that matter to consumers only: the runner may publish itself.
+WORKER_SIDE_OPTIONS = {"visibility_timeout", "unacked_restore_interval",
+                       "unacked_restore_throttle"}
 TICK = 1.0  # deadlines (queue timeout, lost worker) are checked this often
 EXIT_LOST = 1  # a lost worker fails the attempt; `retries` apply
 
@@ -147,7 +150,7 @@ class CeleryExecutor:
         # not even imported here. Transport options other than the visibility timeout
         # (a key prefix, priorities) change where kombu puts messages: Celery does it.
         self.fast = self.broker.startswith(("redis://", "rediss://", "unix://")) and \
-            set(self.transport_options) <= {"visibility_timeout"}
+            set(self.transport_options) <= WORKER_SIDE_OPTIONS
         self.rb = self.r if self.broker == self.backend or not self.fast else \
             redis.Redis.from_url(self.broker, socket_connect_timeout=connect_timeout,
                                  socket_timeout=max(connect_timeout, 10.0))

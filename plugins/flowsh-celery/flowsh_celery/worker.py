@@ -171,43 +171,70 @@ def _tail(path: str, cap: int) -> tuple[str, int]:
 
 
 # -- the supervisor -----------------------------------------------------------------------
+# One per pool process, forked at its first attempt and kept (a fork per step cost ~10 ms
+# on a loaded 2-core host): the pool process tells it, over a pipe, which step's process
+# group it runs ("w"), that it is alive (".", at every beat) and that the step ended ("d").
+# It reads EOF when the pool process dies, however it dies.
 
 
-def _supervise(read_fd: int, pgid: int, task_id: str, limit: float, grace: float,
-               backend: str, client: str, worker: str) -> None:
-    """In a forked child: wait for the pool process's ticks. On EOF without "done" (the
-    pool process died) or no tick for `limit` seconds (it is stopped or hung), stop the
-    step's processes, say so to the runner, and exit."""
+def _supervise(read_fd: int, backend: str, worker: str) -> None:
+    """In the forked supervisor: on EOF (the pool process died) or no tick for the
+    attempt's limit (it is stopped or hung), stop the watched step's processes, tell its
+    runner, and (on EOF) exit."""
     with contextlib.suppress(OSError):
         os.setsid()  # out of the worker's group: `kill -9 -WORKERPGID` leaves us running
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
-    why = ""
-    while not why:
-        ready, _, _ = select.select([read_fd], [], [], limit)
+    # Hold nothing of the pool process's (its broker and Redis sockets, its pipes to the
+    # worker): a connection kept open here would outlive the pool process.
+    os.closerange(3, read_fd)
+    os.closerange(read_fd + 1, 1 << 16)
+    watched: dict[str, Any] | None = None
+    last = time.monotonic()
+    buf = b""
+    while True:
+        wait = None if watched is None else max(0.0, last + watched["limit"] - time.monotonic())
+        ready, _, _ = select.select([read_fd], [], [], wait)
         if not ready:
-            why = f"its pool process on worker {worker} stopped answering for {limit:g}s"
-            break
+            if watched is not None:
+                _lost(watched, backend, f"its pool process on worker {worker} stopped "
+                                        f"answering for {watched['limit']:g}s")
+                watched = None
+            continue
         try:
-            data = os.read(read_fd, 64)
+            data = os.read(read_fd, 65536)
         except OSError:
             data = b""
-        if b"d" in data:
-            os._exit(0)
         if not data:
-            why = f"its pool process on worker {worker} died"
-    _stop_group(pgid, task_id, grace)
+            if watched is not None:
+                _lost(watched, backend, f"its pool process on worker {worker} died")
+            os._exit(0)
+        last = time.monotonic()
+        buf += data
+        buf = buf.lstrip(b".")
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            line = line.lstrip(b".")  # ticks carry no newline of their own
+            if line.startswith(b"w "):
+                watched = json.loads(line[2:])
+            elif line == b"d":
+                watched = None
+
+
+def _lost(watched: dict[str, Any], backend: str, why: str) -> None:
+    _stop_group(int(watched["pgid"]), str(watched["task"]), float(watched["grace"]))
     with contextlib.suppress(Exception):
         import redis
 
-        client_ = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
-        pipe = client_.pipeline()
-        pipe.delete(task_key("beat", task_id))
-        pipe.rpush(events_key(client), json.dumps(
-            {"e": "lost", "t": task_id, "why": f"{why}; its processes were stopped"}))
-        pipe.expire(events_key(client), 86400)
+        r = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
+        key = events_key(str(watched["client"]))
+        pipe = r.pipeline()
+        pipe.delete(task_key("beat", str(watched["task"])))
+        pipe.rpush(key, json.dumps({"e": "lost", "t": watched["task"],
+                                    "why": f"{why}; its processes were stopped"}))
+        pipe.expire(key, 86400)
         pipe.execute()
-    os._exit(0)
+        r.close()
 
 
 def _stop_group(pgid: int, task_id: str, grace: float) -> None:
@@ -240,6 +267,34 @@ def _stop_group(pgid: int, task_id: str, grace: float) -> None:
     send(signal.SIGKILL)
 
 
+_supervisor: dict[int, int] = {}  # pool pid -> write end of its supervisor's pipe
+
+
+def _supervisor_fd(backend: str, worker: str) -> int | None:
+    pid = os.getpid()
+    fd = _supervisor.get(pid)
+    if fd is not None:
+        return fd
+    _supervisor.clear()  # a fork of a pool process: its parent's supervisor is not ours
+    read_fd, write_fd = os.pipe()
+    try:
+        child = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if child == 0:
+        try:
+            os.close(write_fd)
+            _supervise(read_fd, backend, worker)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    os.set_blocking(write_fd, False)  # a stalled supervisor must never stall a step
+    _supervisor[pid] = write_fd
+    return write_fd
+
+
 class Attempt:
     """One claimed attempt in the pool process: heartbeat, cancel watch, supervisor."""
 
@@ -253,16 +308,25 @@ class Attempt:
         self.kill_grace = kill_grace
         self.every = min(1.0, self.lost_after / 4)
         self.next_beat = 0.0
-        self.sup_pid: int | None = None
         self.sup_fd: int | None = None
+
+    def _tell(self, line: bytes) -> None:
+        if self.sup_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.sup_fd, line)
 
     def beat(self, pgid: int | None) -> bool:
         """Called about every second (and at the start); True: stop the attempt."""
-        if pgid is not None and self.sup_pid is None:
-            self._fork(pgid)
-        if self.sup_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self.sup_fd, b".")
+        if pgid is not None and self.sup_fd is None:
+            self.sup_fd = _supervisor_fd(str(self.meta["backend"]), self.worker)
+            # Stop within half the time the runner waits: the attempt is over before the
+            # runner starts another one.
+            self._tell(b"w " + json.dumps({
+                "pgid": pgid, "task": self.task_id, "client": self.meta["client"],
+                "limit": max(1.0, self.lost_after / 2),
+                "grace": min(self.kill_grace, self.lost_after / 4)}).encode() + b"\n")
+        else:
+            self._tell(b".")
         now = time.monotonic()
         if now < self.next_beat:
             return False
@@ -276,31 +340,8 @@ class Attempt:
             return False  # Redis away for a moment: the runner decides from its side
         return bool(cancel)
 
-    def _fork(self, pgid: int) -> None:
-        read_fd, write_fd = os.pipe()
-        # Stop within half the time the runner waits: the attempt is over before the
-        # runner starts another one.
-        limit = max(1.0, self.lost_after / 2)
-        grace = min(self.kill_grace, self.lost_after / 4)
-        pid = os.fork()
-        if pid == 0:  # the supervisor
-            try:
-                os.close(write_fd)
-                _supervise(read_fd, pgid, self.task_id, limit, grace,
-                           str(self.meta["backend"]), str(self.meta["client"]), self.worker)
-            finally:
-                os._exit(0)
-        os.close(read_fd)
-        self.sup_pid, self.sup_fd = pid, write_fd
-
     def finish(self, result: dict[str, Any]) -> None:
-        if self.sup_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self.sup_fd, b"d")
-            os.close(self.sup_fd)
-        if self.sup_pid is not None:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.sup_pid, 0)
+        self._tell(b"d\n")
         client = events_key(str(self.meta["client"]))
         pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
         pipe.delete(task_key("beat", self.task_id))
