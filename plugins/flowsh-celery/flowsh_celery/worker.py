@@ -307,7 +307,9 @@ class Attempt:
         self.lost_after = float(meta.get("lost_after") or 10.0)
         self.kill_grace = kill_grace
         self.every = min(1.0, self.lost_after / 4)
-        self.next_beat = 0.0
+        # The claim set the first beat; a cancel request comes only after a claim (before
+        # it, a runner settles the attempt instead) and is seen at the next beat.
+        self.next_beat = time.monotonic() + self.every
         self.sup_fd: int | None = None
 
     def _tell(self, line: bytes) -> None:
