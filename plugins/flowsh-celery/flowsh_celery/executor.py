@@ -227,7 +227,7 @@ class CeleryExecutor:
         wait = request.queue_timeout or self.queue_timeout
         secrets = list(getattr(self.mask, "values", None) or [])
         meta = {"client": self.client, "run_id": run_id, "key": request.key,
-                "lost_after": self.lost_after, "backend": self.backend}
+                "lost_after": self.lost_after}
         # argsrepr: what `celery inspect`, events and the worker's debug log show of the
         # task; the request holds the environment (params, secrets) in clear.
         args = [asdict(request), secrets, meta]

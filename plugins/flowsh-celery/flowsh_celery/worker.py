@@ -320,7 +320,9 @@ class Attempt:
     def beat(self, pgid: int | None) -> bool:
         """Called about every second (and at the start); True: stop the attempt."""
         if pgid is not None and self.sup_fd is None:
-            self.sup_fd = _supervisor_fd(str(self.meta["backend"]), self.worker)
+            # This worker's own result backend: the runner's URL (a password in it) is
+            # not sent through the broker.
+            self.sup_fd = _supervisor_fd(str(_backend), self.worker)
             # Stop within half the time the runner waits: the attempt is over before the
             # runner starts another one.
             self._tell(b"w " + json.dumps({
