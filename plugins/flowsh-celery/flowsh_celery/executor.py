@@ -166,6 +166,7 @@ class CeleryExecutor:
         self._runs: dict[str, float] = {}  # run id -> when its liveness key was refreshed
         self._queues_ok: dict[str, float] = {}  # queue -> when a worker was last seen on it
         self._next_tick = 0.0
+        self._fresh = False  # a placement changed since wait() last returned
         self._closing = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -277,7 +278,7 @@ class CeleryExecutor:
             self._handle_events()
             if time.monotonic() >= self._next_tick:
                 self._tick()
-            if self._done or self._placed:
+            if self._done or self._fresh:
                 break
             wait = max(0.0, self._next_tick - time.monotonic()) if self._jobs else None
             if end is not None:
@@ -291,6 +292,9 @@ class CeleryExecutor:
             elif end is not None and time.monotonic() >= end:
                 break
         self._handle_events()
+        # A worker's start is news once: a caller that does not take placements (the
+        # engine draining an interrupt) must not see wait() return at once for ever.
+        self._fresh = False
         done, self._done = self._done, []
         return done
 
@@ -424,6 +428,7 @@ class CeleryExecutor:
                 job.started = float(ev.get("at") or time.time())
                 job.worker = str(ev.get("worker") or "?")
                 self._placed[job.req.key] = self._placement(job)
+                self._fresh = True
             elif kind == "end":
                 self._collect(job, ev)
             elif kind == "lost":
