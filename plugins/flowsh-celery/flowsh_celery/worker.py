@@ -55,6 +55,9 @@ def _result(worker: str, code: int, error: str | None = None, **more: Any) -> di
             "error": error, "output": "", "dropped": 0, "outputs": "", **more}
 
 
+_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "env"}
+
+
 def check_paths(req: dict[str, Any], worker: str) -> str | None:
     """What the step needs from this host's filesystem and lacks, in one line."""
     cwd = req.get("cwd", "")
@@ -62,14 +65,22 @@ def check_paths(req: dict[str, Any], worker: str) -> str | None:
         return (f"working directory {cwd} does not exist on worker {worker} "
                 "(flowsh-celery needs the workflow's directory at the same path)")
     argv = list(req.get("argv") or [])
-    # A script step is [script, args...] or [shell, script, args...]; a `run:` step is
-    # [shell, -c, text, ...]: the script is the first absolute path that is not -c's text.
-    for i, arg in enumerate(argv[:2]):
-        if i == 1 and argv[0:1] and not argv[0].startswith("/") and arg != "-c" and \
-                arg.startswith("/") and not os.path.exists(arg):
-            return f"script {arg} does not exist on worker {worker}"
-        if i == 0 and arg.startswith("/") and not os.path.exists(arg):
-            return f"program {arg} does not exist on worker {worker}"
+    if not argv:
+        return None
+    if argv[0].startswith("/") and not os.path.exists(argv[0]):
+        return f"program {argv[0]} does not exist on worker {worker}"
+    # A `run:` step is [shell..., -c, text, ...]; a script step [script, args...] or
+    # [shell..., script, args...] (`shell: /usr/bin/env bash` is two words). The script is
+    # the first absolute path after the shell's words; a script's own args are left alone.
+    if "-c" in argv[1:3] or os.path.basename(argv[0]) not in _SHELLS:
+        return None
+    for arg in argv[1:3]:
+        if arg.startswith("/"):
+            if not os.path.exists(arg):
+                return f"script {arg} does not exist on worker {worker}"
+            break
+        if os.path.basename(arg) not in _SHELLS:
+            break
     return None
 
 

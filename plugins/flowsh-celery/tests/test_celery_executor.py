@@ -274,3 +274,23 @@ def test_library_state_reaches_the_worker_once_per_run(celery_env: Worker, write
     lines = (tmp_path / "seen").read_text().splitlines()
     assert len(lines) == 2 and lines[0].split()[0] == lines[1].split()[0]
     assert all(len(line.split()) == 2 for line in lines)  # ran on the worker
+
+
+def test_missing_script_or_program_on_the_worker_is_reported(tmp_path):
+    from flowsh_celery.worker import check_paths
+
+    gone = str(tmp_path / "load.sh")
+    base = {"cwd": str(tmp_path), "env": {}}
+    assert check_paths({**base, "argv": ["bash", gone, "x"]}, "w1@h") == \
+        f"script {gone} does not exist on worker w1@h"
+    assert check_paths({**base, "argv": [gone]}, "w1@h") == \
+        f"program {gone} does not exist on worker w1@h"
+    assert check_paths({**base, "argv": ["/usr/bin/env", "bash", gone]}, "w1@h") == \
+        f"script {gone} does not exist on worker w1@h"
+    # An executable script's own arguments are its business.
+    assert check_paths({**base, "argv": ["/bin/true", gone]}, "w1@h") is None
+    # A `run:` step's text after -c is no path, whatever it starts with.
+    assert check_paths({**base, "argv": ["bash", "-c", "/not/a/file"]}, "w1@h") is None
+    out = run_request({"key": "a", "argv": ["bash", gone], "cwd": str(tmp_path), "env": {},
+                       "log_path": "/nonexistent/a.log"}, [], "w1@h")
+    assert out["exit_code"] == 127 and out["error"] == f"script {gone} does not exist on worker w1@h"
