@@ -213,7 +213,12 @@ def test_killed_pool_process_stops_the_step_and_the_retry_never_overlaps(
     pool, shell = map(int, pid_file.read_text().split())
     os.kill(pool, signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: not alive(shell), "the supervisor to stop the orphaned step", 10)
+    stopped_in = wait_for(lambda: not alive(shell), "the supervisor to stop the orphaned step",
+                          10)
+    retry_in = wait_for(lambda: any(ln.startswith("start 2") for ln in trace(tmp_path)),
+                        "the retry to start", 30)
+    print(f"\nFIGURE pool kill -9 -> step stopped after {stopped_in:.2f}s, retry started "
+          f"{stopped_in + retry_in:.2f}s after the kill")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     lines = trace(tmp_path)
@@ -288,6 +293,7 @@ def test_stopped_worker_is_declared_lost_within_lost_after(cluster: Cluster,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert detected <= 15, detected
+    print(f"\nFIGURE worker SIGSTOP -> retry started after {detected:.1f}s")
     assert "OVERLAP" not in trace(tmp_path)
     log = Path(status()["steps"]["s"]["log_path"]).read_text()
     assert "stopped answering" in log or "lost: no heartbeat" in log, log
