@@ -1,13 +1,10 @@
 """flowsh: run shell steps as workflows with checkpoints, resume, retries, alerts and cron.
 
-Public API::
-
-    from flowsh import load_workflow, run_workflow, hookimpl
+The package root holds only what every plugin needs at import time; the documented
+surface for plugin authors and library users is `flowsh.api`.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -15,21 +12,4 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("flowsh")
 
-if TYPE_CHECKING:
-    from flowsh.engine import run_workflow
-    from flowsh.loader import load_workflow
-
-__all__ = ["__version__", "hookimpl", "load_workflow", "run_workflow"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so `flowsh --version` and plugin imports stay cheap.
-    if name == "load_workflow":
-        from flowsh.loader import load_workflow
-
-        return load_workflow
-    if name == "run_workflow":
-        from flowsh.engine import run_workflow
-
-        return run_workflow
-    raise AttributeError(name)
+__all__ = ["__version__", "hookimpl"]

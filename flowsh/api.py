@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from flowsh.plugins import reset as reset_plugins
     from flowsh.plugins import warn as warn
     from flowsh.process import LocalExecutor as LocalExecutor
-    from flowsh.process import tagged as tagged
+    from flowsh.runopts import Reporter as Reporter
     from flowsh.secrets import MASK as MASK
     from flowsh.secrets import Masker as Masker
     from flowsh.state import CRASHED as CRASHED
@@ -78,11 +78,12 @@ if TYPE_CHECKING:
     from flowsh.state import RETRYING as RETRYING
     from flowsh.state import RUNNING as RUNNING
     from flowsh.state import SKIPPED as SKIPPED
-    from flowsh.state import STEP_RUNNING as STEP_RUNNING
     from flowsh.state import SUCCEEDED as SUCCEEDED
     from flowsh.state import RunRecord as RunRecord
     from flowsh.state import StateBackend as StateBackend
+    from flowsh.state import Status as Status
     from flowsh.state import StepRecord as StepRecord
+    from flowsh.survivors import tagged as tagged
 
 
 class Scheduler(Protocol):
@@ -94,7 +95,12 @@ class Scheduler(Protocol):
 
 
 class Exporter(Protocol):
-    def __call__(self, workflow: Workflow, **options: Any) -> str: ...
+    """Text (written to stdout or -o FILE), or {file name: text} for several files
+    (written into the -o directory). Every exporter gets every option `flowsh export` has
+    (`inline`, `script_name`, `exprs`, `script`, `path`) and each `--option KEY=VALUE`;
+    it takes what it knows."""
+
+    def __call__(self, workflow: Workflow, **options: Any) -> str | dict[str, str]: ...
 
 
 _WHERE = {
@@ -115,10 +121,11 @@ _WHERE = {
                      "get_list", "get_number", "get_str", "log_tail"), "flowsh.notify"),
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
-    "LocalExecutor": "flowsh.process", "tagged": "flowsh.process",
+    "LocalExecutor": "flowsh.process", "tagged": "flowsh.survivors",
+    "Reporter": "flowsh.runopts",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
-                     "SKIPPED", "STEP_RUNNING", "SUCCEEDED", "RunRecord", "StateBackend",
+                     "SKIPPED", "SUCCEEDED", "RunRecord", "StateBackend", "Status",
                      "StepRecord"), "flowsh.state"),
 }
 
@@ -132,7 +139,6 @@ __all__ = [
     "RETRYING",
     "RUNNING",
     "SKIPPED",
-    "STEP_RUNNING",
     "SUCCEEDED",
     "Alert",
     "Executor",
@@ -147,10 +153,12 @@ __all__ = [
     "Placement",
     "Register",
     "RemoteExecutor",
+    "Reporter",
     "RunContext",
     "RunRecord",
     "Scheduler",
     "StateBackend",
+    "Status",
     "StepRecord",
     "StepRequest",
     "UsageError",

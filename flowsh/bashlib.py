@@ -50,11 +50,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowsh.errors import WorkflowError
+from flowsh.yamlsrc import Positions
 
 if TYPE_CHECKING:
     from flowsh.model import Step, Workflow
@@ -325,7 +326,8 @@ def probe_names(
     return kinds
 
 
-def check_functions(wf: Workflow) -> list[WorkflowError]:
+def check_functions(wf: Workflow,
+                    locate: Callable[[], Positions | None]) -> list[WorkflowError]:
     """A `run` step calling a name that none of its sourced files defines is an error.
 
     Only steps with sourced files are checked, and only names bash does not otherwise know
@@ -344,11 +346,12 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
             continue
         groups.setdefault((tuple(files), step_cwd(wf, step)), []).append((i, step, word))
     errors: list[WorkflowError] = []
-    found: list[object | None] = []  # the file's positions, read only if something is wrong
+    # The file's positions, read (`locate`) only if something is wrong.
+    found: list[Positions | None] = []
 
     def at(loc: tuple[str | int, ...], msg: str) -> WorkflowError:
         if not found:
-            found.append(_positions(wf))
+            found.append(locate())
         return _at(found[0], wf, loc, msg)
 
     for (shown, cwd), items in groups.items():
@@ -371,29 +374,8 @@ def check_functions(wf: Workflow) -> list[WorkflowError]:
     return errors
 
 
-def _positions(wf: Workflow) -> object | None:
-    """Positions of the workflow's file, to point errors at the step's line."""
-    if not wf.path:
-        return None
-    path = Path(wf.path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".sh", ".bash") or text.startswith("#!"):
-            from flowsh.seed import parse_seed
-
-            return parse_seed(text, path, check=False)[1]
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
-            from flowsh.loader import parse_yaml
-
-            return parse_yaml(text, path)[1]
-    except (OSError, WorkflowError):
-        return None
-    return None
-
-
-def _at(pos: object | None, wf: Workflow, loc: tuple[str | int, ...], msg: str) -> WorkflowError:
-    from flowsh.loader import Positions
-
-    if isinstance(pos, Positions):
+def _at(pos: Positions | None, wf: Workflow, loc: tuple[str | int, ...],
+        msg: str) -> WorkflowError:
+    if pos is not None:
         return pos.error(msg, loc)
     return WorkflowError(msg, path=wf.path)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 
+from flowsh.bashlib import check_functions
 from flowsh.errors import FlowshError, UsageError, WorkflowError
+from flowsh.loader import positions_of
 from flowsh.model import Workflow
+from flowsh.notify import check_notify
 
 
 def check_workflow(wf: Workflow, params: Mapping[str, str] | None = None, *,
@@ -24,11 +27,8 @@ def check_workflow(wf: Workflow, params: Mapping[str, str] | None = None, *,
     `flowsh validate`, which then does not ask for required params). `given`: param
     names already supplied another way (the record of a run being resumed).
     """
-    from flowsh.bashlib import check_functions
-    from flowsh.notify import check_notify
-
     check_notify(wf)
-    errors = check_functions(wf)
+    errors = check_functions(wf, lambda: positions_of(wf))
     if errors:
         first = errors[0]
         # bashlib's errors already say FILE:LINE:COL; keep them whole.

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from flowsh import __version__, plugins
-from flowsh.errors import FlowshError
+from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, FlowshError
 from flowsh.helptext import FlowshGroup
 
 app = typer.Typer(
@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         # An OS error nothing above expected (a directory where a file was asked for...):
         # still one line, naming the file.
         where = f"{exc.filename}: " if exc.filename else ""
-        error(f"{where}{exc.strerror or exc}", 1)
+        error(f"{where}{exc.strerror or exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         # Ctrl-C twice during a run (the run is recorded as interrupted), or at start-up.
-        error("interrupted", 130)
+        error("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         # `flowsh history | head`: the reader left; not an error of ours.
         sys.stderr.close()
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from flowsh.errors import WorkflowError
+from flowsh.model import Defaults, Notify
+from flowsh.yamlsrc import describe, parse_yaml
 
 TOP_KEYS = ("notify", "defaults", "state")
 
@@ -31,8 +33,6 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
 
     Raises `WorkflowError` naming the file, line and key for anything invalid.
     """
-    from flowsh.loader import parse_yaml
-
     p = path or config_path()
     try:
         text = p.read_text(encoding="utf-8")
@@ -63,8 +63,6 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
                 (key,),
                 key=True,
             )
-    from flowsh.model import Defaults, Notify
-
     _check(Notify, data, "notify", pos)
     _check(Defaults, data, "defaults", pos)
     if "state" in data and not isinstance(data["state"], str):
@@ -75,8 +73,6 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
 def _check(model: type[BaseModel], data: dict[str, Any], key: str, pos: Any) -> None:
     if key not in data:
         return
-    from flowsh.loader import _describe
-
     if not isinstance(data[key], dict):
         raise pos.error(f"key {key!r}: must be a mapping", (key,))
     try:
@@ -84,7 +80,7 @@ def _check(model: type[BaseModel], data: dict[str, Any], key: str, pos: Any) -> 
     except ValidationError as exc:
         err: dict[str, Any] = dict(exc.errors()[0])
         err["loc"] = (key, *tuple(err["loc"]))
-        message, loc, is_key = _describe(err, data)
+        message, loc, is_key = describe(err, data)
         raise pos.error(message, loc, key=is_key) from None
 
 

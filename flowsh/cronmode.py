@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING
 
 from flowsh.errors import EXIT_LOCKED, FlowshError, LockHeldError, StateError
 from flowsh.monitorfiles import make_parent
+from flowsh.state import SUCCEEDED
 
 if TYPE_CHECKING:
     from flowsh.engine import Reporter
@@ -245,7 +246,7 @@ class CronOutput:
         if self.log is not None:
             self._append(self._header(run.workflow, f"run {run.run_id} {run.status}"),
                          self._buffer)
-        if self.quiet_on_success and run.status != "succeeded":
+        if self.quiet_on_success and run.status != SUCCEEDED:
             sys.stdout.flush()
             self._buffer.copy_to(sys.stdout.buffer)
             sys.stdout.buffer.flush()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flowsh.errors import WorkflowError
+from flowsh.quoting import bash_quote
 
 _SELF = r"(?:\$\{?BASH_SOURCE(?:\[0\])?\}?|\$\{?0\}?)"
 # A directory of the file itself, with the double quotes removed.
@@ -75,8 +76,6 @@ def _unquote(word: str) -> str:
 def embed(path: Path, cwd: Path, seen: dict[str, str]) -> Iterator[dict[str, str]]:
     """Items to write for `path` and what it sources (recursively); `seen` maps each
     embedded file's resolved path to its run-time word (filled in here)."""
-    from flowsh.export import mirror_word
-
     key = str(path.resolve())
     seen.setdefault(key, mirror_word(key))
     try:
@@ -133,3 +132,8 @@ def _target(word: str, path: Path, cwd: Path, dir_vars: set[str]) -> tuple[Path 
         target = Path(plain)
         return (target if target.is_absolute() else cwd / target), True
     return None, False
+
+
+def mirror_word(path: str) -> str:
+    """`"$FLOWSH_FILES"/root'/abs/path'`: where an embedded file lives at run time."""
+    return '"$FLOWSH_FILES"/root' + bash_quote(path)

@@ -82,12 +82,6 @@ class LockHeldError(FlowshError):
     exit_code = EXIT_LOCKED
 
 
-class InterruptedRun(FlowshError):
-    """flowsh received SIGINT/SIGTERM; the run is recorded as interrupted."""
-
-    exit_code = EXIT_INTERRUPTED
-
-
 class PluginError(FlowshError):
     """A plugin failed to load, registered a duplicate, or failed to install."""
 
@@ -96,9 +90,3 @@ class PluginError(FlowshError):
     def __init__(self, message: str, *, plugin: str | None = None) -> None:
         super().__init__(message)
         self.plugin = plugin
-
-
-class RunFailed(FlowshError):
-    """The run finished with at least one failed step (exit code 1)."""
-
-    exit_code = EXIT_FAILED

@@ -10,18 +10,17 @@ has its own timeout); what is still busy after `DRAIN_LIMIT` is named on stderr 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import queue
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import plugins
+from flowsh.notify import effective_notify
+from flowsh.signals import interruptible
 
 if TYPE_CHECKING:
     from flowsh.model import Notify, Workflow
@@ -53,8 +52,6 @@ class RunContext:
     @property
     def notify(self) -> Notify:
         if self._notify is None:
-            from flowsh.notify import effective_notify
-
             self._notify = effective_notify(self.workflow)
         return self._notify
 
@@ -100,7 +97,7 @@ class Dispatcher:
         final already; what the plugins had not done is said on stderr."""
         self._queue.put(_STOP)
         start = time.monotonic()
-        with _interruptible():
+        with interruptible():
             try:
                 self._thread.join(min(limit, 2.0))
                 if self._thread.is_alive():  # a person at a terminal sees why it waits
@@ -114,20 +111,3 @@ class Dispatcher:
         if self._thread.is_alive():
             plugins.warn(f"a plugin was still handling {self._busy or 'an event'} "
                          f"{time.monotonic() - start:.0f}s after the run ended; not waiting")
-
-
-@contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM and SIGHUP as SIGINT (KeyboardInterrupt: exit 130), in the main thread."""
-    def stop(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, stop)
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

@@ -16,27 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowsh.config import load_user_config
+from flowsh.cron import parse
+from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
+from flowsh.graph import Graph
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
+from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify, events_of
+from flowsh.paths import resolve_path, step_cwd
+from flowsh.quoting import bash_quote, quote_name
+from flowsh.steps import POSIX_SHELLS, describe_plan, shell_name
 from flowsh.templating import templates_dir
-
-_SAFE = re.compile(r"[A-Za-z0-9_./:@%+,=-]+\Z")
-
-
-def bash_quote(value: object) -> str:
-    """A bash word that expands to exactly `value` (single quotes; plain when harmless)."""
-    text = "" if value is None else str(value)
-    if text and _SAFE.match(text) and not text.startswith(("=", "-")):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def quote_name(value: object) -> str:
-    """Always single-quoted: a name (step, channel) or a setting must never read as a bash
-    keyword, a command (`wait`: SC2209) or arithmetic (SC2100)."""
-    text = "" if value is None else str(value)
-    return "'" + text.replace("'", "'\\''") + "'"
+from flowsh.yamlsrc import Positions
 
 
 def seconds(value: float | None) -> str:
@@ -73,12 +65,19 @@ def base_dir(wf: Workflow) -> Path:
     return (root / wf.workdir) if wf.workdir else root
 
 
+def _codes(codes: list[int] | None) -> str:
+    """`,3,75,` for the script's `*",$rc,"*` test; `*` when absent (any code)."""
+    return "*" if codes is None else "," + ",".join(map(str, codes)) + ","
+
+
 def step_dir(wf: Workflow, step: Step) -> Path:
     base = base_dir(wf)
     return (base / step.workdir) if step.workdir else base
 
 
-def definition_hash(wf: Workflow, extra: str = "") -> str:
+def script_identity(wf: Workflow, extra: str = "") -> str:
+    """What an exported script's checkpoint is valid for: the definition and the embedded
+    files (sha256 in full, unlike a run record's short `definition_hash`)."""
     text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -98,8 +97,6 @@ UNCARRIED = re.compile(
 
 def _check_names(wf: Workflow) -> None:
     """REFUSE-6: a param or env name the script cannot carry, FILE:LINE naming the key."""
-    from flowsh.loader import Positions
-
     text = None
     if wf.path and Path(wf.path).suffix.lower() in (".yaml", ".yml", ".json"):
         try:
@@ -123,8 +120,6 @@ def check_exportable(wf: Workflow) -> None:
     """What the exported script cannot honour is refused here (docs/semantics.md, REFUSE-1,
     REFUSE-2 and REFUSE-6), never exported to behave some other way. FLOWSH_* names are
     refused for every runtime by the model."""
-    from flowsh.config import load_user_config
-
     # The file's name goes into the script's comments and its FLOWSH_SOURCE_FILE: a line
     # break there would end a comment and run the rest as code.
     if wf.path and re.search(r"[\x00-\x1f\x7f]", str(wf.path)):
@@ -171,17 +166,10 @@ class _Files:
         if not self.inline:
             return bash_quote(key)
         if key not in self.by_path:
-            from flowsh.embed import embed
-
             self.by_path[key] = mirror_word(key)
             for item in embed(Path(key), cwd or Path(key).parent, self.by_path):
                 self.items.append(item)
         return self.by_path[key]
-
-
-def mirror_word(path: str) -> str:
-    """`"$FLOWSH_FILES"/root'/abs/path'`: where an embedded file lives at run time."""
-    return '"$FLOWSH_FILES"/root' + bash_quote(path)
 
 
 def _func_names(steps: list[Step]) -> dict[str, str]:
@@ -205,9 +193,6 @@ def _step_context(
     wf: Workflow, step: Step, index: int, func: str, fs: _Files, libsets: list[list[str]],
     libdirs: list[str],
 ) -> dict[str, Any]:
-    from flowsh.paths import resolve_path, step_cwd
-    from flowsh.steps import POSIX_SHELLS, shell_name
-
     shell = shlex.split(step.shell or wf.shell)
     fallback = ""
     libset = -1
@@ -253,6 +238,9 @@ def _step_context(
             int(step.always),
             int(step.continue_on_failure),
             int(step.keep_children),
+            _codes(step.retry_on),
+            _codes(step.skip_on) if step.skip_on else "-",
+            _codes(step.success_on) if step.success_on else "-",
         )
     )
     return {
@@ -280,8 +268,6 @@ def _secret(wf: Workflow, name: str) -> bool:
 
 def _channels(wf: Workflow) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Routes and channels as flowsh's alerting reads them (user config merged in)."""
-    from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify
-
     notify = effective_notify(wf)
     chans: dict[str, dict[str, Any]] = {}
     routes: dict[str, list[dict[str, Any]]] = {}
@@ -308,8 +294,6 @@ def bash_context(
     wf: Workflow, *, inline: bool = False, script_name: str | None = None
 ) -> dict[str, Any]:
     from flowsh import __version__
-    from flowsh.graph import Graph
-
     check_exportable(wf)
     graph = Graph.build(wf)
     funcs = _func_names(wf.steps)
@@ -321,11 +305,7 @@ def bash_context(
         _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs, libsets, libdirs)
         for n in graph.order
     ]
-    from flowsh.notify import effective_notify, events_of
-
     channels, routes = _channels(wf)
-    from flowsh.steps import describe_plan
-
     plan = "\n".join(describe_plan(wf))
     mon = wf.monitor
     source_name = Path(wf.path).name if wf.path else f"{wf.name}.yaml"
@@ -341,7 +321,7 @@ def bash_context(
         "version": __version__,
         "source_name": source_name,
         "script_name": script_name or f"{wf.name}.sh",
-        "definition": definition_hash(wf, embedded),
+        "definition": script_identity(wf, embedded),
         "inline": inline,
         "files": fs.items,
         "steps": steps,
@@ -425,8 +405,6 @@ def on_calendar(text: str) -> list[str]:
     them, so that case becomes two values.
     """
     from croniter import croniter
-
-    from flowsh.cron import parse
 
     try:
         sched = parse(text)

@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text`: temp file in the same directory, fsync, rename, fsync dir.
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` (text is written as UTF-8): temp file in the same
+    directory, fsync, rename, fsync dir.
 
     The temp name starts with a dot and ends in `.tmp`, so globbing readers (node_exporter's
     textfile collector, `state_*.json`) never pick up a half-written file. Raises OSError;
@@ -17,8 +18,8 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from flowsh.errors import WorkflowError
 
 if TYPE_CHECKING:
-    from flowsh.loader import Positions
     from flowsh.model import Workflow
+    from flowsh.yamlsrc import Positions
 
 
 class Graph:

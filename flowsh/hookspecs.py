@@ -5,6 +5,8 @@ Two kinds:
 * Registration hooks receive a ``register`` callback. The core collects what each plugin
   registers, so it can name the plugin at fault when two register the same name. They are
   called once per process, the first time flowsh needs that kind of thing.
+* `flowsh_make_reporter` chooses what a person (or a machine) sees of a run; the first
+  plugin to answer wins, third parties before the built-in one.
 * Event hooks are called for every run, in the runner process, after the state backend has
   recorded the transition, on the run's own event thread (`flowsh.events`), in order. A
   slow hook never holds the run (timeouts, retries and signals keep their times); the run
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
     from flowsh.events import RunContext
     from flowsh.model import Workflow
+    from flowsh.runopts import Reporter
     from flowsh.state import RunRecord, StepRecord
 
 hookspec = pluggy.HookspecMarker("flowsh")
@@ -78,14 +81,27 @@ def flowsh_register_executors(register: Register) -> None:
 def flowsh_register_exporters(register: Register) -> None:
     """Register export formats for `flowsh export`.
 
-    Call ``register(name, exporter)``; ``exporter(workflow, **options) -> str`` renders the
-    workflow as text (a bash script, a crontab line...). Called by `flowsh export`.
+    Call ``register(name, exporter)``; ``exporter(workflow, **options)`` returns the
+    workflow as text (a bash script, a crontab line...), or ``{file name: text}`` for several
+    files (systemd's units). Every exporter gets every option of `flowsh export --format
+    NAME` (``inline``, ``script_name``, ``exprs``, ``script``, ``path``) and each
+    ``--option KEY=VALUE``; it takes what it knows. Called by `flowsh export`.
     """
 
 
 @hookspec
 def flowsh_register_commands(app: typer.Typer) -> None:
     """Add sub-commands to the ``flowsh`` CLI. Called once when the CLI starts."""
+
+
+@hookspec(firstresult=True)
+def flowsh_make_reporter(kind: str, state_url: str | None) -> Reporter | None:
+    """The reporter that shows a run (`flowsh.api.Reporter`): ``kind`` is ``"json"``
+    (``--json``), ``"quiet"`` (``--quiet``), ``"tty"`` (stdout and stderr are a terminal)
+    or ``"plain"`` (cron, CI, a pipe). Return None to leave it to the next plugin; the
+    built-in ``reporters`` plugin answers last. Its methods are called on the run's loop
+    thread, in order with the steps' output lines, so keep them quick. Called once per
+    `flowsh run`, `resume` and `retry`."""
 
 
 # --- run events -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowsh.bashlib import library_state_script
 from flowsh.errors import StateError, UsageError
 from flowsh.fileio import atomic_write
 from flowsh.model import Workflow
@@ -43,8 +44,6 @@ def key(files: list[str]) -> str:
 
 def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryState:
     """Source `files` once (guarded, assignments included) and capture what they set."""
-    from flowsh.bashlib import library_state_script
-
     shown = ", ".join(files)
     try:
         res = subprocess.run(

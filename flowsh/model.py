@@ -101,6 +101,12 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
     return mapping
 
 
+# A command's own exit code that `skip_on`/`success_on` may name: 124 and up also mean a
+# timeout, a command that could not run, or a signal, which a shell cannot tell apart.
+OwnExitCode = Annotated[int, Field(ge=1, le=123)]
+RetryCode = Annotated[int, Field(ge=1, le=255)]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -154,6 +160,14 @@ class Step(_Frozen):
     keep_children: bool = Field(
         False, description="When it exits normally, leave running what it started (a daemon)."
     )
+    retry_on: list[RetryCode] | None = Field(
+        None, description="Retry only after these exit codes (124: a timeout, 128+N: signal "
+        "N). Absent: after any failure.")
+    skip_on: list[OwnExitCode] = Field(
+        default_factory=list, description="These exit codes mark the step skipped ('exit N'); "
+        "its dependents still run.")
+    success_on: list[OwnExitCode] = Field(
+        default_factory=list, description="These exit codes count as success, like 0.")
     queue: str | None = Field(
         None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$",
         description="Executor queue (host group) this step runs on; the local executor "
@@ -185,6 +199,16 @@ class Step(_Frozen):
             raise ValueError(f"step {self.name!r} needs exactly one of `run` or `script`")
         if self.args and self.script is None:
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
+        return self
+
+    @model_validator(mode="after")
+    def _codes(self) -> Step:
+        for a, b in (("success_on", "skip_on"), ("retry_on", "success_on"),
+                     ("retry_on", "skip_on")):
+            both = sorted(set(getattr(self, a) or ()) & set(getattr(self, b) or ()))
+            if both:
+                raise ValueError(f"step {self.name!r}: exit code {both[0]} is in both `{a}` "
+                                 f"and `{b}`")
         return self
 
     @property

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import fileio
+from flowsh.durations import format_duration
 from flowsh.errors import StateError
+from flowsh.plugins import warn
 from flowsh.state import ensure_private_dir, flowsh_home
 
 if TYPE_CHECKING:
@@ -150,7 +152,7 @@ def append_locked(path: Path, data: bytes, header: bytes = b"", mode: int = 0o60
         raise
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+def write_creating_dir(path: Path, text: str, mode: int = 0o600) -> None:
     """`flowsh.fileio.atomic_write`, creating the directory first."""
     make_parent(path)
     fileio.atomic_write(path, text, mode)
@@ -188,8 +190,6 @@ def csv_record(run: RunRecord, step: str, status: str, message: str) -> bytes:
 
 def step_summary(step: StepRecord) -> str:
     """``exit code 3 after 1.2s, 2 attempts``; the engine's message says why it failed."""
-    from flowsh.durations import format_duration
-
     parts = [step.message] if step.message else []
     if not step.message and step.exit_code is not None:
         parts.append(f"exit code {step.exit_code}")
@@ -250,8 +250,6 @@ def log_crash(run: RunRecord, ended: list[StepRecord], workflow: Workflow,
     `crashed`): the rows ending its killed steps and the run, in the CSV and JSON Lines
     logs, as the runner would have written them (LOG-1; the exported script writes its
     `crashed` row too). `enabled`: which of "csv", "jsonl" have their plugin loaded."""
-    from flowsh.plugins import warn
-
     how = (f"run {run.run_id} ended without its runner (pid {run.pid} on {run.host or '?'}); "
            "its steps are interrupted")
     csv_at = resolve(workflow.monitor.csv, CSV_DEFAULT, workflow) if "csv" in enabled else None

@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 from flowsh.errors import NotFoundError, WorkflowError
+from flowsh.model import EventName, Severity
 
 if TYPE_CHECKING:
     import jinja2
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
     from flowsh.model import Notify, Workflow
     from flowsh.secrets import Masker
 
-SEVERITIES = ("critical", "warning", "info")
-EVENTS = ("run_failed", "run_succeeded", "step_failed", "step_retry", "run_long")
+# The words are defined once, in the model's Literal types (the JSON Schema shows them).
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+EVENTS: tuple[str, ...] = get_args(EventName)
 # Without `events:` a workflow alerts on what nobody wants to miss.
 DEFAULT_EVENTS: dict[str, str] = {"run_failed": "critical", "run_long": "warning"}
 # Keys every channel accepts; the rest is the notifier's own config.
@@ -249,7 +251,7 @@ def _positioned(exc: WorkflowError, workflow: Workflow) -> WorkflowError:
         loc = ("notify", "channels", channel, *((key,) if key else ()))
     if loc is None or not workflow.path or exc.path:
         return exc
-    from flowsh.loader import parse_yaml
+    from flowsh.yamlsrc import parse_yaml
 
     path = Path(workflow.path)
     try:
@@ -339,7 +341,7 @@ def log_tail(path: str | None, lines: int = LOG_TAIL_LINES, max_bytes: int = 163
 
 
 @dataclass
-class Outcome:
+class Delivery:
     channel: str
     ok: bool
     error: str | None = None
@@ -353,23 +355,23 @@ def send_to(channel: str, config: Mapping[str, Any], alert: Alert,
 
 
 def dispatch(alert: Alert, notify: Notify, *, masker: Masker | None = None,
-             channels: list[str] | None = None, quiet: bool = False) -> list[Outcome]:
+             channels: list[str] | None = None, quiet: bool = False) -> list[Delivery]:
     """Send ``alert`` to the channels its severity routes to, each bounded by its timeout.
 
     Never raises: a failure, a hang past the timeout or a bad config is reported on stderr
-    (once per message) and returned as a failed `Outcome`.
+    (once per message) and returned as a failed `Delivery`.
     """
     from flowsh.plugins import warn
 
     names = channels if channels is not None else channels_for(notify, alert.severity)
-    results: dict[str, Outcome] = {}
+    results: dict[str, Delivery] = {}
     threads: list[tuple[str, threading.Thread, float]] = []
     for name in dict.fromkeys(names):
         try:
             config = channel_config(notify, name)
             timeout = channel_timeout(name, config)
         except Exception as exc:  # bad config must not stop the other channels
-            results[name] = Outcome(name, False, str(exc))
+            results[name] = Delivery(name, False, str(exc))
             continue
 
         def work(name: str = name, config: dict[str, Any] = config) -> None:
@@ -379,9 +381,9 @@ def dispatch(alert: Alert, notify: Notify, *, masker: Masker | None = None,
                 msg = str(exc) or type(exc).__name__
                 if masker:
                     msg = masker(msg)
-                results[name] = Outcome(name, False, msg)
+                results[name] = Delivery(name, False, msg)
             else:
-                results[name] = Outcome(name, True)
+                results[name] = Delivery(name, True)
 
         # Daemon: a notifier hung past its timeout must not keep flowsh alive at exit.
         t = threading.Thread(target=work, name=f"flowsh-notify-{name}", daemon=True)
@@ -392,10 +394,10 @@ def dispatch(alert: Alert, notify: Notify, *, masker: Masker | None = None,
         # Each channel gets its own timeout from the moment all were started.
         t.join(max(0.0, timeout - (time.monotonic() - start)) + 0.5)
         if t.is_alive():
-            results[name] = Outcome(name, False, f"timed out after {timeout:g}s")
+            results[name] = Delivery(name, False, f"timed out after {timeout:g}s")
     out = []
     for name in dict.fromkeys(names):
-        res = results.get(name) or Outcome(name, False, "no result")
+        res = results.get(name) or Delivery(name, False, "no result")
         if not res.ok and not quiet:
             warn(f"notify channel {name!r} failed to send {alert.event} alert: {res.error}")
         out.append(res)

@@ -31,7 +31,7 @@ TIMEOUT = 10.0  # for the whole ping: connecting, sending, reading the answer
 _ANSWER_BYTES = 64 * 1024  # healthchecks answers "OK"; never hold a flood in memory
 
 
-def check_url(url: str) -> str:
+def check_ping_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--ping {url!r}: give the check's http(s) URL")
     return url
@@ -53,7 +53,7 @@ def with_suffix(url: str, suffix: str) -> str:
 
 class Pinger:
     def __init__(self, url: str, timeout: float = TIMEOUT) -> None:
-        self.url = check_url(url)
+        self.url = check_ping_url(url)
         self.timeout = timeout
 
     def send(self, suffix: str = "", body: bytes = b"") -> None:

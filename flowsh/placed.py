@@ -9,7 +9,9 @@ where a step runs and how long it waited, and a resume after a crash can find it
 from __future__ import annotations
 
 from flowsh.executor import Executor, Placement
-from flowsh.state import STEP_DONE, RunRecord, StepRecord
+from flowsh.state import FAILED, INTERRUPTED, SKIPPED, SUCCEEDED, RunRecord, StepRecord
+
+_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
 
 
 def record(rec: StepRecord, where: Placement | None) -> bool:
@@ -35,7 +37,7 @@ def apply(executor: Executor, steps: dict[str, StepRecord]) -> list[StepRecord]:
     changed = []
     for key, where in take().items():
         rec = steps.get(key)  # an `if:` test's job has no record of its own
-        if rec is not None and rec.status not in STEP_DONE and record(rec, where):
+        if rec is not None and rec.status not in _DONE and record(rec, where):
             changed.append(rec)
     return changed
 
@@ -49,7 +51,7 @@ def stop_remote(executor: Executor, prior: RunRecord, kill_grace: float) -> list
     if stop is None:
         return []
     # A step's `if:` test is a job of its own, keyed "if:NAME" (engine.IF_KEY).
-    keys = [key for name, rec in prior.steps.items() if rec.status not in STEP_DONE
+    keys = [key for name, rec in prior.steps.items() if rec.status not in _DONE
             for key in (name, f"if:{name}")]
     if not keys:
         return []

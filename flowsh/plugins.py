@@ -23,11 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from flowsh import hookspecs
+
+if TYPE_CHECKING:
+    from flowsh.runopts import Reporter
 
 # Built-ins, registered through the same door as third-party plugins. Later entries can
 # be replaced: a third-party plugin that registers the same name wins (tryfirst by order).
@@ -47,6 +50,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.builtin.log_jsonl",
     "flowsh.builtin.metrics_prometheus",
     # exporters and schedulers
+    "flowsh.builtin.reporters",
     "flowsh.builtin.export_bash",
     "flowsh.builtin.export_cron",
     "flowsh.builtin.sched_crontab",
@@ -56,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "flowsh.commands.runs",
     "flowsh.commands.stats",
     "flowsh.commands.report",
+    "flowsh.commands.serve",
     "flowsh.commands.wrap",
     "flowsh.commands.init",
     "flowsh.commands.importer",
@@ -228,6 +233,19 @@ def registered_by(kind: str, name: str) -> str | None:
     registry(kind)
     entry = _registries[kind].get(name)
     return entry[1] if entry else None
+
+
+def make_reporter(kind: str, state_url: str | None = None) -> Reporter:
+    """The run's reporter, from the first plugin that answers for `kind`."""
+    found: Reporter | None = get_plugin_manager().hook.flowsh_make_reporter(
+        kind=kind, state_url=state_url)
+    if found is not None:
+        return found
+    # Here, not at the top: runopts brings the model (pydantic, ~130 ms), and every
+    # command imports this module at start-up.
+    from flowsh.runopts import Reporter
+
+    return Reporter()
 
 
 def emit(event: str, **kwargs: Any) -> None:

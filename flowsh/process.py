@@ -33,49 +33,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from flowsh.errors import UsageError
 from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
+from flowsh.survivors import TOKEN_VAR, become_subreaper, tagged
 
 _READ = 65536
 _HAS_PIDFD = hasattr(os, "pidfd_open")
-TOKEN_VAR = "FLOWSH_STEP_TOKEN"
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper(on: bool = True) -> bool:
-    """Make orphaned descendants re-parent to this process instead of init (Linux >= 3.4),
-    so they stay findable and flowsh reaps them. False where the kernel does not offer it."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def tagged(var: str, value: str) -> list[int]:
-    """Pids of processes (not this one) whose environment holds ``var=value``."""
-    needle = f"{var}={value}".encode()
-    me, found = os.getpid(), []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                environ = fh.read()
-        except OSError:
-            continue  # gone, or another user's
-        if needle in environ.split(b"\0"):
-            found.append(int(name))
-    return found
 
 
 @dataclass
@@ -107,8 +71,6 @@ class LocalExecutor:
         **options: object,
     ) -> None:
         if options:
-            from flowsh.errors import UsageError
-
             got = ", ".join(options)
             raise UsageError(f"executor 'local' takes no executor_options (got {got})")
         self.on_output = on_output
@@ -484,47 +446,3 @@ class LocalExecutor:
             interrupted=job.interrupted and not job.timed_out,
             extra=job.extra,
         )))
-
-
-def stop_leftovers(run_id: str, grace: float) -> list[int]:
-    """Stop every process still carrying FLOWSH_RUN_ID=run_id (TERM, then KILL after
-    `grace`): what a dead runner started but could not record (killed between starting a
-    step and saving its pid). Only for a run no live runner owns."""
-    found = tagged("FLOWSH_RUN_ID", run_id)
-    if found:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in tagged("FLOWSH_RUN_ID", run_id):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            end = time.monotonic() + grace
-            while time.monotonic() < end and tagged("FLOWSH_RUN_ID", run_id):
-                time.sleep(0.05)
-    return found
-
-
-def stop_orphan(pid: int, run_id: str, grace: float) -> bool:
-    """Stop the process group `pid` if it is still a step of run `run_id` (its environment
-    says FLOWSH_RUN_ID=run_id, so a recycled pid is never touched): TERM, then KILL after
-    `grace`. Returns whether there was something to stop."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    if f"FLOWSH_RUN_ID={run_id}".encode() not in environ.split(b"\0"):
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        # What left the group (setsid, double fork) still carries the run's id.
-        for other in tagged("FLOWSH_RUN_ID", run_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(other, sig)
-        end = time.monotonic() + grace
-        while time.monotonic() < end:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                if not tagged("FLOWSH_RUN_ID", run_id):
-                    return True
-            time.sleep(0.05)
-    return True

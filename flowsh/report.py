@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh.durations import format_duration
+from flowsh.fileio import tail_lines
+from flowsh.graph import Graph
+from flowsh.loader import load_workflow
 from flowsh.monitorfiles import events_path as events_path_of
 from flowsh.monitorfiles import read_events
 from flowsh.secrets import Masker
 from flowsh.state import RunRecord, StepRecord
 from flowsh.stats import WorkflowStats, compute
+from flowsh.templating import templates_dir
 
 if TYPE_CHECKING:
     from flowsh.model import Workflow
@@ -110,8 +114,6 @@ def segments_from_events(events: list[dict[str, Any]], step: StepRecord) -> list
 
 def read_tail(path: str | None, masker: Masker, lines: int = TAIL_LINES) -> tuple[str, bool]:
     """The last `lines` lines of a log, masked; and whether anything was cut off."""
-    from flowsh.fileio import tail_lines
-
     got, cut = tail_lines(path, lines, _TAIL_BYTES)
     return masker("\n".join(got)), cut
 
@@ -155,8 +157,6 @@ def fit_widths(columns: int, max_width: float = DAG_MAX_W) -> tuple[float, float
 
 def dag_layout(names: list[str], needs: dict[str, list[str]]) -> dict[str, Any]:
     """Left-to-right layout by graph level: node boxes and bezier edges."""
-    from flowsh.graph import Graph
-
     levels = order_levels(Graph(names, needs).levels(), needs)
     node_w, h_gap = fit_widths(len(levels))
     tallest = max(len(level) for level in levels)
@@ -347,8 +347,6 @@ def build_context(
 def render_html(context: dict[str, Any]) -> str:
     import jinja2
 
-    from flowsh.templating import templates_dir
-
     folder = templates_dir() / "report"
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
@@ -365,8 +363,6 @@ def workflow_for(run: RunRecord) -> Workflow | None:
     if not run.file or not Path(run.file).is_file():
         return None
     try:
-        from flowsh.loader import load_workflow
-
         return load_workflow(run.file)
     except Exception:  # changed or broken since the run: report without it
         return None

@@ -85,6 +85,9 @@ def scheduled_job(
 ) -> Job:
     """`flowsh run FILE --resume` (its own lock decides overlaps) or an exported script
     under flock. PATH is cron's minimal default unless `path` is given (deduplicated)."""
+    # Imported here, as below: the scheduler plugins import this module when any command
+    # starts, and flowsh.export brings the model, notify and jinja2 (13 more modules for
+    # `flowsh history`).
     from flowsh.cron import clean_path
     from flowsh.export import base_dir, flowsh_argv
     from flowsh.state import flowsh_home

@@ -158,7 +158,7 @@ class SchedulerLoop:
 
 
 def _flowsh_run(wf: Workflow) -> list[str]:
-    from flowsh.export import flowsh_argv
+    from flowsh.export import flowsh_argv  # here: see schedjob.scheduled_job
 
     assert wf.path is not None
     # --resume: a run that failed or crashed is finished by the next tick, as in cron lines.

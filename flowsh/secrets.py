@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowsh.envfile import read_env_file
+from flowsh.errors import StateError
 from flowsh.fileio import atomic_write
 from flowsh.model import SECRET_NAME
 
@@ -86,8 +88,6 @@ class Masker:
             return cls.for_env(env, set())
         if wf.env_file:
             # Imported here: loader brings PyYAML, which commands that only mask never need.
-            from flowsh.loader import read_env_file
-
             base = Path(wf.path).parent if wf.path else Path.cwd()
             # A bad env_file is reported where it matters (the run); masking must not fail.
             with contextlib.suppress(Exception):
@@ -112,8 +112,6 @@ def save_secret_outputs(run_dir: Path, step: str, values: Mapping[str, str]) -> 
     try:
         atomic_write(path, json.dumps(dict(values)), mode=0o600)
     except OSError as exc:
-        from flowsh.errors import StateError
-
         raise StateError(f"{path}: cannot keep the step's secret outputs for a resume: "
                          f"{exc.strerror}") from None
 

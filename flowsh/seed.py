@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowsh.bashlib import probe_names
 from flowsh.errors import WorkflowError
-from flowsh.loader import Positions
 from flowsh.model import STEP_NAME
+from flowsh.yamlsrc import Positions
 
 # `workflow=(`, `workflow+=(`, `declare -A workflow=(`, `local -A workflow=(` at a line start.
 _ASSIGN = re.compile(
@@ -352,8 +353,6 @@ def _check_functions(src: _Text, steps: list[Entry]) -> None:
 
     if shutil.which("bash") is None or shutil.which("env") is None:
         return  # nothing to ask; steps would fail to start anyway
-    from flowsh.bashlib import probe_names
-
     try:
         kinds = probe_names([src.path.name], [e.value for e in steps], src.path.parent)
     except WorkflowError as exc:

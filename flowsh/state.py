@@ -12,19 +12,51 @@ import functools
 import os
 import stat
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from flowsh.errors import StateError
 
-# Run statuses. `running` with a dead pid or a stale heartbeat is read back as `crashed`.
-RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED = (
-    "running", "succeeded", "failed", "interrupted", "crashed",
-)
-FINISHED_RUN = frozenset({SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
-# Step statuses.
-PENDING, STEP_RUNNING, RETRYING, SKIPPED = "pending", "running", "retrying", "skipped"
-STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+
+class Status(StrEnum):
+    """A run's or a step's status, stored as its value.
+
+    A run is `running`, then succeeded, failed, interrupted or crashed (a `running` record
+    whose runner is dead reads back as crashed). A step is pending, running or retrying,
+    then succeeded, failed, skipped or interrupted.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    CRASHED = "crashed"
+
+
+class SkipReason(StrEnum):
+    """Why a step was skipped. Its dependents run after the first two (docs/semantics.md
+    IF-1, CODE-2); after the others they are skipped too."""
+
+    CONDITION = "condition"  # its `if` test exited 1
+    EXIT_CODE = "exit-code"  # it exited with a code of its `skip_on`
+    UPSTREAM = "upstream"  # a step it needs failed, or was skipped so
+    RUN_FAILED = "run-failed"  # another step failed first (FAIL-2)
+    NOT_REACHED = "not-reached"  # the run ended before it could start
+
+
+DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE})
+
+
+PENDING, RUNNING, RETRYING = Status.PENDING, Status.RUNNING, Status.RETRYING
+SUCCEEDED, FAILED, SKIPPED = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED
+INTERRUPTED, CRASHED = Status.INTERRUPTED, Status.CRASHED
+RUN_STATUSES = frozenset({RUNNING, SUCCEEDED, FAILED, INTERRUPTED, CRASHED})
+STEP_STATUSES = frozenset({PENDING, RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
+FINISHED_RUN = RUN_STATUSES - {RUNNING}
 
 
 class NoSpaceError(StateError):
@@ -38,7 +70,7 @@ class NoSpaceError(StateError):
 @dataclass
 class StepRecord:
     name: str
-    status: str = PENDING
+    status: Status = PENDING
     attempts: int = 0
     exit_code: int | None = None
     signal: int | None = None
@@ -48,6 +80,19 @@ class StepRecord:
     log_path: str | None = None
     message: str | None = None  # why it failed or was skipped, one line
     pid: int | None = None  # its process group on the runner's host, while it runs
+    skip_reason: SkipReason | None = None  # when skipped
+
+    @property
+    def lets_dependents_run(self) -> bool:
+        """Succeeded, or skipped for a reason its dependents need not care about. A record
+        written before skip reasons were kept says `condition false` in its message."""
+        if self.status == SUCCEEDED:
+            return True
+        if self.status != SKIPPED:
+            return False
+        if self.skip_reason is None:
+            return self.message == "condition false"
+        return self.skip_reason in DEPENDENTS_RUN
     # A remote attempt (a Celery task): its id, where it was sent, which worker took it and
     # when it was submitted; started_at is then when the worker started it.
     task_id: str | None = None
@@ -78,6 +123,10 @@ class StepRecord:
             raise ValueError(f"a step record is {type(data).__name__}, not an object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         _check(known, _STEP_TYPES, f"step {known.get('name')!r}: ")
+        if "status" in known:
+            known["status"] = Status(known["status"])
+        if known.get("skip_reason") is not None:
+            known["skip_reason"] = SkipReason(known["skip_reason"])
         return cls(**known)
 
 
@@ -88,7 +137,7 @@ class RunRecord:
     file: str | None
     definition_hash: str
     params: dict[str, str]  # secrets already masked
-    status: str = RUNNING
+    status: Status = RUNNING
     pid: int | None = None
     host: str | None = None
     started_at: float = 0.0
@@ -118,6 +167,8 @@ class RunRecord:
         for required in ("run_id", "workflow", "params"):
             if required not in known:
                 raise ValueError(f"no {required!r}")
+        if "status" in known:
+            known["status"] = Status(known["status"])
         run = cls(**known)
         steps = data.get("steps") or {}
         if not isinstance(steps, dict):
@@ -130,21 +181,25 @@ class RunRecord:
 # "strlist", or one of the number kinds below; a trailing "?" allows null.
 _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
-    "params": "strmap", "status": "str", "pid": "pid?", "host": "str?",
+    "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
     "step_names": "strlist", "resumed_from": "str?",
 }
 _STEP_TYPES = {
-    "name": "str", "status": "str", "attempts": "count", "exit_code": "code?",
+    "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
-    "log_path": "str?", "message": "str?", "pid": "pid?", "task_id": "str?", "queue": "str?",
-    "worker": "str?", "queued_at": "time?",
+    "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
+    "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here
 # (localtime's OverflowError, a division by a zero-width timeline, os.killpg's overflow).
 # Times: Unix seconds from 1970 to the end of year 9999 (what time.localtime and the
 # report's RFC 3339 stamps can show). Other numbers: whatever fits a C int.
+_STATUSES: dict[str, frozenset[str]] = {
+    "run status": RUN_STATUSES, "step status": STEP_STATUSES,
+    "skip reason": frozenset(SkipReason),
+}
 MAX_TIME = 253402300799.0
 _INT_MAX = 2**31 - 1
 _NUMBER_KINDS = {
@@ -162,6 +217,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         kind = kind[:-1]
     if kind == "str":
         return isinstance(value, str)
+    if kind in _STATUSES:
+        return value in _STATUSES[kind]
     if kind in _NUMBER_KINDS:
         _, low, high = _NUMBER_KINDS[kind]
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -181,7 +238,9 @@ def _check(data: dict[str, Any], types: dict[str, str], where: str) -> None:
         kind = types.get(key)
         if kind is not None and not _type_ok(value, kind):
             base = kind.rstrip("?")
-            what = _NUMBER_KINDS[base][0] if base in _NUMBER_KINDS else f"valid {base}"
+            what = _NUMBER_KINDS[base][0] if base in _NUMBER_KINDS else (
+                f"{base} ({', '.join(sorted(_STATUSES[base]))})" if base in _STATUSES
+                else f"valid {base}")
             raise ValueError(f"{where}field {key!r} is {json_type(value)} {value!r:.40}, "
                              f"which is not {_article(what)}")
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from flowsh.durations import format_duration
 from flowsh.state import FAILED, FINISHED_RUN, SUCCEEDED, RunRecord, StateBackend
 
 DEFAULT_HISTORY = 50
@@ -163,8 +164,6 @@ def load_history(
 
 
 def _dur(value: float | None) -> str:
-    from flowsh.durations import format_duration
-
     return "-" if value is None else format_duration(value)
 
 

@@ -9,7 +9,11 @@ import os
 import random
 import shlex
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
+from flowsh.bashlib import STATE_EVAL, source_script
+from flowsh.envfile import read_env_file
+from flowsh.executor import Outcome
 from flowsh.graph import Graph
 from flowsh.model import IDENT, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
@@ -52,8 +56,6 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     prelude = []
     sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
     if sources and name == "bash":
-        from flowsh.bashlib import STATE_EVAL, source_script
-
         names = sorted(n for n in set(keep) if IDENT.match(n))
         if names:
             prelude.append(f"__flowsh_keep=$(declare -p {' '.join(names)} 2>/dev/null)")
@@ -91,10 +93,28 @@ def retry_delay(step: Step, attempt: int) -> float:
     return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
 
 
+def exit_kind(step: Step, outcome: Outcome) -> Literal["ok", "skip", "fail"]:
+    """What an attempt's end means by the step's exit-code policy (docs/semantics.md CODE):
+    `success_on` and `skip_on` match only a command's own exit, never a timeout, a signal or
+    a command that could not start."""
+    if outcome.ok:
+        return "ok"
+    own_exit = not (outcome.timed_out or outcome.signal or outcome.error or outcome.interrupted)
+    if own_exit and outcome.exit_code in step.success_on:
+        return "ok"
+    if own_exit and outcome.exit_code in step.skip_on:
+        return "skip"
+    return "fail"
+
+
+def retryable(step: Step, outcome: Outcome) -> bool:
+    """`retry_on` absent: any failure is retried; else only those exit codes (124 is a
+    timeout, 128+N signal N, as the record shows)."""
+    return step.retry_on is None or outcome.exit_code in step.retry_on
+
+
 def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
     """os.environ < env_file < workflow env < params."""
-    from flowsh.loader import read_env_file
-
     env = dict(os.environ)
     if wf.env_file:
         env.update(read_env_file(resolve_path(wf, wf.env_file)))

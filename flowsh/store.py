@@ -13,7 +13,6 @@ from flowsh.state import (
     INTERRUPTED,
     RETRYING,
     RUNNING,
-    STEP_RUNNING,
     NoSpaceError,
     RunRecord,
     StateBackend,
@@ -65,7 +64,7 @@ def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = F
                 *(r.started_at or 0 for r in full.steps.values()),
                 *(r.ended_at or 0 for r in full.steps.values())])
     full.ended_at = full.ended_at or last or None
-    ended = [rec for rec in full.steps.values() if rec.status in (STEP_RUNNING, RETRYING)]
+    ended = [rec for rec in full.steps.values() if rec.status in (RUNNING, RETRYING)]
     for rec in ended:
         rec.status, rec.message = INTERRUPTED, "the runner died (crash)"
         rec.ended_at = rec.ended_at or full.ended_at

@@ -19,7 +19,17 @@ from typing import IO, Any
 from flowsh.durations import format_duration
 from flowsh.engine import Reporter
 from flowsh.model import Workflow
-from flowsh.state import FAILED, INTERRUPTED, SKIPPED, SUCCEEDED, RunRecord, StepRecord
+from flowsh.state import (
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    RunRecord,
+    StepRecord,
+)
 
 
 def _stamp() -> str:
@@ -204,15 +214,15 @@ class TTYReporter(PlainReporter):
         mark, style = self.STATE.get(rec.status, ("?", ""))
         allowed = self.allowed.get(name, 1)
         attempt = f"{rec.attempts}/{allowed}" if rec.attempts else "-"
-        if rec.status == "running" and name in self.running:
+        if rec.status == RUNNING and name in self.running:
             elapsed = format_duration(now - self.running[name])
-        elif rec.attempts and rec.duration is not None and rec.status != "retrying":
+        elif rec.attempts and rec.duration is not None and rec.status != RETRYING:
             elapsed = format_duration(rec.duration)
         else:
             elapsed = ""
         est = self.estimates.get(name)
         estimate = f"~{format_duration(est)}" if est is not None else "-"
-        if est and est >= 1 and rec.status == "running" and name in self.running:
+        if est and est >= 1 and rec.status == RUNNING and name in self.running:
             left = est - (now - self.running[name])
             estimate += f" ({format_duration(left)} left)" if left > 0 else " (overdue)"
         return (f"[{style}]{mark}[/]", name, f"[{style}]{rec.status}[/]", attempt,
@@ -230,9 +240,9 @@ class TTYReporter(PlainReporter):
         now = time.time()
         steps = list(self.run.steps.items())
         if len(steps) > self.MAX_ROWS:
-            active = [(n, r) for n, r in steps if r.status in ("running", "retrying", FAILED)]
+            active = [(n, r) for n, r in steps if r.status in (RUNNING, RETRYING, FAILED)]
             done = [(n, r) for n, r in steps if r.status in (SUCCEEDED, SKIPPED, INTERRUPTED)]
-            pending = [(n, r) for n, r in steps if r.status == "pending"]
+            pending = [(n, r) for n, r in steps if r.status == PENDING]
             room = max(0, self.MAX_ROWS - len(active))
             if done:
                 table.add_row("", f"[dim]{len(done)} finished[/]", "", "", "", "")
@@ -290,13 +300,12 @@ class TTYReporter(PlainReporter):
             self.console.print(f"[dim]{escape(next_steps(run, self.state_url))}[/]")
 
 
-def make_reporter(*, json_events: bool = False, quiet: bool = False,
-                  state_url: str | None = None) -> Reporter:
+def reporter_kind(*, json_events: bool = False, quiet: bool = False) -> str:
     """JSON events, quiet, the live view on a terminal, or plain lines (cron, CI, pipes)."""
     if json_events:
-        return JSONReporter()
+        return "json"
     if quiet:
-        return QuietReporter(state_url=state_url)
+        return "quiet"
     if sys.stderr.isatty() and sys.stdout.isatty():
-        return TTYReporter(state_url=state_url)  # estimates come from the same store
-    return PlainReporter(state_url=state_url)
+        return "tty"
+    return "plain"

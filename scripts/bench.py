@@ -166,7 +166,8 @@ def fill_history(db: Path, n: int) -> None:
                      start, start + 5, start + 5, 0, '["a", "b", "c"]', None))
         for name in ("a", "b", "c"):
             steps.append((rid, name, "succeeded", 1, 0, None, start, start + 1, "{}",
-                          None, None))
+                          None, None, None))
+    backend.conn.execute("PRAGMA synchronous=OFF")  # a scratch database: fill it fast
     with backend.conn:
         backend.conn.executemany(
             f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})", runs)
@@ -212,6 +213,97 @@ def spawn_costs(calls: int, repeats: int) -> dict[str, float]:
             times.append((time.perf_counter() - t0) / calls)
         out[name] = statistics.median(times)
     return out
+
+
+# -- flowsh serve ---------------------------------------------------------------------------
+
+
+class _server:
+    """`flowsh serve --port 0` as a child; its base URL once it answers."""
+
+    def __init__(self, flowsh: str, env: dict[str, str], flows: Path) -> None:
+        self.argv = [flowsh, "serve", "--port", "0", "--workflows", str(flows)]
+        self.env = env
+        self.out = Path(env["FLOWSH_HOME"]) / "serve.out"
+
+    def __enter__(self) -> str:
+        import re
+
+        import httpx
+
+        Path(self.env["FLOWSH_HOME"]).mkdir(parents=True, exist_ok=True)
+        with open(self.out, "wb") as fh:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=fh,
+                                         stderr=subprocess.STDOUT)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            m = re.search(r"http://[^/]+:(\d+)/", self.out.read_text())
+            if m:
+                url = f"http://127.0.0.1:{m.group(1)}"
+                try:
+                    if httpx.get(url + "/api/v1/session").status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"flowsh serve exited: {self.out.read_text()}")
+            time.sleep(0.05)
+        raise SystemExit("flowsh serve did not answer within 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _p95(url: str, n: int) -> float:
+    """p95 seconds of `n` sequential GETs on one keep-alive connection (after 5 warm-ups)."""
+    import httpx
+
+    times = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(n + 5):
+            t0 = time.perf_counter()
+            r = client.get(url)
+            dt = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise SystemExit(f"GET {url}: {r.status_code} {r.text[:200]}")
+            if i >= 5:
+                times.append(dt)
+    times.sort()
+    return times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+def _watched_run(url: str, clients: int) -> float:
+    """Start `watched` through the API; `clients` SSE clients follow it to its end. The
+    run's own recorded duration (ended_at - started_at)."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as c:
+        csrf = c.get("/api/v1/session").json()["csrf_token"]
+        r = c.post("/api/v1/runs", json={"workflow": "watched"},
+                   headers={"X-CSRF-Token": csrf})
+        run_id = r.json()["run_id"]
+
+        def follow() -> None:
+            with httpx.Client(base_url=url, timeout=60) as mine, \
+                    mine.stream("GET", f"/api/v1/runs/{run_id}/events") as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("data:") and json.loads(line[5:])["status"] != "running":
+                        return
+
+        threads = [threading.Thread(target=follow, daemon=True) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        while True:
+            run = c.get(f"/api/v1/runs/{run_id}").json()
+            if run["status"] != "running":
+                break
+            time.sleep(0.1)
+        if run["status"] != "succeeded":
+            raise SystemExit(f"the watched run {run_id} {run['status']}")
+        return float(run["ended_at"] - run["started_at"])
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -527,6 +619,50 @@ class Bench:
                             got["empty"].wall, "no runs recorded", target="< 0.2 s",
                             ok=got["full"].wall < 0.2))
 
+    # web -----------------------------------------------------------------------------
+    def web(self) -> None:
+        """`flowsh serve` over a big history: p95 latency of the dashboard and of
+        /api/v1/runs over loopback (baseline: the same server with no runs), and a run's
+        duration while 50 SSE clients follow it (baseline: nobody watching)."""
+        try:
+            import httpx  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            print("Web: skipped (needs the ui extra and httpx: pip install -e '.[test]')",
+                  file=sys.stderr)
+            return
+        n = 20_000 if self.args.quick else 100_000
+        reqs = 100 if self.args.quick else 300
+        print(f"Web: flowsh serve with {n} runs recorded, {reqs} requests per page",
+              file=sys.stderr)
+        full, empty = self.env(), self.env()
+        fill_history(Path(full["FLOWSH_HOME"]) / "flowsh.db", n)
+        flows = self.work / "web-flows"
+        flows.mkdir(exist_ok=True)
+        # 20 steps in a chain, 0.1 s each: the run's duration is mostly the steps' own.
+        (flows / "watched.yaml").write_text("name: watched\nsteps:\n" + "".join(
+            f"  - name: s{i}\n    run: echo line {i}; sleep 0.1\n"
+            + (f"    needs: [s{i - 1}]\n" if i else "") for i in range(20)))
+        pages = {"dashboard /": "/", "/api/v1/runs": "/api/v1/runs",
+                 "/api/v1/runs?workflow&offset=5000":
+                     "/api/v1/runs?workflow=wf3&offset=5000&limit=50"}
+        raw: dict[str, Any] = {}
+        with _server(self.flowsh, full, flows) as url_full, \
+                _server(self.flowsh, empty, flows) as url_empty:
+            for label, path in pages.items():
+                got = _p95(url_full + path, reqs)
+                base = _p95(url_empty + path, reqs)
+                raw[label] = {"p95_ms": got * MS, "p95_empty_ms": base * MS}
+                self.report.add(Row(f"web: {label} p95, {n} runs", got * MS, "ms", base * MS,
+                                    "no runs", target="<= 100 ms", ok=got * MS <= 100))
+            alone = _watched_run(url_empty, 0)
+            watched = _watched_run(url_empty, 50)
+            raw["sse"] = {"alone_s": alone, "with_50_clients_s": watched}
+            self.report.add(Row("web: 20-step run followed by 50 SSE clients", watched, "s",
+                                alone, "nobody watching", target="<= 1.1x",
+                                ok=watched <= alone * 1.1))
+        self.report.raw["web"] = raw
+
     # spawn ---------------------------------------------------------------------------
     def spawn(self) -> None:
         calls = 100 if self.args.quick else 300
@@ -685,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
     ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
     ap.add_argument("--only", default="",
-                    help="comma list of w1,w2,w3,w4,w5,spawn,export,celery (celery: real "
+                    help="comma list of w1,w2,w3,w4,w5,spawn,export,web,celery (celery: real "
                          "workers, needs Redis and plugins/flowsh-celery; not by default)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
@@ -701,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="flowsh-bench-"))
     bench = Bench(args, work)
     wanted = [w for w in args.only.split(",") if w] or [
-        "w1", "w2", "w3", "w4", "w5", "spawn", "export"]
+        "w1", "w2", "w3", "w4", "w5", "spawn", "export", "web"]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     try:

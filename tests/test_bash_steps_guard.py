@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from flowsh.bashlib import check_functions, first_word, source_script
-from flowsh.loader import load_workflow
+from flowsh.errors import WorkflowError
+from flowsh.loader import load_workflow, positions_of
+
+
+def _check(wf_file: Path) -> list[WorkflowError]:
+    wf = load_workflow(wf_file)
+    return check_functions(wf, lambda: positions_of(wf))
 
 
 def run_bash(tmp_path: Path, files: list[str], then: str, *, strict: bool = False
@@ -156,7 +162,7 @@ def test_check_functions_reports_missing_function_with_file_step_and_line(
           - name: shell
             run: cd /tmp && pwd
         """))
-    errors = check_functions(load_workflow(wf_file))
+    errors = _check(wf_file)
     assert [str(e) for e in errors] == [
         f"{wf_file}:6:10: step 'load' calls 'load_data', which is not a function in lib.sh "
         "(nor a builtin or a command on PATH)"
@@ -181,7 +187,7 @@ def test_check_functions_per_step_source_and_clean_env(
           - name: three
             run: leaked
         """))
-    errors = check_functions(load_workflow(wf_file))
+    errors = _check(wf_file)
     assert len(errors) == 1
     assert "step 'two' calls 'leaked'" in str(errors[0])
 
@@ -190,7 +196,7 @@ def test_check_functions_reports_a_source_with_a_syntax_error(tmp_path: Path) ->
     lib(tmp_path, "broken() {\n", name="broken.sh")
     wf_file = tmp_path / "flow.yaml"
     wf_file.write_text("source: broken.sh\nsteps:\n  - {name: s, run: something}\n")
-    errors = check_functions(load_workflow(wf_file))
+    errors = _check(wf_file)
     assert len(errors) == 1
     assert "cannot source broken.sh" in str(errors[0])
     assert "syntax error" in str(errors[0])

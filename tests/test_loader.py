@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from flowsh.envfile import read_env_file
 from flowsh.errors import EXIT_USAGE, WorkflowError
-from flowsh.loader import load_workflow, parse_overrides, read_env_file
+from flowsh.loader import load_workflow, parse_overrides
 from flowsh.model import json_schema
 
 

@@ -12,8 +12,8 @@ from subprocess import CompletedProcess
 
 import pytest
 
+from flowsh.envfile import read_env_file
 from flowsh.errors import WorkflowError
-from flowsh.loader import read_env_file
 
 Cli = Callable[..., CompletedProcess[str]]
 

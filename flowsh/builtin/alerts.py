@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.notify import Alert, dispatch, events_of, log_tail
-from flowsh.state import CRASHED, FAILED, INTERRUPTED, RETRYING, STEP_RUNNING, SUCCEEDED
+from flowsh.state import CRASHED, FAILED, INTERRUPTED, RETRYING, RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
     from flowsh.events import RunContext
     from flowsh.model import Notify, Workflow
-    from flowsh.notify import Outcome
+    from flowsh.notify import Delivery
     from flowsh.state import RunRecord, StepRecord
 
 
@@ -57,7 +57,7 @@ def send(alert: Alert | None, ctx: RunContext) -> None:
     thread.start()
 
 
-def _dispatch(alert: Alert, ctx: RunContext) -> list[Outcome]:
+def _dispatch(alert: Alert, ctx: RunContext) -> list[Delivery]:
     return dispatch(alert, ctx.notify, masker=ctx.masker)
 
 
@@ -111,7 +111,7 @@ def flowsh_run_started(ctx: RunContext) -> None:
 
 def _run_long(ctx: RunContext, after: float) -> None:
     run = ctx.run
-    running = [s.name for s in list(run.steps.values()) if s.status in (STEP_RUNNING, RETRYING)]
+    running = [s.name for s in list(run.steps.values()) if s.status in (RUNNING, RETRYING)]
     now = f"; running: {', '.join(running)}" if running else ""
     send(alert_for("run_long", run, ctx.workflow, ctx.notify,
                    message=f"run {run.run_id} is still running after "

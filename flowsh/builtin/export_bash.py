@@ -11,7 +11,8 @@ from flowsh.hookspecs import Register
 def export_bash(workflow: Any, **options: Any) -> str:
     from flowsh.export import render_bash
 
-    return render_bash(workflow, **options)
+    return render_bash(workflow, inline=bool(options.get("inline")),
+                       script_name=options.get("script_name"))
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Built-in exporter ``crontab``: the marked crontab block for a workflow's `schedule`."""
+"""Built-in exporters ``crontab`` and ``systemd``: how the workflow's `schedule` runs it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def export_crontab(workflow: Any, **options: Any) -> str:
                           path=options.get("path"))
 
 
+def export_systemd(workflow: Any, **options: Any) -> dict[str, str]:
+    """Two files: the user units `flowsh-IDENTITY.service` and `.timer`."""
+    from flowsh.schedjob import render_systemd
+
+    return render_systemd(workflow, options.get("exprs"), script=options.get("script"),
+                          path=options.get("path"))
+
+
 @hookimpl
 def flowsh_register_exporters(register: Register) -> None:
     register("crontab", export_crontab)
+    register("systemd", export_systemd)

@@ -180,7 +180,7 @@ def flowsh_run_finished(ctx: RunContext, run: RunRecord, workflow: Workflow) -> 
     text = render(run, _previous_success(path, run.workflow))
     if path is not None:
         try:
-            monitorfiles.atomic_write(path, text, mode=TEXTFILE_MODE)
+            monitorfiles.write_creating_dir(path, text, mode=TEXTFILE_MODE)
         except OSError as exc:
             warn(f"Prometheus textfile {path}: {exc.strerror or exc}")
     url = push_url(workflow, ctx.options)

@@ -33,7 +33,7 @@ _TZ = re.compile(r"^\s*CRON_TZ\s*=\s*(.*?)\s*$")
 
 
 @dataclass
-class Entry:
+class CrontabEntry:
     name: str
     exprs: list[str]
     command: str
@@ -149,11 +149,11 @@ class CrontabScheduler:
         first, last = blocks[key]
         write_table("".join(lines[:first] + lines[last + 1:]))
 
-    def list(self) -> list[Entry]:
+    def list(self) -> list[CrontabEntry]:
         return _entries(*split_blocks(read_table()))
 
 
-def _entries(lines: list[str], blocks: dict[str, tuple[int, int]]) -> list[Entry]:
+def _entries(lines: list[str], blocks: dict[str, tuple[int, int]]) -> list[CrontabEntry]:
     out = []
     for name, (first, last) in blocks.items():
         head = lines[first]
@@ -172,7 +172,7 @@ def _entries(lines: list[str], blocks: dict[str, tuple[int, int]]) -> list[Entry
                 expr = " ".join(fields[:5])
                 exprs.append(f"CRON_TZ={tz} {expr}" if tz else expr)
                 command = fields[5].rstrip("\n")
-        out.append(Entry(name=name, exprs=exprs, command=command,
+        out.append(CrontabEntry(name=name, exprs=exprs, command=command,
                          source=m.group(1) if m else ""))
     return out
 
@@ -197,7 +197,7 @@ def owned_keys(wf: Workflow, keys: Iterable[str], sources: dict[str, str]) -> li
     return out
 
 
-def resolve_name(arg: str, entries: list[Entry], what: str) -> str:
+def resolve_name(arg: str, entries: list[CrontabEntry], what: str) -> str:
     """The entry key `arg` means: a key as `schedule list` prints it, the workflow file
     (its path), or a bare workflow name when exactly one entry has it."""
     keys = [e.name for e in entries]

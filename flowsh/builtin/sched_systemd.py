@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError
+from flowsh.fileio import atomic_write
 from flowsh.hookspecs import Register
 from flowsh.schedjob import unit_name
 
 if TYPE_CHECKING:
-    from flowsh.builtin.sched_crontab import Entry
+    from flowsh.builtin.sched_crontab import CrontabEntry
     from flowsh.model import Workflow
 
 _MARK = re.compile(r"^# Managed by flowsh \(flowsh:(\S+)\) from (.*)\.$", re.M)
@@ -47,14 +48,7 @@ def systemctl(*args: str) -> None:
 
 def _write(path: Path, text: str) -> None:
     """Atomically, 0600 (units may name paths and env of the user)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, text, 0o600)
 
 
 class SystemdScheduler:
@@ -112,10 +106,10 @@ class SystemdScheduler:
             if path.exists() and _MARK.search(path.read_text()):
                 path.unlink()
 
-    def list(self) -> list[Entry]:
-        from flowsh.builtin.sched_crontab import Entry
+    def list(self) -> list[CrontabEntry]:
+        from flowsh.builtin.sched_crontab import CrontabEntry
 
-        out: list[Entry] = []
+        out: list[CrontabEntry] = []
         d = unit_dir()
         if not d.is_dir():
             return out
@@ -132,7 +126,8 @@ class SystemdScheduler:
                 for ln in service.read_text().splitlines():
                     if ln.startswith("ExecStart="):
                         command = ln.removeprefix("ExecStart=")
-            out.append(Entry(name=m.group(1), exprs=exprs, command=command, source=m.group(2)))
+            out.append(CrontabEntry(name=m.group(1), exprs=exprs, command=command,
+                                    source=m.group(2)))
         return out
 
 

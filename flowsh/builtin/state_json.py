@@ -17,7 +17,7 @@ from flowsh import hookimpl
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.fileio import atomic_write
 from flowsh.hookspecs import Register
-from flowsh.state import NoSpaceError, RunRecord, StepRecord, ensure_private_dir
+from flowsh.state import RUNNING, NoSpaceError, RunRecord, StepRecord, ensure_private_dir
 
 FORMAT = "flowsh.run/1"
 
@@ -48,7 +48,7 @@ class JSONBackend:
     def _write(self, run: RunRecord) -> None:
         data: dict[str, Any] = {"format": FORMAT, **run.to_dict()}
         # The seed's two fields, kept so its restore_state readers still work.
-        current = next((s.name for s in run.steps.values() if s.status == "running"), None)
+        current = next((s.name for s in run.steps.values() if s.status == RUNNING), None)
         data["step"] = current
         data["data"] = run.params
         _write_record(self._path(run.run_id), json.dumps(data, indent=1, sort_keys=True))

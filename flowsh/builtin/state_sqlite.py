@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, started_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started_at DESC);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -56,22 +57,26 @@ CREATE TABLE IF NOT EXISTS steps (
     log_path TEXT,
     message TEXT,
     pid INTEGER,
-    task_id TEXT,
-    queue TEXT,
-    worker TEXT,
-    queued_at REAL,
     PRIMARY KEY (run_id, name)
 );
 """
-# Columns added since the first schema, appended (in this order) to an older database.
-ADDED_STEP_COLS = (("task_id", "TEXT"), ("queue", "TEXT"), ("worker", "TEXT"),
-                   ("queued_at", "REAL"))
+# Each entry takes the schema from version i (PRAGMA user_version) to i + 1. SCHEMA above is
+# version 0 and never changes: a database of any earlier flowsh is migrated in place, once,
+# by whichever process opens it first (BEGIN IMMEDIATE serializes them).
+MIGRATIONS: tuple[str, ...] = (
+    "ALTER TABLE steps ADD COLUMN skip_reason TEXT",
+    # Where a remote attempt runs (flowsh-celery): task id, queue, worker, submission time.
+    "ALTER TABLE steps ADD COLUMN task_id TEXT",
+    "ALTER TABLE steps ADD COLUMN queue TEXT",
+    "ALTER TABLE steps ADD COLUMN worker TEXT",
+    "ALTER TABLE steps ADD COLUMN queued_at REAL",
+)
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
-             "ended_at", "outputs", "log_path", "message", "pid", "task_id", "queue", "worker",
-             "queued_at")
+             "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
+             "queue", "worker", "queued_at")
 
 
 class SQLiteBackend:
@@ -148,10 +153,7 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
-            have = {row[1] for row in conn.execute("PRAGMA table_info(steps)")}
-            for col, kind in ADDED_STEP_COLS:
-                if col not in have:
-                    conn.execute(f"ALTER TABLE steps ADD COLUMN {col} {kind}")
+            _migrate(conn)
         return conn
 
     @contextmanager
@@ -193,14 +195,16 @@ class SQLiteBackend:
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
-                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.task_id,
-                s.queue, s.worker, s.queued_at)
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason,
+                s.task_id, s.queue, s.worker, s.queued_at)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:
-            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))})",
+            c.execute(f"INSERT INTO runs ({','.join(RUN_COLS)}) "
+                      f"VALUES ({','.join('?' * len(RUN_COLS))})",
                       self._run_row(run))
-            c.executemany(f"INSERT INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+            c.executemany(f"INSERT INTO steps ({','.join(STEP_COLS)}) "
+                          f"VALUES ({','.join('?' * len(STEP_COLS))})",
                           [self._step_row(run.run_id, s) for s in run.steps.values()])
 
     def update_run(self, run: RunRecord) -> None:
@@ -218,7 +222,8 @@ class SQLiteBackend:
         with self._tx() as c:
             # The engine beats the heartbeat on its own clock; a step write needs no second
             # statement for it.
-            c.execute(f"INSERT OR REPLACE INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
+            c.execute(f"INSERT OR REPLACE INTO steps ({','.join(STEP_COLS)}) "
+                      f"VALUES ({','.join('?' * len(STEP_COLS))})",
                       self._step_row(run.run_id, step))
 
     def heartbeat(self, run: RunRecord) -> None:
@@ -293,7 +298,7 @@ class SQLiteBackend:
         return run
 
     def list_runs(self, workflow: str | None = None, *, limit: int | None = None,
-                  statuses: frozenset[str] | None = None) -> list[RunRecord]:
+                  statuses: frozenset[str] | None = None, offset: int = 0) -> list[RunRecord]:
         where, args = [], []
         if workflow is not None:
             where.append("workflow = ?")
@@ -305,10 +310,21 @@ class SQLiteBackend:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        if limit is not None or offset:
+            # Pages of history (flowsh serve): OFFSET walks the started_at index.
+            sql += f" LIMIT {int(limit) if limit is not None else -1} OFFSET {int(offset)}"
         with self._errors():
             return [self._run_from(r) for r in self.conn.execute(sql, args)]
+
+    def workflow_names(self) -> list[str]:
+        """Every recorded workflow, sorted: a skip-scan of the (workflow, started_at) index,
+        one seek per workflow, where DISTINCT would read every run (flowsh serve's
+        dashboard with 100,000 runs)."""
+        sql = ("WITH RECURSIVE w(name) AS (SELECT MIN(workflow) FROM runs UNION ALL "
+               "SELECT (SELECT MIN(workflow) FROM runs WHERE workflow > w.name) FROM w "
+               "WHERE w.name IS NOT NULL) SELECT name FROM w WHERE name IS NOT NULL")
+        with self._errors():
+            return [row[0] for row in self.conn.execute(sql)]
 
     def close(self) -> None:
         self.conn.close()
@@ -317,3 +333,18 @@ class SQLiteBackend:
 @hookimpl
 def flowsh_register_state_backends(register: Register) -> None:
     register("sqlite", SQLiteBackend)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another may have won
+        for statement in MIGRATIONS[version:]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

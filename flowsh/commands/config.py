@@ -30,7 +30,7 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
     data: dict[str, Any] = {}
     wf_name = ""
     if file is not None:
-        from flowsh.loader import parse_yaml
+        from flowsh.yamlsrc import parse_yaml
 
         data, _ = parse_yaml(file.read_text(encoding="utf-8"), file)
         data = data if isinstance(data, dict) else {}

@@ -26,7 +26,8 @@ def _run_options(
 ) -> RunOptions:
     from flowsh.durations import parse_duration
     from flowsh.loader import parse_overrides
-    from flowsh.ui import make_reporter
+    from flowsh.plugins import make_reporter
+    from flowsh.ui import reporter_kind
 
     if overlap is not None and overlap not in ("skip", "wait", "allow"):
         raise UsageError(f"--overlap {overlap!r}: use skip, wait or allow")
@@ -42,7 +43,7 @@ def _run_options(
         params=parse_overrides(params),
         concurrency=jobs,
         state_url=state,
-        reporter=make_reporter(json_events=json_events, quiet=quiet, state_url=state),
+        reporter=make_reporter(reporter_kind(json_events=json_events, quiet=quiet), state),
         overlap=overlap,
         lock_timeout=lock_t,
         plugin_options={"metrics_push": metrics_push} if metrics_push else {},
@@ -193,7 +194,7 @@ def _gone_steps(run: RunRecord, wf: Workflow) -> list[str]:
 
 def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
     """Refuse a resume when steps the run recorded are gone from the file."""
-    from flowsh.engine import definition_hash
+    from flowsh.resume import definition_hash
     from flowsh.state import RUNNING, SUCCEEDED
     if run.status == RUNNING:  # 75, as `run --resume` and the exported script say it
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")

@@ -10,23 +10,15 @@ import typer
 
 from flowsh import hookimpl
 from flowsh.errors import StateError, UsageError
+from flowsh.fileio import atomic_write
 
 
 def write_atomic(path: Path, text: str, mode: int) -> None:
     """temp + fsync + rename, so a reader never sees half a script."""
     path = path.resolve()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        atomic_write(path, text, mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StateError(f"{path}: cannot write: {exc.strerror}") from None
 
 
@@ -58,6 +50,10 @@ def export_command(
         bool, typer.Option("--path-from-env", help="--crontab/--systemd: write your PATH "
                            "(deduplicated) instead of /usr/local/bin:/usr/bin:/bin.")
     ] = False,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", metavar="KEY=VALUE",
+                                       help="An option for a plugin's exporter (repeatable).")
+    ] = None,
 ) -> None:
     """Export a workflow: a standalone bash script, crontab lines, or systemd units."""
     from flowsh import plugins
@@ -75,41 +71,57 @@ def export_command(
     from flowsh.checks import check_workflow
 
     check_workflow(wf)
-    path = os.environ.get("PATH", "") if path_from_env else None
-    if kind == "systemd":
-        from flowsh.schedjob import render_systemd
-
-        units = render_systemd(wf, cron or None, script=str(script) if script else None,
-                               path=path)
-        outdir = output or Path.cwd()
-        if outdir.exists() and not outdir.is_dir():
-            raise UsageError(f"{outdir}: --systemd writes two files; -o must be a directory")
-        try:
-            outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"{outdir}: cannot create directory: {exc.strerror}") from None
-        for name, text in units.items():
-            write_atomic(outdir / name, text, 0o600)
-            typer.echo(str(outdir / name))
-        return
     exporters = plugins.registry("exporters")
     if kind not in exporters:
         known = ", ".join(sorted(exporters)) or "none"
         raise UsageError(f"unknown export format {kind!r} (known: {known})")
-    options: dict[str, object] = {}
-    if kind == "bash":
-        options = {"inline": inline, "script_name": output.name if output else None}
-    elif kind == "crontab":
-        options = {"exprs": cron or None, "script": str(script) if script else None}
-        if path is not None:
-            options["path"] = path
-    text = exporters[kind](wf, **options)
+    # Every exporter gets every option (a third party's too); each takes what it knows.
+    options: dict[str, object] = {
+        "inline": inline,
+        "script_name": output.name if output else None,
+        "exprs": cron or None,
+        "script": str(script) if script else None,
+        **parse_options(option or []),
+    }
+    if path_from_env:
+        options["path"] = os.environ.get("PATH", "")
+    result = exporters[kind](wf, **options)
+    if isinstance(result, dict):
+        _write_files(result, output or Path.cwd())
+        return
     if output is None:
-        typer.echo(text, nl=False)
+        typer.echo(result, nl=False)
         return
     # A script must be executable; everything else flowsh writes is private.
-    write_atomic(output, text, 0o700 if kind == "bash" else 0o600)
+    write_atomic(output, result, 0o700 if result.startswith("#!") else 0o600)
     typer.echo(f"wrote {output}", err=True)
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """`--option KEY=VALUE` for a third-party exporter; the value is taken verbatim."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--option {pair!r} must be KEY=VALUE with KEY a name")
+        out[key] = value
+    return out
+
+
+def _write_files(files: dict[str, str], outdir: Path) -> None:
+    """An exporter's several files (systemd's service and timer) into one directory."""
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"{outdir}: this format writes {len(files)} files; -o must be a "
+                         "directory")
+    try:
+        outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{outdir}: cannot create directory: {exc.strerror}") from None
+    for name, text in files.items():
+        if Path(name).name != name or name in (".", ".."):
+            raise UsageError(f"the exporter named a file {name!r} outside {outdir}")
+        write_atomic(outdir / name, text, 0o600)
+        typer.echo(str(outdir / name))
 
 
 @hookimpl

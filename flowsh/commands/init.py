@@ -56,7 +56,7 @@ def _name_of(raw: str) -> str:
     return name or "workflow"
 
 
-def scaffold(directory: Path, name: str, *, from_script: Path | None = None,
+def scaffold_workflow(directory: Path, name: str, *, from_script: Path | None = None,
              force: bool = False) -> list[Path]:
     """Create the files; returns their paths. The workflow file is `<name>.yaml`."""
     from flowsh.commands.wrap import command_base
@@ -126,7 +126,7 @@ def init_cmd(
     """
     if name is None:
         name = Path(from_script).stem if from_script else directory.resolve().name
-    created = scaffold(directory, name, from_script=from_script, force=force)
+    created = scaffold_workflow(directory, name, from_script=from_script, force=force)
     for p in created:
         typer.echo(f"created {p}")
     typer.echo(f"next: flowsh validate {created[0]} && flowsh run {created[0]}")

@@ -160,11 +160,11 @@ def plugins_new(
                                    help="Where to create flowsh-NAME/."),
 ) -> None:
     """Create a plugin package (a notifier) that installs and passes its own test."""
-    target = scaffold(name, directory)
+    target = scaffold_plugin(name, directory)
     typer.echo(f"created {target}\nnext: pip install -e {target} && pytest {target}")
 
 
-def scaffold(name: str, directory: Path) -> Path:
+def scaffold_plugin(name: str, directory: Path) -> Path:
     """Render ``templates/plugin/`` into ``directory/flowsh-NAME``; returns that path."""
     import jinja2
 

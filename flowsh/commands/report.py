@@ -23,7 +23,7 @@ def flowsh_register_commands(app: typer.Typer) -> None:
         against history and each step's log tail. Opens offline; secrets masked."""
         from pathlib import Path
 
-        from flowsh.monitorfiles import atomic_write
+        from flowsh.monitorfiles import write_creating_dir
         from flowsh.report import generate
         from flowsh.stats import load_history
         from flowsh.store import check_liveness, open_backend
@@ -47,5 +47,5 @@ def flowsh_register_commands(app: typer.Typer) -> None:
             from flowsh.errors import UsageError
 
             raise UsageError(f"{path} is a directory: give -o a file name")
-        atomic_write(path, html)
+        write_creating_dir(path, html)
         typer.echo(f"wrote {path} ({run.workflow} run {run.run_id}, {run.status})")

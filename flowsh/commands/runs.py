@@ -14,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RunRecord, StateBackend, StepRecord
+from flowsh.state import RUNNING, RunRecord, StateBackend, StepRecord
 
 
 def _when(ts: float | None) -> str:
@@ -119,7 +119,7 @@ def _printable(line: str) -> str:
     return text
 
 
-def tail_lines(path: str, count: int = TAIL_LINES) -> list[str] | None:
+def shown_tail(path: str, count: int = TAIL_LINES) -> list[str] | None:
     """The last `count` lines of a log, read from its end (a log may be gigabytes); None
     when the log cannot be read (deleted, pruned)."""
     import os
@@ -153,7 +153,7 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
               if rec.status in (FAILED, INTERRUPTED) and rec.log_path]
     for rec in failed[:TAIL_STEPS]:
         assert rec.log_path is not None
-        lines = tail_lines(rec.log_path)
+        lines = shown_tail(rec.log_path)
         out.append("")
         if lines is None:
             # A log is created at a step's first output: with its run's directory still
@@ -251,7 +251,7 @@ def logs_cmd(
                 if not rec.log_path:
                     continue
                 _print_new(name, rec.log_path, positions, last, header=step is None)
-            if not follow or run.status != "running":
+            if not follow or run.status != RUNNING:
                 break
             time.sleep(0.5)
             # A runner killed with -9 never writes its end: the liveness check marks it

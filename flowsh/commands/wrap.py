@@ -21,6 +21,7 @@ import typer
 
 from flowsh import hookimpl
 from flowsh.errors import EXIT_INTERRUPTED, UsageError
+from flowsh.state import INTERRUPTED, SUCCEEDED
 
 if TYPE_CHECKING:
     from flowsh.engine import Reporter
@@ -140,25 +141,25 @@ def _make_reporter(*, quiet_on_success: bool, verbose: bool, json_events: bool) 
                 self.out.flush()
 
         def step_finished(self, run: RunRecord, step: Any) -> None:
-            if verbose or step.status != "succeeded":
+            if verbose or step.status != SUCCEEDED:
                 super().step_finished(run, step)
 
         def run_finished(self, run: RunRecord) -> None:
             self.out.flush()
-            if run.status != "succeeded" and quiet_on_success:
+            if run.status != SUCCEEDED and quiet_on_success:
                 # chronic: the output only when it failed, streamed back from the step log.
                 for rec in run.steps.values():
                     if rec.log_path and Path(rec.log_path).exists():
                         with open(rec.log_path, "rb") as fh:
                             shutil.copyfileobj(fh, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
-            if verbose or run.status != "succeeded":
+            if verbose or run.status != SUCCEEDED:
                 from flowsh.ui import summary
 
                 # No "flowsh resume" hint: a wrapped command has no file to resume from.
                 self._say(summary(run))
                 for rec in run.steps.values():
-                    if rec.status != "succeeded" and rec.log_path:
+                    if rec.status != SUCCEEDED and rec.log_path:
                         self._say(f"output kept in {rec.log_path}")
 
     return WrapReporter()
@@ -166,9 +167,9 @@ def _make_reporter(*, quiet_on_success: bool, verbose: bool, json_events: bool) 
 
 def exit_code_of(run: RunRecord) -> int:
     """The command's own exit code; 130 when flowsh was interrupted."""
-    if run.status == "succeeded":
+    if run.status == SUCCEEDED:
         return 0
-    if run.status == "interrupted":
+    if run.status == INTERRUPTED:
         return EXIT_INTERRUPTED
     codes = [s.exit_code for s in run.steps.values() if s.exit_code is not None]
     return codes[0] if codes else (run.exit_code or 1)

@@ -1,0 +1,130 @@
+"""A run's record at its start: a new one, or a crashed or failed one taken up again.
+
+Before anything runs, what a runner killed with -9 left behind is stopped: a step that
+ran on would run twice alongside its re-run (docs/semantics.md, RESUME statements).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Iterable
+
+from flowsh import placed, plugins
+from flowsh.executor import Executor
+from flowsh.model import Workflow
+from flowsh.state import (
+    CRASHED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    RunRecord,
+    StateBackend,
+    StepRecord,
+)
+from flowsh.store import check_liveness
+from flowsh.survivors import stop_leftovers, stop_orphan
+
+
+def new_run_id() -> str:
+    # os.urandom, not `random`: tests (hypothesis) seed the global generator. 32 bits: a
+    # wrapper started hundreds of times a second must not meet itself.
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.urandom(4).hex()}"
+
+
+def definition_hash(wf: Workflow) -> str:
+    data = wf.model_dump_json(exclude={"path"}, by_alias=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def new_run(backend: StateBackend, wf: Workflow, run_id: str,
+            params: dict[str, str], executor: Executor | None = None) -> RunRecord:
+    """Record a new run, after stopping what crashed runs of the workflow left running."""
+    stop_crashed_runs(backend, wf, executor)
+    run = RunRecord(
+        run_id=run_id,
+        workflow=wf.identity,
+        file=wf.path,
+        definition_hash=definition_hash(wf),
+        params=params,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started_at=time.time(),
+        steps={s.name: StepRecord(name=s.name) for s in wf.steps},
+        step_names=[s.name for s in wf.steps],
+    )
+    backend.create_run(run)
+    return run
+
+
+def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterable[str],
+            params: dict[str, str], only: set[str] | None,
+            executor: Executor | None = None) -> RunRecord:
+    """`prior`, running again. Without `only`, every step that did not succeed runs again
+    (and every `always` step: they are the run's `finally`); with `only` (flowsh retry),
+    exactly those steps, whatever they were."""
+    stop_orphans(wf, prior, executor=executor)
+    steps = {s.name: s for s in wf.steps}
+    run = prior
+    run.status = RUNNING
+    run.pid, run.host = os.getpid(), socket.gethostname()
+    run.ended_at = run.exit_code = None
+    run.params = params
+    run.definition_hash = definition_hash(wf)
+    run.step_names = [s.name for s in wf.steps]
+    for name in order:
+        rec = run.steps.get(name)
+        again = (name in only) if only is not None else (
+            rec is None or rec.status != SUCCEEDED or steps[name].always)
+        if rec is None or again:
+            run.steps[name] = StepRecord(
+                name=name, attempts=rec.attempts if rec else 0,
+                log_path=rec.log_path if rec else None)
+    for name in [n for n in run.steps if n not in steps]:
+        del run.steps[name]
+    backend.update_run(run)
+    for rec in run.steps.values():
+        if rec.status == PENDING:
+            backend.save_step(run, rec)
+    return run
+
+
+def stop_crashed_runs(backend: StateBackend, wf: Workflow,
+                      executor: Executor | None = None) -> None:
+    """A new run of this identity must not overlap what a runner killed with -9 left
+    running (the lock died with it): such runs are marked crashed and their steps
+    stopped first, as a resume would (flowsh wrap from cron is always a new run)."""
+    # Crashed ones too: `--resume` may have marked the run crashed, then chosen to start
+    # afresh (a cron tick whose file lost a step), with the dead runner's steps running.
+    for old in backend.list_runs(wf.identity, limit=5, statuses=frozenset({RUNNING, CRASHED})):
+        run = check_liveness(backend, old)
+        if run.status != RUNNING:
+            if not run.steps:
+                run = backend.load_run(run.run_id)
+            stop_orphans(wf, run, new_run=True, executor=executor)
+
+
+def stop_orphans(wf: Workflow, prior: RunRecord, *, new_run: bool = False,
+                 executor: Executor | None = None) -> None:
+    """Steps a crashed runner left running would run twice alongside their re-run: on
+    other hosts (a remote executor's attempts, from any host), then on this one."""
+    if executor is not None:
+        for line in placed.stop_remote(executor, prior, wf.kill_grace):
+            plugins.warn(line)
+    if prior.host != socket.gethostname():
+        return
+    for rec in prior.steps.values():
+        if rec.pid and stop_orphan(rec.pid, prior.run_id, wf.kill_grace):
+            again = "starting a new run" if new_run else "running it again"
+            plugins.warn(f"step {rec.name!r} of crashed run {prior.run_id} was still "
+                         f"running (pid {rec.pid}); stopped it before {again}")
+        rec.pid = None
+    if prior.status not in (RUNNING, CRASHED):
+        return  # it ended properly: what is left was kept on purpose (keep_children)
+    left = stop_leftovers(prior.run_id, wf.kill_grace)
+    if left:
+        plugins.warn(f"crashed run {prior.run_id} had {len(left)} process(es) it had not "
+                     f"recorded still running (pid {', '.join(map(str, sorted(left)))}); "
+                     "stopped them")

@@ -1,0 +1,115 @@
+"""The ASGI app of `flowsh serve`: the API, the pages, and the guard in front of both.
+
+The guard: a token (Bearer header, or the cookie a `?token=` link sets) when the server
+has one, compared in constant time; the Host header checked on loopback (a DNS-rebinding
+page cannot talk to it); POSTs carry the CSRF token and are refused under --read-only.
+"""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flowsh.errors import FlowshError
+from flowsh.web import api, pages
+from flowsh.web.config import ServeConfig, is_loopback, secret_matches
+
+TOKEN_COOKIE = "flowsh_token"
+HEADERS = [
+    (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # a `?token=` link must not leak onwards
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'"),
+]
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, cfg: ServeConfig) -> None:
+        self.app, self.cfg = app, cfg
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = self._refuse(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _refuse(self, request: Request) -> Response | None:
+        cfg, path = self.cfg, request.url.path
+        if is_loopback(cfg.host):
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+            if not is_loopback(host):
+                return _error(400, f"unexpected Host {host!r} for a loopback server", 2)
+        if cfg.token is not None:
+            query_token = request.query_params.get("token")
+            if request.method == "GET" and secret_matches(query_token, cfg.token):
+                # A link with the token logs the browser in; the address bar loses it.
+                rest = urlencode([(k, v) for k, v in parse_qsl(request.url.query)
+                                  if k != "token"])
+                target = path + (f"?{rest}" if rest else "")
+                resp = RedirectResponse(target, 303)
+                resp.set_cookie(TOKEN_COOKIE, cfg.token, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")
+                return resp
+            auth = request.headers.get("authorization", "")
+            bearer = auth[7:] if auth.lower().startswith("bearer ") else None
+            cookie = SimpleCookie(request.headers.get("cookie", "")).get(TOKEN_COOKIE)
+            from_cookie = cookie.value if cookie else None
+            if not (secret_matches(bearer, cfg.token)
+                    or secret_matches(from_cookie, cfg.token)):
+                return _error(401, "this server needs its token: open the URL "
+                              "`flowsh serve` printed, or send Authorization: Bearer TOKEN", 2)
+        if request.method == "POST":
+            if cfg.read_only:
+                return _error(403, "this server is read-only (--read-only)", 2)
+            # Pages post forms with the token in a field (checked in pages.py).
+            if path.startswith("/api/") and not secret_matches(request.headers.get("x-csrf-token"),
+                                                      cfg.csrf_token):
+                return _error(403, "missing or wrong X-CSRF-Token (GET /api/v1/session)", 2)
+        return None
+
+
+def _error(status: int, message: str, code: int) -> Response:
+    return JSONResponse({"error": message, "exit_code": code}, status)
+
+
+async def _flowsh_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlowshError)
+    if request.url.path.startswith("/api/"):
+        return api.error_response(exc)
+    return pages.error_page(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(("/api/", "/metrics")) or exc.status_code != 404:
+        return JSONResponse({"error": exc.detail, "exit_code": 4 if exc.status_code == 404
+                             else 2}, exc.status_code, headers=exc.headers)
+    return pages.not_found(request)
+
+
+def create_app(cfg: ServeConfig) -> Starlette:
+    app = Starlette(
+        routes=[*api.ROUTES, *pages.ROUTES],
+        middleware=[Middleware(Guard, cfg=cfg)],
+        exception_handlers={FlowshError: _flowsh_error, HTTPException: _http_error},
+    )
+    app.state.cfg = cfg
+    return app

@@ -1,0 +1,218 @@
+"""YAML source text -> data, keeping each key's and value's line and column.
+
+Shared by everything that reads a user's YAML (workflow files, the user config, bash
+libraries' positions) so an error can point at FILE:LINE:COL; pydantic's error locations
+are described here too, in the words the user wrote.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from flowsh.errors import WorkflowError
+from flowsh.model import IDENT, Workflow
+
+Loc = tuple[str | int, ...]
+
+
+class Positions:
+    """Line/column (1-based) of keys and values in a file, by key path.
+
+    For YAML the file's text is kept and composed again only when an error needs a
+    position, so a valid file pays nothing for it, in time or memory (a node tree is
+    several times the size of the data). `keys` and `values` hold positions set by hand
+    (seed-style bash files) and win over the tree.
+    """
+
+    def __init__(self, path: Path | None, text: str | None = None) -> None:
+        self.path = path
+        self._text = text
+        self._root: yaml.Node | None = None
+        self.keys: dict[Loc, tuple[int, int]] = {}
+        self.values: dict[Loc, tuple[int, int]] = {}
+
+    @property
+    def root(self) -> yaml.Node | None:
+        if self._root is None and self._text is not None:
+            try:
+                self._root = yaml.compose(self._text, Loader=_Composer)
+            except yaml.YAMLError:
+                self._root = None
+            self._text = None
+        return self._root
+
+    def _from_tree(self, loc: Loc, *, key: bool) -> tuple[int, int] | None:
+        node, key_mark = self.root, None
+        if node is None:
+            return None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                        node, key_mark = v, k.start_mark
+                        break
+                else:
+                    return None
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                node, key_mark = node.value[part], None
+            else:
+                return None
+        mark = key_mark if key and key_mark is not None else node.start_mark
+        return (mark.line + 1, mark.column + 1)
+
+    def has(self, loc: Loc) -> bool:
+        loc = tuple(loc)
+        return loc in self.values or loc in self.keys or \
+            self._from_tree(loc, key=False) is not None
+
+    def find(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
+        table = self.keys if key else self.values
+        loc = tuple(loc)
+        while loc:
+            if loc in table:
+                return table[loc]
+            if loc in self.values:
+                return self.values[loc]
+            found = self._from_tree(loc, key=key)
+            if found is not None:
+                return found
+            loc = loc[:-1]
+        if self.root is not None:
+            return (self.root.start_mark.line + 1, self.root.start_mark.column + 1)
+        return (1, 1) if self.values or self.keys else (None, None)
+
+    def error(self, message: str, loc: Loc = (), *, key: bool = False) -> WorkflowError:
+        line, col = self.find(loc, key=key)
+        return WorkflowError(message, path=self.path, line=line, col=col)
+
+
+# libyaml's parser when PyYAML was built with it (about 3x faster on large files); the
+# node tree, and so every line and column, is the same either way.
+_Composer: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _BadKey(Exception):
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor that refuses duplicate and non-scalar mapping keys (PyYAML keeps
+    the last of two duplicates without a word: a mistyped second `run:` would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # resolves `<<:` merge keys
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise _BadKey("mapping keys must be plain strings", key_node.start_mark)
+            key = str(key)
+            if key in out:
+                raise _BadKey(f"duplicate key {key!r}", key_node.start_mark)
+            out[key] = self.construct_object(value_node, deep=deep)
+        return out
+
+
+def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
+    try:
+        node = yaml.compose(text, Loader=_Composer)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise WorkflowError(
+            f"malformed YAML: {problem}",
+            path=path,
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"malformed YAML: {exc}", path=path) from None
+    if node is None:
+        raise WorkflowError("the file is empty", path=path, line=1, col=1)
+    try:
+        data = _Constructor().construct_document(node)
+    except _BadKey as exc:
+        raise WorkflowError(str(exc), path=path, line=exc.mark.line + 1,
+                            col=exc.mark.column + 1) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise WorkflowError(
+            f"malformed YAML: {exc.problem}",
+            path=path,
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
+        ) from None
+    return data, Positions(path, text)
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Known keys of the mapping at `loc`, for "did you mean" hints."""
+    cls: Any = Workflow
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None) or (ann,)
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        cls = nested[0]
+    names = []
+    for name, field in cls.model_fields.items():
+        if field.exclude:
+            continue
+        names.append(field.alias or name)
+    return names
+
+
+def _where(loc: Loc, data: Any) -> str:
+    """``step 'extract': timeout`` rather than ``steps.0.timeout``."""
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        try:
+            name = data["steps"][loc[1]].get("name")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = None
+        head = f"step {name!r}" if name else f"step #{loc[1] + 1}"
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"{head} key {rest!r}" if rest else head
+    return f"key {'.'.join(str(p) for p in loc)!r}" if loc else "workflow"
+
+
+def describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    # pydantic puts validator-internal parts (function-after[...]) in loc; drop them.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    where = _where(loc, data)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        message = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        return message, loc, True
+    if kind == "missing":
+        return f"{_where(loc[:-1], data)}: missing required key {str(loc[-1])!r}", loc[:-1], False
+    if loc[:1] == ("required_params",):  # `day:` entries, split out of params by the model
+        params = data.get("params") if isinstance(data, dict) else None
+        bad = [k for k in (params or {}) if not IDENT.match(str(k))]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return f"key 'params': {msg}", ("params", *bad[:1]), True
+    if kind == "string_type" and len(loc) == 2 and loc[0] in ("params", "env"):
+        return (f"{loc[0]} {loc[1]!r}: the value must be text (a string, number or "
+                "boolean)" + ("; no value makes it required" if loc[0] == "params" else ""),
+                loc, False)
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{where}: {msg}", loc, False
