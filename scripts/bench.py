@@ -775,26 +775,39 @@ def celery_figures(bench: Bench) -> None:
     one = chain_yaml(bench.work / "cone.yaml", 1)
     raw: dict[str, Any] = {}
 
+    recorded: list[float] = []  # the run's own duration, as `flowsh history` shows it
+
     def run(flow: Path, executor: str) -> Child:
         env = cluster.env(bench.env())
-        return run_child([bench.flowsh, "run", str(flow), "--quiet", "--executor", executor],
-                         env=env, cwd=str(bench.work))
+        child = run_child([bench.flowsh, "run", str(flow), "--quiet", "--executor", executor],
+                          env=env, cwd=str(bench.work))
+        out = subprocess.run([bench.flowsh, "history", "--json", "-n", "1"], env=env,
+                             capture_output=True, text=True, check=False).stdout
+        with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+            recorded.append(float(json.loads(out)[0]["duration"]))
+        return child
 
     try:
         started = 0
-        walls = {}
+        walls, runs = {}, {}
         for workers in (1, 2, 4):
             cluster.start(workers - started, 4)
             started = workers
+            recorded.clear()
             walls[workers] = median_child(bench.repeats, lambda: run(fan, "celery"),
                                           f"celery fan-out on {workers}").wall
-        base = walls[1]
-        for workers, wall in walls.items():
-            speedup = base / wall
-            bench.report.add(Row(f"celery: fan-out {n_fan} x sleep 1 on {workers} worker(s)",
-                                 wall, "s", target=f"speed-up >= {0.9 * workers:.1f}",
-                                 ok=speedup >= 0.9 * workers - 1e-9))
-        raw["fanout_s"] = walls
+            runs[workers] = statistics.median(recorded) if recorded else walls[workers]
+        # Two views: the process's wall time (flowsh's own start-up included, the same on
+        # any number of workers) and the run's recorded duration (first step to last).
+        for label, times in (("wall", walls), ("run", runs)):
+            for workers, t in times.items():
+                speedup = times[1] / t
+                bench.report.add(Row(
+                    f"celery: fan-out {n_fan} x sleep 1 on {workers} worker(s), {label}", t, "s",
+                    target=f"speed-up >= {0.9 * workers:.1f}", note=f"speed-up {speedup:.2f}",
+                    ok=speedup >= 0.9 * workers - 1e-9))
+        raw["fanout_wall_s"] = walls
+        raw["fanout_run_s"] = runs
         cluster.stop()
         cluster.start(1, 1)
         local = median_child(bench.repeats, lambda: run(chain, "local"), "local chain").wall
