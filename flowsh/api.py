@@ -19,6 +19,8 @@ Protocols a plugin implements:
   pairs of ``flowsh export``.
 * `Executor` — where a step's process runs: ``start(StepRequest)``, ``wait(timeout)``
   yielding ``(key, Outcome)``, ``wake()``, ``cancel_all()``, ``running()``, ``close()``.
+  A `RemoteExecutor` adds ``placements()`` (where each attempt runs, recorded) and
+  ``stop_remote(run_id, keys, kill_grace)`` (a resume stops what a dead runner left).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from flowsh.executor import Executor as Executor
     from flowsh.executor import Outcome as Outcome
     from flowsh.executor import OutputCallback as OutputCallback
+    from flowsh.executor import Placement as Placement
+    from flowsh.executor import RemoteExecutor as RemoteExecutor
     from flowsh.executor import StepRequest as StepRequest
     from flowsh.executor import WakePipe as WakePipe
     from flowsh.hookspecs import Register as Register
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
     from flowsh.state import StateBackend as StateBackend
     from flowsh.state import Status as Status
     from flowsh.state import StepRecord as StepRecord
+    from flowsh.survivors import tagged as tagged
 
 
 class Scheduler(Protocol):
@@ -106,6 +111,7 @@ _WHERE = {
     "EXIT_TIMEOUT": "flowsh.executor", "Executor": "flowsh.executor",
     "Outcome": "flowsh.executor", "OutputCallback": "flowsh.executor",
     "StepRequest": "flowsh.executor", "WakePipe": "flowsh.executor",
+    "Placement": "flowsh.executor", "RemoteExecutor": "flowsh.executor",
     "Register": "flowsh.hookspecs",
     "post_json": "flowsh.http", "url_for_errors": "flowsh.http",
     "load_workflow": "flowsh.loader",
@@ -115,7 +121,7 @@ _WHERE = {
                      "get_list", "get_number", "get_str", "log_tail"), "flowsh.notify"),
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
-    "LocalExecutor": "flowsh.process",
+    "LocalExecutor": "flowsh.process", "tagged": "flowsh.survivors",
     "Reporter": "flowsh.runopts",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
@@ -144,7 +150,9 @@ __all__ = [
     "Notify",
     "Outcome",
     "OutputCallback",
+    "Placement",
     "Register",
+    "RemoteExecutor",
     "Reporter",
     "RunContext",
     "RunRecord",
@@ -175,6 +183,7 @@ __all__ = [
     "parse_duration",
     "post_json",
     "reset_plugins",
+    "tagged",
     "url_for_errors",
     "warn",
 ]

@@ -62,6 +62,9 @@ class IfTests:
             kill_grace=self.wf.kill_grace,
             echo=False,
             discard_stdout=True,
+            queue=step.queue,
+            queue_timeout=step.queue_timeout or self.wf.queue_timeout,
+            run_id=env.get("FLOWSH_RUN_ID", ""),
         ))
 
     def finish(self, step: Step, rec: StepRecord, outcome: Outcome) -> Verdict:

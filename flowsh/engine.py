@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flowsh import plugins, steplog
+from flowsh import placed, plugins, steplog
 from flowsh.conditions import IF_KEY, IfTests
 from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
@@ -157,9 +157,9 @@ class Engine:
             params = self.renv.masked_params()
             if self.opt.resume is not None:
                 run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
-                              params, self.opt.only)
+                              params, self.opt.only, self.executor)
             else:
-                run = new_run(self.backend, self.wf, run_id, params)
+                run = new_run(self.backend, self.wf, run_id, params, self.executor)
             self.run = run
             self.events = Dispatcher(RunContext(
                 run=run, workflow=self.wf, masker=self.renv.mask, run_dir=self.run_dir,
@@ -260,6 +260,8 @@ class Engine:
                 timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
                 for key, outcome in self.executor.wait(timeout):
                     self._on_outcome(key, outcome)
+                for rec in placed.apply(self.executor, self.run.steps):
+                    self.backend.save_step(self.run, rec)
             elif timeout:
                 # In slices: a long retry backoff must not starve the heartbeat that tells
                 # other hosts this runner lives (store.check_liveness, STALE_AFTER).
@@ -353,7 +355,12 @@ class Engine:
             timeout=step.timeout,
             kill_grace=self.wf.kill_grace,
             keep_children=step.keep_children,
+            queue=step.queue,
+            queue_timeout=step.queue_timeout or self.wf.queue_timeout,
+            run_id=self.run.run_id,
         ))
+        rec.task_id = rec.queue = rec.worker = rec.queued_at = None
+        placed.apply(self.executor, self.run.steps)
         # Recorded once started, with its pid: a crash before this line leaves the step
         # `pending` (run again on resume); after it, resume can stop the orphan first.
         self.backend.save_step(self.run, rec)
@@ -389,8 +396,10 @@ class Engine:
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
+        placed.record(rec, outcome.placement)
         kind = exit_kind(step, outcome)
-        outputs, bad = self.renv.take_outputs(self.run_dir, name, read=kind == "ok")
+        outputs, bad = self.renv.take_outputs(self.run_dir, name, read=kind == "ok",
+                                              text=outcome.outputs)
         if kind == "skip":  # outputs discarded, as for a failure; dependents run
             self._skip(rec, SkipReason.EXIT_CODE, f"exit {outcome.exit_code}")
             return

@@ -31,6 +31,23 @@ class StepRequest:
     keep_children: bool = False  # a normal exit does not stop what the step left running
     echo: bool = True  # pass output lines to on_output (an `if:` test's are only logged)
     discard_stdout: bool = False  # stdout to /dev/null, only stderr logged (an `if:` test)
+    # Where a remote executor sends the step (`queue:`), and how long the step may wait
+    # there for a worker (`queue_timeout:`); the local executor starts steps at once.
+    queue: str | None = None
+    queue_timeout: float | None = None
+    run_id: str = ""  # the run the step belongs to (a remote worker checks it is live)
+
+
+@dataclass
+class Placement:
+    """Where and when an attempt runs, for executors that send steps elsewhere: recorded
+    in the step's record as soon as known (submitted, then started by a worker)."""
+
+    task_id: str
+    queue: str | None = None
+    queued_at: float | None = None
+    worker: str | None = None
+    started_at: float | None = None  # when the worker started it (run time counts from here)
 
 
 @dataclass
@@ -43,6 +60,10 @@ class Outcome:
     interrupted: bool = False
     error: str | None = None  # the process could not start (no such file, permission...)
     extra: dict[str, str] = field(default_factory=dict)
+    placement: Placement | None = None  # a remote attempt: where it ran
+    # What the step wrote to $FLOWSH_OUTPUT, when the executor brings it back itself (a
+    # remote step's file is on another host); None: the engine reads the local file.
+    outputs: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,3 +140,17 @@ class Executor(Protocol):
     def running(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+class RemoteExecutor(Executor, Protocol):
+    """An executor whose steps run on other hosts. The engine records each attempt's
+    `Placement` and, when resuming a crashed run, asks it to stop what that run left."""
+
+    def placements(self) -> dict[str, Placement]:
+        """Placements that changed since the last call, by job key (after `start`, and
+        when a worker starts the job; `wait` returns early when one changes)."""
+
+    def stop_remote(self, run_id: str, keys: list[str], kill_grace: float) -> list[str]:
+        """Make sure no attempt of these jobs of run `run_id`, submitted by a runner that
+        is gone, runs or will run: stop the running ones and return once each is confirmed
+        stopped; return one warning line per attempt stopped."""

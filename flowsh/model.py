@@ -168,6 +168,15 @@ class Step(_Frozen):
         "its dependents still run.")
     success_on: list[OwnExitCode] = Field(
         default_factory=list, description="These exit codes count as success, like 0.")
+    queue: str | None = Field(
+        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="Executor queue (host group) this step runs on; the local executor "
+                    "and exports ignore it.",
+    )
+    queue_timeout: Duration | None = Field(
+        None, description="Fail the step when no worker has started it this long after "
+                          "it was submitted (remote executors).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -264,6 +273,9 @@ class Workflow(_Frozen):
         5.0, description="After a timeout or Ctrl-C: wait this long after TERM before KILL."
     )
     state: str | None = Field(None, description="State URL, e.g. sqlite:///path or json:///dir.")
+    queue_timeout: Duration | None = Field(
+        None, description="Default `queue_timeout` of the steps (remote executors)."
+    )
     executor: str = Field(
         "local", description="Where steps run: `local`, or one a plugin adds (e.g. `celery`)."
     )

@@ -12,7 +12,8 @@ import socket
 import time
 from collections.abc import Iterable
 
-from flowsh import plugins
+from flowsh import placed, plugins
+from flowsh.executor import Executor
 from flowsh.model import Workflow
 from flowsh.state import (
     CRASHED,
@@ -39,9 +40,9 @@ def definition_hash(wf: Workflow) -> str:
 
 
 def new_run(backend: StateBackend, wf: Workflow, run_id: str,
-            params: dict[str, str]) -> RunRecord:
+            params: dict[str, str], executor: Executor | None = None) -> RunRecord:
     """Record a new run, after stopping what crashed runs of the workflow left running."""
-    stop_crashed_runs(backend, wf)
+    stop_crashed_runs(backend, wf, executor)
     run = RunRecord(
         run_id=run_id,
         workflow=wf.identity,
@@ -59,11 +60,12 @@ def new_run(backend: StateBackend, wf: Workflow, run_id: str,
 
 
 def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterable[str],
-            params: dict[str, str], only: set[str] | None) -> RunRecord:
+            params: dict[str, str], only: set[str] | None,
+            executor: Executor | None = None) -> RunRecord:
     """`prior`, running again. Without `only`, every step that did not succeed runs again
     (and every `always` step: they are the run's `finally`); with `only` (flowsh retry),
     exactly those steps, whatever they were."""
-    stop_orphans(wf, prior)
+    stop_orphans(wf, prior, executor=executor)
     steps = {s.name: s for s in wf.steps}
     run = prior
     run.status = RUNNING
@@ -89,7 +91,8 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterab
     return run
 
 
-def stop_crashed_runs(backend: StateBackend, wf: Workflow) -> None:
+def stop_crashed_runs(backend: StateBackend, wf: Workflow,
+                      executor: Executor | None = None) -> None:
     """A new run of this identity must not overlap what a runner killed with -9 left
     running (the lock died with it): such runs are marked crashed and their steps
     stopped first, as a resume would (flowsh wrap from cron is always a new run)."""
@@ -100,11 +103,16 @@ def stop_crashed_runs(backend: StateBackend, wf: Workflow) -> None:
         if run.status != RUNNING:
             if not run.steps:
                 run = backend.load_run(run.run_id)
-            stop_orphans(wf, run, new_run=True)
+            stop_orphans(wf, run, new_run=True, executor=executor)
 
 
-def stop_orphans(wf: Workflow, prior: RunRecord, *, new_run: bool = False) -> None:
-    """Steps a crashed runner left running would run twice alongside their re-run."""
+def stop_orphans(wf: Workflow, prior: RunRecord, *, new_run: bool = False,
+                 executor: Executor | None = None) -> None:
+    """Steps a crashed runner left running would run twice alongside their re-run: on
+    other hosts (a remote executor's attempts, from any host), then on this one."""
+    if executor is not None:
+        for line in placed.stop_remote(executor, prior, wf.kill_grace):
+            plugins.warn(line)
     if prior.host != socket.gethostname():
         return
     for rec in prior.steps.values():

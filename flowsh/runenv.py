@@ -15,7 +15,7 @@ from flowsh import plugins, steplog
 from flowsh.errors import UsageError
 from flowsh.libstate import LibraryState, key
 from flowsh.model import SECRET_NAME, Step, Workflow
-from flowsh.outputs import OutputError, read_outputs
+from flowsh.outputs import OutputError, parse_outputs, read_outputs
 from flowsh.secrets import MASK, Masker, load_secret_outputs, save_secret_outputs
 from flowsh.state import RunRecord
 from flowsh.steps import base_environment, env_file_values, library_files
@@ -120,17 +120,19 @@ class RunEnvironment:
         self.mask.add(real.values())
         return {**outputs, **real}
 
-    def take_outputs(self, run_dir: Path, name: str, *,
-                     read: bool) -> tuple[dict[str, str], str | None]:
+    def take_outputs(self, run_dir: Path, name: str, *, read: bool,
+                     text: str | None = None) -> tuple[dict[str, str], str | None]:
         """A finished step's outputs file: its values (when `read`: the step succeeded)
         or what is wrong with it. Read once and removed: the store keeps them (secret
         values only in the 0600 secret-outputs file, dropped when the run succeeds); the
-        step's own file would keep them in clear."""
+        step's own file would keep them in clear. `text`: the outputs an executor brought
+        back itself (Outcome.outputs, a remote step's), parsed instead of the file."""
         out_file = run_dir / f"{name}.out"
         outputs: dict[str, str] = {}
         bad = None
         try:
-            outputs = read_outputs(out_file)
+            outputs = read_outputs(out_file) if text is None else \
+                parse_outputs(text.encode())
         except OutputError as exc:
             bad = self.mask(str(exc))
         out_file.unlink(missing_ok=True)

@@ -93,6 +93,19 @@ class StepRecord:
         if self.skip_reason is None:
             return self.message == "condition false"
         return self.skip_reason in DEPENDENTS_RUN
+    # A remote attempt (a Celery task): its id, where it was sent, which worker took it and
+    # when it was submitted; started_at is then when the worker started it.
+    task_id: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    queued_at: float | None = None
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds the attempt waited for a worker (None for a local step)."""
+        if self.queued_at is None:
+            return None
+        return (self.started_at or self.ended_at or _now()) - self.queued_at
 
     @property
     def duration(self) -> float | None:
@@ -176,6 +189,7 @@ _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
+    "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here

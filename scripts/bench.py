@@ -16,6 +16,7 @@ Nothing here asserts: the benchmark reports, people judge. See docs/performance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -782,6 +783,124 @@ def compile_flowsh(flowsh: str) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class CeleryCluster:
+    """Real Celery workers (flowsh-celery) on this machine for the `celery` figures: Redis
+    db FLOWSH_BENCH_REDIS (default 11, flushed), queues unique to this run."""
+
+    def __init__(self, work: Path) -> None:
+        import uuid
+
+        self.redis = os.environ.get("FLOWSH_BENCH_REDIS", "redis://127.0.0.1:6379/11")
+        self.work = work
+        self.queue = f"bench-{uuid.uuid4().hex[:8]}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n: int, concurrency: int) -> None:
+        import redis
+
+        r = redis.Redis.from_url(self.redis)
+        names = []
+        for i in range(n):
+            name = f"bench{i}-{self.queue}@{platform.node()}"
+            host = self.work / f"host{i}"
+            host.mkdir(exist_ok=True)
+            env = {**os.environ, "FLOWSH_CELERY_BROKER": self.redis,
+                   "FLOWSH_CELERY_BACKEND": self.redis}
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
+                 "-Q", self.queue, "-n", name, "-c", str(concurrency), "-l", "WARNING",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                env=env, cwd=host, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+            names.append(name)
+        deadline = time.monotonic() + 120
+        while not all(r.exists(f"flowsh:worker:{n}") for n in names):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: celery workers not ready after 120 s")
+            time.sleep(0.2)
+        r.close()
+
+    def stop(self) -> None:
+        import signal
+
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        self.procs.clear()
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        return {**base, "FLOWSH_CELERY_BROKER": self.redis, "FLOWSH_CELERY_BACKEND": self.redis,
+                "FLOWSH_CELERY_QUEUE": self.queue, "FLOWSH_LOAD_ENTRYPOINTS": "1"}
+
+
+def celery_figures(bench: Bench) -> None:
+    """Fan-out speed-up on 1, 2 and 4 workers (-c 4), per-step overhead over local on a
+    chain of `true` steps, and fixed start-up (one `true` step)."""
+    quick = bench.args.quick
+    n_fan, secs = 32, 1.0
+    n_chain = 50 if quick else 200
+    cluster = CeleryCluster(bench.work)
+    print(f"celery: fan-out of {n_fan} x sleep {secs:g} on 1/2/4 workers (-c 4); chain of "
+          f"{n_chain} true; one true", file=sys.stderr)
+    fan = fanout_yaml(bench.work / "cfan.yaml", n_fan, secs)
+    fan.write_text(fan.read_text().replace("steps:", "concurrency: 32\nsteps:", 1))
+    chain = chain_yaml(bench.work / "cchain.yaml", n_chain)
+    one = chain_yaml(bench.work / "cone.yaml", 1)
+    raw: dict[str, Any] = {}
+
+    recorded: list[float] = []  # the run's own duration, as `flowsh history` shows it
+
+    def run(flow: Path, executor: str) -> Child:
+        env = cluster.env(bench.env())
+        child = run_child([bench.flowsh, "run", str(flow), "--quiet", "--executor", executor],
+                          env=env, cwd=str(bench.work))
+        out = subprocess.run([bench.flowsh, "history", "--json", "-n", "1"], env=env,
+                             capture_output=True, text=True, check=False).stdout
+        with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+            recorded.append(float(json.loads(out)[0]["duration"]))
+        return child
+
+    try:
+        started = 0
+        walls, runs = {}, {}
+        for workers in (1, 2, 4):
+            cluster.start(workers - started, 4)
+            started = workers
+            recorded.clear()
+            walls[workers] = median_child(bench.repeats, lambda: run(fan, "celery"),
+                                          f"celery fan-out on {workers}").wall
+            runs[workers] = statistics.median(recorded) if recorded else walls[workers]
+        # Two views: the process's wall time (flowsh's own start-up included, the same on
+        # any number of workers) and the run's recorded duration (first step to last).
+        for label, times in (("wall", walls), ("run", runs)):
+            for workers, t in times.items():
+                speedup = times[1] / t
+                bench.report.add(Row(
+                    f"celery: fan-out {n_fan} x sleep 1 on {workers} worker(s), {label}", t, "s",
+                    target=f"speed-up >= {0.9 * workers:.1f}", note=f"speed-up {speedup:.2f}",
+                    ok=speedup >= 0.9 * workers - 1e-9))
+        raw["fanout_wall_s"] = walls
+        raw["fanout_run_s"] = runs
+        cluster.stop()
+        cluster.start(1, 1)
+        local = median_child(bench.repeats, lambda: run(chain, "local"), "local chain").wall
+        remote = median_child(bench.repeats, lambda: run(chain, "celery"), "celery chain").wall
+        per_step = (remote - local) / n_chain
+        bench.report.add(Row(f"celery: overhead per step over local (chain of {n_chain})",
+                             per_step * MS, "ms", target="<= 10 ms", ok=per_step <= 0.010))
+        local1 = median_child(bench.repeats, lambda: run(one, "local"), "local one").wall
+        remote1 = median_child(bench.repeats, lambda: run(one, "celery"), "celery one").wall
+        fixed = remote1 - local1 - per_step
+        bench.report.add(Row("celery: fixed start-up over local (one step)", fixed * MS, "ms",
+                             target="<= 300 ms", ok=fixed <= 0.3))
+        raw.update(chain_local_s=local, chain_celery_s=remote, one_local_s=local1,
+                   one_celery_s=remote1)
+    finally:
+        cluster.stop()
+    bench.report.raw["celery"] = raw
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="smaller N, 1 repeat: < 1 minute")
@@ -789,7 +908,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
     ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
     ap.add_argument("--only", default="",
-                    help="comma list of w1,w2,w3,w4,w5,spawn,export,web")
+                    help="comma list of w1,w2,w3,w4,w5,spawn,export,web,celery (celery: real "
+                         "workers, needs Redis and plugins/flowsh-celery; not by default)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
     if args.flowsh is None:
@@ -810,7 +930,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         for w in wanted:
-            getattr(bench, w)()
+            if w == "celery":
+                celery_figures(bench)
+            else:
+                getattr(bench, w)()
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,8 @@
 """The flowsh-celery distribution (plugins/flowsh-celery), installed with pip like a user would.
 
-Its own tests need a real Redis (redis://127.0.0.1:6379/5, flushed) and start a real Celery
-worker; they run here as a separate pytest process, with their own conftest.
+Its own tests need a real Redis (redis://127.0.0.1:6379/8, flushed; db 9 too) and RabbitMQ,
+and start real Celery workers; they run here as a separate pytest process, with their own
+conftest.
 """
 
 from __future__ import annotations
@@ -59,6 +60,6 @@ def test_executor_unknown_without_the_plugin(write_flow):
 def test_the_plugins_own_suite_against_redis_and_a_real_worker(celery_plugin):
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
-        cwd=PLUGIN, capture_output=True, text=True, check=False, timeout=240)
+        cwd=PLUGIN, capture_output=True, text=True, check=False, timeout=900)
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
     assert " passed" in res.stdout and "skipped" not in res.stdout

@@ -63,18 +63,23 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (run_id, name)
 );
 """
-
 # Each entry takes the schema from version i (PRAGMA user_version) to i + 1. SCHEMA above is
 # version 0 and never changes: a database of any earlier flowsh is migrated in place, once,
 # by whichever process opens it first (BEGIN IMMEDIATE serializes them).
 MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE steps ADD COLUMN skip_reason TEXT",
+    # Where a remote attempt runs (flowsh-celery): task id, queue, worker, submission time.
+    "ALTER TABLE steps ADD COLUMN task_id TEXT",
+    "ALTER TABLE steps ADD COLUMN queue TEXT",
+    "ALTER TABLE steps ADD COLUMN worker TEXT",
+    "ALTER TABLE steps ADD COLUMN queued_at REAL",
 )
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
-             "ended_at", "outputs", "log_path", "message", "pid", "skip_reason")
+             "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
+             "queue", "worker", "queued_at")
 
 
 class SQLiteBackend:
@@ -193,7 +198,8 @@ class SQLiteBackend:
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
-                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason)
+                s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason,
+                s.task_id, s.queue, s.worker, s.queued_at)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:

@@ -14,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RUNNING, RunRecord, StateBackend
+from flowsh.state import RUNNING, RunRecord, StateBackend, StepRecord
 
 
 def _when(ts: float | None) -> str:
@@ -84,10 +84,23 @@ def status_cmd(
     typer.echo(f"{'STEP':<{width}}  {'STATUS':<11} {'TRIES':>5} {'TOOK':>8} {'EXIT':>5}  NOTE")
     for rec in run.steps.values():
         code = "-" if rec.exit_code is None else str(rec.exit_code)
+        note = "; ".join(x for x in (rec.message, _where(rec)) if x)
         typer.echo(f"{rec.name:<{width}}  {rec.status:<11} {rec.attempts:>5} {_took(rec):>8} "
-                   f"{code:>5}  {rec.message or ''}")
+                   f"{code:>5}  {note}")
     for line in failure_details(run, state):
         typer.echo(line)
+
+
+def _where(rec: StepRecord) -> str:
+    """A remote attempt: the worker it ran on and how long it waited for it (TOOK is the
+    run time on the worker)."""
+    if rec.task_id is None:
+        return ""
+    if rec.worker is None:
+        return f"queued on {rec.queue} (task {rec.task_id[:8]})"
+    wait = rec.queue_wait
+    waited = f", queued {format_duration(wait)}" if wait is not None else ""
+    return f"on {rec.worker} via {rec.queue}{waited}"
 
 
 TAIL_LINES = 20

@@ -122,7 +122,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, queue: str, log: Path)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("celery worker exited:\n" + log.read_text())
-            if app.control.ping(destination=[name], timeout=0.5):
+            # Ready once it also says so in the result backend: a runner checks there
+            # which workers consume its queue before it submits a step.
+            if app.control.ping(destination=[name], timeout=0.5) and \
+                    app.backend.client.exists(f"flowsh:worker:{name}"):
                 return
         raise RuntimeError("celery worker not ready after 60s:\n" + log.read_text())
     finally:

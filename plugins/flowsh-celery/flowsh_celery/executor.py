@@ -1,27 +1,63 @@
 """The flowsh side: an Executor that sends each step to a Celery queue.
 
-start() publishes the StepRequest as a task; wait() polls the results (one backend read
-per running step every `poll` seconds) between selects on a wake-up pipe, so Ctrl-C is
-seen at once; cancel_all() revokes with terminate=True, which the worker turns into TERM
-then KILL of the step's process group. The step's output and $FLOWSH_OUTPUT come back in
-the result and are written to the local log and output file, where the engine reads them.
+start() marks the attempt as the one that may run (app.py: the attempt protocol) and
+publishes the StepRequest as a task that expires with the step's queue timeout. A thread
+blocks on this runner's event list in Redis (BLPOP) and wakes wait() when a worker starts
+or ends an attempt: no per-task polling. Once a second wait() also checks deadlines: an
+attempt no worker claimed within `queue_timeout` is settled (no worker can start it
+afterwards) and fails; a started attempt whose heartbeat is gone fails as "worker lost"
+and its retry policy applies. cancel_all() settles the attempts nobody started and asks
+the workers to stop the others.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import os
 import select
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flowsh.api import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, UsageError, WakePipe
+from flowsh.api import (
+    EXIT_TIMEOUT,
+    Outcome,
+    OutputCallback,
+    Placement,
+    StepRequest,
+    UsageError,
+    WakePipe,
+)
 
-from flowsh_celery.app import TASK_NAME, make_app, settings
+from flowsh_celery.app import (
+    ADVERT_TTL,
+    DEFAULT_LOST_AFTER,
+    DEFAULT_QUEUE_TIMEOUT,
+    PREFIX,
+    RUN_TTL,
+    SETTLE,
+    TASK_NAME,
+    events_key,
+    make_app,
+    run_key,
+    settings,
+    task_key,
+    want_key,
+)
+from flowsh_celery.publish import task_envelope
 
-OPTIONS = ("broker", "backend", "queue", "poll", "connect_timeout", "result_grace")
+OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue_timeout",
+           "check_workers", "transport_options")
+# Redis transport options that matter to consumers only: the runner may publish itself.
+WORKER_SIDE_OPTIONS = {"visibility_timeout", "unacked_restore_interval",
+                       "unacked_restore_throttle"}
+TICK = 1.0  # deadlines (queue timeout, lost worker) are checked this often
+EXIT_LOST = 1  # a lost worker fails the attempt; `retries` apply
 
 
 class CeleryUnavailable(UsageError):
@@ -31,11 +67,16 @@ class CeleryUnavailable(UsageError):
 @dataclass
 class _Job:
     req: StepRequest
-    result: Any  # celery.result.AsyncResult
+    task_id: str
+    run_id: str
+    queue: str
     sent: float
-    started: float | None = None  # when the backend first said STARTED
+    queue_timeout: float
+    started: float | None = None  # when the worker claimed it
     worker: str | None = None
-    cancel_by: float | None = None  # revoked: stop waiting for the worker after this
+    cancelling: bool = False
+    suspect: bool = False  # its heartbeat was missing at the last check
+    warned: bool = False  # its log says the result backend did not answer
 
 
 def _safe(url: str) -> str:
@@ -44,8 +85,15 @@ def _safe(url: str) -> str:
     return str(maybe_sanitize_url(url))
 
 
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UsageError(f"executor 'celery': executor_options.{name} must be a number of "
+                         f"seconds > 0 (got {value!r})")
+    return float(value)
+
+
 class CeleryExecutor:
-    """Runs each step as a Celery task on whichever worker consumes `queue`."""
+    """Runs each step as a Celery task on whichever worker consumes its queue."""
 
     def __init__(
         self,
@@ -54,93 +102,199 @@ class CeleryExecutor:
         broker: str | None = None,
         backend: str | None = None,
         queue: str | None = None,
-        poll: float = 0.05,
         connect_timeout: float = 3.0,
-        result_grace: float = 60.0,
+        lost_after: float = DEFAULT_LOST_AFTER,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+        check_workers: bool = True,
+        transport_options: dict[str, Any] | None = None,
         **unknown: Any,
     ) -> None:
         if unknown:
             got = ", ".join(sorted(unknown))
             raise UsageError(f"executor 'celery': unknown executor_options {got} "
                              f"(known: {', '.join(OPTIONS)})")
-        for name, value in (("poll", poll), ("connect_timeout", connect_timeout),
-                            ("result_grace", result_grace)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise UsageError(f"executor 'celery': executor_options.{name} must be a "
-                                 f"number of seconds > 0 (got {value!r})")
+        connect_timeout = _seconds("connect_timeout", connect_timeout)
+        self.lost_after = _seconds("lost_after", lost_after)
+        if self.lost_after < 2:
+            raise UsageError("executor 'celery': executor_options.lost_after must be at "
+                             f"least 2 seconds (got {lost_after!r})")
+        self.queue_timeout = _seconds("queue_timeout", queue_timeout)
+        if not isinstance(check_workers, bool):
+            raise UsageError("executor 'celery': executor_options.check_workers must be "
+                             f"true or false (got {check_workers!r})")
+        if transport_options is not None and not isinstance(transport_options, dict):
+            raise UsageError("executor 'celery': executor_options.transport_options must "
+                             "be a mapping (e.g. {visibility_timeout: 7200})")
+        self.check_workers = check_workers
         self.on_output = on_output
         self.mask = mask
-        self.poll = float(poll)
-        self.result_grace = float(result_grace)
-        self.broker, self.backend, self.queue = settings(broker, backend, queue)
-        if self.backend is None:
+        self.broker, backend_url, self.queue = settings(broker, backend, queue)
+        if backend_url is None:
             raise UsageError(f"executor 'celery': broker {_safe(self.broker)} needs a result "
-                             "backend: set executor_options.backend or FLOWSH_CELERY_BACKEND")
-        self.app = make_app(self.broker, self.backend, self.queue, connect_timeout)
+                             "backend: set executor_options.backend or FLOWSH_CELERY_BACKEND "
+                             "(a Redis URL)")
+        if not backend_url.startswith(("redis://", "rediss://", "unix://")):
+            raise UsageError(f"executor 'celery': result backend {_safe(backend_url)} is not "
+                             "Redis; flowsh-celery keeps each attempt's liveness there and "
+                             "needs redis:// or rediss://")
+        self.backend: str = backend_url
+        self.connect_timeout = connect_timeout
+        self.transport_options = dict(transport_options or {})
+        self._app: Any = None
+        import redis
+
+        self.r = redis.Redis.from_url(self.backend, socket_connect_timeout=connect_timeout,
+                                      socket_timeout=max(connect_timeout, 10.0))
+        # A Redis broker takes the task as one LPUSH (publish.py), in the same round trip
+        # as the attempt's keys when it is the result backend too; Celery itself is then
+        # not even imported here. Transport options other than the visibility timeout
+        # (a key prefix, priorities) change where kombu puts messages: Celery does it.
+        self.fast = self.broker.startswith(("redis://", "rediss://", "unix://")) and \
+            set(self.transport_options) <= WORKER_SIDE_OPTIONS
+        self.rb = self.r if self.broker == self.backend or not self.fast else \
+            redis.Redis.from_url(self.broker, socket_connect_timeout=connect_timeout,
+                                 socket_timeout=max(connect_timeout, 10.0))
         self._check(connect_timeout)
+        self._settle = self.r.register_script(SETTLE)
+        self.client = uuid.uuid4().hex
         self._jobs: dict[str, _Job] = {}
+        self._by_task: dict[str, _Job] = {}
         self._done: list[tuple[str, Outcome]] = []
+        self._placed: dict[str, Placement] = {}
         self._wake = WakePipe()
+        self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._runs: dict[str, float] = {}  # run id -> when its liveness key was refreshed
+        self._queues_ok: dict[str, float] = {}  # queue -> when a worker was last seen on it
+        self._next_tick = 0.0
+        self._fresh = False  # a placement changed since wait() last returned
+        self._closing = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    @property
+    def app(self) -> Any:
+        """The Celery app, made when first needed (a non-Redis broker, a revoke)."""
+        if self._app is None:
+            self._app = make_app(self.broker, self.backend, self.queue, self.connect_timeout,
+                                 self.transport_options)
+        return self._app
 
     def _check(self, timeout: float) -> None:
         """Fail now, in one line, rather than hang on the first step."""
         try:
-            with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                       timeout=timeout)
+            self.r.ping()
         except Exception as exc:
-            self.app.close()
+            what = "broker" if self.broker == self.backend else "result backend"
+            raise CeleryUnavailable(
+                f"celery {what} {_safe(self.backend)} unreachable: {_reason(exc)}") from None
+        if self.broker == self.backend:
+            return  # the same Redis answered just now
+        try:
+            if self.fast:
+                self.rb.ping()
+            else:
+                with self.app.connection_for_write() as conn:
+                    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                           timeout=timeout)
+        except Exception as exc:
+            if self._app is not None:
+                self._app.close()
             raise CeleryUnavailable(
                 f"celery broker {_safe(self.broker)} unreachable: {_reason(exc)}") from None
-        backend = self.app.backend
-        client = getattr(backend, "client", None)
-        if client is not None and hasattr(client, "ping"):  # redis: the usual backend
-            try:
-                client.ping()
-            except Exception as exc:
-                self.app.close()
-                raise CeleryUnavailable(
-                    f"celery result backend {_safe(str(self.backend))} unreachable: "
-                    f"{_reason(exc)}") from None
+
+    def _revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Tell live workers at once (the cancel key reaches them within a second anyway:
+        without Celery loaded, that is enough and spares its import)."""
+        if self._app is None and self.fast:
+            return
+        with contextlib.suppress(Exception):
+            if terminate:
+                self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+            else:
+                self.app.control.revoke(task_id)
 
     # -- interface ------------------------------------------------------------------
 
-    def start(self, request: StepRequest) -> None:
+    def start(self, request: StepRequest) -> int | None:
         now = time.time()
-        self._append_to(request.log_path, "")  # exists from the start, as a local step's
+        queue = request.queue or self.queue
+        self._listen()
+        missing = self._no_worker(queue)
+        if missing is not None:
+            self._done.append((request.key, Outcome(
+                exit_code=1, started_at=now, ended_at=now, error=missing)))
+            return None
+        run_id = request.run_id or "-"
+        task_id = uuid.uuid4().hex
+        wait = request.queue_timeout or self.queue_timeout
         secrets = list(getattr(self.mask, "values", None) or [])
+        meta = {"client": self.client, "run_id": run_id, "key": request.key,
+                "lost_after": self.lost_after}
+        # argsrepr: what `celery inspect`, events and the worker's debug log show of the
+        # task; the request holds the environment (params, secrets) in clear.
+        args = [asdict(request), secrets, meta]
+        argsrepr = f"(<flowsh step {request.key}>,)"
         try:
-            # argsrepr: what `celery inspect`, events and the worker's debug log show of
-            # the task; the request holds the environment (params, secrets) in clear.
-            result = self.app.send_task(
-                TASK_NAME, args=[asdict(request), secrets], queue=self.queue,
-                argsrepr=f"(<flowsh step {request.key}>,)", kwargsrepr="{}",
-                retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
-                                          "interval_step": 0.5, "interval_max": 1})
+            # The attempt is the wanted one before any worker can see it; the run is live.
+            pipe = self.r.pipeline(transaction=False)
+            pipe.set(want_key(run_id, request.key), task_id, ex=7 * 86400)
+            if time.monotonic() - self._runs.get(run_id, -1e9) > RUN_TTL / 3:
+                pipe.set(run_key(run_id), "1", ex=RUN_TTL)
+                self._runs[run_id] = time.monotonic()
+            if self.fast:
+                message = task_envelope(TASK_NAME, task_id, queue, args, wait, argsrepr)
+                if self.rb is self.r:
+                    pipe.lpush(queue, message)
+                    pipe.execute()
+                else:
+                    pipe.execute()
+                    self.rb.lpush(queue, message)
+            else:
+                pipe.execute()
+                self.app.send_task(
+                    TASK_NAME, args=args, queue=queue, task_id=task_id, expires=wait,
+                    argsrepr=argsrepr, kwargsrepr="{}",
+                    retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
+                                              "interval_step": 0.5, "interval_max": 1})
         except Exception as exc:
             self._done.append((request.key, Outcome(
                 exit_code=127, started_at=now, ended_at=time.time(),
                 error=f"cannot send step to celery broker {_safe(self.broker)}: "
                       f"{_reason(exc)}")))
-            return
-        self._jobs[request.key] = _Job(req=request, result=result, sent=now)
+            return None
+        job = _Job(req=request, task_id=task_id, run_id=run_id, queue=queue, sent=now,
+                   queue_timeout=wait)
+        self._jobs[request.key] = job
+        self._by_task[task_id] = job
+        self._placed[request.key] = Placement(task_id=task_id, queue=queue, queued_at=now)
+        return None
+
+    def placements(self) -> dict[str, Placement]:
+        placed, self._placed = self._placed, {}
+        return placed
 
     def wait(self, timeout: float | None) -> list[tuple[str, Outcome]]:
         end = None if timeout is None else time.monotonic() + timeout
         while not self._done:
-            self._poll()
-            if self._done:
+            self._handle_events()
+            if time.monotonic() >= self._next_tick:
+                self._tick()
+            if self._done or self._fresh:
                 break
-            wait = self.poll if self._jobs else None
+            wait = max(0.0, self._next_tick - time.monotonic()) if self._jobs else None
             if end is not None:
                 left = max(0.0, end - time.monotonic())
                 wait = left if wait is None else min(wait, left)
             ready, _, _ = select.select([self._wake.read_fd], [], [], wait)
             if ready:
                 self._wake.drain()
+                if not self._events:
+                    break  # woken from outside (Ctrl-C): let the engine look
+            elif end is not None and time.monotonic() >= end:
                 break
-            if end is not None and time.monotonic() >= end:
-                break
+        self._handle_events()
+        # A worker's start is news once: a caller that does not take placements (the
+        # engine draining an interrupt) must not see wait() return at once for ever.
+        self._fresh = False
         done, self._done = self._done, []
         return done
 
@@ -149,115 +303,284 @@ class CeleryExecutor:
 
     def cancel_all(self) -> None:
         now = time.time()
-        for job in self._jobs.values():
-            if job.cancel_by is not None:
+        for key, job in list(self._jobs.items()):
+            if job.cancelling:
                 continue
-            # The worker TERMs the step's group and KILLs it after the grace period;
-            # past that (and a margin for the round trip), stop waiting for it.
-            job.cancel_by = now + job.req.kill_grace + 10.0
-            try:
-                self.app.control.revoke(job.result.id, terminate=True, signal="SIGTERM")
-            except Exception as exc:
-                self._log(job, f"flowsh: cannot revoke celery task {job.result.id}: "
-                               f"{_reason(exc)}")
+            job.cancelling = True
+            settled, claimed = self._settle_job(job, "x:cancelled")
+            if settled and not claimed:  # no worker will ever start it
+                self._finish(key, job, Outcome(exit_code=143, started_at=now, ended_at=now,
+                                               interrupted=True,
+                                               error="interrupted before a worker took it"))
+                continue
+            # Started: the worker sees the cancel key within a second and stops the step
+            # (TERM, then KILL after kill_grace); the revoke makes it immediate on a live
+            # worker. Its end (interrupted) arrives as an event; a worker that is gone is
+            # found by its missing heartbeat.
+            with contextlib.suppress(Exception):
+                self.r.set(task_key("cancel", job.task_id), "1", ex=86400)
+            self._revoke(job.task_id, terminate=True)
 
     def running(self) -> int:
         return len(self._jobs)
 
     def close(self) -> None:
-        for job in self._jobs.values():  # only after an error in the engine itself
+        for job in list(self._jobs.values()):  # only after an error in the engine itself
             with contextlib.suppress(Exception):
-                self.app.control.revoke(job.result.id, terminate=True, signal="SIGKILL")
+                self._settle_job(job, "x:closed")
+                self.r.set(task_key("cancel", job.task_id), "1", ex=86400)
         self._jobs.clear()
-        self._wake.close()
+        # The run is over: whatever of it is still queued anywhere must never start.
         with contextlib.suppress(Exception):
-            self.app.close()
+            if self._runs:
+                self.r.delete(*(run_key(r) for r in self._runs))
+        self._closing.set()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):  # unblock its BLPOP now, not in a second
+                self.r.rpush(events_key(self.client), "{}")
+            self._listener.join(timeout=3)
+        with contextlib.suppress(Exception):
+            self.r.delete(events_key(self.client))
+        self._wake.close()
+        if self._app is not None:
+            with contextlib.suppress(Exception):
+                self._app.close()
+        with contextlib.suppress(Exception):
+            self.r.close()
+            if self.rb is not self.r:
+                self.rb.close()
+
+    def stop_remote(self, run_id: str, keys: list[str], kill_grace: float) -> list[str]:
+        """Settle every attempt of these steps the dead runner left; stop the running ones
+        and wait until their heartbeat is gone (the worker stopped them, or its supervisor
+        did when the worker died). Raises rather than let a second attempt start."""
+        lines: list[str] = []
+        running: dict[str, str] = {}
+        for key in keys:
+            task_id, claimed, beating = self._settle_key(run_id, key, "x:resumed")
+            if not task_id:
+                continue
+            if not claimed:
+                lines.append(f"step {key!r} of run {run_id}: its queued celery task "
+                             f"{task_id} will not start (given up)")
+            elif beating:
+                self.r.set(task_key("cancel", task_id), "1", ex=86400)
+                self._revoke(task_id, terminate=True)
+                running[key] = task_id
+        limit = time.monotonic() + kill_grace + self.lost_after + 5
+        while running:
+            beats = self.r.exists(*[task_key("beat", t) for t in running.values()])
+            if not beats:
+                break
+            if time.monotonic() > limit:
+                left = ", ".join(f"{k} (task {t})" for k, t in running.items())
+                raise UsageError(f"run {run_id}: step {left} still runs on a worker that does "
+                                 "not confirm it stopped; not starting it again")
+            for key, task_id in list(running.items()):
+                if not self.r.exists(task_key("beat", task_id)):
+                    del running[key]
+                    lines.append(f"step {key!r} of run {run_id} was still running on a "
+                                 f"worker (celery task {task_id}); stopped it before "
+                                 "running it again")
+            time.sleep(0.1)
+        for key, task_id in running.items():
+            lines.append(f"step {key!r} of run {run_id} was still running on a worker "
+                         f"(celery task {task_id}); stopped it before running it again")
+        return lines
 
     # -- internals ------------------------------------------------------------------
 
-    def _poll(self) -> None:
-        now = time.time()
-        for key, job in list(self._jobs.items()):
+    def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        self._listener = threading.Thread(target=self._listen_loop, name="flowsh-celery",
+                                          daemon=True)
+        self._listener.start()
+
+    def _listen_loop(self) -> None:
+        """Block on this runner's event list; hand each event to wait() and wake it."""
+        import redis
+
+        r = redis.Redis.from_url(self.backend, socket_timeout=30, socket_connect_timeout=5)
+        key = events_key(self.client)
+        while not self._closing.is_set():
             try:
-                state = job.result.state
-            except Exception as exc:  # backend gone: give up on the step after the grace
-                if now - job.sent > self.result_grace:
-                    self._give_up(key, job, f"result backend unreachable: {_reason(exc)}")
+                got = r.blpop([key], timeout=1)
+            except Exception:
+                self._closing.wait(0.5)  # Redis away: deadlines are checked on our side
                 continue
-            if state in ("SUCCESS", "FAILURE", "REVOKED"):
-                self._collect(key, job, state)
-            elif job.cancel_by is not None and now >= job.cancel_by:
-                self._give_up(key, job, "worker did not confirm the cancellation",
-                              interrupted=True)
-            elif state == "STARTED" and job.started is None:
-                job.started = now
-                # Read once: each .info is a backend read, and the task may
-                # have moved on (REVOKED gives an exception) between two reads.
-                info = job.result.info
-                job.worker = info.get("hostname") if isinstance(info, dict) else None
-            elif job.started is not None and job.req.timeout and \
-                    now > job.started + job.req.timeout + job.req.kill_grace + self.result_grace:
-                # The worker enforces the timeout; silence this long means it is gone.
-                with contextlib.suppress(Exception):
-                    self.app.control.revoke(job.result.id, terminate=True, signal="SIGKILL")
-                self._give_up(key, job, f"no result from worker {job.worker or '?'} "
-                                        "after the step's timeout (worker lost?)",
-                              timed_out=True)
-
-    def _collect(self, key: str, job: _Job, state: str) -> None:
-        del self._jobs[key]
-        value = job.result.result
-        now = time.time()
-        if state == "SUCCESS" and isinstance(value, dict):
-            if value.get("dropped"):
-                self._log(job, f"flowsh: [{value['dropped']} bytes of output before this "
-                               "were left on the worker]")
-            self._emit(job, value.get("output") or "")
-            self._write_outputs(job, value.get("outputs") or "")
-            outcome = Outcome(
-                exit_code=int(value["exit_code"]),
-                started_at=float(value["started_at"]),
-                ended_at=float(value["ended_at"]),
-                signal=value.get("signal"),
-                timed_out=bool(value.get("timed_out")),
-                interrupted=bool(value.get("interrupted")) or job.cancel_by is not None,
-                error=value.get("error"),
-                extra={"worker": str(value.get("worker", "")),
-                       "worker_pid": str(value.get("pid", ""))},
-            )
-        elif state == "REVOKED" and job.cancel_by is not None:
-            self._log(job, f"flowsh: celery task {job.result.id} revoked on worker "
-                           f"{job.worker or '?'}")
-            outcome = Outcome(exit_code=143, signal=15, interrupted=True,
-                              started_at=job.started or job.sent, ended_at=now)
-        elif state == "REVOKED":
-            # Not our doing: its pool process was killed (celery reports some of those as
-            # revoked, others as WorkerLostError) or someone ran `celery control revoke`.
-            # A failure, so the step's retry policy applies; never "interrupted", which
-            # would not fail the run.
-            reason = f"celery task revoked on worker {job.worker or '?'} outside flowsh " \
-                     f"(pool process killed, or revoked by hand): {_reason(value)}"
-            self._log(job, f"flowsh: {reason}")
-            outcome = Outcome(exit_code=1, started_at=job.started or job.sent, ended_at=now,
-                              error=self._mask(reason))
-        else:
-            reason = f"celery task failed on worker {job.worker or '?'}: " \
-                     f"{type(value).__name__}: {value}"
-            self._log(job, f"flowsh: {reason}")
-            outcome = Outcome(exit_code=1, started_at=job.started or job.sent, ended_at=now,
-                              error=self._mask(reason), interrupted=job.cancel_by is not None)
+            if got is None:
+                continue
+            with contextlib.suppress(ValueError):
+                self._events.append(json.loads(got[1]))
+                self._wake.wake()
         with contextlib.suppress(Exception):
-            job.result.forget()  # the result has been copied here; keep the backend small
-        self._done.append((key, outcome))
+            r.close()
 
-    def _give_up(self, key: str, job: _Job, reason: str, *, interrupted: bool = False,
-                 timed_out: bool = False) -> None:
-        del self._jobs[key]
-        self._log(job, f"flowsh: {reason}")
-        self._done.append((key, Outcome(
-            exit_code=EXIT_TIMEOUT if timed_out else (143 if interrupted else 1),
-            started_at=job.started or job.sent, ended_at=time.time(),
-            timed_out=timed_out, interrupted=interrupted, error=self._mask(reason))))
+    def _handle_events(self) -> None:
+        while self._events:
+            ev = self._events.popleft()
+            job = self._by_task.get(str(ev.get("t")))
+            if job is None or job.req.key not in self._jobs:
+                continue
+            kind = ev.get("e")
+            if kind == "start":
+                job.started = float(ev.get("at") or time.time())
+                job.worker = str(ev.get("worker") or "?")
+                self._placed[job.req.key] = self._placement(job)
+                self._fresh = True
+            elif kind == "end":
+                self._collect(job, ev)
+            elif kind == "lost":
+                self._lost(job, str(ev.get("why") or "worker lost"))
+
+    def _placement(self, job: _Job) -> Placement:
+        return Placement(task_id=job.task_id, queue=job.queue, queued_at=job.sent,
+                         worker=job.worker, started_at=job.started)
+
+    def _tick(self) -> None:
+        """Once a second: queue deadlines, heartbeats, the runs' liveness keys."""
+        now_m = time.monotonic()
+        self._next_tick = now_m + TICK
+        if not self._jobs:
+            return
+        now = time.time()
+        try:
+            stale = [r for r, at in self._runs.items() if now_m - at > RUN_TTL / 3]
+            if stale:
+                pipe = self.r.pipeline(transaction=False)
+                for run_id in stale:
+                    pipe.set(run_key(run_id), "1", ex=RUN_TTL)
+                    self._runs[run_id] = now_m
+                pipe.execute()
+            started = [j for j in self._jobs.values() if j.started is not None]
+            if started:
+                pipe = self.r.pipeline(transaction=False)
+                for job in started:
+                    pipe.exists(task_key("beat", job.task_id))
+                beats = pipe.execute()
+                for job, beat in zip(started, beats, strict=True):
+                    if beat:
+                        job.suspect = False
+                    elif job.suspect:  # gone at two checks in a row, and no end came
+                        self._lost(job, f"worker {job.worker} lost: no heartbeat for "
+                                        f"{self.lost_after:g}s")
+                    else:
+                        job.suspect = True
+            for job in [j for j in self._jobs.values() if j.started is None]:
+                if now - job.sent > job.queue_timeout:
+                    self._queue_timeout(job)
+        except Exception as exc:
+            # The result backend is away: nothing can be decided about the attempts;
+            # they are judged again when it answers.
+            self._note_backend_error(exc)
+
+    def _note_backend_error(self, exc: BaseException) -> None:
+        for job in self._jobs.values():
+            if not job.warned:
+                self._log(job, f"flowsh: result backend {_safe(self.backend)} not "
+                               f"answering: {_reason(exc)}")
+                job.warned = True
+
+    def _queue_timeout(self, job: _Job) -> None:
+        settled, claimed = self._settle_job(job, "x:queue-timeout")
+        if claimed or not settled:
+            return  # a worker took it just now: its start event is on its way
+        self._revoke(job.task_id)
+        reason = (f"no worker started step {job.req.key!r} within its queue_timeout "
+                  f"({job.queue_timeout:g}s) on celery queue {job.queue!r}; it will not run")
+        now = time.time()
+        self._finish(job.req.key, job, Outcome(exit_code=EXIT_TIMEOUT, started_at=now,
+                                               ended_at=now, error=reason))
+
+    def _lost(self, job: _Job, why: str) -> None:
+        # Settled and told to stop, in case it is only stalled (a stopped process, a
+        # network partition): it must not come back to life next to the retry.
+        with contextlib.suppress(Exception):
+            self._settle_job(job, "x:lost")
+            self.r.set(task_key("cancel", job.task_id), "1", ex=86400)
+        now = time.time()
+        outcome = Outcome(exit_code=143 if job.cancelling else EXIT_LOST,
+                          started_at=job.started or now, ended_at=now,
+                          interrupted=job.cancelling, error=self._mask(why))
+        self._finish(job.req.key, job, outcome)
+
+    def _settle_job(self, job: _Job, value: str) -> tuple[bool, bool]:
+        """(whether this call settled the attempt, whether a worker had claimed it)."""
+        try:
+            task_id, claimed, _ = self._settle_key(job.run_id, job.req.key, value,
+                                                   expected=job.task_id)
+        except Exception:
+            return False, True
+        return bool(task_id), bool(claimed)
+
+    def _settle_key(self, run_id: str, key: str, value: str,
+                    expected: str = "") -> tuple[str, int, int]:
+        task_id, claimed, beating = self._settle(keys=[want_key(run_id, key)],
+                                                 args=[expected, value, PREFIX])
+        task_id = task_id.decode() if isinstance(task_id, bytes) else str(task_id)
+        return task_id, int(claimed), int(beating)
+
+    def _no_worker(self, queue: str) -> str | None:
+        """None when a worker consuming `queue` reports to this result backend."""
+        if not self.check_workers:
+            return None
+        now = time.monotonic()
+        if now - self._queues_ok.get(queue, -1e9) < ADVERT_TTL / 2:
+            return None
+        try:
+            names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}workers"))
+            entries = self.r.mget([f"{PREFIX}worker:{n}" for n in names]) if names else []
+        except Exception as exc:
+            return f"cannot read the workers' registry from {_safe(self.backend)}: " \
+                   f"{_reason(exc)}"
+        seen = []
+        for name, raw in zip(names, entries, strict=True):
+            if raw is None:
+                continue
+            with contextlib.suppress(ValueError):
+                info = json.loads(raw)
+                queues = info.get("queues") or []
+                if queue in queues:
+                    self._queues_ok[queue] = now
+                    return None
+                seen.append(f"{name} (queues {', '.join(queues)})")
+        found = "; workers there: " + ", ".join(seen) if seen else \
+            "; no worker reports there at all"
+        return (f"no celery worker consumes queue {queue!r} with result backend "
+                f"{_safe(self.backend)}{found}. Start one with `celery -A flowsh_celery.worker "
+                f"worker -Q {queue}` and FLOWSH_CELERY_BACKEND set to that URL, or set "
+                "executor_options.check_workers: false")
+
+    def _collect(self, job: _Job, value: dict[str, Any]) -> None:
+        if value.get("dropped"):
+            self._log(job, f"flowsh: [{value['dropped']} bytes of output before this "
+                           "were left on the worker]")
+        self._emit(job, value.get("output") or "")
+        job.worker = str(value.get("worker") or job.worker or "?")
+        if job.started is None:
+            job.started = float(value["started_at"])
+        outcome = Outcome(
+            exit_code=int(value["exit_code"]),
+            started_at=float(value["started_at"]),
+            ended_at=float(value["ended_at"]),
+            signal=value.get("signal"),
+            timed_out=bool(value.get("timed_out")),
+            interrupted=bool(value.get("interrupted")) or job.cancelling,
+            error=value.get("error"),
+            extra={"worker": job.worker, "worker_pid": str(value.get("pid", ""))},
+            outputs=str(value.get("outputs") or ""),
+        )
+        self._finish(job.req.key, job, outcome)
+
+    def _finish(self, key: str, job: _Job, outcome: Outcome) -> None:
+        self._jobs.pop(key, None)
+        self._by_task.pop(job.task_id, None)
+        self._placed.pop(key, None)
+        outcome.placement = self._placement(job)
+        if outcome.error and outcome.exit_code != 0:
+            self._log(job, f"flowsh: {outcome.error}")
+        self._done.append((key, outcome))
 
     def _mask(self, text: str) -> str:
         return self.mask(text) if self.mask is not None else text
@@ -270,7 +593,7 @@ class CeleryExecutor:
             lines.pop()
         lines = [self._mask(ln) for ln in lines]
         self._append(job, "".join(ln + "\n" for ln in lines))
-        if self.on_output is not None:
+        if self.on_output is not None and job.req.echo:
             for ln in lines:
                 self.on_output(job.req.key, ln)
 
@@ -278,24 +601,14 @@ class CeleryExecutor:
         self._append(job, self._mask(line) + "\n")
 
     def _append(self, job: _Job, text: str) -> None:
-        self._append_to(job.req.log_path, text)
+        _append_to(job.req.log_path, text)
 
-    @staticmethod
-    def _append_to(path: str, text: str) -> None:
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                if text:
-                    os.write(fd, text.encode())
-            finally:
-                os.close(fd)
 
-    @staticmethod
-    def _write_outputs(job: _Job, text: str) -> None:
-        path = job.req.env.get("FLOWSH_OUTPUT")
-        if not path:
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _append_to(path: str, text: str) -> None:
+    if not text:
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, text.encode())
         finally:

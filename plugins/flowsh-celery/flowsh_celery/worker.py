@@ -1,51 +1,105 @@
-"""The worker side: ``celery -A flowsh_celery.worker worker -Q flowsh``.
+"""The worker side: ``celery -A flowsh_celery.worker worker -Q flowsh -n w1@%h``.
 
-Configured from FLOWSH_CELERY_BROKER, FLOWSH_CELERY_BACKEND and FLOWSH_CELERY_QUEUE (the
-default queue when the worker is started without ``-Q``). The task runs a step exactly as
-``flowsh run`` would on this machine, through flowsh's own LocalExecutor: its own process
-group, the step's timeout with TERM then KILL after the grace period, a revoke (or the
-pool process being told to stop) turning into the same TERM/KILL of the step's group.
+Configured from FLOWSH_CELERY_BROKER, FLOWSH_CELERY_BACKEND, FLOWSH_CELERY_QUEUE (the
+default queue when the worker is started without ``-Q``) and
+FLOWSH_CELERY_TRANSPORT_OPTIONS (JSON). The task runs a step exactly as ``flowsh run``
+would on this machine, through flowsh's own LocalExecutor: its own process group, the
+step's timeout with TERM then KILL after the grace period.
+
+Before anything starts, the attempt is claimed (app.py): a task whose run is over, whose
+attempt was given up, or that was delivered twice does not run. While it runs, the pool
+process refreshes the attempt's heartbeat and watches for a cancel request; a forked
+supervisor (its own session, so a signal to the worker's group does not reach it) takes
+the step's processes down when the pool process dies or stops answering, and tells the
+runner at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import shutil
 import signal
 import tempfile
+import time
 from dataclasses import fields
 from typing import Any
 
-from flowsh_celery.app import TASK_NAME, make_app, settings
+from flowsh_celery.app import (
+    ADVERT_EVERY,
+    ADVERT_TTL,
+    CLAIM,
+    PREFIX,
+    TASK_NAME,
+    env_transport_options,
+    events_key,
+    make_app,
+    run_key,
+    settings,
+    task_key,
+    want_key,
+)
 
-# What travels back: the tail of the output. The whole log stays out of the result store.
+# What travels back: the tail of the output. The whole log stays out of the store.
 OUTPUT_CAP = 1 << 20
 OUTPUTS_CAP = 1 << 20
+TAG_VAR = "FLOWSH_CELERY_TASK"  # in every process of the step: found even outside its group
 
 
-def run_request(data: dict[str, Any], secrets: list[str], worker: str) -> dict[str, Any]:
+def _result(worker: str, code: int, error: str | None = None, **more: Any) -> dict[str, Any]:
+    now = time.time()
+    return {"exit_code": code, "started_at": now, "ended_at": now, "signal": None,
+            "timed_out": False, "interrupted": False, "worker": worker, "pid": os.getpid(),
+            "error": error, "output": "", "dropped": 0, "outputs": "", **more}
+
+
+_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "env"}
+
+
+def check_paths(req: dict[str, Any], worker: str) -> str | None:
+    """What the step needs from this host's filesystem and lacks, in one line."""
+    cwd = req.get("cwd", "")
+    if not os.path.isdir(cwd):
+        return (f"working directory {cwd} does not exist on worker {worker} "
+                "(flowsh-celery needs the workflow's directory at the same path)")
+    argv = list(req.get("argv") or [])
+    if not argv:
+        return None
+    if argv[0].startswith("/") and not os.path.exists(argv[0]):
+        return f"program {argv[0]} does not exist on worker {worker}"
+    # A `run:` step is [shell..., -c, text, ...]; a script step [script, args...] or
+    # [shell..., script, args...] (`shell: /usr/bin/env bash` is two words). The script is
+    # the first absolute path after the shell's words; a script's own args are left alone.
+    if "-c" in argv[1:3] or os.path.basename(argv[0]) not in _SHELLS:
+        return None
+    for arg in argv[1:3]:
+        if arg.startswith("/"):
+            if not os.path.exists(arg):
+                return f"script {arg} does not exist on worker {worker}"
+            break
+        if os.path.basename(arg) not in _SHELLS:
+            break
+    return None
+
+
+def run_request(data: dict[str, Any], secrets: list[str], worker: str,
+                beat: Any = None) -> dict[str, Any]:
     """Run one StepRequest (as a dict) here and return its outcome as a dict.
 
     The log and $FLOWSH_OUTPUT go to a private temporary directory on this machine, not
-    to the paths in the request (those are the flowsh host's): their contents are
-    returned, and flowsh writes them where the engine expects them.
+    to the paths in the request (those are the runner's host's): their contents are
+    returned. `beat(pgid)` is called about every second while the step runs; it returns
+    True when the attempt must stop.
     """
-    import time
-
     from flowsh.api import LocalExecutor, Masker, StepRequest
 
     known = {f.name for f in fields(StepRequest)}
     req_fields = {k: v for k, v in data.items() if k in known}
-    cwd = req_fields.get("cwd", "")
-    if not os.path.isdir(cwd):
-        now = time.time()
-        return {
-            "exit_code": 127, "started_at": now, "ended_at": now, "signal": None,
-            "timed_out": False, "interrupted": False, "worker": worker, "pid": os.getpid(),
-            "error": f"working directory {cwd} does not exist on worker {worker} "
-                     "(flowsh-celery needs the workflow's directory at the same path)",
-            "output": "", "dropped": 0, "outputs": "",
-        }
+    missing = check_paths(req_fields, worker)
+    if missing is not None:
+        return _result(worker, 127, missing)
     tmp = tempfile.mkdtemp(prefix="flowsh-celery-")
     try:
         log_path = os.path.join(tmp, "step.log")
@@ -68,14 +122,21 @@ def run_request(data: dict[str, Any], secrets: list[str], worker: str) -> dict[s
         # step's process group the way flowsh does on Ctrl-C, then report it.
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            executor.start(req)
+            pgid = executor.start(req)
             done: list[Any] = []
-            cancelled = False
+            cancelled = beat is not None and beat(pgid)
+            if cancelled:
+                executor.cancel_all()
+            tick = getattr(beat, "__self__", None)
+            every = float(getattr(tick, "every", 1.0))
             while not done:
                 if stop and not cancelled:
                     executor.cancel_all()
                     cancelled = True
-                done = executor.wait(None)
+                done = executor.wait(every if beat is not None else None)
+                if beat is not None and not done and beat(pgid) and not cancelled:
+                    executor.cancel_all()
+                    cancelled = True
             executor.close()
         finally:
             for s, h in old.items():
@@ -120,11 +181,194 @@ def _tail(path: str, cap: int) -> tuple[str, int]:
     return data.decode("utf-8", "replace"), dropped
 
 
+# -- the supervisor -----------------------------------------------------------------------
+# One per pool process, forked at its first attempt and kept (a fork per step cost ~10 ms
+# on a loaded 2-core host): the pool process tells it, over a pipe, which step's process
+# group it runs ("w"), that it is alive (".", at every beat) and that the step ended ("d").
+# It reads EOF when the pool process dies, however it dies.
+
+
+def _supervise(read_fd: int, backend: str, worker: str) -> None:
+    """In the forked supervisor: on EOF (the pool process died) or no tick for the
+    attempt's limit (it is stopped or hung), stop the watched step's processes, tell its
+    runner, and (on EOF) exit."""
+    with contextlib.suppress(OSError):
+        os.setsid()  # out of the worker's group: `kill -9 -WORKERPGID` leaves us running
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    # Hold nothing of the pool process's (its broker and Redis sockets, its pipes to the
+    # worker): a connection kept open here would outlive the pool process.
+    os.closerange(3, read_fd)
+    os.closerange(read_fd + 1, 1 << 16)
+    watched: dict[str, Any] | None = None
+    last = time.monotonic()
+    buf = b""
+    while True:
+        wait = None if watched is None else max(0.0, last + watched["limit"] - time.monotonic())
+        ready, _, _ = select.select([read_fd], [], [], wait)
+        if not ready:
+            if watched is not None:
+                _lost(watched, backend, f"its pool process on worker {worker} stopped "
+                                        f"answering for {watched['limit']:g}s")
+                watched = None
+            continue
+        try:
+            data = os.read(read_fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            if watched is not None:
+                _lost(watched, backend, f"its pool process on worker {worker} died")
+            os._exit(0)
+        last = time.monotonic()
+        buf += data
+        buf = buf.lstrip(b".")
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            line = line.lstrip(b".")  # ticks carry no newline of their own
+            if line.startswith(b"w "):
+                watched = json.loads(line[2:])
+            elif line == b"d":
+                watched = None
+
+
+def _lost(watched: dict[str, Any], backend: str, why: str) -> None:
+    _stop_group(int(watched["pgid"]), str(watched["task"]), float(watched["grace"]))
+    with contextlib.suppress(Exception):
+        import redis
+
+        r = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
+        key = events_key(str(watched["client"]))
+        pipe = r.pipeline()
+        pipe.delete(task_key("beat", str(watched["task"])))
+        pipe.rpush(key, json.dumps({"e": "lost", "t": watched["task"],
+                                    "why": f"{why}; its processes were stopped"}))
+        pipe.expire(key, 86400)
+        pipe.execute()
+        r.close()
+
+
+def _stop_group(pgid: int, task_id: str, grace: float) -> None:
+    from flowsh.api import tagged
+
+    def send(sig: int) -> bool:
+        alive = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+            alive = True
+        for pid in tagged(TAG_VAR, task_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                alive = True
+        return alive
+
+    if not send(signal.SIGTERM):
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            if not tagged(TAG_VAR, task_id):
+                return
+    send(signal.SIGKILL)
+
+
+_supervisor: dict[int, int] = {}  # pool pid -> write end of its supervisor's pipe
+
+
+def _supervisor_fd(backend: str, worker: str) -> int | None:
+    pid = os.getpid()
+    fd = _supervisor.get(pid)
+    if fd is not None:
+        return fd
+    _supervisor.clear()  # a fork of a pool process: its parent's supervisor is not ours
+    read_fd, write_fd = os.pipe()
+    try:
+        child = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if child == 0:
+        try:
+            os.close(write_fd)
+            _supervise(read_fd, backend, worker)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    os.set_blocking(write_fd, False)  # a stalled supervisor must never stall a step
+    _supervisor[pid] = write_fd
+    return write_fd
+
+
+class Attempt:
+    """One claimed attempt in the pool process: heartbeat, cancel watch, supervisor."""
+
+    def __init__(self, redis_client: Any, task_id: str, meta: dict[str, Any], worker: str,
+                 kill_grace: float) -> None:
+        self.r = redis_client
+        self.task_id = task_id
+        self.meta = meta
+        self.worker = worker
+        self.lost_after = float(meta.get("lost_after") or 10.0)
+        self.kill_grace = kill_grace
+        self.every = min(1.0, self.lost_after / 4)
+        # The claim set the first beat; a cancel request comes only after a claim (before
+        # it, a runner settles the attempt instead) and is seen at the next beat.
+        self.next_beat = time.monotonic() + self.every
+        self.sup_fd: int | None = None
+
+    def _tell(self, line: bytes) -> None:
+        if self.sup_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.sup_fd, line)
+
+    def beat(self, pgid: int | None) -> bool:
+        """Called about every second (and at the start); True: stop the attempt."""
+        if pgid is not None and self.sup_fd is None:
+            # This worker's own result backend: the runner's URL (a password in it) is
+            # not sent through the broker.
+            self.sup_fd = _supervisor_fd(str(_backend), self.worker)
+            # Stop within half the time the runner waits: the attempt is over before the
+            # runner starts another one.
+            self._tell(b"w " + json.dumps({
+                "pgid": pgid, "task": self.task_id, "client": self.meta["client"],
+                "limit": max(1.0, self.lost_after / 2),
+                "grace": min(self.kill_grace, self.lost_after / 4)}).encode() + b"\n")
+        else:
+            self._tell(b".")
+        now = time.monotonic()
+        if now < self.next_beat:
+            return False
+        self.next_beat = now + self.every
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.set(task_key("beat", self.task_id), "1", px=int(self.lost_after * 1000))
+            pipe.exists(task_key("cancel", self.task_id))
+            _, cancel = pipe.execute()
+        except Exception:
+            return False  # Redis away for a moment: the runner decides from its side
+        return bool(cancel)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        self._tell(b"d\n")
+        client = events_key(str(self.meta["client"]))
+        pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
+        pipe.delete(task_key("beat", self.task_id))
+        pipe.rpush(client, json.dumps({"e": "end", "t": self.task_id, **result}))
+        pipe.expire(client, 86400)
+        pipe.execute()
+
+
 def _quiet_results() -> None:
-    """Log a task's end without its result: celery's line carries the return value, which
-    holds the step's output and its $FLOWSH_OUTPUT lines, and an output named like a secret
-    (API_TOKEN=...) becomes secret only once written, too late for the worker to mask it:
-    it stayed in the worker's log in clear (SECRET-1)."""
+    """Log a task's end without its result: celery's line carries the return value, and
+    an output named like a secret becomes secret only once written, too late for the
+    worker to mask it (SECRET-1)."""
     from celery.app import trace
 
     trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
@@ -132,10 +376,97 @@ def _quiet_results() -> None:
 
 _quiet_results()
 _broker, _backend, _queue = settings()
-app = make_app(_broker, _backend, _queue)
+app = make_app(_broker, _backend, _queue, transport_options=env_transport_options())
+_clients: dict[int, Any] = {}
+
+
+def _client() -> Any:
+    """This process's Redis connection to the result backend: one per pool process (a
+    connection inherited through fork is shared with the parent, so never reused)."""
+    pid = os.getpid()
+    if pid not in _clients:
+        import redis
+
+        _clients.clear()
+        _clients[pid] = redis.Redis.from_url(str(_backend), socket_timeout=10,
+                                             socket_connect_timeout=5,
+                                             health_check_interval=30)
+    return _clients[pid]
 
 
 @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
-def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = None) -> Any:
+def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = None,
+             meta: dict[str, Any] | None = None) -> Any:
+    import logging
+
     worker = self.request.hostname or os.uname().nodename
-    return run_request(request, list(secrets or []), worker)
+    if not meta:  # sent by an older flowsh: no protocol to follow
+        return run_request(request, list(secrets or []), worker)
+    task_id = str(self.request.id)
+    r = _client()
+    started = time.time()
+    claim = r.eval(
+        CLAIM, 5, want_key(meta["run_id"], meta["key"]), run_key(meta["run_id"]),
+        task_key("claim", task_id), task_key("beat", task_id), events_key(meta["client"]),
+        task_id, json.dumps({"worker": worker, "pid": os.getpid(), "at": started}),
+        int(float(meta.get("lost_after") or 10.0) * 1000),
+        json.dumps({"e": "start", "t": task_id, "worker": worker, "pid": os.getpid(),
+                    "at": started}))
+    claim = claim.decode() if isinstance(claim, bytes) else str(claim)
+    if claim != "ok":
+        why = {"stale": "its attempt was given up (queue timeout, cancel or resume)",
+               "norun": "its run is no longer live", "dup": "it was delivered twice"}
+        logging.getLogger("flowsh_celery").warning(
+            "flowsh: not running task %s (step %s of run %s): %s", task_id, meta.get("key"),
+            meta.get("run_id"), why.get(claim, claim))
+        return {"refused": claim}
+    env = {**(request.get("env") or {}), TAG_VAR: task_id}
+    attempt = Attempt(r, task_id, meta, worker, float(request.get("kill_grace") or 5.0))
+    try:
+        result = run_request({**request, "env": env}, list(secrets or []), worker,
+                             beat=attempt.beat)
+    except Exception as exc:  # report it rather than leave the runner to time out
+        result = _result(worker, 1, f"flowsh-celery worker error: {type(exc).__name__}: {exc}")
+    attempt.finish(result)
+    return {"exit_code": result["exit_code"]}
+
+
+# -- telling runners which workers report here ---------------------------------------------
+
+
+def _advertise(consumer: Any) -> None:
+    import threading
+
+    name = consumer.hostname
+    queues = sorted(q.name for q in consumer.app.amqp.queues.consume_from.values()) \
+        if consumer.app.amqp.queues.consume_from else [_queue]
+    from kombu.utils.url import maybe_sanitize_url
+
+    entry = json.dumps({"queues": queues, "pid": os.getpid(), "host": os.uname().nodename,
+                        "broker": str(maybe_sanitize_url(_broker))})
+
+    def loop() -> None:
+        import redis
+
+        r = redis.Redis.from_url(str(_backend), socket_timeout=5, socket_connect_timeout=5)
+        while True:
+            with contextlib.suppress(Exception):
+                pipe = r.pipeline(transaction=False)
+                pipe.set(f"{PREFIX}worker:{name}", entry, ex=ADVERT_TTL)
+                pipe.sadd(f"{PREFIX}workers", name)
+                pipe.execute()
+            time.sleep(ADVERT_EVERY)
+
+    threading.Thread(target=loop, name="flowsh-advertise", daemon=True).start()
+
+
+def _connect_signals() -> None:
+    from celery.signals import worker_ready
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _ready(sender: Any = None, **_: Any) -> None:
+        if sender is not None:
+            _advertise(sender)
+
+
+_connect_signals()

@@ -1,11 +1,12 @@
 """A real Redis (a dedicated db, flushed) and a real Celery worker for the whole session.
 
-FLOWSH_CELERY_TEST_REDIS overrides the Redis URL (default redis://127.0.0.1:6379/5).
+FLOWSH_CELERY_TEST_REDIS overrides the Redis URL (default redis://127.0.0.1:6379/8).
 The worker consumes a queue unique to this session, so two sessions never share tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REDIS = os.environ.get("FLOWSH_CELERY_TEST_REDIS", "redis://127.0.0.1:6379/5")
+REDIS = os.environ.get("FLOWSH_CELERY_TEST_REDIS", "redis://127.0.0.1:6379/8")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Worker:
     queue: str
     broker: str
     log: Path
+    backend: str = ""
 
     def pool_pids(self) -> set[int]:
         """The worker's pool processes (the ones that run the steps)."""
@@ -76,7 +78,10 @@ def _wait_ready(w: Worker) -> None:
         while time.monotonic() < deadline:
             if w.proc.poll() is not None:
                 raise RuntimeError("celery worker exited:\n" + w.log.read_text())
-            if app.control.ping(destination=[w.name], timeout=0.5):
+            # Ready for flowsh once it says so in the result backend (runners check there
+            # which workers consume a queue).
+            if app.control.ping(destination=[w.name], timeout=0.5) and \
+                    app.backend.client.exists(f"flowsh:worker:{w.name}"):
                 return
         raise RuntimeError("celery worker not ready after 30s:\n" + w.log.read_text())
     finally:
@@ -117,3 +122,73 @@ def write_flow(tmp_path: Path) -> Callable[..., Path]:
 def flowsh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "flowsh", *args], capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+class Cluster:
+    """Workers started by one test, each in a directory of its own (a "host"), with a
+    distinct node name; all killed (with their supervisors' steps) when the test ends."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.workers: list[Worker] = []
+
+    def start(self, name: str, queues: list[str], *, backend: str | None = None,
+              broker: str = REDIS, concurrency: int = 1, ready: bool = True,
+              extra_env: dict[str, str] | None = None) -> Worker:
+        host = self.root / name
+        host.mkdir(parents=True, exist_ok=True)
+        log = host / "worker.log"
+        env = {**os.environ, "FLOWSH_CELERY_BROKER": broker,
+               "FLOWSH_CELERY_BACKEND": backend or REDIS, **(extra_env or {})}
+        node = f"{name}-{uuid.uuid4().hex[:6]}@%h"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
+                 "-Q", ",".join(queues), "-n", node, "-c", str(concurrency), "--pool",
+                 "prefork", "-l", "INFO", "--without-gossip", "--without-mingle",
+                 "--without-heartbeat"],
+                env=env, cwd=host, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        w = Worker(proc, node.replace("%h", os.uname().nodename), queues[0], broker, log,
+                   backend or REDIS)
+        self.workers.append(w)
+        if ready:
+            wait_registered(w, backend or REDIS)
+        return w
+
+    def stop(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.proc.pid, signal.SIGCONT)
+                for pid in w.pool_pids():
+                    os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            w.proc.wait()
+
+
+def wait_registered(w: Worker, backend: str, limit: float = 60) -> None:
+    import redis
+
+    r = redis.Redis.from_url(backend)
+    try:
+        deadline = time.monotonic() + limit
+        while not r.exists(f"flowsh:worker:{w.name}"):
+            if w.proc.poll() is not None:
+                raise RuntimeError("celery worker exited:\n" + w.log.read_text())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not registered after {limit}s:\n"
+                                   + w.log.read_text())
+            time.sleep(0.1)
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    monkeypatch.setenv("FLOWSH_CELERY_BROKER", REDIS)
+    c = Cluster(tmp_path / "hosts")
+    try:
+        yield c
+    finally:
+        c.stop()
