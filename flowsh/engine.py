@@ -26,11 +26,10 @@ from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
 from flowsh.paths import step_cwd
 from flowsh.ready import ReadySet
-from flowsh.resume import new_run, new_run_id, take_up
+from flowsh.resume import new_run, new_run_id, refuse_lost_secrets, take_up
 from flowsh.runenv import RunEnvironment
 from flowsh.runopts import GuardedReporter, Reporter, RunOptions
 from flowsh.secrets import (
-    MASK,
     drop_secret_outputs,
 )
 from flowsh.signals import RunSignals
@@ -145,7 +144,9 @@ class Engine:
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
                                              reuse=self.opt.resume is not None))
             if self.opt.resume is not None:
-                self._refuse_lost_secrets(self.opt.resume)
+                refuse_lost_secrets(self.wf, self.graph, self.opt.resume, self.opt.only,
+                                    lambda name, out: self.renv.unmask_outputs(
+                                        self.run_dir, name, out))
         except BaseException:
             os.close(runner_fd)
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -175,32 +176,6 @@ class Engine:
         finally:
             os.close(runner_fd)  # after the final state is written: see store.check_liveness
         return run
-
-    def _refuse_lost_secrets(self, prior: RunRecord) -> None:
-        """A step kept as succeeded whose secret output the state no longer holds (dropped
-        once the run succeeded) cannot hand it on: refuse before anything runs rather than
-        hand a step the mask (SECRET-2)."""
-        only = self.opt.only
-
-        def runs_again(name: str) -> bool:
-            rec = prior.steps.get(name)
-            if only is not None:
-                return name in only
-            return rec is None or rec.status != SUCCEEDED or self.steps[name].always
-
-        for name in self.graph.order:
-            rec = prior.steps.get(name)
-            if rec is None or rec.status != SUCCEEDED or runs_again(name):
-                continue
-            outputs = self.renv.unmask_outputs(self.run_dir, name, rec.outputs)
-            lost = sorted(k for k, v in outputs.items() if v == MASK)
-            if lost and any(runs_again(d) for d in self.graph.descendants([name]) - {name}):
-                raise UsageError(
-                    f"step {name!r} output {', '.join(lost)} held a secret, which is no "
-                    f"longer kept for run {prior.run_id} (gone once a run succeeds, and "
-                    "never on another host); the steps after it would get "
-                    f"{MASK!r}: flowsh retry {prior.run_id} --step {name} --downstream "
-                    "runs them again with the real value")
 
     def _execute(self, run: RunRecord) -> None:
         executor = self.executor

@@ -10,11 +10,14 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flowsh import placed, plugins
+from flowsh.errors import UsageError
 from flowsh.executor import Executor
+from flowsh.graph import Graph
 from flowsh.model import Workflow
+from flowsh.secrets import MASK
 from flowsh.state import (
     CRASHED,
     PENDING,
@@ -128,3 +131,30 @@ def stop_orphans(wf: Workflow, prior: RunRecord, *, new_run: bool = False,
         plugins.warn(f"crashed run {prior.run_id} had {len(left)} process(es) it had not "
                      f"recorded still running (pid {', '.join(map(str, sorted(left)))}); "
                      "stopped them")
+
+
+def refuse_lost_secrets(wf: Workflow, graph: Graph, prior: RunRecord, only: set[str] | None,
+                        unmask: Callable[[str, dict[str, str]], dict[str, str]]) -> None:
+    """A step kept as succeeded whose secret output is no longer kept (dropped once the run
+    succeeded; never on another host) cannot hand it on: refuse before anything runs rather
+    than hand a step the mask (SECRET-2). `unmask(step, outputs)` puts back what is kept."""
+    steps = {s.name: s for s in wf.steps}
+
+    def runs_again(name: str) -> bool:
+        rec = prior.steps.get(name)
+        if only is not None:
+            return name in only
+        return rec is None or rec.status != SUCCEEDED or steps[name].always
+
+    for name in graph.order:
+        rec = prior.steps.get(name)
+        if rec is None or rec.status != SUCCEEDED or runs_again(name):
+            continue
+        lost = sorted(k for k, v in unmask(name, rec.outputs).items() if v == MASK)
+        if lost and any(runs_again(d) for d in graph.descendants([name]) - {name}):
+            raise UsageError(
+                f"step {name!r} output {', '.join(lost)} held a secret, which is no "
+                f"longer kept for run {prior.run_id} (gone once a run succeeds, and "
+                "never on another host); the steps after it would get "
+                f"{MASK!r}: flowsh retry {prior.run_id} --step {name} --downstream "
+                "runs them again with the real value")
