@@ -51,7 +51,7 @@ def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = F
     """
     if run.status != RUNNING:
         return run
-    alive = runner_alive(flowsh_home() / "runs" / run.run_id)
+    alive = runner_alive(flowsh_home() / "runs" / run.run_id, backend, run)
     if alive is None:  # not this host's run: judge by the heartbeat
         beat = run.heartbeat or run.started_at
         alive = time.time() - beat < STALE_AFTER

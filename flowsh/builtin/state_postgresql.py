@@ -1,0 +1,481 @@
+"""Built-in state backend ``postgresql://…`` (and ``postgres://…``): state shared by hosts.
+
+Needs psycopg 3 (``pip install 'flowsh[postgresql]'``); the module imports it only when a
+URL names it, so the core install stays small. The URL is libpq's: everything libpq takes
+works (``sslmode``, ``connect_timeout``, ``options=-csearch_path%3Dflowsh`` for a schema of
+its own, which flowsh creates). A password is best kept out of the URL (``~/.pgpass`` or
+``PGPASSFILE``); one given in it is masked in every message, and taken out of
+``FLOWSH_STATE`` before any step starts (docs/distributed.md).
+
+Records: one row per run and per step, each holding the dataclass as ``jsonb`` (a field
+added to RunRecord or StepRecord flows through with no schema change) beside real columns
+for what queries filter and sort on. One transaction per transition. Locks: PostgreSQL
+advisory locks on connections held for the run (`PgLocks`), so an overlap lock spans
+hosts and a dead coordinator is known the moment the server drops its connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flowsh import hookimpl
+from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
+from flowsh.hookspecs import Register
+from flowsh.lock import WorkflowLock
+from flowsh.state import NoSpaceError, RunRecord, StepRecord
+
+if TYPE_CHECKING:
+    import psycopg
+
+T = TypeVar("T")
+
+# Schema versions: each entry migrates from the one before; a database at a version this
+# flowsh does not know (a newer flowsh migrated it) is refused rather than written.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE flowsh_runs (
+        run_id text PRIMARY KEY,
+        workflow text NOT NULL,
+        status text NOT NULL,
+        started_at double precision NOT NULL,
+        heartbeat double precision,
+        record jsonb NOT NULL
+    );
+    CREATE INDEX flowsh_runs_by_workflow ON flowsh_runs (workflow, started_at DESC);
+    CREATE INDEX flowsh_runs_by_start ON flowsh_runs (started_at DESC);
+    CREATE INDEX flowsh_runs_by_prefix ON flowsh_runs (run_id text_pattern_ops);
+    CREATE TABLE flowsh_steps (
+        run_id text NOT NULL REFERENCES flowsh_runs (run_id) ON DELETE CASCADE,
+        name text NOT NULL,
+        status text NOT NULL,
+        record jsonb NOT NULL,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE flowsh_lock_holders (
+        key bigint PRIMARY KEY,
+        holder text NOT NULL,
+        since double precision NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# A coordinator whose host vanishes (power, network) leaves no FIN: the server finds its
+# lock connections dead by TCP keepalive, after idle + interval * count seconds (~20 s).
+# idle_session_timeout off: a server-wide setting must not drop a lock held for a long run.
+LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
+                "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@?#]*:)([^@/?#]*)(@)")
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.I)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the authority or a `password=` parameter) as ***."""
+    url = _PASSWORD_IN_URL.sub(r"\1***\3", url)
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+def strip_password(url: str) -> str:
+    """The URL without its password: what a step may see in FLOWSH_STATE."""
+    url = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1@", url)
+    url = re.sub(r"([?&])password=[^&]*(&|$)", r"\1", url, flags=re.I)
+    return url.rstrip("?&")
+
+
+def _key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key (Python's hash() differs per process)."""
+    digest = hashlib.sha256("\0".join(("flowsh", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise UsageError("state URL postgresql://…: the PostgreSQL backend needs psycopg; "
+                         "install it with: pip install 'flowsh[postgresql]'") from None
+    return psycopg
+
+
+class PostgresBackend:
+    def __init__(self, url: str) -> None:
+        self.psycopg = _import_psycopg()
+        self.raw_url = url
+        self.url = mask_url(url)
+        try:
+            params = self.psycopg.conninfo.conninfo_to_dict(url)
+        except self.psycopg.ProgrammingError as exc:
+            raise UsageError(f"state URL {self.url}: {self._text(exc)}") from None
+        self.password = params.get("password") or None
+        self._scrub_environment()
+        # connect_timeout: an unreachable host (a firewall that drops) must not hang flowsh
+        # for the kernel's two minutes. application_name: what a DBA sees in pg_stat_activity.
+        self.defaults = {k: v for k, v in (("connect_timeout", "10"),
+                                           ("application_name", "flowsh"))
+                         if k not in params}
+        self.conn = self._connect()
+        self.schema = self._migrate()
+
+    def _scrub_environment(self) -> None:
+        """Steps inherit flowsh's environment: the password must not go with FLOWSH_STATE
+        (a step that runs flowsh itself finds it in ~/.pgpass or PGPASSFILE instead)."""
+        if self.password and os.environ.get("FLOWSH_STATE") == self.raw_url:
+            os.environ["FLOWSH_STATE"] = strip_password(self.raw_url)
+
+    # -- connections and errors -------------------------------------------------------
+
+    def _text(self, exc: BaseException) -> str:
+        """The server's or libpq's message, one line, without the password or the URL."""
+        text = " ".join(str(exc).split())
+        text = text.replace(self.raw_url, self.url)
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text.removeprefix("connection failed: ")
+
+    def _connect(self, **extra: str) -> psycopg.Connection[Any]:
+        try:
+            conn: psycopg.Connection[Any] = self.psycopg.connect(
+                self.raw_url, autocommit=True, **{**self.defaults, **extra})
+            return conn
+        except self.psycopg.ProgrammingError as exc:  # libpq refused the URL itself
+            raise UsageError(f"state URL {self.url}: {self._text(exc)}") from None
+        except self.psycopg.Error as exc:
+            raise StateError(f"{self.url}: cannot connect: {self._text(exc)}") from None
+
+    def _error(self, exc: BaseException) -> StateError:
+        errors = self.psycopg.errors
+        text = self._text(exc)
+        if isinstance(exc, errors.DiskFull):
+            return NoSpaceError(f"{self.url}: cannot write state: {text}; "
+                                "the previous record is intact")
+        if isinstance(exc, errors.InsufficientPrivilege):
+            return StateError(f"{self.url}: not writable ({text})")
+        return StateError(f"{self.url}: {text}")
+
+    def _do(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` in one transaction; once more on a new connection if the old one broke
+        (a server restart between two transitions). Every write is an upsert or a delete,
+        so running one twice (a COMMIT whose answer was lost) changes nothing."""
+        for attempt in (1, 2):
+            try:
+                if self.conn.closed:
+                    self.conn = self._connect()
+                with self.conn.transaction():
+                    return work(self.conn)
+            except self.psycopg.OperationalError as exc:
+                if attempt == 1 and self.conn.broken:
+                    continue
+                raise self._error(exc) from None
+            except self.psycopg.Error as exc:
+                raise self._error(exc) from None
+        raise AssertionError("unreachable")
+
+    def _migrate(self) -> str:
+        """Create or bring up to date flowsh's tables, in the first schema of search_path
+        (created if missing). Under a transaction-scoped advisory lock: two coordinators
+        starting at once must not both migrate (CREATE TABLE IF NOT EXISTS is not safe
+        against a concurrent one)."""
+        def schema_of(c: psycopg.Connection[Any]) -> str:
+            path = c.execute("SHOW search_path").fetchone()
+            first = (path[0] if path else "").split(",")[0].strip()
+            if first and first != '"$user"':
+                return first.strip('"')
+            row = c.execute("SELECT current_schema()").fetchone()
+            if row is None or row[0] is None:
+                raise StateError(f"{self.url}: no schema to create flowsh's tables in "
+                                 "(set one: ?options=-csearch_path%3Dflowsh)")
+            return str(row[0])
+
+        def version(c: psycopg.Connection[Any], schema: str) -> int | None:
+            exists = c.execute("SELECT to_regclass(format('%%I.flowsh_meta', %s::text))",
+                               (schema,)).fetchone()
+            if not exists or exists[0] is None:
+                return None
+            from psycopg import sql
+
+            row = c.execute(sql.SQL("SELECT version FROM {}.flowsh_meta").format(
+                sql.Identifier(schema))).fetchone()
+            return int(row[0]) if row else None
+
+        def migrate(c: psycopg.Connection[Any]) -> str:
+            schema = schema_of(c)
+            current = version(c, schema)
+            if current == SCHEMA_VERSION:
+                return schema  # the common case: no lock taken
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (_key("migrate", schema),))
+            from psycopg import sql
+
+            c.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            c.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+            c.execute("CREATE TABLE IF NOT EXISTS flowsh_meta ("
+                      "one boolean PRIMARY KEY DEFAULT true CHECK (one), version int NOT NULL)")
+            row = c.execute("SELECT version FROM flowsh_meta").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StateError(f"{self.url}: schema {schema} is at version {current}, made "
+                                 f"by a newer flowsh (this one knows {SCHEMA_VERSION}); "
+                                 "upgrade flowsh")
+            for step in MIGRATIONS[current:]:
+                c.execute(step)
+            c.execute("INSERT INTO flowsh_meta (version) VALUES (%s) ON CONFLICT (one) "
+                      "DO UPDATE SET version = excluded.version", (SCHEMA_VERSION,))
+            return schema
+
+        schema = self._do(migrate)
+        from psycopg import sql
+
+        # The schema may have just been created: search_path skipped it until now.
+        self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        self.search_path = schema
+        return schema
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _json(self, data: dict[str, Any]) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(data)
+
+    def _run_args(self, run: RunRecord) -> tuple[Any, ...]:
+        record = run.to_dict()
+        del record["steps"]
+        return (run.run_id, run.workflow, run.status, run.started_at, run.heartbeat,
+                self._json(record))
+
+    def _step_rows(self, run_id: str, steps: list[StepRecord]) -> list[tuple[Any, ...]]:
+        return [(run_id, s.name, s.status, self._json(s.to_dict())) for s in steps]
+
+    _UPSERT_RUN = (
+        "INSERT INTO flowsh_runs (run_id, workflow, status, started_at, heartbeat, record) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
+        "workflow = excluded.workflow, status = excluded.status, "
+        "started_at = excluded.started_at, heartbeat = excluded.heartbeat, "
+        "record = excluded.record")
+    _UPSERT_STEP = (
+        "INSERT INTO flowsh_steps (run_id, name, status, record) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (run_id, name) DO UPDATE SET status = excluded.status, "
+        "record = excluded.record")
+
+    def create_run(self, run: RunRecord) -> None:
+        def work(c: psycopg.Connection[Any]) -> None:
+            c.execute(self._UPSERT_RUN, self._run_args(run))
+            with c.cursor() as cur:
+                cur.executemany(self._UPSERT_STEP,
+                                self._step_rows(run.run_id, list(run.steps.values())))
+        self._do(work)
+
+    def update_run(self, run: RunRecord) -> None:
+        def work(c: psycopg.Connection[Any]) -> None:
+            c.execute(self._UPSERT_RUN, self._run_args(run))
+            c.execute("DELETE FROM flowsh_steps WHERE run_id = %s AND NOT (name = ANY(%s))",
+                      (run.run_id, list(run.steps)))
+        self._do(work)
+
+    def save_step(self, run: RunRecord, step: StepRecord) -> None:
+        self._do(lambda c: c.execute(self._UPSERT_STEP, self._step_rows(run.run_id, [step])[0]))
+
+    def heartbeat(self, run: RunRecord) -> None:
+        self._do(lambda c: c.execute("UPDATE flowsh_runs SET heartbeat = %s WHERE run_id = %s",
+                                     (run.heartbeat, run.run_id)))
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        # The steps go with their runs (ON DELETE CASCADE), in the same transaction.
+        return self._do(lambda c: c.execute(
+            "DELETE FROM flowsh_runs WHERE run_id = ANY(%s)", (run_ids,)).rowcount)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _corrupt(self, run_id: object, what: str) -> StateError:
+        return StateError(f"{self.url}: run {run_id}: corrupt record ({what}); left as it "
+                          "is (repair or delete that row)")
+
+    def _run_from(self, run_id: str, heartbeat: float | None, record: Any) -> RunRecord:
+        if not isinstance(record, dict):
+            raise self._corrupt(run_id, "the record is not a JSON object")
+        # The heartbeat has its own column: beats do not rewrite the record.
+        data = {**record, "run_id": run_id, "heartbeat": heartbeat}
+        try:
+            return RunRecord.from_dict(data)
+        except ValueError as exc:
+            raise self._corrupt(run_id, str(exc)) from None
+
+    def load_run(self, run_id: str) -> RunRecord:
+        cols = "run_id, heartbeat, record"
+
+        def work(c: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
+            rows = c.execute(f"SELECT {cols} FROM flowsh_runs WHERE run_id = %s",
+                             (run_id,)).fetchall()
+            if not rows:  # a unique prefix is enough, as with git
+                like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                rows = c.execute(f"SELECT {cols} FROM flowsh_runs WHERE run_id LIKE %s "
+                                 "ORDER BY run_id LIMIT 2", (like + "%",)).fetchall()
+            steps = c.execute("SELECT name, record FROM flowsh_steps WHERE run_id = %s",
+                              (rows[0][0],)).fetchall() if len(rows) == 1 else []
+            return rows, steps
+
+        rows, steps = self._do(work)
+        if not rows:
+            raise NotFoundError(f"no run {run_id!r} in {self.url}")
+        if len(rows) > 1:
+            raise UsageError(f"run id prefix {run_id!r} is ambiguous: "
+                             f"{rows[0][0]}, {rows[1][0]}, ...")
+        run = self._run_from(*rows[0])
+        for name, record in steps:
+            try:
+                rec = StepRecord.from_dict({**record, "name": name}
+                                           if isinstance(record, dict) else record)
+            except ValueError as exc:
+                raise self._corrupt(run.run_id, str(exc)) from None
+            run.steps[rec.name] = rec
+        order = {n: i for i, n in enumerate(run.step_names)}
+        run.steps = dict(sorted(run.steps.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
+        return run
+
+    def list_runs(self, workflow: str | None = None, *, limit: int | None = None,
+                  statuses: frozenset[str] | None = None) -> list[RunRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if workflow is not None:
+            where.append("workflow = %s")
+            args.append(workflow)
+        if statuses:
+            where.append("status = ANY(%s)")
+            args.append(sorted(statuses))
+        query = "SELECT run_id, heartbeat, record FROM flowsh_runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY started_at DESC, run_id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        rows = self._do(lambda c: c.execute(query, args).fetchall())
+        return [self._run_from(*row) for row in rows]
+
+    # -- locks (flowsh.lock.LockingBackend) ---------------------------------------------
+
+    def _lock_key(self, kind: str, name: str) -> int:
+        # The schema is part of the key: advisory locks are per database, and two flowsh
+        # installations in two schemas of one database are strangers.
+        return _key(kind, self.schema, name)
+
+    def _lock_connection(self, purpose: str) -> psycopg.Connection[Any]:
+        conn = self._connect(application_name=f"flowsh {purpose}"[:63])
+        try:
+            conn.execute(LOCK_SESSION)
+            from psycopg import sql
+
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        except self.psycopg.Error as exc:
+            conn.close()
+            raise self._error(exc) from None
+        return conn
+
+    def _holder(self, key: int) -> str:
+        try:
+            row = self._do(lambda c: c.execute(
+                "SELECT holder FROM flowsh_lock_holders WHERE key = %s", (key,)).fetchone())
+        except StateError:
+            row = None
+        return str(row[0]) if row else "another run"
+
+    @contextmanager
+    def workflow_lock(self, name: str, overlap: str,
+                      timeout: float | None) -> Iterator[WorkflowLock]:
+        """Overlap lock: a session-level advisory lock on a connection held for the run.
+        skip: pg_try_advisory_lock; wait: pg_advisory_lock under lock_timeout."""
+        key = self._lock_key("workflow", name)
+        conn = self._lock_connection(f"lock {name}")
+        try:
+            try:
+                if overlap == "skip":
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                    if not (row and row[0]):
+                        raise LockHeldError(
+                            f"workflow {name!r} is already running: {self._holder(key)} "
+                            "holds its lock (overlap: skip)")
+                else:
+                    # lock_timeout bounds an advisory lock wait as any other (0: no bound).
+                    ms = 0 if timeout is None else max(1, int(timeout * 1000))
+                    conn.execute(f"SET lock_timeout = {ms}")
+                    try:
+                        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                    except self.psycopg.errors.LockNotAvailable:
+                        raise LockHeldError(
+                            f"workflow {name!r}: gave up after waiting {timeout:g}s for "
+                            f"{self._holder(key)} to finish (overlap: wait)") from None
+                    conn.execute("SET lock_timeout = 0")
+            except self.psycopg.Error as exc:
+                raise self._error(exc) from None
+            lock = _PgWorkflowLock(self, conn, key)
+            lock.note(None)
+            yield lock
+        finally:
+            conn.close()  # the server drops the lock with the session
+
+    def hold_runner(self, run_id: str) -> _PgRunnerLock | None:
+        """The run's liveness lock: held on a connection of its own for the run's life."""
+        key = self._lock_key("runner", run_id)
+        conn = self._lock_connection(f"run {run_id}")
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        except self.psycopg.Error as exc:
+            conn.close()
+            raise self._error(exc) from None
+        if not (row and row[0]):
+            conn.close()
+            return None
+        return _PgRunnerLock(conn)
+
+    def runner_alive(self, run: RunRecord) -> bool:
+        """Whether any session holds the run's liveness lock, from pg_locks: a read that
+        never takes the lock, so it cannot make a starting runner think it is taken."""
+        key = self._lock_key("runner", run.run_id)
+        row = self._do(lambda c: c.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone())
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PgWorkflowLock(WorkflowLock):
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any],
+                 key: int) -> None:
+        super().__init__(None)
+        self.backend, self.conn, self.key = backend, conn, key
+
+    def note(self, run_id: str | None) -> None:
+        """Who holds the lock, for the message a skipped run prints on any host."""
+        who = f"run {run_id}" if run_id else "a run"
+        holder = f"{who} (pid {os.getpid()} on {socket.gethostname()})"
+        try:
+            self.conn.execute(
+                "INSERT INTO flowsh_lock_holders (key, holder, since) VALUES (%s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, "
+                "since = excluded.since", (self.key, holder, time.time()))
+        except self.backend.psycopg.Error as exc:
+            raise self.backend._error(exc) from None
+
+
+class _PgRunnerLock:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def release(self) -> None:
+        self.conn.close()  # the server drops the lock with the session
+
+
+@hookimpl
+def flowsh_register_state_backends(register: Register) -> None:
+    register("postgresql", PostgresBackend)
+    register("postgres", PostgresBackend)  # libpq takes both spellings
