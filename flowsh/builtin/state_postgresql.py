@@ -110,11 +110,14 @@ class PostgresBackend:
         self.psycopg = _import_psycopg()
         self.raw_url = url
         self.url = mask_url(url)
+        # Known before libpq parses the URL: its complaint about a bad one quotes it whole.
+        found = _PASSWORD_IN_URL.search(url) or _PASSWORD_PARAM.search(url)
+        self.password: str | None = found.group(2) if found and found.group(2) else None
         try:
             params = self.psycopg.conninfo.conninfo_to_dict(url)
         except self.psycopg.ProgrammingError as exc:
             raise UsageError(f"state URL {self.url}: {self._text(exc)}") from None
-        self.password = params.get("password") or None
+        self.password = params.get("password") or self.password
         self._scrub_environment()
         # connect_timeout: an unreachable host (a firewall that drops) must not hang flowsh
         # for the kernel's two minutes. application_name: what a DBA sees in pg_stat_activity.
