@@ -351,3 +351,51 @@ def test_the_password_reaches_no_step_log_or_record(pg_url: str, tmp_path: Path)
         rows = str(conn.execute("SELECT * FROM flowsh_runs, flowsh_steps").fetchall())
     for text in (res.stdout, res.stderr, status, logs, rows):
         assert "s3cret-pw" not in text
+
+
+# -- the server drops a runner's lock connections (a restart, pg_terminate_backend) --------
+
+HELD = """
+name: held
+steps:
+  - {name: a, run: 'touch started; until [ -e go ]; do sleep 0.05; done'}
+  - {name: b, run: 'true', needs: [a]}
+"""
+
+
+@pytest.mark.parametrize("taken_meanwhile", [False, True])
+def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
+    pg_url: str, tmp_path: Path, taken_meanwhile: bool
+) -> None:
+    from flowsh.builtin.state_postgresql import _key
+
+    a = Host(tmp_path, "a", pg_url)
+    flow = tmp_path / "held.yaml"
+    flow.write_text(HELD)
+    runner = a.start("run", "-q", str(flow))
+    _wait_for(tmp_path / "started", runner)
+    run_id = str(a.status()["run_id"])
+    schema = pg_url.rsplit("%3D", 1)[1]
+    keys = [_key("runner", schema, run_id), _key("workflow", schema, "held")]
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "(classid::bigint << 32 | objid::bigint) = ANY(%s)", (keys,)).fetchall()]
+        assert len(pids) == 2, pids
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        if taken_meanwhile:  # another coordinator resumed the run in the gap
+            # pg_terminate_backend only signals: the session ends (and drops the lock) soon.
+            end = time.monotonic() + 5
+            while conn.execute("SELECT pg_try_advisory_lock(%s)", (keys[0],)).fetchone() != (True,):
+                assert time.monotonic() < end, "the terminated session kept its lock"
+                time.sleep(0.02)
+        (tmp_path / "go").touch()
+        _, err = runner.communicate(timeout=60)
+    if taken_meanwhile:
+        assert runner.returncode == EXIT_STATE, err
+        assert "another coordinator holds it now" in err
+    else:
+        assert runner.returncode == 0, err
+        assert "took the lock again" in err
+        assert a.status(run_id)["status"] == "succeeded"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -126,6 +127,7 @@ class PostgresBackend:
                          if k not in params}
         self.conn = self._connect()
         self.schema = self._migrate()
+        self.held: list[_HeldLock] = []  # advisory locks this process holds, for heartbeat
 
     def _scrub_environment(self) -> None:
         """Steps inherit flowsh's environment: the password must not go with FLOWSH_STATE
@@ -284,10 +286,51 @@ class PostgresBackend:
 
     def save_step(self, run: RunRecord, step: StepRecord) -> None:
         self._do(lambda c: c.execute(self._UPSERT_STEP, self._step_rows(run.run_id, [step])[0]))
+        self._keep_locks()
 
     def heartbeat(self, run: RunRecord) -> None:
         self._do(lambda c: c.execute("UPDATE flowsh_runs SET heartbeat = %s WHERE run_id = %s",
                                      (run.heartbeat, run.run_id)))
+        self._keep_locks()
+
+    def _mark_running(self, run_id: str) -> None:
+        args = (self._json({"status": "running"}), run_id)
+        self._do(lambda c: c.execute(
+            "UPDATE flowsh_runs SET status = 'running', record = record || %s "
+            "WHERE run_id = %s AND status = 'crashed'", args))
+
+    def _keep_locks(self) -> None:
+        """A lock's connection the server dropped (a restart, pg_terminate_backend) took the
+        lock along: another host would soon see this runner dead, or start the workflow.
+        Checked at each heartbeat (every 10 s): taken again on a new connection, or, when
+        another coordinator has it now, this run stops rather than run beside it."""
+        for lock in list(self.held):
+            if not _maybe_dropped(lock.conn):
+                continue
+            try:
+                lock.conn.execute("SELECT 1")
+                continue
+            except self.psycopg.Error:
+                lock.conn.close()
+            conn = self._lock_connection(lock.purpose)
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
+            except self.psycopg.Error as exc:
+                conn.close()
+                raise self._error(exc) from None
+            if not (row and row[0]):
+                conn.close()
+                raise StateError(f"{self.url}: the server dropped the connection holding the "
+                                 f"{lock.purpose} lock, and another coordinator holds it now; "
+                                 "stopping this run")
+            lock.conn = conn
+            if lock.run_id is not None:
+                # Another host may have read the run as crashed meanwhile: it is not.
+                self._mark_running(lock.run_id)
+            from flowsh.plugins import warn
+
+            warn(f"{self.url}: the server dropped the connection holding the {lock.purpose} "
+                 "lock; took the lock again")
 
     def delete_runs(self, run_ids: list[str]) -> int:
         # The steps go with their runs (ON DELETE CASCADE), in the same transaction.
@@ -394,7 +437,8 @@ class PostgresBackend:
         """Overlap lock: a session-level advisory lock on a connection held for the run.
         skip: pg_try_advisory_lock; wait: pg_advisory_lock under lock_timeout."""
         key = self._lock_key("workflow", name)
-        conn = self._lock_connection(f"lock {name}")
+        conn = self._lock_connection(f"workflow {name}")
+        lock: _PgWorkflowLock | None = None
         try:
             try:
                 if overlap == "skip":
@@ -416,13 +460,16 @@ class PostgresBackend:
                     conn.execute("SET lock_timeout = 0")
             except self.psycopg.Error as exc:
                 raise self._error(exc) from None
-            lock = _PgWorkflowLock(self, conn, key)
+            lock = _PgWorkflowLock(self, conn, key, f"workflow {name}")
             lock.note(None)
+            self.held.append(lock)
             yield lock
         finally:
+            if lock is not None:
+                lock.release()
             conn.close()  # the server drops the lock with the session
 
-    def hold_runner(self, run_id: str) -> _PgRunnerLock | None:
+    def hold_runner(self, run_id: str) -> _HeldLock | None:
         """The run's liveness lock: held on a connection of its own for the run's life."""
         key = self._lock_key("runner", run_id)
         conn = self._lock_connection(f"run {run_id}")
@@ -434,7 +481,9 @@ class PostgresBackend:
         if not (row and row[0]):
             conn.close()
             return None
-        return _PgRunnerLock(conn)
+        held = _HeldLock(self, conn, key, f"run {run_id}", run_id)
+        self.held.append(held)
+        return held
 
     def runner_alive(self, run: RunRecord) -> bool:
         """Whether any session holds the run's liveness lock, from pg_locks: a read that
@@ -451,11 +500,38 @@ class PostgresBackend:
         self.conn.close()
 
 
-class _PgWorkflowLock(WorkflowLock):
-    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any],
-                 key: int) -> None:
-        super().__init__(None)
-        self.backend, self.conn, self.key = backend, conn, key
+def _maybe_dropped(conn: psycopg.Connection[Any]) -> bool:
+    """An idle lock connection has nothing to read: when its socket turns readable, the
+    server has said something (the FATAL of a termination) or closed it. Costs no round
+    trip, so every transition can ask."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class _HeldLock:
+    """A session-level advisory lock and the connection that holds it."""
+
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any], key: int,
+                 purpose: str, run_id: str | None = None) -> None:
+        self.backend, self.conn, self.key, self.purpose = backend, conn, key, purpose
+        self.run_id = run_id
+
+    def release(self) -> None:
+        if self in self.backend.held:
+            self.backend.held.remove(self)
+        self.conn.close()  # the server drops the lock with the session
+
+
+class _PgWorkflowLock(_HeldLock, WorkflowLock):
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any], key: int,
+                 purpose: str) -> None:
+        _HeldLock.__init__(self, backend, conn, key, purpose)
+        WorkflowLock.__init__(self, None)
 
     def note(self, run_id: str | None) -> None:
         """Who holds the lock, for the message a skipped run prints on any host."""
@@ -468,14 +544,6 @@ class _PgWorkflowLock(WorkflowLock):
                 "since = excluded.since", (self.key, holder, time.time()))
         except self.backend.psycopg.Error as exc:
             raise self.backend._error(exc) from None
-
-
-class _PgRunnerLock:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
-    def release(self) -> None:
-        self.conn.close()  # the server drops the lock with the session
 
 
 @hookimpl
