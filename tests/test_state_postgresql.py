@@ -7,6 +7,7 @@ FLOWSH_HOME and working directory, and shares nothing with the other but the dat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -399,3 +400,99 @@ def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
         assert runner.returncode == 0, err
         assert "took the lock again" in err
         assert a.status(run_id)["status"] == "succeeded"
+
+
+# -- the server goes away for a while (a restart, a failover) -------------------------------
+
+
+class Proxy:
+    """A TCP relay to the server that can vanish and come back on the same port: the
+    coordinator's connections break as in a server restart, and no other test's do."""
+
+    def __init__(self) -> None:
+        import socket
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.socks: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        def serve(listener: socket.socket) -> None:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(("127.0.0.1", 5432))
+                self.socks += [client, upstream]
+                threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=serve, args=(self.listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        import socket
+
+        assert self.listener is not None
+        self.listener.close()
+        for s in self.socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.socks.clear()
+
+
+def test_a_server_away_for_seconds_costs_the_run_nothing_and_one_away_for_long_stops_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    proxy = Proxy()
+    proxy.start()
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    a, b = Host(tmp_path, "a", url), Host(tmp_path, "b", pg_url)
+    a.env["FLOWSH_PG_RECONNECT"] = "4"  # how long a transition waits for the server
+    flow = tmp_path / "held.yaml"
+    flow.write_text(HELD)
+    runner = a.start("run", "-q", str(flow))
+    _wait_for(tmp_path / "started", runner)
+    proxy.stop()
+    (tmp_path / "go").touch()  # the step ends while the server is away
+    time.sleep(1.0)  # the server's time away (a restart), not a wait for something
+    proxy.start()
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert "lost the connection to the server" in err and "took the lock again" in err
+    assert b.status()["status"] == "succeeded"
+    # Away for longer than FLOWSH_PG_RECONNECT: the run stops (exit 3), and once the server is
+    # back another host sees it crashed and resumes it.
+    for f in ("started", "go"):
+        (tmp_path / f).unlink()
+    runner = a.start("run", "-q", str(flow))
+    _wait_for(tmp_path / "started", runner)
+    proxy.stop()
+    (tmp_path / "go").touch()
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == EXIT_STATE and "cannot connect" in err, err
+    st = b.status()
+    assert st["status"] == "crashed", st
+    res = b.cli("resume", "-q", str(st["run_id"]))
+    assert res.returncode == 0, res.stderr
+    assert b.status()["status"] == "succeeded"

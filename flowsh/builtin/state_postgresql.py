@@ -67,6 +67,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long a transition waits for a server that dropped its connection to take it again
+# (a restart takes a few seconds); past that the run stops with exit 3.
+RECONNECT_FOR = 15.0  # FLOWSH_PG_RECONNECT overrides (seconds)
 
 # A coordinator whose host vanishes (power, network) leaves no FIN: the server finds its
 # lock connections dead by TCP keepalive, after idle + interval * count seconds (~20 s).
@@ -126,6 +129,11 @@ class PostgresBackend:
                                            ("application_name", "flowsh"))
                          if k not in params}
         self.conn = self._connect()
+        self.away = False  # the server went away and did not come back in time
+        try:
+            self.reconnect_for = float(os.environ.get("FLOWSH_PG_RECONNECT", RECONNECT_FOR))
+        except ValueError:
+            raise UsageError("FLOWSH_PG_RECONNECT: a number of seconds, e.g. 15") from None
         self.schema = self._migrate()
         self.held: list[_HeldLock] = []  # advisory locks this process holds, for heartbeat
 
@@ -166,22 +174,42 @@ class PostgresBackend:
         return StateError(f"{self.url}: {text}")
 
     def _do(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """`work` in one transaction; once more on a new connection if the old one broke
-        (a server restart between two transitions). Every write is an upsert or a delete,
-        so running one twice (a COMMIT whose answer was lost) changes nothing."""
-        for attempt in (1, 2):
+        """`work` in one transaction. A connection that broke (a server restart, a failover)
+        is opened again, for up to FLOWSH_PG_RECONNECT seconds (15), before the error
+        reaches the run.
+        Every write is an upsert or a delete, so running one twice (a COMMIT whose answer
+        was lost) changes nothing."""
+        deadline: float | None = None
+        while True:
             try:
                 if self.conn.closed:
                     self.conn = self._connect()
                 with self.conn.transaction():
-                    return work(self.conn)
+                    result = work(self.conn)
+                self.away = False
+                return result
             except self.psycopg.OperationalError as exc:
-                if attempt == 1 and self.conn.broken:
-                    continue
-                raise self._error(exc) from None
+                if not self.conn.broken:
+                    raise self._error(exc) from None
+                self.conn.close()
+                error: StateError = self._error(exc)
             except self.psycopg.Error as exc:
                 raise self._error(exc) from None
-        raise AssertionError("unreachable")
+            except StateError as exc:  # reconnecting failed: the server is still away
+                error = exc
+            now = time.monotonic()
+            if deadline is None:
+                # Waited for once already: the writes that follow (the run recording
+                # how it ended) fail at once.
+                deadline = now if self.away else now + self.reconnect_for
+                self.away = True
+                from flowsh.plugins import warn
+
+                warn(f"{self.url}: lost the connection to the server; trying again for "
+                     f"{self.reconnect_for:g}s")
+            if now >= deadline:
+                raise error
+            time.sleep(0.5)
 
     def _migrate(self) -> str:
         """Create or bring up to date flowsh's tables, in the first schema of search_path
@@ -299,6 +327,18 @@ class PostgresBackend:
             "UPDATE flowsh_runs SET status = 'running', record = record || %s "
             "WHERE run_id = %s AND status = 'crashed'", args))
 
+    def _reconnect(self, purpose: str) -> psycopg.Connection[Any]:
+        """A new lock connection, waiting as a transition does for a server coming back."""
+        deadline = time.monotonic() + (0 if self.away else self.reconnect_for)
+        while True:
+            try:
+                return self._lock_connection(purpose)
+            except StateError:
+                if time.monotonic() >= deadline:
+                    self.away = True
+                    raise
+            time.sleep(0.5)
+
     def _keep_locks(self) -> None:
         """A lock's connection the server dropped (a restart, pg_terminate_backend) took the
         lock along: another host would soon see this runner dead, or start the workflow.
@@ -312,7 +352,7 @@ class PostgresBackend:
                 continue
             except self.psycopg.Error:
                 lock.conn.close()
-            conn = self._lock_connection(lock.purpose)
+            conn = self._reconnect(lock.purpose)
             try:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
             except self.psycopg.Error as exc:
