@@ -62,7 +62,9 @@ def plural(count: int, noun: str) -> str:
 def next_steps(run: RunRecord, state_url: str | None) -> str:
     """The commands that show and finish a failed run, pasteable as they are (with the
     store the run used, when it is not the default)."""
-    state = f" --state {shlex.quote(state_url)}" if state_url else ""
+    from flowsh.secrets import url_without_password
+
+    state = f" --state {shlex.quote(url_without_password(state_url))}" if state_url else ""
     return (f"see: flowsh status {run.run_id}{state}  |  "
             f"continue: flowsh resume {run.run_id}{state}")
 

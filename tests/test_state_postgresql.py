@@ -348,9 +348,16 @@ def test_the_password_reaches_no_step_log_or_record(pg_url: str, tmp_path: Path)
     status = host.cli("status", "--json").stdout
     logs = "".join(p.read_text() for p in (host.dir / "home").rglob("*.log"))
     assert "state=postgresql://postgres@" in logs
+    # A failed run prints pasteable `--state …` commands: without the password.
+    (host.dir / "fail.yaml").write_text("steps: [{name: a, run: 'exit 3'}]\n")
+    failed = host.cli("run", "fail.yaml")
+    assert failed.returncode == 1 and "flowsh resume" in failed.stderr + failed.stdout
+    given = host.cli("status", "--state", url)  # on the command line this time
+    assert given.returncode == 0 and "resume:  flowsh resume" in given.stdout, given.stdout
     with psycopg.connect(pg_url) as conn:
         rows = str(conn.execute("SELECT * FROM flowsh_runs, flowsh_steps").fetchall())
-    for text in (res.stdout, res.stderr, status, logs, rows):
+    for text in (res.stdout, res.stderr, status, logs, rows, failed.stdout, failed.stderr,
+                 given.stdout, given.stderr):
         assert "s3cret-pw" not in text
 
 

@@ -30,6 +30,7 @@ from flowsh import hookimpl
 from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
 from flowsh.lock import WorkflowLock
+from flowsh.secrets import url_without_password
 from flowsh.state import NoSpaceError, RunRecord, StepRecord
 
 if TYPE_CHECKING:
@@ -87,13 +88,6 @@ def mask_url(url: str) -> str:
     return _PASSWORD_PARAM.sub(r"\1***", url)
 
 
-def strip_password(url: str) -> str:
-    """The URL without its password: what a step may see in FLOWSH_STATE."""
-    url = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1@", url)
-    url = re.sub(r"([?&])password=[^&]*(&|$)", r"\1", url, flags=re.I)
-    return url.rstrip("?&")
-
-
 def _key(*parts: str) -> int:
     """A stable signed 64-bit advisory-lock key (Python's hash() differs per process)."""
     digest = hashlib.sha256("\0".join(("flowsh", *parts)).encode()).digest()
@@ -141,7 +135,7 @@ class PostgresBackend:
         """Steps inherit flowsh's environment: the password must not go with FLOWSH_STATE
         (a step that runs flowsh itself finds it in ~/.pgpass or PGPASSFILE instead)."""
         if self.password and os.environ.get("FLOWSH_STATE") == self.raw_url:
-            os.environ["FLOWSH_STATE"] = strip_password(self.raw_url)
+            os.environ["FLOWSH_STATE"] = url_without_password(self.raw_url)
 
     # -- connections and errors -------------------------------------------------------
 
