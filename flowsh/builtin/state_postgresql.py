@@ -167,19 +167,23 @@ class PostgresBackend:
             return StateError(f"{self.url}: not writable ({text})")
         return StateError(f"{self.url}: {text}")
 
-    def _do(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _do(self, work: Callable[[psycopg.Connection[Any]], T], *, single: bool = False) -> T:
         """`work` in one transaction. A connection that broke (a server restart, a failover)
         is opened again, for up to FLOWSH_PG_RECONNECT seconds (15), before the error
         reaches the run.
         Every write is an upsert or a delete, so running one twice (a COMMIT whose answer
-        was lost) changes nothing."""
+        was lost) changes nothing. `single`: `work` is one statement, a transaction of its own
+        in autocommit (one round trip, not BEGIN, statement, COMMIT)."""
         deadline: float | None = None
         while True:
             try:
                 if self.conn.closed:
                     self.conn = self._connect()
-                with self.conn.transaction():
+                if single:
                     result = work(self.conn)
+                else:
+                    with self.conn.transaction():
+                        result = work(self.conn)
                 self.away = False
                 return result
             except self.psycopg.OperationalError as exc:
@@ -307,19 +311,20 @@ class PostgresBackend:
         self._do(work)
 
     def save_step(self, run: RunRecord, step: StepRecord) -> None:
-        self._do(lambda c: c.execute(self._UPSERT_STEP, self._step_rows(run.run_id, [step])[0]))
+        self._do(lambda c: c.execute(self._UPSERT_STEP, self._step_rows(run.run_id, [step])[0]),
+                 single=True)
         self._keep_locks()
 
     def heartbeat(self, run: RunRecord) -> None:
         self._do(lambda c: c.execute("UPDATE flowsh_runs SET heartbeat = %s WHERE run_id = %s",
-                                     (run.heartbeat, run.run_id)))
+                                     (run.heartbeat, run.run_id)), single=True)
         self._keep_locks()
 
     def _mark_running(self, run_id: str) -> None:
         args = (self._json({"status": "running"}), run_id)
         self._do(lambda c: c.execute(
             "UPDATE flowsh_runs SET status = 'running', record = record || %s "
-            "WHERE run_id = %s AND status = 'crashed'", args))
+            "WHERE run_id = %s AND status = 'crashed'", args), single=True)
 
     def _reconnect(self, purpose: str) -> psycopg.Connection[Any]:
         """A new lock connection, waiting as a transition does for a server coming back."""
@@ -369,7 +374,7 @@ class PostgresBackend:
     def delete_runs(self, run_ids: list[str]) -> int:
         # The steps go with their runs (ON DELETE CASCADE), in the same transaction.
         return self._do(lambda c: c.execute(
-            "DELETE FROM flowsh_runs WHERE run_id = ANY(%s)", (run_ids,)).rowcount)
+            "DELETE FROM flowsh_runs WHERE run_id = ANY(%s)", (run_ids,)).rowcount, single=True)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -435,7 +440,7 @@ class PostgresBackend:
         query += " ORDER BY started_at DESC, run_id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        rows = self._do(lambda c: c.execute(query, args).fetchall())
+        rows = self._do(lambda c: c.execute(query, args).fetchall(), single=True)
         return [self._run_from(*row) for row in rows]
 
     # -- locks (flowsh.lock.LockingBackend) ---------------------------------------------
@@ -460,7 +465,8 @@ class PostgresBackend:
     def _holder(self, key: int) -> str:
         try:
             row = self._do(lambda c: c.execute(
-                "SELECT holder FROM flowsh_lock_holders WHERE key = %s", (key,)).fetchone())
+                "SELECT holder FROM flowsh_lock_holders WHERE key = %s", (key,)).fetchone(),
+                single=True)
         except StateError:
             row = None
         return str(row[0]) if row else "another run"
@@ -527,7 +533,7 @@ class PostgresBackend:
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone())
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone(), single=True)
         return bool(row and row[0])
 
     def close(self) -> None:
