@@ -503,3 +503,12 @@ def test_a_server_away_for_seconds_costs_the_run_nothing_and_one_away_for_long_s
     res = b.cli("resume", "-q", str(st["run_id"]))
     assert res.returncode == 0, res.stderr
     assert b.status()["status"] == "succeeded"
+
+
+def test_a_scheduled_job_carries_the_state_url_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowsh.schedjob import carried_env
+
+    monkeypatch.setenv("FLOWSH_STATE", "postgresql://flowsh:s3cret-pw@db.internal/flowsh")
+    assert dict(carried_env())["FLOWSH_STATE"] == "postgresql://flowsh@db.internal/flowsh"
