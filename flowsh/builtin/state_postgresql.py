@@ -128,14 +128,20 @@ class PostgresBackend:
             self.reconnect_for = float(os.environ.get("FLOWSH_PG_RECONNECT", RECONNECT_FOR))
         except ValueError:
             raise UsageError("FLOWSH_PG_RECONNECT: a number of seconds, e.g. 15") from None
-        self.schema = self._migrate()
+        try:
+            self.schema = self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
         self.held: list[_HeldLock] = []  # advisory locks this process holds, for heartbeat
 
     def _scrub_environment(self) -> None:
-        """Steps inherit flowsh's environment: the password must not go with FLOWSH_STATE
-        (a step that runs flowsh itself finds it in ~/.pgpass or PGPASSFILE instead)."""
-        if self.password and os.environ.get("FLOWSH_STATE") == self.raw_url:
-            os.environ["FLOWSH_STATE"] = url_without_password(self.raw_url)
+        """Steps inherit flowsh's environment: a password must not go with FLOWSH_STATE,
+        whichever URL this backend was opened with (a step that runs flowsh itself finds it
+        in ~/.pgpass or PGPASSFILE instead)."""
+        state = os.environ.get("FLOWSH_STATE")
+        if state and url_without_password(state) != state:
+            os.environ["FLOWSH_STATE"] = url_without_password(state)
 
     # -- connections and errors -------------------------------------------------------
 
