@@ -74,7 +74,8 @@ def carried_env() -> list[tuple[str, str]]:
             continue
         if key == "FLOWSH_STATE":
             # A database password stays out of the crontab (cron's run finds it in
-            # ~/.pgpass, docs/distributed.md).
+            # ~/.pgpass, docs/distributed.md). Imported here: secrets brings the model
+            # (pydantic), which the crontab-listing paths never need.
             from flowsh.secrets import url_without_password
 
             value = url_without_password(_absolute_state_url(value))

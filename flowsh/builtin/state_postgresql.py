@@ -30,6 +30,7 @@ from flowsh import hookimpl
 from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
 from flowsh.lock import WorkflowLock
+from flowsh.plugins import warn
 from flowsh.secrets import url_without_password
 from flowsh.state import NoSpaceError, RunRecord, StepRecord
 
@@ -207,8 +208,6 @@ class PostgresBackend:
                 # how it ended) fail at once.
                 deadline = now if self.away else now + self.reconnect_for
                 self.away = True
-                from flowsh.plugins import warn
-
                 warn(f"{self.url}: lost the connection to the server; trying again for "
                      f"{self.reconnect_for:g}s")
             if now >= deadline:
@@ -372,8 +371,6 @@ class PostgresBackend:
             if lock.run_id is not None:
                 # Another host may have read the run as crashed meanwhile: it is not.
                 self._mark_running(lock.run_id)
-            from flowsh.plugins import warn
-
             warn(f"{self.url}: the server dropped the connection holding the {lock.purpose} "
                  "lock; took the lock again")
 
