@@ -375,7 +375,7 @@ steps:
 def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
     pg_url: str, tmp_path: Path, taken_meanwhile: bool
 ) -> None:
-    from flowsh.builtin.state_postgresql import _key
+    from flowsh.builtin.pg_locks import advisory_key
 
     a = Host(tmp_path, "a", pg_url)
     flow = tmp_path / "held.yaml"
@@ -384,7 +384,7 @@ def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
     _wait_for(tmp_path / "started", runner)
     run_id = str(a.status()["run_id"])
     schema = pg_url.rsplit("%3D", 1)[1]
-    keys = [_key("runner", schema, run_id), _key("workflow", schema, "held")]
+    keys = [advisory_key("runner", schema, run_id), advisory_key("workflow", schema, "held")]
     with psycopg.connect(SERVER, autocommit=True) as conn:
         pids = [r[0] for r in conn.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "

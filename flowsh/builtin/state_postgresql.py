@@ -10,26 +10,25 @@ its own, which flowsh creates). A password is best kept out of the URL (``~/.pgp
 Records: one row per run and per step, each holding the dataclass as ``jsonb`` (a field
 added to RunRecord or StepRecord flows through with no schema change) beside real columns
 for what queries filter and sort on. One transaction per transition. Locks: PostgreSQL
-advisory locks on connections held for the run (`PgLocks`), so an overlap lock spans
-hosts and a dead coordinator is known the moment the server drops its connection.
+advisory locks on connections held for the run (flowsh/builtin/pg_locks.py), so an
+overlap lock spans hosts and a dead coordinator is known the moment the server drops its
+connection.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import select
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowsh import hookimpl
-from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
+from flowsh.builtin.pg_locks import PgLocks, advisory_key
+from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
-from flowsh.lock import WorkflowLock
+from flowsh.lock import Releasable, WorkflowLock
 from flowsh.plugins import warn
 from flowsh.secrets import url_without_password
 from flowsh.state import NoSpaceError, RunRecord, StepRecord
@@ -73,12 +72,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # (a restart takes a few seconds); past that the run stops with exit 3.
 RECONNECT_FOR = 15.0  # FLOWSH_PG_RECONNECT overrides (seconds)
 
-# A coordinator whose host vanishes (power, network) leaves no FIN: the server finds its
-# lock connections dead by TCP keepalive, after idle + interval * count seconds (~20 s).
-# idle_session_timeout off: a server-wide setting must not drop a lock held for a long run.
-LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
-                "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
-
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@?#]*:)([^@/?#]*)(@)")
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.I)
 
@@ -87,12 +80,6 @@ def mask_url(url: str) -> str:
     """The URL with its password (in the authority or a `password=` parameter) as ***."""
     url = _PASSWORD_IN_URL.sub(r"\1***\3", url)
     return _PASSWORD_PARAM.sub(r"\1***", url)
-
-
-def _key(*parts: str) -> int:
-    """A stable signed 64-bit advisory-lock key (Python's hash() differs per process)."""
-    digest = hashlib.sha256("\0".join(("flowsh", *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _import_psycopg() -> Any:
@@ -134,7 +121,7 @@ class PostgresBackend:
         except BaseException:
             self.conn.close()
             raise
-        self.held: list[_HeldLock] = []  # advisory locks this process holds, for heartbeat
+        self.locks = PgLocks(self)
 
     def _scrub_environment(self) -> None:
         """Steps inherit flowsh's environment: a password must not go with FLOWSH_STATE,
@@ -246,7 +233,7 @@ class PostgresBackend:
             current = version(c, schema)
             if current == SCHEMA_VERSION:
                 return schema  # the common case: no lock taken
-            c.execute("SELECT pg_advisory_xact_lock(%s)", (_key("migrate", schema),))
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("migrate", schema),))
             from psycopg import sql
 
             c.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -318,61 +305,12 @@ class PostgresBackend:
     def save_step(self, run: RunRecord, step: StepRecord) -> None:
         self._do(lambda c: c.execute(self._UPSERT_STEP, self._step_rows(run.run_id, [step])[0]),
                  single=True)
-        self._keep_locks()
+        self.locks.keep()
 
     def heartbeat(self, run: RunRecord) -> None:
         self._do(lambda c: c.execute("UPDATE flowsh_runs SET heartbeat = %s WHERE run_id = %s",
                                      (run.heartbeat, run.run_id)), single=True)
-        self._keep_locks()
-
-    def _mark_running(self, run_id: str) -> None:
-        args = (self._json({"status": "running"}), run_id)
-        self._do(lambda c: c.execute(
-            "UPDATE flowsh_runs SET status = 'running', record = record || %s "
-            "WHERE run_id = %s AND status = 'crashed'", args), single=True)
-
-    def _reconnect(self, purpose: str) -> psycopg.Connection[Any]:
-        """A new lock connection, waiting as a transition does for a server coming back."""
-        deadline = time.monotonic() + (0 if self.away else self.reconnect_for)
-        while True:
-            try:
-                return self._lock_connection(purpose)
-            except StateError:
-                if time.monotonic() >= deadline:
-                    self.away = True
-                    raise
-            time.sleep(0.5)
-
-    def _keep_locks(self) -> None:
-        """A lock's connection the server dropped (a restart, pg_terminate_backend) took the
-        lock along: another host would soon see this runner dead, or start the workflow.
-        Checked at each heartbeat (every 10 s): taken again on a new connection, or, when
-        another coordinator has it now, this run stops rather than run beside it."""
-        for lock in list(self.held):
-            if not _maybe_dropped(lock.conn):
-                continue
-            try:
-                lock.conn.execute("SELECT 1")
-                continue
-            except self.psycopg.Error:
-                lock.conn.close()
-            conn = self._reconnect(lock.purpose)
-            try:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
-            except self.psycopg.Error as exc:
-                conn.close()
-                raise self._error(exc) from None
-            if not (row and row[0]):
-                conn.close()
-                raise StateError(f"{self.url}: the server dropped the connection holding the "
-                                 f"{lock.purpose} lock, and another coordinator holds it now; "
-                                 "stopping this run")
-            lock.conn = conn
-            if lock.run_id is not None:
-                # Another host may have read the run as crashed meanwhile: it is not.
-                self._mark_running(lock.run_id)
-            warn(f"{self.url}: the server dropped the connection holding the {lock.purpose} "
-                 "lock; took the lock again")
+        self.locks.keep()
 
     def delete_runs(self, run_ids: list[str]) -> int:
         # The steps go with their runs (ON DELETE CASCADE), in the same transaction.
@@ -446,147 +384,20 @@ class PostgresBackend:
         rows = self._do(lambda c: c.execute(query, args).fetchall(), single=True)
         return [self._run_from(*row) for row in rows]
 
-    # -- locks (flowsh.lock.LockingBackend) ---------------------------------------------
+    # -- locks (flowsh.lock.LockingBackend), in flowsh/builtin/pg_locks.py -------------
 
-    def _lock_key(self, kind: str, name: str) -> int:
-        # The schema is part of the key: advisory locks are per database, and two flowsh
-        # installations in two schemas of one database are strangers.
-        return _key(kind, self.schema, name)
-
-    def _lock_connection(self, purpose: str) -> psycopg.Connection[Any]:
-        conn = self._connect(application_name=f"flowsh {purpose}"[:63])
-        try:
-            conn.execute(LOCK_SESSION)
-            from psycopg import sql
-
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        except self.psycopg.Error as exc:
-            conn.close()
-            raise self._error(exc) from None
-        return conn
-
-    def _holder(self, key: int) -> str:
-        try:
-            row = self._do(lambda c: c.execute(
-                "SELECT holder FROM flowsh_lock_holders WHERE key = %s", (key,)).fetchone(),
-                single=True)
-        except StateError:
-            row = None
-        return str(row[0]) if row else "another run"
-
-    @contextmanager
     def workflow_lock(self, name: str, overlap: str,
-                      timeout: float | None) -> Iterator[WorkflowLock]:
-        """Overlap lock: a session-level advisory lock on a connection held for the run.
-        skip: pg_try_advisory_lock; wait: pg_advisory_lock under lock_timeout."""
-        key = self._lock_key("workflow", name)
-        conn = self._lock_connection(f"workflow {name}")
-        lock: _PgWorkflowLock | None = None
-        try:
-            try:
-                if overlap == "skip":
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                    if not (row and row[0]):
-                        raise LockHeldError(
-                            f"workflow {name!r} is already running: {self._holder(key)} "
-                            "holds its lock (overlap: skip)")
-                else:
-                    # lock_timeout bounds an advisory lock wait as any other (0: no bound).
-                    ms = 0 if timeout is None else max(1, int(timeout * 1000))
-                    conn.execute(f"SET lock_timeout = {ms}")
-                    try:
-                        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-                    except self.psycopg.errors.LockNotAvailable:
-                        raise LockHeldError(
-                            f"workflow {name!r}: gave up after waiting {timeout:g}s for "
-                            f"{self._holder(key)} to finish (overlap: wait)") from None
-                    conn.execute("SET lock_timeout = 0")
-            except self.psycopg.Error as exc:
-                raise self._error(exc) from None
-            lock = _PgWorkflowLock(self, conn, key, f"workflow {name}")
-            lock.note(None)
-            self.held.append(lock)
-            yield lock
-        finally:
-            if lock is not None:
-                lock.release()
-            conn.close()  # the server drops the lock with the session
+                      timeout: float | None) -> AbstractContextManager[WorkflowLock]:
+        return self.locks.workflow_lock(name, overlap, timeout)
 
-    def hold_runner(self, run_id: str) -> _HeldLock | None:
-        """The run's liveness lock: held on a connection of its own for the run's life."""
-        key = self._lock_key("runner", run_id)
-        conn = self._lock_connection(f"run {run_id}")
-        try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        except self.psycopg.Error as exc:
-            conn.close()
-            raise self._error(exc) from None
-        if not (row and row[0]):
-            conn.close()
-            return None
-        held = _HeldLock(self, conn, key, f"run {run_id}", run_id)
-        self.held.append(held)
-        return held
+    def hold_runner(self, run_id: str) -> Releasable | None:
+        return self.locks.hold_runner(run_id)
 
     def runner_alive(self, run: RunRecord) -> bool:
-        """Whether any session holds the run's liveness lock, from pg_locks: a read that
-        never takes the lock, so it cannot make a starting runner think it is taken."""
-        key = self._lock_key("runner", run.run_id)
-        row = self._do(lambda c: c.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone(), single=True)
-        return bool(row and row[0])
+        return self.locks.runner_alive(run)
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _maybe_dropped(conn: psycopg.Connection[Any]) -> bool:
-    """An idle lock connection has nothing to read: when its socket turns readable, the
-    server has said something (the FATAL of a termination) or closed it. Costs no round
-    trip, so every transition can ask."""
-    if conn.closed:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
-class _HeldLock:
-    """A session-level advisory lock and the connection that holds it."""
-
-    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any], key: int,
-                 purpose: str, run_id: str | None = None) -> None:
-        self.backend, self.conn, self.key, self.purpose = backend, conn, key, purpose
-        self.run_id = run_id
-
-    def release(self) -> None:
-        if self in self.backend.held:
-            self.backend.held.remove(self)
-        self.conn.close()  # the server drops the lock with the session
-
-
-class _PgWorkflowLock(_HeldLock, WorkflowLock):
-    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any], key: int,
-                 purpose: str) -> None:
-        _HeldLock.__init__(self, backend, conn, key, purpose)
-        WorkflowLock.__init__(self, None)
-
-    def note(self, run_id: str | None) -> None:
-        """Who holds the lock, for the message a skipped run prints on any host."""
-        who = f"run {run_id}" if run_id else "a run"
-        holder = f"{who} (pid {os.getpid()} on {socket.gethostname()})"
-        try:
-            self.conn.execute(
-                "INSERT INTO flowsh_lock_holders (key, holder, since) VALUES (%s, %s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, "
-                "since = excluded.since", (self.key, holder, time.time()))
-        except self.backend.psycopg.Error as exc:
-            raise self.backend._error(exc) from None
 
 
 @hookimpl
