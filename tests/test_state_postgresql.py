@@ -127,6 +127,20 @@ def test_records_round_trip_with_sqlites_filters_and_order(pg_url: str) -> None:
     b.close()
 
 
+def test_skip_reason_added_after_the_schema_round_trips_with_no_migration(pg_url: str) -> None:
+    # StepRecord.skip_reason came after this backend's schema 1: the jsonb record carries it.
+    from flowsh.state import SkipReason
+
+    b = open_backend(pg_url)
+    run = _record("r1")
+    b.create_run(run)
+    step = run.steps["s"]
+    step.status, step.skip_reason = "skipped", SkipReason.EXIT_CODE
+    b.save_step(run, step)
+    assert b.load_run("r1").steps["s"].skip_reason == SkipReason.EXIT_CODE
+    b.close()
+
+
 def test_a_field_a_newer_flowsh_adds_flows_through_without_a_schema_change(pg_url: str) -> None:
     # Another plugin (Celery) may add task_id/worker/queue to StepRecord: the record is
     # jsonb, so this flowsh reads such rows, and writes what it knows.
