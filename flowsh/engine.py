@@ -119,7 +119,7 @@ class Engine:
         # without a held lock always means a dead runner (store.check_liveness).
         self.run_dir = ensure_private_dir(flowsh_home() / "runs" / run_id)
         self.if_tests = IfTests(self.wf, self.executor, self.run_dir)
-        held = hold_runner_lock(self.run_dir)
+        held = hold_runner_lock(self.run_dir, self.backend, run_id)
         if held is None:
             raise LockHeldError(f"run {run_id} is being run by another flowsh process right "
                                 "now (overlap: allow, or a resume of a run still going)")
@@ -129,7 +129,7 @@ class Engine:
             # runner may have run (or finished) it meanwhile. Read it again.
             fresh = self.backend.load_run(run_id)
             if fresh.status == SUCCEEDED and self.opt.only is None:
-                os.close(runner_fd)
+                runner_fd.release()
                 plugins.warn(f"run {run_id} was finished by another runner meanwhile; "
                              "starting a new run")
                 self.opt.resume = None
@@ -148,7 +148,7 @@ class Engine:
                                     lambda name, out: self.renv.unmask_outputs(
                                         self.run_dir, name, out))
         except BaseException:
-            os.close(runner_fd)
+            runner_fd.release()
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
                 import shutil
 
@@ -174,7 +174,7 @@ class Engine:
             finally:
                 self.events.close(drain)
         finally:
-            os.close(runner_fd)  # after the final state is written: see store.check_liveness
+            runner_fd.release()  # after the final state is written: see store.check_liveness
         return run
 
     def _execute(self, run: RunRecord) -> None:
@@ -479,5 +479,5 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     overlap = options.overlap or wf.overlap
     timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
     with _backend(options, wf.state) as backend, \
-            workflow_lock(wf.identity, overlap, timeout) as lock:
+            workflow_lock(wf.identity, overlap, timeout, backend) as lock:
         return Engine(wf, options, backend, lock).execute()

@@ -59,6 +59,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     Lazy("flowsh.builtin.exec_local", "register_executors"),
     Lazy("flowsh.builtin.state_sqlite", "register_state_backends"),
     Lazy("flowsh.builtin.state_json", "register_state_backends"),
+    Lazy("flowsh.builtin.state_postgresql", "register_state_backends"),
     # alerts
     Lazy("flowsh.builtin.notify_log", "register_notifiers"),
     Lazy("flowsh.builtin.notify_command", "register_notifiers"),

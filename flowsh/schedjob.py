@@ -73,7 +73,12 @@ def carried_env() -> list[tuple[str, str]]:
         if not value:
             continue
         if key == "FLOWSH_STATE":
-            value = _absolute_state_url(value)
+            # A database password stays out of the crontab (cron's run finds it in
+            # ~/.pgpass, docs/distributed.md). Imported here: secrets brings the model
+            # (pydantic), which the crontab-listing paths never need.
+            from flowsh.secrets import url_without_password
+
+            value = url_without_password(_absolute_state_url(value))
         else:
             value = str(Path(value).expanduser().resolve())
         out.append((key, value))

@@ -97,6 +97,15 @@ class Masker:
         return cls.for_env(env, wf.secret_names())
 
 
+def url_without_password(url: str) -> str:
+    """A URL as flowsh shows or passes it on: `scheme://user:PASSWORD@host` loses the
+    password, as does a `password=` parameter (the `--state …` a failed run prints must
+    stay pasteable without carrying the database password; ~/.pgpass supplies it)."""
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1@", url, flags=re.I)
+    stripped = re.sub(r"([?&])password=[^&]*(&|$)", r"\1", url, flags=re.I)
+    return stripped.rstrip("?&") if stripped != url else url
+
+
 # Secret outputs of a run's steps: the store keeps `***`, a resume needs the value. They
 # live in one 0600 file per step in the run's 0700 private directory on the runner's host,
 # removed when the run succeeds (nothing left to resume) or is pruned (with the directory).

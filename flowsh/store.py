@@ -51,13 +51,17 @@ def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = F
     """
     if run.status != RUNNING:
         return run
-    alive = runner_alive(flowsh_home() / "runs" / run.run_id)
+    alive = runner_alive(flowsh_home() / "runs" / run.run_id, backend, run)
     if alive is None:  # not this host's run: judge by the heartbeat
         beat = run.heartbeat or run.started_at
         alive = time.time() - beat < STALE_AFTER
     if alive:
         return run
-    full = backend.load_run(run.run_id) if not run.steps else run
+    # Read again: the runner may have written its end and let go of its lock between the
+    # read of `run` and the look at the lock (a shared store makes that window real).
+    full = backend.load_run(run.run_id)
+    if full.status != RUNNING:
+        return full
     full.status = CRASHED
     # Its last sign of life, so "took" stops growing (the runner never wrote an end).
     last = max([full.heartbeat or 0, full.started_at or 0,

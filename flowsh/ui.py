@@ -19,6 +19,7 @@ from typing import IO, Any
 from flowsh.durations import format_duration
 from flowsh.model import Workflow
 from flowsh.runopts import Reporter
+from flowsh.secrets import url_without_password
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -62,7 +63,7 @@ def plural(count: int, noun: str) -> str:
 def next_steps(run: RunRecord, state_url: str | None) -> str:
     """The commands that show and finish a failed run, pasteable as they are (with the
     store the run used, when it is not the default)."""
-    state = f" --state {shlex.quote(state_url)}" if state_url else ""
+    state = f" --state {shlex.quote(url_without_password(state_url))}" if state_url else ""
     return (f"see: flowsh status {run.run_id}{state}  |  "
             f"continue: flowsh resume {run.run_id}{state}")
 

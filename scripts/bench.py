@@ -498,6 +498,59 @@ class Bench:
                   res["bash"][big].maxrss_kib / MIB, "bash", target="< 50 MiB",
                   ok=peak < 50, note=f"max over W1 flowsh variants {peak:.1f} MiB"))
 
+    # PG -----------------------------------------------------------------------------
+    def pg(self) -> None:
+        """Per-step cost of PostgreSQL state against SQLite (`--only pg`; needs --pg URL)."""
+        import uuid
+
+        import psycopg
+
+        small, big = (50, 500) if self.args.quick else (200, 1000)
+        print(f"PG: chain of `true` steps on sqlite and postgresql state, N={small} and N={big}",
+              file=sys.stderr)
+        files = {n: chain_yaml(self.work / f"pgchain{n}.yaml", n) for n in (small, big)}
+        schemas: list[str] = []
+
+        def pg_url() -> str:
+            schemas.append(f"flowsh_bench_{uuid.uuid4().hex[:8]}")
+            return f"{self.args.pg}?options=-csearch_path%3D{schemas[-1]}"
+
+        samples: dict[tuple[str, int], list[Child]] = {}
+        try:
+            for _ in range(self.repeats):
+                for n in (small, big):
+                    for name in ("sqlite", "postgresql"):
+                        state = (f"sqlite:///{self.work}/pg{n}.db" if name == "sqlite"
+                                 else pg_url())
+                        c = self.flowsh_run(["run", "-q", "--state", state, str(files[n])])()
+                        if c.returncode != 0:
+                            raise SystemExit(f"bench: PG {name} N={n} exited {c.returncode}")
+                        samples.setdefault((name, n), []).append(c)
+        finally:
+            with psycopg.connect(self.args.pg, autocommit=True) as conn:
+                for schema in schemas:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        wall = {k: statistics.median(c.wall for c in v) for k, v in samples.items()}
+        cpu = {k: statistics.median(c.cpu for c in v) for k, v in samples.items()}
+        slope = {name: (wall[(name, big)] - wall[(name, small)]) / (big - small)
+                 for name in ("sqlite", "postgresql")}
+        cpu_slope = {name: (cpu[(name, big)] - cpu[(name, small)]) / (big - small)
+                     for name in ("sqlite", "postgresql")}
+        for name in ("sqlite", "postgresql"):
+            print(f"  {name:10} {slope[name] * MS:6.2f} ms/step  cpu "
+                  f"{cpu_slope[name] * MS:6.2f} ms/step", file=sys.stderr)
+        r = self.report
+        r.add(Row("PG marginal per step, postgresql state", slope["postgresql"] * MS, "ms",
+                  slope["sqlite"] * MS, "sqlite",
+                  note="3 transactions per step (started, finished, next), local server"))
+        r.add(Row("PG marginal CPU per step (flowsh side)", cpu_slope["postgresql"] * MS, "ms",
+                  cpu_slope["sqlite"] * MS, "sqlite", note="user+sys of flowsh and its steps"))
+        r.add(Row("PG fixed cost per run", wall[("postgresql", small)] - small *
+                  slope["postgresql"], "s", wall[("sqlite", small)] - small * slope["sqlite"],
+                  "sqlite", note="connect, schema check, 2 lock connections"))
+        self.report.raw["pg"] = {f"{k[0]}/{k[1]}": {"wall_s": wall[k], "cpu_s": cpu[k]}
+                                 for k in wall}
+
     # W2 ------------------------------------------------------------------------------
     def w2(self) -> None:
         n, jobs, secs = 64, 8, 0.2
@@ -908,8 +961,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default="bench-results.json", help="where to write JSON")
     ap.add_argument("--flowsh", default=None, help="the flowsh executable to measure")
     ap.add_argument("--only", default="",
-                    help="comma list of w1,w2,w3,w4,w5,spawn,export,web,celery (celery: real "
-                         "workers, needs Redis and plugins/flowsh-celery; not by default)")
+                    help="comma list of w1,w2,w3,w4,w5,spawn,export,web,celery,pg (celery: real "
+                         "workers, needs Redis and plugins/flowsh-celery; pg: PostgreSQL state "
+                         "against SQLite on the server --pg names; neither by default)")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1/test",
+                    help="PostgreSQL for --only pg (a schema per run, dropped after)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
     if args.flowsh is None:

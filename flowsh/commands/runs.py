@@ -173,9 +173,14 @@ def failure_details(run: RunRecord, state: str | None) -> list[str]:
                    f"flowsh logs {run.run_id} STEP")
     out.append("")
     if run.file:
-        # --state only when it is not what the environment already says.
-        where = (f" --state {shlex.quote(state)}"
-                 if state and state != os.environ.get("FLOWSH_STATE") else "")
+        # --state only when it is not what the environment already says; never with a
+        # database password in it (a PostgreSQL backend took it out of FLOWSH_STATE).
+        from flowsh.secrets import url_without_password
+
+        shown = url_without_password(state) if state else None
+        where = (f" --state {shlex.quote(shown)}"
+                 if shown and shown != url_without_password(os.environ.get("FLOWSH_STATE", ""))
+                 else "")
         out.append(f"resume:  flowsh resume {run.run_id}{where}")
     else:
         out.append("resume:  this run has no workflow file (flowsh wrap): run the command again")

@@ -29,6 +29,10 @@ RUNTIMES = ("run", "script", "inline", "celery")
 CELERY: dict[str, str] = {}
 CELERY_LOG: list[str] = []
 TIMEOUT = 120
+# A PostgreSQL server (`postgresql://postgres@127.0.0.1/test`) to keep the `run` and
+# `celery` runtimes' state in, instead of each case's SQLite file: each case gets a schema
+# of its own, dropped after it. Not part of the default suite (scripts/test).
+PG_STATE = os.environ.get("FLOWSH_CONFORMANCE_STATE", "")
 
 
 @dataclass
@@ -105,6 +109,19 @@ class Runner:
         self.home.mkdir()
         self.script = self.work / "flow.sh"
         self.export_error: subprocess.CompletedProcess[str] | None = None
+        self.schema = f"flowsh_conformance_{os.getpid()}_{id(self):x}"
+
+    def _state_env(self) -> dict[str, str]:
+        if not PG_STATE or self.runtime not in ("run", "celery"):
+            return {}
+        return {"FLOWSH_STATE": f"{PG_STATE}?options=-csearch_path%3D{self.schema}"}
+
+    def drop_state(self) -> None:
+        if self._state_env():
+            import psycopg
+
+            with psycopg.connect(PG_STATE, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
     def _plugin_env(self) -> dict[str, str]:
         """No third-party plugin, but for the celery runtime its own (and its worker)."""
@@ -120,7 +137,8 @@ class Runner:
         for name in ("FLOWSH_STATE", "FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS",
                      "FLOWSH_CELERY_BACKEND"):
             env.pop(name, None)
-        env.update({**self._plugin_env(), **self.case.env, **(extra or {})})
+        env.update({**self._plugin_env(), **self._state_env(), **self.case.env,
+                    **(extra or {})})
         return env
 
     def _flowsh(self, *args: str, extra: dict[str, str] | None = None
@@ -161,6 +179,7 @@ class Runner:
         import shlex
 
         if self.runtime in ("run", "celery"):
+            # FLOWSH_STATE comes from `shell`'s environment: $RUN is split unquoted.
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self._plugin_env().items())
             tail = " --executor celery" if self.runtime == "celery" else ""
             return f"env {env} {shlex.quote(sys.executable)} -m flowsh run flow.yaml{tail}"
@@ -171,7 +190,8 @@ class Runner:
         base = dict(os.environ)
         subprocess.run(["bash", "-c", text], cwd=self.work, check=True, timeout=TIMEOUT,
                        env={**base, "FLOWSH_HOME": str(self.home), "RUN": self.command(),
-                            "PYTHON": sys.executable, "WORKER_LOG": self._worker_log()})
+                            "PYTHON": sys.executable, "WORKER_LOG": self._worker_log(),
+                            **self._state_env()})
 
     def _worker_log(self) -> str:
         return CELERY_LOG[0] if self.runtime == "celery" and CELERY_LOG else "/dev/null"
@@ -189,14 +209,18 @@ def run_case(case: Case, runtime: str, root: Path) -> list[tuple[dict[str, Any],
     runner.prepare()
     out = []
     stages = [{"before": case.before, "args": case.args, "expect": case.expect}, *case.then]
-    for stage in stages:
-        if stage.get("before"):
-            runner.shell(stage["before"])
-        result = runner.invoke([str(a) for a in stage.get("args", [])], stage.get("env", {}))
-        expect = stage.get("expect", {})
-        result.files = {rel: runner.read(rel) for rel in
-                        [*expect.get("files", {}), *expect.get("absent", [])]}
-        out.append((expect, result))
+    try:
+        for stage in stages:
+            if stage.get("before"):
+                runner.shell(stage["before"])
+            result = runner.invoke([str(a) for a in stage.get("args", [])],
+                                   stage.get("env", {}))
+            expect = stage.get("expect", {})
+            result.files = {rel: runner.read(rel) for rel in
+                            [*expect.get("files", {}), *expect.get("absent", [])]}
+            out.append((expect, result))
+    finally:
+        runner.drop_state()
     return out
 
 

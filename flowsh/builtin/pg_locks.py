@@ -1,0 +1,232 @@
+"""PostgreSQL advisory locks for the `postgresql://` state backend (flowsh.lock's
+LockingBackend): the overlap lock and each run's liveness lock, every one a session-level
+lock on a connection of its own held for the run, so the server drops it the moment the
+holder's connection goes, whatever killed it (docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from flowsh.errors import LockHeldError, StateError
+from flowsh.lock import WorkflowLock
+from flowsh.plugins import warn
+from flowsh.state import RunRecord
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from flowsh.builtin.state_postgresql import PostgresBackend
+
+# A coordinator whose host vanishes (power, network) leaves no FIN: the server finds its
+# lock connections dead by TCP keepalive, after idle + interval * count seconds (~20 s).
+# idle_session_timeout off: a server-wide setting must not drop a lock held for a long run.
+LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
+                "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
+
+
+def advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key (Python's hash() differs per process)."""
+    digest = hashlib.sha256("\0".join(("flowsh", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PgLocks:
+    """The advisory locks one backend's process holds, and how it takes them."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.b = backend
+        self.held: list[_HeldLock] = []  # watched at each transition and heartbeat
+
+    def _lock_key(self, kind: str, name: str) -> int:
+        # The schema is part of the key: advisory locks are per database, and two flowsh
+        # installations in two schemas of one database are strangers.
+        return advisory_key(kind, self.b.schema, name)
+
+    def _lock_connection(self, purpose: str) -> psycopg.Connection[Any]:
+        conn = self.b._connect(application_name=f"flowsh {purpose}"[:63])
+        try:
+            conn.execute(LOCK_SESSION)
+            from psycopg import sql
+
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.b.schema)))
+        except self.b.psycopg.Error as exc:
+            conn.close()
+            raise self.b._error(exc) from None
+        return conn
+
+    def _holder(self, key: int) -> str:
+        try:
+            row = self.b._do(lambda c: c.execute(
+                "SELECT holder FROM flowsh_lock_holders WHERE key = %s", (key,)).fetchone(),
+                single=True)
+        except StateError:
+            row = None
+        return str(row[0]) if row else "another run"
+
+    @contextmanager
+    def workflow_lock(self, name: str, overlap: str,
+                      timeout: float | None) -> Iterator[WorkflowLock]:
+        """Overlap lock: a session-level advisory lock on a connection held for the run.
+        skip: pg_try_advisory_lock; wait: pg_advisory_lock under lock_timeout."""
+        key = self._lock_key("workflow", name)
+        conn = self._lock_connection(f"workflow {name}")
+        lock: _PgWorkflowLock | None = None
+        try:
+            try:
+                if overlap == "skip":
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                    if not (row and row[0]):
+                        raise LockHeldError(
+                            f"workflow {name!r} is already running: {self._holder(key)} "
+                            "holds its lock (overlap: skip)")
+                else:
+                    # lock_timeout bounds an advisory lock wait as any other (0: no bound).
+                    ms = 0 if timeout is None else max(1, int(timeout * 1000))
+                    conn.execute(f"SET lock_timeout = {ms}")
+                    try:
+                        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                    except self.b.psycopg.errors.LockNotAvailable:
+                        raise LockHeldError(
+                            f"workflow {name!r}: gave up after waiting {timeout:g}s for "
+                            f"{self._holder(key)} to finish (overlap: wait)") from None
+                    conn.execute("SET lock_timeout = 0")
+            except self.b.psycopg.Error as exc:
+                raise self.b._error(exc) from None
+            lock = _PgWorkflowLock(self, conn, key, f"workflow {name}")
+            lock.note(None)
+            self.held.append(lock)
+            yield lock
+        finally:
+            if lock is not None:
+                lock.release()
+            conn.close()  # the server drops the lock with the session
+
+    def hold_runner(self, run_id: str) -> _HeldLock | None:
+        """The run's liveness lock: held on a connection of its own for the run's life."""
+        key = self._lock_key("runner", run_id)
+        conn = self._lock_connection(f"run {run_id}")
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        except self.b.psycopg.Error as exc:
+            conn.close()
+            raise self.b._error(exc) from None
+        if not (row and row[0]):
+            conn.close()
+            return None
+        held = _HeldLock(self, conn, key, f"run {run_id}", run_id)
+        self.held.append(held)
+        return held
+
+    def runner_alive(self, run: RunRecord) -> bool:
+        """Whether any session holds the run's liveness lock, from pg_locks: a read that
+        never takes the lock, so it cannot make a starting runner think it is taken."""
+        key = self._lock_key("runner", run.run_id)
+        row = self.b._do(lambda c: c.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone(), single=True)
+        return bool(row and row[0])
+
+    def _mark_running(self, run_id: str) -> None:
+        args = (self.b._json({"status": "running"}), run_id)
+        self.b._do(lambda c: c.execute(
+            "UPDATE flowsh_runs SET status = 'running', record = record || %s "
+            "WHERE run_id = %s AND status = 'crashed'", args), single=True)
+
+    def _reconnect(self, purpose: str) -> psycopg.Connection[Any]:
+        """A new lock connection, waiting as a transition does for a server coming back."""
+        deadline = time.monotonic() + (0 if self.b.away else self.b.reconnect_for)
+        while True:
+            try:
+                return self._lock_connection(purpose)
+            except StateError:
+                if time.monotonic() >= deadline:
+                    self.b.away = True
+                    raise
+            time.sleep(0.5)
+
+    def keep(self) -> None:
+        """A lock's connection the server dropped (a restart, pg_terminate_backend) took the
+        lock along: another host would soon see this runner dead, or start the workflow.
+        Checked at each heartbeat (every 10 s): taken again on a new connection, or, when
+        another coordinator has it now, this run stops rather than run beside it."""
+        for lock in list(self.held):
+            if not _maybe_dropped(lock.conn):
+                continue
+            try:
+                lock.conn.execute("SELECT 1")
+                continue
+            except self.b.psycopg.Error:
+                lock.conn.close()
+            conn = self._reconnect(lock.purpose)
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
+            except self.b.psycopg.Error as exc:
+                conn.close()
+                raise self.b._error(exc) from None
+            if not (row and row[0]):
+                conn.close()
+                raise StateError(f"{self.b.url}: the server dropped the connection holding the "
+                                 f"{lock.purpose} lock, and another coordinator holds it now; "
+                                 "stopping this run")
+            lock.conn = conn
+            if lock.run_id is not None:
+                # Another host may have read the run as crashed meanwhile: it is not.
+                self._mark_running(lock.run_id)
+            warn(f"{self.b.url}: the server dropped the connection holding the {lock.purpose} "
+                 "lock; took the lock again")
+
+
+def _maybe_dropped(conn: psycopg.Connection[Any]) -> bool:
+    """An idle lock connection has nothing to read: when its socket turns readable, the
+    server has said something (the FATAL of a termination) or closed it. Costs no round
+    trip, so every transition can ask."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class _HeldLock:
+    """A session-level advisory lock and the connection that holds it."""
+
+    def __init__(self, locks: PgLocks, conn: psycopg.Connection[Any], key: int,
+                 purpose: str, run_id: str | None = None) -> None:
+        self.locks, self.conn, self.key, self.purpose = locks, conn, key, purpose
+        self.run_id = run_id
+
+    def release(self) -> None:
+        if self in self.locks.held:
+            self.locks.held.remove(self)
+        self.conn.close()  # the server drops the lock with the session
+
+
+class _PgWorkflowLock(_HeldLock, WorkflowLock):
+    def __init__(self, locks: PgLocks, conn: psycopg.Connection[Any], key: int,
+                 purpose: str) -> None:
+        _HeldLock.__init__(self, locks, conn, key, purpose)
+        WorkflowLock.__init__(self, None)
+
+    def note(self, run_id: str | None) -> None:
+        """Who holds the lock, for the message a skipped run prints on any host."""
+        who = f"run {run_id}" if run_id else "a run"
+        holder = f"{who} (pid {os.getpid()} on {socket.gethostname()})"
+        try:
+            self.conn.execute(
+                "INSERT INTO flowsh_lock_holders (key, holder, since) VALUES (%s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, "
+                "since = excluded.since", (self.key, holder, time.time()))
+        except self.locks.b.psycopg.Error as exc:
+            raise self.locks.b._error(exc) from None
