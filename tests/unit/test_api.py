@@ -46,11 +46,6 @@ def test_all_is_unique() -> None:
     assert len(set(api.__all__)) == len(api.__all__)
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/api.py's docstring says everything in __all__ "
-                   "is documented in docs/plugins.md; 26 names are not (CRASHED..SUCCEEDED, "
-                   "EXIT_TIMEOUT, MASK, FlowshError, Notify, OutputCallback, Register, RunRecord, "
-                   "Status, StepRecord, build_notifier, check_notify, dispatch, effective_notify, "
-                   "format_duration, get_list, get_number, load_workflow, parse_duration)")
 def test_every_name_in_all_is_documented() -> None:
     from pathlib import Path
 
