@@ -9,6 +9,10 @@ from flowsh import plugins
 from flowsh.model import Workflow
 from flowsh.state import RunRecord, StateBackend, StepRecord
 
+# `flowsh run`'s params from its environment (a JSON object of strings): what `flowsh serve`
+# hands a run, so that no param shows on its command line (commands/core.py).
+PARAMS_VAR = "FLOWSH_PARAMS_JSON"
+
 
 class Reporter:
     """What a person (or a machine) sees of a run. The base class shows nothing."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -97,6 +98,27 @@ def run_cmd(
         raise
 
 
+def _params_from_environment() -> list[str]:
+    """Params handed over in FLOWSH_PARAMS_JSON (a JSON object of strings), as `flowsh
+    serve` does: /proc/PID/environ is the user's own, where a command line is anyone's
+    (`ps`), so a secret param never shows there. Taken out of the environment at once:
+    steps never see it."""
+    from flowsh.runopts import PARAMS_VAR
+
+    raw = os.environ.pop(PARAMS_VAR, None)
+    if raw is None:
+        return []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and k.isidentifier() and isinstance(v, str)
+            for k, v in data.items()):
+        raise UsageError(f"{PARAMS_VAR} must be a JSON object of names to strings")
+    return [f"{k}={v}" for k, v in data.items()]
+
+
 def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
@@ -106,8 +128,9 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
     from flowsh.loader import load_workflow, parse_overrides
     from flowsh.steps import describe_plan
 
+    params = [*_params_from_environment(), *(params or [])]
     wf = load_workflow(file)
-    overrides = parse_overrides(params or [])
+    overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     if dry_run:

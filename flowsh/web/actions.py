@@ -11,6 +11,7 @@ runner: SIGTERM to its pid, which stops its steps and records them `interrupted`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,9 @@ from typing import Any
 
 from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
 from flowsh.lock import runner_alive
-from flowsh.state import RUNNING, ensure_private_dir, flowsh_home
+from flowsh.model import IDENT
+from flowsh.runopts import PARAMS_VAR
+from flowsh.state import RUNNING, RunRecord, ensure_private_dir, flowsh_home
 from flowsh.web import data
 
 START_WAIT = 15.0  # how long a start waits for the new run's id before answering
@@ -47,20 +50,26 @@ class Spawned:
         return lines[-1] if lines else (text.splitlines()[-1] if text else "exited")
 
 
-def _spawn(args: list[str], state: str | None, where: Path) -> Spawned:
+def _spawn(args: list[str], state: str | None, where: Path,
+           extra: dict[str, str] | None = None) -> Spawned:
     """`python -m flowsh ARGS` in its own session; stdout and stderr to files in `where`."""
     ensure_private_dir(where)
     tag = uuid.uuid4().hex[:12]
     out, err = where / f"web-{tag}.out", where / f"web-{tag}.err"
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
     env.pop("FLOWSH_UI_TOKEN", None)  # the server's secret is no business of a step's
     if state:
         env["FLOWSH_STATE"] = state
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flowsh", *args], stdin=subprocess.DEVNULL, stdout=fo,
-            stderr=fe, start_new_session=True, env=env, close_fds=True,
-        )
+    try:
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flowsh", *args], stdin=subprocess.DEVNULL, stdout=fo,
+                stderr=fe, start_new_session=True, env=env, close_fds=True,
+            )
+    except OSError as exc:  # E2BIG: a value the kernel will not pass to a process
+        out.unlink(missing_ok=True)
+        err.unlink(missing_ok=True)
+        raise UsageError(f"cannot start flowsh: {exc.strerror or exc}") from None
     return Spawned(proc, out, err)
 
 
@@ -86,11 +95,16 @@ def start(url: str | None, known: data.Known, workflow: str,
     path = known.files.get(workflow)
     if path is None:
         raise NotFoundError(f"no workflow {workflow!r} among --workflows")
+    for key in params:  # `WHO=x` would be read as WHO with `x=...` in front of its value
+        if not IDENT.match(key):
+            raise UsageError(f"parameter {key!r}: a name is letters, digits and _")
     pairs = [f"{k}={v}" for k, v in params.items()]
     wf = load_workflow(path)
     check_workflow(wf, parse_overrides(pairs))  # the CLI's own checks and messages
     where = ensure_private_dir(flowsh_home() / "web")
-    spawned = _spawn(["run", "--json", str(path), *pairs], url, where)
+    # In the runner's environment, not its command line: anyone can read that (`ps`).
+    spawned = _spawn(["run", "--json", str(path)], url, where,
+                     {PARAMS_VAR: json.dumps(params)})
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         ended = spawned.proc.poll() is not None
@@ -101,8 +115,15 @@ def start(url: str | None, known: data.Known, workflow: str,
         if ended:
             raise _refusal(spawned)
         time.sleep(0.02)
+    # Answered "did not start": it must not start later either (a retried 409 would queue
+    # one run more each time). TERM before it has a record leaves nothing behind.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(spawned.proc.pid, signal.SIGTERM)
+    spawned.proc.wait()
+    for path in (spawned.out, spawned.err):
+        path.unlink(missing_ok=True)
     raise LockHeldError(f"workflow {workflow!r}: the run did not start within "
-                        f"{START_WAIT:g}s (waiting for its lock?)")
+                        f"{START_WAIT:g}s (waiting for its lock?); it will not start")
 
 
 def _keep_with_run(spawned: Spawned, run_id: str) -> None:
@@ -155,18 +176,31 @@ def _follow_up(url: str | None, run_id: str, args: list[str]) -> dict[str, Any]:
     return {"run_id": run_id, "pid": spawned.proc.pid}
 
 
-def resume(url: str | None, run_id: str) -> dict[str, Any]:
+def _startable(known: data.Known, run: RunRecord) -> None:
+    """Only a workflow of --workflows runs from here: a run of any other file is shown,
+    never started again (docs/ui.md)."""
+    known.scan(max_age=5.0)
+    files = {os.path.realpath(p) for p in known.files.values()}
+    if not run.file or os.path.realpath(run.file) not in files:
+        raise UsageError(f"run {run.run_id}: its file {run.file or '(none)'} is not among "
+                         "--workflows; resume it with the CLI")
+
+
+def resume(url: str | None, known: data.Known, run_id: str) -> dict[str, Any]:
     """`flowsh resume`: its own checks (the file, gone steps, nothing to resume) refuse it,
     and its one-line error comes back as the answer."""
     run = data.load_run(url, run_id)  # an unknown id or ambiguous prefix: 404/422 at once
+    _startable(known, run)
     if run.status == RUNNING:
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
     return _follow_up(url, run.run_id, ["resume", "--quiet", run.run_id])
 
 
-def retry(url: str | None, run_id: str, step: str, downstream: bool) -> dict[str, Any]:
+def retry(url: str | None, known: data.Known, run_id: str, step: str,
+          downstream: bool) -> dict[str, Any]:
     """`flowsh retry --step STEP [--downstream]`, refused as the command refuses it."""
     run = data.load_run(url, run_id)
+    _startable(known, run)
     if run.status == RUNNING:
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid})")
     args = ["retry", "--quiet", run.run_id, "--step", step]

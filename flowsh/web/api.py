@@ -112,13 +112,17 @@ async def run_events(request: Request) -> Response:
     return EventSourceResponse(cfg.hub.follow(request.path_params["run_id"]), ping=PING)
 
 
+MAX_OFFSET = 2**62
+
+
 async def log_stream(request: Request) -> Response:
     cfg = _cfg(request)
-    offset = query_int(request, "offset", 0, 0, None)
+    # Past 2**62 no file reaches: bounded, so a seek never overflows (a dead stream).
+    offset = query_int(request, "offset", 0, 0, MAX_OFFSET)
     # A browser reconnecting (server restarted, network blip) says where it was: each
     # `log` event's id is its end offset, so nothing is sent twice.
     last = request.headers.get("last-event-id", "")
-    if last.isdigit():
+    if last.isdigit() and len(last) < 19:
         offset = int(last)
     run_id, step = request.path_params["run_id"], request.path_params["step"]
     found = await run_in_threadpool(data.load_run, cfg.state, run_id)
@@ -148,7 +152,8 @@ async def start(request: Request) -> JSONResponse:
 
 async def resume(request: Request) -> JSONResponse:
     cfg = _cfg(request)
-    out = await run_in_threadpool(actions.resume, cfg.state, request.path_params["run_id"])
+    out = await run_in_threadpool(actions.resume, cfg.state, cfg.known,
+                                  request.path_params["run_id"])
     return JSONResponse(out, 202)
 
 
@@ -158,7 +163,8 @@ async def retry(request: Request) -> JSONResponse:
     step, downstream = body.get("step"), body.get("downstream", False)
     if not isinstance(step, str) or not step or not isinstance(downstream, bool):
         raise BadRequest("'step' must be a step name and 'downstream' true or false")
-    out = await run_in_threadpool(actions.retry, cfg.state, request.path_params["run_id"],
+    out = await run_in_threadpool(actions.retry, cfg.state, cfg.known,
+                                  request.path_params["run_id"],
                                   step, downstream)
     return JSONResponse(out, 202)
 

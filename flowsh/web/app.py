@@ -7,7 +7,6 @@ page cannot talk to it); POSTs carry the CSRF token and are refused under --read
 
 from __future__ import annotations
 
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
@@ -54,7 +53,7 @@ class Guard:
     def _refuse(self, request: Request) -> Response | None:
         cfg, path = self.cfg, request.url.path
         if is_loopback(cfg.host):
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+            host = _hostname(request.headers.get("host") or "")
             if not is_loopback(host):
                 return _error(400, f"unexpected Host {host!r} for a loopback server", 2)
         if cfg.token is not None:
@@ -63,20 +62,27 @@ class Guard:
                 # A link with the token logs the browser in; the address bar loses it.
                 rest = urlencode([(k, v) for k, v in parse_qsl(request.url.query)
                                   if k != "token"])
-                target = path + (f"?{rest}" if rest else "")
+                # One leading slash: `//evil.example/` is another site to a browser.
+                target = "/" + path.lstrip("/") + (f"?{rest}" if rest else "")
                 resp = RedirectResponse(target, 303)
                 resp.set_cookie(TOKEN_COOKIE, cfg.token, httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
                 return resp
             auth = request.headers.get("authorization", "")
             bearer = auth[7:] if auth.lower().startswith("bearer ") else None
-            cookie = SimpleCookie(request.headers.get("cookie", "")).get(TOKEN_COOKIE)
-            from_cookie = cookie.value if cookie else None
+            # Starlette's parser, not SimpleCookie: that one stops at another app's cookie
+            # with a space or a quote in it (cookies are shared across a host's ports).
+            from_cookie = request.cookies.get(TOKEN_COOKIE)
             if not (secret_matches(bearer, cfg.token)
                     or secret_matches(from_cookie, cfg.token)):
                 return _error(401, "this server needs its token: open the URL "
                               "`flowsh serve` printed, or send Authorization: Bearer TOKEN", 2)
         if request.method == "POST":
+            length = request.headers.get("content-length", "0")
+            if "transfer-encoding" in request.headers or not length.isdigit():
+                return _error(411, "a request body needs a Content-Length", 2)
+            if int(length) > MAX_BODY:
+                return _error(413, f"a request body may be at most {MAX_BODY} bytes", 2)
             if cfg.read_only:
                 return _error(403, "this server is read-only (--read-only)", 2)
             # Pages post forms with the token in a field (checked in pages.py).
@@ -86,13 +92,24 @@ class Guard:
         return None
 
 
+# Params and a form fit in far less; a larger body is refused before it is read.
+MAX_BODY = 1024 * 1024
+
+
+def _hostname(header: str) -> str:
+    """The host of a Host header: `[::1]:8765` and `[::1]` give `::1`, `h:80` gives `h`."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0]
+
+
 def _error(status: int, message: str, code: int) -> Response:
     return JSONResponse({"error": message, "exit_code": code}, status)
 
 
 async def _flowsh_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowshError)
-    if request.url.path.startswith("/api/"):
+    if request.url.path.startswith(("/api/", "/metrics")):
         return api.error_response(exc)
     return pages.error_page(request, exc)
 

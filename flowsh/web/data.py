@@ -19,7 +19,7 @@ from typing import Any
 
 from flowsh.errors import FlowshError, NotFoundError
 from flowsh.model import Workflow
-from flowsh.secrets import Masker
+from flowsh.secrets import MASK, Masker
 from flowsh.state import FINISHED_RUN, RUNNING, SUCCEEDED, RunRecord, StateBackend, flowsh_home
 from flowsh.store import check_liveness, open_backend
 
@@ -142,7 +142,9 @@ def workflow_summary(b: StateBackend, identity: str, file: Path | None) -> dict[
         # Oldest first, for a sparkline of durations.
         "trend": [{"run_id": r.run_id, "status": r.status, "duration": r.duration}
                   for r in reversed(finished)],
-        "params": ({**wf.params, **dict.fromkeys(wf.required_params, "")} if wf else {}),
+        # A secret param's default is never served (SECRET-1): the form shows the mask.
+        "params": ({**{k: MASK if k in wf.secret_names() else v for k, v in wf.params.items()},
+                    **dict.fromkeys(wf.required_params, "")} if wf else {}),
         "required_params": list(wf.required_params) if wf else [],
     }
 
@@ -210,9 +212,10 @@ def log_path(run: RunRecord, step: str) -> Path | None:
         raise NotFoundError(f"run {run.run_id} has no step {step!r}")
     if not rec.log_path:
         return None
-    runs = (flowsh_home() / "runs").resolve()
+    own = (flowsh_home() / "runs" / run.run_id).resolve()
     path = Path(os.path.realpath(rec.log_path))
-    if not path.is_relative_to(runs) or path.parent == runs:
+    # The run's own directory, and a log there: never its secret-outputs file.
+    if path.parent != own or not path.name.endswith(".log"):
         return None
     return path
 

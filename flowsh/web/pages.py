@@ -162,7 +162,8 @@ async def start(request: Request) -> Response:
 async def resume(request: Request) -> Response:
     cfg = _cfg(request)
     await _form(request)
-    out = await run_in_threadpool(actions.resume, cfg.state, request.path_params["run_id"])
+    out = await run_in_threadpool(actions.resume, cfg.state, cfg.known,
+                                  request.path_params["run_id"])
     return RedirectResponse(f"/runs/{quote(out['run_id'])}", 303)
 
 
@@ -172,7 +173,8 @@ async def retry(request: Request) -> Response:
     step = fields.get("step")
     if not step:
         raise UsageError("say which step to retry")
-    out = await run_in_threadpool(actions.retry, cfg.state, request.path_params["run_id"],
+    out = await run_in_threadpool(actions.retry, cfg.state, cfg.known,
+                                  request.path_params["run_id"],
                                   step, fields.get("downstream") == "on")
     return RedirectResponse(f"/runs/{quote(out['run_id'])}", 303)
 

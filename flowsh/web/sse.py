@@ -106,7 +106,7 @@ def _read_from(path: Path | None, offset: int) -> tuple[bytes, int]:
         with path.open("rb") as fh:
             fh.seek(offset)
             chunk = fh.read(LOG_CHUNK)
-    except OSError:
+    except (OSError, ValueError, OverflowError):
         return b"", offset
     # Whole lines only (a secret cut in two would pass the masker), unless a line is huge.
     end = chunk.rfind(b"\n") + 1
@@ -151,5 +151,5 @@ def _rest(path: Path | None, offset: int) -> bytes:
         with path.open("rb") as fh:
             fh.seek(offset)
             return fh.read()
-    except OSError:
+    except (OSError, ValueError, OverflowError):
         return b""
