@@ -127,9 +127,10 @@ def test_runner_lock_between_processes(tmp_path: Path) -> None:
     finally:
         _release(proc)
     assert runner_alive(tmp_path) is False
-    fd = hold_runner_lock(tmp_path)
-    assert fd is not None
+    held = hold_runner_lock(tmp_path)
+    assert held is not None
     try:
         assert runner_alive(tmp_path) is True
     finally:
-        os.close(fd)
+        held.release()
+    assert runner_alive(tmp_path) is False

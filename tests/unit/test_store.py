@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -52,12 +51,12 @@ def _running_here(backend: StateBackend, run_id: str) -> Path:
 
 def test_a_live_runner_keeps_its_run_running(backend: StateBackend) -> None:
     run_dir = _running_here(backend, "live1")
-    fd = hold_runner_lock(run_dir)
-    assert fd is not None
+    held = hold_runner_lock(run_dir)
+    assert held is not None
     try:
         assert check_liveness(backend, backend.load_run("live1")).status == RUNNING
     finally:
-        os.close(fd)
+        held.release()
 
 
 def test_a_dead_runner_means_crashed(backend: StateBackend) -> None:
