@@ -62,7 +62,10 @@ def test_undeliverable_ping_is_only_a_warning(capsys: pytest.CaptureFixture[str]
         t0 = time.monotonic()
         Pinger(srv.url + "/u", timeout=0.3).send()
         assert time.monotonic() - t0 < 5
-    assert "no answer within 0.3s" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # Whichever gives up first: the join (no answer within the time), or urllib's own
+    # socket timeout on a loaded machine. Either way one warning, and the job goes on.
+    assert "no answer within 0.3s" in err or "TimeoutError: timed out" in err, err
 
 
 def test_output_tail(tmp_path: Path) -> None:
