@@ -127,3 +127,14 @@ def fill_disk(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def cli_in_process(*argv: str) -> int:
+    """`flowsh ARGV` in this process (plugins registered by a test take part); its exit code."""
+    from flowsh.cli import main
+
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

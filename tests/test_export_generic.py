@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flowsh import hookimpl, plugins
-from flowsh.cli import main
 from flowsh.errors import EXIT_PLUGIN
+from tests.conftest import cli_in_process
 
 
 class _Exporters:
@@ -45,14 +45,6 @@ class _Exporters:
         register("zz-escaping", escaping)
 
 
-def _cli(*argv: str) -> int:
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.fixture
 def exporters() -> _Exporters:
     plugin = _Exporters()
@@ -71,7 +63,7 @@ def test_a_plugins_exporter_gets_every_option_and_its_own(
         exporters: _Exporters, flow: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/opt/x/bin:/usr/bin:/bin")
-    code = _cli("export", str(flow), "--format", "zz-record", "--inline", "--cron", "5 * * * *",
+    code = cli_in_process("export", str(flow), "--format", "zz-record", "--inline", "--cron", "5 * * * *",
                 "--script", "/srv/nightly.sh", "--path-from-env", "--option", "region=eu west",
                 "--option", "empty=")
     assert code == 0, capsys.readouterr().err
@@ -87,7 +79,7 @@ def test_an_exporter_returning_files_writes_them_into_the_directory(
         exporters: _Exporters, flow: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "units"
-    assert _cli("export", str(flow), "--format", "zz-several", "-o", str(out)) == 0
+    assert cli_in_process("export", str(flow), "--format", "zz-several", "-o", str(out)) == 0
     assert (out / "nightly.a").read_text() == "A\n" and (out / "nightly.b").read_text() == "B\n"
     assert stat.S_IMODE((out / "nightly.a").stat().st_mode) == 0o600
     assert capsys.readouterr().out.split() == [str(out / "nightly.a"), str(out / "nightly.b")]
@@ -97,7 +89,7 @@ def test_a_file_name_leaving_the_directory_is_refused(
         exporters: _Exporters, flow: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "units"
-    assert _cli("export", str(flow), "--format", "zz-escaping", "-o", str(out)) == EXIT_PLUGIN
+    assert cli_in_process("export", str(flow), "--format", "zz-escaping", "-o", str(out)) == EXIT_PLUGIN
     err = capsys.readouterr().err
     assert "'../outside'" in err and err.count("\n") == 1
     assert not (tmp_path / "outside").exists()
@@ -105,14 +97,14 @@ def test_a_file_name_leaving_the_directory_is_refused(
 
 def test_a_malformed_option_is_one_line_and_exit_2(
         exporters: _Exporters, flow: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("export", str(flow), "--format", "zz-record", "--option", "novalue") == 2
+    assert cli_in_process("export", str(flow), "--format", "zz-record", "--option", "novalue") == 2
     err = capsys.readouterr().err
     assert "--option 'novalue' must be KEY=VALUE" in err and err.count("\n") == 1
 
 
 def test_systemd_is_an_exporter_like_any_other(flow: Path, tmp_path: Path) -> None:
     out = tmp_path / "units"
-    assert _cli("export", str(flow), "--format", "systemd", "-o", str(out)) == 0
+    assert cli_in_process("export", str(flow), "--format", "systemd", "-o", str(out)) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["flowsh-nightly.service", "flowsh-nightly.timer"]
     assert "OnCalendar=*-*-* 02:00:00" in (out / "flowsh-nightly.timer").read_text()
@@ -127,7 +119,7 @@ def test_a_broken_exporter_is_one_line_and_writes_nothing(
         fmt: str, what: str, to_file: bool) -> None:
     out = tmp_path / "out.sh"
     argv = ["export", str(flow), "--format", fmt, *(["-o", str(out)] if to_file else [])]
-    assert _cli(*argv) == EXIT_PLUGIN
+    assert cli_in_process(*argv) == EXIT_PLUGIN
     captured = capsys.readouterr()
     assert f"exporter '{fmt}' {what}" in captured.err and captured.err.count("\n") == 1
     assert captured.out == "" and not out.exists()
@@ -137,7 +129,7 @@ def test_a_broken_exporter_is_one_line_and_writes_nothing(
 def test_an_option_cannot_stand_in_for_flowshs_own(
         exporters: _Exporters, flow: Path, capsys: pytest.CaptureFixture[str],
         key: str) -> None:
-    assert _cli("export", str(flow), "--bash", "--option", f"{key}=x\ntouch PWNED") == 2
+    assert cli_in_process("export", str(flow), "--bash", "--option", f"{key}=x\ntouch PWNED") == 2
     err = capsys.readouterr().err
     assert f"'{key}' is flowsh's own option" in err and err.count("\n") == 1
 
@@ -145,7 +137,7 @@ def test_an_option_cannot_stand_in_for_flowshs_own(
 def test_a_line_break_in_the_scripts_name_stays_in_its_comment(
         flow: Path, tmp_path: Path) -> None:
     out = tmp_path / "odd\ntouch PWNED\n#.sh"
-    assert _cli("export", str(flow), "--bash", "-o", str(out)) == 0
+    assert cli_in_process("export", str(flow), "--bash", "-o", str(out)) == 0
     import subprocess
 
     subprocess.run(["bash", str(out), "--help"], cwd=tmp_path, capture_output=True,

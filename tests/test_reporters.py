@@ -11,7 +11,7 @@ import pytest
 
 from flowsh import hookimpl, plugins
 from flowsh.api import Reporter
-from flowsh.cli import main
+from tests.conftest import cli_in_process
 
 
 class _Recording(Reporter):
@@ -52,14 +52,6 @@ class _Plugin:
         return self.reporter if kind == "quiet" else None
 
 
-def _cli(*argv: str) -> int:
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.fixture
 def flow(tmp_path: Path) -> Path:
     path = tmp_path / "two.yaml"
@@ -73,7 +65,7 @@ def test_a_plugins_reporter_replaces_the_builtin_and_sees_events_in_order(
     plugin = _Plugin()
     plugins.get_plugin_manager().register(plugin, name="zz-reporter")
     state = f"sqlite:///{tmp_path}/s.db"
-    assert _cli("run", str(flow), "--quiet", "--state", state) == 0
+    assert cli_in_process("run", str(flow), "--quiet", "--state", state) == 0
     assert plugin.asked == [("quiet", state)]
     assert plugin.reporter.events == [
         "run two", "start a", "out a one", "out a two", "end a succeeded",
@@ -86,7 +78,7 @@ def test_kinds_a_plugin_declines_fall_to_the_builtin_reporter(
         flow: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plugin = _Plugin()
     plugins.get_plugin_manager().register(plugin, name="zz-reporter")
-    assert _cli("run", str(flow), "--json") == 0
+    assert cli_in_process("run", str(flow), "--json") == 0
     assert plugin.asked[0][0] == "json" and plugin.reporter.events == []
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(line.startswith("{") for line in lines)
@@ -100,7 +92,7 @@ def test_a_reporter_factory_that_raises_is_reported_and_the_builtin_shows_the_ru
             raise RuntimeError("no screen")
 
     plugins.get_plugin_manager().register(Broken(), name="zz-broken")
-    assert _cli("run", str(flow)) == 0
+    assert cli_in_process("run", str(flow)) == 0
     captured = capsys.readouterr()
     assert "plugin zz-broken failed in flowsh_make_reporter: RuntimeError: no screen" \
         in captured.err
