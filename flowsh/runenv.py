@@ -51,12 +51,13 @@ class RunEnvironment:
                  mask: Masker | None = None) -> None:
         self.wf = wf
         self.params = resolve_params(wf, given, prior)
-        self.env = base_environment(wf, self.params)
+        file_env = env_file_values(wf)  # read once: the environment and the names below
+        self.env = base_environment(wf, self.params, file_env)
         # What flowsh sets on purpose, which a sourced library must not override.
         # env_file's names too: they outrank a library even when the caller's environment
         # already holds the same value (SOURCE-3).
         self.explicit = {k for k, v in self.env.items() if os.environ.get(k) != v} | \
-            set(self.params) | set(wf.env) | set(env_file_values(wf))
+            set(self.params) | set(wf.env) | set(file_env)
         self.secret_names = wf.secret_names()
         # Everything a step sees: the file's env and params, env_file, and flowsh's own
         # environment (an AWS_SECRET_ACCESS_KEY exported by cron's caller is a secret too).

@@ -118,10 +118,12 @@ def env_file_values(wf: Workflow) -> dict[str, str]:
     return read_env_file(resolve_path(wf, wf.env_file)) if wf.env_file else {}
 
 
-def base_environment(wf: Workflow, params: dict[str, str]) -> dict[str, str]:
-    """os.environ < env_file < workflow env < params."""
+def base_environment(wf: Workflow, params: dict[str, str],
+                     file_env: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ < env_file (`file_env` when the caller read it already) < workflow env <
+    params."""
     env = dict(os.environ)
-    env.update(env_file_values(wf))
+    env.update(env_file_values(wf) if file_env is None else file_env)
     env.update(wf.env)
     env.update(params)
     return env
