@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from flowsh.secrets import (
     drop_secret_outputs,
 )
 from flowsh.signals import RunSignals
+from flowsh.slot import SLOT_VAR
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -139,6 +140,11 @@ class Engine:
             self.opt.resume = fresh
         if self.lock is not None:
             self.lock.note(run_id)
+        # A resume stands for the slot its run was started for, not for today's (SLOT-4).
+        slot = (self.opt.resume.scheduled_time if self.opt.resume is not None
+                else self.opt.scheduled_time)
+        if slot:
+            self.renv.env[SLOT_VAR] = slot
         try:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
@@ -160,7 +166,8 @@ class Engine:
                 run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
                               params, self.opt.only, self.executor)
             else:
-                run = new_run(self.backend, self.wf, run_id, params, self.executor)
+                run = new_run(self.backend, self.wf, run_id, params, self.executor,
+                              scheduled_time=self.opt.scheduled_time)
             self.run = run
             self.events = Dispatcher(RunContext(
                 run=run, workflow=self.wf, masker=self.renv.mask, run_dir=self.run_dir,
@@ -481,3 +488,20 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     with _backend(options, wf.state) as backend, \
             workflow_lock(wf.identity, overlap, timeout, backend) as lock:
         return Engine(wf, options, backend, lock).execute()
+
+
+def run_series(wf: Workflow, options: RunOptions,
+               plan: Callable[[StateBackend], list[RunOptions]]) -> list[RunRecord]:
+    """Runs one after another under one hold of the overlap lock (catch-up, CATCHUP-3):
+    `plan(backend)`, called once the lock is held, gives each run's options. A run that
+    was interrupted (Ctrl-C, SIGTERM) ends the series."""
+    overlap = options.overlap or wf.overlap
+    timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
+    runs: list[RunRecord] = []
+    with _backend(options, wf.state) as backend, \
+            workflow_lock(wf.identity, overlap, timeout, backend) as lock:
+        for opts in plan(backend):
+            runs.append(Engine(wf, opts, backend, lock).execute())
+            if runs[-1].status == INTERRUPTED:
+                break
+    return runs

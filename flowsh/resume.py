@@ -43,7 +43,8 @@ def definition_hash(wf: Workflow) -> str:
 
 
 def new_run(backend: StateBackend, wf: Workflow, run_id: str,
-            params: dict[str, str], executor: Executor | None = None) -> RunRecord:
+            params: dict[str, str], executor: Executor | None = None, *,
+            scheduled_time: str | None = None) -> RunRecord:
     """Record a new run, after stopping what crashed runs of the workflow left running."""
     stop_crashed_runs(backend, wf, executor)
     run = RunRecord(
@@ -57,6 +58,7 @@ def new_run(backend: StateBackend, wf: Workflow, run_id: str,
         started_at=time.time(),
         steps={s.name: StepRecord(name=s.name) for s in wf.steps},
         step_names=[s.name for s in wf.steps],
+        scheduled_time=scheduled_time,
     )
     backend.create_run(run)
     return run

@@ -44,6 +44,8 @@ class RunOptions:
     only: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
+    # The slot a new run stands for (RFC 3339, flowsh/slot.py); a resume keeps its own.
+    scheduled_time: str | None = None
 
 
 class GuardedReporter(Reporter):

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -78,11 +78,16 @@ def run_cmd(
     quiet_on_success: bool = typer.Option(False, "--quiet-on-success", help="Print the run's whole output only if it fails (chronic; for cron's MAILTO)."),  # noqa: E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If another run holds the lock: exit 75 and print nothing (implied by --quiet-on-success)."),  # noqa: E501
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
+    scheduled: bool = typer.Option(False, "--scheduled", help="Started by a schedule: the run stands for the latest fire time of `schedule` at or before now (FLOWSH_SCHEDULED_TIME), after `catchup`."),  # noqa: E501
+    scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", metavar="T", help="The slot this run stands for, by hand (RFC 3339 with an offset)."),  # noqa: UP045,E501
+    scheduled_cron: Optional[list[str]] = typer.Option(None, "--scheduled-cron", metavar="EXPR", help="With --scheduled: the entry's own cron expression(s) instead of the file's `schedule`."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file."""
     try:
+        slot_args = (scheduled, scheduled_time, scheduled_cron or [])
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
-             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log)
+             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
+             slot_args)
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -122,7 +127,8 @@ def _params_from_environment() -> list[str]:
 def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
-         quiet_on_success: bool, skip_quietly: bool, log: Path | None) -> None:
+         quiet_on_success: bool, skip_quietly: bool, log: Path | None,
+         slot_args: tuple[bool, str | None, list[str]] = (False, None, [])) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -130,8 +136,16 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
 
     params = [*_params_from_environment(), *(params or [])]
     wf = load_workflow(file)
+    texts, slot_at = _slot(wf, *slot_args)
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
+    if prior is not None and slot_at is not None and prior.scheduled_time:
+        from flowsh.slot import same_slot
+
+        # An unfinished run of another slot is that slot's work, not this one's (SLOT-5):
+        # catch-up makes it up; this run stands for its own slot.
+        if not same_slot(prior.scheduled_time, slot_at):
+            prior = None
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     if dry_run:
         width = jobs or wf.concurrency
@@ -144,6 +158,10 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             merged = {**wf.params, **overrides}
             shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
             typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
+        if slot_at is not None:
+            from flowsh.slot import format_time
+
+            typer.echo(f"scheduled time: {format_time(slot_at)}")
         for line in describe_plan(wf):
             typer.echo(line)
         return
@@ -151,6 +169,10 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor = executor
+    if slot_at is not None:
+        from flowsh.slot import format_time
+
+        opts.scheduled_time = format_time(slot_at)
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
@@ -178,9 +200,32 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             else:
                 _check_resumable(prior, wf, force=False)
                 opts.resume = prior
-        run = run_workflow(wf, opts)
+        if texts and slot_at is not None and wf.catchup is not None:
+            runs = _with_catchup(wf, opts, texts, slot_at)
+            # The first that did not succeed decides the exit code and the transcript.
+            run = next((r for r in runs if r.status != "succeeded"), runs[-1])
+        else:
+            run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)
+
+
+def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,
+          crons: list[str]) -> tuple[list[str], Any]:
+    from flowsh.slot import chosen
+
+    return chosen(wf.schedule, scheduled=scheduled, scheduled_time=scheduled_time,
+                  crons=crons, where=str(wf.path))
+
+
+def _with_catchup(wf: Workflow, opts: RunOptions, texts: list[str],
+                  slot_at: Any) -> list[RunRecord]:
+    """The missed slots first, then this run, under one hold of the lock (CATCHUP-1)."""
+    from flowsh.catchup import missed, options_for
+    from flowsh.engine import run_series
+
+    return run_series(wf, opts, lambda backend: [
+        *(options_for(opts, t) for t in missed(wf, backend, texts, slot_at)), opts])
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:

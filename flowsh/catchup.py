@@ -1,0 +1,62 @@
+"""Catch-up without a daemon: slots of the schedule that no run made good (CATCHUP-*).
+
+When a scheduled run starts (or `flowsh schedule catchup FILE` is run by hand), the
+slots of the workflow's `schedule` in the `catchup.window` before the run's own slot that
+have no succeeded run in the history (matched by scheduled time, as an instant) are run
+first, each as a new run with its own FLOWSH_SCHEDULED_TIME: all of them oldest first
+(`policy: all`), the newest only (`latest`), or none. They run under the same hold of the
+workflow's overlap lock as the run that found them, so two ticks never make up the same
+slot twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from flowsh.model import Workflow
+from flowsh.runopts import RunOptions
+from flowsh.slot import format_time, latest_slot, parse_time, slots_between
+from flowsh.state import SUCCEEDED, StateBackend
+
+
+def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
+    """The slots (UTC instants) of this workflow's runs that succeeded."""
+    done: set[datetime] = set()
+    for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
+        if run.scheduled_time:
+            try:
+                done.add(parse_time(run.scheduled_time).astimezone(timezone.utc))
+            except ValueError:
+                continue  # a record edited by hand: not a slot
+    return done
+
+
+def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime, *,
+           include_slot: bool = False) -> list[datetime]:
+    """The slots `wf.catchup` says to run before `slot`, oldest first.
+
+    The window is [slot - window, slot): its start is included, and `slot` itself only
+    when `include_slot` (by hand, no run is about to stand for it)."""
+    policy = wf.catchup
+    if policy is None or policy.policy == "none":
+        return []
+    start = slot - timedelta(seconds=policy.window)
+    end = slot + timedelta(seconds=1) if include_slot else slot
+    done = succeeded_slots(backend, wf)
+    todo = [t for t in slots_between(texts, start, end)
+            if t.astimezone(timezone.utc) not in done]
+    if policy.policy == "latest":
+        return todo[-1:]
+    return todo
+
+
+def options_for(opts: RunOptions, slot: datetime) -> RunOptions:
+    """A new run of `slot`: the caller's options, never a resume, with its own time."""
+    return replace(opts, resume=None, run_id=None, scheduled_time=format_time(slot))
+
+
+def current_slot(texts: list[str], now: datetime) -> datetime:
+    found = latest_slot(texts, now)
+    assert found is not None  # texts is never empty here
+    return found
