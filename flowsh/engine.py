@@ -145,6 +145,8 @@ class Engine:
                 else self.opt.scheduled_time)
         if slot:
             self.renv.env[SLOT_VAR] = slot
+        else:  # a run that stands for no slot: none inherited from whoever started it
+            self.renv.env.pop(SLOT_VAR, None)
         try:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,

@@ -124,7 +124,10 @@ def scheduled_job(
         lock = home / "exported" / name / "cron.lock"
         # No --resume: the script refuses a checkpoint from another version of the workflow,
         # so after a re-export every scheduled run would fail until someone cleared it.
-        argv = ["flock", "-n", "-E", "75", str(lock), str(spath)]
+        # --scheduled: the script computes its slot as flowsh run does (SLOT-2); not for
+        # expressions other than the file's, which the script does not carry.
+        argv = ["flock", "-n", "-E", "75", str(lock), str(spath),
+                *([] if _own_exprs(wf, exprs) else ["--scheduled"])]
         cwd = str(spath.parent)
     else:
         # --scheduled: the run computes its slot when it starts (cron may start it late);

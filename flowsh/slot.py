@@ -25,15 +25,15 @@ SLOT_VAR = "FLOWSH_SCHEDULED_TIME"
 NOW_VAR = "FLOWSH_NOW"  # for testing: "now" for slots and catch-up
 MAX_SLOTS = 10000  # a window wider than this many fire times is a typo, not a plan
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+# Whole seconds: a slot is a fire time, and the exported script checks the same grammar.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([Zz]|[+-]\d\d:\d\d)\Z")
 
 
 def parse_time(text: str) -> datetime:
     """An RFC 3339 time with its offset (``Z`` or ``+01:00``); ValueError otherwise."""
     if not isinstance(text, str) or not _RFC3339.match(text.strip()):
-        raise ValueError(f"{text!r} is not an RFC 3339 time with an offset "
-                         "(e.g. 2026-12-05T02:00:00+01:00 or 2026-12-05T01:00:00Z)")
+        raise ValueError(f"{text!r} is not an RFC 3339 time in whole seconds with an "
+                         "offset (e.g. 2026-12-05T02:00:00+01:00 or 2026-12-05T01:00:00Z)")
     try:
         return datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError as exc:
@@ -41,9 +41,8 @@ def parse_time(text: str) -> datetime:
 
 
 def format_time(when: datetime) -> str:
-    """RFC 3339 with the offset, whole seconds unless the slot has a fraction."""
-    spec = "seconds" if not when.microsecond else "microseconds"
-    return when.isoformat(timespec=spec)
+    """RFC 3339 with the offset, in whole seconds (``Z`` written ``+00:00``)."""
+    return when.isoformat(timespec="seconds")
 
 
 def now() -> datetime:
@@ -174,3 +173,22 @@ def chosen(schedule: list[str], *, scheduled: bool, scheduled_time: str | None,
         except ValueError as exc:
             raise UsageError(f"--scheduled-cron: {exc}") from None
     return texts, latest_slot(texts, now())
+
+
+def bash_schedules(texts: list[str]) -> list[str]:
+    """Each schedule as the exported script's `--scheduled` reads it (runtime.sh.j2,
+    flowsh_latest_slot): ``zone|minutes|hours|days|months|weekdays|flags``, each set as
+    `` 0 30 `` or ``*``; flags ``o`` when days and weekdays are both restricted (either
+    matches, as in cron), ``s`` when the schedule has a seconds field (the script refuses)."""
+    from croniter import croniter
+
+    out = []
+    for text in texts:
+        sched = parse(text)
+        fields: Any = croniter(" ".join(sched.expr.split()[:5])).expanded
+        sets = ["*" if f == ["*"] else " " + " ".join(str(v) for v in f) + " "
+                for f in fields]
+        flags = ("o" if sets[2] != "*" and sets[4] != "*" else "") + (
+            "s" if sched.has_seconds else "")
+        out.append("|".join([sched.tz or "", *sets, flags]))
+    return out
