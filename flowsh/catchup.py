@@ -56,6 +56,33 @@ def options_for(opts: RunOptions, slot: datetime) -> RunOptions:
     return replace(opts, resume=None, run_id=None, scheduled_time=format_time(slot))
 
 
+def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str],
+         slot: datetime) -> list[RunOptions]:
+    """A scheduled tick's runs, oldest slot first: `opts.resume` when it is an unfinished
+    run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
+    slots of `catchup` but that one, then a run of `slot` itself."""
+    first = opts.resume
+    if first is not None and _slot_of(first.scheduled_time) == slot:
+        first = None  # this slot's own run, taken up: nothing comes before it
+    todo = missed(wf, backend, texts, slot)
+    runs: list[tuple[datetime, RunOptions]] = []
+    if first is not None:
+        when = _slot_of(first.scheduled_time)
+        todo = [t for t in todo if t != when]
+        runs.append((when or datetime.min.replace(tzinfo=timezone.utc), opts))
+    runs.extend((t, options_for(opts, t)) for t in todo)
+    runs.sort(key=lambda r: r[0])
+    own = opts if first is None else replace(opts, resume=None, run_id=None)
+    return [o for _, o in runs] + [own]
+
+
+def _slot_of(text: str | None) -> datetime | None:
+    try:
+        return parse_time(text) if text else None
+    except ValueError:
+        return None
+
+
 def current_slot(texts: list[str], now: datetime) -> datetime:
     found = latest_slot(texts, now)
     assert found is not None  # texts is never empty here

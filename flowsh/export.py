@@ -22,11 +22,11 @@ from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.graph import Graph
-from flowsh.slot import bash_schedules
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
 from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify, events_of
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.quoting import bash_quote, quote_name
+from flowsh.slot import bash_schedules
 from flowsh.steps import POSIX_SHELLS, describe_plan, shell_name
 from flowsh.templating import templates_dir
 from flowsh.yamlsrc import Positions

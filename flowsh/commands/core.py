@@ -139,13 +139,17 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
     texts, slot_at = _slot(wf, *slot_args)
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
-    if prior is not None and slot_at is not None and prior.scheduled_time:
-        from flowsh.slot import same_slot
+    # An unfinished run of another slot (SLOT-5): a scheduled tick finishes it first, then
+    # runs its own slot; by hand (--scheduled-time) it is refused, as the script does.
+    earlier = prior is not None and slot_at is not None and not _same_slot(prior, slot_at)
+    if earlier and not texts:
+        assert prior is not None and slot_at is not None
+        from flowsh.slot import format_time
 
-        # An unfinished run of another slot is that slot's work, not this one's (SLOT-5):
-        # catch-up makes it up; this run stands for its own slot.
-        if not same_slot(prior.scheduled_time, slot_at):
-            prior = None
+        raise UsageError(
+            f"cannot resume {prior.run_id} for slot {format_time(slot_at)}: it stands for "
+            f"{'slot ' + prior.scheduled_time if prior.scheduled_time else 'no slot'}; "
+            "--resume alone finishes it, without --resume a new run starts for this slot")
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     if dry_run:
         width = jobs or wf.concurrency
@@ -200,8 +204,9 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             else:
                 _check_resumable(prior, wf, force=False)
                 opts.resume = prior
-        if texts and slot_at is not None and wf.catchup is not None:
-            runs = _with_catchup(wf, opts, texts, slot_at)
+        if texts and slot_at is not None and (
+                wf.catchup is not None or (earlier and opts.resume is not None)):
+            runs = _series(wf, opts, texts, slot_at)
             # The first that did not succeed decides the exit code and the transcript.
             run = next((r for r in runs if r.status != "succeeded"), runs[-1])
         else:
@@ -218,14 +223,20 @@ def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,
                   crons=crons, where=str(wf.path))
 
 
-def _with_catchup(wf: Workflow, opts: RunOptions, texts: list[str],
-                  slot_at: Any) -> list[RunRecord]:
-    """The missed slots first, then this run, under one hold of the lock (CATCHUP-1)."""
-    from flowsh.catchup import missed, options_for
+def _same_slot(run: RunRecord, slot_at: Any) -> bool:
+    from flowsh.slot import same_slot
+
+    return same_slot(run.scheduled_time, slot_at)
+
+
+def _series(wf: Workflow, opts: RunOptions, texts: list[str],
+            slot_at: Any) -> list[RunRecord]:
+    """An unfinished run of an earlier slot taken up (SLOT-5) and the missed slots
+    (CATCHUP-1), oldest first, then this slot's run: under one hold of the lock."""
+    from flowsh.catchup import plan
     from flowsh.engine import run_series
 
-    return run_series(wf, opts, lambda backend: [
-        *(options_for(opts, t) for t in missed(wf, backend, texts, slot_at)), opts])
+    return run_series(wf, opts, lambda backend: plan(wf, backend, opts, texts, slot_at))
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:

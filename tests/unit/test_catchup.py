@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowsh.builtin.state_sqlite import SQLiteBackend
-from flowsh.catchup import missed, options_for, succeeded_slots
+from flowsh.catchup import missed, options_for, plan, succeeded_slots
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
@@ -101,3 +101,21 @@ def test_options_for_a_slot_is_a_new_run() -> None:
     assert got.resume is None and got.run_id is None and got.params == {"a": "1"}
     assert got.scheduled_time == "2026-12-05T02:00:00+00:00"
     assert base.scheduled_time == "y"
+
+
+def test_plan_finishes_an_earlier_slots_run_first_then_the_missed_then_its_own(
+        tmp_path: Path, backend: SQLiteBackend) -> None:
+    wf = flow(tmp_path, "all")
+    unfinished = RunRecord(run_id="old", workflow="nightly", file=None, definition_hash="x",
+                           params={}, status=FAILED,  # type: ignore[arg-type]
+                           scheduled_time="2026-12-03T02:00:00+00:00")
+    opts = RunOptions(resume=unfinished, scheduled_time=format_time(SLOT))
+    got = plan(wf, backend, opts, [DAILY], SLOT)
+    # 2 Dec missed, 3 Dec resumed (not run twice), 4 Dec missed, then 5 Dec, new.
+    assert [(o.resume.run_id if o.resume else None, o.scheduled_time) for o in got] == [
+        (None, "2026-12-02T02:00:00+00:00"), ("old", "2026-12-05T02:00:00+00:00"),
+        (None, "2026-12-04T02:00:00+00:00"), (None, "2026-12-05T02:00:00+00:00")]
+    # Its own slot's run taken up: nothing before it but the missed ones.
+    unfinished.scheduled_time = format_time(SLOT)
+    got = plan(wf, backend, opts, [DAILY], SLOT)
+    assert [o.resume is not None for o in got] == [False, False, False, True]

@@ -31,7 +31,7 @@ def fmt(times: list[datetime]) -> list[str]:
                                  "2026-12-05T02:00:00", "2026-12-05T02:00:00.5Z",
                                  "2026-02-30T02:00:00Z", "2026-12-05T25:00:00Z", ""])
 def test_parse_time_refuses_what_is_not_rfc3339_with_an_offset(bad: str) -> None:
-    with pytest.raises(ValueError, match="RFC 3339|not a valid time"):
+    with pytest.raises(ValueError, match=r"RFC 3339|not a valid time"):
         parse_time(bad)
 
 
