@@ -22,7 +22,7 @@ from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.graph import Graph
-from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
+from flowsh.model import IDENT, SECRET_NAME, Step, Workflow, definition_json
 from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify, events_of
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.quoting import bash_quote, quote_name
@@ -85,7 +85,7 @@ def step_dir(wf: Workflow, step: Step) -> Path:
 def script_identity(wf: Workflow, extra: str = "") -> str:
     """What an exported script's checkpoint is valid for: the definition and the embedded
     files (sha256 in full, unlike a run record's short `definition_hash`)."""
-    text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
+    text = definition_json(wf) + extra
     return hashlib.sha256(text.encode()).hexdigest()
 
 

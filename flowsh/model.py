@@ -442,3 +442,15 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowsh workflow"
     return schema
+
+
+# Keys added after runs were first recorded: left out of a definition's hash while unset,
+# so the same file hashes as it did before they existed (no "changed since" warning on a
+# resume across an upgrade, no refused checkpoint in a re-exported script).
+LATER_KEYS = ("catchup",)
+
+
+def definition_json(wf: Workflow) -> str:
+    """The workflow as its definition hashes hash it (resume, the exported script)."""
+    unset = {k for k in LATER_KEYS if getattr(wf, k) is None}
+    return wf.model_dump_json(by_alias=True, exclude={"path", *unset})

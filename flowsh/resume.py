@@ -16,7 +16,7 @@ from flowsh import placed, plugins
 from flowsh.errors import UsageError
 from flowsh.executor import Executor
 from flowsh.graph import Graph
-from flowsh.model import Workflow
+from flowsh.model import Workflow, definition_json
 from flowsh.secrets import MASK
 from flowsh.state import (
     CRASHED,
@@ -38,7 +38,7 @@ def new_run_id() -> str:
 
 
 def definition_hash(wf: Workflow) -> str:
-    data = wf.model_dump_json(exclude={"path"}, by_alias=True)
+    data = definition_json(wf)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
