@@ -62,8 +62,11 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
     requested: list[str] = []
     page.on("request", lambda req: requested.append(req.url))
 
+    # The URL `flowsh serve` printed (with the token it made) logs the browser in: the
+    # dashboard, the token gone from the address bar, kept in a cookie for what follows.
+    page.goto(srv.printed)
+    assert page.url == srv.url + "/"
     # The dashboard: start the workflow with a param.
-    page.goto(srv.url + "/")
     card = page.locator('section.wf[data-workflow="nightly"]')
     expect(card.locator(".pill")).to_have_text("never run")
     card.locator('input[name="param:WHO"]').fill("ana")
@@ -132,7 +135,10 @@ def test_usable_on_a_phone(browser: Browser, night: tuple[Server, Path], tmp_pat
     srv, _ = night
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True,
                             device_scale_factor=2)
-    page.goto(srv.url + "/")
+    # Without the token, a browser gets nothing but the refusal.
+    refused = page.goto(srv.url + "/")
+    assert refused is not None and refused.status == 401 and "Start run" not in page.content()
+    page.goto(srv.printed)
     page.locator('input[name="param:WHO"]').fill("phone")
     page.get_by_role("button", name="Start run").click()
     page.wait_for_url("**/runs/*")

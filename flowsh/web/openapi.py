@@ -141,7 +141,8 @@ def document() -> dict[str, Any]:
                     "Only this status."),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500,
                                  "default": 50}, "Page size."),
-                _query("offset", {"type": "integer", "minimum": 0, "default": 0},
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
+                                  "default": 0},
                        "Runs to skip.")]),
             "post": _post("Start a run, validated as `flowsh run` validates it.",
                           "StartRequest", params=[], codes=(404, 409, 422)),
@@ -181,5 +182,6 @@ def document() -> dict[str, Any]:
             "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
                      "description": "From GET /api/v1/session or the page's meta tag."},
             "token": {"type": "http", "scheme": "bearer",
-                      "description": "--token-file / FLOWSH_UI_TOKEN (non-loopback)."}}},
+                      "description": "--token-file, FLOWSH_UI_TOKEN, or the one "
+                                     "`flowsh serve` made ($FLOWSH_HOME/ui-token)."}}},
     }
