@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _shot(page: Page, tmp_path: Path, name: str) -> None:
 
 
 def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, Path],
-                                         tmp_path: Path) -> None:
+                                         tmp_path: Path, home: Path) -> None:
     srv, flag = night
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -125,6 +127,20 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
     page.goto(srv.url + "/")
     expect(card.locator(".pill")).to_have_text("succeeded")
     _shot(page, tmp_path, "ui-dashboard.png")
+
+    # A run started from the CLI while the dashboard is open: its card follows it live (no
+    # reload), and what is typed in the start form stays.
+    page.evaluate("window.__sameDocument = true")
+    card.locator('input[name="param:WHO"]').fill("kept")
+    flag.unlink()
+    subprocess.run([sys.executable, "-m", "flowsh", "run", str(tmp_path / "flows" / "nightly.yaml")],
+                   env={**os.environ, "FLOWSH_HOME": str(home)}, capture_output=True,
+                   check=False, timeout=60)
+    expect(card.locator(".pill")).to_have_text("failed", timeout=20_000)
+    expect(card.locator(".wf-live")).to_have_attribute("data-status", "failed")
+    assert "st-failed" in (card.get_attribute("class") or "")
+    expect(card.locator('input[name="param:WHO"]')).to_have_value("kept")
+    assert page.evaluate("window.__sameDocument") is True
     page.goto(srv.url + "/runs?status=succeeded")
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
     assert not errors, errors

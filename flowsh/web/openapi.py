@@ -150,6 +150,9 @@ def document() -> dict[str, Any]:
         "/api/v1/runs/{run_id}": {"get": _get(
             "One run with its steps and their attempts.", _json("Run", "The run."), 404, 422,
             params=[_RUN_ID])},
+        "/api/v1/workflows/events": {"get": _get(
+            "Every workflow's summary (as GET /api/v1/workflows), in a `workflows` event at "
+            "once and again each time a run starts or ends.", _SSE)},
         "/api/v1/runs/{run_id}/events": {"get": _get(
             "The run's state: a `run` event (JSON) at each change; open while watched.", _SSE, 404,
             422, params=[_RUN_ID])},

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from flowsh.state import FAILED, FINISHED_RUN, INTERRUPTED, SKIPPED, SUCCEEDED
+from flowsh.errors import NotFoundError
+from flowsh.state import FAILED, FINISHED_RUN, INTERRUPTED, RUNNING, SKIPPED, SUCCEEDED
+from flowsh.store import check_liveness
 from flowsh.web import data
 
 POLL = 0.25
@@ -40,45 +42,75 @@ def _key(snap: dict[str, Any]) -> str:
     return json.dumps([snap["status"], snap["exit_code"], steps])
 
 
-class RunWatcher:
-    def __init__(self, url: str | None, run_id: str, hub: Hub) -> None:
-        self.url, self.run_id, self.hub = url, run_id, hub
+class Watcher:
+    """One poller of the store for every subscriber to one thing (a run, the dashboard):
+    `poll(last_key)` (on a worker thread) gives the new key, the event to send when the key
+    changed (else None), and the seconds to the next poll. It ends when nobody listens,
+    or when what it follows is gone (the run was deleted): its streams then end cleanly."""
+
+    def __init__(self, hub: Hub, name: str,
+                 poll: Callable[[str | None], tuple[str, dict[str, Any] | None, float]]) -> None:
+        self.hub, self.name, self.poll = hub, name, poll
         self.queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.last: dict[str, Any] | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def _loop(self) -> None:
-        key = None
+        key: str | None = None
         try:
             while self.queues:
-                snap = await anyio.to_thread.run_sync(snapshot, self.url, self.run_id)
-                if _key(snap) != key:
-                    key, self.last = _key(snap), snap
+                try:
+                    key, event, wait = await anyio.to_thread.run_sync(self.poll, key)
+                except NotFoundError:
+                    return  # deleted while watched (`flowsh prune`): nothing more to say
+                if event is not None:
+                    self.last = event
                     for q in list(self.queues):
-                        q.put_nowait(snap)
-                if snap["status"] in FINISHED_RUN:
-                    # A resume or retry may start it again: subscribers stay, at a slower tick.
-                    await asyncio.sleep(POLL * 4)
-                else:
-                    await asyncio.sleep(POLL)
+                        q.put_nowait(event)
+                await asyncio.sleep(wait)
         finally:
-            if self.hub.watchers.get(self.run_id) is self:
-                del self.hub.watchers[self.run_id]
+            if self.hub.watchers.get(self.name) is self:
+                del self.hub.watchers[self.name]
             for q in list(self.queues):
                 q.put_nowait(None)
 
 
 class Hub:
-    """The run watchers of one app."""
+    """The watchers of one app."""
 
     def __init__(self, url: str | None) -> None:
         self.url = url
-        self.watchers: dict[str, RunWatcher] = {}
+        self.watchers: dict[str, Watcher] = {}
 
-    async def follow(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        watcher = self.watchers.get(run_id)
+    def follow(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A run's `run` events."""
+        def poll(key: str | None) -> tuple[str, dict[str, Any] | None, float]:
+            snap = snapshot(self.url, run_id)
+            # A finished run may start again (resume, retry): watched on, at a slower tick.
+            wait = POLL * 4 if snap["status"] in FINISHED_RUN else POLL
+            new = _key(snap)
+            return new, ({"event": "run", "data": json.dumps(snap)} if new != key else None), wait
+
+        return self._subscribe("run:" + run_id, poll)
+
+    def follow_workflows(self, known: data.Known) -> AsyncIterator[dict[str, Any]]:
+        """The dashboard's `workflows` events: every workflow's summary, again each time a
+        run starts or ends. The cheap look (the newest runs and the running ones) runs at
+        each tick; the summaries are read only when it changed."""
+        def poll(key: str | None) -> tuple[str, dict[str, Any] | None, float]:
+            new = activity(self.url)
+            if new == key:
+                return new, None, DASHBOARD_POLL
+            return new, {"event": "workflows",
+                         "data": json.dumps(data.workflows(self.url, known))}, DASHBOARD_POLL
+
+        return self._subscribe("workflows", poll)
+
+    async def _subscribe(self, name: str, poll: Callable[[str | None], tuple[
+            str, dict[str, Any] | None, float]]) -> AsyncIterator[dict[str, Any]]:
+        watcher = self.watchers.get(name)
         if watcher is None:
-            watcher = self.watchers[run_id] = RunWatcher(self.url, run_id, self)
+            watcher = self.watchers[name] = Watcher(self, name, poll)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         watcher.queues.add(queue)
         if watcher.last is not None:
@@ -87,16 +119,31 @@ class Hub:
             watcher.task = asyncio.create_task(watcher._loop())
         try:
             while True:
-                snap = await queue.get()
-                if snap is None:
+                event = await queue.get()
+                if event is None:
                     return
-                yield {"event": "run", "data": json.dumps(snap)}
+                yield event
         finally:
             watcher.queues.discard(queue)
             if not watcher.queues and watcher.task is not None:
                 watcher.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher.task
+
+
+DASHBOARD_POLL = 0.5
+ACTIVITY_RUNS = 20
+
+
+def activity(url: str | None) -> str:
+    """What changes when a run starts or ends anywhere: the newest runs and the running
+    ones, with their statuses (a dead runner's run turns `crashed` here too)."""
+    with data.backend(url) as b:
+        newest = data.list_page(b, None, None, ACTIVITY_RUNS, 0)
+        running = data.list_page(b, None, frozenset({RUNNING}), 1000, 0)
+        seen = {r.run_id: r for r in [*newest, *running]}
+        return json.dumps(sorted((i, check_liveness(b, r, read_only=True).status)
+                                 for i, r in seen.items()))
 
 
 def _read_from(path: Path | None, offset: int) -> tuple[bytes, int]:
