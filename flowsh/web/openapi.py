@@ -162,7 +162,8 @@ def document() -> dict[str, Any]:
                 "lines", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
                 "How many lines.")])},
         "/api/v1/runs/{run_id}/steps/{step}/log/stream": {"get": _get(
-            "The step's log as it is written: `log` events, then one `end`.", _SSE, 400, 404,
+            "The step's log as it is written: `log` events (of what is already written, "
+            "the last MiB at most, after a `skip` event), then one `end`.", _SSE, 400, 404,
             422, params=[_RUN_ID, _STEP, _query("offset", {"type": "integer", "minimum": 0,
                                                            "default": 0},
                                                 "Byte offset to start from.")])},

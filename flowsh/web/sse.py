@@ -166,9 +166,19 @@ def _read_from(path: Path | None, offset: int) -> tuple[bytes, int]:
 async def follow_log(url: str | None, run_id: str, step: str,
                      offset: int = 0) -> AsyncIterator[dict[str, Any]]:
     """The log from `offset` on, in `log` events (masked lines), until the step is done and
-    nothing is left to read; then one `end` event with the step's status."""
+    nothing is left to read; then one `end` event with the step's status (`gone` when the
+    run was deleted meanwhile).
+
+    Of what is already written, at most the last `LOG_START_MAX` bytes are sent, after a
+    `skip` event: a 1 GiB log must not be pushed into a browser (the API's tail and
+    `flowsh logs` have the rest). Memory stays bounded: one `LOG_CHUNK` at a time."""
     run = await anyio.to_thread.run_sync(data.load_run, url, run_id)
     mask = await anyio.to_thread.run_sync(data.masker_for, run)
+    start = await anyio.to_thread.run_sync(_start_at, data.log_path(run, step), offset)
+    if start > offset:
+        yield {"event": "skip", "id": str(start),
+               "data": json.dumps({"skipped": start - offset, "offset": start})}
+        offset = start
     while True:
         path = data.log_path(run, step)
         chunk, offset = await anyio.to_thread.run_sync(_read_from, path, offset)
@@ -179,16 +189,46 @@ async def follow_log(url: str | None, run_id: str, step: str,
             continue
         status = run.steps[step].status
         if status in STEP_DONE or run.status in FINISHED_RUN:
-            # The last bytes may lack their newline: send what remains.
+            # The last bytes may lack their newline: send what remains (less than a
+            # chunk, or the file grew meanwhile: read on).
             tail = await anyio.to_thread.run_sync(_rest, path, offset)
             if tail:
                 offset += len(tail)
                 yield {"event": "log", "id": str(offset), "data": json.dumps(
                     {"text": mask(tail.decode("utf-8", errors="replace")), "offset": offset})}
+                if len(tail) == LOG_CHUNK:
+                    continue
             yield {"event": "end", "data": json.dumps({"status": status, "offset": offset})}
             return
         await asyncio.sleep(LOG_POLL)
-        run = await anyio.to_thread.run_sync(data.load_run, url, run_id)
+        try:
+            run = await anyio.to_thread.run_sync(data.load_run, url, run_id)
+        except NotFoundError:  # deleted while followed (`flowsh prune`, a hand)
+            yield {"event": "end", "data": json.dumps({"status": "gone", "offset": offset})}
+            return
+
+
+LOG_START_MAX = 1024 * 1024
+
+
+def _start_at(path: Path | None, offset: int) -> int:
+    """Where a stream asked to start at `offset` starts: there, or at the first whole line
+    of the last `LOG_START_MAX` bytes written (a cut line when there is none)."""
+    try:
+        size = path.stat().st_size if path is not None else 0
+    except OSError:
+        return offset
+    if size - offset <= LOG_START_MAX:
+        return offset
+    start = size - LOG_START_MAX
+    try:
+        with path.open("rb") as fh:  # type: ignore[union-attr]
+            fh.seek(start - 1)
+            head = fh.read(LOG_CHUNK)
+    except OSError:
+        return start
+    newline = head.find(b"\n")
+    return start + newline if newline >= 0 else start
 
 
 def _rest(path: Path | None, offset: int) -> bytes:
@@ -197,6 +237,6 @@ def _rest(path: Path | None, offset: int) -> bytes:
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
-            return fh.read()
+            return fh.read(LOG_CHUNK)
     except (OSError, ValueError, OverflowError):
         return b""

@@ -153,6 +153,13 @@
       state.offset = msg.offset;
       pre.scrollTop = pre.scrollHeight;
     });
+    source.addEventListener("skip", (ev) => {
+      // A huge log: the stream starts at its last MiB.
+      const msg = JSON.parse(ev.data);
+      pre.append(document.createTextNode("[" + msg.skipped + " bytes before this are not " +
+        "shown: see the whole log with `flowsh logs`]\n"));
+      state.offset = msg.offset;
+    });
     source.addEventListener("end", () => {
       state.done = true;
       source.close();

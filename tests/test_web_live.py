@@ -1,0 +1,161 @@
+"""`flowsh serve` live and under attack: the dashboard's stream, a 1 GB log, a run deleted
+while it is streamed, idle and slow clients, and runs of another host on a shared store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.web_helpers import FLOW, Server, serve, sse_events, wait_status
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    d = tmp_path / "flows"
+    d.mkdir()
+    (d / "nightly.yaml").write_text(FLOW.format(flag=tmp_path / "flag"))
+    (d / "slow.yaml").write_text(
+        "name: slow\nsteps:\n  - name: wait\n    run: echo started; sleep 30\n")
+    return d
+
+
+def _flowsh(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "flowsh", *args],
+                            env={**os.environ, "FLOWSH_HOME": str(home)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_dashboard_stream_follows_runs_started_elsewhere(home: Path, flows: Path) -> None:
+    with serve(home, "--workflows", str(flows)) as srv:
+        seen: list[dict[str, Any]] = []
+
+        def nightly(data: str) -> dict[str, Any]:
+            return next(w for w in json.loads(data) if w["name"] == "nightly")
+
+        def until(event: str, data: str) -> bool:
+            if event != "workflows":
+                return False
+            seen.append(nightly(data))
+            if len(seen) == 1:  # the state now: then a run starts from the CLI
+                assert seen[0]["last_status"] is None
+                _flowsh(home, "run", str(flows / "nightly.yaml"))
+            return seen[-1]["last_status"] == "failed"
+
+        sse_events(srv, "/api/v1/workflows/events", until, timeout=60)
+        assert seen[-1]["last_run"] and seen[-1]["success_rate"] == 0.0
+        # The fragment the dashboard swaps in says the same.
+        cards = srv.client.get("/dashboard/cards").text
+        assert 'data-workflow="nightly" data-status="failed"' in cards
+
+
+def _log_of(srv: Server, home: Path, flows: Path) -> tuple[str, Path]:
+    run_id = srv.post("/api/v1/runs", {"workflow": "nightly"}).json()["run_id"]
+    wait_status(srv, run_id, ("failed",))
+    return run_id, home / "runs" / run_id / "fetch.log"
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_1gib_log_is_tailed_and_streamed_in_bounded_memory(home: Path, flows: Path) -> None:
+    with serve(home, "--workflows", str(flows)) as srv:
+        run_id, log = _log_of(srv, home, flows)
+        base = f"/api/v1/runs/{run_id}/steps/fetch/log"
+        sse_events(srv, base + "/stream", lambda ev, _: ev == "end")  # warmed up
+        before = _peak_rss_kib(srv.proc.pid)
+        # 1 GiB of log, sparse (written in no time, no disk), then its last lines.
+        with open(log, "r+b") as fh:
+            fh.truncate(1 << 30)
+            fh.seek(0, 2)
+            fh.write(b"\nnext to last\nthe last line\n")
+        size = log.stat().st_size
+
+        tail = srv.client.get(base, params={"lines": 2}).json()
+        assert tail["lines"] == ["next to last", "the last line"] and tail["truncated"]
+        assert tail["size"] == size
+
+        # A stream from the start: what is already written is sent from its last MiB on,
+        # after a `skip` event saying how much was left out; then the log goes on live.
+        got, received = [], 0
+        with srv.client.stream("GET", base + "/stream", params={"offset": 0}) as resp:
+            event = None
+            for line in resp.iter_lines():
+                received += len(line) + 1
+                assert received < 16 << 20, "the stream sends the whole GiB"
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    got.append((event, json.loads(line[5:])))
+                    if event == "end":
+                        break
+        assert got[0][0] == "skip" and got[0][1]["skipped"] > (1 << 30) - (2 << 20)
+        text = "".join(d["text"] for ev, d in got if ev == "log")
+        assert text.endswith("next to last\nthe last line\n") and len(text) <= 7 << 20
+        assert got[-1] == ("end", {"status": "succeeded", "offset": size})
+        # A reconnect from an offset near the end gets just what follows it.
+        near = sse_events(srv, base + f"/stream?offset={size - 14}", lambda ev, _: ev == "end")
+        assert [json.loads(d)["text"] for ev, d in near if ev == "log"] == ["the last line\n"]
+        grown = _peak_rss_kib(srv.proc.pid) - before
+        assert grown < 64 * 1024, f"the server's peak memory grew by {grown} KiB"
+
+
+def test_a_run_deleted_while_streamed(home: Path, flows: Path) -> None:
+    """`flowsh prune` (or a hand) deletes a run and its directory while a browser follows
+    it: its streams end cleanly, the server logs no traceback."""
+    import os
+    import signal
+
+    from flowsh.store import open_backend
+
+    with serve(home, "--workflows", str(flows)) as srv:
+        run_id = srv.post("/api/v1/runs", {"workflow": "slow"}).json()["run_id"]
+        wait_status(srv, run_id, ("running",))
+        results: dict[str, list[tuple[str, str]]] = {}
+        started = {"log": threading.Event(), "run": threading.Event()}
+
+        def follow(name: str, path: str) -> None:
+            def until(event: str, data: str) -> bool:
+                started[name].set()
+                return event == "end"
+            try:
+                results[name] = sse_events(srv, path, until, timeout=60)
+            except Exception as exc:  # what the test reports
+                results[name] = [("error", repr(exc))]
+                started[name].set()
+
+        threads = [threading.Thread(target=follow, args=("log", f"/api/v1/runs/{run_id}/steps/wait/log/stream")),
+                   threading.Thread(target=follow, args=("run", f"/api/v1/runs/{run_id}/events"))]
+        for t in threads:
+            t.start()
+        assert started["log"].wait(30) and started["run"].wait(30)
+        pid = srv.client.get(f"/api/v1/runs/{run_id}").json()["pid"]
+        os.killpg(pid, signal.SIGKILL)  # its runner and step, gone at once
+        backend = open_backend(None)
+        try:
+            backend.delete_runs([run_id])
+        finally:
+            backend.close()
+        shutil.rmtree(home / "runs" / run_id)
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive(), "a stream of a deleted run never ends"
+        assert results["log"][-1][0] == "end", results["log"]
+        assert json.loads(results["log"][-1][1])["status"] == "gone"
+        assert all(ev == "run" for ev, _ in results["run"]), results["run"]
+        assert srv.client.get(f"/api/v1/runs/{run_id}").status_code == 404
+        assert srv.client.get(f"/runs/{run_id}").status_code == 404
+    out = "".join(p.read_text() for p in home.glob("serve-*.out"))
+    assert "Traceback" not in out and "Exception" not in out, out
