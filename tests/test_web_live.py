@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.web_helpers import FLOW, Server, serve, sse_events, wait_status
+from tests.web_helpers import FLOW, Server, serve, sse_events, wait_for, wait_status
 
 
 @pytest.fixture
@@ -159,3 +159,67 @@ def test_a_run_deleted_while_streamed(home: Path, flows: Path) -> None:
         assert srv.client.get(f"/runs/{run_id}").status_code == 404
     out = "".join(p.read_text() for p in home.glob("serve-*.out"))
     assert "Traceback" not in out and "Exception" not in out, out
+
+
+def test_idle_and_slow_clients_do_not_lock_others_out(home: Path, flows: Path) -> None:
+    """More idle connections than the server has file descriptors, and a slowloris: the
+    server closes each once its request deadline passes, and a newcomer gets in; a live
+    stream, its request long complete, is left alone."""
+    import resource
+    import socket
+    import time
+
+    import httpx
+
+    from flowsh.web.server import REQUEST_DEADLINE
+
+    def few_fds() -> None:  # as on a host whose limit is low, and may not be raised
+        resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+
+    with serve(home, "--workflows", str(flows), preexec_fn=few_fds) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        run_id = srv.post("/api/v1/runs", {"workflow": "slow"}).json()["run_id"]
+        stream: list[tuple[str, str]] = []
+
+        def seen(event: str, data: str) -> bool:
+            stream.append((event, data))
+            return json.loads(data)["status"] == "interrupted"
+        follower = threading.Thread(target=sse_events, args=(
+            srv, f"/api/v1/runs/{run_id}/events", seen), kwargs={"timeout": 90})
+        follower.start()
+        wait_for(lambda: stream or None, 30, "the stream's first event")
+
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.5):
+                try:
+                    slow.sendall(b"X-Slow: y\r\n")
+                except OSError:
+                    return
+        threading.Thread(target=trickle, daemon=True).start()
+        try:
+            t0 = time.monotonic()
+            with httpx.Client(headers={"Authorization": f"Bearer {srv.token}"},
+                              timeout=REQUEST_DEADLINE * 3) as newcomer:
+                assert newcomer.get(srv.url + "/api/v1/session").status_code == 200
+            assert time.monotonic() - t0 < REQUEST_DEADLINE + 10
+            # Closed by the server, each of them.
+            for s in [slow, *idle[:20]]:
+                s.settimeout(REQUEST_DEADLINE * 3)
+                try:
+                    while s.recv(4096):
+                        pass
+                except ConnectionResetError:
+                    pass
+            assert follower.is_alive(), "the live stream was cut"
+            assert srv.post(f"/api/v1/runs/{run_id}/interrupt").status_code == 202
+            follower.join(30)
+            assert not follower.is_alive() and json.loads(stream[-1][1])["status"] == "interrupted"
+        finally:
+            stop.set()
+            for s in [slow, *idle]:
+                s.close()

@@ -63,12 +63,14 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 
 @contextmanager
 def serve(home: Path, *args: str, env: dict[str, str] | None = None,
-          token: str | None = None) -> Iterator[Server]:
+          token: str | None = None,
+          preexec_fn: Callable[[], None] | None = None) -> Iterator[Server]:
     out = home / f"serve-{time.monotonic_ns()}.out"
     full_env = {**os.environ, "FLOWSH_HOME": str(home), **(env or {})}
     with open(out, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "flowsh", "serve", "--port", "0", *args],
-                                stdout=fh, stderr=subprocess.STDOUT, env=full_env)
+                                stdout=fh, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=preexec_fn)
     try:
         def url() -> re.Match[str] | None:
             if proc.poll() is not None:

@@ -79,9 +79,11 @@ def serve_cmd(
     cfg = ServeConfig(state=state, known=Known([d.resolve() for d in dirs]), host=host,
                       port=port, token=token, read_only=read_only)
     cfg.known.scan(max_age=0.0)
+    from flowsh.web.server import config, raise_fd_limit
+
+    raise_fd_limit()
     sock = _listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host=host, port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(config(create_app(cfg), host, port))
     _announce(server, cfg, token_path)
     server.run(sockets=[sock])
 

@@ -63,6 +63,11 @@ class Watcher:
                     key, event, wait = await anyio.to_thread.run_sync(self.poll, key)
                 except NotFoundError:
                     return  # deleted while watched (`flowsh prune`): nothing more to say
+                except Exception:
+                    # The store unreadable for a moment (locked, out of file descriptors,
+                    # a PostgreSQL restart): the watchers keep watching, a tick later.
+                    await asyncio.sleep(POLL * 4)
+                    continue
                 if event is not None:
                     self.last = event
                     for q in list(self.queues):
