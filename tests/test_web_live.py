@@ -223,3 +223,60 @@ def test_idle_and_slow_clients_do_not_lock_others_out(home: Path, flows: Path) -
             stop.set()
             for s in [slow, *idle]:
                 s.close()
+
+
+def test_runs_of_another_host_on_a_shared_postgresql_store(home: Path, flows: Path) -> None:
+    """With PostgreSQL the store's lock, not this host's lock file, says whether a runner is
+    alive: a run another host is still finishing is not resumed from here, and a running
+    run of another host with an old heartbeat but a live lock is shown running."""
+    import time
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    from flowsh.state import RunRecord
+    from flowsh.store import open_backend
+
+    server = "postgresql:///test"
+    try:
+        psycopg.connect(server, connect_timeout=3).close()
+    except psycopg.Error:
+        pytest.skip(f"no PostgreSQL at {server}")
+    schema = f"flowsh_web_{uuid.uuid4().hex[:12]}"
+    url = f"{server}?options=-csearch_path%3D{schema}"
+    backend = open_backend(url)
+    try:
+        with serve(home, "--workflows", str(flows), "--state", url) as srv:
+            run_id = srv.post("/api/v1/runs", {"workflow": "nightly"}).json()["run_id"]
+            wait_status(srv, run_id, ("failed",))
+            wait_for(lambda: not backend.runner_alive(  # type: ignore[attr-defined]
+                backend.load_run(run_id)), 30, "its runner's end")
+            run_dir = home / "runs" / run_id
+            spawned = len(list(run_dir.glob("web-*.out")))
+            # Its runner on another host, still writing its end: it holds the run's lock.
+            held = backend.hold_runner(run_id)  # type: ignore[attr-defined]
+            assert held is not None
+            try:
+                r = srv.post(f"/api/v1/runs/{run_id}/resume")
+                assert r.status_code == 409 and "still finishing" in r.json()["error"], r.text
+                assert len(list(run_dir.glob("web-*.out"))) == spawned  # nothing spawned
+
+                now = time.time()
+                backend.create_run(RunRecord(
+                    run_id="elsewhere-1", workflow="nightly", file=None, definition_hash="h",
+                    params={}, status="running", pid=4242, host="elsewhere",
+                    started_at=now - 3600, heartbeat=now - 3600))
+                other = backend.hold_runner("elsewhere-1")  # type: ignore[attr-defined]
+                assert srv.client.get("/api/v1/runs/elsewhere-1").json()["status"] == "running"
+                r = srv.post("/api/v1/runs/elsewhere-1/interrupt")
+                assert r.status_code == 422 and "runs on elsewhere" in r.json()["error"]
+                other.release()
+                assert srv.client.get("/api/v1/runs/elsewhere-1").json()["status"] == "crashed"
+            finally:
+                held.release()
+            r = srv.post(f"/api/v1/runs/{run_id}/resume")
+            assert r.status_code == 202, r.text
+            wait_status(srv, run_id, ("failed",))
+    finally:
+        backend.close()
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
