@@ -1,8 +1,10 @@
-"""Server-Sent Events: a run's state as it changes, and a step's log as it grows.
+"""Server-Sent Events: a run's state as it changes, the dashboard's workflows as runs start
+and end, and a step's log as it grows.
 
-One watcher per run reads the store (every `POLL` seconds, on a worker thread) and hands
-each change to every subscriber: fifty browsers on one run cost one read per tick, not
-fifty, so watching never slows the run down (scripts/bench.py measures it). Logs are
+One watcher per run (and one for all dashboards) reads the store (every `POLL` seconds,
+on a worker thread) and hands each change to every subscriber: fifty browsers on one run
+cost one read per tick, not fifty, so watching never slows the run down (scripts/bench.py
+measures it). Logs are
 followed per client from a byte offset: reading the new end of a file is cheap.
 """
 
