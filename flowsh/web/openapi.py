@@ -19,7 +19,7 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     words = {400: "Bad request (a parameter out of range).",
-             401: "No valid token (servers on a non-loopback address need one).",
+             401: "No valid token (every request needs one: GET /?token=TOKEN once, or Bearer).",
              403: "Refused: --read-only, or the CSRF token is missing or wrong.",
              404: "No such run, step or workflow.",
              409: "The run is still running, or its workflow's lock is held.",
