@@ -451,7 +451,10 @@ class Engine:
             return
         for rec in run.steps.values():
             if rec.status in (PENDING, RETRYING):
-                if status == INTERRUPTED:
+                if rec.name in self.ready.pass_through:  # a resume leaves it out too
+                    rec.status, rec.skip_reason = SKIPPED, SkipReason.NOT_SELECTED
+                    rec.message = SKIP_MESSAGES[SkipReason.NOT_SELECTED]
+                elif status == INTERRUPTED:
                     rec.status = INTERRUPTED
                     rec.message = rec.message or "run interrupted"
                 else:
