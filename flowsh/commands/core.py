@@ -82,8 +82,11 @@ def run_cmd(
     from_: Optional[str] = typer.Option(None, "--from", metavar="STEP", help="Run STEP and everything downstream of it."),  # noqa: UP045,E501
     until: Optional[str] = typer.Option(None, "--until", metavar="STEP", help="Run STEP and everything upstream of it (with --from: the steps between)."),  # noqa: UP045,E501
 ) -> None:
-    """Run a workflow file, or part of it (--only, --from, --until: steps left out hand on
-    their outputs from the latest successful run in which they succeeded)."""
+    """Run a workflow file, or part of it (--only, --from, --until).
+
+    Steps left out of a selection are recorded as skipped ("not selected"); the outputs
+    they hand on come from the latest successful run in which they succeeded.
+    """
     try:
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
              lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,

@@ -34,10 +34,11 @@ def steps_listing(wf: Workflow) -> dict[str, Any]:
 
 def list_cmd(
     file: Path = typer.Argument(..., help="Workflow file."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (see below)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (its shape is above)."),
 ) -> None:
-    """List the steps in run order, what each needs, and its description (the names
-    --only, --from and --until take).
+    """List the steps in run order, what each needs, and their descriptions.
+
+    The names are those `flowsh run --only`, `--from` and `--until` take.
 
     --json prints {"version": 1, "workflow": NAME, "file": PATH, "steps": [{"name":
     STEP, "needs": [STEP...], "description": TEXT or null}...]}, the steps in run order.
