@@ -45,7 +45,10 @@ def choose(wf: Workflow, graph: Graph, *, only: Iterable[str] = (), from_: str |
 
     `--only` names steps exactly and stands alone; `--from` and `--until` together
     select what lies between (downstream of one and upstream of the other)."""
+    only = list(only)
     listed = split_names(only)
+    if only and not listed:
+        raise UsageError("--only needs a step name")
     if listed and (from_ is not None or until is not None):
         raise UsageError("--only does not combine with --from or --until "
                          "(--from A --until B selects the steps between A and B)")

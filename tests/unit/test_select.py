@@ -51,6 +51,7 @@ def test_choose(wf: Workflow) -> None:
     ({"from_": "zzzzz"}, "--from zzzzz: no step 'zzzzz' in .*flow.yaml$"),
     ({"only": ["a"], "until": "b"}, "--only does not combine"),
     ({"from_": "c", "until": "a"}, "no step is both; 'a' is not downstream of 'c'"),
+    ({"only": [" , "]}, "--only needs a step name"),
 ])
 def test_choose_refuses(wf: Workflow, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
