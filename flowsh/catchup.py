@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from flowsh.errors import UsageError
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, latest_slot, parse_time, slots_between
@@ -43,9 +44,12 @@ def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime
         return []
     start = slot - timedelta(seconds=policy.window)
     end = slot + timedelta(seconds=1) if include_slot else slot
+    try:
+        slots = slots_between(texts, start, end)
+    except ValueError as exc:  # a window of more than MAX_SLOTS fire times
+        raise UsageError(f"{wf.path}: key 'catchup': {exc}") from None
     done = succeeded_slots(backend, wf)
-    todo = [t for t in slots_between(texts, start, end)
-            if t.astimezone(timezone.utc) not in done]
+    todo = [t for t in slots if t.astimezone(timezone.utc) not in done]
     if policy.policy == "latest":
         return todo[-1:]
     return todo

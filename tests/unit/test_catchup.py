@@ -10,6 +10,7 @@ import pytest
 
 from flowsh.builtin.state_sqlite import SQLiteBackend
 from flowsh.catchup import missed, options_for, plan, succeeded_slots
+from flowsh.errors import UsageError
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
@@ -119,3 +120,12 @@ def test_plan_finishes_an_earlier_slots_run_first_then_the_missed_then_its_own(
     unfinished.scheduled_time = format_time(SLOT)
     got = plan(wf, backend, opts, [DAILY], SLOT)
     assert [o.resume is not None for o in got] == [False, False, False, True]
+
+
+def test_a_window_of_too_many_slots_is_a_usage_error(tmp_path: Path,
+                                                     backend: SQLiteBackend) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text("name: nightly\nschedule: '* * * * * */5'\n"
+                    "catchup: {window: 1d, policy: all}\nsteps:\n  - {name: a, run: 'true'}\n")
+    with pytest.raises(UsageError, match=r"flow.yaml: key 'catchup': .* more than 10000"):
+        missed(load_workflow(path), backend, ["* * * * * */5"], SLOT)
