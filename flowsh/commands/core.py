@@ -320,9 +320,26 @@ def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
             f"(removed or renamed); `flowsh resume {run.run_id} --force` resumes anyway, "
             "a run without --resume starts afresh"
         )
+    _refuse_steps_left_elsewhere(run, force=force)
     if definition_hash(wf) != run.definition_hash:
         sys.stderr.write(f"flowsh: warning: {wf.path} changed since run {run.run_id} started; "
                          "resuming with the current definition\n")
+
+
+def _refuse_steps_left_elsewhere(run: RunRecord, *, force: bool) -> None:
+    """A runner killed on host A may leave local steps running there; host B (sharing a
+    PostgreSQL store) can neither see nor stop them, and would run them twice (REMOTE-3)."""
+    import socket
+
+    from flowsh.state import RUNNING
+    left = sorted(n for n, r in run.steps.items()
+                  if r.status == RUNNING and r.pid and not r.task_id)
+    if left and not force and run.host and run.host != socket.gethostname():
+        raise LockHeldError(
+            f"run {run.run_id}: step(s) {', '.join(left)} were running on host {run.host} "
+            "when its runner died, and this host cannot stop them; resume it on "
+            f"{run.host} (flowsh stops them there first) or, once sure they have ended, "
+            f"`flowsh resume {run.run_id} --force`")
 
 
 def _open_run(run_id: str, state: str | None) -> RunRecord:
@@ -350,7 +367,7 @@ def resume_cmd(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     params: Optional[list[str]] = typer.Argument(None, help=PARAMS_HELP),  # noqa: UP045
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Workflow file, if moved."),  # noqa: UP045
-    force: bool = typer.Option(False, "--force", help="Resume even if steps were removed."),
+    force: bool = typer.Option(False, "--force", help="Resume even if steps were removed from the file, or were left running on another host (make sure they have ended)."),  # noqa: E501
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs"),  # noqa: UP045
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_events: bool = typer.Option(False, "--json"),
