@@ -234,7 +234,7 @@ class TTYReporter(PlainReporter):
         if est and est >= 1 and rec.status == RUNNING and name in self.running:
             left = est - (now - self.running[name])
             estimate += f" ({format_duration(left)} left)" if left > 0 else " (overdue)"
-        state = rec.status
+        state: str = rec.status
         if rec.status == PENDING and name in self.pool_wait:
             state, style = f"waiting for pool {self.pool_wait[name]}", "yellow"
         return (f"[{style}]{mark}[/]", name, f"[{style}]{state}[/]", attempt,

@@ -4,6 +4,7 @@ write; a holder killed with SIGKILL frees its slot; the waiting hook and the ref
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -137,10 +138,8 @@ def test_a_holder_killed_with_sigkill_frees_its_slot(
     finally:
         for group in (first.pid, step_group):
             if group:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)  # the step outlives its runner
-                except ProcessLookupError:
-                    pass
 
 
 def test_waiting_fires_the_hook_and_the_wait_is_outside_the_timeout(write_flow) -> None:
