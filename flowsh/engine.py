@@ -83,7 +83,10 @@ class Engine:
         self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
         self.running: set[str] = set()
         # Steps waiting for a slot of a shared pool (POOL-4), with what they will run with.
-        self.pools = PoolQueue(dict(wf.pools))
+        # With a backend that shares slots between hosts (PostgreSQL), through it too.
+        pooled = any(s.pool for s in wf.steps)
+        remote = getattr(backend, "pool_locks", None) if pooled else None
+        self.pools = PoolQueue(dict(wf.pools), remote() if remote is not None else None)
         self.pool_wait: dict[str, tuple[dict[str, str], Path]] = {}
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream

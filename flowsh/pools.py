@@ -19,12 +19,22 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from flowsh.state import ensure_private_dir, flowsh_home
 
 # How often a waiter tries the slots again: short against a step's length, long enough
 # that a hundred waiters cost nothing measurable.
 POLL = 0.1
+
+
+class RemoteSlots(Protocol):
+    """Slots a state backend shares between hosts (PostgreSQL advisory locks: POOL-8).
+    Slot I is held when both the host's slot file I and the backend's lock I are."""
+
+    def try_lock(self, pool: str, index: int) -> bool: ...
+    def unlock(self, pool: str, index: int) -> None: ...
+    def close(self) -> None: ...
 
 
 def pool_dir(name: str, home: Path | None = None) -> Path:
@@ -35,17 +45,24 @@ class Slot:
     """One held slot: the open, flocked slot file. `release` (or the process's death)
     lets it go."""
 
-    def __init__(self, pool: str, index: int, fd: int) -> None:
-        self.pool, self.index, self._fd = pool, index, fd
+    def __init__(self, pool: str, index: int, fd: int,
+                 remote: RemoteSlots | None = None) -> None:
+        self.pool, self.index, self._fd, self._remote = pool, index, fd, remote
 
     def release(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)  # closing the only descriptor drops the flock
-            self._fd = -1
+            try:
+                if self._remote is not None:
+                    self._remote.unlock(self.pool, self.index)
+            finally:
+                os.close(self._fd)  # closing the only descriptor drops the flock
+                self._fd = -1
 
 
-def try_take(name: str, size: int, home: Path | None = None) -> Slot | None:
-    """A free slot of pool `name` (size `size`), or None when all `size` are held."""
+def try_take(name: str, size: int, home: Path | None = None,
+             remote: RemoteSlots | None = None) -> Slot | None:
+    """A free slot of pool `name` (size `size`), or None when all `size` are held (on this
+    host, or through `remote` on another)."""
     where = ensure_private_dir(pool_dir(name, home))
     for index in range(size):
         # Not inherited by steps (O_CLOEXEC, Python's default): the runner holds the slot
@@ -59,7 +76,15 @@ def try_take(name: str, size: int, home: Path | None = None) -> Slot | None:
         except BaseException:
             os.close(fd)
             raise
-        return Slot(name, index, fd)
+        try:
+            elsewhere = remote is not None and not remote.try_lock(name, index)
+        except BaseException:
+            os.close(fd)
+            raise
+        if elsewhere:
+            os.close(fd)  # another host holds slot `index`: try the next one
+            continue
+        return Slot(name, index, fd, remote)
     return None
 
 
@@ -85,8 +110,8 @@ class PoolQueue:
     slots its running attempts hold. The engine asks `ready()` each pass of its loop; a
     step is only queued until it gets a slot, so it holds none (POOL-4)."""
 
-    def __init__(self, sizes: dict[str, int]) -> None:
-        self.sizes = sizes
+    def __init__(self, sizes: dict[str, int], remote: RemoteSlots | None = None) -> None:
+        self.sizes, self.remote = sizes, remote
         self.queue: list[str] = []  # step names, first come first served within the run
         self.pool_of: dict[str, str] = {}
         self.held: dict[str, Slot] = {}
@@ -94,7 +119,7 @@ class PoolQueue:
     def acquire(self, step: str, pool: str) -> bool:
         """Take a slot for `step` now (True), or queue it (False)."""
         if pool not in self.pool_of.values():  # else an earlier step of this run goes first
-            slot = try_take(pool, self.sizes[pool])
+            slot = try_take(pool, self.sizes[pool], remote=self.remote)
             if slot is not None:
                 self._hold(step, slot)
                 return True
@@ -111,7 +136,7 @@ class PoolQueue:
             pool = self.pool_of[step]
             if pool in full:
                 continue  # an earlier step of this run waits for it: it goes first
-            slot = try_take(pool, self.sizes[pool])
+            slot = try_take(pool, self.sizes[pool], remote=self.remote)
             if slot is None:
                 full.add(pool)
                 continue
@@ -133,8 +158,12 @@ class PoolQueue:
             slot.release()
 
     def release_all(self) -> None:
-        for step in list(self.held):
-            self.release(step)
+        try:
+            for step in list(self.held):
+                self.release(step)
+        finally:
+            if self.remote is not None:
+                self.remote.close()
 
     def _hold(self, step: str, slot: Slot) -> None:
         self.held[step] = slot
