@@ -187,3 +187,38 @@ def test_an_undeclared_pool_is_refused_by_validate_run_and_wrap(
     assert res.returncode == 2
     assert "--pool nope: not declared in `pools` of the user config" in res.stderr
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("runtime", ["run", "script"])
+def test_an_interrupt_while_waiting_ends_the_step_interrupted_with_no_attempt(
+        tmp_path: Path, shared: dict[str, str], runtime: str) -> None:
+    from flowsh import pools
+
+    held = pools.try_take("db", 1)  # this test holds the pool's only slot
+    assert held is not None
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: 'touch ran'}\n")
+    argv = [*FLOWSH, "run", str(flow)]
+    if runtime == "script":
+        subprocess.run([*FLOWSH, "export", "--bash", str(flow), "-o", str(tmp_path / "f.sh")],
+                       env=shared, check=True, capture_output=True)
+        argv = ["bash", str(tmp_path / "f.sh")]
+    log = tmp_path / "out.log"
+    try:
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(argv, env=shared, stdout=fh, stderr=subprocess.STDOUT,
+                                    cwd=tmp_path, start_new_session=True)
+        _poll(lambda: "waiting for pool db" in log.read_text(), "the step to wait")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
+        assert proc.wait(timeout=60) == 130, log.read_text()
+    finally:
+        held.release()
+    assert not (tmp_path / "ran").exists()
+    rows = (Path(shared["FLOWSH_HOME"]) / "logs" / "workflow_logs.csv").read_text()
+    assert rows.splitlines()[-1].split(",")[3] == "interrupted", rows
+    if runtime == "run":
+        res = subprocess.run([*FLOWSH, "status", "--json"], env=shared, capture_output=True,
+                             text=True, check=True)
+        step = json.loads(res.stdout)["steps"]["w"]
+        assert (step["status"], step["attempts"]) == ("interrupted", 0)
+        assert step["message"] == "interrupted while waiting for pool db"

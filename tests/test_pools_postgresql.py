@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +65,7 @@ def test_two_hosts_share_a_pool_of_one(tmp_path: Path, pg_url: str) -> None:
                                       env=_host(tmp_path, name, pg_url, out),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
     assert _most_at_once(out) == (4, 1)
 
