@@ -222,3 +222,22 @@ def test_an_interrupt_while_waiting_ends_the_step_interrupted_with_no_attempt(
         step = json.loads(res.stdout)["steps"]["w"]
         assert (step["status"], step["attempts"]) == ("interrupted", 0)
         assert step["message"] == "interrupted while waiting for pool db"
+
+
+def test_waiting_is_an_event_in_json_and_in_the_jsonl_log(
+        tmp_path: Path, shared: dict[str, str]) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: a, pool: db, run: 'sleep 0.5'}\n"
+                    "  - {name: b, pool: db, needs: [], run: 'true'}\n")
+    res = subprocess.run([*FLOWSH, "run", "--json", str(flow)], env=shared,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    waiting = [e for e in events if e["event"] == "step_waiting"]
+    assert [(e["step"], e["pool"], e["attempt"]) for e in waiting] == [("b", "db", 1)]
+    kinds = [e["event"] for e in events if e.get("step") == "b"]
+    assert kinds == ["step_waiting", "step_started", "step_finished"]
+    log = Path(shared["FLOWSH_HOME"]) / "logs" / "events.jsonl"
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["step"], e["pool"], e["status"], e["message"]) for e in logged
+            if e["event"] == "step_waiting"] == [("b", "db", "pending", "waiting for pool db")]
