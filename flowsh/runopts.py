@@ -85,7 +85,9 @@ class GuardedReporter(Reporter):
         self._call("step_retrying", run, step, delay)
 
     def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
-        self._call("step_waiting", run, step, pool)
+        # Newer than the other methods: a reporter written before pools may lack it.
+        if hasattr(self.inner, "step_waiting"):
+            self._call("step_waiting", run, step, pool)
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self._call("step_finished", run, step)
