@@ -34,7 +34,10 @@ def _parse(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 5m, 1h30m")
-    text = value.strip().replace(" ", "")
+    if not re.match(DURATION_PATTERN, value):
+        # Blanks may separate parts (`1h 30m`), never split one (`1 0s`, `5 m s`).
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 5m, 1h30m, 250ms")
+    text = "".join(value.split())
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
     pos, total = 0, 0.0
@@ -50,9 +53,10 @@ def _parse(value: object) -> float:
 
 def format_duration(seconds: float) -> str:
     """Short human form: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``."""
-    if seconds < 1:
+    # Round first, then pick the unit: 0.9996 s is 1.0s (not 1000ms), 59.96 s is 1m00s.
+    if round(seconds * 1000) < 1000:
         return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
+    if round(seconds, 1) < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:

@@ -34,6 +34,7 @@ _ENV_BADNAME = re.compile(r"([^= \t]+)=")
 _ENV_PLAIN = re.compile(r"[^'\"\\$` \t]+")
 _ENV_INSIDE = re.compile(r'[^"\\$`]+')
 _ENV_BLANKS = re.compile(r"[ \t]+")
+_SPECIAL = "$#?-!@*"  # bash's special parameters ($0-$9 are digits, refused with the rest)
 
 
 def parse_env_text(text: str, path: Path) -> dict[str, str]:
@@ -47,12 +48,22 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
     def refuse(line: int, message: str) -> WorkflowError:
         return WorkflowError(message, path=path, line=line)
 
-    def dollar(line: int, name: str, rest: str) -> None:
-        # $NAME, ${...}, $(...) are refused; a lone $ (as in `5$`) is data, as in shell.
+    def dollar(line: int, name: str, rest: str, quoted: bool = False) -> None:
+        # $NAME, ${...}, $(...), the special parameters ($$ $# $? ...) and, unquoted, $'...'
+        # and $"..." are refused; a lone $ (as in `5$`) is data, as in shell.
         nxt = rest[1:2]
-        if nxt and (nxt.isascii() and (nxt.isalnum() or nxt in "_{(")):
+        if nxt == "\\" and rest[2:] == "":
+            # A shell joins the lines before it looks at the $: `$\<newline>HOME` is $HOME.
+            raise refuse(line, f"{name}: a $ before a backslash-newline is not allowed in an "
+                               "env_file (single-quote a literal $)")
+        special = _SPECIAL if quoted else _SPECIAL + "'\""
+        if nxt and ((nxt.isascii() and (nxt.isalnum() or nxt in "_{(")) or nxt in special):
             raise refuse(line, f"{name}: expansion ${nxt}... is not allowed in an env_file "
                                "(single-quote a literal $)")
+
+    def tilde(line: int, name: str) -> WorkflowError:
+        return refuse(line, f"{name}: an unquoted ~ at the start or after a : is a home "
+                            "directory to a shell; quote it ('~') or write the path")
 
     def backtick(line: int, name: str) -> WorkflowError:
         return refuse(line, f"{name}: command substitution (`) is not allowed in an env_file")
@@ -79,20 +90,30 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
             # ENV-3: the runner's own names (the exported script's runner read them too).
             raise refuse(n, f"{name}: names starting with FLOWSH_ are reserved for flowsh")
         val: list[str] = []
+        # Tilde expansion in an assignment: a ~ first in the value, or after a plain `:`
+        # (a backslash-newline between them joins the lines, so it changes neither).
+        first, after_colon = True, False
         while rest:
             m = _ENV_PLAIN.match(rest)
             if m:
-                val.append(m.group(0))
+                chunk = m.group(0)
+                if (chunk[0] == "~" and (first or after_colon)) or ":~" in chunk:
+                    raise tilde(n, name)
+                val.append(chunk)
                 rest = rest[m.end():]
+                first, after_colon = False, chunk.endswith(":")
                 continue
             c = rest[0]
+            if not (c == "\\" and len(rest) == 1):
+                first = after_colon = False
             if c in " \t":
                 m = _ENV_BLANKS.match(rest)
                 assert m is not None
                 rest = rest[m.end():]
                 if not rest or rest.startswith("#"):
                     break  # blanks then a comment, or trailing blanks: the value ends
-                val.append(m.group(0))
+                # A shell ends the value at the blank and runs the rest as a command.
+                raise refuse(n, f"{name}: a blank inside an unquoted value (quote the value)")
             elif c == "'":
                 rest = rest[1:]
                 while "'" not in rest:
@@ -136,7 +157,7 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
                             val.append("\\")
                             rest = rest[1:]
                     elif d == "$":
-                        dollar(n, name, rest)
+                        dollar(n, name, rest, quoted=True)
                         val.append("$")
                         rest = rest[1:]
                     else:

@@ -8,6 +8,7 @@ where a step runs and how long it waited, and a resume after a crash can find it
 
 from __future__ import annotations
 
+from flowsh.errors import UsageError
 from flowsh.executor import Executor, Placement
 from flowsh.state import FAILED, INTERRUPTED, SKIPPED, SUCCEEDED, RunRecord, StepRecord
 
@@ -49,6 +50,15 @@ def stop_remote(executor: Executor, prior: RunRecord, kill_grace: float) -> list
     task and recording it."""
     stop = getattr(executor, "stop_remote", None)
     if stop is None:
+        placed = sorted(n for n, r in prior.steps.items() if r.status not in _DONE and r.task_id)
+        if placed:
+            # This executor cannot reach the workers: going on would start these steps
+            # again beside attempts that may still run there (REMOTE-2).
+            raise UsageError(
+                f"run {prior.run_id} left step(s) {', '.join(placed)} on remote workers "
+                f"(queue {prior.steps[placed[0]].queue or 'default'}); this executor cannot "
+                "stop them: resume with the executor the run used (--executor or the "
+                "workflow's `executor:`)")
         return []
     # A step's `if:` test is a job of its own, keyed "if:NAME" (engine.IF_KEY).
     keys = [key for name, rec in prior.steps.items() if rec.status not in _DONE

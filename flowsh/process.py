@@ -283,10 +283,28 @@ class LocalExecutor:
         data = job.partial + data
         lines = data.split(b"\n")
         job.partial = lines.pop()
-        if len(job.partial) > _READ:  # a line without end: pass it on in pieces
-            lines.append(job.partial)
-            job.partial = b""
         self._emit_lines(job, lines)
+        if len(job.partial) > _READ:  # a line without end: pass it on in pieces
+            self._emit_piece(job)
+
+    def _emit_piece(self, job: _Job) -> None:
+        """The head of a line still growing, as written (no newline added); a secret the
+        cut would split, or whose end may be still to come, stays behind whole."""
+        text = job.partial.decode("utf-8", "surrogateescape")
+        where = getattr(self.mask, "cut", None)  # a Masker knows its values; a bare callable not
+        cut = where(text) if where is not None else len(text)
+        # An incomplete UTF-8 character at the end waits for its other bytes.
+        while cut > len(text) - 3 and cut > 0 and "\udc80" <= text[cut - 1] <= "\udcff":
+            cut -= 1
+        if cut == 0:
+            return
+        job.partial = text[cut:].encode("utf-8", "surrogateescape")
+        shown = text[:cut].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if self.mask:
+            shown = self.mask(shown)
+        self._log(job, shown.encode())
+        if self.on_output is not None and job.req.echo:
+            self.on_output(job.req.key, shown)
 
     def _emit_lines(self, job: _Job, lines: list[bytes]) -> None:
         if not lines:

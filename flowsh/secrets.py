@@ -57,6 +57,17 @@ class Masker:
     def __bool__(self) -> bool:
         return self._re is not None
 
+    def cut(self, text: str) -> int:
+        """Where a line still growing may be cut and its head masked on its own: no known
+        value is split there, and none can start before it and end in text still to come."""
+        if self._re is None:
+            return len(text)
+        cut = max(0, len(text) - (len(self.values[0]) - 1))
+        for m in self._re.finditer(text):
+            if m.start() < cut < m.end():
+                return m.start()  # matches do not overlap: no earlier one spans it
+        return cut
+
     def __call__(self, text: str) -> str:
         if self._re is None or not text:
             return text

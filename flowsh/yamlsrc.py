@@ -116,6 +116,11 @@ def _composer() -> Any:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# Keys whose values become environment text (env, params' defaults, a script's args).
+_TEXT_KEYS = frozenset({"env", "params", "args"})
+_TYPED_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "timestamp"))
+
+
 class _BadKey(Exception):
     def __init__(self, message: str, mark: Any) -> None:
         super().__init__(message)
@@ -135,14 +140,32 @@ def _constructor_class() -> Any:
             self.flatten_mapping(node)  # resolves `<<:` merge keys
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self.construct_object(key_node, deep=True)
+                if _typed_plain(key_node):
+                    key = key_node.value  # `ON:` is the name ON, not True
+                else:
+                    key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | float | bool) or key is None:
                     raise _BadKey("mapping keys must be plain strings", key_node.start_mark)
                 key = str(key)
                 if key in out:
                     raise _BadKey(f"duplicate key {key!r}", key_node.start_mark)
+                if key in _TEXT_KEYS:
+                    _as_written(value_node)
                 out[key] = self.construct_object(value_node, deep=deep)
             return out
+
+    def _typed_plain(node: Any) -> bool:
+        return (isinstance(node, yaml.ScalarNode) and not node.style  # plain: None, or ""
+                and node.tag in _TYPED_TAGS)
+
+    def _as_written(node: Any) -> None:
+        # Values that reach a step as text keep the text written: YAML 1.1 makes
+        # `1.10` 1.1, `0755` 493, `12:30` 750 and `yes` True, which str() cannot undo.
+        items = (node.value if isinstance(node, yaml.SequenceNode)
+                 else [v for _, v in node.value] if isinstance(node, yaml.MappingNode) else [])
+        for item in items:
+            if _typed_plain(item):
+                item.tag = "tag:yaml.org,2002:str"
 
     return _Constructor
 

@@ -123,9 +123,6 @@ def _bash_value(path: Path) -> str | None:
     return res.stdout.decode("utf-8", "surrogateescape")
 
 
-@pytest.mark.xfail(strict=True, reason="envfile.py dollar() refuses $ only before a letter, "
-                   "digit, _, { or (: bash's special parameters $$ $# $? $- $! $@ $* are kept "
-                   "as literal text, where bash expands them (ENVFILE-4 says refuse)")
 @pytest.mark.parametrize("text", ["X=pid$$\n", "X=a$#\n", "X=$?\n", "X=$-\n", "X=$!\n",
                                   "X=$@\n", "X=$*\n", 'X="$$"\n'])
 def test_special_parameters_are_refused(tmp_path: Path, text: str) -> None:
@@ -135,9 +132,6 @@ def test_special_parameters_are_refused(tmp_path: Path, text: str) -> None:
         read_env_file(p)
 
 
-@pytest.mark.xfail(strict=True, reason="a backslash-newline right after $ (X=$\\<newline>HOME) "
-                   "passes the expansion check, which looks at the $ before the lines are "
-                   "joined: flowsh gives the text '$HOME', bash gives the value of HOME")
 @pytest.mark.parametrize("text", ["X=$\\\nHOME\n", 'X="$\\\nHOME"\n'])
 def test_expansion_split_by_a_continuation_is_refused(tmp_path: Path, text: str) -> None:
     p = tmp_path / ".env"
@@ -147,9 +141,6 @@ def test_expansion_split_by_a_continuation_is_refused(tmp_path: Path, text: str)
         read_env_file(p)
 
 
-@pytest.mark.xfail(strict=True, reason="an unquoted ~ is kept as text; bash expands it in an "
-                   "assignment (X=~/x is $HOME/x, also after a colon): the same file gives two "
-                   "values (ENVFILE-1: every runtime the same bytes; a subset of shell)")
 @pytest.mark.parametrize("text", ["X=~\n", "X=~/x\n", "X=a:~/x\n"])
 def test_tilde_means_what_bash_means_or_is_refused(tmp_path: Path, text: str) -> None:
     p = tmp_path / ".env"
@@ -161,9 +152,6 @@ def test_tilde_means_what_bash_means_or_is_refused(tmp_path: Path, text: str) ->
     assert got == _bash_value(p)
 
 
-@pytest.mark.xfail(strict=True, reason="ENVFILE-2: 'an unquoted value MUST end at the first "
-                   "blank'; envfile.py keeps blanks followed by more text inside the value "
-                   "(X=value trailing gives 'value trailing'; bash runs `trailing` with X=value)")
 @pytest.mark.parametrize("text", ["X=value trailing\n", "X=a\tb\n"])
 def test_an_unquoted_value_ends_at_the_first_blank(tmp_path: Path, text: str) -> None:
     p = tmp_path / ".env"
@@ -173,3 +161,21 @@ def test_an_unquoted_value_ends_at_the_first_blank(tmp_path: Path, text: str) ->
     except WorkflowError:
         return  # refusing the rest of the line is within the rule too
     assert got == text.split("=", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("X=a~b\n", "a~b"), ("X='~'/x\n", "~/x"), ("X=\\~\n", "~"), ('X="~"\n', "~"),
+    ("X=\"it's $'\"\n", "it's $'"), ("X=5$\n", "5$"), ("X=a:b\n", "a:b"),
+])
+def test_what_a_shell_also_keeps_as_text_is_kept(tmp_path: Path, text: str, want: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    assert read_env_file(p)["X"] == want == _bash_value(p)
+
+
+@pytest.mark.parametrize("text", ["X=$'a\\nb'\n", 'X=$"a"\n', "X=\\\n~/x\n"])
+def test_ansi_c_quotes_and_a_joined_tilde_are_refused(tmp_path: Path, text: str) -> None:
+    p = tmp_path / ".env"
+    p.write_text(text)
+    with pytest.raises(WorkflowError, match=r"not allowed in an env_file|unquoted ~"):
+        read_env_file(p)

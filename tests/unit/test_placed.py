@@ -3,6 +3,9 @@ side is tested end to end with real workers in plugins/flowsh-celery/tests)."""
 
 from __future__ import annotations
 
+import pytest
+
+from flowsh.errors import UsageError
 from flowsh.executor import Placement
 from flowsh.placed import apply, record, stop_remote
 from flowsh.process import LocalExecutor
@@ -33,5 +36,21 @@ def test_a_local_executor_places_nothing_and_has_nothing_remote_to_stop() -> Non
                           steps={"a": StepRecord(name="a", status=FAILED),
                                  "b": StepRecord(name="b", status=RUNNING)})
         assert stop_remote(executor, prior, 0.1) == []
+    finally:
+        executor.close()
+
+
+def test_an_executor_that_cannot_reach_workers_refuses_a_run_left_on_them() -> None:
+    """REMOTE-3: `flowsh resume --executor local` of a run whose runner died with attempts
+    on Celery workers would start those steps again beside them; it is refused instead."""
+    executor = LocalExecutor()
+    try:
+        prior = RunRecord(run_id="r1", workflow="w", file=None, definition_hash="h", params={},
+                          steps={"a": StepRecord(name="a", status=FAILED, task_id="t0"),
+                                 "b": StepRecord(name="b", status=RUNNING, task_id="t1",
+                                                 queue="db")})
+        with pytest.raises(UsageError, match=r"run r1 left step\(s\) b on remote workers "
+                                             r"\(queue db\).*resume with the executor"):
+            stop_remote(executor, prior, 0.1)
     finally:
         executor.close()

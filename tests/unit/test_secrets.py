@@ -86,3 +86,11 @@ def test_drop_secret_outputs(tmp_path: Path) -> None:
     (tmp_path / "keep.log").write_text("x")
     drop_secret_outputs(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.log"]
+
+
+def test_cut_never_splits_a_value_nor_leaves_a_possible_start_behind() -> None:
+    m = Masker(["hunter22"])
+    assert m.cut("x" * 20) == 20 - 7  # the last 7 could begin "hunter22"
+    text = "x" * 10 + "hunter22" + "yy"
+    assert m.cut(text) == 10  # 20 - 7 = 13 falls inside the value: cut before it
+    assert Masker().cut("abc") == 3

@@ -95,10 +95,6 @@ def test_describe_names_the_step(write_flow: Callable[..., Path]) -> None:
     assert "step 'extract' key 'retries'" in exc.value.detail
 
 
-@pytest.mark.xfail(strict=True, reason="flowsh/yamlsrc.py _Constructor.construct_mapping turns "
-                   "a YAML 1.1 boolean key into str(True)/str(False): `env: {ON: '1'}` sets a "
-                   "variable named True, `NO`/`off` one named False (and ON with yes is a "
-                   "'duplicate key True'). A key should stay the text written, or be refused")
 @pytest.mark.parametrize("key", ["ON", "NO", "off", "Yes"])
 def test_boolean_looking_keys_keep_their_name(key: str) -> None:
     try:
@@ -108,10 +104,6 @@ def test_boolean_looking_keys_keep_their_name(key: str) -> None:
     assert data["env"] == {key: "1"}
 
 
-@pytest.mark.xfail(strict=True, reason="an unquoted env/param value reaches the step as "
-                   "str() of the YAML 1.1 scalar, not as written: VERSION: 1.10 gives '1.1', "
-                   "MODE: 0755 gives '493' (octal), TIME: 12:30 gives '750' (sexagesimal); "
-                   "model._str_value converts the already-typed value")
 @pytest.mark.parametrize(("written", "want"), [("1.10", "1.10"), ("0755", "0755"), ("12:30", "12:30")])
 def test_unquoted_values_reach_the_step_as_written(write_flow: Callable[..., Path],
                                                    written: str, want: str) -> None:
