@@ -25,6 +25,7 @@ from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
 from flowsh.paths import step_cwd
+from flowsh.pools import POLL, PoolQueue
 from flowsh.ready import ReadySet
 from flowsh.resume import new_run, new_run_id, refuse_lost_secrets, take_up
 from flowsh.runenv import RunEnvironment
@@ -84,6 +85,12 @@ class Engine:
         self.failed = False  # a failure that stops new (non-`always`) steps
         self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
         self.running: set[str] = set()
+        # Steps waiting for a slot of a shared pool (POOL-4), with what they will run with.
+        # With a backend that shares slots between hosts (PostgreSQL), through it too.
+        pooled = any(s.pool for s in wf.steps)
+        remote = getattr(backend, "pool_locks", None) if pooled else None
+        self.pools = PoolQueue(dict(wf.pools), remote() if remote is not None else None)
+        self.pool_wait: dict[str, tuple[dict[str, str], Path]] = {}
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
@@ -189,6 +196,7 @@ class Engine:
                 drain = 2.0  # a second Ctrl-C: the user wants out now
                 raise
             finally:
+                self.pools.release_all()
                 self.events.close(drain)
         finally:
             runner_fd.release()  # after the final state is written: see store.check_liveness
@@ -244,12 +252,15 @@ class Engine:
                 self._drain_interrupted()
                 return
             self._wake_retries()
+            self._wake_pools()
             self._start_ready()
-            if not self.running and not self.waiting:
+            if not self.running and not self.waiting and not self.pool_wait:
                 return
             timeout = None
             if self.waiting:
                 timeout = max(0.0, self.waiting[0][0] - time.time())
+            if self.pool_wait:  # another process frees a slot without telling us: look again
+                timeout = POLL if timeout is None else min(timeout, POLL)
             if self.running:
                 timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
                 for key, outcome in self.executor.wait(timeout):
@@ -285,11 +296,22 @@ class Engine:
             rec.ended_at = time.time()
             self._record_finished(rec)
         self.waiting.clear()
+        for name in list(self.pool_wait):
+            rec = self.run.steps[name]
+            rec.status = INTERRUPTED
+            rec.message = f"interrupted while waiting for pool {self.steps[name].pool}"
+            rec.ended_at = time.time()
+            self.pools.drop(name)
+            del self.pool_wait[name]
+            self._record_finished(rec)
 
     def _start_ready(self) -> None:
         """Start (or skip) what can go, in graph order, up to the concurrency limit."""
         for name, why in self.ready.take(self.run.steps,
-                                         lambda: len(self.running) >= self.concurrency,
+                                         # a step waiting for a pool slot counts:
+                                         # it has started as far as the run goes
+                                         lambda: len(self.running) + len(self.pool_wait)
+                                         >= self.concurrency,
                                          lambda: self.failed):
             if why is None:
                 self._start(self.steps[name], self.run.steps[name])
@@ -326,8 +348,26 @@ class Engine:
             if rec.pid is not None:
                 self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
             return
-        rec.attempts += 1
-        self._launch(step, rec, env, cwd)
+        self._go(step, rec, env, cwd)
+
+    def _go(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
+        """Launch an attempt, or queue it for its pool's slot (no attempt counted yet)."""
+        if step.pool is None or self.pools.acquire(step.name, step.pool):
+            rec.attempts += 1
+            self._launch(step, rec, env, cwd)
+            return
+        self.pool_wait[step.name] = (env, cwd)
+        rec.message = f"waiting for pool {step.pool}"
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_waiting(self.run, rec, step.pool)
+        self.events.emit("flowsh_step_waiting", step=rec, pool=step.pool)
+
+    def _wake_pools(self) -> None:
+        for name in self.pools.ready():
+            env, cwd = self.pool_wait.pop(name)
+            rec = self.run.steps[name]
+            rec.attempts += 1
+            self._launch(self.steps[name], rec, env, cwd)
 
     def _launch(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
         log_path = self.run_dir / f"{step.name}.log"
@@ -374,8 +414,7 @@ class Engine:
             self.failed = True
             self._record_finished(rec)
         elif verdict.action == "run":
-            rec.attempts += 1
-            self._launch(step, rec, verdict.env, verdict.cwd)
+            self._go(step, rec, verdict.env, verdict.cwd)
         elif verdict.action == "skip":
             self._skip(rec, SkipReason.CONDITION)
         else:
@@ -389,6 +428,7 @@ class Engine:
             self._on_condition(name[len(IF_KEY):], outcome)
             return
         self.running.discard(name)
+        self.pools.release(name)
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at

@@ -102,6 +102,13 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
     return mapping
 
 
+# A pool's name makes a directory under $FLOWSH_HOME/pools (docs/semantics.md POOL).
+POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+PoolName = Annotated[str, Field(pattern=POOL_NAME)]
+MAX_POOL_SIZE = 1000
+PoolSize = Annotated[int, Field(ge=1, le=MAX_POOL_SIZE)]
+
+
 # A command's own exit code that `skip_on`/`success_on` may name: 124 and up also mean a
 # timeout, a command that could not run, or a signal, which a shell cannot tell apart.
 OwnExitCode = Annotated[int, Field(ge=1, le=123)]
@@ -178,6 +185,9 @@ class Step(_Frozen):
         None, description="Fail the step when no worker has started it this long after "
                           "it was submitted (remote executors).",
     )
+    pool: PoolName | None = Field(
+        None, description="A pool (declared in `pools`, here or in the user config) each "
+        "attempt holds a slot of while it runs; it waits for a free one first.")
 
     @field_validator("name")
     @classmethod
@@ -297,6 +307,10 @@ class Workflow(_Frozen):
     steps: list[Step] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
     monitor: Monitor = Field(default_factory=Monitor)  # type: ignore[arg-type]
+    pools: dict[PoolName, PoolSize] = Field(
+        default_factory=dict, description="Concurrency pools shared by every flowsh process "
+        "on the host: name -> how many steps may hold it at once (the user config's value "
+        "when smaller).")
     schedule: CronList = Field(
         default_factory=list,
         description="Cron expressions (5 fields, or 6 with seconds last), optionally "

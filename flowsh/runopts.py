@@ -24,6 +24,7 @@ class Reporter:
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_output(self, step: str, line: str) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None: ...
     def step_finished(self, run: RunRecord, step: StepRecord) -> None: ...
     def run_finished(self, run: RunRecord) -> None: ...
 
@@ -87,6 +88,11 @@ class GuardedReporter(Reporter):
 
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
         self._call("step_retrying", run, step, delay)
+
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        # Newer than the other methods: a reporter written before pools may lack it.
+        if hasattr(self.inner, "step_waiting"):
+            self._call("step_waiting", run, step, pool)
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self._call("step_finished", run, step)

@@ -1,9 +1,10 @@
 """Built-in plugin: a JSON Lines event log, one object per event.
 
-Every object has ``event`` (run_started, step_started, step_retrying, step_finished,
+Every object has ``event`` (run_started, step_started, step_retrying, step_waiting, step_finished,
 run_finished), ``time``, ``run_id``, ``workflow``, ``step`` (null for run events),
 ``attempt``, ``status``, ``exit_code``, ``duration`` (seconds), ``started_at`` and
-``ended_at``; timestamps are RFC 3339 in UTC. ``step_retrying`` adds ``delay``.
+``ended_at``; timestamps are RFC 3339 in UTC. ``step_retrying`` adds ``delay``;
+``step_waiting`` (every slot of the step's pool is held) adds ``pool``.
 
 Path: ``monitor.jsonl`` (true = ``$FLOWSH_HOME/logs/events.jsonl``, false = off, or a path).
 `flowsh report` reads it back to draw each retry on the timeline.
@@ -58,6 +59,11 @@ def flowsh_step_retrying(
     run: RunRecord, step: StepRecord, workflow: Workflow, delay: float
 ) -> None:
     _write(workflow, event("step_retrying", run, step, delay=round(delay, 3)))
+
+
+@hookimpl
+def flowsh_step_waiting(run: RunRecord, step: StepRecord, workflow: Workflow, pool: str) -> None:
+    _write(workflow, event("step_waiting", run, step, pool=pool))
 
 
 @hookimpl

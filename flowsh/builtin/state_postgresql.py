@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowsh import hookimpl
-from flowsh.builtin.pg_locks import PgLocks, advisory_key
+from flowsh.builtin.pg_locks import PgLocks, PgPoolLocks, advisory_key
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
 from flowsh.lock import Releasable, WorkflowLock
@@ -395,6 +395,10 @@ class PostgresBackend:
 
     def runner_alive(self, run: RunRecord) -> bool:
         return self.locks.runner_alive(run)
+
+    def pool_locks(self) -> PgPoolLocks:
+        """Pool slots across hosts (flowsh.pools.RemoteSlots, docs/semantics.md POOL-8)."""
+        return PgPoolLocks(self.locks)
 
     def close(self) -> None:
         self.conn.close()
