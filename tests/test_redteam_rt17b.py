@@ -222,7 +222,7 @@ def test_the_login_cookie_sent_to_other_ports_is_not_the_token(srv: Server) -> N
     assert cookie, head  # the browser sent flowsh's cookie to the other port
     # fix17b: the cookie is named per port now (flowsh_session_PORT): take flowsh's one.
     pairs = [p.strip() for p in cookie[0].split(":", 1)[1].split(";")]
-    stolen = [p for p in pairs if p.startswith("flowsh_")][0].split("=", 1)[1]
+    stolen = next(p for p in pairs if p.startswith("flowsh_")).split("=", 1)[1]
     reused = httpx.get(srv.url + "/api/v1/session",
                        headers={"Authorization": f"Bearer {stolen}"})
     assert stolen != srv.token and reused.status_code == 401, (

@@ -31,8 +31,8 @@ def _token(token_file: Path | None) -> str | None:
         if not token:
             raise UsageError(f"--token-file {token_file}: the file is empty")
         return check_token(token, f"--token-file {token_file}")
-    token = os.environ.get("FLOWSH_UI_TOKEN") or None
-    return check_token(token, "FLOWSH_UI_TOKEN") if token else None
+    given = os.environ.get("FLOWSH_UI_TOKEN")
+    return check_token(given, "FLOWSH_UI_TOKEN") if given else None
 
 
 def serve_cmd(

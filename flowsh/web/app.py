@@ -1,8 +1,9 @@
 """The ASGI app of `flowsh serve`: the API, the pages, and the guard in front of both.
 
 The guard: a token (Bearer header), or the session cookie a `?token=` link sets (a value of
-this server's start, never the token), compared in constant time; the Host header checked on loopback (a DNS-rebinding
-page cannot talk to it); POSTs carry the CSRF token and are refused under --read-only.
+this server's start, never the token), compared in constant time; the Host header checked
+on loopback (a DNS-rebinding page cannot talk to it); POSTs carry the CSRF token and are
+refused under --read-only.
 """
 
 from __future__ import annotations
