@@ -149,8 +149,12 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def load_workflow(path: str | os.PathLike[str]) -> Workflow:
-    """Read and validate a workflow file (YAML, TOML or seed-style bash)."""
+def load_workflow(path: str | os.PathLike[str], *, execute: bool = True) -> Workflow:
+    """Read and validate a workflow file (YAML, TOML or seed-style bash).
+
+    A seed-style bash file is sourced (under the guard) to check its step functions
+    exist; `execute=False` skips that, for a reader that only shows the file (the web
+    UI): looking at a workflow must never run a file another account may have edited."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -165,7 +169,7 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
                                       and text.startswith("#!")):
-        data, pos = parse_seed(text, p)
+        data, pos = parse_seed(text, p, check=execute)
     elif suffix == ".toml":
         import tomllib
 

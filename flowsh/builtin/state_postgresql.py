@@ -334,6 +334,8 @@ class PostgresBackend:
             raise self._corrupt(run_id, str(exc)) from None
 
     def load_run(self, run_id: str) -> RunRecord:
+        if "\0" in run_id:  # PostgreSQL text cannot hold one, so no run id has one
+            raise NotFoundError(f"no run {run_id!r} in {self.url}")
         cols = "run_id, heartbeat, record"
 
         def work(c: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
@@ -369,6 +371,8 @@ class PostgresBackend:
                   statuses: frozenset[str] | None = None) -> list[RunRecord]:
         where: list[str] = []
         args: list[Any] = []
+        if workflow is not None and "\0" in workflow:
+            return []  # no workflow is named so (a query would fail, not find nothing)
         if workflow is not None:
             where.append("workflow = %s")
             args.append(workflow)
