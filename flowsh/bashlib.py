@@ -102,31 +102,90 @@ __flowsh_assign_only() {
     done
   done
 }
+__flowsh_test() {
+  # 0 when $1 is a test without side effects: `[`, `[[`, `test`, `command -v/-V`, `type`,
+  # `declare -F`, with no redirection but to /dev/null or another descriptor.
+  local c=$1
+  case $c in
+    \[\ *|\[\[\ *|test\ *|command\ -[vV]\ *|type\ *|declare\ -F*|typeset\ -F*) ;;
+    *) return 1 ;;
+  esac
+  c=${c//[0-9]>&[0-9]/}; c=${c//>&[0-9]/}
+  c=${c//&>\/dev\/null/}; c=${c//[0-9]>\/dev\/null/}; c=${c//>\/dev\/null/}
+  c=${c//[0-9]> \/dev\/null/}; c=${c//> \/dev\/null/}
+  [[ $c != *[\<\>]* || $c == \[\[\ * ]]
+}
+__flowsh_refuse() {
+  # A top-level command flowsh can neither run nor skip: the file is refused (FILE:LINE).
+  printf 'flowsh: %s:%s: %s\n' "$1" "$2" "$3" >&2
+  __flowsh_refused=1
+  return 2
+}
 __flowsh_guard() {
   # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
-  [[ ${FUNCNAME[1]-} == source && $BASH_SUBSHELL == "$__flowsh_subshell" ]] || return 0
-  local cmd=$BASH_COMMAND
+  [[ ${FUNCNAME[1]-} == source ]] || return 0
+  local cmd=$BASH_COMMAND line=${BASH_LINENO[0]} file=${BASH_SOURCE[1]} rc=1 text
+  [[ -z $__flowsh_refused ]] || return 2
+  if [[ $BASH_SUBSHELL != "$__flowsh_subshell" ]]; then
+    # A subshell at the top level runs only as a command substitution of the command the
+    # guard let run (`DIR=$(dirname ..)`: same file, same line); a `( ... )` or `cmd &`
+    # never does.
+    [[ $__flowsh_ok == "$file:$line" ]] && return 0
+    return 1
+  fi
+  __flowsh_ok=
+  case $cmd in
+    source\ *\<\(*|.\ *\<\(*)
+      __flowsh_refuse "$file" "$line" "sourcing a command's output (\`$cmd\`) would run that command in every step; a library is read for its definitions only (SOURCE-1)"
+      return 2 ;;
+  esac
   if [[ -n ${__flowsh_defs-} ]]; then
     # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
     # Checked before the general case below, which lets declarations run. Not counted as a
-    # skipped command: a loop of assignments is no reason to stop reading.
+    # skipped command: a loop of assignments is no reason to stop reading. `:` only assigns
+    # defaults (`: "${X:=a}"`), evaluated with the assignments.
     case $cmd in
       declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
       declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
+      :|:\ *) return 1 ;;
     esac
     __flowsh_assign_only "$cmd" && return 1
   fi
   case $cmd in
-    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 0 ;;
-    shopt\ *|umask|umask\ *|:|:\ *) return 0 ;;
-    source\ *|.\ *) return 0 ;;
+    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) rc=0 ;;
+    shopt\ *|umask|umask\ *) rc=0 ;;
+    source\ *|.\ *) rc=0 ;;
     set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
+    # `: "${X:=default}"`; not `: > "$LOG"` nor `: "$(cmd)"`, which would do something.
+    :|:\ *) [[ $cmd != *[\<\>\`]* && $cmd != *'$('* ]] && rc=0 ;;
+    # A top-level loop or case runs; the commands in it are guarded one by one.
+    for\ *) __flowsh_skipped=(); rc=0 ;;
+    case\ *) rc=0 ;;
   esac
-  __flowsh_assign_only "$cmd" && return 0
-  local key="${BASH_SOURCE[1]}:${BASH_LINENO[0]}:$cmd"
+  if (( rc != 0 )); then
+    __flowsh_assign_only "$cmd" && rc=0
+  fi
+  if (( rc != 0 )) && __flowsh_test "$cmd"; then
+    rc=0
+  fi
+  if (( rc == 0 )); then
+    [[ $cmd != *'$('* && $cmd != *\`* ]] || __flowsh_ok="$file:$line"
+    return 0
+  fi
+  # A skipped command reports success: the test of a top-level `if` must be one that runs.
+  if [[ $__flowsh_lines_of != "$file" ]]; then
+    mapfile -t __flowsh_lines <"$file" 2>/dev/null
+    __flowsh_lines_of=$file
+  fi
+  text=${__flowsh_lines[line - 1]-}
+  if [[ $text =~ ^[[:space:]]*(if|elif)[[:space:]] ]]; then
+    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test with [, [[, test, command -v or type, or move the \`if\` into a function"
+    return 2
+  fi
+  local key="$file:$line:$cmd"
   if [[ -n ${__flowsh_skipped[$key]-} ]]; then
     printf 'flowsh: %s:%s: a top-level loop; stopped reading the file here\n' \
-      "${BASH_SOURCE[1]}" "${BASH_LINENO[0]}" >&2
+      "$file" "$line" >&2
     __flowsh_stopped=1
     return 2
   fi
@@ -142,6 +201,9 @@ __flowsh_source() {
   set +euo pipefail
   __flowsh_sets=()
   __flowsh_stopped=
+  __flowsh_refused=
+  __flowsh_ok=
+  __flowsh_lines_of=
   declare -gA __flowsh_skipped=()
   __flowsh_subshell=$BASH_SUBSHELL
   shopt -s extdebug
@@ -155,6 +217,9 @@ __flowsh_sourced() {
     printf 'flowsh: cannot read %s\n' "$file" >&2
     exit 2
   fi
+  if [[ -n $__flowsh_refused ]]; then
+    exit 2
+  fi
   if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
     exit "$rc"
   fi
@@ -163,9 +228,11 @@ __flowsh_sourced() {
 """
 
 _CLEANUP = (
-    "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
+    "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
+    "__flowsh_source __flowsh_sourced; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
-    "__flowsh_rc __flowsh_e __flowsh_defs"
+    "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_refused __flowsh_ok __flowsh_lines "
+    "__flowsh_lines_of"
 )
 
 
@@ -240,6 +307,12 @@ def state_capture(guard: str, refs: Sequence[str]) -> str:
         f"  case $__flowsh_n in {_NOT_STATE}) continue ;; esac\n"
         '  __flowsh_d=$(declare -p "$__flowsh_n" 2>/dev/null) || continue\n'
         '  [[ ${__flowsh_was[$__flowsh_n]-} == "$__flowsh_d" ]] && continue\n'
+        # `readonly X=lib` would beat the values that outrank it in every step (SOURCE-3):
+        # the state keeps the value, not the attribute.
+        '  if [[ $__flowsh_d =~ ^declare\\ -([a-zA-Z]*r[a-zA-Z]*)\\  ]]; then\n'
+        '    __flowsh_f=${BASH_REMATCH[1]//r/}\n'
+        '    __flowsh_d="declare -${__flowsh_f:--} ${__flowsh_d#"${BASH_REMATCH[0]}"}"\n'
+        '  fi\n'
         "  printf '%s\\n' \"$__flowsh_d\"\n"
         '  __flowsh_changed+=("$__flowsh_n")\n'
         "done\n"
@@ -247,7 +320,9 @@ def state_capture(guard: str, refs: Sequence[str]) -> str:
         'for __flowsh_n in "${__flowsh_changed[@]}"; do '
         "printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"; done\n"
     )
-    return before + guard + "\n" + "\n".join(source_lines(refs)) + "\n" + after
+    # What the files print while read is no state (stdout is the state's text): stderr.
+    return (before + guard + "\n{\n" + "\n".join(source_lines(refs)) + "\n} >&2\n"
+            + after)
 
 
 # --- checking that called functions exist ------------------------------------------------
