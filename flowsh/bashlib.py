@@ -130,13 +130,22 @@ __flowsh_guard() {
     # A subshell at the top level runs only as a command substitution of the command the
     # guard let run (`DIR=$(dirname ..)`: same file, same line); a `( ... )` or `cmd &`
     # never does.
-    [[ $__flowsh_ok == "$file:$line" ]] && return 0
+    [[ $__flowsh_ok == "$file:$line" ]] || return 1
+    [[ -z ${__flowsh_probe-} ]] && return 0
+    # Probing (validate, import): only what cannot change anything, so `DIR=$(dirname ..)`
+    # still finds a nested file; `X=$(cmd)` waits for the run (SOURCE-2).
+    [[ $cmd != *[\<\>]* ]] || return 1
+    case $cmd in
+      dirname\ *|basename\ *|cd\ *|pwd|pwd\ *|realpath\ *|readlink\ *|echo\ *|printf\ *)
+        return 0 ;;
+    esac
     return 1
   fi
   __flowsh_ok=
   case $cmd in
     source\ *\<\(*|.\ *\<\(*)
-      __flowsh_refuse "$file" "$line" "sourcing a command's output (\`$cmd\`) would run that command in every step; a library is read for its definitions only (SOURCE-1)"
+      __flowsh_refuse "$file" "$line" "sourcing a command's output (\`$cmd\`) would run\
+ that command in every step; a library is read for its definitions only (SOURCE-1)"
       return 2 ;;
   esac
   if [[ -n ${__flowsh_defs-} ]]; then
@@ -179,7 +188,9 @@ __flowsh_guard() {
   fi
   text=${__flowsh_lines[line - 1]-}
   if [[ $text =~ ^[[:space:]]*(if|elif)[[:space:]] ]]; then
-    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test with [, [[, test, command -v or type, or move the \`if\` into a function"
+    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a\
+ command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test\
+ with [, [[, test, command -v or type, or move the \`if\` into a function"
     return 2
   fi
   local key="$file:$line:$cmd"
@@ -231,12 +242,13 @@ _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
     "__flowsh_source __flowsh_sourced; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
-    "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_refused __flowsh_ok __flowsh_lines "
+    "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_probe __flowsh_refused __flowsh_ok __flowsh_lines "
     "__flowsh_lines_of"
 )
 
 
-def source_script(files: Sequence[str], *, definitions_only: bool = False) -> str:
+def source_script(files: Sequence[str], *, definitions_only: bool = False,
+                  probe: bool = False) -> str:
     """Bash text that sources `files` in order, each for its definitions (see above).
 
     `definitions_only`: top-level assignments are skipped too (``__flowsh_defs=1``); the
@@ -249,6 +261,11 @@ def source_script(files: Sequence[str], *, definitions_only: bool = False) -> st
     parts = [GUARD.strip()]
     if definitions_only:
         parts.append("__flowsh_defs=1")
+    if probe:
+        # Validate and import read the file and run nothing: an assignment's command
+        # substitution runs only if made of dirname, basename, cd, pwd, realpath,
+        # readlink, echo, printf (no redirection).
+        parts.append("__flowsh_probe=1")
     parts += source_lines([shlex.quote(f) for f in files])
     parts.append(_CLEANUP)
     return "\n".join(parts) + "\n"
@@ -377,7 +394,7 @@ def probe_names(
     for n in names:
         q = shlex.quote(n)
         lines.append(f"printf '%s\\t%s\\n' {q} \"$(type -t -- {q})\"\n")
-    script = source_script(files) + "".join(lines)
+    script = source_script(files, probe=True) + "".join(lines)
     try:
         result = sh.Command("env")(
             "-i", *(f"{k}={v}" for k, v in _clean_env().items()),
