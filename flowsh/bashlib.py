@@ -4,22 +4,15 @@ A `source:` file is often an existing *script*, not a pure library: functions, s
 and at the bottom a call that runs the whole thing (`main "$@"`, the seed's
 `execute_workflow`). Sourcing it plainly before every step would run that call every time.
 So flowsh sources each file under a guard, written in bash so an exported script can use it
-too (`flowsh.bashlib.GUARD`):
+too (`flowsh.bashguard.GUARD`, which says what it runs, skips and refuses):
 
 * bash itself parses and runs the file (no regex reading of shell), with ``extdebug`` on and
-  a DEBUG trap. For each simple command at the file's top level the trap decides: run it if
-  it only defines things (``NAME=value`` assignments, ``declare/typeset/export/readonly/
-  local/unset``, ``source``/``.`` of another file, which is guarded the same way, ``shopt``,
-  ``umask``, ``:``); skip it otherwise. Function definitions are not simple commands, so
-  they always happen. Commands inside functions never run at source time because calls are
-  skipped; command substitutions inside an allowed assignment do run (``DIR=$(dirname ..)``
-  is the idiom libraries need).
+  a DEBUG trap deciding for each simple command at the file's top level. Function
+  definitions are not simple commands, so they always happen; commands inside functions
+  never run at source time because calls are skipped.
 * ``set ...`` lines are recorded and replayed after the file is read, so a file's
   ``set -euo pipefail`` still applies to its functions but cannot make the guard itself
   (a skipped command, an unset name) kill the step while reading.
-* A skipped command reports success, so a top-level ``while read ...`` loop would spin: the
-  second time the same skipped command comes round the guard stops reading the file there
-  (a note goes to stderr); what was defined before it stays defined.
 
 Definitions-only mode and the run's library state (shared rule 1). A file's top-level
 assignments (``STAMP=$(date +%s)``) are evaluated **once per run**, not once per step:
@@ -54,197 +47,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowsh.bashguard import _CLEANUP, GUARD
 from flowsh.errors import WorkflowError
 from flowsh.yamlsrc import Positions
 
 if TYPE_CHECKING:
     from flowsh.model import Step, Workflow
 
-# Bash functions used while sourcing; removed again afterwards (`unset -f`).
-GUARD = r"""
-__flowsh_assign_only() {
-  # 0 when $1 is only NAME=value words (no command word), like `X="a b" Y=$(f x)`.
-  local s=$1 n=${#1} i=0 c stack=
-  while :; do
-    while (( i < n )) && [[ ${s:i:1} == [[:space:]] ]]; do i=$((i + 1)); done
-    (( i >= n )) && return 0
-    [[ ${s:i} =~ ^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?= ]] || return 1
-    i=$((i + ${#BASH_REMATCH[0]}))
-    [[ ${s:i:1} == "(" ]] && return 0  # an array assignment cannot prefix a command
-    while (( i < n )); do
-      c=${s:i:1}
-      if [[ $c != [\\\"\'\`\$\(\)\{\}[:space:]] ]]; then
-        # A run of plain characters in one step: bash copies $s for every ${s:i:1}, so
-        # going char by char made a 140 KB value take minutes.
-        c=${s:i}; c=${c%%[\\\"\'\`\$\(\)\{\}[:space:]]*}; i=$((i + ${#c}))
-        continue
-      fi
-      case ${stack: -1}:$c in
-        q:\\|p:\\|b:\\|k:\\|:\\) i=$((i + 1)) ;;
-        q:\") stack=${stack%?} ;;
-        k:\`) stack=${stack%?} ;;
-        k:*) ;;
-        q:\$|p:\$|b:\$|:\$)
-          case ${s:i+1:1} in
-            "(") stack+=p; i=$((i + 1)) ;;
-            "{") stack+=b; i=$((i + 1)) ;;
-          esac ;;
-        q:\`|p:\`|b:\`|:\`) stack+=k ;;
-        q:*) ;;
-        *:\') c=${s:i+1}; c=${c%%\'*}; i=$((i + ${#c} + 1)) ;;
-        *:\") stack+=q ;;
-        p:\() stack+=p ;;
-        p:\)) stack=${stack%?} ;;
-        b:\}) stack=${stack%?} ;;
-        :[[:space:]]) break ;;
-      esac
-      i=$((i + 1))
-    done
-  done
-}
-__flowsh_test() {
-  # 0 when $1 is a test without side effects: `[`, `[[`, `test`, `command -v/-V`, `type`,
-  # `declare -F`, with no redirection but to /dev/null or another descriptor.
-  local c=$1
-  case $c in
-    \[\ *|\[\[\ *|test\ *|command\ -[vV]\ *|type\ *|declare\ -F*|typeset\ -F*) ;;
-    *) return 1 ;;
-  esac
-  c=${c//[0-9]>&[0-9]/}; c=${c//>&[0-9]/}
-  c=${c//&>\/dev\/null/}; c=${c//[0-9]>\/dev\/null/}; c=${c//>\/dev\/null/}
-  c=${c//[0-9]> \/dev\/null/}; c=${c//> \/dev\/null/}
-  [[ $c != *[\<\>]* || $c == \[\[\ * ]]
-}
-__flowsh_refuse() {
-  # A top-level command flowsh can neither run nor skip: the file is refused (FILE:LINE).
-  printf 'flowsh: %s:%s: %s\n' "$1" "$2" "$3" >&2
-  __flowsh_refused=1
-  return 2
-}
-__flowsh_guard() {
-  # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
-  [[ ${FUNCNAME[1]-} == source ]] || return 0
-  local cmd=$BASH_COMMAND line=${BASH_LINENO[0]} file=${BASH_SOURCE[1]} rc=1 text
-  [[ -z $__flowsh_refused ]] || return 2
-  if [[ $BASH_SUBSHELL != "$__flowsh_subshell" ]]; then
-    # A subshell at the top level runs only as a command substitution of the command the
-    # guard let run (`DIR=$(dirname ..)`: same file, same line); a `( ... )` or `cmd &`
-    # never does.
-    [[ $__flowsh_ok == "$file:$line" ]] || return 1
-    [[ -z ${__flowsh_probe-} ]] && return 0
-    # Probing (validate, import): only what cannot change anything, so `DIR=$(dirname ..)`
-    # still finds a nested file; `X=$(cmd)` waits for the run (SOURCE-2).
-    [[ $cmd != *[\<\>]* ]] || return 1
-    case $cmd in
-      dirname\ *|basename\ *|cd\ *|pwd|pwd\ *|realpath\ *|readlink\ *|echo\ *|printf\ *)
-        return 0 ;;
-    esac
-    return 1
-  fi
-  __flowsh_ok=
-  case $cmd in
-    source\ *\<\(*|.\ *\<\(*)
-      __flowsh_refuse "$file" "$line" "sourcing a command's output (\`$cmd\`) would run\
- that command in every step; a library is read for its definitions only (SOURCE-1)"
-      return 2 ;;
-  esac
-  if [[ -n ${__flowsh_defs-} ]]; then
-    # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
-    # Checked before the general case below, which lets declarations run. Not counted as a
-    # skipped command: a loop of assignments is no reason to stop reading. `:` only assigns
-    # defaults (`: "${X:=a}"`), evaluated with the assignments.
-    case $cmd in
-      declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
-      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
-      :|:\ *) return 1 ;;
-    esac
-    __flowsh_assign_only "$cmd" && return 1
-  fi
-  case $cmd in
-    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) rc=0 ;;
-    shopt\ *|umask|umask\ *) rc=0 ;;
-    source\ *|.\ *) rc=0 ;;
-    set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
-    # `: "${X:=default}"`; not `: > "$LOG"` nor `: "$(cmd)"`, which would do something.
-    :|:\ *) [[ $cmd != *[\<\>\`]* && $cmd != *'$('* ]] && rc=0 ;;
-    # A top-level loop or case runs; the commands in it are guarded one by one.
-    for\ *) __flowsh_skipped=(); rc=0 ;;
-    case\ *) rc=0 ;;
-  esac
-  if (( rc != 0 )); then
-    __flowsh_assign_only "$cmd" && rc=0
-  fi
-  if (( rc != 0 )) && __flowsh_test "$cmd"; then
-    rc=0
-  fi
-  if (( rc == 0 )); then
-    [[ $cmd != *'$('* && $cmd != *\`* ]] || __flowsh_ok="$file:$line"
-    return 0
-  fi
-  # A skipped command reports success: the test of a top-level `if` must be one that runs.
-  if [[ $__flowsh_lines_of != "$file" ]]; then
-    mapfile -t __flowsh_lines <"$file" 2>/dev/null
-    __flowsh_lines_of=$file
-  fi
-  text=${__flowsh_lines[line - 1]-}
-  if [[ $text =~ ^[[:space:]]*(if|elif)[[:space:]] ]]; then
-    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a\
- command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test\
- with [, [[, test, command -v or type, or move the \`if\` into a function"
-    return 2
-  fi
-  local key="$file:$line:$cmd"
-  if [[ -n ${__flowsh_skipped[$key]-} ]]; then
-    printf 'flowsh: %s:%s: a top-level loop; stopped reading the file here\n' \
-      "$file" "$line" >&2
-    __flowsh_stopped=1
-    return 2
-  fi
-  __flowsh_skipped[$key]=1
-  return 1
-}
-__flowsh_source() {
-  # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
-  # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
-  # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
-  __flowsh_opts=$(set +o; shopt -p extdebug || :)
-  __flowsh_e=${-//[^e]/}
-  set +euo pipefail
-  __flowsh_sets=()
-  __flowsh_stopped=
-  __flowsh_refused=
-  __flowsh_ok=
-  __flowsh_lines_of=
-  declare -gA __flowsh_skipped=()
-  __flowsh_subshell=$BASH_SUBSHELL
-  shopt -s extdebug
-}
-__flowsh_sourced() {
-  local rc=$1 file=$2 s
-  eval "$__flowsh_opts"
-  if [[ -n $__flowsh_e ]]; then set -e; fi
-  for s in "${__flowsh_sets[@]}"; do eval "$s"; done
-  if (( rc == 1 )) && [[ ! -r $file ]]; then
-    printf 'flowsh: cannot read %s\n' "$file" >&2
-    exit 2
-  fi
-  if [[ -n $__flowsh_refused ]]; then
-    exit 2
-  fi
-  if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
-    exit "$rc"
-  fi
-  return 0
-}
-"""
-
-_CLEANUP = (
-    "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
-    "__flowsh_source __flowsh_sourced; "
-    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
-    "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_probe __flowsh_refused __flowsh_ok __flowsh_lines "
-    "__flowsh_lines_of"
-)
 
 
 def source_script(files: Sequence[str], *, definitions_only: bool = False,
