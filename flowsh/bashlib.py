@@ -4,22 +4,15 @@ A `source:` file is often an existing *script*, not a pure library: functions, s
 and at the bottom a call that runs the whole thing (`main "$@"`, the seed's
 `execute_workflow`). Sourcing it plainly before every step would run that call every time.
 So flowsh sources each file under a guard, written in bash so an exported script can use it
-too (`flowsh.bashlib.GUARD`):
+too (`flowsh.bashguard.GUARD`, which says what it runs, skips and refuses):
 
 * bash itself parses and runs the file (no regex reading of shell), with ``extdebug`` on and
-  a DEBUG trap. For each simple command at the file's top level the trap decides: run it if
-  it only defines things (``NAME=value`` assignments, ``declare/typeset/export/readonly/
-  local/unset``, ``source``/``.`` of another file, which is guarded the same way, ``shopt``,
-  ``umask``, ``:``); skip it otherwise. Function definitions are not simple commands, so
-  they always happen. Commands inside functions never run at source time because calls are
-  skipped; command substitutions inside an allowed assignment do run (``DIR=$(dirname ..)``
-  is the idiom libraries need).
+  a DEBUG trap deciding for each simple command at the file's top level. Function
+  definitions are not simple commands, so they always happen; commands inside functions
+  never run at source time because calls are skipped.
 * ``set ...`` lines are recorded and replayed after the file is read, so a file's
   ``set -euo pipefail`` still applies to its functions but cannot make the guard itself
   (a skipped command, an unset name) kill the step while reading.
-* A skipped command reports success, so a top-level ``while read ...`` loop would spin: the
-  second time the same skipped command comes round the guard stops reading the file there
-  (a note goes to stderr); what was defined before it stays defined.
 
 Definitions-only mode and the run's library state (shared rule 1). A file's top-level
 assignments (``STAMP=$(date +%s)``) are evaluated **once per run**, not once per step:
@@ -54,122 +47,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowsh.bashguard import _CLEANUP, GUARD
 from flowsh.errors import WorkflowError
 from flowsh.yamlsrc import Positions
 
 if TYPE_CHECKING:
     from flowsh.model import Step, Workflow
 
-# Bash functions used while sourcing; removed again afterwards (`unset -f`).
-GUARD = r"""
-__flowsh_assign_only() {
-  # 0 when $1 is only NAME=value words (no command word), like `X="a b" Y=$(f x)`.
-  local s=$1 n=${#1} i=0 c stack=
-  while :; do
-    while (( i < n )) && [[ ${s:i:1} == [[:space:]] ]]; do i=$((i + 1)); done
-    (( i >= n )) && return 0
-    [[ ${s:i} =~ ^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?= ]] || return 1
-    i=$((i + ${#BASH_REMATCH[0]}))
-    [[ ${s:i:1} == "(" ]] && return 0  # an array assignment cannot prefix a command
-    while (( i < n )); do
-      c=${s:i:1}
-      if [[ $c != [\\\"\'\`\$\(\)\{\}[:space:]] ]]; then
-        # A run of plain characters in one step: bash copies $s for every ${s:i:1}, so
-        # going char by char made a 140 KB value take minutes.
-        c=${s:i}; c=${c%%[\\\"\'\`\$\(\)\{\}[:space:]]*}; i=$((i + ${#c}))
-        continue
-      fi
-      case ${stack: -1}:$c in
-        q:\\|p:\\|b:\\|k:\\|:\\) i=$((i + 1)) ;;
-        q:\") stack=${stack%?} ;;
-        k:\`) stack=${stack%?} ;;
-        k:*) ;;
-        q:\$|p:\$|b:\$|:\$)
-          case ${s:i+1:1} in
-            "(") stack+=p; i=$((i + 1)) ;;
-            "{") stack+=b; i=$((i + 1)) ;;
-          esac ;;
-        q:\`|p:\`|b:\`|:\`) stack+=k ;;
-        q:*) ;;
-        *:\') c=${s:i+1}; c=${c%%\'*}; i=$((i + ${#c} + 1)) ;;
-        *:\") stack+=q ;;
-        p:\() stack+=p ;;
-        p:\)) stack=${stack%?} ;;
-        b:\}) stack=${stack%?} ;;
-        :[[:space:]]) break ;;
-      esac
-      i=$((i + 1))
-    done
-  done
-}
-__flowsh_guard() {
-  # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
-  [[ ${FUNCNAME[1]-} == source && $BASH_SUBSHELL == "$__flowsh_subshell" ]] || return 0
-  local cmd=$BASH_COMMAND
-  if [[ -n ${__flowsh_defs-} ]]; then
-    # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
-    # Checked before the general case below, which lets declarations run. Not counted as a
-    # skipped command: a loop of assignments is no reason to stop reading.
-    case $cmd in
-      declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
-      declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
-    esac
-    __flowsh_assign_only "$cmd" && return 1
-  fi
-  case $cmd in
-    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 0 ;;
-    shopt\ *|umask|umask\ *|:|:\ *) return 0 ;;
-    source\ *|.\ *) return 0 ;;
-    set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
-  esac
-  __flowsh_assign_only "$cmd" && return 0
-  local key="${BASH_SOURCE[1]}:${BASH_LINENO[0]}:$cmd"
-  if [[ -n ${__flowsh_skipped[$key]-} ]]; then
-    printf 'flowsh: %s:%s: a top-level loop; stopped reading the file here\n' \
-      "${BASH_SOURCE[1]}" "${BASH_LINENO[0]}" >&2
-    __flowsh_stopped=1
-    return 2
-  fi
-  __flowsh_skipped[$key]=1
-  return 1
-}
-__flowsh_source() {
-  # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
-  # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
-  # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
-  __flowsh_opts=$(set +o; shopt -p extdebug || :)
-  __flowsh_e=${-//[^e]/}
-  set +euo pipefail
-  __flowsh_sets=()
-  __flowsh_stopped=
-  declare -gA __flowsh_skipped=()
-  __flowsh_subshell=$BASH_SUBSHELL
-  shopt -s extdebug
-}
-__flowsh_sourced() {
-  local rc=$1 file=$2 s
-  eval "$__flowsh_opts"
-  if [[ -n $__flowsh_e ]]; then set -e; fi
-  for s in "${__flowsh_sets[@]}"; do eval "$s"; done
-  if (( rc == 1 )) && [[ ! -r $file ]]; then
-    printf 'flowsh: cannot read %s\n' "$file" >&2
-    exit 2
-  fi
-  if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
-    exit "$rc"
-  fi
-  return 0
-}
-"""
-
-_CLEANUP = (
-    "unset -f __flowsh_assign_only __flowsh_guard __flowsh_source __flowsh_sourced; "
-    "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
-    "__flowsh_rc __flowsh_e __flowsh_defs"
-)
 
 
-def source_script(files: Sequence[str], *, definitions_only: bool = False) -> str:
+def source_script(files: Sequence[str], *, definitions_only: bool = False,
+                  probe: bool = False) -> str:
     """Bash text that sources `files` in order, each for its definitions (see above).
 
     `definitions_only`: top-level assignments are skipped too (``__flowsh_defs=1``); the
@@ -182,6 +70,11 @@ def source_script(files: Sequence[str], *, definitions_only: bool = False) -> st
     parts = [GUARD.strip()]
     if definitions_only:
         parts.append("__flowsh_defs=1")
+    if probe:
+        # Validate and import read the file and run nothing: an assignment's command
+        # substitution runs only if made of dirname, basename, cd, pwd, realpath,
+        # readlink, echo, printf (no redirection).
+        parts.append("__flowsh_probe=1")
     parts += source_lines([shlex.quote(f) for f in files])
     parts.append(_CLEANUP)
     return "\n".join(parts) + "\n"
@@ -240,6 +133,12 @@ def state_capture(guard: str, refs: Sequence[str]) -> str:
         f"  case $__flowsh_n in {_NOT_STATE}) continue ;; esac\n"
         '  __flowsh_d=$(declare -p "$__flowsh_n" 2>/dev/null) || continue\n'
         '  [[ ${__flowsh_was[$__flowsh_n]-} == "$__flowsh_d" ]] && continue\n'
+        # `readonly X=lib` would beat the values that outrank it in every step (SOURCE-3):
+        # the state keeps the value, not the attribute.
+        '  if [[ $__flowsh_d =~ ^declare\\ -([a-zA-Z]*r[a-zA-Z]*)\\  ]]; then\n'
+        '    __flowsh_f=${BASH_REMATCH[1]//r/}\n'
+        '    __flowsh_d="declare -${__flowsh_f:--} ${__flowsh_d#"${BASH_REMATCH[0]}"}"\n'
+        '  fi\n'
         "  printf '%s\\n' \"$__flowsh_d\"\n"
         '  __flowsh_changed+=("$__flowsh_n")\n'
         "done\n"
@@ -247,7 +146,9 @@ def state_capture(guard: str, refs: Sequence[str]) -> str:
         'for __flowsh_n in "${__flowsh_changed[@]}"; do '
         "printf '%s\\0%s\\0' \"$__flowsh_n\" \"${!__flowsh_n-}\"; done\n"
     )
-    return before + guard + "\n" + "\n".join(source_lines(refs)) + "\n" + after
+    # What the files print while read is no state (stdout is the state's text): stderr.
+    return (before + guard + "\n{\n" + "\n".join(source_lines(refs)) + "\n} >&2\n"
+            + after)
 
 
 # --- checking that called functions exist ------------------------------------------------
@@ -302,7 +203,7 @@ def probe_names(
     for n in names:
         q = shlex.quote(n)
         lines.append(f"printf '%s\\t%s\\n' {q} \"$(type -t -- {q})\"\n")
-    script = source_script(files) + "".join(lines)
+    script = source_script(files, probe=True) + "".join(lines)
     try:
         result = sh.Command("env")(
             "-i", *(f"{k}={v}" for k, v in _clean_env().items()),

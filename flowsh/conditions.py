@@ -9,9 +9,9 @@ the step, exit 1 skips it; anything else (2 from `[`, 127, a signal, the timeout
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +20,7 @@ from flowsh import steplog
 from flowsh.executor import Executor, Outcome, StepRequest
 from flowsh.model import Step, Workflow
 from flowsh.state import FAILED, StepRecord
+from flowsh.steps import build_argv
 
 # The executor key of a step's test; a step name never holds a colon (model.STEP_NAME).
 IF_KEY = "if:"
@@ -44,15 +45,16 @@ class IfTests:
         # `@` is in no step name: `a`'s test never meets the log of a step named `a.if`.
         return self.run_dir / f"{name}@if.log"
 
-    def start(self, step: Step, env: dict[str, str], cwd: Path) -> int | None:
+    def start(self, step: Step, env: dict[str, str], cwd: Path,
+              keep: Iterable[str] = ()) -> int | None:
         """Start `step`'s test; the executor reports it under IF_KEY + the step's name."""
         out = self._log(step.name)
         out.unlink(missing_ok=True)
         self.pending[step.name] = (env, cwd)
-        shell = shlex.split(step.shell or self.wf.shell)
         return self.executor.start(StepRequest(
             key=IF_KEY + step.name,
-            argv=[*shell, "-c", step.if_ or "true"],
+            # With the step's libraries, as the step (IF-1, ENV-1); `keep` as build_argv's.
+            argv=build_argv(self.wf, step, keep, if_test=True),
             cwd=str(cwd),
             # What a test writes to $FLOWSH_OUTPUT is no output of the step (IF-2: its
             # stdout goes nowhere, its stderr to the log).

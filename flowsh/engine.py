@@ -344,7 +344,8 @@ class Engine:
         cwd = step_cwd(self.wf, step)
         if step.if_ is not None:
             self.running.add(IF_KEY + step.name)
-            rec.pid = self.if_tests.start(step, env, cwd)
+            rec.pid = self.if_tests.start(
+                step, env, cwd, self.renv.explicit_for(step, self._upstream(step.name)))
             if rec.pid is not None:
                 self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
             return

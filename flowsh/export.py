@@ -207,6 +207,7 @@ def _step_context(
     shell = shlex.split(step.shell or wf.shell)
     fallback = ""
     libset = -1
+    if_ = step.if_
     cwd = step_cwd(wf, step)
     if step.script is not None:
         # As the engine: an executable script runs itself, any other goes to the shell.
@@ -225,6 +226,9 @@ def _step_context(
                 libdirs.append(_expand(step.workdir) if step.workdir else ".")
             libset = libsets.index(refs)
             prelude.append(step_prelude(refs))
+            if if_ is not None:
+                # The test sees the libraries as the step does (IF-1, ENV-1).
+                if_ = step_prelude(refs) + "\n" + if_
         else:
             for ref in refs:
                 shown = ref.replace("'", "").replace('"', "")
@@ -268,7 +272,7 @@ def _step_context(
         "shell": [bash_quote(a) for a in shell],
         "fallback": fallback,
         "policy": policy,
-        "if_": step.if_,
+        "if_": if_,
         "workdir": _expand(step.workdir) if step.workdir else ".",
     }
 

@@ -2,7 +2,7 @@
 
 Once per run, before the first step, one bash in the workflow's directory with the run's
 base environment (env_file < env < params) sources the libraries under flowsh's guard
-(`flowsh.bashlib.GUARD`: definitions and top-level assignments, never top-level commands)
+(`flowsh.bashguard.GUARD`: definitions and top-level assignments, never top-level commands)
 and prints, with `declare -p`, every variable the libraries assigned (`eval_script`). The
 script records that text in the run directory and hands it to each step as
 `FLOWSH_LIBRARY_STATE`; a step (`step_prelude`) notes the values that outrank the
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flowsh.bashlib import _CLEANUP, GUARD, source_lines, state_capture
+from flowsh.bashguard import _CLEANUP, GUARD
+from flowsh.bashlib import source_lines, state_capture
 
 
 def guard() -> str:

@@ -12,7 +12,10 @@ executor's worker gets it too). See `flowsh.bashlib` for the bash side.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from flowsh.errors import StateError, UsageError
 from flowsh.fileio import atomic_write
 from flowsh.model import Workflow
 from flowsh.paths import step_cwd
+from flowsh.signals import interruptible
 from flowsh.steps import library_files
 
 STATE_FILE = "library-state.json"
@@ -46,16 +50,26 @@ def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryStat
     """Source `files` once (guarded, assignments included) and capture what they set."""
     shown = ", ".join(files)
     try:
-        res = subprocess.run(
+        # Its own process group: on SIGINT/SIGTERM (TIME-2: exit 130) or a timeout what
+        # the evaluation started (`X=$(slow command)`) is stopped with it.
+        proc = subprocess.Popen(
             ["bash", "--noprofile", "--norc", "-c", library_state_script(files)],
-            env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=EVAL_TIMEOUT, check=False,
+            env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"evaluating the top-level assignments of {shown} took over "
-                         f"{EVAL_TIMEOUT:g}s (a top-level command waiting?)") from None
     except OSError as exc:
         raise UsageError(f"cannot start bash to read {shown}: {exc.strerror}") from None
+    try:
+        with interruptible():
+            stdout, stderr = proc.communicate(timeout=EVAL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise UsageError(f"evaluating the top-level assignments of {shown} took over "
+                         f"{EVAL_TIMEOUT:g}s (a top-level command waiting?)") from None
+    except BaseException:
+        _stop(proc)
+        raise
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     text, sep, pairs = res.stdout.partition(b"\0")
     if res.returncode != 0 or not sep:
         err = res.stderr.decode(errors="replace").strip().splitlines()
@@ -71,6 +85,12 @@ def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryStat
                          f"get them in their environment, which holds at most "
                          f"{MAX_STATE_BYTES} (keep large data in files)")
     return LibraryState(text.decode(errors="surrogateescape"), values)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,

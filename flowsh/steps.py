@@ -34,8 +34,12 @@ def shell_name(shell: list[str]) -> str:
     return name
 
 
-def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
+def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
+               *, if_test: bool = False) -> list[str]:
     """The argv of a step. The step's text is the program; values arrive via env only.
+
+    `if_test`: the argv of the step's `if` test instead, with the same libraries (their
+    variables and functions are part of the step's environment, IF-1) but not `strict`.
 
     `keep`: names flowsh sets on purpose (params, env, upstream outputs). A bash library's
     top-level `day=$(date +%F)` is a default; it must not undo `day=2026-11-24` given on
@@ -45,6 +49,9 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     """
     shell = shlex.split(step.shell or wf.shell)
     cwd = step_cwd(wf, step)
+    run = step.if_ if if_test else step.run
+    if if_test and (step.script is not None or not library_files(wf, step)):
+        return [*shell, "-c", run or "true"]
     if step.script is not None:
         script = resolve_path(wf, step.script, cwd)
         if os.access(script, os.X_OK):
@@ -69,9 +76,9 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = ()) -> list[str]:
     for src in sources:
         path = shlex.quote(src)
         prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
-    if wf.strict:
+    if wf.strict and not if_test:
         prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
-    text = "\n".join([*prelude, step.run or ""])
+    text = "\n".join([*prelude, run or ""])
     return [*shell, "-c", text, f"flowsh:{step.name}"]
 
 

@@ -105,3 +105,43 @@ def test_check_functions_names_the_step(write_flow: Callable[..., Path], tmp_pat
     errors = check_functions(wf, lambda: positions_of(wf))
     assert len(errors) == 1
     assert "greeet" in str(errors[0]) and str(errors[0]).startswith(f"{wf.path}:5")
+
+
+def _state(tmp_path: Path, lib: str, env: dict[str, str] | None = None,
+           ) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "lib.sh").write_text(lib)
+    return bash(library_state_script(["lib.sh"]), tmp_path, env)
+
+
+def test_top_level_if_tests_run_other_commands_do_not(tmp_path: Path) -> None:
+    # A test without side effects decides the branch; a skipped `usage` in a branch is fine.
+    res = _state(tmp_path, 'if [ "$T" = prod ]; then DB=p; else DB=t; fi\n'
+                           "if [ 1 = 1 ]; then usage; fi\n"
+                           "if true && command -v ls >/dev/null 2>&1; then OK=1; fi\n", {"T": "dev"})
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.partition("\0")[0]
+    assert 'DB="t"' in text and 'OK="1"' in text
+    assert "/ls" not in text  # what `command -v` prints is no state
+
+
+def test_top_level_if_testing_with_a_command_is_refused(tmp_path: Path) -> None:
+    res = _state(tmp_path, "f() { :; }\nif touch made; then X=1; fi\n")
+    assert res.returncode == 2
+    assert "lib.sh:2: the test of a top-level `if` runs a command (`touch made`)" in res.stderr
+    assert not (tmp_path / "made").exists()
+
+
+def test_readonly_is_kept_as_a_value_not_an_attribute(tmp_path: Path) -> None:
+    res = _state(tmp_path, "readonly R=lib\ndeclare -ar A=(x)\n")
+    assert res.returncode == 0, res.stderr
+    text = res.stdout.partition("\0")[0]
+    assert 'declare -- R="lib"' in text and 'declare -a A=([0]="x")' in text
+
+
+def test_probe_runs_only_harmless_command_substitutions(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "inner.sh").write_text("inner() { :; }\n")
+    (tmp_path / "lib.sh").write_text('D=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)\n'
+                                     'X=$(touch made)\n. "$D/in/inner.sh"\n')
+    assert probe_names(["lib.sh"], ["inner"], tmp_path) == {"inner": "function"}
+    assert not (tmp_path / "made").exists()
