@@ -177,6 +177,11 @@ class Step(_Frozen):
         None, description="Fail the step when no worker has started it this long after "
                           "it was submitted (remote executors).",
     )
+    call: str | None = Field(
+        None, min_length=1, description="Another workflow file (relative to this one) run "
+        "as this step: a child run (docs/semantics.md CALL).")
+    params: dict[str, Scalar] = Field(
+        default_factory=dict, description="With `call`: the child's params, literal text.")
 
     @field_validator("name")
     @classmethod
@@ -193,10 +198,18 @@ class Step(_Frozen):
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_idents(v, "env")
 
+    @field_validator("params")
+    @classmethod
+    def _call_params(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_idents(v, "param")
+
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        if (self.run is None) == (self.script is None):
-            raise ValueError(f"step {self.name!r} needs exactly one of `run` or `script`")
+        if [self.run, self.script, self.call].count(None) != 2:
+            raise ValueError(f"step {self.name!r} needs exactly one of `run`, `script` or "
+                             "`call`")
+        if self.params and self.call is None:
+            raise ValueError(f"step {self.name!r}: `params` goes with `call`")
         if self.args and self.script is None:
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
         return self

@@ -99,6 +99,8 @@ class StepRecord:
     queue: str | None = None
     worker: str | None = None
     queued_at: float | None = None
+    # A `call:` step: the run id of its child run (docs/semantics.md CALL).
+    child_run: str | None = None
 
     @property
     def queue_wait(self) -> float | None:
@@ -148,6 +150,9 @@ class RunRecord:
     # Step names in file order when the run started (to refuse resumes of a changed file).
     step_names: list[str] = field(default_factory=list)
     resumed_from: str | None = None
+    # A child run (a `call:` step's): the run and the step that called it.
+    parent_run: str | None = None
+    parent_step: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -183,13 +188,15 @@ _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
     "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
-    "step_names": "strlist", "resumed_from": "str?",
+    "step_names": "strlist", "resumed_from": "str?", "parent_run": "str?",
+    "parent_step": "str?",
 }
 _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
     "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
+    "child_run": "str?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here
