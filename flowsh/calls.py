@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flowsh.errors import FlowshError, WorkflowError
+from flowsh.errors import FlowshError, UsageError
 from flowsh.loader import load_workflow, positions_of
 from flowsh.model import Step, Workflow
 from flowsh.runopts import PARAMS_VAR
@@ -86,7 +86,7 @@ def _check_params(child: Workflow, params: Mapping[str, str]) -> None:
     for key in params:
         if key not in declared:
             shown = ", ".join(declared) or "none"
-            raise WorkflowError(f"param {key!r} is not declared by {_short(child.path or '')} "
+            raise UsageError(f"param {key!r} is not declared by {_short(child.path or '')} "
                                 f"(declared: {shown})")
 
 
