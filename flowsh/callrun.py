@@ -128,7 +128,7 @@ def _prior(backend: StateBackend, run_id: str) -> RunRecord | None:
 def _write_outputs(path: str | None, wf: Workflow,
                    by_step: Mapping[str, Mapping[str, str]]) -> None:
     """The child's outputs as the parent step's: succeeded steps' in file order, a later
-    step winning a name (CALL-3). A value with a line break goes in a `<<` block."""
+    step winning a name (CALL-4). A value with a line break goes in a `<<` block."""
     merged: dict[str, str] = {}
     for step in wf.steps:
         merged.update(by_step.get(step.name, {}))

@@ -125,7 +125,7 @@ def _check_names(wf: Workflow) -> None:
 
 
 def _refuse_calls(wf: Workflow) -> None:
-    """REFUSE-7 (CALL-8): a `call:` step, FILE:LINE naming the step."""
+    """CALL-7: a `call:` step, FILE:LINE naming the step."""
     for i, step in enumerate(wf.steps):
         if step.call is not None:
             text = None
