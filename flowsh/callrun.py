@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 from flowsh import calls
@@ -61,7 +61,7 @@ def _unmasked(run_id: str, step: StepRecord) -> dict[str, str]:
     return {**step.outputs, **load_secret_outputs(flowsh_home() / "runs" / run_id, step.name)}
 
 
-def _take(environ: dict[str, str], name: str) -> str:
+def _take(environ: MutableMapping[str, str], name: str) -> str:
     value = environ.pop(name, None)
     if value is None:
         raise WorkflowError(f"{name} is not set: `flowsh call-child` is what a `call:` step "
@@ -69,16 +69,16 @@ def _take(environ: dict[str, str], name: str) -> str:
     return value
 
 
-def run_child(environ: dict[str, str] | None = None) -> int:
+def run_child(environ: MutableMapping[str, str] | None = None) -> int:
     """Run (or resume) the child; return its exit code. Raises FlowshError (exit 2 for a
     bad child file or a call cycle)."""
-    env = os.environ if environ is None else environ
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
     file, child_id = _take(env, calls.FILE_VAR), _take(env, calls.RUN_VAR)
     parent = (_take(env, calls.PARENT_VAR), _take(env, calls.STEP_VAR))
     state_url = _take(env, calls.STATE_VAR)
     chain = json.loads(_take(env, calls.CHAIN_VAR))
-    given = json.loads(env.pop(PARAMS_VAR, None) or "{}")
-    out_path = env.pop("FLOWSH_OUTPUT", None)
+    given = json.loads(env.pop(PARAMS_VAR, "") or "{}")
+    out_path = env.pop("FLOWSH_OUTPUT", "") or None
     cycle = calls.cycle_message(chain, file)
     if cycle is not None:
         raise WorkflowError(cycle, path=chain[-1] if chain else None)

@@ -8,7 +8,6 @@ Templates live in the top-level `templates/` directory, shipped as the package
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import math
 import os
