@@ -117,6 +117,12 @@ def test_child_runner_killed_then_parent_resume_finishes_the_child(
     assert f"parent   {parent_id} (step sub)" in text
     hist = _flowsh("history", cwd=tmp_path, state=url).stdout
     assert f"<- {parent_id} (sub)" in hist and f"-> {child_id} (sub)" in hist
+    for run_id, shown in ((parent_id, f"child run <code>{child_id}</code>"),
+                          (child_id, f"Called by run <code>{parent_id}</code>")):
+        report = tmp_path / f"{run_id}.html"
+        res = _flowsh("report", run_id, "-o", str(report), cwd=tmp_path, state=url)
+        assert res.returncode == 0, res.stderr
+        assert shown in report.read_text()
 
 
 def test_failing_child_step_then_resume_then_retry_starts_a_new_child(
@@ -174,3 +180,37 @@ def test_call_child_by_hand_is_refused(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "FLOWSH_CALL_FILE is not set" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_interrupting_the_parent_stops_the_child_and_resume_finishes_it(
+        tmp_path: Path, home: Path) -> None:
+    (tmp_path / "flow.yaml").write_text(PARENT)
+    (tmp_path / "child.yaml").write_text(CHILD)
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "flow.yaml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(tmp_path / "c2.pid", proc)
+        step_pid = int((tmp_path / "c2.pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    end = time.time() + 30
+    while Path(f"/proc/{step_pid}").exists():  # the child's step is stopped with it
+        with open(f"/proc/{step_pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        assert time.time() < end, "the child's step outlived the interrupted parent"
+        time.sleep(0.05)
+    ids = _run_ids(None)
+    child = json.loads(_flowsh("status", ids["child"], "--json", cwd=tmp_path).stdout)
+    assert child["status"] == "interrupted"
+    assert child["steps"]["c2"]["status"] == "interrupted"
+    (tmp_path / "ok").touch()
+    res = _flowsh("resume", ids["parent"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "c1.count").read_text() == "c1\n"
+    assert (tmp_path / "c2.count").read_text() == "c2\nc2\n"
+    assert (tmp_path / "got").read_text() == "done"
