@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from flowsh.runopts import GuardedReporter, Reporter, RunOptions
 from flowsh.secrets import (
     drop_secret_outputs,
 )
+from flowsh.select import selection
 from flowsh.signals import RunSignals
+from flowsh.slot import SLOT_VAR
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -60,6 +62,7 @@ SKIP_MESSAGES = {
     SkipReason.UPSTREAM: "upstream failed",
     SkipReason.RUN_FAILED: "run failed",
     SkipReason.NOT_REACHED: "not reached",
+    SkipReason.NOT_SELECTED: "not selected",
 }
 
 HEARTBEAT_EVERY = 10.0
@@ -83,6 +86,7 @@ class Engine:
         self.running: set[str] = set()
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
+        self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
@@ -140,6 +144,13 @@ class Engine:
             self.opt.resume = fresh
         if self.lock is not None:
             self.lock.note(run_id)
+        # A resume stands for the slot its run was started for, not for today's (SLOT-4).
+        slot = (self.opt.resume.scheduled_time if self.opt.resume is not None
+                else self.opt.scheduled_time)
+        if slot:
+            self.renv.env[SLOT_VAR] = slot
+        else:  # a run that stands for no slot: none inherited from whoever started it
+            self.renv.env.pop(SLOT_VAR, None)
         try:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
@@ -148,6 +159,10 @@ class Engine:
                 refuse_lost_secrets(self.wf, self.graph, self.opt.resume, self.opt.only,
                                     lambda name, out: self.renv.unmask_outputs(
                                         self.run_dir, name, out))
+            # Before the run is recorded: a selection that cannot be honoured is refused.
+            left_out, self.borrowed = selection(
+                self.backend, self.wf, self.graph, self.opt.select, self.opt.resume,
+                self.opt.only, self.renv.unmask_outputs, self.run_dir.parent)
         except BaseException:
             runner_fd.release()
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -161,8 +176,10 @@ class Engine:
                 run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
                               params, self.opt.only, self.executor)
             else:
-                run = new_run(self.backend, self.wf, run_id, params, self.executor)
+                run = new_run(self.backend, self.wf, run_id, params, self.executor,
+                              scheduled_time=self.opt.scheduled_time)
             self.run = run
+            self.ready.pass_through = frozenset(left_out)
             self.events = Dispatcher(RunContext(
                 run=run, workflow=self.wf, masker=self.renv.mask, run_dir=self.run_dir,
                 options=dict(self.opt.plugin_options)))
@@ -188,6 +205,8 @@ class Engine:
                 outputs = self.renv.unmask_outputs(self.run_dir, name,
                                                    run.steps[name].outputs)
                 self._export(name, outputs)
+            elif name in self.ready.pass_through:  # exported again when it is skipped
+                self._export(name, self.borrowed.get(name, {}))
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:
@@ -281,6 +300,8 @@ class Engine:
     def _skip(self, rec: StepRecord, why: SkipReason, message: str | None = None) -> None:
         rec.status, rec.skip_reason = SKIPPED, why
         rec.message = message or SKIP_MESSAGES[why]
+        if why == SkipReason.NOT_SELECTED:  # passes on what it gave the last time
+            self._export(rec.name, self.borrowed.get(rec.name, {}))
         self._record_finished(rec)
 
     def _upstream(self, name: str) -> dict[str, str]:
@@ -445,7 +466,10 @@ class Engine:
             return
         for rec in run.steps.values():
             if rec.status in (PENDING, RETRYING):
-                if status == INTERRUPTED:
+                if rec.name in self.ready.pass_through:  # a resume leaves it out too
+                    rec.status, rec.skip_reason = SKIPPED, SkipReason.NOT_SELECTED
+                    rec.message = SKIP_MESSAGES[SkipReason.NOT_SELECTED]
+                elif status == INTERRUPTED:
                     rec.status = INTERRUPTED
                     rec.message = rec.message or "run interrupted"
                 else:
@@ -487,3 +511,20 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     with _backend(options, wf.state) as backend, \
             workflow_lock(wf.identity, overlap, timeout, backend) as lock:
         return Engine(wf, options, backend, lock).execute()
+
+
+def run_series(wf: Workflow, options: RunOptions,
+               plan: Callable[[StateBackend], list[RunOptions]]) -> list[RunRecord]:
+    """Runs one after another under one hold of the overlap lock (catch-up, CATCHUP-3):
+    `plan(backend)`, called once the lock is held, gives each run's options. A run that
+    was interrupted (Ctrl-C, SIGTERM) ends the series."""
+    overlap = options.overlap or wf.overlap
+    timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
+    runs: list[RunRecord] = []
+    with _backend(options, wf.state) as backend, \
+            workflow_lock(wf.identity, overlap, timeout, backend) as lock:
+        for opts in plan(backend):
+            runs.append(Engine(wf, opts, backend, lock).execute())
+            if runs[-1].status == INTERRUPTED:
+                break
+    return runs

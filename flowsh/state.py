@@ -46,6 +46,9 @@ class SkipReason(StrEnum):
     UPSTREAM = "upstream"  # a step it needs failed, or was skipped so
     RUN_FAILED = "run-failed"  # another step failed first (FAIL-2)
     NOT_REACHED = "not-reached"  # the run ended before it could start
+    # Left out of a selection (`--only`, `--from`, `--until`): a pass-through, whose
+    # dependents wait for and depend on its own dependencies (docs/semantics.md SELECT-2).
+    NOT_SELECTED = "not-selected"
 
 
 DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE})
@@ -150,6 +153,9 @@ class RunRecord:
     # Step names in file order when the run started (to refuse resumes of a changed file).
     step_names: list[str] = field(default_factory=list)
     resumed_from: str | None = None
+    # The slot a scheduled run stands for (RFC 3339 with its offset, docs/semantics.md
+    # SLOT-*); None for a run no schedule started and no --scheduled-time named.
+    scheduled_time: str | None = None
     # A child run (a `call:` step's): the run and the step that called it.
     parent_run: str | None = None
     parent_step: str | None = None
@@ -188,8 +194,8 @@ _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
     "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
-    "step_names": "strlist", "resumed_from": "str?", "parent_run": "str?",
-    "parent_step": "str?",
+    "step_names": "strlist", "resumed_from": "str?", "scheduled_time": "str?",
+    "parent_run": "str?", "parent_step": "str?",
 }
 _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",

@@ -44,7 +44,8 @@ def _write(workflow: Workflow, data: dict[str, Any]) -> None:
 
 @hookimpl
 def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
-    _write(workflow, event("run_started", run, resumed_from=run.resumed_from))
+    _write(workflow, event("run_started", run, resumed_from=run.resumed_from,
+                           scheduled_time=run.scheduled_time))
 
 
 @hookimpl
@@ -66,5 +67,5 @@ def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -
 
 @hookimpl
 def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
-    _write(workflow, event("run_finished", run))
+    _write(workflow, event("run_finished", run, scheduled_time=run.scheduled_time))
     monitorfiles.release(jsonl_path(workflow))

@@ -73,6 +73,8 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE steps ADD COLUMN queue TEXT",
     "ALTER TABLE steps ADD COLUMN worker TEXT",
     "ALTER TABLE steps ADD COLUMN queued_at REAL",
+    # The slot a scheduled run stands for (RFC 3339 text, docs/semantics.md SLOT-*).
+    "ALTER TABLE runs ADD COLUMN scheduled_time TEXT",
     # Sub-workflows (`call:`): a child run's parent run and step; a call step's child run.
     "ALTER TABLE runs ADD COLUMN parent_run TEXT",
     "ALTER TABLE runs ADD COLUMN parent_step TEXT",
@@ -81,7 +83,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from",
-            "parent_run", "parent_step")
+            "scheduled_time", "parent_run", "parent_step")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
              "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
              "queue", "worker", "queued_at", "child_run")
@@ -200,7 +202,7 @@ class SQLiteBackend:
         return (run.run_id, run.workflow, run.file, run.definition_hash, json.dumps(run.params),
                 run.status, run.pid, run.host, run.started_at, run.ended_at, run.heartbeat,
                 run.exit_code, json.dumps(run.step_names), run.resumed_from,
-                run.parent_run, run.parent_step)
+                run.scheduled_time, run.parent_run, run.parent_step)
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
@@ -221,7 +223,8 @@ class SQLiteBackend:
             # An upsert, not INSERT OR REPLACE: a replace deletes the row first, and the
             # foreign key's ON DELETE CASCADE would take the run's steps with it.
             updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLS[1:])
-            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))}) "
+            c.execute(f"INSERT INTO runs ({','.join(RUN_COLS)}) "
+                      f"VALUES ({','.join('?' * len(RUN_COLS))}) "
                       f"ON CONFLICT (run_id) DO UPDATE SET {updates}", self._run_row(run))
             c.execute(
                 f"DELETE FROM steps WHERE run_id = ? AND name NOT IN "

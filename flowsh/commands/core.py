@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import typer
 
@@ -78,11 +78,23 @@ def run_cmd(
     quiet_on_success: bool = typer.Option(False, "--quiet-on-success", help="Print the run's whole output only if it fails (chronic; for cron's MAILTO)."),  # noqa: E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If another run holds the lock: exit 75 and print nothing (implied by --quiet-on-success)."),  # noqa: E501
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
+    only: Optional[list[str]] = typer.Option(None, "--only", metavar="STEP[,STEP...]", help="Run just these steps (repeatable); the others are skipped as not selected."),  # noqa: UP045,E501
+    from_: Optional[str] = typer.Option(None, "--from", metavar="STEP", help="Run STEP and everything downstream of it."),  # noqa: UP045,E501
+    until: Optional[str] = typer.Option(None, "--until", metavar="STEP", help="Run STEP and everything upstream of it (with --from: the steps between)."),  # noqa: UP045,E501
+    scheduled: bool = typer.Option(False, "--scheduled", help="Started by a schedule: the run stands for the latest fire time of `schedule` at or before now (FLOWSH_SCHEDULED_TIME), after `catchup`."),  # noqa: E501
+    scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", metavar="T", help="The slot this run stands for, by hand (RFC 3339 with an offset)."),  # noqa: UP045,E501
+    scheduled_cron: Optional[list[str]] = typer.Option(None, "--scheduled-cron", metavar="EXPR", help="With --scheduled: the entry's own cron expression(s) instead of the file's `schedule`."),  # noqa: UP045,E501
 ) -> None:
-    """Run a workflow file."""
+    """Run a workflow file, or part of it (--only, --from, --until).
+
+    Steps left out of a selection are recorded as skipped ("not selected"); the outputs
+    they hand on come from the latest successful run in which they succeeded.
+    """
     try:
+        slot_args = (scheduled, scheduled_time, scheduled_cron or [])
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
-             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log)
+             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
+             Selection(only or [], from_, until), slot_args)
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -96,6 +108,15 @@ def run_cmd(
                 and not str(exc).startswith("--log ")):
             log_refusal(log, file, str(exc))
         raise
+
+
+class Selection(NamedTuple):
+    only: list[str]
+    from_: str | None
+    until: str | None
+
+    def given(self) -> bool:
+        return bool(self.only) or self.from_ is not None or self.until is not None
 
 
 def _params_from_environment() -> list[str]:
@@ -122,7 +143,9 @@ def _params_from_environment() -> list[str]:
 def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
-         quiet_on_success: bool, skip_quietly: bool, log: Path | None) -> None:
+         quiet_on_success: bool, skip_quietly: bool, log: Path | None,
+         sel: Selection,
+         slot_args: tuple[bool, str | None, list[str]] = (False, None, [])) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -130,9 +153,22 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
 
     params = [*_params_from_environment(), *(params or [])]
     wf = load_workflow(file)
+    texts, slot_at = _slot(wf, *slot_args)
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
+    # An unfinished run of another slot (SLOT-5): a scheduled tick finishes it first, then
+    # runs its own slot; by hand (--scheduled-time) it is refused, as the script does.
+    earlier = prior is not None and slot_at is not None and not _same_slot(prior, slot_at)
+    if earlier and not texts:
+        assert prior is not None and slot_at is not None
+        from flowsh.slot import format_time
+
+        raise UsageError(
+            f"cannot resume {prior.run_id} for slot {format_time(slot_at)}: it stands for "
+            f"{'slot ' + prior.scheduled_time if prior.scheduled_time else 'no slot'}; "
+            "--resume alone finishes it, without --resume a new run starts for this slot")
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
+    selected = _select(wf, sel, resume)
     if dry_run:
         width = jobs or wf.concurrency
         from flowsh.ui import plural
@@ -144,13 +180,23 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             merged = {**wf.params, **overrides}
             shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
             typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
+        if selected is not None:
+            typer.echo("selected: " + ", ".join(s.name for s in wf.steps if s.name in selected))
+        if slot_at is not None:
+            from flowsh.slot import format_time
+
+            typer.echo(f"scheduled time: {format_time(slot_at)}")
         for line in describe_plan(wf):
             typer.echo(line)
         return
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
-    opts.executor = executor
+    opts.executor, opts.select = executor, selected
+    if slot_at is not None:
+        from flowsh.slot import format_time
+
+        opts.scheduled_time = format_time(slot_at)
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
@@ -178,9 +224,51 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             else:
                 _check_resumable(prior, wf, force=False)
                 opts.resume = prior
-        run = run_workflow(wf, opts)
+        if texts and slot_at is not None and (
+                wf.catchup is not None or (earlier and opts.resume is not None)):
+            runs = _series(wf, opts, texts, slot_at)
+            # The first that did not succeed decides the exit code and the transcript.
+            run = next((r for r in runs if r.status != "succeeded"), runs[-1])
+        else:
+            run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)
+
+
+def _select(wf: Workflow, sel: Selection, resume: bool) -> set[str] | None:
+    if not sel.given():
+        return None
+    if resume:  # a resumed run keeps the selection it started with
+        raise UsageError("--resume continues a run with the steps it selected: it does not "
+                         "combine with --only, --from or --until")
+    from flowsh.graph import Graph
+    from flowsh.select import choose
+
+    return choose(wf, Graph.build(wf), only=sel.only, from_=sel.from_, until=sel.until)
+
+
+def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,
+          crons: list[str]) -> tuple[list[str], Any]:
+    from flowsh.slot import chosen
+
+    return chosen(wf.schedule, scheduled=scheduled, scheduled_time=scheduled_time,
+                  crons=crons, where=str(wf.path))
+
+
+def _same_slot(run: RunRecord, slot_at: Any) -> bool:
+    from flowsh.slot import same_slot
+
+    return same_slot(run.scheduled_time, slot_at)
+
+
+def _series(wf: Workflow, opts: RunOptions, texts: list[str],
+            slot_at: Any) -> list[RunRecord]:
+    """An unfinished run of an earlier slot taken up (SLOT-5) and the missed slots
+    (CATCHUP-1), oldest first, then this slot's run: under one hold of the lock."""
+    from flowsh.catchup import plan
+    from flowsh.engine import run_series
+
+    return run_series(wf, opts, lambda backend: plan(wf, backend, opts, texts, slot_at))
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
