@@ -77,12 +77,16 @@ def run_child(environ: MutableMapping[str, str] | None = None) -> int:
     parent = (_take(env, calls.PARENT_VAR), _take(env, calls.STEP_VAR))
     state_url = _take(env, calls.STATE_VAR)
     chain = json.loads(_take(env, calls.CHAIN_VAR))
+    parent_secrets = json.loads(env.pop(calls.SECRETS_VAR, "") or "[]")
     given = json.loads(env.pop(PARAMS_VAR, "") or "{}")
     out_path = env.pop("FLOWSH_OUTPUT", "") or None
     cycle = calls.cycle_message(chain, file)
     if cycle is not None:
         raise WorkflowError(cycle, path=chain[-1] if chain else None)
     wf = load_workflow(file)
+    extra = sorted(set(parent_secrets) - set(wf.secrets))
+    if extra:  # the parent's secrets stay secret here (CALL-4)
+        wf = wf.model_copy(update={"secrets": [*wf.secrets, *extra]})
     calls.check_calls(wf, chain)
     params = calls.fill_params(wf, given, env)
     backend = open_backend(state_url)

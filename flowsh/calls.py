@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from flowsh.errors import FlowshError, UsageError
@@ -33,7 +33,8 @@ PARENT_VAR = "FLOWSH_CALL_PARENT"  # the parent's run id
 STEP_VAR = "FLOWSH_CALL_STEP"  # the calling step's name
 STATE_VAR = "FLOWSH_CALL_STATE"  # the parent's state URL: the child is recorded there too
 CHAIN_VAR = "FLOWSH_CALL_CHAIN"  # JSON list of the files calling this one, outermost first
-CALL_VARS = (FILE_VAR, RUN_VAR, PARENT_VAR, STEP_VAR, STATE_VAR, CHAIN_VAR)
+SECRETS_VAR = "FLOWSH_CALL_SECRETS"  # JSON list of the parent's secret names
+CALL_VARS = (FILE_VAR, RUN_VAR, PARENT_VAR, STEP_VAR, STATE_VAR, CHAIN_VAR, SECRETS_VAR)
 
 
 def child_path(wf: Workflow, step: Step) -> Path:
@@ -124,8 +125,11 @@ def called_secrets(wf: Workflow, seen: set[str] | None = None) -> set[str]:
 
 
 def step_environment(env: Mapping[str, str], wf: Workflow, step: Step, *, child_run: str,
-                     parent_run: str, state_url: str) -> dict[str, str]:
-    """The call step's environment: the step's own, and what the child process needs."""
+                     parent_run: str, state_url: str,
+                     secrets: Iterable[str] = ()) -> dict[str, str]:
+    """The call step's environment: the step's own, and what the child process needs.
+    `secrets`: the parent's secret names, secret in the child too (a parent param in
+    `secrets:` that fills a child param must not reach the child's record in clear)."""
     chain = json.loads(os.environ.get(CHAIN_VAR) or "[]")
     out = dict(env)
     out.update({
@@ -136,6 +140,7 @@ def step_environment(env: Mapping[str, str], wf: Workflow, step: Step, *, child_
         STATE_VAR: state_url,
         CHAIN_VAR: json.dumps([*chain, wf.path or ""]),
         PARAMS_VAR: json.dumps(dict(step.params)),
+        SECRETS_VAR: json.dumps(sorted(secrets)),
     })
     return out
 

@@ -343,7 +343,8 @@ class Engine:
             rec.child_run = rec.child_run or new_run_id()
             env = calls.step_environment(
                 env, self.wf, step, child_run=rec.child_run, parent_run=self.run.run_id,
-                state_url=getattr(self.backend, "raw_url", self.backend.url))
+                state_url=getattr(self.backend, "raw_url", self.backend.url),
+                secrets=self.renv.secret_names)
         if rec.attempts > 1:
             steplog.append(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
         self.running.add(step.name)

@@ -214,3 +214,20 @@ def test_interrupting_the_parent_stops_the_child_and_resume_finishes_it(
     assert (tmp_path / "c1.count").read_text() == "c1\n"
     assert (tmp_path / "c2.count").read_text() == "c2\nc2\n"
     assert (tmp_path / "got").read_text() == "done"
+
+
+def test_parent_secret_filling_a_child_param_stays_secret(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "flow.yaml").write_text(
+        "secrets: [pin]\nparams: {pin: null}\nsteps:\n  - {name: sub, call: child.yaml}\n")
+    (tmp_path / "child.yaml").write_text(
+        "name: child\nparams: {pin: null}\nsteps:\n  - {name: c1, run: 'echo \"pin is $pin\"; "
+        "printf %s \"$pin\" > got'}\n")
+    res = _flowsh("run", "flow.yaml", "pin=80417", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "got").read_text() == "80417"
+    child = json.loads(_flowsh("status", _run_ids(None)["child"], "--json",
+                               cwd=tmp_path).stdout)
+    assert child["params"] == {"pin": "***"}
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert b"80417" not in path.read_bytes(), path

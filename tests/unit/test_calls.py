@@ -81,11 +81,13 @@ def test_step_environment_and_argv_carry_no_param_on_the_command_line(tmp_path: 
     wf = load_workflow(_write(tmp_path, "flow.yaml",
                               "steps: [{name: s, call: child.yaml, params: {n: s3cr3t}}]\n"))
     env = calls.step_environment({"KEEP": "1"}, wf, wf.steps[0], child_run="C",
-                                 parent_run="P", state_url="sqlite:///x.db")
+                                 parent_run="P", state_url="sqlite:///x.db",
+                                 secrets={"pin", "DB_PASSWORD"})
     assert env["KEEP"] == "1"
     assert json.loads(env[PARAMS_VAR]) == {"n": "s3cr3t"}
     assert (env[calls.RUN_VAR], env[calls.PARENT_VAR], env[calls.STEP_VAR]) == ("C", "P", "s")
     assert json.loads(env[calls.CHAIN_VAR]) == [str(tmp_path / "flow.yaml")]
+    assert json.loads(env[calls.SECRETS_VAR]) == ["DB_PASSWORD", "pin"]
     argv = build_argv(wf, wf.steps[0])
     assert argv[1:] == ["-m", "flowsh", "call-child"]
     assert "s3cr3t" not in " ".join(argv)
