@@ -33,6 +33,7 @@ from flowsh.runopts import PARAMS_VAR, GuardedReporter, Reporter, RunOptions
 from flowsh.secrets import MASK, load_secret_outputs
 from flowsh.state import SUCCEEDED, RunRecord, StateBackend, StepRecord, flowsh_home
 from flowsh.store import check_liveness, open_backend
+from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR
 
 
 class _Linking(GuardedReporter):
@@ -80,6 +81,9 @@ def run_child(environ: MutableMapping[str, str] | None = None) -> int:
     parent_secrets = json.loads(env.pop(calls.SECRETS_VAR, "") or "[]")
     given = json.loads(env.pop(PARAMS_VAR, "") or "{}")
     out_path = env.pop("FLOWSH_OUTPUT", "") or None
+    token = env.get(TOKEN_VAR)
+    if token:  # the call step's token reaches every process of the child (survivors.py)
+        env[OUTER_TOKENS_VAR] = f"{env.get(OUTER_TOKENS_VAR, '')} {token}".strip()
     cycle = calls.cycle_message(chain, file)
     if cycle is not None:
         raise WorkflowError(cycle, path=chain[-1] if chain else None)

@@ -59,6 +59,20 @@ def _child_runner(step_pid: int) -> int:
     return ppid
 
 
+def _wait_gone(pid: int, deadline: float = 30) -> None:
+    """`pid` ends (a zombie counts as ended: its parent may be gone too)."""
+    end = time.time() + deadline
+    while Path(f"/proc/{pid}").exists():
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        assert time.time() < end, f"process {pid} outlived the step that started it"
+        time.sleep(0.05)
+
+
 def _run_ids(state: str | None) -> dict[str, str]:
     """The latest run id of each workflow."""
     backend = open_backend(state)
@@ -80,13 +94,14 @@ def test_child_runner_killed_then_parent_resume_finishes_the_child(
                             text=True)
     try:
         _wait_for(tmp_path / "c2.pid", proc)
-        runner = _child_runner(int((tmp_path / "c2.pid").read_text()))
-        os.kill(runner, signal.SIGKILL)  # the child's runner crashes mid-step
+        step_pid = int((tmp_path / "c2.pid").read_text())
+        os.kill(_child_runner(step_pid), signal.SIGKILL)  # the child's runner crashes mid-step
         out, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, out
+    _wait_gone(step_pid)  # what the dead runner left is stopped with the call step
     ids = _run_ids(url)
     parent_id, child_id = ids["parent"], ids["child"]
     assert [(tmp_path / f).read_text() for f in ("pre.count", "c1.count", "c2.count")] == \
@@ -197,13 +212,7 @@ def test_interrupting_the_parent_stops_the_child_and_resume_finishes_it(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    end = time.time() + 30
-    while Path(f"/proc/{step_pid}").exists():  # the child's step is stopped with it
-        with open(f"/proc/{step_pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        assert time.time() < end, "the child's step outlived the interrupted parent"
-        time.sleep(0.05)
+    _wait_gone(step_pid)  # the child's step is stopped with it
     ids = _run_ids(None)
     child = json.loads(_flowsh("status", ids["child"], "--json", cwd=tmp_path).stdout)
     assert child["status"] == "interrupted"
