@@ -107,6 +107,9 @@ def run_child(environ: MutableMapping[str, str] | None = None) -> int:
                 return 0
             opts.only = {s.name for s in wf.steps}  # a secret is lost: all again
         opts.resume = prior
+        # Read now: the run's end drops the secret-outputs files of its succeeded steps.
+        kept = {n: _unmasked(child_id, r) for n, r in (prior.steps.items() if prior else ())
+                if r.status == SUCCEEDED}
         reporter = _Linking(make_reporter("plain", state_url) or Reporter(), backend, parent)
         opts.reporter = reporter
         print(f"flowsh: child run {child_id} of {wf.name} "
@@ -114,8 +117,6 @@ def run_child(environ: MutableMapping[str, str] | None = None) -> int:
         run = run_workflow(wf, opts)
         if run.status != SUCCEEDED:
             return run.exit_code or EXIT_FAILED
-        kept = {n: _unmasked(child_id, r) for n, r in (prior.steps.items() if prior else ())
-                if r.status == SUCCEEDED}
         kept.update(reporter.outputs)
         _write_outputs(out_path, wf, kept)
         return 0

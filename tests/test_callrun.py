@@ -34,6 +34,14 @@ steps:
 """
 
 
+# c1 passes a secret on: after the crash it is kept only in the child run's private
+# directory, and must still reach `post` once the resumed child succeeds.
+CHILD_SECRET = CHILD.replace('echo c1 >> c1.count"', 'echo c1 >> c1.count; '
+                             'echo SESSION_TOKEN=tok-9 >> \\"$FLOWSH_OUTPUT\\""')
+PARENT_SECRET = PARENT.replace('printf %s \\"$OUT\\" > got',
+                               'printf %s \\"$OUT/$SESSION_TOKEN\\" > got')
+
+
 def _flowsh(*args: str, cwd: Path, state: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if state:
@@ -86,8 +94,8 @@ def _run_ids(state: str | None) -> dict[str, str]:
 def test_child_runner_killed_then_parent_resume_finishes_the_child(
         tmp_path: Path, home: Path, state: str | None) -> None:
     url = f"json://{home / 'state'}" if state == "json" else None
-    (tmp_path / "flow.yaml").write_text(PARENT)
-    (tmp_path / "child.yaml").write_text(CHILD)
+    (tmp_path / "flow.yaml").write_text(PARENT_SECRET)
+    (tmp_path / "child.yaml").write_text(CHILD_SECRET)
     env = dict(os.environ, **({"FLOWSH_STATE": url} if url else {}))
     proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "flow.yaml"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -122,7 +130,7 @@ def test_child_runner_killed_then_parent_resume_finishes_the_child(
     assert [(tmp_path / f).read_text() for f in
             ("pre.count", "c1.count", "c2.count", "c3.count")] == \
         ["pre\n", "c1\n", "c2\nc2\n", "c3\n"]
-    assert (tmp_path / "got").read_text() == "done"
+    assert (tmp_path / "got").read_text() == "done/tok-9"
     assert _run_ids(url) == ids  # the same child run, taken up again: no new one
     child = json.loads(_flowsh("status", child_id, "--json", cwd=tmp_path, state=url).stdout)
     assert child["status"] == SUCCEEDED
