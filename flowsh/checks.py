@@ -13,6 +13,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 
 from flowsh.bashlib import check_functions
+from flowsh.calls import check_calls
 from flowsh.errors import FlowshError, UsageError, WorkflowError
 from flowsh.loader import positions_of
 from flowsh.model import Workflow
@@ -28,6 +29,7 @@ def check_workflow(wf: Workflow, params: Mapping[str, str] | None = None, *,
     names already supplied another way (the record of a run being resumed).
     """
     check_notify(wf)
+    check_calls(wf)  # CALL-6: children load, their params exist, no cycle
     errors = check_functions(wf, lambda: positions_of(wf))
     if errors:
         first = errors[0]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flowsh import placed, plugins, steplog
+from flowsh import calls, placed, plugins, steplog
 from flowsh.conditions import IF_KEY, IfTests
 from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
@@ -114,6 +114,7 @@ class Engine:
 
     def execute(self) -> RunRecord:
         self.renv = RunEnvironment(self.wf, self.opt.params, self.opt.resume)
+        self.renv.secret_names |= calls.called_secrets(self.wf)  # CALL-4: they stay secret
         # The executor exists before the run is recorded: one that cannot start (a broker
         # that is down) is an error with nothing left behind.
         on_output = self.reporter.step_output if self.reporter.wants_output else None
@@ -379,6 +380,12 @@ class Engine:
         rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
         rec.exit_code = rec.signal = None
         rec.message, rec.log_path = None, str(log_path)
+        if step.call is not None:  # CALL-2: the child run's id is the parent's, kept for resume
+            rec.child_run = rec.child_run or new_run_id()
+            env = calls.step_environment(
+                env, self.wf, step, child_run=rec.child_run, parent_run=self.run.run_id,
+                state_url=getattr(self.backend, "raw_url", self.backend.url),
+                secrets=self.renv.secret_names)
         if rec.attempts > 1:
             steplog.append(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
         self.running.add(step.name)

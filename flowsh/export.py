@@ -7,6 +7,7 @@ Templates live in the top-level `templates/` directory, shipped as the package
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -123,6 +124,19 @@ def _check_names(wf: Workflow) -> None:
                 "it for itself: readonly, special or bash's own); rename it", loc, key=True)
 
 
+def _refuse_calls(wf: Workflow) -> None:
+    """CALL-7: a `call:` step, FILE:LINE naming the step."""
+    for i, step in enumerate(wf.steps):
+        if step.call is not None:
+            text = None
+            with contextlib.suppress(OSError, UnicodeDecodeError, TypeError):
+                text = Path(wf.path).read_text(encoding="utf-8")  # type: ignore[arg-type]
+            raise Positions(Path(wf.path) if wf.path else None, text).error(
+                f"step {step.name!r}: key 'call': the exported script cannot run another "
+                "workflow; export the child and call its script from a run: step",
+                ("steps", i, "call"))
+
+
 def check_exportable(wf: Workflow) -> None:
     """What the exported script cannot honour is refused here (docs/semantics.md, REFUSE-1,
     REFUSE-2 and REFUSE-6), never exported to behave some other way. FLOWSH_* names are
@@ -133,6 +147,7 @@ def check_exportable(wf: Workflow) -> None:
         raise UsageError(f"{str(wf.path)!r}: a workflow path with a control character (a "
                          "line break...) cannot be named in an exported script; rename it")
     _check_names(wf)
+    _refuse_calls(wf)
 
     # `state` from the user config is flowsh's own store, not a key of this file.
     if wf.state and wf.state != load_user_config().get("state"):

@@ -188,6 +188,11 @@ class Step(_Frozen):
     pool: PoolName | None = Field(
         None, description="A pool (declared in `pools`, here or in the user config) each "
         "attempt holds a slot of while it runs; it waits for a free one first.")
+    call: str | None = Field(
+        None, min_length=1, description="Another workflow file (relative to this one) run "
+        "as this step: a child run (docs/semantics.md CALL).")
+    params: dict[str, Scalar] = Field(
+        default_factory=dict, description="With `call`: the child's params, literal text.")
 
     @field_validator("name")
     @classmethod
@@ -204,10 +209,18 @@ class Step(_Frozen):
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_idents(v, "env")
 
+    @field_validator("params")
+    @classmethod
+    def _call_params(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_idents(v, "param")
+
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        if (self.run is None) == (self.script is None):
-            raise ValueError(f"step {self.name!r} needs exactly one of `run` or `script`")
+        if [self.run, self.script, self.call].count(None) != 2:
+            raise ValueError(f"step {self.name!r} needs exactly one of `run`, `script` or "
+                             "`call`")
+        if self.params and self.call is None:
+            raise ValueError(f"step {self.name!r}: `params` goes with `call`")
         if self.args and self.script is None:
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
         return self

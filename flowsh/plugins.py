@@ -80,7 +80,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     Lazy("flowsh.builtin.sched_systemd", "register_schedulers"),
     # commands, in the order `flowsh --help` lists them
     Lazy("flowsh.commands.core", "register_commands",
-         "run resume retry validate graph schema"),
+         "run resume retry validate graph schema call-child"),
     Lazy("flowsh.commands.listing", "register_commands", "list"),
     Lazy("flowsh.commands.runs", "register_commands", "status history logs prune"),
     Lazy("flowsh.commands.stats", "register_commands", "stats"),

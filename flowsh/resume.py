@@ -88,7 +88,9 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterab
         if rec is None or again:
             run.steps[name] = StepRecord(
                 name=name, attempts=rec.attempts if rec else 0,
-                log_path=rec.log_path if rec else None)
+                log_path=rec.log_path if rec else None,
+                # CALL-5: a resume goes on with the same child run; a retry starts anew.
+                child_run=rec.child_run if rec and only is None else None)
     for name in [n for n in run.steps if n not in steps]:
         del run.steps[name]
     backend.update_run(run)

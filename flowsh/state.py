@@ -102,6 +102,8 @@ class StepRecord:
     queue: str | None = None
     worker: str | None = None
     queued_at: float | None = None
+    # A `call:` step: the run id of its child run (docs/semantics.md CALL).
+    child_run: str | None = None
 
     @property
     def queue_wait(self) -> float | None:
@@ -154,6 +156,9 @@ class RunRecord:
     # The slot a scheduled run stands for (RFC 3339 with its offset, docs/semantics.md
     # SLOT-*); None for a run no schedule started and no --scheduled-time named.
     scheduled_time: str | None = None
+    # A child run (a `call:` step's): the run and the step that called it.
+    parent_run: str | None = None
+    parent_step: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -190,12 +195,14 @@ _RUN_TYPES = {
     "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
     "step_names": "strlist", "resumed_from": "str?", "scheduled_time": "str?",
+    "parent_run": "str?", "parent_step": "str?",
 }
 _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",
     "signal": "count?", "started_at": "time?", "ended_at": "time?", "outputs": "strmap",
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
     "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
+    "child_run": "str?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
+from flowsh import calls
 from flowsh.bashlib import STATE_EVAL, source_script
 from flowsh.envfile import read_env_file
 from flowsh.executor import Outcome
@@ -47,6 +48,8 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
     names are written into the text (shell identifiers, validated); the values stay in
     the environment.
     """
+    if step.call is not None:
+        return calls.argv()
     shell = shlex.split(step.shell or wf.shell)
     cwd = step_cwd(wf, step)
     run = step.if_ if if_test else step.run
@@ -144,7 +147,8 @@ def describe_plan(wf: Workflow) -> Iterator[str]:
         yield f"stage {i}: " + ", ".join(level)
         for name in level:
             step = steps[name]
-            what = step.run if step.run is not None else " ".join(
+            what = step.run if step.run is not None else f"call {step.call}" if step.call \
+                else " ".join(
                 [step.script or "", *map(shlex.quote, step.args)])
             extra = []
             if step.retry_count:

@@ -33,9 +33,16 @@ def become_subreaper(on: bool = True) -> bool:
         return False
 
 
+# A `call:` step's child runner gives its own steps tokens of their own; the tokens of the
+# call steps above it stay findable in this list (space-separated), inherited by all of them.
+OUTER_TOKENS_VAR = "FLOWSH_CALL_TOKENS"
+
+
 def tagged(var: str, value: str) -> list[int]:
-    """Pids of processes (not this one) whose environment holds ``var=value``."""
+    """Pids of processes (not this one) whose environment holds ``var=value`` (for the
+    step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR)."""
     needle = f"{var}={value}".encode()
+    outer = f"{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR else None
     me, found = os.getpid(), []
     try:
         names = os.listdir("/proc")
@@ -49,7 +56,10 @@ def tagged(var: str, value: str) -> list[int]:
                 environ = fh.read()
         except OSError:
             continue  # gone, or another user's
-        if needle in environ.split(b"\0"):
+        entries = environ.split(b"\0")
+        if needle in entries or (outer is not None and any(
+                e.startswith(outer) and value.encode() in e[len(outer):].split()
+                for e in entries)):
             found.append(int(name))
     return found
 

@@ -526,3 +526,16 @@ def test_a_scheduled_job_carries_the_state_url_without_its_password(
 
     monkeypatch.setenv("FLOWSH_STATE", "postgresql://flowsh:s3cret-pw@db.internal/flowsh")
     assert dict(carried_env())["FLOWSH_STATE"] == "postgresql://flowsh@db.internal/flowsh"
+
+
+def test_call_links_round_trip_with_no_migration(pg_url: str) -> None:
+    # RunRecord.parent_run/parent_step and StepRecord.child_run (`call:`) came after schema
+    # 1: the jsonb records carry them; older records read back without them.
+    import importlib
+
+    cases = importlib.import_module("tests.unit.backend_cases")
+    b = open_backend(pg_url)
+    try:
+        cases.call_links(b)
+    finally:
+        b.close()

@@ -75,14 +75,18 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE steps ADD COLUMN queued_at REAL",
     # The slot a scheduled run stands for (RFC 3339 text, docs/semantics.md SLOT-*).
     "ALTER TABLE runs ADD COLUMN scheduled_time TEXT",
+    # Sub-workflows (`call:`): a child run's parent run and step; a call step's child run.
+    "ALTER TABLE runs ADD COLUMN parent_run TEXT",
+    "ALTER TABLE runs ADD COLUMN parent_step TEXT",
+    "ALTER TABLE steps ADD COLUMN child_run TEXT",
 )
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
             "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from",
-            "scheduled_time")
+            "scheduled_time", "parent_run", "parent_step")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
              "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
-             "queue", "worker", "queued_at")
+             "queue", "worker", "queued_at", "child_run")
 
 
 class SQLiteBackend:
@@ -198,12 +202,12 @@ class SQLiteBackend:
         return (run.run_id, run.workflow, run.file, run.definition_hash, json.dumps(run.params),
                 run.status, run.pid, run.host, run.started_at, run.ended_at, run.heartbeat,
                 run.exit_code, json.dumps(run.step_names), run.resumed_from,
-                run.scheduled_time)
+                run.scheduled_time, run.parent_run, run.parent_step)
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
                 s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason,
-                s.task_id, s.queue, s.worker, s.queued_at)
+                s.task_id, s.queue, s.worker, s.queued_at, s.child_run)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:

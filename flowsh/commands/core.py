@@ -493,3 +493,11 @@ def flowsh_register_commands(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
     app.command("graph")(graph_cmd)
     app.command("schema")(schema_cmd)
+    app.command("call-child", hidden=True)(call_child_cmd)
+
+
+def call_child_cmd() -> None:
+    """What a `call:` step runs (flowsh/callrun.py); its input is the environment."""
+    from flowsh.callrun import run_child
+
+    raise typer.Exit(run_child())

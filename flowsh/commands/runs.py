@@ -81,12 +81,15 @@ def status_cmd(
         typer.echo(f"slot     {run.scheduled_time}")
     if run.params:
         typer.echo("params   " + " ".join(f"{k}={v}" for k, v in run.params.items()))
+    if run.parent_run:  # a child run (`call:`): what called it
+        typer.echo(f"parent   {run.parent_run} (step {run.parent_step})")
     typer.echo("")
     width = max([len(n) for n in run.steps] + [4])
     typer.echo(f"{'STEP':<{width}}  {'STATUS':<11} {'TRIES':>5} {'TOOK':>8} {'EXIT':>5}  NOTE")
     for rec in run.steps.values():
         code = "-" if rec.exit_code is None else str(rec.exit_code)
-        note = "; ".join(x for x in (rec.message, _where(rec)) if x)
+        child = f"child run {rec.child_run}" if rec.child_run else None
+        note = "; ".join(x for x in (rec.message, _where(rec), child) if x)
         typer.echo(f"{rec.name:<{width}}  {rec.status:<11} {rec.attempts:>5} {_took(rec):>8} "
                    f"{code:>5}  {note}")
     for line in failure_details(run, state):
@@ -231,11 +234,15 @@ def history_cmd(
     slots = any(r.scheduled_time for r in runs)
     typer.echo(f"{'RUN':<{rid}} {'WORKFLOW':<{wfw}} {'STATUS':<11} {'STARTED':<19} "
                f"{'TOOK':>8} EXIT" + ("  SLOT" if slots else ""))
+    calls = {r.parent_run: r for r in runs if r.parent_run}  # sub-workflow links, both ways
     for r in runs:
         code = "-" if r.exit_code is None else str(r.exit_code)
         slot = f"{code:<4}  {r.scheduled_time or '-'}" if slots else code
+        link = (f"  <- {r.parent_run} ({r.parent_step})" if r.parent_run else
+                f"  -> {calls[r.run_id].run_id} ({calls[r.run_id].parent_step})"
+                if r.run_id in calls else "")
         typer.echo(f"{r.run_id:<{rid}} {r.workflow:<{wfw}} {r.status:<11} "
-                   f"{_when(r.started_at):<19} {_took(r):>8} {slot}")
+                   f"{_when(r.started_at):<19} {_took(r):>8} {slot}{link}")
 
 
 def logs_cmd(

@@ -73,3 +73,19 @@ def heartbeat(backend: StateBackend) -> None:
     run.heartbeat = 5000.0
     backend.heartbeat(run)
     assert (backend.load_run("hb1").heartbeat or 0) > 0
+
+
+def call_links(backend: StateBackend) -> None:
+    """A child run names its parent run and step; the call step names its child run."""
+    parent, child = record("20261205T000000-aaaa0101"), record("20261205T000000-aaaa0102")
+    child.parent_run, child.parent_step = parent.run_id, "a"
+    backend.create_run(parent)
+    backend.create_run(child)
+    parent.steps["a"].child_run = child.run_id
+    backend.save_step(parent, parent.steps["a"])
+    assert backend.load_run(parent.run_id).steps["a"].child_run == child.run_id
+    assert backend.load_run(parent.run_id).parent_run is None
+    got = backend.load_run(child.run_id)
+    assert (got.parent_run, got.parent_step) == (parent.run_id, "a")
+    listed = {r.run_id: r for r in backend.list_runs()}
+    assert listed[child.run_id].parent_step == "a"

@@ -72,3 +72,7 @@ def test_registered_under_json(tmp_path: Path) -> None:
         assert isinstance(b, JSONBackend) and b.dir == tmp_path / "j"
     finally:
         b.close()
+
+
+def test_call_links(backend: JSONBackend) -> None:
+    cases.call_links(backend)

@@ -89,3 +89,35 @@ def test_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(StateError):
         b = SQLiteBackend(f"sqlite://{p}")
         b.list_runs()
+
+
+def test_call_links(backend: SQLiteBackend) -> None:
+    cases.call_links(backend)
+
+
+def test_database_from_before_call_links_is_migrated(db: Path) -> None:
+    """A database of a flowsh without `call:` (its user_version just before the parent_run
+    migration) keeps its runs readable, with no links, and takes new ones."""
+    from flowsh.builtin.state_sqlite import MIGRATIONS, SCHEMA
+
+    before = MIGRATIONS.index("ALTER TABLE runs ADD COLUMN parent_run TEXT")
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA)
+    for statement in MIGRATIONS[:before]:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {before}")
+    conn.execute("INSERT INTO runs (run_id, workflow, params, status, started_at, step_names) "
+                 "VALUES ('20261205T000000-old00001', 'w', '{}', 'succeeded', 1000.0, '[\"a\"]')")
+    conn.execute("INSERT INTO steps (run_id, name, status, attempts, outputs) "
+                 "VALUES ('20261205T000000-old00001', 'a', 'succeeded', 1, '{}')")
+    conn.commit()
+    conn.close()
+    b = SQLiteBackend(f"sqlite://{db}")
+    try:
+        old = b.load_run("20261205T000000-old00001")
+        assert old.parent_run is None and old.steps["a"].child_run is None
+        cases.call_links(b)
+        version = b.conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == len(MIGRATIONS)
+    finally:
+        b.close()

@@ -34,7 +34,7 @@ def test_scalars_become_text_and_lists_from_strings() -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"steps": [{"name": "a"}]}, "exactly one of `run` or `script`"),
+    ({"steps": [{"name": "a"}]}, "exactly one of `run`, `script` or `call`"),
     ({"steps": [{"name": "a", "run": "x", "script": "y"}]}, "exactly one of"),
     ({"steps": [{"name": "a", "run": "x", "args": ["1"]}]}, "`args` goes with `script`"),
     ({"steps": [{"name": "a b", "run": "x"}]}, "may hold only letters"),

@@ -76,3 +76,22 @@ def test_stop_leftovers_reaches_what_left_the_group() -> None:
 def test_become_subreaper_on_and_off() -> None:
     assert become_subreaper(True) is True
     assert become_subreaper(False) is True
+
+
+def test_tagged_finds_a_call_steps_token_in_its_child_runs_processes() -> None:
+    """A child run's step carries its own FLOWSH_STEP_TOKEN; the call step's (and those
+    above it) stay in FLOWSH_CALL_TOKENS, word for word."""
+    from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR
+
+    proc = subprocess.Popen(["sleep", "30"], env={**ENV, TOKEN_VAR: "inner1",
+                                                  OUTER_TOKENS_VAR: "outer1 outer22"},
+                            start_new_session=True)
+    try:
+        _wait_tagged(TOKEN_VAR, "inner1", proc.pid)
+        assert proc.pid in tagged(TOKEN_VAR, "outer1")
+        assert proc.pid in tagged(TOKEN_VAR, "outer22")
+        assert proc.pid not in tagged(TOKEN_VAR, "outer2")  # a prefix is not the token
+        assert proc.pid not in tagged("FLOWSH_RUN_ID", "outer1")  # only for step tokens
+    finally:
+        proc.kill()
+        proc.wait()
