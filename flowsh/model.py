@@ -474,10 +474,19 @@ def json_schema() -> dict[str, Any]:
 # Keys added after runs were first recorded: left out of a definition's hash while unset,
 # so the same file hashes as it did before they existed (no "changed since" warning on a
 # resume across an upgrade, no refused checkpoint in a re-exported script).
-LATER_KEYS = ("catchup",)
+LATER_KEYS = ("catchup", "pools")
+LATER_STEP_KEYS = ("pool", "call", "params")
+
+
+def _unset(value: object) -> bool:
+    return value is None or value == {} or value == []
 
 
 def definition_json(wf: Workflow) -> str:
     """The workflow as its definition hashes hash it (resume, the exported script)."""
-    unset = {k for k in LATER_KEYS if getattr(wf, k) is None}
-    return wf.model_dump_json(by_alias=True, exclude={"path", *unset})
+    exclude: dict[Any, Any] = {"path": True}
+    exclude |= {k: True for k in LATER_KEYS if _unset(getattr(wf, k))}
+    steps = {i: {k: True for k in LATER_STEP_KEYS if _unset(getattr(step, k))}
+             for i, step in enumerate(wf.steps)}
+    exclude["steps"] = {i: keys for i, keys in steps.items() if keys}
+    return wf.model_dump_json(by_alias=True, exclude=exclude)

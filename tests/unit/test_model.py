@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from flowsh.durations import DURATION_PATTERN
+from flowsh.loader import load_workflow
 from flowsh.model import SECRET_NAME, Step, Workflow, definition_json, json_schema
 
 
@@ -119,3 +121,18 @@ def test_catchup_is_validated_and_hashed_only_when_set() -> None:
         Workflow.model_validate({**base, "schedule": "0 2 * * *",
                                  "catchup": {"window": "2d", "policy": "some"}})
     assert "catchup" in json_schema()["properties"]
+
+
+def test_keys_added_later_leave_the_definition_hash_alone_while_unset(tmp_path: Path) -> None:
+    """A file that uses none of catchup/pools/pool/call/params hashes as before they
+    existed (no 'changed since' warning when a run recorded earlier is resumed)."""
+    from flowsh.model import LATER_KEYS, LATER_STEP_KEYS, definition_json
+
+    f = tmp_path / "w.yaml"
+    f.write_text("steps:\n  - {name: a, run: 'true'}\n")
+    text = definition_json(load_workflow(f))
+    for key in (*LATER_KEYS, *LATER_STEP_KEYS):
+        assert f'"{key}":' not in text
+    f.write_text("pools: {db: 1}\nsteps:\n  - {name: a, run: 'true', pool: db}\n")
+    text = definition_json(load_workflow(f))
+    assert '"pools":{"db":1}' in text and '"pool":"db"' in text
