@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,9 @@ def test_keys_added_later_leave_the_definition_hash_alone_while_unset(tmp_path: 
 
     f = tmp_path / "w.yaml"
     f.write_text("steps:\n  - {name: a, run: 'true'}\n")
-    text = definition_json(load_workflow(f))
-    for key in (*LATER_KEYS, *LATER_STEP_KEYS):
-        assert f'"{key}":' not in text
+    data = json.loads(definition_json(load_workflow(f)))
+    assert not set(LATER_KEYS) & set(data)
+    assert not set(LATER_STEP_KEYS) & set(data["steps"][0])
     f.write_text("pools: {db: 1}\nsteps:\n  - {name: a, run: 'true', pool: db}\n")
     text = definition_json(load_workflow(f))
     assert '"pools":{"db":1}' in text and '"pool":"db"' in text
