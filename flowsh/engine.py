@@ -51,6 +51,7 @@ from flowsh.state import (
 )
 from flowsh.steps import build_argv, exit_kind, retry_delay, retryable
 from flowsh.store import open_backend
+from flowsh.uptodate import UP_TO_DATE, Tracker, tracker_for
 
 __all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
 
@@ -60,6 +61,7 @@ SKIP_MESSAGES = {
     SkipReason.UPSTREAM: "upstream failed",
     SkipReason.RUN_FAILED: "run failed",
     SkipReason.NOT_REACHED: "not reached",
+    SkipReason.UP_TO_DATE: UP_TO_DATE,
 }
 
 HEARTBEAT_EVERY = 10.0
@@ -187,6 +189,9 @@ class Engine:
                 outputs = self.renv.unmask_outputs(self.run_dir, name,
                                                    run.steps[name].outputs)
                 self._export(name, outputs)
+        self.uptodate: Tracker | None = tracker_for(
+            self.wf, self.backend, run.run_id, self.renv.params, self.renv.secret,
+            self.opt.force, self.opt.force_steps)
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:
@@ -299,6 +304,14 @@ class Engine:
                                  attempt=rec.attempts + 1,
                                  out_path=self.run_dir / f"{step.name}.out")
         cwd = step_cwd(self.wf, step)
+        if self.uptodate is not None and rec.attempts == 0 and step.sources:
+            upstream = self._upstream(step.name)
+            old = self.uptodate.check(step, env, upstream)
+            if old is not None:  # skipped; its last success's outputs are handed on
+                self.uptodate.up_to_date(step, rec, old)
+                self._export(step.name, rec.outputs)
+                self._skip(rec, SkipReason.UP_TO_DATE)
+                return
         if step.if_ is not None:
             self.running.add(IF_KEY + step.name)
             rec.pid = self.if_tests.start(step, env, cwd)
@@ -382,6 +395,8 @@ class Engine:
             rec.outputs = self.renv.keep_outputs(self.run_dir, name, outputs)
             rec.status = SUCCEEDED
             rec.message = None
+            if self.uptodate is not None:
+                self.uptodate.succeeded(step, rec)
             self._export(name, outputs)
             self._record_finished(rec)
             return

@@ -177,6 +177,13 @@ class Step(_Frozen):
         None, description="Fail the step when no worker has started it this long after "
                           "it was submitted (remote executors).",
     )
+    sources: StrList = Field(
+        default_factory=list, description="Globs (relative to the workdir) of the files it "
+        "reads: with them the step is skipped as up to date when nothing it depends on "
+        "changed since its last success (docs/semantics.md UPTODATE).")
+    generates: StrList = Field(
+        default_factory=list, description="Globs (relative to the workdir) of the files it "
+        "writes: a step is up to date only while they are as its last success left them.")
 
     @field_validator("name")
     @classmethod

@@ -44,6 +44,9 @@ class RunOptions:
     only: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
+    # Run steps with `sources:` even when up to date: all of them, or these (UPTODATE-5).
+    force: bool = False
+    force_steps: set[str] = field(default_factory=set)
 
 
 class GuardedReporter(Reporter):

@@ -78,11 +78,14 @@ def run_cmd(
     quiet_on_success: bool = typer.Option(False, "--quiet-on-success", help="Print the run's whole output only if it fails (chronic; for cron's MAILTO)."),  # noqa: E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If another run holds the lock: exit 75 and print nothing (implied by --quiet-on-success)."),  # noqa: E501
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
+    force: bool = typer.Option(False, "--force", help="Run every step, even those up to date (steps with `sources:`)."),  # noqa: E501
+    force_step: Optional[list[str]] = typer.Option(None, "--force-step", metavar="NAME", help="Run this step even if up to date (repeatable, or a comma list)."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file."""
     try:
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
-             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log)
+             lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
+             force=force, force_step=force_step or [])
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -122,7 +125,8 @@ def _params_from_environment() -> list[str]:
 def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
-         quiet_on_success: bool, skip_quietly: bool, log: Path | None) -> None:
+         quiet_on_success: bool, skip_quietly: bool, log: Path | None, *,
+         force: bool = False, force_step: list[str] | None = None) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -133,6 +137,9 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
+    from flowsh.uptodate import force_names
+
+    forced = force_names(wf, force_step or [])
     if dry_run:
         width = jobs or wf.concurrency
         from flowsh.ui import plural
@@ -151,6 +158,7 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor = executor
+    opts.force, opts.force_steps = force, forced
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)
