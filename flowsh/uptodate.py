@@ -297,3 +297,66 @@ def force_names(wf: Workflow, given: Iterable[str]) -> set[str]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"--force-step: no step {name!r} in {wf.path or wf.name}{hint}")
     return names
+
+
+@dataclass
+class Verdict:
+    step: str
+    would_run: bool
+    reason: str
+    changes: list[Change] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"step": self.step, "would_run": self.would_run, "reason": self.reason,
+                "changes": [{"kind": c.kind, "name": c.name, "how": c.how,
+                             "text": c.describe()} for c in self.changes]}
+
+
+def explain(wf: Workflow, name: str, params: Mapping[str, str],
+            backend: StateBackend) -> Verdict:
+    """Whether `flowsh run` would run step `name` now, and what changed since its last
+    success (`flowsh why`). Upstream outputs are those of the dependencies' last successes
+    (a secret one, which the store keeps masked, is taken as unchanged)."""
+    from flowsh.graph import Graph
+    from flowsh.libstate import evaluate
+    from flowsh.runenv import RunEnvironment
+
+    step = wf.step(name)
+    if not step.sources:
+        return Verdict(name, True, "it has no `sources:`, so it is never up to date")
+    renv = RunEnvironment(wf, params, None)
+    graph = Graph.build(wf)
+    ancestors: list[str] = []
+    todo = list(graph.needs[name])
+    while todo:
+        dep = todo.pop()
+        if dep not in ancestors:
+            ancestors.append(dep)
+            todo.extend(graph.needs[dep])
+    records = last_successes(backend, wf.identity, [name, *ancestors])
+    upstream: dict[str, str] = {}
+    for dep in graph.order:  # in run order, as exports accumulate
+        if dep in ancestors and dep in records:
+            upstream.update(records[dep].outputs)
+    env = {**renv.env, **upstream, **step.env}
+    files = library_files(wf, step)
+    if files:
+        env["FLOWSH_LIBRARY_STATE"] = evaluate(files, renv.env, step_cwd(wf, step)).text
+    tracker = Tracker(wf, {}, renv.secret,
+                      set(renv.params) | set(wf.env) | set(_env_file_names(wf)))
+    now = tracker.inputs(step, env, upstream)
+    old = records.get(name)
+    if old is not None:
+        for key in [k for k in now if k.startswith("out:")]:
+            if upstream.get(key[4:]) == MASK and key in old.hashes:
+                now[key] = old.hashes[key]
+    changes = compare(old, now, step_cwd(wf, step))
+    if changes:
+        return Verdict(name, True, "changed since its last successful run", changes)
+    return Verdict(name, False, "up to date: nothing changed since its last successful run")
+
+
+def _env_file_names(wf: Workflow) -> list[str]:
+    from flowsh.steps import env_file_values
+
+    return list(env_file_values(wf))
