@@ -28,6 +28,7 @@ from flowsh.paths import resolve_path, step_cwd
 from flowsh.quoting import bash_quote, quote_name
 from flowsh.steps import POSIX_SHELLS, describe_plan, shell_name
 from flowsh.templating import templates_dir
+from flowsh.uptodate import export_context
 from flowsh.yamlsrc import Positions
 
 
@@ -362,6 +363,7 @@ def bash_context(
         "routes": routes,
         "events": events_of(effective_notify(wf)),
         "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
+        "uptodate": export_context(wf, steps, libsets, inline=inline),
     }
 
 

@@ -360,3 +360,32 @@ def _env_file_names(wf: Workflow) -> list[str]:
     from flowsh.steps import env_file_values
 
     return list(env_file_values(wf))
+
+
+def export_context(wf: Workflow, steps: list[dict[str, object]], libsets: list[list[str]],
+                   *, inline: bool) -> dict[str, object]:
+    """What the exported script needs to tell an up-to-date step (templates/bash/
+    uptodate.sh.j2), {} when no step has `sources:`. The command text is hashed here, as
+    the script holds it; a non-inline script step's file is hashed again when it runs."""
+    from flowsh.exportlib import step_prelude
+    from flowsh.quoting import bash_quote
+
+    tracked = {s.name: s for s in wf.steps if s.sources}
+    if not tracked:
+        return {}
+    rows = []
+    for ctx in steps:
+        step = tracked.get(str(ctx["name"]))
+        if step is None:
+            continue
+        script = ""
+        if step.script is not None and not inline:
+            script = bash_quote(str(resolve_path(wf, step.script, step_cwd(wf, step)).resolve()))
+        rows.append({"name": step.name, "sources": "\n".join(step.sources),
+                     "generates": "\n".join(step.generates),
+                     "cmd": sha256_text(command_text(wf, step)), "script": script,
+                     "text": step.run if ctx["libset"] != -1 else "",
+                     "libset": ctx["libset"]})
+    printer = 'for __f in $(compgen -A function); do declare -f "$__f"; printf "\\0"; done'
+    return {"steps": rows,
+            "functions": [step_prelude(refs) + "\n" + printer for refs in libsets]}
