@@ -78,6 +78,10 @@ def _as_list(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
+# `sources:`/`generates:`: one glob or a list; the schema says both (an editor must not flag
+# `sources: "src/*.c"`).
+GlobList = Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
 
 
 def _check_cron(value: str) -> str:
@@ -177,11 +181,11 @@ class Step(_Frozen):
         None, description="Fail the step when no worker has started it this long after "
                           "it was submitted (remote executors).",
     )
-    sources: StrList = Field(
+    sources: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "reads: with them the step is skipped as up to date when nothing it depends on "
         "changed since its last success (docs/semantics.md UPTODATE).")
-    generates: StrList = Field(
+    generates: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "writes: a step is up to date only while they are as its last success left them.")
 
@@ -199,6 +203,15 @@ class Step(_Frozen):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_idents(v, "env")
+
+    @field_validator("sources", "generates")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        for glob in v:
+            # The exported script keeps them one a line.
+            if not glob.strip() or "\n" in glob or "\0" in glob:
+                raise ValueError(f"{glob!r} is not a glob (empty, or a line break in it)")
+        return v
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:

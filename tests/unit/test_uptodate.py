@@ -192,3 +192,19 @@ def test_sqlite_store_of_an_older_flowsh_is_migrated(tmp_path: Path) -> None:
         assert rec.fingerprint is None and rec.hashes == {}
     finally:
         backend.close()
+
+
+def test_schema_and_validation_of_the_keys(tmp_path: Path, write_flow: Callable[..., Path],
+                                           cli: Callable[..., object]) -> None:
+    from flowsh.model import json_schema
+
+    step = json_schema()["$defs"]["Step"]["properties"]
+    for key in ("sources", "generates"):
+        assert {"type": "string"} in step[key]["anyOf"], key
+    wf = load_workflow(write_flow("steps:\n  - {name: a, run: x, sources: a.c, "
+                                  "generates: [b.o]}\n"))
+    assert wf.steps[0].sources == ["a.c"] and wf.steps[0].generates == ["b.o"]
+    bad = write_flow("steps:\n  - name: a\n    run: x\n    sources: ['']\n", name="bad.yaml")
+    res = cli("validate", str(bad))
+    assert res.returncode == 2  # type: ignore[attr-defined]
+    assert "bad.yaml:4:14: step 'a' key 'sources'" in res.stderr  # type: ignore[attr-defined]
