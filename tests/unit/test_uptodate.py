@@ -208,3 +208,14 @@ def test_schema_and_validation_of_the_keys(tmp_path: Path, write_flow: Callable[
     res = cli("validate", str(bad))
     assert res.returncode == 2  # type: ignore[attr-defined]
     assert "bad.yaml:4:14: step 'a' key 'sources'" in res.stderr  # type: ignore[attr-defined]
+
+
+def test_a_success_with_secret_outputs_is_no_baseline(
+        tmp_path: Path, write_flow: Callable[..., Path]) -> None:
+    (tmp_path / "in.txt").write_text("1")
+    path = write_flow("steps:\n  - {name: a, run: 'echo API_TOKEN=t >> \"$FLOWSH_OUTPUT\"', "
+                      "sources: in.txt}\n  - {name: b, run: 'echo \"$API_TOKEN\" >> got'}\n")
+    for _ in range(2):
+        rec = run_workflow(load_workflow(path), RunOptions())
+        assert rec.steps["a"].status == "succeeded"  # the secret is not kept to hand on
+    assert (tmp_path / "got").read_text() == "t\nt\n"
