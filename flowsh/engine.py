@@ -191,7 +191,8 @@ class Engine:
                 self._export(name, outputs)
         self.uptodate: Tracker | None = tracker_for(
             self.wf, self.backend, run.run_id, self.renv.params, self.renv.secret,
-            self.opt.force, self.opt.force_steps)
+            # `flowsh retry --step X` asks for X to run again, up to date or not.
+            self.opt.force, self.opt.force_steps | (self.opt.only or set()))
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:

@@ -219,3 +219,15 @@ def test_a_success_with_secret_outputs_is_no_baseline(
         rec = run_workflow(load_workflow(path), RunOptions())
         assert rec.steps["a"].status == "succeeded"  # the secret is not kept to hand on
     assert (tmp_path / "got").read_text() == "t\nt\n"
+
+
+def test_retry_of_a_step_runs_it_even_when_up_to_date(
+        tmp_path: Path, write_flow: Callable[..., Path]) -> None:
+    (tmp_path / "in.txt").write_text("1")
+    path = write_flow("steps:\n  - {name: a, run: 'echo a >> runs', sources: in.txt}\n")
+    run_workflow(load_workflow(path), RunOptions())
+    second = run_workflow(load_workflow(path), RunOptions())
+    assert second.steps["a"].status == "skipped"
+    again = run_workflow(load_workflow(path), RunOptions(resume=second, only={"a"}))
+    assert again.steps["a"].status == "succeeded"
+    assert (tmp_path / "runs").read_text() == "a\na\n"
