@@ -18,7 +18,8 @@ def why_cmd(
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
 ) -> None:
     """Whether a step with `sources:` would run, and exactly what changed since its last
-    successful run (files, function bodies, variables, the command text)."""
+    successful run (files, function bodies, variables, the command text). Reads `flowsh
+    run`'s store; the exported script keeps its own record."""
     import difflib
     import json
 
