@@ -66,6 +66,8 @@ def test_unknown_step_names_exit_2_with_a_suggestion(
     path = setup(tmp_path, write_flow)
     res = cli("why", str(path), "biuld")
     assert res.returncode == 2 and "did you mean 'build'" in res.stderr
+    res = cli("why", str(path), "build", "MOED=x")
+    assert res.returncode == 2 and "did you mean 'MODE'" in res.stderr
     res = cli("run", str(path), "--force-step", "plain,biuld")
     assert res.returncode == 2 and "did you mean 'build'" in res.stderr
     assert not (tmp_path / "out.txt").exists()

@@ -23,6 +23,7 @@ def why_cmd(
     import difflib
     import json
 
+    from flowsh.checks import check_params
     from flowsh.errors import UsageError
     from flowsh.loader import load_workflow, parse_overrides
     from flowsh.store import open_backend
@@ -34,9 +35,11 @@ def why_cmd(
         close = difflib.get_close_matches(step, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"no step {step!r} in {wf.path}{hint}")
+    overrides = parse_overrides(params or [])
+    check_params(wf, overrides)
     backend = open_backend(state or wf.state)
     try:
-        verdict = explain(wf, step, parse_overrides(params or []), backend)
+        verdict = explain(wf, step, overrides, backend)
     finally:
         backend.close()
     if as_json:
