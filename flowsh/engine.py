@@ -32,6 +32,7 @@ from flowsh.runopts import GuardedReporter, Reporter, RunOptions
 from flowsh.secrets import (
     drop_secret_outputs,
 )
+from flowsh.select import selection
 from flowsh.signals import RunSignals
 from flowsh.state import (
     FAILED,
@@ -61,6 +62,7 @@ SKIP_MESSAGES = {
     SkipReason.UPSTREAM: "upstream failed",
     SkipReason.RUN_FAILED: "run failed",
     SkipReason.NOT_REACHED: "not reached",
+    SkipReason.NOT_SELECTED: "not selected",
     SkipReason.UP_TO_DATE: UP_TO_DATE,
 }
 
@@ -85,6 +87,7 @@ class Engine:
         self.running: set[str] = set()
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
+        self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
@@ -149,6 +152,10 @@ class Engine:
                 refuse_lost_secrets(self.wf, self.graph, self.opt.resume, self.opt.only,
                                     lambda name, out: self.renv.unmask_outputs(
                                         self.run_dir, name, out))
+            # Before the run is recorded: a selection that cannot be honoured is refused.
+            left_out, self.borrowed = selection(
+                self.backend, self.wf, self.graph, self.opt.select, self.opt.resume,
+                self.opt.only, self.renv.unmask_outputs, self.run_dir.parent)
         except BaseException:
             runner_fd.release()
             if self.opt.resume is None:  # nothing was recorded: leave nothing behind
@@ -164,6 +171,7 @@ class Engine:
             else:
                 run = new_run(self.backend, self.wf, run_id, params, self.executor)
             self.run = run
+            self.ready.pass_through = frozenset(left_out)
             self.events = Dispatcher(RunContext(
                 run=run, workflow=self.wf, masker=self.renv.mask, run_dir=self.run_dir,
                 options=dict(self.opt.plugin_options)))
@@ -189,6 +197,8 @@ class Engine:
                 outputs = self.renv.unmask_outputs(self.run_dir, name,
                                                    run.steps[name].outputs)
                 self._export(name, outputs)
+            elif name in self.ready.pass_through:  # exported again when it is skipped
+                self._export(name, self.borrowed.get(name, {}))
         self.uptodate: Tracker | None = tracker_for(
             self.wf, self.backend, run.run_id, self.renv.params, self.renv.secret,
             # `flowsh retry --step X` asks for X to run again, up to date or not.
@@ -286,6 +296,8 @@ class Engine:
     def _skip(self, rec: StepRecord, why: SkipReason, message: str | None = None) -> None:
         rec.status, rec.skip_reason = SKIPPED, why
         rec.message = message or SKIP_MESSAGES[why]
+        if why == SkipReason.NOT_SELECTED:  # passes on what it gave the last time
+            self._export(rec.name, self.borrowed.get(rec.name, {}))
         self._record_finished(rec)
 
     def _upstream(self, name: str) -> dict[str, str]:
@@ -455,7 +467,10 @@ class Engine:
             return
         for rec in run.steps.values():
             if rec.status in (PENDING, RETRYING):
-                if status == INTERRUPTED:
+                if rec.name in self.ready.pass_through:  # a resume leaves it out too
+                    rec.status, rec.skip_reason = SKIPPED, SkipReason.NOT_SELECTED
+                    rec.message = SKIP_MESSAGES[SkipReason.NOT_SELECTED]
+                elif status == INTERRUPTED:
                     rec.status = INTERRUPTED
                     rec.message = rec.message or "run interrupted"
                 else:

@@ -81,6 +81,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     # commands, in the order `flowsh --help` lists them
     Lazy("flowsh.commands.core", "register_commands",
          "run resume retry validate graph schema"),
+    Lazy("flowsh.commands.listing", "register_commands", "list"),
     Lazy("flowsh.commands.runs", "register_commands", "status history logs prune"),
     Lazy("flowsh.commands.stats", "register_commands", "stats"),
     Lazy("flowsh.commands.report", "register_commands", "report"),

@@ -7,6 +7,10 @@ dependencies or a retry wake-up brings it back (`consider`). Whether a step may 
 depends only on its dependencies' states, the concurrency limit (a startable step stays
 queued) and whether the run has failed, which only ever turns true and matters only once
 a step's dependencies are all final.
+
+A step left out of a selection (`pass_through`) never runs: it is skipped as "not
+selected" once its dependencies are final, and its dependents see what its dependencies
+were ("blocked" or not), so order and failure pass through it (docs/semantics.md SELECT-2).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class ReadySet:
         self.rank = {name: i for i, name in enumerate(graph.order)}
         self.candidates: list[tuple[int, str]] = []
         self.queued: set[str] = set()
+        self.pass_through: frozenset[str] = frozenset()  # steps not selected for this run
+        self.passed: dict[str, str] = {}  # such a step, skipped -> its dependencies' state
 
     def consider(self, names: Iterable[str]) -> None:
         """Queue steps whose dependencies changed, to be looked at by `take`."""
@@ -58,6 +64,11 @@ class ReadySet:
                 deps = self._deps_state(name, records)
                 if deps == "wait":
                     pass
+                elif name in self.pass_through:  # never runs: needs no slot
+                    self._pop()
+                    self.passed[name] = deps
+                    yield name, SkipReason.NOT_SELECTED
+                    continue
                 elif self.steps[name].always:
                     if deps != "blocked" or self._all_final(name, records):
                         if full():
@@ -87,6 +98,10 @@ class ReadySet:
         state = "ready"
         for dep in self.graph.needs[name]:
             rec = records[dep]
+            if dep in self.passed:  # not selected: as its own dependencies were
+                if self.passed[dep] == "blocked":
+                    state = "blocked"
+                continue
             if rec.lets_dependents_run:
                 continue
             if rec.status == FAILED and self.steps[dep].continue_on_failure:

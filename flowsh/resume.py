@@ -24,6 +24,7 @@ from flowsh.state import (
     RUNNING,
     SUCCEEDED,
     RunRecord,
+    SkipReason,
     StateBackend,
     StepRecord,
 )
@@ -79,7 +80,8 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterab
     run.step_names = [s.name for s in wf.steps]
     for name in order:
         rec = run.steps.get(name)
-        again = (name in only) if only is not None else (
+        # A step the run left out of its selection is looked at again in every attempt.
+        again = (name in only or _not_selected(rec)) if only is not None else (
             rec is None or rec.status != SUCCEEDED or steps[name].always)
         if rec is None or again:
             run.steps[name] = StepRecord(
@@ -92,6 +94,10 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterab
         if rec.status == PENDING:
             backend.save_step(run, rec)
     return run
+
+
+def _not_selected(rec: StepRecord | None) -> bool:
+    return rec is not None and rec.skip_reason == SkipReason.NOT_SELECTED
 
 
 def stop_crashed_runs(backend: StateBackend, wf: Workflow,

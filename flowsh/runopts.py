@@ -42,6 +42,9 @@ class RunOptions:
     # again; with `only` (flowsh retry), exactly those steps run again, whatever they were.
     resume: RunRecord | None = None
     only: set[str] | None = None
+    # A new run of part of the workflow (`--only`, `--from`, `--until`): the steps it
+    # runs; the others are skipped as "not selected" (docs/semantics.md SELECT).
+    select: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
     # Run steps with `sources:` even when up to date: all of them, or these (UPTODATE-5).

@@ -46,6 +46,9 @@ class SkipReason(StrEnum):
     UPSTREAM = "upstream"  # a step it needs failed, or was skipped so
     RUN_FAILED = "run-failed"  # another step failed first (FAIL-2)
     NOT_REACHED = "not-reached"  # the run ended before it could start
+    # Left out of a selection (`--only`, `--from`, `--until`): a pass-through, whose
+    # dependents wait for and depend on its own dependencies (docs/semantics.md SELECT-2).
+    NOT_SELECTED = "not-selected"
     UP_TO_DATE = "up-to-date"  # its inputs and generated files are as its last success left them
 
 

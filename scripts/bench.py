@@ -224,12 +224,17 @@ def spawn_costs(calls: int, repeats: int) -> dict[str, float]:
 # -- flowsh serve ---------------------------------------------------------------------------
 
 
+# The servers' token (`flowsh serve` always wants one): given to them, sent by every client.
+_TOKEN = f"bench-{os.getpid()}-{random.getrandbits(64):x}"
+_AUTH = {"Authorization": f"Bearer {_TOKEN}"}
+
+
 class _server:
     """`flowsh serve --port 0` as a child; its base URL once it answers."""
 
     def __init__(self, flowsh: str, env: dict[str, str], flows: Path) -> None:
         self.argv = [flowsh, "serve", "--port", "0", "--workflows", str(flows)]
-        self.env = env
+        self.env = {**env, "FLOWSH_UI_TOKEN": _TOKEN}
         self.out = Path(env["FLOWSH_HOME"]) / "serve.out"
 
     def __enter__(self) -> str:
@@ -247,7 +252,7 @@ class _server:
             if m:
                 url = f"http://127.0.0.1:{m.group(1)}"
                 try:
-                    if httpx.get(url + "/api/v1/session").status_code == 200:
+                    if httpx.get(url + "/api/v1/session", headers=_AUTH).status_code == 200:
                         return url
                 except httpx.TransportError:
                     pass
@@ -266,7 +271,7 @@ def _p95(url: str, n: int) -> float:
     import httpx
 
     times = []
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=_AUTH) as client:
         for i in range(n + 5):
             t0 = time.perf_counter()
             r = client.get(url)
@@ -284,14 +289,14 @@ def _watched_run(url: str, clients: int) -> float:
     run's own recorded duration (ended_at - started_at)."""
     import httpx
 
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, headers=_AUTH) as c:
         csrf = c.get("/api/v1/session").json()["csrf_token"]
         r = c.post("/api/v1/runs", json={"workflow": "watched"},
                    headers={"X-CSRF-Token": csrf})
         run_id = r.json()["run_id"]
 
         def follow() -> None:
-            with httpx.Client(base_url=url, timeout=60) as mine, \
+            with httpx.Client(base_url=url, timeout=60, headers=_AUTH) as mine, \
                     mine.stream("GET", f"/api/v1/runs/{run_id}/events") as resp:
                 for line in resp.iter_lines():
                     if line.startswith("data:") and json.loads(line[5:])["status"] != "running":

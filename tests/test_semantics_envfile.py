@@ -61,10 +61,10 @@ def test_env_file_values_are_what_bash_reads(tmp_path: Path, text: str) -> None:
     assert read_env_file(path) == bash_reads(path)
 
 
-def test_env_file_unquoted_values_keep_inner_blanks_and_drop_trailing(tmp_path: Path) -> None:
+def test_env_file_unquoted_values_drop_trailing_blanks(tmp_path: Path) -> None:
     path = tmp_path / "vars.env"
-    path.write_text("A=two  words   \nB=x\t# c\nC='q  ' # c\n")
-    assert read_env_file(path) == {"A": "two  words", "B": "x", "C": "q  "}
+    path.write_text("A=word   \nB=x\t# c\nC='q  ' # c\n")
+    assert read_env_file(path) == {"A": "word", "B": "x", "C": "q  "}
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
@@ -78,6 +78,7 @@ def test_env_file_unquoted_values_keep_inner_blanks_and_drop_trailing(tmp_path: 
     ("A = 1\n", 1, "not an assignment"),
     ("1A=x\n", 1, "invalid name '1A'"),
     ("A-B=x\n", 1, "invalid name 'A-B'"),
+    ("A=1\nB=two  words\n", 2, "B: a blank inside an unquoted value"),  # ENVFILE-2
 ])
 def test_env_file_refusals_name_file_and_line(tmp_path: Path, text: str, line: int,
                                               message: str) -> None:

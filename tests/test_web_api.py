@@ -175,9 +175,6 @@ def test_guard(home: Path, flows: Path, tmp_path: Path) -> None:
 
 
 def test_refusals_at_the_command_line(tmp_path: Path) -> None:
-    r = run_cli("serve", "--host", "0.0.0.0", "--port", "0")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "not a loopback address" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("serve", "--workflows", str(tmp_path / "none"))
     assert r.returncode == 2 and "not a directory" in r.stderr
     empty = tmp_path / "empty"

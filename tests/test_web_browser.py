@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _shot(page: Page, tmp_path: Path, name: str) -> None:
 
 
 def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, Path],
-                                         tmp_path: Path) -> None:
+                                         tmp_path: Path, home: Path) -> None:
     srv, flag = night
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -62,8 +64,11 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
     requested: list[str] = []
     page.on("request", lambda req: requested.append(req.url))
 
+    # The URL `flowsh serve` printed (with the token it made) logs the browser in: the
+    # dashboard, the token gone from the address bar, kept in a cookie for what follows.
+    page.goto(srv.printed)
+    assert page.url == srv.url + "/"
     # The dashboard: start the workflow with a param.
-    page.goto(srv.url + "/")
     card = page.locator('section.wf[data-workflow="nightly"]')
     expect(card.locator(".pill")).to_have_text("never run")
     card.locator('input[name="param:WHO"]').fill("ana")
@@ -122,6 +127,20 @@ def test_a_failed_night_from_the_browser(browser: Browser, night: tuple[Server, 
     page.goto(srv.url + "/")
     expect(card.locator(".pill")).to_have_text("succeeded")
     _shot(page, tmp_path, "ui-dashboard.png")
+
+    # A run started from the CLI while the dashboard is open: its card follows it live (no
+    # reload), and what is typed in the start form stays.
+    page.evaluate("window.__sameDocument = true")
+    card.locator('input[name="param:WHO"]').fill("kept")
+    flag.unlink()
+    subprocess.run([sys.executable, "-m", "flowsh", "run", str(tmp_path / "flows" / "nightly.yaml")],
+                   env={**os.environ, "FLOWSH_HOME": str(home)}, capture_output=True,
+                   check=False, timeout=60)
+    expect(card.locator(".pill")).to_have_text("failed", timeout=20_000)
+    expect(card.locator(".wf-live")).to_have_attribute("data-status", "failed")
+    assert "st-failed" in (card.get_attribute("class") or "")
+    expect(card.locator('input[name="param:WHO"]')).to_have_value("kept")
+    assert page.evaluate("window.__sameDocument") is True
     page.goto(srv.url + "/runs?status=succeeded")
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
     assert not errors, errors
@@ -132,7 +151,10 @@ def test_usable_on_a_phone(browser: Browser, night: tuple[Server, Path], tmp_pat
     srv, _ = night
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True,
                             device_scale_factor=2)
-    page.goto(srv.url + "/")
+    # Without the token, a browser gets nothing but the refusal.
+    refused = page.goto(srv.url + "/")
+    assert refused is not None and refused.status == 401 and "Start run" not in page.content()
+    page.goto(srv.printed)
     page.locator('input[name="param:WHO"]').fill("phone")
     page.get_by_role("button", name="Start run").click()
     page.wait_for_url("**/runs/*")

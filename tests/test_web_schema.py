@@ -41,7 +41,8 @@ schema = schemathesis.openapi.from_dict(document()).exclude(
 @settings(max_examples=12, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 def test_api_matches_its_openapi_document(case: Any, api: Server) -> None:
-    case.call_and_validate(base_url=api.url, headers={"X-CSRF-Token": api.csrf})
+    case.call_and_validate(base_url=api.url, headers={"X-CSRF-Token": api.csrf,
+                                                      "Authorization": f"Bearer {api.token}"})
 
 
 def test_served_document_is_the_one_in_the_source(api: Server) -> None:

@@ -41,6 +41,8 @@ class Server:
     proc: subprocess.Popen[bytes]
     csrf: str
     client: httpx.Client
+    token: str
+    printed: str  # the URL `flowsh serve` printed (with ?token= when it made the token)
 
     def post(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
         headers = {"X-CSRF-Token": self.csrf, **kw.pop("headers", {})}
@@ -61,24 +63,29 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 
 @contextmanager
 def serve(home: Path, *args: str, env: dict[str, str] | None = None,
-          token: str | None = None) -> Iterator[Server]:
+          token: str | None = None,
+          preexec_fn: Callable[[], None] | None = None) -> Iterator[Server]:
     out = home / f"serve-{time.monotonic_ns()}.out"
     full_env = {**os.environ, "FLOWSH_HOME": str(home), **(env or {})}
     with open(out, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "flowsh", "serve", "--port", "0", *args],
-                                stdout=fh, stderr=subprocess.STDOUT, env=full_env)
+                                stdout=fh, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=preexec_fn)
     try:
-        def url() -> str | None:
+        def url() -> re.Match[str] | None:
             if proc.poll() is not None:
                 raise AssertionError(f"flowsh serve exited: {out.read_text()}")
-            m = re.search(r"http://(\S+?):(\d+)/", out.read_text())
-            return f"http://127.0.0.1:{m.group(2)}" if m else None
+            return re.search(r"http://(\S+?):(\d+)/\?token=(\S+)", out.read_text())
 
-        base = wait_for(url, 30, "the URL flowsh serve prints")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        client = httpx.Client(base_url=base, headers=headers, timeout=30)
+        m = wait_for(url, 30, "the URL flowsh serve prints")
+        base = f"http://127.0.0.1:{m.group(2)}"
+        # The token it was given, else the one it made and printed.
+        token = token or m.group(3)
+        assert token != "YOUR_TOKEN", "give serve() the token given to the server"
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
         session = wait_for(lambda: _get_ok(client, "/api/v1/session"), 30, "the server")
-        yield Server(base, proc, session["csrf_token"], client)
+        yield Server(base, proc, session["csrf_token"], client, token, m.group(0))
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import typer
 
@@ -78,14 +78,21 @@ def run_cmd(
     quiet_on_success: bool = typer.Option(False, "--quiet-on-success", help="Print the run's whole output only if it fails (chronic; for cron's MAILTO)."),  # noqa: E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If another run holds the lock: exit 75 and print nothing (implied by --quiet-on-success)."),  # noqa: E501
     log: Optional[Path] = typer.Option(None, "--log", metavar="FILE", help="Also append the run's output to FILE, after a header line."),  # noqa: UP045,E501
+    only: Optional[list[str]] = typer.Option(None, "--only", metavar="STEP[,STEP...]", help="Run just these steps (repeatable); the others are skipped as not selected."),  # noqa: UP045,E501
+    from_: Optional[str] = typer.Option(None, "--from", metavar="STEP", help="Run STEP and everything downstream of it."),  # noqa: UP045,E501
+    until: Optional[str] = typer.Option(None, "--until", metavar="STEP", help="Run STEP and everything upstream of it (with --from: the steps between)."),  # noqa: UP045,E501
     force: bool = typer.Option(False, "--force", help="Run every step, even those up to date (steps with `sources:`)."),  # noqa: E501
     force_step: Optional[list[str]] = typer.Option(None, "--force-step", metavar="NAME", help="Run this step even if up to date (repeatable, or a comma list)."),  # noqa: UP045,E501
 ) -> None:
-    """Run a workflow file."""
+    """Run a workflow file, or part of it (--only, --from, --until).
+
+    Steps left out of a selection are recorded as skipped ("not selected"); the outputs
+    they hand on come from the latest successful run in which they succeeded.
+    """
     try:
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
              lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
-             force=force, force_step=force_step or [])
+             Selection(only or [], from_, until), force=force, force_step=force_step or [])
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -99,6 +106,15 @@ def run_cmd(
                 and not str(exc).startswith("--log ")):
             log_refusal(log, file, str(exc))
         raise
+
+
+class Selection(NamedTuple):
+    only: list[str]
+    from_: str | None
+    until: str | None
+
+    def given(self) -> bool:
+        return bool(self.only) or self.from_ is not None or self.until is not None
 
 
 def _params_from_environment() -> list[str]:
@@ -125,8 +141,8 @@ def _params_from_environment() -> list[str]:
 def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, resume: bool,
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
-         quiet_on_success: bool, skip_quietly: bool, log: Path | None, *,
-         force: bool = False, force_step: list[str] | None = None) -> None:
+         quiet_on_success: bool, skip_quietly: bool, log: Path | None,
+         sel: Selection, *, force: bool = False, force_step: list[str] | None = None) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -137,6 +153,7 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
+    selected = _select(wf, sel, resume)
     from flowsh.uptodate import force_names
 
     forced = force_names(wf, force_step or [])
@@ -151,13 +168,15 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             merged = {**wf.params, **overrides}
             shown = Masker.for_env(merged, wf.secret_names()).mapping(merged, wf.secret_names())
             typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
+        if selected is not None:
+            typer.echo("selected: " + ", ".join(s.name for s in wf.steps if s.name in selected))
         for line in describe_plan(wf):
             typer.echo(line)
         return
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
-    opts.executor = executor
+    opts.executor, opts.select = executor, selected
     opts.force, opts.force_steps = force, forced
     from flowsh.cronmode import CronOutput
 
@@ -189,6 +208,18 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
         run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)
+
+
+def _select(wf: Workflow, sel: Selection, resume: bool) -> set[str] | None:
+    if not sel.given():
+        return None
+    if resume:  # a resumed run keeps the selection it started with
+        raise UsageError("--resume continues a run with the steps it selected: it does not "
+                         "combine with --only, --from or --until")
+    from flowsh.graph import Graph
+    from flowsh.select import choose
+
+    return choose(wf, Graph.build(wf), only=sel.only, from_=sel.from_, until=sel.until)
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:

@@ -33,21 +33,24 @@ def _token(token_file: Path | None) -> str | None:
 
 
 def serve_cmd(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; any but loopback needs a token."),  # noqa: E501
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8765, "--port", "-p", min=0, max=65535, help="Port (0: any free one)."),  # noqa: E501
     workflows: Optional[list[Path]] = typer.Option(  # noqa: UP045
         None, "--workflows", "-w", metavar="DIR",
         help="Directory of workflow files the UI may start (repeatable)."),
     token_file: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--token-file", metavar="FILE",
-        help="File holding the access token (else $FLOWSH_UI_TOKEN)."),
+        help="File holding the access token (else $FLOWSH_UI_TOKEN, else the one made in "
+             "$FLOWSH_HOME/ui-token)."),
     read_only: bool = typer.Option(False, "--read-only", help="No actions: look, never start or stop."),  # noqa: E501
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
 ) -> None:
     """Serve a web UI and REST API over runs: see what failed, read its log, resume it.
 
-    Needs the `ui` extra (exit 2 without it). Binds 127.0.0.1 unless told otherwise; any
-    other address needs a token. The API is described at /api/v1/openapi.json.
+    Needs the `ui` extra (exit 2 without it). Binds 127.0.0.1 unless told otherwise. Always
+    behind a token: without --token-file or $FLOWSH_UI_TOKEN it makes one, kept in
+    $FLOWSH_HOME/ui-token (mode 0600), and prints the URL that logs a browser in. The API
+    is described at /api/v1/openapi.json.
     """
     try:
         import uvicorn
@@ -57,7 +60,7 @@ def serve_cmd(
         raise UsageError(f"flowsh serve needs the web UI's packages ({exc.name} is missing): "
                          f"{EXTRA_HINT}") from None
     from flowsh.store import open_backend
-    from flowsh.web.config import ServeConfig, is_loopback
+    from flowsh.web.config import ServeConfig
     from flowsh.web.data import Known
 
     dirs = list(workflows or [])
@@ -65,17 +68,23 @@ def serve_cmd(
         if not d.is_dir():
             raise UsageError(f"--workflows {d}: not a directory")
     token = _token(token_file)
-    if token is None and not is_loopback(host):
-        raise UsageError(f"--host {host} is not a loopback address: give a token "
-                         "(--token-file FILE or FLOWSH_UI_TOKEN) so only you can use it")
+    token_path = None
+    if token is None:
+        # Loopback is every local account's: a token always, as Jupyter does (docs/ui.md).
+        from flowsh.state import flowsh_home
+        from flowsh.web.token import default_token
+
+        token, token_path = default_token(flowsh_home())
     open_backend(state).close()  # a bad --state is refused now, not on the first request
     cfg = ServeConfig(state=state, known=Known([d.resolve() for d in dirs]), host=host,
                       port=port, token=token, read_only=read_only)
     cfg.known.scan(max_age=0.0)
+    from flowsh.web.server import config, raise_fd_limit
+
+    raise_fd_limit()
     sock = _listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host=host, port=port,
-                                           log_level="warning", access_log=False))
-    _announce(server, cfg)
+    server = uvicorn.Server(config(create_app(cfg), host, port))
+    _announce(server, cfg, token_path)
     server.run(sockets=[sock])
 
 
@@ -94,7 +103,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _announce(server: uvicorn.Server, cfg: ServeConfig) -> None:
+def _announce(server: uvicorn.Server, cfg: ServeConfig, token_path: Path | None) -> None:
     """Print the URL once the socket is bound (with --port 0 the port is known only then)."""
     import threading
     import time
@@ -109,9 +118,16 @@ def _announce(server: uvicorn.Server, cfg: ServeConfig) -> None:
         host = socket.gethostname() if cfg.host in ("0.0.0.0", "::") else cfg.host
         shown = f"[{host}]" if ":" in host else host
         note = " (read-only)" if cfg.read_only else ""
-        # The token itself is never printed (terminal scrollback, CI logs): its holder adds it.
-        token = "?token=YOUR_TOKEN" if cfg.token else ""
-        typer.echo(f"flowsh serve: http://{shown}:{port}/{token}{note}  (Ctrl-C stops)")
+        if token_path is not None:
+            # The token this server made: the link to open, as Jupyter prints it (its file
+            # is private; the terminal is the user's own).
+            typer.echo(f"flowsh serve: http://{shown}:{port}/?token={cfg.token}{note}  "
+                       f"(token in {token_path}; Ctrl-C stops)")
+        else:
+            # A token given to it is never printed (terminal scrollback, CI logs): its
+            # holder adds it.
+            typer.echo(f"flowsh serve: http://{shown}:{port}/?token=YOUR_TOKEN{note}  "
+                       "(Ctrl-C stops)")
 
     threading.Thread(target=wait, daemon=True).start()
 

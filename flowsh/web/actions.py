@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
-from flowsh.lock import runner_alive
 from flowsh.model import IDENT
 from flowsh.runopts import PARAMS_VAR
 from flowsh.state import RUNNING, RunRecord, ensure_private_dir, flowsh_home
@@ -158,7 +157,7 @@ def _first_run_id(out: Path) -> str | None:
 def _follow_up(url: str | None, run_id: str, args: list[str]) -> dict[str, Any]:
     """Spawn resume/retry of `run_id`, then answer once it is running again, or refused."""
     run_dir = flowsh_home() / "runs" / run_id
-    if runner_alive(run_dir):
+    if data.runner_alive(url, data.load_run(url, run_id)):
         # Its record says finished, but its runner is still writing its end (plugins,
         # metrics): the CLI would refuse now too.
         raise LockHeldError(f"run {run_id} is still finishing; try again in a moment")
@@ -214,7 +213,7 @@ def interrupt(url: str | None, run_id: str) -> dict[str, Any]:
     if run.host and run.host != socket.gethostname():
         raise UsageError(f"run {run.run_id} runs on {run.host}: interrupt it there")
     # The runner's lock says the pid is still that runner's (not a reused pid).
-    if not runner_alive(flowsh_home() / "runs" / run.run_id):
+    if not data.runner_alive(url, run, heartbeat=False):
         raise UsageError(f"run {run.run_id}: its runner (pid {run.pid}) is gone")
     try:
         os.kill(run.pid, signal.SIGTERM)

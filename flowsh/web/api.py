@@ -112,6 +112,11 @@ async def run_events(request: Request) -> Response:
     return EventSourceResponse(cfg.hub.follow(request.path_params["run_id"]), ping=PING)
 
 
+async def workflow_events(request: Request) -> Response:
+    cfg = _cfg(request)
+    return EventSourceResponse(cfg.hub.follow_workflows(cfg.known), ping=PING)
+
+
 MAX_OFFSET = 2**62
 
 
@@ -214,6 +219,7 @@ ROUTES = [
     Route("/api/v1/openapi.json", openapi_json),
     Route("/api/v1/session", session),
     Route("/api/v1/workflows", workflows),
+    Route("/api/v1/workflows/events", workflow_events),
     Route("/api/v1/runs", runs_or_start, methods=["GET", "POST"]),
     Route("/api/v1/runs/{run_id}", run),
     Route("/api/v1/runs/{run_id}/events", run_events),

@@ -21,7 +21,7 @@ from flowsh.errors import FlowshError, NotFoundError
 from flowsh.model import Workflow
 from flowsh.secrets import MASK, Masker
 from flowsh.state import FINISHED_RUN, RUNNING, SUCCEEDED, RunRecord, StateBackend, flowsh_home
-from flowsh.store import check_liveness, open_backend
+from flowsh.store import STALE_AFTER, check_liveness, open_backend
 
 TREND_RUNS = 20  # runs behind a workflow's success rate and duration trend
 LOG_TAIL_MAX = 5000
@@ -175,6 +175,21 @@ def runs_page(url: str | None, workflow: str | None, status: str | None, limit: 
 def load_run(url: str | None, run_id: str) -> RunRecord:
     with backend(url) as b:
         return check_liveness(b, b.load_run(run_id), read_only=True)
+
+
+def runner_alive(url: str | None, run: RunRecord, *, heartbeat: bool = True) -> bool | None:
+    """Whether the run's runner is alive, judged as `flowsh status` judges it
+    (flowsh/store.py): the store's own lock where it has one (PostgreSQL: a runner on any
+    host), else this host's lock file; None when neither can tell (another host's run on a
+    store without locks) — then, for a running run, its heartbeat (unless `heartbeat` is
+    False: a signal needs a lock's word that the pid is still that runner's)."""
+    from flowsh.lock import runner_alive as lock_alive
+
+    with backend(url) as b:
+        alive = lock_alive(flowsh_home() / "runs" / run.run_id, b, run)
+    if alive is None and heartbeat and run.status == RUNNING:
+        alive = time.time() - (run.heartbeat or run.started_at) < STALE_AFTER
+    return alive
 
 
 def run_detail(run: RunRecord) -> dict[str, Any]:

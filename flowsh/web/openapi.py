@@ -19,7 +19,7 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     words = {400: "Bad request (a parameter out of range).",
-             401: "No valid token (servers on a non-loopback address need one).",
+             401: "No valid token (every request needs one: GET /?token=TOKEN once, or Bearer).",
              403: "Refused: --read-only, or the CSRF token is missing or wrong.",
              404: "No such run, step or workflow.",
              409: "The run is still running, or its workflow's lock is held.",
@@ -141,7 +141,8 @@ def document() -> dict[str, Any]:
                     "Only this status."),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 500,
                                  "default": 50}, "Page size."),
-                _query("offset", {"type": "integer", "minimum": 0, "default": 0},
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
+                                  "default": 0},
                        "Runs to skip.")]),
             "post": _post("Start a run, validated as `flowsh run` validates it.",
                           "StartRequest", params=[], codes=(404, 409, 422)),
@@ -149,6 +150,9 @@ def document() -> dict[str, Any]:
         "/api/v1/runs/{run_id}": {"get": _get(
             "One run with its steps and their attempts.", _json("Run", "The run."), 404, 422,
             params=[_RUN_ID])},
+        "/api/v1/workflows/events": {"get": _get(
+            "Every workflow's summary (as GET /api/v1/workflows), in a `workflows` event at "
+            "once and again each time a run starts or ends.", _SSE)},
         "/api/v1/runs/{run_id}/events": {"get": _get(
             "The run's state: a `run` event (JSON) at each change; open while watched.", _SSE, 404,
             422, params=[_RUN_ID])},
@@ -158,7 +162,8 @@ def document() -> dict[str, Any]:
                 "lines", {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
                 "How many lines.")])},
         "/api/v1/runs/{run_id}/steps/{step}/log/stream": {"get": _get(
-            "The step's log as it is written: `log` events, then one `end`.", _SSE, 400, 404,
+            "The step's log as it is written: `log` events (of what is already written, "
+            "the last MiB at most, after a `skip` event), then one `end`.", _SSE, 400, 404,
             422, params=[_RUN_ID, _STEP, _query("offset", {"type": "integer", "minimum": 0,
                                                            "default": 0},
                                                 "Byte offset to start from.")])},
@@ -181,5 +186,6 @@ def document() -> dict[str, Any]:
             "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
                      "description": "From GET /api/v1/session or the page's meta tag."},
             "token": {"type": "http", "scheme": "bearer",
-                      "description": "--token-file / FLOWSH_UI_TOKEN (non-loopback)."}}},
+                      "description": "--token-file, FLOWSH_UI_TOKEN, or the one "
+                                     "`flowsh serve` made ($FLOWSH_HOME/ui-token)."}}},
     }

@@ -79,6 +79,13 @@ def dashboard(request: Request) -> Response:
     return _render(request, "dashboard.html.j2", workflows=found, errors=cfg.known.errors)
 
 
+def dashboard_cards(request: Request) -> Response:
+    """The dashboard's status blocks alone: web.js swaps them in when a run starts or ends
+    (the forms around them, maybe half filled in, stay as they are)."""
+    cfg = _cfg(request)
+    return _render(request, "wf_cards.html.j2", workflows=data.workflows(cfg.state, cfg.known))
+
+
 def history(request: Request) -> Response:
     cfg = _cfg(request)
     workflow = request.query_params.get("workflow") or None
@@ -201,6 +208,7 @@ def static(request: Request) -> Response:
 
 ROUTES = [
     Route("/", dashboard),
+    Route("/dashboard/cards", dashboard_cards),
     Route("/runs", history),
     Route("/runs/{run_id}", run_page),
     Route("/runs/{run_id}/graph", graph_fragment),

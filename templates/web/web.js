@@ -1,6 +1,51 @@
-// flowsh serve: keeps a run page live over Server-Sent Events. Everything else is plain
-// HTML (the action buttons are forms and work without this file).
+// flowsh serve: keeps the dashboard and a run page live over Server-Sent Events.
+// Everything else is plain HTML (the action buttons are forms and work without this file).
 "use strict";
+
+(function () {
+  // The dashboard: when a run starts or ends anywhere, the server says so; the status
+  // blocks are fetched again (drawn by the server) and swapped in. The start forms stay as
+  // they are, with whatever is typed in them.
+  const main = document.getElementById("dashboard");
+  if (!main) return;
+  let busy = false, again = false;
+  async function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const resp = await fetch("/dashboard/cards");
+      if (!resp.ok) return;
+      const box = document.createElement("div");
+      box.innerHTML = await resp.text();
+      for (const fresh of box.querySelectorAll("div.wf-live")) {
+        const name = fresh.dataset.workflow;
+        let section = main.querySelector('section.wf[data-workflow="' + CSS.escape(name) + '"]');
+        if (!section) {
+          // A workflow seen for the first time (run from the CLI): shown, not startable.
+          section = document.createElement("section");
+          section.className = "wf";
+          section.id = "wf-" + name;
+          section.dataset.workflow = name;
+          section.append(document.createElement("div"));
+          const before = main.querySelector("section.errors");
+          main.insertBefore(section, before);
+        }
+        const old = section.querySelector("div.wf-live") || section.firstElementChild;
+        old.replaceWith(fresh);
+        for (const c of Array.from(section.classList)) {
+          if (c.startsWith("st-")) section.classList.remove(c);
+        }
+        section.classList.add("st-" + fresh.dataset.status);
+      }
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  }
+  // The first event too: a run may have started between the page and the stream.
+  const events = new EventSource("/api/v1/workflows/events");
+  events.addEventListener("workflows", refresh);
+})();
 
 (function () {
   const header = document.getElementById("run");
@@ -107,6 +152,13 @@
       pre.append(document.createTextNode(msg.text));
       state.offset = msg.offset;
       pre.scrollTop = pre.scrollHeight;
+    });
+    source.addEventListener("skip", (ev) => {
+      // A huge log: the stream starts at its last MiB.
+      const msg = JSON.parse(ev.data);
+      pre.append(document.createTextNode("[" + msg.skipped + " bytes before this are not " +
+        "shown: see the whole log with `flowsh logs`]\n"));
+      state.offset = msg.offset;
     });
     source.addEventListener("end", () => {
       state.done = true;

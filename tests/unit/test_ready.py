@@ -147,3 +147,36 @@ def test_non_pending_candidates_dropped(write_flow: Callable[..., Path]) -> None
     rs.consider(["a", "a"])
     assert take(rs, recs) == []
     assert recs["b"].status == PENDING
+
+
+def test_a_step_not_selected_passes_order_and_failure_through(
+        write_flow: Callable[..., Path]) -> None:
+    rs, recs = setup(write_flow)
+    rs.pass_through = frozenset({"a", "cleanup"})
+    rs.consider(recs)
+    # a needs nothing: skipped at once, with no slot (none is free); c may go after it.
+    assert take(rs, recs, slots=0) == [("a", SkipReason.NOT_SELECTED)]
+    recs["a"].status, recs["a"].skip_reason = SKIPPED, SkipReason.NOT_SELECTED
+    rs.consider(["c", "d"])
+    assert take(rs, recs) == [("b", None), ("soft", None), ("c", None)]
+    # d waits for b, as it would without the selection.
+    recs["b"].status = FAILED
+    rs.consider(["d"])
+    assert take(rs, recs) == [("d", SkipReason.UPSTREAM)]
+
+
+def test_a_step_not_selected_after_a_failure_blocks_its_dependents(
+        write_flow: Callable[..., Path]) -> None:
+    wf = load_workflow(write_flow("name: w\nsteps:\n  - {name: x, run: 'true'}\n"
+                                  "  - {name: y, run: 'true'}\n  - {name: z, run: 'true'}\n"))
+    rs = ReadySet(Graph.build(wf), {s.name: s for s in wf.steps})
+    rs.pass_through = frozenset({"y"})
+    recs = {s.name: StepRecord(s.name) for s in wf.steps}
+    rs.consider(recs)
+    assert take(rs, recs) == [("x", None)]
+    recs["x"].status = FAILED
+    rs.consider(["y"])
+    assert take(rs, recs) == [("y", SkipReason.NOT_SELECTED)]
+    recs["y"].status, recs["y"].skip_reason = SKIPPED, SkipReason.NOT_SELECTED
+    rs.consider(["z"])
+    assert take(rs, recs) == [("z", SkipReason.UPSTREAM)]
