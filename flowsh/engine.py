@@ -200,7 +200,7 @@ class Engine:
             elif name in self.ready.pass_through:  # exported again when it is skipped
                 self._export(name, self.borrowed.get(name, {}))
         self.uptodate: Tracker | None = tracker_for(
-            self.wf, self.backend, run.run_id, self.renv.params, self.renv.secret,
+            self.wf, self.backend, run.run_id, self.renv.params,
             # `flowsh retry --step X` asks for X to run again, up to date or not.
             self.opt.force, self.opt.force_steps | (self.opt.only or set()))
         self.ready.consider(self.graph.order)

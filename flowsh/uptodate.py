@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +209,6 @@ class Tracker:
 
     wf: Workflow
     baseline: dict[str, StepRecord]
-    secret: Callable[[str], bool]
     var_names: set[str]
     force_all: bool = False
     force: set[str] = field(default_factory=set)
@@ -269,8 +268,7 @@ class Tracker:
 
 
 def tracker_for(wf: Workflow, backend: StateBackend, run_id: str, params: Iterable[str],
-                secret: Callable[[str], bool], force_all: bool = False,
-                force: Iterable[str] = ()) -> Tracker | None:
+                force_all: bool = False, force: Iterable[str] = ()) -> Tracker | None:
     """The run's tracker, or None when no step has `sources:` (nothing is read)."""
     tracked = [s.name for s in wf.steps if s.sources]
     if not tracked:
@@ -279,7 +277,7 @@ def tracker_for(wf: Workflow, backend: StateBackend, run_id: str, params: Iterab
 
     names = set(params) | set(wf.env) | set(env_file_values(wf))
     baseline = {} if force_all else last_successes(backend, wf.identity, tracked, run_id)
-    return Tracker(wf, baseline, secret, names, force_all, set(force))
+    return Tracker(wf, baseline, names, force_all, set(force))
 
 
 def force_names(wf: Workflow, given: Iterable[str]) -> set[str]:
@@ -342,8 +340,7 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     files = library_files(wf, step)
     if files:
         env["FLOWSH_LIBRARY_STATE"] = evaluate(files, renv.env, step_cwd(wf, step)).text
-    tracker = Tracker(wf, {}, renv.secret,
-                      set(renv.params) | set(wf.env) | set(_env_file_names(wf)))
+    tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)))
     now = tracker.inputs(step, env, upstream)
     old = records.get(name)
     if old is not None:
