@@ -84,11 +84,16 @@ def store(kind: str, digest: str, payload: bytes) -> None:
         return
     import tempfile
 
+    from flowsh.errors import StateError
+    from flowsh.state import ensure_private_dir
+
     d = directory()
     try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Not mkdir(mode=0o700, parents=True): that mode is the leaf's only, and the cache
+        # may be what first makes $FLOWSH_HOME (0777 under a umask of 000).
+        ensure_private_dir(d)
         fd, tmp = tempfile.mkstemp(prefix=f".{kind}-", suffix=".tmp", dir=d)
-    except OSError:
+    except (OSError, StateError):
         return
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flowsh.errors import WorkflowError
-from flowsh.model import Defaults, Notify
+from flowsh.model import Defaults, Notify, PoolName, PoolSize
 from flowsh.yamlsrc import describe, parse_yaml
 
-TOP_KEYS = ("notify", "defaults", "state")
+TOP_KEYS = ("notify", "defaults", "state", "pools")
 
 
 def config_path() -> Path:
@@ -51,7 +51,7 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise pos.error("the config file must be a mapping (keys: notify, defaults, state)")
+        raise pos.error("the config file must be a mapping (keys: notify, defaults, state, pools)")
     for key in data:
         if key not in TOP_KEYS:
             import difflib
@@ -65,18 +65,27 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
             )
     _check(Notify, data, "notify", pos)
     _check(Defaults, data, "defaults", pos)
+    _check(_POOLS, data, "pools", pos)
     if "state" in data and not isinstance(data["state"], str):
         raise pos.error("key 'state': must be a state URL string", ("state",))
     return data
 
 
-def _check(model: type[BaseModel], data: dict[str, Any], key: str, pos: Any) -> None:
+# `pools: {db: 2}`: shared with every workflow run by this user (docs/semantics.md POOL).
+_POOLS: TypeAdapter[dict[str, int]] = TypeAdapter(dict[PoolName, PoolSize])
+
+
+def _check(model: type[BaseModel] | TypeAdapter[Any], data: dict[str, Any], key: str,
+           pos: Any) -> None:
     if key not in data:
         return
     if not isinstance(data[key], dict):
         raise pos.error(f"key {key!r}: must be a mapping", (key,))
     try:
-        model.model_validate(data[key])
+        if isinstance(model, TypeAdapter):
+            model.validate_python(data[key])
+        else:
+            model.model_validate(data[key])
     except ValidationError as exc:
         err: dict[str, Any] = dict(exc.errors()[0])
         err["loc"] = (key, *tuple(err["loc"]))

@@ -68,9 +68,15 @@ def parse(text: str) -> Schedule:
     from croniter import croniter
 
     try:
-        croniter(body)
+        it = croniter(body)
     except (ValueError, KeyError) as exc:  # croniter's errors subclass ValueError
         raise ValueError(f"invalid cron expression {text!r}: {exc}") from None
+    try:
+        # `0 0 30 2 *` parses but names no date: every later fire-time computation (validate's
+        # next times, a run's slot) would fail far from the file.
+        it.get_next(float)
+    except ValueError:
+        raise ValueError(f"cron expression {text!r} never fires (no such date)") from None
     return Schedule(text=text, expr=" ".join(fields), tz=tz)
 
 

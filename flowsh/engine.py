@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
 from flowsh.model import Step, Workflow
 from flowsh.paths import step_cwd
+from flowsh.pools import POLL, PoolQueue
 from flowsh.ready import ReadySet
 from flowsh.resume import new_run, new_run_id, refuse_lost_secrets, take_up
 from flowsh.runenv import RunEnvironment
@@ -34,6 +35,7 @@ from flowsh.secrets import (
 )
 from flowsh.select import selection
 from flowsh.signals import RunSignals
+from flowsh.slot import SLOT_VAR
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -85,6 +87,12 @@ class Engine:
         self.failed = False  # a failure that stops new (non-`always`) steps
         self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
         self.running: set[str] = set()
+        # Steps waiting for a slot of a shared pool (POOL-4), with what they will run with.
+        # With a backend that shares slots between hosts (PostgreSQL), through it too.
+        pooled = any(s.pool for s in wf.steps)
+        remote = getattr(backend, "pool_locks", None) if pooled else None
+        self.pools = PoolQueue(dict(wf.pools), remote() if remote is not None else None)
+        self.pool_wait: dict[str, tuple[dict[str, str], Path]] = {}
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
         self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
@@ -144,6 +152,13 @@ class Engine:
             self.opt.resume = fresh
         if self.lock is not None:
             self.lock.note(run_id)
+        # A resume stands for the slot its run was started for, not for today's (SLOT-4).
+        slot = (self.opt.resume.scheduled_time if self.opt.resume is not None
+                else self.opt.scheduled_time)
+        if slot:
+            self.renv.env[SLOT_VAR] = slot
+        else:  # a run that stands for no slot: none inherited from whoever started it
+            self.renv.env.pop(SLOT_VAR, None)
         try:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
@@ -169,7 +184,8 @@ class Engine:
                 run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
                               params, self.opt.only, self.executor)
             else:
-                run = new_run(self.backend, self.wf, run_id, params, self.executor)
+                run = new_run(self.backend, self.wf, run_id, params, self.executor,
+                              scheduled_time=self.opt.scheduled_time)
             self.run = run
             self.ready.pass_through = frozenset(left_out)
             self.events = Dispatcher(RunContext(
@@ -182,6 +198,7 @@ class Engine:
                 drain = 2.0  # a second Ctrl-C: the user wants out now
                 raise
             finally:
+                self.pools.release_all()
                 self.events.close(drain)
         finally:
             runner_fd.release()  # after the final state is written: see store.check_liveness
@@ -241,12 +258,15 @@ class Engine:
                 self._drain_interrupted()
                 return
             self._wake_retries()
+            self._wake_pools()
             self._start_ready()
-            if not self.running and not self.waiting:
+            if not self.running and not self.waiting and not self.pool_wait:
                 return
             timeout = None
             if self.waiting:
                 timeout = max(0.0, self.waiting[0][0] - time.time())
+            if self.pool_wait:  # another process frees a slot without telling us: look again
+                timeout = POLL if timeout is None else min(timeout, POLL)
             if self.running:
                 timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
                 for key, outcome in self.executor.wait(timeout):
@@ -282,11 +302,22 @@ class Engine:
             rec.ended_at = time.time()
             self._record_finished(rec)
         self.waiting.clear()
+        for name in list(self.pool_wait):
+            rec = self.run.steps[name]
+            rec.status = INTERRUPTED
+            rec.message = f"interrupted while waiting for pool {self.steps[name].pool}"
+            rec.ended_at = time.time()
+            self.pools.drop(name)
+            del self.pool_wait[name]
+            self._record_finished(rec)
 
     def _start_ready(self) -> None:
         """Start (or skip) what can go, in graph order, up to the concurrency limit."""
         for name, why in self.ready.take(self.run.steps,
-                                         lambda: len(self.running) >= self.concurrency,
+                                         # a step waiting for a pool slot counts:
+                                         # it has started as far as the run goes
+                                         lambda: len(self.running) + len(self.pool_wait)
+                                         >= self.concurrency,
                                          lambda: self.failed):
             if why is None:
                 self._start(self.steps[name], self.run.steps[name])
@@ -331,8 +362,26 @@ class Engine:
             if rec.pid is not None:
                 self.backend.save_step(self.run, rec)  # still pending; the pid is for a resume
             return
-        rec.attempts += 1
-        self._launch(step, rec, env, cwd)
+        self._go(step, rec, env, cwd)
+
+    def _go(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
+        """Launch an attempt, or queue it for its pool's slot (no attempt counted yet)."""
+        if step.pool is None or self.pools.acquire(step.name, step.pool):
+            rec.attempts += 1
+            self._launch(step, rec, env, cwd)
+            return
+        self.pool_wait[step.name] = (env, cwd)
+        rec.message = f"waiting for pool {step.pool}"
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_waiting(self.run, rec, step.pool)
+        self.events.emit("flowsh_step_waiting", step=rec, pool=step.pool)
+
+    def _wake_pools(self) -> None:
+        for name in self.pools.ready():
+            env, cwd = self.pool_wait.pop(name)
+            rec = self.run.steps[name]
+            rec.attempts += 1
+            self._launch(self.steps[name], rec, env, cwd)
 
     def _launch(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
         log_path = self.run_dir / f"{step.name}.log"
@@ -379,8 +428,7 @@ class Engine:
             self.failed = True
             self._record_finished(rec)
         elif verdict.action == "run":
-            rec.attempts += 1
-            self._launch(step, rec, verdict.env, verdict.cwd)
+            self._go(step, rec, verdict.env, verdict.cwd)
         elif verdict.action == "skip":
             self._skip(rec, SkipReason.CONDITION)
         else:
@@ -394,6 +442,7 @@ class Engine:
             self._on_condition(name[len(IF_KEY):], outcome)
             return
         self.running.discard(name)
+        self.pools.release(name)
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
@@ -512,3 +561,20 @@ def run_workflow(wf: Workflow, options: RunOptions | None = None) -> RunRecord:
     with _backend(options, wf.state) as backend, \
             workflow_lock(wf.identity, overlap, timeout, backend) as lock:
         return Engine(wf, options, backend, lock).execute()
+
+
+def run_series(wf: Workflow, options: RunOptions,
+               plan: Callable[[StateBackend], list[RunOptions]]) -> list[RunRecord]:
+    """Runs one after another under one hold of the overlap lock (catch-up, CATCHUP-3):
+    `plan(backend)`, called once the lock is held, gives each run's options. A run that
+    was interrupted (Ctrl-C, SIGTERM) ends the series."""
+    overlap = options.overlap or wf.overlap
+    timeout = options.lock_timeout if options.lock_timeout is not None else wf.lock_timeout
+    runs: list[RunRecord] = []
+    with _backend(options, wf.state) as backend, \
+            workflow_lock(wf.identity, overlap, timeout, backend) as lock:
+        for opts in plan(backend):
+            runs.append(Engine(wf, opts, backend, lock).execute())
+            if runs[-1].status == INTERRUPTED:
+                break
+    return runs

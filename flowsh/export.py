@@ -22,10 +22,11 @@ from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.graph import Graph
-from flowsh.model import IDENT, SECRET_NAME, Step, Workflow
+from flowsh.model import IDENT, SECRET_NAME, Step, Workflow, definition_json
 from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify, events_of
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.quoting import bash_quote, quote_name
+from flowsh.slot import bash_schedules
 from flowsh.steps import POSIX_SHELLS, describe_plan, shell_name
 from flowsh.templating import templates_dir
 from flowsh.uptodate import export_context
@@ -85,7 +86,7 @@ def step_dir(wf: Workflow, step: Step) -> Path:
 def script_identity(wf: Workflow, extra: str = "") -> str:
     """What an exported script's checkpoint is valid for: the definition and the embedded
     files (sha256 in full, unlike a run record's short `definition_hash`)."""
-    text = wf.model_dump_json(by_alias=True, exclude={"path"}) + extra
+    text = definition_json(wf) + extra
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -142,6 +143,10 @@ def check_exportable(wf: Workflow) -> None:
         key = "executor" if wf.executor != "local" else "executor_options"
         raise UsageError(f"{wf.path}: key {key!r}: the exported script runs its steps "
                          "locally; remove it to export this workflow")
+    if wf.catchup is not None and wf.catchup.policy != "none":
+        raise UsageError(f"{wf.path}: key 'catchup': the exported script keeps no history "
+                         "of the slots it ran, so it cannot make up missed ones (CATCHUP-6); "
+                         "remove `catchup` (or set policy: none) to export this workflow")
     # A command channel's `env` would be written into the script's text (REFUSE-3's rule
     # for secrets): a secret-looking one must come from the script's environment instead.
     secret = wf.secret_names()
@@ -363,6 +368,8 @@ def bash_context(
         "routes": routes,
         "events": events_of(effective_notify(wf)),
         "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
+        # `--scheduled`: the slot from the schedule's expanded fields (SLOT-1).
+        "schedules": bash_schedules(list(wf.schedule)),
         "uptodate": export_context(wf, steps, libsets, inline=inline),
     }
 

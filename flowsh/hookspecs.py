@@ -130,6 +130,17 @@ def flowsh_step_retrying(
 
 
 @hookspec
+def flowsh_step_waiting(
+    ctx: RunContext, run: RunRecord, step: StepRecord, workflow: Workflow, pool: str
+) -> None:
+    """The step is ready but every slot of ``pool`` is held (by this run or any other
+    flowsh process on the host); ``flowsh_step_started`` follows when it gets one.
+
+    ``step`` is still ``pending``; its ``message`` says ``waiting for pool NAME``.
+    """
+
+
+@hookspec
 def flowsh_step_finished(
     ctx: RunContext, run: RunRecord, step: StepRecord, workflow: Workflow
 ) -> None:

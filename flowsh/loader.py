@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowsh.config import load_user_config, merge
+from flowsh.config import config_path, load_user_config, merge
 from flowsh.envfile import read_env_file
 from flowsh.errors import UsageError, WorkflowError
 from flowsh.graph import Graph
@@ -42,7 +42,7 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
                 # `- ./backup.sh` is a step whose name is derived and whose text is the command.
                 data["steps"][i] = {"name": f"step{i + 1}", "run": step}
     if pos.nul_free:  # known from the parse: only what the user config added is walked
-        for merged in ("defaults", "state"):
+        for merged in ("defaults", "state", "pools"):
             if merged in data:
                 _refuse_nul(data[merged], pos, (merged,))
     else:
@@ -88,6 +88,23 @@ def _merge_user_config(data: dict[str, Any]) -> None:
         data["defaults"] = merge(user["defaults"], mine if isinstance(mine, dict) else {})
     if isinstance(user.get("state"), str):
         data.setdefault("state", user["state"])
+    if isinstance(user.get("pools"), dict):
+        data["pools"] = merge_pools(user["pools"], data.get("pools"))
+
+
+def merge_pools(user: dict[str, int], mine: Any) -> Any:
+    """The user config's pools and the workflow's: a pool both declare gets the smaller
+    size, since each is a limit someone set (POOL-2). Anything but a mapping of sizes is
+    left for validation to refuse at its line."""
+    if mine is None:
+        return dict(user)
+    if not isinstance(mine, dict):
+        return mine
+    out: dict[str, Any] = dict(user)
+    for name, size in mine.items():
+        both = isinstance(size, int) and not isinstance(size, bool) and name in user
+        out[name] = min(size, user[name]) if both else size
+    return out
 
 
 def _check_references(wf: Workflow, pos: Positions) -> None:
@@ -111,6 +128,12 @@ def _check_references(wf: Workflow, pos: Positions) -> None:
                 )
             if dep == step.name:
                 raise pos.error(f"step {step.name!r} needs itself", ("steps", i, "needs", j))
+        if step.pool is not None and step.pool not in wf.pools:
+            declared = ", ".join(sorted(wf.pools)) or "none"
+            raise pos.error(
+                f"step {step.name!r}: `pool: {step.pool}` is not declared in `pools` (here or "
+                f"in the user config {config_path()}; declared: {declared})",
+                ("steps", i, "pool"))
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
@@ -126,8 +149,12 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def load_workflow(path: str | os.PathLike[str]) -> Workflow:
-    """Read and validate a workflow file (YAML, TOML or seed-style bash)."""
+def load_workflow(path: str | os.PathLike[str], *, execute: bool = True) -> Workflow:
+    """Read and validate a workflow file (YAML, TOML or seed-style bash).
+
+    A seed-style bash file is sourced (under the guard) to check its step functions
+    exist; `execute=False` skips that, for a reader that only shows the file (the web
+    UI): looking at a workflow must never run a file another account may have edited."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -142,7 +169,7 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
                                       and text.startswith("#!")):
-        data, pos = parse_seed(text, p)
+        data, pos = parse_seed(text, p, check=execute)
     elif suffix == ".toml":
         import tomllib
 

@@ -175,7 +175,8 @@ def runner_alive(run_dir: Path, backend: Any = None,
             return alive
     path = run_dir / "runner.lock"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Never a link planted there (ELOOP: "cannot tell"), nor a FIFO's blocking open.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:

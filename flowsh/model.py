@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -105,6 +106,13 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
     return mapping
 
 
+# A pool's name makes a directory under $FLOWSH_HOME/pools (docs/semantics.md POOL).
+POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+PoolName = Annotated[str, Field(pattern=POOL_NAME)]
+MAX_POOL_SIZE = 1000
+PoolSize = Annotated[int, Field(ge=1, le=MAX_POOL_SIZE)]
+
+
 # A command's own exit code that `skip_on`/`success_on` may name: 124 and up also mean a
 # timeout, a command that could not run, or a signal, which a shell cannot tell apart.
 OwnExitCode = Annotated[int, Field(ge=1, le=123)]
@@ -181,6 +189,9 @@ class Step(_Frozen):
         None, description="Fail the step when no worker has started it this long after "
                           "it was submitted (remote executors).",
     )
+    pool: PoolName | None = Field(
+        None, description="A pool (declared in `pools`, here or in the user config) each "
+        "attempt holds a slot of while it runs; it waits for a free one first.")
     sources: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "reads: with them the step is skipped as up to date when nothing it depends on "
@@ -269,6 +280,16 @@ class Monitor(_Frozen):
     push: str | None = Field(None, description="Pushgateway URL.")
 
 
+class CatchUp(_Frozen):
+    """Slots of the `schedule` missed in a window, run before a scheduled run's own."""
+
+    window: Duration = Field(
+        description="How far back from the run's slot a missed slot is made up (e.g. 2d).")
+    policy: Literal["latest", "all", "none"] = Field(
+        "latest", description="latest: the newest missed slot only; all: every missed slot, "
+        "oldest first; none: nothing.")
+
+
 class Workflow(_Frozen):
     """A validated workflow. Build it with `flowsh.loader.load_workflow`."""
 
@@ -306,11 +327,18 @@ class Workflow(_Frozen):
     steps: list[Step] = Field(min_length=1)
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
     monitor: Monitor = Field(default_factory=Monitor)  # type: ignore[arg-type]
+    pools: dict[PoolName, PoolSize] = Field(
+        default_factory=dict, description="Concurrency pools shared by every flowsh process "
+        "on the host: name -> how many steps may hold it at once (the user config's value "
+        "when smaller).")
     schedule: CronList = Field(
         default_factory=list,
         description="Cron expressions (5 fields, or 6 with seconds last), optionally "
         "prefixed with CRON_TZ=Zone.",
     )
+    catchup: CatchUp | None = Field(
+        None, description="Make up slots of the `schedule` that have no succeeded run "
+        "(docs/scheduling.md).")
     # Set by the loader, not by the file.
     path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
     # Params declared without a default (`day:` / `day: null`): taken out of `params`
@@ -331,6 +359,16 @@ class Workflow(_Frozen):
             data = {**data, "params": {k: v for k, v in params.items() if v is not None},
                     "required_params": tuple(k for k, v in params.items() if v is None)}
         return data
+
+    @field_validator("catchup")
+    @classmethod
+    def _catchup(cls, v: CatchUp | None, info: ValidationInfo) -> CatchUp | None:
+        if v is not None and not info.data.get("schedule"):
+            raise ValueError("catchup needs a `schedule` (the slots it makes up are its "
+                             "fire times)")
+        if v is not None and v.window <= 0:
+            raise ValueError("catchup window must be more than 0")
+        return v
 
     @field_validator("required_params")
     @classmethod
@@ -438,3 +476,15 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowsh workflow"
     return schema
+
+
+# Keys added after runs were first recorded: left out of a definition's hash while unset,
+# so the same file hashes as it did before they existed (no "changed since" warning on a
+# resume across an upgrade, no refused checkpoint in a re-exported script).
+LATER_KEYS = ("catchup",)
+
+
+def definition_json(wf: Workflow) -> str:
+    """The workflow as its definition hashes hash it (resume, the exported script)."""
+    unset = {k for k in LATER_KEYS if getattr(wf, k) is None}
+    return wf.model_dump_json(by_alias=True, exclude={"path", *unset})

@@ -138,6 +138,9 @@ class PingOnStart(Reporter):
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
         self.inner.step_retrying(run, step, delay)
 
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        self.inner.step_waiting(run, step, pool)
+
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self.inner.step_finished(run, step)
 

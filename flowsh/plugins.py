@@ -70,7 +70,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     Lazy("flowsh.builtin.log_csv",
          "run_started step_started step_retrying step_finished run_finished"),
     Lazy("flowsh.builtin.log_jsonl",
-         "run_started step_started step_retrying step_finished run_finished"),
+         "run_started step_started step_retrying step_waiting step_finished run_finished"),
     Lazy("flowsh.builtin.metrics_prometheus", "run_finished"),
     # exporters and schedulers
     Lazy("flowsh.builtin.reporters", "make_reporter"),

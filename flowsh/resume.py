@@ -16,7 +16,7 @@ from flowsh import placed, plugins
 from flowsh.errors import UsageError
 from flowsh.executor import Executor
 from flowsh.graph import Graph
-from flowsh.model import Workflow
+from flowsh.model import Workflow, definition_json
 from flowsh.secrets import MASK
 from flowsh.state import (
     CRASHED,
@@ -39,12 +39,13 @@ def new_run_id() -> str:
 
 
 def definition_hash(wf: Workflow) -> str:
-    data = wf.model_dump_json(exclude={"path"}, by_alias=True)
+    data = definition_json(wf)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def new_run(backend: StateBackend, wf: Workflow, run_id: str,
-            params: dict[str, str], executor: Executor | None = None) -> RunRecord:
+            params: dict[str, str], executor: Executor | None = None, *,
+            scheduled_time: str | None = None) -> RunRecord:
     """Record a new run, after stopping what crashed runs of the workflow left running."""
     stop_crashed_runs(backend, wf, executor)
     run = RunRecord(
@@ -58,6 +59,7 @@ def new_run(backend: StateBackend, wf: Workflow, run_id: str,
         started_at=time.time(),
         steps={s.name: StepRecord(name=s.name) for s in wf.steps},
         step_names=[s.name for s in wf.steps],
+        scheduled_time=scheduled_time,
     )
     backend.create_run(run)
     return run

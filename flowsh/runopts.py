@@ -24,6 +24,7 @@ class Reporter:
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_output(self, step: str, line: str) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None: ...
     def step_finished(self, run: RunRecord, step: StepRecord) -> None: ...
     def run_finished(self, run: RunRecord) -> None: ...
 
@@ -47,6 +48,8 @@ class RunOptions:
     select: set[str] | None = None
     run_id: str | None = None
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
+    # The slot a new run stands for (RFC 3339, flowsh/slot.py); a resume keeps its own.
+    scheduled_time: str | None = None
     # Run steps with `sources:` even when up to date: all of them, or these (UPTODATE-5).
     force: bool = False
     force_steps: set[str] = field(default_factory=set)
@@ -88,6 +91,11 @@ class GuardedReporter(Reporter):
 
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
         self._call("step_retrying", run, step, delay)
+
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        # Newer than the other methods: a reporter written before pools may lack it.
+        if hasattr(self.inner, "step_waiting"):
+            self._call("step_waiting", run, step, pool)
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self._call("step_finished", run, step)

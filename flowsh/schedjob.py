@@ -85,8 +85,14 @@ def carried_env() -> list[tuple[str, str]]:
     return out
 
 
+def _own_exprs(wf: Workflow, exprs: list[str] | None) -> list[str]:
+    """The entry's expressions when they are not the file's `schedule` (--cron)."""
+    return list(exprs) if exprs and list(exprs) != list(wf.schedule) else []
+
+
 def scheduled_job(
-    wf: Workflow, *, script: str | None = None, path: str | None = None
+    wf: Workflow, *, script: str | None = None, path: str | None = None,
+    exprs: list[str] | None = None,
 ) -> Job:
     """`flowsh run FILE --resume` (its own lock decides overlaps) or an exported script
     under flock. PATH is cron's minimal default unless `path` is given (deduplicated)."""
@@ -118,10 +124,16 @@ def scheduled_job(
         lock = home / "exported" / name / "cron.lock"
         # No --resume: the script refuses a checkpoint from another version of the workflow,
         # so after a re-export every scheduled run would fail until someone cleared it.
-        argv = ["flock", "-n", "-E", "75", str(lock), str(spath)]
+        # --scheduled: the script computes its slot as flowsh run does (SLOT-2); not for
+        # expressions other than the file's, which the script does not carry.
+        argv = ["flock", "-n", "-E", "75", str(lock), str(spath),
+                *([] if _own_exprs(wf, exprs) else ["--scheduled"])]
         cwd = str(spath.parent)
     else:
-        argv = [*flowsh_argv(), "run", wf.path, "--resume"]
+        # --scheduled: the run computes its slot when it starts (cron may start it late);
+        # expressions given with --cron instead of the file's travel with it (SLOT-2).
+        argv = [*flowsh_argv(), "run", wf.path, "--resume", "--scheduled",
+                *(a for e in _own_exprs(wf, exprs) for a in ("--scheduled-cron", e))]
         cwd = str(base_dir(wf).resolve())
     return Job(
         name=name, source=wf.path, argv=argv, cwd=cwd, env=env,
@@ -179,7 +191,7 @@ def render_crontab(
                 f"{text!r}: cron has no seconds field; use `flowsh scheduler run` or --systemd"
             )
         entries.append({"expr": sched.expr, "tz": sched.tz})
-    job = scheduled_job(wf, script=script, path=path)
+    job = scheduled_job(wf, script=script, path=path, exprs=exprs)
     # A crontab entry is one line: no quoting carries a newline through it (cron would
     # read the rest as a new, broken entry, and `crontab` refuses the whole table).
     for value in (job.source, job.cwd, job.log, *job.argv, *(v for _, v in job.env)):
@@ -209,7 +221,7 @@ def render_systemd(
     if not texts:
         raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
     calendars = [{"text": t, "value": v} for t in texts for v in on_calendar(t)]
-    job = scheduled_job(wf, script=script, path=path)
+    job = scheduled_job(wf, script=script, path=path, exprs=exprs)
     # A unit's directive is one line, as a crontab entry is: the rest of a path with a line
     # break would be read as a directive of its own (ExecStartPre=...).
     for value in (job.source, job.cwd, *job.argv, *(v for _, v in job.env)):

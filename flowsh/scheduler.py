@@ -162,6 +162,8 @@ def _flowsh_run(wf: Workflow) -> list[str]:
 
     assert wf.path is not None
     # --resume: a run that failed or crashed is finished by the next tick, as in cron lines.
-    return [*flowsh_argv(), "run", str(Path(wf.path)), "--resume"]
+    # --scheduled: the child computes the slot it stands for as it starts (SLOT-2), which
+    # after a misfire is the latest one missed, not the first.
+    return [*flowsh_argv(), "run", str(Path(wf.path)), "--resume", "--scheduled"]
 
 

@@ -156,6 +156,9 @@ class RunRecord:
     # Step names in file order when the run started (to refuse resumes of a changed file).
     step_names: list[str] = field(default_factory=list)
     resumed_from: str | None = None
+    # The slot a scheduled run stands for (RFC 3339 with its offset, docs/semantics.md
+    # SLOT-*); None for a run no schedule started and no --scheduled-time named.
+    scheduled_time: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -191,7 +194,7 @@ _RUN_TYPES = {
     "run_id": "str", "workflow": "str", "file": "str?", "definition_hash": "str?",
     "params": "strmap", "status": "run status", "pid": "pid?", "host": "str?",
     "started_at": "time", "ended_at": "time?", "heartbeat": "time?", "exit_code": "code?",
-    "step_names": "strlist", "resumed_from": "str?",
+    "step_names": "strlist", "resumed_from": "str?", "scheduled_time": "str?",
 }
 _STEP_TYPES = {
     "name": "str", "status": "step status", "attempts": "count", "exit_code": "code?",

@@ -150,5 +150,7 @@ def describe_plan(wf: Workflow) -> Iterator[str]:
                 extra.append("always")
             if step.continue_on_failure:
                 extra.append("continue_on_failure")
+            if step.pool:
+                extra.append(f"pool={step.pool} (size {wf.pools[step.pool]})")
             first = (what or "").strip().splitlines()[0] if (what or "").strip() else ""
             yield f"  {name}: {first}" + (f"  [{', '.join(extra)}]" if extra else "")

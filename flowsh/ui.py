@@ -101,6 +101,9 @@ class PlainReporter(Reporter):
         self._say(f"{step.name}: {step.message} (attempt {step.attempts}); "
                   f"retrying in {format_duration(delay)}")
 
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        self._say(f"{step.name}: waiting for pool {pool}")
+
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self.done += step.status in (SUCCEEDED, FAILED, SKIPPED)
         self._say(f"{step.name}: {_outcome(step)} [{self.done}/{self.total}]")
@@ -123,6 +126,7 @@ class QuietReporter(PlainReporter):
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None: ...
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         if step.status == FAILED:
@@ -157,6 +161,9 @@ class JSONReporter(Reporter):
         self._emit("step_retrying", run, step=step.name, attempt=step.attempts,
                    exit_code=step.exit_code, message=step.message, delay=round(delay, 3))
 
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        self._emit("step_waiting", run, step=step.name, attempt=step.attempts + 1, pool=pool)
+
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self._emit("step_finished", run, step=step.name, status=step.status,
                    attempt=step.attempts, exit_code=step.exit_code, message=step.message,
@@ -190,6 +197,7 @@ class TTYReporter(PlainReporter):
         self.console = Console(stderr=True, highlight=False)
         self.out_console = Console(highlight=False, soft_wrap=True)
         self.running: dict[str, float] = {}
+        self.pool_wait: dict[str, str] = {}  # step -> the pool it waits for
         self.live: Any = None
         self.state_url = state_url
         self.run: RunRecord | None = None
@@ -226,7 +234,10 @@ class TTYReporter(PlainReporter):
         if est and est >= 1 and rec.status == RUNNING and name in self.running:
             left = est - (now - self.running[name])
             estimate += f" ({format_duration(left)} left)" if left > 0 else " (overdue)"
-        return (f"[{style}]{mark}[/]", name, f"[{style}]{rec.status}[/]", attempt,
+        state: str = rec.status
+        if rec.status == PENDING and name in self.pool_wait:
+            state, style = f"waiting for pool {self.pool_wait[name]}", "yellow"
+        return (f"[{style}]{mark}[/]", name, f"[{style}]{state}[/]", attempt,
                 elapsed, f"[dim]{estimate}[/]")
 
     def _render(self) -> Any:
@@ -269,7 +280,13 @@ class TTYReporter(PlainReporter):
         self.live.start()
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None:
+        self.pool_wait.pop(step.name, None)
         self.running[step.name] = time.time()
+
+    def step_waiting(self, run: RunRecord, step: StepRecord, pool: str) -> None:
+        self.pool_wait[step.name] = pool
+        if self.live is None:
+            super().step_waiting(run, step, pool)
 
     def step_output(self, step: str, line: str) -> None:
         from rich.text import Text
@@ -285,6 +302,7 @@ class TTYReporter(PlainReporter):
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self.running.pop(step.name, None)
+        self.pool_wait.pop(step.name, None)
         mark = {SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "-", INTERRUPTED: "!"}.get(step.status, "?")
         style = self.STYLE.get(step.status, "")
         self.console.print(f"[{style}]{mark}[/] {step.name} [dim]{_outcome(step)}[/]")

@@ -47,3 +47,27 @@ def test_bad_config_file_is_one_line_with_position(write_flow: Callable[..., Pat
     res = cli("run", str(path))
     assert res.returncode == 2
     assert res.stderr.startswith(f"flowsh: error: {cfg}:2:3:") and "retries" in res.stderr
+
+
+def test_config_shows_each_pool_with_the_smaller_size_and_its_origin(
+        write_flow: Callable[..., Path], home: Path, cli: Cli) -> None:
+    cfg = home / "config" / "flowsh" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("pools: {db: 2, api: 5}\n")
+    path = write_flow("pools: {db: 1, api: 9, x: 3}\nsteps: [{name: a, run: 'true'}]\n")
+    data = json.loads(cli("config", str(path), "--json").stdout)
+    assert data["pools.db"] == {"value": 1, "from": str(path)}
+    assert data["pools.api"] == {"value": 5, "from": str(cfg)}
+    assert data["pools.x"] == {"value": 3, "from": str(path)}
+
+
+def test_a_bad_pool_in_the_config_is_one_line_with_position(
+        write_flow: Callable[..., Path], home: Path, cli: Cli) -> None:
+    cfg = home / "config" / "flowsh" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("pools:\n  db: 0\n")
+    path = write_flow("steps: [{name: a, pool: db, run: 'true'}]\n")
+    res = cli("validate", str(path))
+    assert res.returncode == 2
+    assert f"{cfg}:2:7: key 'pools.db'" in res.stderr, res.stderr
+    assert "greater than or equal to 1" in res.stderr

@@ -52,7 +52,7 @@ def test_cron_line_is_silent_on_success_keeps_the_log_and_prints_a_failure(
 ) -> None:
     command = _line(flow)
     assert ">>" not in command and "2>&1" not in command
-    assert "--resume --quiet-on-success --log " in command
+    assert "--resume --scheduled --quiet-on-success --log " in command
 
     ok = _cron(command, tmp_path)
     assert ok.returncode == 0, ok.stderr

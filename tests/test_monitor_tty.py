@@ -74,3 +74,17 @@ def test_tty_shows_live_table_with_estimates(home: Path, write_flow: Any) -> Non
     assert row, text
     assert re.search(r"✓\s+quick\s+succeeded\s+1/1", text)
     assert "run " in text and "succeeded in" in text  # the summary line stays
+
+
+def test_tty_shows_a_step_waiting_for_its_pool(home: Path, write_flow: Any) -> None:
+    flow = write_flow("""\
+        name: pooled
+        pools: {db: 1}
+        steps:
+          - {name: first, pool: db, run: sleep 1}
+          - {name: second, pool: db, needs: [], run: 'true'}
+        """, "pooled.yaml")
+    code, raw = _run_in_pty(["run", str(flow)], flow.parent)
+    assert code == 0, raw
+    text = ANSI.sub("", raw)
+    assert re.search(r"·\s+second\s+waiting for pool db\s", text), text

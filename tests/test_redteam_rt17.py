@@ -111,11 +111,11 @@ def test_ipv6_loopback_host_without_port_accepted(srv: Server) -> None:
 def test_token_link_does_not_redirect_off_site(home: Path, flows: Path) -> None:
     """The `?token=` login redirects to the request's path as is: `//evil.example/` is a
     protocol-relative Location, i.e. an open redirect to another site."""
-    with serve(home, "--workflows", str(flows), token="t0ken-rt17",
-               env={"FLOWSH_UI_TOKEN": "t0ken-rt17"}) as srv:
+    with serve(home, "--workflows", str(flows), token="t0ken-rt17-16chars",
+               env={"FLOWSH_UI_TOKEN": "t0ken-rt17-16chars"}) as srv:
         port = int(srv.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"GET //evil.example/?token=t0ken-rt17 HTTP/1.1\r\n"
+            sock.sendall(b"GET //evil.example/?token=t0ken-rt17-16chars HTTP/1.1\r\n"
                          b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
             raw = b""
             while chunk := sock.recv(65536):
@@ -192,12 +192,16 @@ def test_token_cookie_survives_another_apps_cookie(home: Path, flows: Path) -> N
     Grafana, ...) can set `a=b c` or a JSON value. Guard reads the Cookie header with
     http.cookies.SimpleCookie, which gives up at the first such cookie, so the browser's
     flowsh_token is never seen: 401 for ever after the `?token=` login."""
-    with serve(home, "--workflows", str(flows), token="t0ken-rt17",
-               env={"FLOWSH_UI_TOKEN": "t0ken-rt17"}) as srv:
+    with serve(home, "--workflows", str(flows), token="t0ken-rt17-16chars",
+               env={"FLOWSH_UI_TOKEN": "t0ken-rt17-16chars"}) as srv:
         base = srv.url
-        for header in ('other="x"; flowsh_token=t0ken-rt17',
-                       "prefs=dark mode; flowsh_token=t0ken-rt17",
-                       'state={"a":1}; flowsh_token=t0ken-rt17'):
+        # fix17b: the cookie holds a session value the `?token=` login sets, not the token.
+        login = httpx.get(base + "/?token=t0ken-rt17-16chars")
+        assert login.status_code == 303, login.text
+        ((name, value),) = login.cookies.items()
+        for header in (f'other="x"; {name}={value}',
+                       f"prefs=dark mode; {name}={value}",
+                       f'state={{"a":1}}; {name}={value}'):
             r = httpx.get(base + "/api/v1/session", headers={"Cookie": header})
             assert r.status_code == 200, (header, r.text)
 

@@ -117,7 +117,7 @@ def test_add_list_remove_keeps_every_other_byte(crontab: str, flow: Path, my_cro
     assert f"cd {flow.parent} && " in line
     assert " PATH=" in line and f"FLOWSH_HOME={os.environ['FLOWSH_HOME']}" in line
     # cron's conventions (issue 18): silent on success, the log kept by flowsh, resumed.
-    assert line.endswith(f" run {flow} --resume --quiet-on-success --log "
+    assert line.endswith(f" run {flow} --resume --scheduled --quiet-on-success --log "
                          f"{os.environ['FLOWSH_HOME']}/cron/nightly.log")
 
     # Idempotent: adding again writes nothing and keeps one entry.

@@ -56,7 +56,7 @@ def test_add_list_remove(flow: Path, systemctl_log: Path) -> None:
     service = (d / "flowsh-nightly.service").read_text()
     timer = (d / "flowsh-nightly.timer").read_text()
     assert (d / "flowsh-nightly.timer").stat().st_mode & 0o777 == 0o600
-    assert "ExecStart=" in service and f" run {flow} --resume --quiet\n" in service
+    assert "ExecStart=" in service and f" run {flow} --resume --scheduled --quiet\n" in service
     assert f"WorkingDirectory={flow.parent}\n" in service
     assert f"Environment=FLOWSH_HOME={os.environ['FLOWSH_HOME']}\n" in service
     assert "SuccessExitStatus=75" in service and "Type=oneshot" in service
@@ -170,7 +170,7 @@ def test_two_files_with_the_same_stem_get_two_unit_pairs(tmp_path: Path,
     d = unit_dir()
     for wf in wfs:
         service = (d / f"flowsh-{wf.identity}.service").read_text()
-        assert f" run {wf.path} --resume --quiet\n" in service
+        assert f" run {wf.path} --resume --scheduled --quiet\n" in service
     assert {(e.name, e.source) for e in sched.list()} == {(w.identity, w.path) for w in wfs}
     with pytest.raises(UsageError, match="names 2 scheduled workflows"):
         sched.remove("backup")

@@ -282,3 +282,26 @@ def test_pages_of_runs(home: Path, scheme: str) -> None:
         names = [w["name"] for w in srv.client.get("/api/v1/workflows").json()["workflows"]]
         assert names == ["wf0", "wf1", "wf2"]
         assert "r022" in srv.client.get("/runs", params={"workflow": "wf1"}).text
+
+
+def test_a_seed_file_among_workflows_is_listed_not_sourced(home: Path, tmp_path: Path) -> None:
+    """Listing --workflows, the dashboard and a run's page parse a seed bash file, never
+    source it (only `flowsh run`, spawned by a start, evaluates it)."""
+    flows = tmp_path / "seedflows"
+    flows.mkdir()
+    proof = tmp_path / "SOURCED"
+    (flows / "job.sh").write_text(
+        f'#!/bin/bash\nX=$(touch {proof}; echo x)\na() {{ echo "step a"; }}\n'
+        "declare -A workflow=( [start]=a [a]=end )\n")
+    with serve(home, "--workflows", str(flows)) as srv:
+        names = [w["name"] for w in srv.client.get("/api/v1/workflows").json()["workflows"]]
+        assert len(names) == 1 and srv.client.get("/").status_code == 200, names
+        assert not proof.exists(), "listing the workflows sourced the file"
+        run_id = srv.post("/api/v1/runs", {"workflow": names[0]}).json()["run_id"]
+        wait_status(srv, run_id, ("succeeded",))
+        assert proof.exists()  # the run itself sources it, as `flowsh run` does
+        proof.unlink()
+        for path in (f"/runs/{run_id}", f"/api/v1/runs/{run_id}",
+                     f"/api/v1/runs/{run_id}/steps/a/log", "/dashboard/cards"):
+            assert srv.client.get(path).status_code == 200, path
+        assert not proof.exists(), "showing the run sourced its file"

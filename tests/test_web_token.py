@@ -33,11 +33,15 @@ def test_a_token_by_default(home: Path, no_token_env: None) -> None:
         assert srv.printed.endswith(f"/?token={token}")
 
         anon = httpx.Client(base_url=srv.url)
+        cookie_name = f"flowsh_session_{srv.url.rsplit(':', 1)[1]}"
         for where in PAGES_AND_API:
             assert anon.get(where).status_code == 401, where
             r = anon.get(where, headers={"Authorization": "Bearer " + token[:-1] + "x"})
             assert r.status_code == 401, where
-            assert anon.get(where, headers={"Cookie": "flowsh_token=nope"}).status_code == 401, where
+            # The token itself is no cookie: only the session value a login sets.
+            for cookie in (f"flowsh_token={token}", f"{cookie_name}={token}",
+                           f"{cookie_name}=nope"):
+                assert anon.get(where, headers={"Cookie": cookie}).status_code == 401, where
         assert anon.get("/?token=wrong").status_code == 401
         assert anon.post("/api/v1/runs", json={}, headers={"X-CSRF-Token": srv.csrf}
                          ).status_code == 401
@@ -82,3 +86,10 @@ def test_a_given_token_is_used_and_never_printed(home: Path, tmp_path: Path) -> 
         assert not (home / "ui-token").exists()
         assert httpx.get(srv.url + "/api/v1/runs").status_code == 401
         assert srv.client.get("/api/v1/runs").status_code == 200
+
+
+@pytest.mark.parametrize("token", ["short", "pass phrase ünïcode-long"])
+def test_a_weak_or_non_ascii_token_is_refused_at_start(home: Path, token: str) -> None:
+    r = run_cli("serve", "--port", "0", env={"FLOWSH_UI_TOKEN": token})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "FLOWSH_UI_TOKEN" in r.stderr and "Traceback" not in r.stderr, r.stderr

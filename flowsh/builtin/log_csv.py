@@ -47,7 +47,9 @@ def _write(workflow: Workflow, run: RunRecord, step: str, status: str, message: 
 @hookimpl
 def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
     what = f"resumed from {run.resumed_from}" if run.resumed_from else "started"
-    _write(workflow, run, RUN_STEP, "started", f"run {what} on {run.host or '?'} pid {run.pid}")
+    slot = f" for slot {run.scheduled_time}" if run.scheduled_time else ""
+    _write(workflow, run, RUN_STEP, "started",
+           f"run {what} on {run.host or '?'} pid {run.pid}{slot}")
 
 
 @hookimpl

@@ -1,9 +1,10 @@
 """Built-in plugin: a JSON Lines event log, one object per event.
 
-Every object has ``event`` (run_started, step_started, step_retrying, step_finished,
+Every object has ``event`` (run_started, step_started, step_retrying, step_waiting, step_finished,
 run_finished), ``time``, ``run_id``, ``workflow``, ``step`` (null for run events),
 ``attempt``, ``status``, ``exit_code``, ``duration`` (seconds), ``started_at`` and
-``ended_at``; timestamps are RFC 3339 in UTC. ``step_retrying`` adds ``delay``.
+``ended_at``; timestamps are RFC 3339 in UTC. ``step_retrying`` adds ``delay``;
+``step_waiting`` (every slot of the step's pool is held) adds ``pool``.
 
 Path: ``monitor.jsonl`` (true = ``$FLOWSH_HOME/logs/events.jsonl``, false = off, or a path).
 `flowsh report` reads it back to draw each retry on the timeline.
@@ -44,7 +45,8 @@ def _write(workflow: Workflow, data: dict[str, Any]) -> None:
 
 @hookimpl
 def flowsh_run_started(run: RunRecord, workflow: Workflow) -> None:
-    _write(workflow, event("run_started", run, resumed_from=run.resumed_from))
+    _write(workflow, event("run_started", run, resumed_from=run.resumed_from,
+                           scheduled_time=run.scheduled_time))
 
 
 @hookimpl
@@ -60,11 +62,16 @@ def flowsh_step_retrying(
 
 
 @hookimpl
+def flowsh_step_waiting(run: RunRecord, step: StepRecord, workflow: Workflow, pool: str) -> None:
+    _write(workflow, event("step_waiting", run, step, pool=pool))
+
+
+@hookimpl
 def flowsh_step_finished(run: RunRecord, step: StepRecord, workflow: Workflow) -> None:
     _write(workflow, event("step_finished", run, step))
 
 
 @hookimpl
 def flowsh_run_finished(run: RunRecord, workflow: Workflow) -> None:
-    _write(workflow, event("run_finished", run))
+    _write(workflow, event("run_finished", run, scheduled_time=run.scheduled_time))
     monitorfiles.release(jsonl_path(workflow))

@@ -230,3 +230,39 @@ class _PgWorkflowLock(_HeldLock, WorkflowLock):
                 "since = excluded.since", (self.key, holder, time.time()))
         except self.locks.b.psycopg.Error as exc:
             raise self.locks.b._error(exc) from None
+
+
+class PgPoolLocks:
+    """Pool slots across hosts (flowsh.pools.RemoteSlots, docs/semantics.md POOL-8): slot I
+    of pool P is also the advisory lock ("pool", schema, "P/I"), taken after the host's slot
+    file I, on one connection the runner opens at its first pooled step and keeps for the
+    run. The server drops them all with that session, so a dead runner frees its slots on
+    every host; a release is pg_advisory_unlock."""
+
+    def __init__(self, locks: PgLocks) -> None:
+        self.locks = locks
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def _key(self, pool: str, index: int) -> int:
+        return self.locks._lock_key("pool", f"{pool}/{index}")
+
+    def _query(self, sql: str, pool: str, index: int) -> bool:
+        b = self.locks.b
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.locks._lock_connection("pools")
+            row = self.conn.execute(sql, (self._key(pool, index),)).fetchone()
+        except b.psycopg.Error as exc:
+            raise b._error(exc) from None
+        return bool(row and row[0])
+
+    def try_lock(self, pool: str, index: int) -> bool:
+        return self._query("SELECT pg_try_advisory_lock(%s)", pool, index)
+
+    def unlock(self, pool: str, index: int) -> None:
+        self._query("SELECT pg_advisory_unlock(%s)", pool, index)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # the server drops whatever this session still holds
+            self.conn = None

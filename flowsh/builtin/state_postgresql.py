@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowsh import hookimpl
-from flowsh.builtin.pg_locks import PgLocks, advisory_key
+from flowsh.builtin.pg_locks import PgLocks, PgPoolLocks, advisory_key
 from flowsh.errors import NotFoundError, StateError, UsageError
 from flowsh.hookspecs import Register
 from flowsh.lock import Releasable, WorkflowLock
@@ -334,6 +334,8 @@ class PostgresBackend:
             raise self._corrupt(run_id, str(exc)) from None
 
     def load_run(self, run_id: str) -> RunRecord:
+        if "\0" in run_id:  # PostgreSQL text cannot hold one, so no run id has one
+            raise NotFoundError(f"no run {run_id!r} in {self.url}")
         cols = "run_id, heartbeat, record"
 
         def work(c: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
@@ -369,6 +371,8 @@ class PostgresBackend:
                   statuses: frozenset[str] | None = None) -> list[RunRecord]:
         where: list[str] = []
         args: list[Any] = []
+        if workflow is not None and "\0" in workflow:
+            return []  # no workflow is named so (a query would fail, not find nothing)
         if workflow is not None:
             where.append("workflow = %s")
             args.append(workflow)
@@ -395,6 +399,10 @@ class PostgresBackend:
 
     def runner_alive(self, run: RunRecord) -> bool:
         return self.locks.runner_alive(run)
+
+    def pool_locks(self) -> PgPoolLocks:
+        """Pool slots across hosts (flowsh.pools.RemoteSlots, docs/semantics.md POOL-8)."""
+        return PgPoolLocks(self.locks)
 
     def close(self) -> None:
         self.conn.close()

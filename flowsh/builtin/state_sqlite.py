@@ -73,13 +73,16 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE steps ADD COLUMN queue TEXT",
     "ALTER TABLE steps ADD COLUMN worker TEXT",
     "ALTER TABLE steps ADD COLUMN queued_at REAL",
+    # The slot a scheduled run stands for (RFC 3339 text, docs/semantics.md SLOT-*).
+    "ALTER TABLE runs ADD COLUMN scheduled_time TEXT",
     # A step's fingerprint and its inputs' and generated files' hashes (flowsh/uptodate.py).
     "ALTER TABLE steps ADD COLUMN fingerprint TEXT",
     "ALTER TABLE steps ADD COLUMN hashes TEXT",
 )
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
-            "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from")
+            "started_at", "ended_at", "heartbeat", "exit_code", "step_names", "resumed_from",
+            "scheduled_time")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
              "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
              "queue", "worker", "queued_at", "fingerprint", "hashes")
@@ -197,7 +200,8 @@ class SQLiteBackend:
     def _run_row(self, run: RunRecord) -> tuple[Any, ...]:
         return (run.run_id, run.workflow, run.file, run.definition_hash, json.dumps(run.params),
                 run.status, run.pid, run.host, run.started_at, run.ended_at, run.heartbeat,
-                run.exit_code, json.dumps(run.step_names), run.resumed_from)
+                run.exit_code, json.dumps(run.step_names), run.resumed_from,
+                run.scheduled_time)
 
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
@@ -219,7 +223,8 @@ class SQLiteBackend:
             # An upsert, not INSERT OR REPLACE: a replace deletes the row first, and the
             # foreign key's ON DELETE CASCADE would take the run's steps with it.
             updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLS[1:])
-            c.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(RUN_COLS))}) "
+            c.execute(f"INSERT INTO runs ({','.join(RUN_COLS)}) "
+                      f"VALUES ({','.join('?' * len(RUN_COLS))}) "
                       f"ON CONFLICT (run_id) DO UPDATE SET {updates}", self._run_row(run))
             c.execute(
                 f"DELETE FROM steps WHERE run_id = ? AND name NOT IN "

@@ -70,6 +70,13 @@ def _origin_rows(file: Path | None) -> list[tuple[str, Any, str]]:
         for k, v in merged.items():
             src = wf_name if k in (file_notify.get(key) or {}) else cfg
             rows.append((f"notify.{key}.{k}", v, src))
+    # Pools: a pool declared in both gets the smaller size (docs/semantics.md POOL-2).
+    file_pools, user_pools = _mapping(data.get("pools")), user.get("pools") or {}
+    for name in sorted({*file_pools, *user_pools}, key=str):
+        sizes = [(v, src) for v, src in ((file_pools.get(name), wf_name),
+                                         (user_pools.get(name), cfg)) if v is not None]
+        size, src = min(sizes, key=lambda vs: (vs[0] if isinstance(vs[0], int) else 0))
+        rows.append((f"pools.{name}", size, src))
     for var in ("FLOWSH_PLUGINS", "FLOWSH_DISABLE_PLUGINS", "FLOWSH_LOAD_ENTRYPOINTS"):
         if var in os.environ:
             rows.append((var.lower(), os.environ[var], "environment"))

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import typer
 
@@ -81,6 +81,9 @@ def run_cmd(
     only: Optional[list[str]] = typer.Option(None, "--only", metavar="STEP[,STEP...]", help="Run just these steps (repeatable); the others are skipped as not selected."),  # noqa: UP045,E501
     from_: Optional[str] = typer.Option(None, "--from", metavar="STEP", help="Run STEP and everything downstream of it."),  # noqa: UP045,E501
     until: Optional[str] = typer.Option(None, "--until", metavar="STEP", help="Run STEP and everything upstream of it (with --from: the steps between)."),  # noqa: UP045,E501
+    scheduled: bool = typer.Option(False, "--scheduled", help="Started by a schedule: the run stands for the latest fire time of `schedule` at or before now (FLOWSH_SCHEDULED_TIME), after `catchup`."),  # noqa: E501
+    scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", metavar="T", help="The slot this run stands for, by hand (RFC 3339 with an offset)."),  # noqa: UP045,E501
+    scheduled_cron: Optional[list[str]] = typer.Option(None, "--scheduled-cron", metavar="EXPR", help="With --scheduled: the entry's own cron expression(s) instead of the file's `schedule`."),  # noqa: UP045,E501
     force: bool = typer.Option(False, "--force", help="Run every step, even those up to date (steps with `sources:`)."),  # noqa: E501
     force_step: Optional[list[str]] = typer.Option(None, "--force-step", metavar="NAME", help="Run this step even if up to date (repeatable, or a comma list)."),  # noqa: UP045,E501
 ) -> None:
@@ -90,9 +93,11 @@ def run_cmd(
     they hand on come from the latest successful run in which they succeeded.
     """
     try:
+        slot_args = (scheduled, scheduled_time, scheduled_cron or [])
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
              lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
-             Selection(only or [], from_, until), force=force, force_step=force_step or [])
+             Selection(only or [], from_, until), slot_args, force=force,
+             force_step=force_step or [])
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -142,7 +147,9 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
          quiet: bool, json_events: bool, state: str | None, overlap: str | None,
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
          quiet_on_success: bool, skip_quietly: bool, log: Path | None,
-         sel: Selection, *, force: bool = False, force_step: list[str] | None = None) -> None:
+         sel: Selection,
+         slot_args: tuple[bool, str | None, list[str]] = (False, None, []), *,
+         force: bool = False, force_step: list[str] | None = None) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -150,8 +157,20 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
 
     params = [*_params_from_environment(), *(params or [])]
     wf = load_workflow(file)
+    texts, slot_at = _slot(wf, *slot_args)
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
+    # An unfinished run of another slot (SLOT-5): a scheduled tick finishes it first, then
+    # runs its own slot; by hand (--scheduled-time) it is refused, as the script does.
+    earlier = prior is not None and slot_at is not None and not _same_slot(prior, slot_at)
+    if earlier and not texts:
+        assert prior is not None and slot_at is not None
+        from flowsh.slot import format_time
+
+        raise UsageError(
+            f"cannot resume {prior.run_id} for slot {format_time(slot_at)}: it stands for "
+            f"{'slot ' + prior.scheduled_time if prior.scheduled_time else 'no slot'}; "
+            "--resume alone finishes it, without --resume a new run starts for this slot")
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     selected = _select(wf, sel, resume)
     from flowsh.uptodate import force_names
@@ -170,6 +189,10 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             typer.echo("params: " + " ".join(f"{k}={v!r}" for k, v in shown.items()))
         if selected is not None:
             typer.echo("selected: " + ", ".join(s.name for s in wf.steps if s.name in selected))
+        if slot_at is not None:
+            from flowsh.slot import format_time
+
+            typer.echo(f"scheduled time: {format_time(slot_at)}")
         for line in describe_plan(wf):
             typer.echo(line)
         return
@@ -177,6 +200,10 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
                         state=state, overlap=overlap, lock_timeout=lock_timeout,
                         metrics_push=metrics_push)
     opts.executor, opts.select = executor, selected
+    if slot_at is not None:
+        from flowsh.slot import format_time
+
+        opts.scheduled_time = format_time(slot_at)
     opts.force, opts.force_steps = force, forced
     from flowsh.cronmode import CronOutput
 
@@ -205,7 +232,13 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             else:
                 _check_resumable(prior, wf, force=False)
                 opts.resume = prior
-        run = run_workflow(wf, opts)
+        if texts and slot_at is not None and (
+                wf.catchup is not None or (earlier and opts.resume is not None)):
+            runs = _series(wf, opts, texts, slot_at)
+            # The first that did not succeed decides the exit code and the transcript.
+            run = next((r for r in runs if r.status != "succeeded"), runs[-1])
+        else:
+            run = run_workflow(wf, opts)
     cron.finish(run)
     _finish(run)
 
@@ -220,6 +253,30 @@ def _select(wf: Workflow, sel: Selection, resume: bool) -> set[str] | None:
     from flowsh.select import choose
 
     return choose(wf, Graph.build(wf), only=sel.only, from_=sel.from_, until=sel.until)
+
+
+def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,
+          crons: list[str]) -> tuple[list[str], Any]:
+    from flowsh.slot import chosen
+
+    return chosen(wf.schedule, scheduled=scheduled, scheduled_time=scheduled_time,
+                  crons=crons, where=str(wf.path))
+
+
+def _same_slot(run: RunRecord, slot_at: Any) -> bool:
+    from flowsh.slot import same_slot
+
+    return same_slot(run.scheduled_time, slot_at)
+
+
+def _series(wf: Workflow, opts: RunOptions, texts: list[str],
+            slot_at: Any) -> list[RunRecord]:
+    """An unfinished run of an earlier slot taken up (SLOT-5) and the missed slots
+    (CATCHUP-1), oldest first, then this slot's run: under one hold of the lock."""
+    from flowsh.catchup import plan
+    from flowsh.engine import run_series
+
+    return run_series(wf, opts, lambda backend: plan(wf, backend, opts, texts, slot_at))
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
@@ -271,9 +328,26 @@ def _check_resumable(run: RunRecord, wf: Workflow, *, force: bool) -> None:
             f"(removed or renamed); `flowsh resume {run.run_id} --force` resumes anyway, "
             "a run without --resume starts afresh"
         )
+    _refuse_steps_left_elsewhere(run, force=force)
     if definition_hash(wf) != run.definition_hash:
         sys.stderr.write(f"flowsh: warning: {wf.path} changed since run {run.run_id} started; "
                          "resuming with the current definition\n")
+
+
+def _refuse_steps_left_elsewhere(run: RunRecord, *, force: bool) -> None:
+    """A runner killed on host A may leave local steps running there; host B (sharing a
+    PostgreSQL store) can neither see nor stop them, and would run them twice (REMOTE-3)."""
+    import socket
+
+    from flowsh.state import RUNNING
+    left = sorted(n for n, r in run.steps.items()
+                  if r.status == RUNNING and r.pid and not r.task_id)
+    if left and not force and run.host and run.host != socket.gethostname():
+        raise LockHeldError(
+            f"run {run.run_id}: step(s) {', '.join(left)} were running on host {run.host} "
+            "when its runner died, and this host cannot stop them; resume it on "
+            f"{run.host} (flowsh stops them there first) or, once sure they have ended, "
+            f"`flowsh resume {run.run_id} --force`")
 
 
 def _open_run(run_id: str, state: str | None) -> RunRecord:
@@ -301,7 +375,7 @@ def resume_cmd(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     params: Optional[list[str]] = typer.Argument(None, help=PARAMS_HELP),  # noqa: UP045
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Workflow file, if moved."),  # noqa: UP045
-    force: bool = typer.Option(False, "--force", help="Resume even if steps were removed."),
+    force: bool = typer.Option(False, "--force", help="Resume even if steps were removed from the file, or were left running on another host (make sure they have ended)."),  # noqa: E501
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs"),  # noqa: UP045
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_events: bool = typer.Option(False, "--json"),

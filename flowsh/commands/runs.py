@@ -77,6 +77,8 @@ def status_cmd(
     typer.echo(f"status   {run.status}{code}")
     typer.echo(f"started  {_when(run.started_at)}   took {_took(run)}   "
                f"pid {run.pid} on {run.host}")
+    if run.scheduled_time:
+        typer.echo(f"slot     {run.scheduled_time}")
     if run.params:
         typer.echo("params   " + " ".join(f"{k}={v}" for k, v in run.params.items()))
     typer.echo("")
@@ -225,12 +227,15 @@ def history_cmd(
         return
     rid = max([len(r.run_id) for r in runs] + [3])
     wfw = max([len(r.workflow) for r in runs] + [8])
+    # The slot column only when a run has one (SLOT-6): unscheduled history reads as before.
+    slots = any(r.scheduled_time for r in runs)
     typer.echo(f"{'RUN':<{rid}} {'WORKFLOW':<{wfw}} {'STATUS':<11} {'STARTED':<19} "
-               f"{'TOOK':>8} EXIT")
+               f"{'TOOK':>8} EXIT" + ("  SLOT" if slots else ""))
     for r in runs:
         code = "-" if r.exit_code is None else str(r.exit_code)
+        slot = f"{code:<4}  {r.scheduled_time or '-'}" if slots else code
         typer.echo(f"{r.run_id:<{rid}} {r.workflow:<{wfw}} {r.status:<11} "
-                   f"{_when(r.started_at):<19} {_took(r):>8} {code}")
+                   f"{_when(r.started_at):<19} {_took(r):>8} {slot}")
 
 
 def logs_cmd(

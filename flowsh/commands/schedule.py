@@ -102,6 +102,72 @@ def remove(
     typer.echo(f"{name}: unscheduled ({scheduler})")
 
 
+@schedule_app.command("catchup")
+def catchup(
+    file: Annotated[Path, typer.Argument(help="The workflow file (with `schedule` and "
+                                         "`catchup`).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the slots it "
+                                          "would run; run nothing.")] = False,
+    state: Annotated[str | None, typer.Option("--state", envvar="FLOWSH_STATE",
+                                              help="State URL.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No output unless a run "
+                                        "fails.")] = False,
+) -> None:
+    """Run, by hand, the slots of the `catchup` window that have no succeeded run.
+
+    The window ends at the latest slot (included: no scheduled run is about to stand
+    for it); `policy` picks them (latest: the newest missed; all: every one, oldest
+    first). Each runs with its own FLOWSH_SCHEDULED_TIME, under the overlap lock.
+    """
+    from flowsh.catchup import current_slot, missed, options_for
+    from flowsh.checks import check_workflow
+    from flowsh.engine import run_series
+    from flowsh.loader import load_workflow
+    from flowsh.slot import format_time, now
+    from flowsh.state import SUCCEEDED
+    from flowsh.store import open_backend
+
+    wf = load_workflow(file)
+    if wf.catchup is None:
+        raise UsageError(f"{wf.path}: no `catchup` in the workflow (catchup: {{window: 2d, "
+                         "policy: all}})")
+    check_workflow(wf)
+    texts = list(wf.schedule)
+    slot = current_slot(texts, now())
+    how = f"window {_dur(wf.catchup.window)}, policy {wf.catchup.policy}"
+    if dry_run:
+        backend = open_backend(state or wf.state)
+        try:
+            todo = missed(wf, backend, texts, slot, include_slot=True)
+        finally:
+            backend.close()
+        if not todo:
+            typer.echo(f"{wf.name}: nothing to catch up ({how})")
+        for t in todo:
+            typer.echo(f"would run {wf.name} for slot {format_time(t)}")
+        return
+    from flowsh.plugins import make_reporter
+    from flowsh.runopts import RunOptions
+    from flowsh.ui import reporter_kind
+
+    opts = RunOptions(state_url=state, reporter=make_reporter(
+        reporter_kind(json_events=False, quiet=quiet), state))
+    runs = run_series(wf, opts, lambda backend: [
+        options_for(opts, t) for t in missed(wf, backend, texts, slot, include_slot=True)])
+    if not runs:
+        typer.echo(f"{wf.name}: nothing to catch up ({how})")
+        return
+    bad = next((r for r in runs if r.status != SUCCEEDED), None)
+    raise typer.Exit(bad.exit_code or 1 if bad is not None else 0)
+
+
+def _dur(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 @scheduler_app.command("run")
 def scheduler_run(
     files: Annotated[list[Path], typer.Argument(help="Workflow files with a `schedule`.")],

@@ -21,6 +21,8 @@ EXTRA_HINT = "pip install 'flowsh[ui]'"
 
 
 def _token(token_file: Path | None) -> str | None:
+    from flowsh.web.token import check_token
+
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
@@ -28,8 +30,9 @@ def _token(token_file: Path | None) -> str | None:
             raise UsageError(f"--token-file {token_file}: {exc.strerror or exc}") from None
         if not token:
             raise UsageError(f"--token-file {token_file}: the file is empty")
-        return token
-    return os.environ.get("FLOWSH_UI_TOKEN") or None
+        return check_token(token, f"--token-file {token_file}")
+    given = os.environ.get("FLOWSH_UI_TOKEN")
+    return check_token(given, "FLOWSH_UI_TOKEN") if given else None
 
 
 def serve_cmd(
@@ -76,13 +79,17 @@ def serve_cmd(
 
         token, token_path = default_token(flowsh_home())
     open_backend(state).close()  # a bad --state is refused now, not on the first request
-    cfg = ServeConfig(state=state, known=Known([d.resolve() for d in dirs]), host=host,
-                      port=port, token=token, read_only=read_only)
-    cfg.known.scan(max_age=0.0)
+    from flowsh.web.config import is_loopback
     from flowsh.web.server import config, raise_fd_limit
 
     raise_fd_limit()
     sock = _listen(host, port)
+    bound = sock.getsockname()
+    # The Host check follows the address bound, whatever spelling named it (`127.1`).
+    cfg = ServeConfig(state=state, known=Known([d.resolve() for d in dirs]), host=host,
+                      port=bound[1], token=token, read_only=read_only,
+                      loopback=is_loopback(host) or is_loopback(str(bound[0])))
+    cfg.known.scan(max_age=0.0)
     server = uvicorn.Server(config(create_app(cfg), host, port))
     _announce(server, cfg, token_path)
     server.run(sockets=[sock])

@@ -53,7 +53,7 @@ def command_base(command: str) -> str:
 def build_workflow(
     argv: list[str], *, name: str | None = None, timeout: str | None = None,
     retries: int = 0, retry_delay: str | None = None, overlap: str = "skip",
-    notify: list[str] | None = None, kill_grace: str | None = None,
+    notify: list[str] | None = None, kill_grace: str | None = None, pool: str | None = None,
 ) -> Workflow:
     """The in-memory workflow `flowsh wrap` runs: one step whose text is the command.
 
@@ -83,6 +83,17 @@ def build_workflow(
     }
     if kill_grace is not None:
         data["kill_grace"] = kill_grace
+    if pool is not None:
+        # Pools a wrapped command may hold are the user config's (POOL-7).
+        from flowsh.config import config_path, load_user_config
+
+        pools = load_user_config().get("pools") or {}
+        if pool not in pools:
+            declared = ", ".join(sorted(pools)) or "none"
+            raise UsageError(f"--pool {pool}: not declared in `pools` of the user config "
+                             f"{config_path()} (declared: {declared})")
+        step["pool"] = pool
+        data["pools"] = {pool: pools[pool]}
     if notify:
         # Channels are defined in the user config file; a failure is critical.
         data["notify"] = {"routes": {"critical": list(notify)},
@@ -94,7 +105,8 @@ def build_workflow(
         where = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
         field = {"steps.timeout": "--timeout", "steps.retry_delay": "--retry-delay",
                  "steps.retries": "--retries", "steps.name": "--name", "name": "--name",
-                 "overlap": "--overlap", "kill_grace": "--kill-grace"}.get(where, where)
+                 "overlap": "--overlap", "kill_grace": "--kill-grace",
+                 "steps.pool": "--pool"}.get(where, where)
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise UsageError(f"{field}: {msg}") from None
 
@@ -134,6 +146,10 @@ def _make_reporter(*, quiet_on_success: bool, verbose: bool, json_events: bool) 
         def step_started(self, run: RunRecord, step: Any) -> None:
             if verbose:
                 super().step_started(run, step)
+
+        def step_waiting(self, run: RunRecord, step: Any, pool: str) -> None:
+            if verbose:
+                super().step_waiting(run, step, pool)
 
         def step_output(self, step: str, line: str) -> None:
             self.out.write(line + "\n")
@@ -220,6 +236,7 @@ def wrap_cmd(
     json_events: bool = typer.Option(False, "--json", help="JSON events on stdout instead of output."),  # noqa: E501
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
     ping: Optional[str] = typer.Option(None, "--ping", metavar="URL", help="healthchecks-style pings: URL/start, then URL on success or URL/EXIT_CODE with the output's tail (the suffix goes before a ?query)."),  # noqa: UP045,E501
+    pool: Optional[str] = typer.Option(None, "--pool", metavar="NAME", help="Hold a slot of this pool (declared in the user config's `pools`) while the command runs; wait for one first."),  # noqa: UP045,E501
     skip_quietly: bool = typer.Option(False, "--skip-quietly", help="If the same name is already running: exit 75 and print nothing (like flock -n; implied by --quiet-on-success)."),  # noqa: E501
 ) -> None:
     """Run one command as a one-step workflow: lock, timeout, retries, alerts, history.
@@ -240,7 +257,7 @@ def wrap_cmd(
         raise UsageError(f"--overlap {overlap!r}: use skip, wait or allow")
     wf = build_workflow(command, name=name, timeout=timeout, retries=retries,
                         retry_delay=retry_delay, overlap=overlap, notify=notify,
-                        kill_grace=kill_grace)
+                        kill_grace=kill_grace, pool=pool)
     if notify:
         check_channels(wf)
     try:

@@ -65,10 +65,11 @@ def _spawn(args: list[str], state: str | None, where: Path,
                 [sys.executable, "-m", "flowsh", *args], stdin=subprocess.DEVNULL, stdout=fo,
                 stderr=fe, start_new_session=True, env=env, close_fds=True,
             )
-    except OSError as exc:  # E2BIG: a value the kernel will not pass to a process
+    except (OSError, ValueError) as exc:
+        # E2BIG: a value the kernel will not pass to a process; ValueError: a NUL in one.
         out.unlink(missing_ok=True)
         err.unlink(missing_ok=True)
-        raise UsageError(f"cannot start flowsh: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot start flowsh: {getattr(exc, 'strerror', None) or exc}") from None
     return Spawned(proc, out, err)
 
 
@@ -199,6 +200,8 @@ def retry(url: str | None, known: data.Known, run_id: str, step: str,
           downstream: bool) -> dict[str, Any]:
     """`flowsh retry --step STEP [--downstream]`, refused as the command refuses it."""
     run = data.load_run(url, run_id)
+    if "\0" in step:  # no step has one (workflow files refuse it); nor can an argv item
+        raise NotFoundError(f"run {run.run_id} has no step {step!r}")
     _startable(known, run)
     if run.status == RUNNING:
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid})")

@@ -1,8 +1,9 @@
 """The ASGI app of `flowsh serve`: the API, the pages, and the guard in front of both.
 
-The guard: a token (Bearer header, or the cookie a `?token=` link sets) when the server
-has one, compared in constant time; the Host header checked on loopback (a DNS-rebinding
-page cannot talk to it); POSTs carry the CSRF token and are refused under --read-only.
+The guard: a token (Bearer header), or the session cookie a `?token=` link sets (a value of
+this server's start, never the token), compared in constant time; the Host header checked
+on loopback (a DNS-rebinding page cannot talk to it); POSTs carry the CSRF token and are
+refused under --read-only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from flowsh.errors import FlowshError
 from flowsh.web import api, pages
 from flowsh.web.config import ServeConfig, is_loopback, secret_matches
 
-TOKEN_COOKIE = "flowsh_token"
 HEADERS = [
     (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),  # a `?token=` link must not leak onwards
@@ -52,7 +52,7 @@ class Guard:
 
     def _refuse(self, request: Request) -> Response | None:
         cfg, path = self.cfg, request.url.path
-        if is_loopback(cfg.host):
+        if cfg.loopback:
             host = _hostname(request.headers.get("host") or "")
             if not is_loopback(host):
                 return _error(400, f"unexpected Host {host!r} for a loopback server", 2)
@@ -65,16 +65,16 @@ class Guard:
                 # One leading slash: `//evil.example/` is another site to a browser.
                 target = "/" + path.lstrip("/") + (f"?{rest}" if rest else "")
                 resp = RedirectResponse(target, 303)
-                resp.set_cookie(TOKEN_COOKIE, cfg.token, httponly=True, samesite="strict",
+                resp.set_cookie(cfg.cookie_name, cfg.session, httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
                 return resp
             auth = request.headers.get("authorization", "")
             bearer = auth[7:] if auth.lower().startswith("bearer ") else None
             # Starlette's parser, not SimpleCookie: that one stops at another app's cookie
             # with a space or a quote in it (cookies are shared across a host's ports).
-            from_cookie = request.cookies.get(TOKEN_COOKIE)
+            from_cookie = request.cookies.get(cfg.cookie_name)
             if not (secret_matches(bearer, cfg.token)
-                    or secret_matches(from_cookie, cfg.token)):
+                    or secret_matches(from_cookie, cfg.session)):
                 return _error(401, "this server needs its token: open the URL "
                               "`flowsh serve` printed, or send Authorization: Bearer TOKEN", 2)
         if request.method == "POST":

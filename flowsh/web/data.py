@@ -50,7 +50,7 @@ class Known:
                 if path.suffix not in (".yaml", ".yml", ".toml", ".sh") or not path.is_file():
                     continue
                 try:
-                    wf = load_workflow(path)
+                    wf = load_workflow(path, execute=False)  # listed, not run
                 except FlowshError as exc:
                     errors[str(path)] = str(exc)
                     continue
@@ -68,12 +68,16 @@ def backend(url: str | None) -> Iterator[StateBackend]:
 
 
 def load_workflow_quietly(path: str | Path | None) -> Workflow | None:
+    """The workflow at a path a run recorded, for display: parsed, never executed (a seed
+    bash file is not sourced), so whoever can write that path cannot run code as the
+    server's user by having someone look at a page. Only a start or resume (a separate
+    `flowsh run|resume` process) evaluates a file."""
     if not path or not Path(path).is_file():
         return None
     try:
         from flowsh.loader import load_workflow
 
-        return load_workflow(path)
+        return load_workflow(path, execute=False)
     except Exception:  # changed or broken since: shown without it
         return None
 

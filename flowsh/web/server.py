@@ -8,6 +8,12 @@ nobody else gets in. Here a connection must deliver a whole request (headers and
 within `REQUEST_DEADLINE` seconds of opening, or of its previous response; else it is
 closed. A request fully received is the app's: a Server-Sent Events stream lives as long as
 its client listens.
+
+The other direction too: a client that sends requests (pipelined) and never reads the
+answers fills the socket's buffers, and uvicorn then waits for the writes to drain for
+ever. Once the transport says "stop writing" (its buffer is over the high-water mark), the
+client has `REQUEST_DEADLINE` seconds to read enough for writing to resume; else the
+connection is aborted (its buffered output dropped: nobody was reading it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ FD_WANTED = 65536
 
 class DeadlineProtocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
+    _write_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -36,7 +43,28 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_write()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(REQUEST_DEADLINE, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._disarm_write()
+        super().resume_writing()
+
+    def _disarm_write(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _write_stalled(self) -> None:
+        # The client has not read its answers for REQUEST_DEADLINE seconds: close() would
+        # wait for the buffer to drain (never); abort drops it and frees the connection.
+        self._write_deadline = None
+        self.transport.abort()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

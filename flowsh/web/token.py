@@ -19,6 +19,20 @@ from flowsh.state import ensure_private_dir
 
 TOKEN_NAME = "ui-token"
 TOKEN_BYTES = 32  # secrets.token_urlsafe: 43 characters, 256 bits
+MIN_LENGTH = 16
+
+
+def check_token(token: str, source: str) -> str:
+    """A token as given (FLOWSH_UI_TOKEN, --token-file, a hand-edited ui-token): printable
+    ASCII, since HTTP headers carry Latin-1 at most and a browser's URL encoding varies
+    (a `€` would match nowhere), and long enough not to be guessed."""
+    if not all(" " <= c <= "~" for c in token):
+        raise UsageError(f"{source}: the UI token must be printable ASCII characters only")
+    if len(token) < MIN_LENGTH:
+        raise UsageError(f"{source}: the UI token is {len(token)} characters; use at least "
+                         f"{MIN_LENGTH} (e.g. python3 -c 'import secrets; "
+                         "print(secrets.token_urlsafe())')")
+    return token
 
 
 def default_token(home: Path) -> tuple[str, Path]:
@@ -26,7 +40,7 @@ def default_token(home: Path) -> tuple[str, Path]:
     ensure_private_dir(home)
     path = home / TOKEN_NAME
     try:
-        return _read_own(path), path
+        return check_token(_read_own(path), str(path)), path
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -43,7 +57,7 @@ def default_token(home: Path) -> tuple[str, Path]:
     try:
         os.link(tmp, path)
     except FileExistsError:  # the other server won: use its token
-        return _read_own(path), path
+        return check_token(_read_own(path), str(path)), path
     finally:
         os.unlink(tmp)
     return token, path
@@ -53,7 +67,9 @@ def _read_own(path: Path) -> str:
     """The token in `path`, if the file is a regular file of ours, mode 0600; else refused
     (another account could have planted it, or could read it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted there would block the open until someone writes to
+        # it; so it opens at once, and the fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise

@@ -33,6 +33,7 @@ def test_parse_forms() -> None:
     ("0 2 * * * * *", "has 7 fields"),
     ("61 2 * * *", "invalid cron expression"),
     ("CRON_TZ=Mars/Olympus 0 2 * * *", "unknown time zone 'Mars/Olympus'"),
+    ("0 0 30 2 *", "never fires"),  # a slot or the next fire time would be a traceback
 ])
 def test_parse_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowsh.durations import DURATION_PATTERN
-from flowsh.model import SECRET_NAME, Step, Workflow, json_schema
+from flowsh.model import SECRET_NAME, Step, Workflow, definition_json, json_schema
 
 
 def wf(**kw: Any) -> Workflow:
@@ -101,3 +101,21 @@ def test_json_schema() -> None:
     import json
 
     assert json.dumps(DURATION_PATTERN) in json.dumps(schema)
+
+
+def test_catchup_is_validated_and_hashed_only_when_set() -> None:
+    base = {"name": "w", "steps": [{"name": "a", "run": "true"}]}
+    plain = Workflow.model_validate(base)
+    assert '"catchup"' not in definition_json(plain)  # the hash of the file before the key
+    wf = Workflow.model_validate({**base, "schedule": "0 2 * * *",
+                                  "catchup": {"window": "2d"}})
+    assert wf.catchup is not None and wf.catchup.window == 172800
+    assert wf.catchup.policy == "latest" and '"catchup"' in definition_json(wf)
+    with pytest.raises(ValidationError, match="catchup needs a `schedule`"):
+        Workflow.model_validate({**base, "catchup": {"window": "2d"}})
+    with pytest.raises(ValidationError, match="more than 0"):
+        Workflow.model_validate({**base, "schedule": "0 2 * * *", "catchup": {"window": 0}})
+    with pytest.raises(ValidationError):
+        Workflow.model_validate({**base, "schedule": "0 2 * * *",
+                                 "catchup": {"window": "2d", "policy": "some"}})
+    assert "catchup" in json_schema()["properties"]

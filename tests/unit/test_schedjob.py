@@ -28,7 +28,12 @@ def test_job_for_flowsh_run(write_flow: Callable[..., Path], tmp_path: Path) -> 
     wf = load_workflow(write_flow(FLOW))
     job = scheduled_job(wf)
     assert job.name == schedule_name(wf) == "nightly"
-    assert job.argv[-3:] == ["run", str(wf.path), "--resume"]
+    assert job.argv[-4:] == ["run", str(wf.path), "--resume", "--scheduled"]
+    # Expressions given instead of the file's travel with the line: the run's slot is
+    # one of theirs (SLOT-2).
+    other = scheduled_job(wf, exprs=["CRON_TZ=Asia/Tokyo 30 4 * * *"])
+    assert other.argv[-2:] == ["--scheduled-cron", "CRON_TZ=Asia/Tokyo 30 4 * * *"]
+    assert scheduled_job(wf, exprs=list(wf.schedule)).argv == job.argv
     assert job.cwd == str(tmp_path.resolve())
     assert dict(job.env)["PATH"] == DEFAULT_PATH
     assert dict(job.env)["FLOWSH_HOME"] == str(flowsh_home().resolve())

@@ -108,3 +108,9 @@ def test_describe_plan(write_flow: Callable[..., Path]) -> None:
     assert list(describe_plan(wf)) == [
         "stage 1: a, b", "  a: echo one  [retries=2]", "  b: x  [timeout=90s]",
         "stage 2: c", "  c: y  [always]"]
+
+
+def test_describe_plan_names_the_pool_and_its_size(write_flow: Callable[..., Path]) -> None:
+    wf = load_workflow(write_flow("name: w\npools: {db: 2}\nsteps:\n"
+                                  "  - {name: a, run: x, pool: db}\n"))
+    assert list(describe_plan(wf)) == ["stage 1: a", "  a: x  [pool=db (size 2)]"]

@@ -1,0 +1,93 @@
+"""Catch-up without a daemon: slots of the schedule that no run made good (CATCHUP-*).
+
+When a scheduled run starts (or `flowsh schedule catchup FILE` is run by hand), the
+slots of the workflow's `schedule` in the `catchup.window` before the run's own slot that
+have no succeeded run in the history (matched by scheduled time, as an instant) are run
+first, each as a new run with its own FLOWSH_SCHEDULED_TIME: all of them oldest first
+(`policy: all`), the newest only (`latest`), or none. They run under the same hold of the
+workflow's overlap lock as the run that found them, so two ticks never make up the same
+slot twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from flowsh.errors import UsageError
+from flowsh.model import Workflow
+from flowsh.runopts import RunOptions
+from flowsh.slot import format_time, latest_slot, parse_time, slots_between
+from flowsh.state import SUCCEEDED, StateBackend
+
+
+def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
+    """The slots (UTC instants) of this workflow's runs that succeeded."""
+    done: set[datetime] = set()
+    for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
+        if run.scheduled_time:
+            try:
+                done.add(parse_time(run.scheduled_time).astimezone(timezone.utc))
+            except ValueError:
+                continue  # a record edited by hand: not a slot
+    return done
+
+
+def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime, *,
+           include_slot: bool = False) -> list[datetime]:
+    """The slots `wf.catchup` says to run before `slot`, oldest first.
+
+    The window is [slot - window, slot): its start is included, and `slot` itself only
+    when `include_slot` (by hand, no run is about to stand for it)."""
+    policy = wf.catchup
+    if policy is None or policy.policy == "none":
+        return []
+    start = slot - timedelta(seconds=policy.window)
+    end = slot + timedelta(seconds=1) if include_slot else slot
+    try:
+        slots = slots_between(texts, start, end)
+    except ValueError as exc:  # a window of more than MAX_SLOTS fire times
+        raise UsageError(f"{wf.path}: key 'catchup': {exc}") from None
+    done = succeeded_slots(backend, wf)
+    todo = [t for t in slots if t.astimezone(timezone.utc) not in done]
+    if policy.policy == "latest":
+        return todo[-1:]
+    return todo
+
+
+def options_for(opts: RunOptions, slot: datetime) -> RunOptions:
+    """A new run of `slot`: the caller's options, never a resume, with its own time."""
+    return replace(opts, resume=None, run_id=None, scheduled_time=format_time(slot))
+
+
+def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str],
+         slot: datetime) -> list[RunOptions]:
+    """A scheduled tick's runs, oldest slot first: `opts.resume` when it is an unfinished
+    run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
+    slots of `catchup` but that one, then a run of `slot` itself."""
+    first = opts.resume
+    if first is not None and _slot_of(first.scheduled_time) == slot:
+        first = None  # this slot's own run, taken up: nothing comes before it
+    todo = missed(wf, backend, texts, slot)
+    runs: list[tuple[datetime, RunOptions]] = []
+    if first is not None:
+        when = _slot_of(first.scheduled_time)
+        todo = [t for t in todo if t != when]
+        runs.append((when or datetime.min.replace(tzinfo=timezone.utc), opts))
+    runs.extend((t, options_for(opts, t)) for t in todo)
+    runs.sort(key=lambda r: r[0])
+    own = opts if first is None else replace(opts, resume=None, run_id=None)
+    return [o for _, o in runs] + [own]
+
+
+def _slot_of(text: str | None) -> datetime | None:
+    try:
+        return parse_time(text) if text else None
+    except ValueError:
+        return None
+
+
+def current_slot(texts: list[str], now: datetime) -> datetime:
+    found = latest_slot(texts, now)
+    assert found is not None  # texts is never empty here
+    return found

@@ -1,0 +1,169 @@
+"""Concurrency pools shared by every flowsh process on a host (docs/semantics.md POOL).
+
+A pool of size N is N slot files, ``$FLOWSH_HOME/pools/<name>/0`` .. ``<N-1>``; holding a
+slot is holding an exclusive `flock` on one of them. The kernel drops a flock when the last
+descriptor of its open file goes, so a runner that crashes or is killed with SIGKILL frees
+its slots with nothing to clean up. The exported bash script takes the same locks with
+flock(1) on the same files (templates/bash/runtime.sh.j2, `flowsh_pool_take`), and
+`flowsh wrap --pool` with this module, so all three share one pool.
+
+There is no wake-up when another process lets a slot go (flock has none short of blocking
+on one file, which would wait for slot 0 while slot 1 is free), so waiters try every slot
+again each POLL seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from flowsh.state import ensure_private_dir, flowsh_home
+
+# How often a waiter tries the slots again: short against a step's length, long enough
+# that a hundred waiters cost nothing measurable.
+POLL = 0.1
+
+
+class RemoteSlots(Protocol):
+    """Slots a state backend shares between hosts (PostgreSQL advisory locks: POOL-8).
+    Slot I is held when both the host's slot file I and the backend's lock I are."""
+
+    def try_lock(self, pool: str, index: int) -> bool: ...
+    def unlock(self, pool: str, index: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def pool_dir(name: str, home: Path | None = None) -> Path:
+    return (home or flowsh_home()) / "pools" / name
+
+
+class Slot:
+    """One held slot: the open, flocked slot file. `release` (or the process's death)
+    lets it go."""
+
+    def __init__(self, pool: str, index: int, fd: int,
+                 remote: RemoteSlots | None = None) -> None:
+        self.pool, self.index, self._fd, self._remote = pool, index, fd, remote
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            try:
+                if self._remote is not None:
+                    self._remote.unlock(self.pool, self.index)
+            finally:
+                os.close(self._fd)  # closing the only descriptor drops the flock
+                self._fd = -1
+
+
+def try_take(name: str, size: int, home: Path | None = None,
+             remote: RemoteSlots | None = None) -> Slot | None:
+    """A free slot of pool `name` (size `size`), or None when all `size` are held (on this
+    host, or through `remote` on another)."""
+    where = ensure_private_dir(pool_dir(name, home))
+    for index in range(size):
+        # Not inherited by steps (O_CLOEXEC, Python's default): the runner holds the slot
+        # for the attempt, and a daemon a step leaves behind never keeps it.
+        fd = os.open(where / str(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            elsewhere = remote is not None and not remote.try_lock(name, index)
+        except BaseException:
+            os.close(fd)
+            raise
+        if elsewhere:
+            os.close(fd)  # another host holds slot `index`: try the next one
+            continue
+        return Slot(name, index, fd, remote)
+    return None
+
+
+def take(name: str, size: int, *, on_wait: Callable[[], None] | None = None,
+         stop: Callable[[], bool] | None = None, home: Path | None = None) -> Slot | None:
+    """Wait for a slot of `name`: `on_wait` is called once, when none is free at first;
+    returns None if `stop()` turns true while waiting."""
+    slot = try_take(name, size, home)
+    if slot is not None:
+        return slot
+    if on_wait is not None:
+        on_wait()
+    while slot is None:
+        if stop is not None and stop():
+            return None
+        time.sleep(POLL)
+        slot = try_take(name, size, home)
+    return slot
+
+
+class PoolQueue:
+    """The steps of one run waiting for a pool slot, in the order they asked, and the
+    slots its running attempts hold. The engine asks `ready()` each pass of its loop; a
+    step is only queued until it gets a slot, so it holds none (POOL-4)."""
+
+    def __init__(self, sizes: dict[str, int], remote: RemoteSlots | None = None) -> None:
+        self.sizes, self.remote = sizes, remote
+        self.queue: list[str] = []  # step names, first come first served within the run
+        self.pool_of: dict[str, str] = {}
+        self.held: dict[str, Slot] = {}
+
+    def acquire(self, step: str, pool: str) -> bool:
+        """Take a slot for `step` now (True), or queue it (False)."""
+        if pool not in self.pool_of.values():  # else an earlier step of this run goes first
+            slot = try_take(pool, self.sizes[pool], remote=self.remote)
+            if slot is not None:
+                self._hold(step, slot)
+                return True
+        if step not in self.pool_of:
+            self.queue.append(step)
+            self.pool_of[step] = pool
+        return False
+
+    def ready(self) -> list[str]:
+        """Queued steps that got a slot now, in queue order (they hold it from here)."""
+        got: list[str] = []
+        full: set[str] = set()
+        for step in list(self.queue):
+            pool = self.pool_of[step]
+            if pool in full:
+                continue  # an earlier step of this run waits for it: it goes first
+            slot = try_take(pool, self.sizes[pool], remote=self.remote)
+            if slot is None:
+                full.add(pool)
+                continue
+            self.queue.remove(step)
+            del self.pool_of[step]
+            self._hold(step, slot)
+            got.append(step)
+        return got
+
+    def drop(self, step: str) -> None:
+        """`step` no longer waits (skipped or interrupted before it got a slot)."""
+        if step in self.queue:
+            self.queue.remove(step)
+            del self.pool_of[step]
+
+    def release(self, step: str) -> None:
+        slot = self.held.pop(step, None)
+        if slot is not None:
+            slot.release()
+
+    def release_all(self) -> None:
+        try:
+            for step in list(self.held):
+                self.release(step)
+        finally:
+            if self.remote is not None:
+                self.remote.close()
+
+    def _hold(self, step: str, slot: Slot) -> None:
+        self.held[step] = slot

@@ -1,0 +1,104 @@
+"""Pools across hosts through PostgreSQL advisory locks (docs/semantics.md POOL-8): two
+coordinators with FLOWSH_HOMEs of their own (two hosts, sharing no slot file) and one state
+database hold a pool of 1 one step at a time; a SIGKILLed holder frees its slot for the
+other host. Against the machine's real server, as tests/test_state_postgresql.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_pools_e2e import FLOWSH, HELD, _most_at_once, _poll
+
+psycopg = pytest.importorskip("psycopg")
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _server_up() -> bool:
+    try:
+        psycopg.connect(SERVER, connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+if not _server_up():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"no PostgreSQL at {SERVER} (the machine's service is not running)")
+    pytest.skip(f"no PostgreSQL at {SERVER}", allow_module_level=True)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    schema = f"flowsh_test_{uuid.uuid4().hex[:12]}"
+    yield f"{SERVER}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _host(root: Path, name: str, url: str, out: Path) -> dict[str, str]:
+    home = root / name
+    home.mkdir()
+    return {**os.environ, "FLOWSH_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+            "FLOWSH_STATE": url, "OUT": str(out)}
+
+
+def test_two_hosts_share_a_pool_of_one(tmp_path: Path, pg_url: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    procs = []
+    for name in ("east", "west"):
+        flow = tmp_path / f"{name}.yaml"
+        flow.write_text(f"name: {name}\npools: {{db: 1}}\nsteps:\n" + "".join(
+            f"  - {{name: s{i}, pool: db, needs: [], run: {json.dumps(HELD)}}}\n"
+            for i in range(2)))
+        procs.append(subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                      env=_host(tmp_path, name, pg_url, out),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    assert _most_at_once(out) == (4, 1)
+
+
+def test_a_sigkilled_holder_on_one_host_frees_the_slot_on_another(
+        tmp_path: Path, pg_url: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    hold, wait = tmp_path / "hold.yaml", tmp_path / "wait.yaml"
+    hold.write_text("pools: {db: 1}\nsteps:\n  - {name: h, pool: db, run: "
+                    + json.dumps('echo $$ > "$OUT/pgid.tmp"; mv "$OUT/pgid.tmp" "$OUT/pgid"; '
+                                 'sleep 300') + "}\n")
+    wait.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                    + json.dumps('touch "$OUT/ran"') + "}\n")
+    first = subprocess.Popen([*FLOWSH, "run", str(hold)],
+                             env=_host(tmp_path, "east", pg_url, out),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    step = 0
+    try:
+        _poll((out / "pgid").is_file, "the holder's step to start")
+        step = int((out / "pgid").read_text())
+        err = tmp_path / "west.err"
+        with open(err, "w") as fh:
+            second = subprocess.Popen([*FLOWSH, "run", str(wait)],
+                                      env=_host(tmp_path, "west", pg_url, out),
+                                      stdout=subprocess.DEVNULL, stderr=fh)
+        _poll(lambda: "w: waiting for pool db" in err.read_text(), "the other host to wait")
+        first.kill()  # SIGKILL: the server drops the runner's session, and its locks
+        first.wait(timeout=30)
+        assert second.wait(timeout=60) == 0, err.read_text()
+        assert (out / "ran").exists()
+    finally:
+        first.kill()
+        if step:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(step, signal.SIGKILL)
