@@ -54,6 +54,7 @@ from flowsh.state import (
 )
 from flowsh.steps import build_argv, exit_kind, retry_delay, retryable
 from flowsh.store import open_backend
+from flowsh.uptodate import UP_TO_DATE, Tracker, tracker_for
 
 __all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
 
@@ -64,6 +65,7 @@ SKIP_MESSAGES = {
     SkipReason.RUN_FAILED: "run failed",
     SkipReason.NOT_REACHED: "not reached",
     SkipReason.NOT_SELECTED: "not selected",
+    SkipReason.UP_TO_DATE: UP_TO_DATE,
 }
 
 HEARTBEAT_EVERY = 10.0
@@ -215,6 +217,10 @@ class Engine:
                 self._export(name, outputs)
             elif name in self.ready.pass_through:  # exported again when it is skipped
                 self._export(name, self.borrowed.get(name, {}))
+        self.uptodate: Tracker | None = tracker_for(
+            self.wf, self.backend, run.run_id, self.renv.params,
+            # `flowsh retry --step X` asks for X to run again, up to date or not.
+            self.opt.force, self.opt.force_steps | (self.opt.only or set()))
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:
@@ -343,6 +349,14 @@ class Engine:
                                  attempt=rec.attempts + 1,
                                  out_path=self.run_dir / f"{step.name}.out")
         cwd = step_cwd(self.wf, step)
+        if self.uptodate is not None and rec.attempts == 0 and step.sources:
+            upstream = self._upstream(step.name)
+            old = self.uptodate.check(step, env, upstream)
+            if old is not None:  # skipped; its last success's outputs are handed on
+                self.uptodate.up_to_date(step, rec, old)
+                self._export(step.name, rec.outputs)
+                self._skip(rec, SkipReason.UP_TO_DATE)
+                return
         if step.if_ is not None:
             self.running.add(IF_KEY + step.name)
             rec.pid = self.if_tests.start(
@@ -451,6 +465,8 @@ class Engine:
             rec.outputs = self.renv.keep_outputs(self.run_dir, name, outputs)
             rec.status = SUCCEEDED
             rec.message = None
+            if self.uptodate is not None:
+                self.uptodate.succeeded(step, rec)
             self._export(name, outputs)
             self._record_finished(rec)
             return

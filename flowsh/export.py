@@ -30,6 +30,7 @@ from flowsh.quoting import bash_quote, quote_name
 from flowsh.slot import bash_schedules
 from flowsh.steps import POSIX_SHELLS, describe_plan, shell_name
 from flowsh.templating import templates_dir
+from flowsh.uptodate import export_context
 from flowsh.yamlsrc import Positions
 
 
@@ -388,6 +389,7 @@ def bash_context(
         "delegated": sorted(c["name"] for c in channels if c["type"] not in ("log", "command")),
         # `--scheduled`: the slot from the schedule's expanded fields (SLOT-1).
         "schedules": bash_schedules(list(wf.schedule)),
+        "uptodate": export_context(wf, steps, libsets, inline=inline),
     }
 
 

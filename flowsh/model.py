@@ -79,6 +79,10 @@ def _as_list(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
+# `sources:`/`generates:`: one glob or a list; the schema says both (an editor must not flag
+# `sources: "src/*.c"`).
+GlobList = Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
 
 
 def _check_cron(value: str) -> str:
@@ -194,6 +198,14 @@ class Step(_Frozen):
     params: dict[str, Scalar] = Field(
         default_factory=dict, description="With `call`: the child's params, literal text.")
 
+    sources: GlobList = Field(
+        default_factory=list, description="Globs (relative to the workdir) of the files it "
+        "reads: with them the step is skipped as up to date when nothing it depends on "
+        "changed since its last success (docs/semantics.md UPTODATE).")
+    generates: GlobList = Field(
+        default_factory=list, description="Globs (relative to the workdir) of the files it "
+        "writes: a step is up to date only while they are as its last success left them.")
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -213,6 +225,15 @@ class Step(_Frozen):
     @classmethod
     def _call_params(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_idents(v, "param")
+
+    @field_validator("sources", "generates")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        for glob in v:
+            # The exported script keeps them one a line.
+            if not glob.strip() or "\n" in glob or "\0" in glob:
+                raise ValueError(f"{glob!r} is not a glob (empty, or a line break in it)")
+        return v
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
@@ -475,7 +496,7 @@ def json_schema() -> dict[str, Any]:
 # so the same file hashes as it did before they existed (no "changed since" warning on a
 # resume across an upgrade, no refused checkpoint in a re-exported script).
 LATER_KEYS = ("catchup", "pools")
-LATER_STEP_KEYS = ("pool", "call", "params")
+LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates")
 
 
 def _unset(value: object) -> bool:

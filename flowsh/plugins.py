@@ -94,6 +94,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
     Lazy("flowsh.commands.notify", "register_commands", "notify"),
     Lazy("flowsh.commands.plugins", "register_commands", "plugins"),
     Lazy("flowsh.commands.config", "register_commands", "config"),
+    Lazy("flowsh.commands.why", "register_commands", "why"),
 )
 
 

@@ -50,6 +50,9 @@ class RunOptions:
     plugin_options: dict[str, Any] = field(default_factory=dict)  # RunContext.options
     # The slot a new run stands for (RFC 3339, flowsh/slot.py); a resume keeps its own.
     scheduled_time: str | None = None
+    # Run steps with `sources:` even when up to date: all of them, or these (UPTODATE-5).
+    force: bool = False
+    force_steps: set[str] = field(default_factory=set)
 
 
 class GuardedReporter(Reporter):

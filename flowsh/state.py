@@ -39,7 +39,7 @@ class Status(StrEnum):
 
 class SkipReason(StrEnum):
     """Why a step was skipped. Its dependents run after the first two (docs/semantics.md
-    IF-1, CODE-2); after the others they are skipped too."""
+    IF-1, CODE-2) and after up-to-date (UPTODATE); after the others they are skipped too."""
 
     CONDITION = "condition"  # its `if` test exited 1
     EXIT_CODE = "exit-code"  # it exited with a code of its `skip_on`
@@ -49,9 +49,10 @@ class SkipReason(StrEnum):
     # Left out of a selection (`--only`, `--from`, `--until`): a pass-through, whose
     # dependents wait for and depend on its own dependencies (docs/semantics.md SELECT-2).
     NOT_SELECTED = "not-selected"
+    UP_TO_DATE = "up-to-date"  # its inputs and generated files are as its last success left them
 
 
-DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE})
+DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE, SkipReason.UP_TO_DATE})
 
 
 PENDING, RUNNING, RETRYING = Status.PENDING, Status.RUNNING, Status.RETRYING
@@ -104,6 +105,10 @@ class StepRecord:
     queued_at: float | None = None
     # A `call:` step: the run id of its child run (docs/semantics.md CALL).
     child_run: str | None = None
+    # A step with `sources:` (flowsh/uptodate.py): the hash of its inputs, and each input's
+    # and generated file's hash ("src:PATH", "gen:PATH", "var:NAME"...), never a value.
+    fingerprint: str | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
 
     @property
     def queue_wait(self) -> float | None:
@@ -203,6 +208,7 @@ _STEP_TYPES = {
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
     "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
     "child_run": "str?",
+    "fingerprint": "str?", "hashes": "strmap",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here

@@ -79,6 +79,9 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN parent_run TEXT",
     "ALTER TABLE runs ADD COLUMN parent_step TEXT",
     "ALTER TABLE steps ADD COLUMN child_run TEXT",
+    # A step's fingerprint and its inputs' and generated files' hashes (flowsh/uptodate.py).
+    "ALTER TABLE steps ADD COLUMN fingerprint TEXT",
+    "ALTER TABLE steps ADD COLUMN hashes TEXT",
 )
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
@@ -86,7 +89,7 @@ RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status",
             "scheduled_time", "parent_run", "parent_step")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
              "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
-             "queue", "worker", "queued_at", "child_run")
+             "queue", "worker", "queued_at", "child_run", "fingerprint", "hashes")
 
 
 class SQLiteBackend:
@@ -207,7 +210,8 @@ class SQLiteBackend:
     def _step_row(self, run_id: str, s: StepRecord) -> tuple[Any, ...]:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
                 s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason,
-                s.task_id, s.queue, s.worker, s.queued_at, s.child_run)
+                s.task_id, s.queue, s.worker, s.queued_at, s.child_run, s.fingerprint,
+                json.dumps(s.hashes) if s.hashes else None)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:
@@ -279,6 +283,8 @@ class SQLiteBackend:
         run_id = data.pop("run_id")
         data["outputs"] = self._json(run_id, f"outputs of step {data['name']!r}",
                                      data["outputs"])
+        data["hashes"] = self._json(run_id, f"hashes of step {data['name']!r}",
+                                    data["hashes"]) if data["hashes"] else {}
         try:
             return StepRecord.from_dict(data)
         except ValueError as exc:

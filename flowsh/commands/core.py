@@ -84,6 +84,8 @@ def run_cmd(
     scheduled: bool = typer.Option(False, "--scheduled", help="Started by a schedule: the run stands for the latest fire time of `schedule` at or before now (FLOWSH_SCHEDULED_TIME), after `catchup`."),  # noqa: E501
     scheduled_time: Optional[str] = typer.Option(None, "--scheduled-time", metavar="T", help="The slot this run stands for, by hand (RFC 3339 with an offset)."),  # noqa: UP045,E501
     scheduled_cron: Optional[list[str]] = typer.Option(None, "--scheduled-cron", metavar="EXPR", help="With --scheduled: the entry's own cron expression(s) instead of the file's `schedule`."),  # noqa: UP045,E501
+    force: bool = typer.Option(False, "--force", help="Run every step, even those up to date (steps with `sources:`)."),  # noqa: E501
+    force_step: Optional[list[str]] = typer.Option(None, "--force-step", metavar="NAME", help="Run this step even if up to date (repeatable, or a comma list)."),  # noqa: UP045,E501
 ) -> None:
     """Run a workflow file, or part of it (--only, --from, --until).
 
@@ -94,7 +96,8 @@ def run_cmd(
         slot_args = (scheduled, scheduled_time, scheduled_cron or [])
         _run(file, params, jobs, dry_run, resume, quiet, json_events, state, overlap,
              lock_timeout, metrics_push, executor, quiet_on_success, skip_quietly, log,
-             Selection(only or [], from_, until), slot_args)
+             Selection(only or [], from_, until), slot_args, force=force,
+             force_step=force_step or [])
     except FlowshError as exc:
         from flowsh.cronmode import log_refusal
         from flowsh.errors import LockHeldError
@@ -145,7 +148,8 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
          lock_timeout: str | None, metrics_push: str | None, executor: str | None,
          quiet_on_success: bool, skip_quietly: bool, log: Path | None,
          sel: Selection,
-         slot_args: tuple[bool, str | None, list[str]] = (False, None, [])) -> None:
+         slot_args: tuple[bool, str | None, list[str]] = (False, None, []), *,
+         force: bool = False, force_step: list[str] | None = None) -> None:
     from flowsh.checks import check_workflow
     from flowsh.engine import run_workflow
     from flowsh.loader import load_workflow, parse_overrides
@@ -169,6 +173,9 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             "--resume alone finishes it, without --resume a new run starts for this slot")
     check_workflow(wf, overrides, given=prior.params if prior is not None else ())
     selected = _select(wf, sel, resume)
+    from flowsh.uptodate import force_names
+
+    forced = force_names(wf, force_step or [])
     if dry_run:
         width = jobs or wf.concurrency
         from flowsh.ui import plural
@@ -197,6 +204,7 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
         from flowsh.slot import format_time
 
         opts.scheduled_time = format_time(slot_at)
+    opts.force, opts.force_steps = force, forced
     from flowsh.cronmode import CronOutput
 
     cron = CronOutput(quiet_on_success=quiet_on_success, skip_quietly=skip_quietly, log=log)

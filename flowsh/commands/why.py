@@ -1,0 +1,58 @@
+"""`flowsh why FILE STEP`: would the step run, and what changed since its last success."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flowsh import hookimpl
+
+
+def why_cmd(
+    file: Path = typer.Argument(..., help="Workflow file."),
+    step: str = typer.Argument(..., help="Step name."),
+    params: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE params, as for run."),  # noqa: UP045
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
+) -> None:
+    """Whether a step with `sources:` would run, and exactly what changed since its last
+    successful run (files, function bodies, variables, the command text). Reads `flowsh
+    run`'s store; the exported script keeps its own record."""
+    import difflib
+    import json
+
+    from flowsh.checks import check_params
+    from flowsh.errors import UsageError
+    from flowsh.loader import load_workflow, parse_overrides
+    from flowsh.store import open_backend
+    from flowsh.uptodate import explain
+
+    wf = load_workflow(file)
+    names = [s.name for s in wf.steps]
+    if step not in names:
+        close = difflib.get_close_matches(step, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"no step {step!r} in {wf.path}{hint}")
+    overrides = parse_overrides(params or [])
+    check_params(wf, overrides)
+    backend = open_backend(state or wf.state)
+    try:
+        verdict = explain(wf, step, overrides, backend)
+    finally:
+        backend.close()
+    if as_json:
+        typer.echo(json.dumps(verdict.to_dict(), indent=2))
+        return
+    if verdict.would_run:
+        typer.echo(f"{step}: would run: {verdict.reason}")
+    else:
+        typer.echo(f"{step}: would be skipped, {verdict.reason}")
+    for change in verdict.changes:
+        typer.echo(f"  {change.describe()}")
+
+
+@hookimpl
+def flowsh_register_commands(app: typer.Typer) -> None:
+    app.command("why")(why_cmd)
