@@ -177,7 +177,7 @@ class Engine:
         try:
             params = self.renv.masked_params()
             if self.opt.resume is not None:
-                run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
+                run = take_up(self.backend, self.wf, self.opt.resume, self.graph,
                               params, self.opt.only, self.executor)
             else:
                 run = new_run(self.backend, self.wf, run_id, params, self.executor,
