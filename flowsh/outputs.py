@@ -29,6 +29,13 @@ REFUSED = frozenset({
 REFUSED_PREFIXES = ("LD_", "BASH_FUNC_")
 
 
+# A step's outputs reach the steps after it in their environment, where Linux limits one
+# string to 128 KiB (MAX_ARG_STRLEN): more would make every later step, `always` cleanups
+# included, fail to start ("Argument list too long"). Refused at the step that wrote them
+# (OUT-7), as a library's variables are (SOURCE-5).
+MAX_OUTPUT_BYTES = 120_000
+
+
 class OutputError(ValueError):
     """A line of ``$FLOWSH_OUTPUT`` that is not a valid output (the message names it)."""
 
@@ -95,6 +102,11 @@ def parse_outputs(data: bytes) -> dict[str, str]:
                               f"'{_show(delim)}' ends the block")
         i += 1
         out[name] = _decode(b"\n".join(block))
+    size = sum(len(k) + len(v.encode("utf-8", "surrogateescape")) + 2 for k, v in out.items())
+    if size > MAX_OUTPUT_BYTES:
+        raise OutputError(f"$FLOWSH_OUTPUT: the outputs take {size} bytes; steps get them in "
+                          f"their environment, which holds at most {MAX_OUTPUT_BYTES} (keep "
+                          "large data in files)")
     return out
 
 
