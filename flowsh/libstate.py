@@ -23,7 +23,7 @@ from flowsh.errors import StateError, UsageError
 from flowsh.fileio import atomic_write
 from flowsh.model import Workflow
 from flowsh.paths import step_cwd
-from flowsh.steps import library_files
+from flowsh.steps import base_environment, env_file_values, library_files
 
 STATE_FILE = "library-state.json"
 EVAL_TIMEOUT = 300.0
@@ -73,6 +73,29 @@ def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryStat
     return LibraryState(text.decode(errors="surrogateescape"), values)
 
 
+def _groups(wf: Workflow) -> dict[str, tuple[list[str], Path]]:
+    """Each distinct list of libraries the steps source, with where it is evaluated."""
+    groups: dict[str, tuple[list[str], Path]] = {}
+    for step in wf.steps:
+        files = library_files(wf, step)
+        if files and key(files) not in groups:
+            groups[key(files)] = (files, step_cwd(wf, step))
+    return groups
+
+
+def check_states(wf: Workflow) -> None:
+    """FILE-2: `flowsh validate` refuses what `flowsh run` would before any step (SOURCE-5):
+    a library whose top-level evaluation fails, or whose variables exceed the limit. It
+    evaluates them as a run does, with the file's params and environment."""
+    groups = _groups(wf)
+    if not groups:
+        return
+    params = {k: v for k, v in wf.params.items() if v is not None}
+    env = base_environment(wf, params, env_file_values(wf))
+    for files, cwd in groups.values():
+        evaluate(files, env, cwd)
+
+
 def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,
                reuse: bool) -> dict[str, LibraryState]:
     """The state of every distinct list of libraries the workflow's steps source.
@@ -80,11 +103,7 @@ def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,
     `reuse` (a resume): the recorded states are read back; only a list no step sourced
     when the run began (the file gained a step) is evaluated now, and recorded.
     """
-    groups: dict[str, tuple[list[str], Path]] = {}
-    for step in wf.steps:
-        files = library_files(wf, step)
-        if files and key(files) not in groups:
-            groups[key(files)] = (files, step_cwd(wf, step))
+    groups = _groups(wf)
     if not groups:
         return {}
     path = run_dir / STATE_FILE
