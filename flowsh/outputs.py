@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowsh.model import IDENT
+from flowsh.model import BASH_SETS, IDENT
 
 # Names a step may not set for the steps after it: each changes how the shell or the
 # dynamic linker behaves, or is flowsh's own.
@@ -41,7 +41,7 @@ class OutputError(ValueError):
 
 
 def refused_name(name: str) -> bool:
-    return (name in REFUSED or name.startswith(REFUSED_PREFIXES)
+    return (name in REFUSED or name in BASH_SETS or name.startswith(REFUSED_PREFIXES)
             or name.upper().startswith("FLOWSH_"))
 
 
@@ -58,6 +58,9 @@ def _check(name: bytes, lineno: int) -> str:
     if not IDENT.match(text):
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output name '{_show(name)}' is not "
                           "an identifier (letters, digits, _)")
+    if text in BASH_SETS:
+        raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
+                          f"step's bash sets {text} itself when it starts (PARAM-6)")
     if refused_name(text):
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
                           "environment depends on it (PATH, HOME, IFS, ENV, BASH_ENV, LD_*, "
