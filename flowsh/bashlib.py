@@ -106,7 +106,7 @@ _NOT_STATE = (
 STATE_EVAL = 'eval "${FLOWSH_LIBRARY_STATE-}"'
 
 
-def library_state_script(files: Sequence[str]) -> str:
+def library_state_script(files: Sequence[str], *, probe: bool = False) -> str:
     """Bash text that sources `files` under the guard, assignments included, and prints the
     variables they set or changed as ``declare -p`` text, then a NUL, then ``name NUL value
     NUL`` for each of them (for masking secrets).
@@ -114,7 +114,8 @@ def library_state_script(files: Sequence[str]) -> str:
     Run once per run, before the first step, with the run's base environment; its text is
     what every step gets as ``FLOWSH_LIBRARY_STATE``.
     """
-    return state_capture(GUARD.strip(), [shlex.quote(f) for f in files]) + _CLEANUP + "\n"
+    guard = GUARD.strip() + ("\n__flowsh_probe=1" if probe else "")
+    return state_capture(guard, [shlex.quote(f) for f in files]) + _CLEANUP + "\n"
 
 
 def state_capture(guard: str, refs: Sequence[str]) -> str:

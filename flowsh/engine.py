@@ -95,6 +95,11 @@ class Engine:
         self.pool_wait: dict[str, tuple[dict[str, str], Path]] = {}
         self.ready = ReadySet(self.graph, self.steps)
         self.exports: dict[str, dict[str, str]] = {}  # env each step passes downstream
+        # Who set each exported value, as a rank in the run order (OUT-2): of two values of
+        # one name, the one set downstream (or, between unrelated steps, later in the run
+        # order) wins, whatever the order of a `needs` list.
+        self.origins: dict[str, dict[str, int]] = {}
+        self.rank = {n: i for i, n in enumerate(self.graph.order)}
         self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
@@ -182,7 +187,7 @@ class Engine:
         try:
             params = self.renv.masked_params()
             if self.opt.resume is not None:
-                run = take_up(self.backend, self.wf, self.opt.resume, self.graph.names,
+                run = take_up(self.backend, self.wf, self.opt.resume, self.graph,
                               params, self.opt.only, self.executor)
             else:
                 run = new_run(self.backend, self.wf, run_id, params, self.executor,
@@ -333,14 +338,23 @@ class Engine:
         self._record_finished(rec)
 
     def _upstream(self, name: str) -> dict[str, str]:
-        """What `name`'s dependencies pass on (their exports, merged in `needs` order)."""
-        needs = self.graph.needs[name]
+        """What `name`'s dependencies pass on (their exports, merged by OUT-2's rule)."""
+        return self._merged(self.graph.needs[name])[0]
+
+    def _merged(self, needs: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """The exports of `needs` with who set each: per name, the value set latest in the
+        run order (a downstream step's over its upstream's)."""
         if len(needs) == 1:
-            return self.exports.get(needs[0], {})
+            return self.exports.get(needs[0], {}), self.origins.get(needs[0], {})
         merged: dict[str, str] = {}
+        origin: dict[str, int] = {}
         for dep in needs:
-            merged.update(self.exports.get(dep, {}))
-        return merged
+            dep_origin = self.origins.get(dep, {})
+            for key, value in self.exports.get(dep, {}).items():
+                rank = dep_origin.get(key, -1)
+                if rank > origin.get(key, -2):
+                    merged[key], origin[key] = value, rank
+        return merged, origin
 
     def _start(self, step: Step, rec: StepRecord) -> None:
         # The attempt counts once the step starts (or its `if:` test fails); the test sees
@@ -491,15 +505,11 @@ class Engine:
 
     def _export(self, name: str, outputs: dict[str, str]) -> None:
         """What `name` passes downstream: its dependencies' exports plus its own outputs."""
-        needs = self.graph.needs[name]
-        if len(needs) == 1 and not outputs:
-            self.exports[name] = self.exports.get(needs[0], {})  # share, don't copy
-            return
-        merged: dict[str, str] = {}
-        for dep in needs:
-            merged.update(self.exports.get(dep, {}))
-        merged.update(outputs)
-        self.exports[name] = merged
+        merged, origin = self._merged(self.graph.needs[name])
+        if outputs:  # never into a dict shared with a dependency
+            rank = self.rank[name]
+            merged, origin = {**merged, **outputs}, {**origin, **dict.fromkeys(outputs, rank)}
+        self.exports[name], self.origins[name] = merged, origin  # shared when unchanged
 
     def _wake_retries(self) -> None:
         now = time.time()

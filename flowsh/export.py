@@ -174,6 +174,28 @@ def check_exportable(wf: Workflow) -> None:
                     f"{name} in the script's environment (the channel's command sees it)")
 
 
+# `NAME=value` at the start of a line, after `export`/`readonly`/`declare -x`...: what
+# puts a literal value in the file's text.
+_ASSIGN = re.compile(r"\s*(?:(?:export|readonly|declare|typeset|local)(?:\s+-\w+)*\s+)?"
+                     r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
+
+def _refuse_embedded_secrets(fs: _Files, secret: set[str]) -> None:
+    """SECRET-2 / REFUSE-3: an `--inline` script holds its libraries' text; one that sets a
+    secret-looking variable to a literal value would put that value in the script."""
+    for item in fs.items:
+        for lineno, line in enumerate(item["content"].split("\n"), 1):
+            m = _ASSIGN.match(line)
+            if not m or not (m.group(1) in secret or SECRET_NAME.search(m.group(1))):
+                continue
+            value = m.group(2).strip().lstrip("\"'")
+            if value and not value.startswith(("$", "#", ";", ")")):
+                raise UsageError(
+                    f"{item['origin']}:{lineno}: {m.group(1)}: a secret's value would be "
+                    "written into the --inline script's text (SECRET-2); set it in the "
+                    "script's environment (or an env_file), or export without --inline")
+
+
 @dataclass
 class _Files:
     """Scripts and libraries the steps use: embedded (inline) or by absolute path.
@@ -336,6 +358,7 @@ def bash_context(
         _step_context(wf, by_name[n][1], by_name[n][0], funcs[n], fs, libsets, libdirs)
         for n in graph.order
     ]
+    _refuse_embedded_secrets(fs, wf.secret_names())
     channels, routes = _channels(wf)
     plan = "\n".join(describe_plan(wf))
     mon = wf.monitor

@@ -27,7 +27,7 @@ from flowsh.fileio import atomic_write
 from flowsh.model import Workflow
 from flowsh.paths import step_cwd
 from flowsh.signals import interruptible
-from flowsh.steps import library_files
+from flowsh.steps import base_environment, env_file_values, library_files
 
 STATE_FILE = "library-state.json"
 EVAL_TIMEOUT = 300.0
@@ -46,14 +46,16 @@ def key(files: list[str]) -> str:
     return "\n".join(files)
 
 
-def evaluate(files: list[str], env: Mapping[str, str], cwd: Path) -> LibraryState:
-    """Source `files` once (guarded, assignments included) and capture what they set."""
+def evaluate(files: list[str], env: Mapping[str, str], cwd: Path, *,
+             probe: bool = False) -> LibraryState:
+    """Source `files` once (guarded, assignments included) and capture what they set;
+    `probe` (validate): no command substitution runs but the guard's harmless ones."""
     shown = ", ".join(files)
     try:
         # Its own process group: on SIGINT/SIGTERM (TIME-2: exit 130) or a timeout what
         # the evaluation started (`X=$(slow command)`) is stopped with it.
         proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc", "-c", library_state_script(files)],
+            ["bash", "--noprofile", "--norc", "-c", library_state_script(files, probe=probe)],
             env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
         )
@@ -93,6 +95,30 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.communicate()
 
 
+def _groups(wf: Workflow) -> dict[str, tuple[list[str], Path]]:
+    """Each distinct list of libraries the steps source, with where it is evaluated."""
+    groups: dict[str, tuple[list[str], Path]] = {}
+    for step in wf.steps:
+        files = library_files(wf, step)
+        if files and key(files) not in groups:
+            groups[key(files)] = (files, step_cwd(wf, step))
+    return groups
+
+
+def check_states(wf: Workflow) -> None:
+    """FILE-2: `flowsh validate` refuses what `flowsh run` would before any step (SOURCE-5):
+    a library whose top-level evaluation fails, or whose variables exceed the limit. It
+    evaluates them as a run does, with the file's params and environment."""
+    groups = _groups(wf)
+    if not groups:
+        return
+    params = {k: v for k, v in wf.params.items() if v is not None}
+    env = base_environment(wf, params, env_file_values(wf))
+    for files, cwd in groups.values():
+        # A checker has no side effects: `X=$(cmd)` waits for the run (SOURCE-5).
+        evaluate(files, env, cwd, probe=True)
+
+
 def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,
                reuse: bool) -> dict[str, LibraryState]:
     """The state of every distinct list of libraries the workflow's steps source.
@@ -100,11 +126,7 @@ def run_states(wf: Workflow, run_dir: Path, env: Mapping[str, str], *,
     `reuse` (a resume): the recorded states are read back; only a list no step sourced
     when the run began (the file gained a step) is evaluated now, and recorded.
     """
-    groups: dict[str, tuple[list[str], Path]] = {}
-    for step in wf.steps:
-        files = library_files(wf, step)
-        if files and key(files) not in groups:
-            groups[key(files)] = (files, step_cwd(wf, step))
+    groups = _groups(wf)
     if not groups:
         return {}
     path = run_dir / STATE_FILE

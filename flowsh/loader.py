@@ -20,7 +20,7 @@ from flowsh.config import config_path, load_user_config, merge
 from flowsh.envfile import read_env_file
 from flowsh.errors import UsageError, WorkflowError
 from flowsh.graph import Graph
-from flowsh.model import IDENT, Workflow
+from flowsh.model import IDENT, MAX_STEP_NAME, STEP_NAME, Workflow
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.seed import parse_seed
 from flowsh.yamlsrc import Positions, describe, parse_yaml
@@ -165,7 +165,13 @@ def load_workflow(path: str | os.PathLike[str], *, execute: bool = True) -> Work
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"cannot read: {getattr(exc, 'strerror', None) or exc}",
                             path=p) from None
-    default_name = p.stem if IDENT.match(p.stem.replace("-", "_").replace(".", "_")) else "workflow"
+    # A stem that is no valid workflow name (`my night`, `-nightly`, too long) gives
+    # `workflow` (IDENT-1): never a refusal for a `name` key the file does not have.
+    # The stem of the resolved path: a symlink of another name (cron-nightly.yaml ->
+    # nightly.yaml) is the same file, hence the same identity (IDENT-1).
+    stem = p.resolve().stem
+    default_name = (stem if IDENT.match(stem.replace("-", "_").replace(".", "_"))
+                    and STEP_NAME.match(stem) and len(stem) <= MAX_STEP_NAME else "workflow")
     suffix = p.suffix.lower()
     if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
                                       and text.startswith("#!")):

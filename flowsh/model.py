@@ -94,6 +94,15 @@ def _check_cron(value: str) -> str:
 CronList = Annotated[list[Annotated[str, AfterValidator(_check_cron)]], BeforeValidator(_as_list)]
 
 
+# Names the bash of every step sets itself when it starts, whatever its environment says:
+# a param, env or output of one of them would never reach the step (PARAM-6). Refused on
+# every runtime rather than lost in silence.
+BASH_SETS = frozenset({
+    "BASH", "BASH_VERSION", "BASH_VERSINFO", "SHLVL", "OPTIND", "OPTERR", "OLDPWD", "PWD",
+    "PPID", "PS1", "PS2", "COMP_WORDBREAKS",
+})
+
+
 def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
     for key in mapping:
         if not IDENT.match(key):
@@ -103,6 +112,9 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
             )
         if key.upper().startswith("FLOWSH_"):
             raise ValueError(f"{what} name {key!r} is reserved: FLOWSH_* names are flowsh's own")
+        if key in BASH_SETS:
+            raise ValueError(f"{what} name {key!r} cannot reach a step: the step's bash sets "
+                             f"{key} itself when it starts; rename it")
     return mapping
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowsh.model import IDENT
+from flowsh.model import BASH_SETS, IDENT
 
 # Names a step may not set for the steps after it: each changes how the shell or the
 # dynamic linker behaves, or is flowsh's own.
@@ -29,12 +29,19 @@ REFUSED = frozenset({
 REFUSED_PREFIXES = ("LD_", "BASH_FUNC_")
 
 
+# A step's outputs reach the steps after it in their environment, where Linux limits one
+# string to 128 KiB (MAX_ARG_STRLEN): more would make every later step, `always` cleanups
+# included, fail to start ("Argument list too long"). Refused at the step that wrote them
+# (OUT-7), as a library's variables are (SOURCE-5).
+MAX_OUTPUT_BYTES = 120_000
+
+
 class OutputError(ValueError):
     """A line of ``$FLOWSH_OUTPUT`` that is not a valid output (the message names it)."""
 
 
 def refused_name(name: str) -> bool:
-    return (name in REFUSED or name.startswith(REFUSED_PREFIXES)
+    return (name in REFUSED or name in BASH_SETS or name.startswith(REFUSED_PREFIXES)
             or name.upper().startswith("FLOWSH_"))
 
 
@@ -51,6 +58,9 @@ def _check(name: bytes, lineno: int) -> str:
     if not IDENT.match(text):
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output name '{_show(name)}' is not "
                           "an identifier (letters, digits, _)")
+    if text in BASH_SETS:
+        raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
+                          f"step's bash sets {text} itself when it starts (PARAM-6)")
     if refused_name(text):
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
                           "environment depends on it (PATH, HOME, IFS, ENV, BASH_ENV, LD_*, "
@@ -95,6 +105,11 @@ def parse_outputs(data: bytes) -> dict[str, str]:
                               f"'{_show(delim)}' ends the block")
         i += 1
         out[name] = _decode(b"\n".join(block))
+    size = sum(len(k) + len(v.encode("utf-8", "surrogateescape")) + 2 for k, v in out.items())
+    if size > MAX_OUTPUT_BYTES:
+        raise OutputError(f"$FLOWSH_OUTPUT: the outputs take {size} bytes; steps get them in "
+                          f"their environment, which holds at most {MAX_OUTPUT_BYTES} (keep "
+                          "large data in files)")
     return out
 
 

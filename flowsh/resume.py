@@ -10,7 +10,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from flowsh import placed, plugins
 from flowsh.errors import UsageError
@@ -65,12 +65,32 @@ def new_run(backend: StateBackend, wf: Workflow, run_id: str,
     return run
 
 
-def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterable[str],
+def steps_again(wf: Workflow, graph: Graph, prior: RunRecord,
+                only: set[str] | None) -> set[str]:
+    """The steps a resume of `prior` runs (RESUME-1). Without `only`, every step that did
+    not succeed, and an `always` step that succeeded only when a step upstream of it runs
+    again (it is the `finally` of what it follows; one whose needs all stay succeeded is
+    kept); with `only` (flowsh retry), exactly those steps, whatever they were, and the
+    steps the run left out of its selection."""
+    if only is not None:
+        return {n for n in graph.names if n in only or _not_selected(prior.steps.get(n))}
+    steps = {s.name: s for s in wf.steps}
+    again: set[str] = set()
+    touched: set[str] = set()  # runs again, or is downstream of a step that does
+    for name in graph.order:
+        rec = prior.steps.get(name)
+        upstream = any(d in touched for d in graph.needs[name])
+        if rec is None or rec.status != SUCCEEDED or (steps[name].always and upstream):
+            again.add(name)
+        if upstream or name in again:
+            touched.add(name)
+    return again
+
+
+def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, graph: Graph,
             params: dict[str, str], only: set[str] | None,
             executor: Executor | None = None) -> RunRecord:
-    """`prior`, running again. Without `only`, every step that did not succeed runs again
-    (and every `always` step: they are the run's `finally`); with `only` (flowsh retry),
-    exactly those steps, whatever they were."""
+    """`prior`, running again: the steps `steps_again` names start afresh."""
     stop_orphans(wf, prior, executor=executor)
     steps = {s.name: s for s in wf.steps}
     run = prior
@@ -80,12 +100,10 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, order: Iterab
     run.params = params
     run.definition_hash = definition_hash(wf)
     run.step_names = [s.name for s in wf.steps]
-    for name in order:
+    again = steps_again(wf, graph, prior, only)
+    for name in graph.names:
         rec = run.steps.get(name)
-        # A step the run left out of its selection is looked at again in every attempt.
-        again = (name in only or _not_selected(rec)) if only is not None else (
-            rec is None or rec.status != SUCCEEDED or steps[name].always)
-        if rec is None or again:
+        if rec is None or name in again:
             run.steps[name] = StepRecord(
                 name=name, attempts=rec.attempts if rec else 0,
                 log_path=rec.log_path if rec else None,
@@ -148,20 +166,13 @@ def refuse_lost_secrets(wf: Workflow, graph: Graph, prior: RunRecord, only: set[
     """A step kept as succeeded whose secret output is no longer kept (dropped once the run
     succeeded; never on another host) cannot hand it on: refuse before anything runs rather
     than hand a step the mask (SECRET-2). `unmask(step, outputs)` puts back what is kept."""
-    steps = {s.name: s for s in wf.steps}
-
-    def runs_again(name: str) -> bool:
-        rec = prior.steps.get(name)
-        if only is not None:
-            return name in only
-        return rec is None or rec.status != SUCCEEDED or steps[name].always
-
+    again = steps_again(wf, graph, prior, None) if only is None else only
     for name in graph.order:
         rec = prior.steps.get(name)
-        if rec is None or rec.status != SUCCEEDED or runs_again(name):
+        if rec is None or rec.status != SUCCEEDED or name in again:
             continue
         lost = sorted(k for k, v in unmask(name, rec.outputs).items() if v == MASK)
-        if lost and any(runs_again(d) for d in graph.descendants([name]) - {name}):
+        if lost and any(d in again for d in graph.descendants([name]) - {name}):
             raise UsageError(
                 f"step {name!r} output {', '.join(lost)} held a secret, which is no "
                 f"longer kept for run {prior.run_id} (gone once a run succeeds, and "

@@ -133,7 +133,7 @@ class RunEnvironment:
         bad = None
         try:
             outputs = read_outputs(out_file) if text is None else \
-                parse_outputs(text.encode())
+                parse_outputs(text.encode("utf-8", "surrogateescape"))
         except OutputError as exc:
             bad = self.mask(str(exc))
         out_file.unlink(missing_ok=True)

@@ -124,11 +124,11 @@ def test_workflow_env_beats_the_library_default(tmp_path: Path, cli: Cli) -> Non
 
 def test_a_failing_library_evaluation_is_exit_2_with_nothing_recorded(tmp_path: Path,
                                                                       cli: Cli) -> None:
-    # Fine in validation's clean environment; fails with the run's env (BOOM set).
+    # Fails with the run's env (BOOM set); validate evaluates with it too (FILE-2).
     (tmp_path / "lib.sh").write_text('f() { :; }\nX=${BOOM:+${NOPE:?boom}}\n')
     wf = tmp_path / "flow.yaml"
     wf.write_text("source: lib.sh\nenv: {BOOM: '1'}\nsteps:\n  - name: a\n    run: f; touch ran\n")
-    assert cli("validate", str(wf)).returncode == 0
+    assert cli("validate", str(wf)).returncode == 2
     res = cli("run", str(wf))
     assert res.returncode == 2, res.stderr
     assert "evaluating the top-level assignments" in res.stderr

@@ -438,6 +438,7 @@ def validate_cmd(
 ) -> None:
     """Check workflow files without running anything."""
     from flowsh.checks import check_workflow
+    from flowsh.libstate import check_states
     from flowsh.loader import load_workflow
 
     results = []
@@ -446,6 +447,7 @@ def validate_cmd(
         try:
             wf = load_workflow(f)
             check_workflow(wf)
+            check_states(wf)  # as a run does before any step (FILE-2, SOURCE-5)
         except FlowshError as exc:
             bad += 1
             results.append({"file": str(f), "ok": False, "error": str(exc)})

@@ -8,8 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from flowsh.graph import Graph
 from flowsh.loader import load_workflow
-from flowsh.resume import definition_hash, new_run, new_run_id, take_up
+from flowsh.resume import definition_hash, new_run, new_run_id, steps_again, take_up
 from flowsh.state import FAILED, PENDING, RUNNING, SUCCEEDED
 from flowsh.store import open_backend
 
@@ -87,10 +88,30 @@ def test_take_up_reruns_what_did_not_succeed_and_always(write_flow: Callable[...
     backend = open_backend()
     try:
         prior = _finished(backend, wf)
-        run = take_up(backend, wf, prior, ["a", "b", "c", "final"], {}, None)
+        run = take_up(backend, wf, prior, Graph.build(wf), {}, None)
         st = {n: r.status for n, r in backend.load_run(run.run_id).steps.items()}
         assert st == {"a": SUCCEEDED, "b": PENDING, "c": PENDING, "final": PENDING}
         assert run.status == RUNNING and run.steps["b"].attempts == 1  # attempts carry on
+    finally:
+        backend.close()
+
+
+def test_a_succeeded_always_step_runs_again_only_after_a_step_upstream(
+        write_flow: Callable[..., Path]) -> None:
+    """RESUME-1: `final` needs only `a` (kept): it is kept; `after` needs `b` (runs again):
+    it runs again, the `finally` of what it follows."""
+    wf = load_workflow(write_flow(FLOW.replace("    always: true", "    always: true\n"
+                                               "    needs: [a]\n") + """  - name: after
+    run: 'true'
+    always: true
+    needs: [b]
+"""))
+    backend = open_backend()
+    try:
+        prior = _finished(backend, wf)
+        rec = prior.steps["after"]
+        rec.status = SUCCEEDED
+        assert steps_again(wf, Graph.build(wf), prior, None) == {"b", "c", "after"}
     finally:
         backend.close()
 
@@ -101,7 +122,7 @@ def test_take_up_only_and_dropped_steps(write_flow: Callable[..., Path]) -> None
     try:
         prior = _finished(backend, wf)
         smaller = load_workflow(write_flow(FLOW.split("  - name: final")[0], name="s.yaml"))
-        run = take_up(backend, smaller, prior, ["a", "b", "c"], {}, {"a"})
+        run = take_up(backend, smaller, prior, Graph.build(smaller), {}, {"a"})
         assert {n: r.status for n, r in run.steps.items()} == {
             "a": PENDING, "b": FAILED, "c": PENDING}
     finally:

@@ -12,6 +12,7 @@ the workers to stop the others.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import json
@@ -569,7 +570,7 @@ class CeleryExecutor:
             interrupted=bool(value.get("interrupted")) or job.cancelling,
             error=value.get("error"),
             extra={"worker": job.worker, "worker_pid": str(value.get("pid", ""))},
-            outputs=str(value.get("outputs") or ""),
+            outputs=_outputs_text(value),
         )
         self._finish(job.req.key, job, outcome)
 
@@ -619,3 +620,15 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _outputs_text(value: dict[str, Any]) -> str:
+    """The step's outputs file, byte for byte (OUT-1): undecodable bytes as surrogates, as
+    flowsh reads a local step's file; a worker of an older version sent text only."""
+    raw = value.get("outputs_b64")
+    if isinstance(raw, str):
+        try:
+            return base64.b64decode(raw).decode("utf-8", "surrogateescape")
+        except ValueError:
+            pass
+    return str(value.get("outputs") or "")

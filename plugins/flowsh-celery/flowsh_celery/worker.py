@@ -16,6 +16,7 @@ runner at once.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -52,7 +53,7 @@ def _result(worker: str, code: int, error: str | None = None, **more: Any) -> di
     now = time.time()
     return {"exit_code": code, "started_at": now, "ended_at": now, "signal": None,
             "timed_out": False, "interrupted": False, "worker": worker, "pid": os.getpid(),
-            "error": error, "output": "", "dropped": 0, "outputs": "", **more}
+            "error": error, "output": "", "dropped": 0, "outputs_b64": "", **more}
 
 
 _SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "env"}
@@ -143,7 +144,9 @@ def run_request(data: dict[str, Any], secrets: list[str], worker: str,
                 signal.signal(s, h)
         outcome = done[0][1]
         output, dropped = _tail(log_path, OUTPUT_CAP)
-        outputs, _ = _tail(out_path, OUTPUTS_CAP)
+        # OUT-1: outputs byte for byte (a Latin-1 name, a binary checksum); as text the
+        # result would carry U+FFFD for each byte that is not UTF-8.
+        raw, _ = _tail_bytes(out_path, OUTPUTS_CAP)
         return {
             "exit_code": outcome.exit_code,
             "started_at": outcome.started_at,
@@ -156,7 +159,7 @@ def run_request(data: dict[str, Any], secrets: list[str], worker: str,
             "pid": os.getpid(),
             "output": output,
             "dropped": dropped,
-            "outputs": outputs,
+            "outputs_b64": base64.b64encode(raw).decode("ascii"),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,6 +167,12 @@ def run_request(data: dict[str, Any], secrets: list[str], worker: str,
 
 def _tail(path: str, cap: int) -> tuple[str, int]:
     """The last `cap` bytes of a file as text, and how many bytes were left out."""
+    data, dropped = _tail_bytes(path, cap)
+    return data.decode("utf-8", "replace"), dropped
+
+
+def _tail_bytes(path: str, cap: int) -> tuple[bytes, int]:
+    """The last `cap` bytes of a file, from a line boundary, and how many were left out."""
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -171,14 +180,14 @@ def _tail(path: str, cap: int) -> tuple[str, int]:
             fh.seek(dropped)
             data = fh.read()
     except FileNotFoundError:
-        return "", 0
+        return b"", 0
     if dropped:
         # Start at a line boundary so the first line shown is whole.
         cut = data.find(b"\n")
         if 0 <= cut < len(data) - 1:
             dropped += cut + 1
             data = data[cut + 1:]
-    return data.decode("utf-8", "replace"), dropped
+    return data, dropped
 
 
 # -- the supervisor -----------------------------------------------------------------------
