@@ -367,6 +367,11 @@ class CeleryExecutor:
                 self.r.set(task_key("cancel", task_id), "1", ex=86400)
                 self._revoke(task_id, terminate=True)
                 running[key] = task_id
+            else:
+                # Claimed, no heartbeat: its worker died, or is frozen or cut off and may
+                # come back; it reads this before it goes on (and its supervisor stops
+                # the step once its own heartbeats lapsed).
+                self.r.set(task_key("cancel", task_id), "1", ex=86400)
         limit = time.monotonic() + kill_grace + self.lost_after + 5
         while running:
             beats = self.r.exists(*[task_key("beat", t) for t in running.values()])

@@ -206,11 +206,18 @@ def _supervise(read_fd: int, backend: str, worker: str) -> None:
     while True:
         wait = None if watched is None else max(0.0, last + watched["limit"] - time.monotonic())
         ready, _, _ = select.select([read_fd], [], [], wait)
+        # Checked before reading: a host frozen whole (a paused VM) thaws all at once,
+        # and a tick the pool process wrote on waking must not hide the lapse.
+        late = time.monotonic() - last
+        if watched is not None and late >= watched["limit"]:
+            # Much later than the limit: this supervisor was frozen too, the runner may
+            # already run the step elsewhere: no grace.
+            overslept = late > watched["limit"] * 1.5
+            _lost({**watched, "grace": 0.0} if overslept else watched, backend,
+                  f"its pool process on worker {worker} wrote no heartbeat for "
+                  f"{late:.1f}s (limit {watched['limit']:g}s)")
+            watched = None
         if not ready:
-            if watched is not None:
-                _lost(watched, backend, f"its pool process on worker {worker} stopped "
-                                        f"answering for {watched['limit']:g}s")
-                watched = None
             continue
         try:
             data = os.read(read_fd, 65536)
@@ -262,6 +269,9 @@ def _stop_group(pgid: int, task_id: str, grace: float) -> None:
                 alive = True
         return alive
 
+    if grace <= 0:
+        send(signal.SIGKILL)
+        return
     if not send(signal.SIGTERM):
         return
     end = time.monotonic() + grace
@@ -321,6 +331,7 @@ class Attempt:
         # The claim set the first beat; a cancel request comes only after a claim (before
         # it, a runner settles the attempt instead) and is seen at the next beat.
         self.next_beat = time.monotonic() + self.every
+        self.last_ok = time.monotonic()  # the last heartbeat written (the claim's)
         self.sup_fd: int | None = None
 
     def _tell(self, line: bytes) -> None:
@@ -335,24 +346,32 @@ class Attempt:
             # not sent through the broker.
             self.sup_fd = _supervisor_fd(str(_backend), self.worker)
             # Stop within half the time the runner waits: the attempt is over before the
-            # runner starts another one.
+            # runner starts another one. The supervisor is told only of heartbeats that
+            # reached Redis: a worker cut off from Redis stops its step after lost_after/2
+            # (the runner waits lost_after), however the pool process fares.
             self._tell(b"w " + json.dumps({
                 "pgid": pgid, "task": self.task_id, "client": self.meta["client"],
                 "limit": max(1.0, self.lost_after / 2),
                 "grace": min(self.kill_grace, self.lost_after / 4)}).encode() + b"\n")
-        else:
-            self._tell(b".")
         now = time.monotonic()
         if now < self.next_beat:
             return False
         self.next_beat = now + self.every
+        if now - self.last_ok >= self.lost_after:
+            # Thawed, or Redis away for that long: the runner may have declared the
+            # attempt lost and started another; stop before anything else.
+            return True
         try:
             pipe = self.r.pipeline(transaction=False)
-            pipe.set(task_key("beat", self.task_id), "1", px=int(self.lost_after * 1000))
+            # The cancel key first: a thawed worker must not refresh a beat that a resume
+            # or a retry already gave up.
             pipe.exists(task_key("cancel", self.task_id))
-            _, cancel = pipe.execute()
+            pipe.set(task_key("beat", self.task_id), "1", px=int(self.lost_after * 1000))
+            cancel, _ = pipe.execute()
         except Exception:
-            return False  # Redis away for a moment: the runner decides from its side
+            return False  # no tick: the supervisor stops the step after lost_after/2
+        self.last_ok = time.monotonic()
+        self._tell(b".")
         return bool(cancel)
 
     def finish(self, result: dict[str, Any]) -> None:
