@@ -954,7 +954,9 @@ def test_pkill_celery_leaves_the_step_running_beside_the_retry(own_redis: RedisS
             with contextlib.suppress(OSError):
                 if b"flowsh_celery.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     celery.append(pid)
-        assert len(celery) >= 3, celery  # main, pool, supervisor
+        # main and pool; the supervisor is, by design since this test, no celery process
+        # (what the docstring asks for), so `pkill -f celery` leaves it.
+        assert len(celery) >= 2, celery
         for pid in celery:
             os.kill(pid, signal.SIGKILL)
         took = wait_for(lambda: any(ln.startswith("start") and ln.split()[1] != first

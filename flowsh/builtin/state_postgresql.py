@@ -393,6 +393,14 @@ class PostgresBackend:
     def hold_runner(self, run_id: str) -> Releasable | None:
         return self.locks.hold_runner(run_id)
 
+    def watch_locks(self, wake: Callable[[], None]) -> None:
+        """Watch this run's locks from a thread (pg_locks.WATCH_EVERY)."""
+        self.locks.watch(wake)
+
+    def check_locks(self) -> None:
+        """Raise StateError when the watcher found a lock lost for good."""
+        self.locks.check()
+
     def runner_alive(self, run: RunRecord) -> bool:
         return self.locks.runner_alive(run)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from dataclasses import fields
@@ -41,11 +41,11 @@ from flowsh_celery.app import (
     task_key,
     want_key,
 )
+from flowsh_celery.supervise import SUPERVISE_CODE, SUPERVISE_FD, SUPERVISE_VAR, TAG_VAR
 
 # What travels back: the tail of the output. The whole log stays out of the store.
 OUTPUT_CAP = 1 << 20
 OUTPUTS_CAP = 1 << 20
-TAG_VAR = "FLOWSH_CELERY_TASK"  # in every process of the step: found even outside its group
 
 
 def _result(worker: str, code: int, error: str | None = None, **more: Any) -> dict[str, Any]:
@@ -181,111 +181,10 @@ def _tail(path: str, cap: int) -> tuple[str, int]:
     return data.decode("utf-8", "replace"), dropped
 
 
-# -- the supervisor -----------------------------------------------------------------------
-# One per pool process, forked at its first attempt and kept (a fork per step cost ~10 ms
-# on a loaded 2-core host): the pool process tells it, over a pipe, which step's process
-# group it runs ("w"), that it is alive (".", at every beat) and that the step ended ("d").
-# It reads EOF when the pool process dies, however it dies.
-
-
-def _supervise(read_fd: int, backend: str, worker: str) -> None:
-    """In the forked supervisor: on EOF (the pool process died) or no tick for the
-    attempt's limit (it is stopped or hung), stop the watched step's processes, tell its
-    runner, and (on EOF) exit."""
-    with contextlib.suppress(OSError):
-        os.setsid()  # out of the worker's group: `kill -9 -WORKERPGID` leaves us running
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, signal.SIG_IGN)
-    # Hold nothing of the pool process's (its broker and Redis sockets, its pipes to the
-    # worker): a connection kept open here would outlive the pool process.
-    os.closerange(3, read_fd)
-    os.closerange(read_fd + 1, 1 << 16)
-    watched: dict[str, Any] | None = None
-    last = time.monotonic()
-    buf = b""
-    while True:
-        wait = None if watched is None else max(0.0, last + watched["limit"] - time.monotonic())
-        ready, _, _ = select.select([read_fd], [], [], wait)
-        # Checked before reading: a host frozen whole (a paused VM) thaws all at once,
-        # and a tick the pool process wrote on waking must not hide the lapse.
-        late = time.monotonic() - last
-        if watched is not None and late >= watched["limit"]:
-            # Much later than the limit: this supervisor was frozen too, the runner may
-            # already run the step elsewhere: no grace.
-            overslept = late > watched["limit"] * 1.5
-            _lost({**watched, "grace": 0.0} if overslept else watched, backend,
-                  f"its pool process on worker {worker} wrote no heartbeat for "
-                  f"{late:.1f}s (limit {watched['limit']:g}s)")
-            watched = None
-        if not ready:
-            continue
-        try:
-            data = os.read(read_fd, 65536)
-        except OSError:
-            data = b""
-        if not data:
-            if watched is not None:
-                _lost(watched, backend, f"its pool process on worker {worker} died")
-            os._exit(0)
-        last = time.monotonic()
-        buf += data
-        buf = buf.lstrip(b".")
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            line = line.lstrip(b".")  # ticks carry no newline of their own
-            if line.startswith(b"w "):
-                watched = json.loads(line[2:])
-            elif line == b"d":
-                watched = None
-
-
-def _lost(watched: dict[str, Any], backend: str, why: str) -> None:
-    _stop_group(int(watched["pgid"]), str(watched["task"]), float(watched["grace"]))
-    with contextlib.suppress(Exception):
-        import redis
-
-        r = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
-        key = events_key(str(watched["client"]))
-        pipe = r.pipeline()
-        pipe.delete(task_key("beat", str(watched["task"])))
-        pipe.rpush(key, json.dumps({"e": "lost", "t": watched["task"],
-                                    "why": f"{why}; its processes were stopped"}))
-        pipe.expire(key, 86400)
-        pipe.execute()
-        r.close()
-
-
-def _stop_group(pgid: int, task_id: str, grace: float) -> None:
-    from flowsh.api import tagged
-
-    def send(sig: int) -> bool:
-        alive = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-            alive = True
-        for pid in tagged(TAG_VAR, task_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-                alive = True
-        return alive
-
-    if grace <= 0:
-        send(signal.SIGKILL)
-        return
-    if not send(signal.SIGTERM):
-        return
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            if not tagged(TAG_VAR, task_id):
-                return
-    send(signal.SIGKILL)
+# -- the supervisor (flowsh_celery/supervise.py) --------------------------------------------
+# One per pool process, started at its first attempt and kept. Forked, then exec'd as
+# `python -` with its code on stdin: its command line names no celery module, so killing
+# the worker's processes by name (`pkill -9 -f celery`) leaves it to stop the step.
 
 
 _supervisor: dict[int, int] = {}  # pool pid -> write end of its supervisor's pipe
@@ -298,19 +197,33 @@ def _supervisor_fd(backend: str, worker: str) -> int | None:
         return fd
     _supervisor.clear()  # a fork of a pool process: its parent's supervisor is not ours
     read_fd, write_fd = os.pipe()
+    code_r, code_w = os.pipe()
+    env = {**os.environ, SUPERVISE_VAR: json.dumps({"backend": backend, "worker": worker})}
     try:
         child = os.fork()
     except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in (read_fd, write_fd, code_r, code_w):
+            os.close(fd)
         return None
     if child == 0:
         try:
-            os.close(write_fd)
-            _supervise(read_fd, backend, worker)
+            # Its own session: `kill -9 -WORKERPGID` leaves it running. Nothing of the
+            # pool process's is kept (its broker and Redis sockets, its pipes): a
+            # connection held here would outlive the pool process.
+            with contextlib.suppress(OSError):
+                os.setsid()
+            os.dup2(code_r, 0)
+            os.dup2(read_fd, SUPERVISE_FD)
+            os.set_inheritable(SUPERVISE_FD, True)
+            os.closerange(SUPERVISE_FD + 1, 1 << 16)
+            os.execve(sys.executable, [sys.executable, "-"], env)
         finally:
             os._exit(0)
     os.close(read_fd)
+    os.close(code_r)
+    with contextlib.suppress(OSError):
+        os.write(code_w, SUPERVISE_CODE)
+    os.close(code_w)
     os.set_blocking(write_fd, False)  # a stalled supervisor must never stall a step
     _supervisor[pid] = write_fd
     return write_fd
