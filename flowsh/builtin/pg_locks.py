@@ -180,9 +180,8 @@ class PgLocks:
                 time.sleep(WATCH_EVERY)  # a connection closed under us: keep() sees it
             try:
                 self.keep(wait=False)
-            except StateError as exc:
-                self.lost = StateError(f"{exc}; stopped this run's steps at once, before "
-                                       "another host could run them again")
+            except StateError:
+                pass  # kept in self.lost
             except Exception as exc:  # a watcher that dies silently would watch nothing
                 self.lost = StateError(f"{self.b.url}: watching the run's locks failed: "
                                        f"{type(exc).__name__}: {exc}")
@@ -211,7 +210,13 @@ class PgLocks:
         coordinator has it now, this run stops rather than run beside it."""
         self.check()
         with self._mu:
-            self._keep(wait)
+            try:
+                self._keep(wait)
+            except StateError as exc:
+                self.lost = StateError(f"lost a lock of this run: {exc}; its steps were "
+                                       "stopped at once, before another host could run "
+                                       "them again")
+                raise self.lost from None
 
     def _keep(self, wait: bool) -> None:
         for lock in list(self.held):

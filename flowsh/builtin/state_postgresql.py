@@ -197,6 +197,10 @@ class PostgresBackend:
                 self.away = True
                 warn(f"{self.url}: lost the connection to the server; trying again for "
                      f"{self.reconnect_for:g}s")
+            if self.locks.lost is not None:
+                # A lock of the run went with the server: the run stops now, not after
+                # waiting for the server (its steps would run on meanwhile).
+                raise self.locks.lost
             if now >= deadline:
                 raise error
             time.sleep(0.5)
