@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import os
 import select
 import threading
@@ -56,6 +57,7 @@ OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue
 # Redis transport options that matter to consumers only: the runner may publish itself.
 WORKER_SIDE_OPTIONS = {"visibility_timeout", "unacked_restore_interval",
                        "unacked_restore_throttle"}
+AWAY_LIMIT = 15.0  # at least this long for a result backend away (see away_limit)
 TICK = 1.0  # deadlines (queue timeout, lost worker) are checked this often
 EXIT_LOST = 1  # a lost worker fails the attempt; `retries` apply
 
@@ -86,9 +88,10 @@ def _safe(url: str) -> str:
 
 
 def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UsageError(f"executor 'celery': executor_options.{name} must be a number of "
-                         f"seconds > 0 (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+            or not math.isfinite(value):
+        raise UsageError(f"executor 'celery': executor_options.{name} must be a finite "
+                         f"number of seconds > 0 (got {value!r})")
     return float(value)
 
 
@@ -119,6 +122,9 @@ class CeleryExecutor:
             raise UsageError("executor 'celery': executor_options.lost_after must be at "
                              f"least 2 seconds (got {lost_after!r})")
         self.queue_timeout = _seconds("queue_timeout", queue_timeout)
+        # How long a result backend that stopped answering is waited for before the
+        # attempts it holds fail as lost (a restart takes seconds).
+        self.away_limit = max(AWAY_LIMIT, 2 * self.lost_after)
         if not isinstance(check_workers, bool):
             raise UsageError("executor 'celery': executor_options.check_workers must be "
                              f"true or false (got {check_workers!r})")
@@ -166,6 +172,7 @@ class CeleryExecutor:
         self._runs: dict[str, float] = {}  # run id -> when its liveness key was refreshed
         self._queues_ok: dict[str, float] = {}  # queue -> when a worker was last seen on it
         self._next_tick = 0.0
+        self._away_since: float | None = None  # the result backend stopped answering
         self._fresh = False  # a placement changed since wait() last returned
         self._closing = threading.Event()
         self._listener: threading.Thread | None = None
@@ -237,9 +244,10 @@ class CeleryExecutor:
             # The attempt is the wanted one before any worker can see it; the run is live.
             pipe = self.r.pipeline(transaction=False)
             pipe.set(want_key(run_id, request.key), task_id, ex=7 * 86400)
-            if time.monotonic() - self._runs.get(run_id, -1e9) > RUN_TTL / 3:
-                pipe.set(run_key(run_id), "1", ex=RUN_TTL)
-                self._runs[run_id] = time.monotonic()
+            # At every submit: a Redis restarted without persistence lost it, and a worker
+            # refuses the attempt of a run that is not live.
+            pipe.set(run_key(run_id), "1", ex=RUN_TTL)
+            self._runs[run_id] = time.monotonic()
             if self.fast:
                 message = task_envelope(TASK_NAME, task_id, queue, args, wait, argsrepr)
                 if self.rb is self.r:
@@ -472,13 +480,24 @@ class CeleryExecutor:
                                         f"{self.lost_after:g}s")
                     else:
                         job.suspect = True
+            if not started:
+                self.r.ping()  # the queue deadlines below cannot tell it is away
             for job in [j for j in self._jobs.values() if j.started is None]:
                 if now - job.sent > job.queue_timeout:
                     self._queue_timeout(job)
+            self._away_since = None
         except Exception as exc:
             # The result backend is away: nothing can be decided about the attempts;
-            # they are judged again when it answers.
+            # they are judged again when it answers, up to a bound: a worker cut off from
+            # it stops its step within lost_after/2, so once it stayed away for
+            # away_limit nothing of the attempts is left to wait for.
             self._note_backend_error(exc)
+            if self._away_since is None:
+                self._away_since = now_m
+            elif now_m - self._away_since >= self.away_limit:
+                for job in list(self._jobs.values()):
+                    self._lost(job, f"celery result backend {_safe(self.backend)} not "
+                                    f"answering for {self.away_limit:g}s: {_reason(exc)}")
 
     def _note_backend_error(self, exc: BaseException) -> None:
         for job in self._jobs.values():
@@ -536,26 +555,46 @@ class CeleryExecutor:
         try:
             names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}workers"))
             entries = self.r.mget([f"{PREFIX}worker:{n}" for n in names]) if names else []
+            # A Redis broker: who consumes there, from the broker itself (a worker that
+            # reports here but reads another broker is no consumer of this queue).
+            consumers: set[str] = set()
+            if self.fast:
+                for raw in self._registry(self.rb, "consumer"):
+                    with contextlib.suppress(ValueError, AttributeError):
+                        consumers.update(json.loads(raw).get("queues") or [])
         except Exception as exc:
             return f"cannot read the workers' registry from {_safe(self.backend)}: " \
                    f"{_reason(exc)}"
+        if queue in consumers:
+            self._queues_ok[queue] = now
+            return None
         seen = []
         for name, raw in zip(names, entries, strict=True):
             if raw is None:
                 continue
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, AttributeError):
                 info = json.loads(raw)
                 queues = info.get("queues") or []
-                if queue in queues:
+                if queue in queues and self.fast and info.get("consumer"):
+                    seen.append(f"{name} (queue {queue} on broker {info.get('broker')})")
+                    continue
+                if queue in queues:  # a worker of an older flowsh-celery, or a non-Redis broker
                     self._queues_ok[queue] = now
                     return None
                 seen.append(f"{name} (queues {', '.join(queues)})")
         found = "; workers there: " + ", ".join(seen) if seen else \
             "; no worker reports there at all"
-        return (f"no celery worker consumes queue {queue!r} with result backend "
-                f"{_safe(self.backend)}{found}. Start one with `celery -A flowsh_celery.worker "
-                f"worker -Q {queue}` and FLOWSH_CELERY_BACKEND set to that URL, or set "
+        return (f"no celery worker consumes queue {queue!r} on broker {_safe(self.broker)} "
+                f"with result backend {_safe(self.backend)}{found}. Start one with "
+                f"`celery -A flowsh_celery.worker worker -Q {queue}` and "
+                "FLOWSH_CELERY_BROKER and FLOWSH_CELERY_BACKEND set to those URLs, or set "
                 "executor_options.check_workers: false")
+
+    @staticmethod
+    def _registry(r: Any, kind: str) -> list[bytes]:
+        names = sorted(n.decode() for n in r.smembers(f"{PREFIX}{kind}s"))
+        entries = r.mget([f"{PREFIX}{kind}:{n}" for n in names]) if names else []
+        return [e for e in entries if e is not None]
 
     def _collect(self, job: _Job, value: dict[str, Any]) -> None:
         if value.get("dropped"):

@@ -366,6 +366,9 @@ def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = Non
 # -- telling runners which workers report here ---------------------------------------------
 
 
+_advert_stop: list[Any] = []  # the advertising loop's stop event, and its name
+
+
 def _advertise(consumer: Any) -> None:
     import threading
 
@@ -374,31 +377,74 @@ def _advertise(consumer: Any) -> None:
         if consumer.app.amqp.queues.consume_from else [_queue]
     from kombu.utils.url import maybe_sanitize_url
 
+    # "consumer": this worker also says so in its own broker (a Redis one), where a runner
+    # that publishes to another broker (a typo in one URL) does not find it.
     entry = json.dumps({"queues": queues, "pid": os.getpid(), "host": os.uname().nodename,
-                        "broker": str(maybe_sanitize_url(_broker))})
+                        "broker": str(maybe_sanitize_url(_broker)),
+                        "consumer": _broker_is_redis()})
+    stop = threading.Event()
+    _advert_stop[:] = [stop, name]
 
     def loop() -> None:
         import redis
 
         r = redis.Redis.from_url(str(_backend), socket_timeout=5, socket_connect_timeout=5)
-        while True:
+        rb = redis.Redis.from_url(str(_broker), socket_timeout=5, socket_connect_timeout=5) \
+            if _broker_is_redis() else None
+        while not stop.is_set():
             with contextlib.suppress(Exception):
                 pipe = r.pipeline(transaction=False)
                 pipe.set(f"{PREFIX}worker:{name}", entry, ex=ADVERT_TTL)
                 pipe.sadd(f"{PREFIX}workers", name)
                 pipe.execute()
-            time.sleep(ADVERT_EVERY)
+            if rb is not None:
+                with contextlib.suppress(Exception):
+                    pipe = rb.pipeline(transaction=False)
+                    pipe.set(f"{PREFIX}consumer:{name}", entry, ex=ADVERT_TTL)
+                    pipe.sadd(f"{PREFIX}consumers", name)
+                    pipe.execute()
+            stop.wait(ADVERT_EVERY)
 
     threading.Thread(target=loop, name="flowsh-advertise", daemon=True).start()
 
 
+def _broker_is_redis() -> bool:
+    return str(_broker).startswith(("redis://", "rediss://", "unix://"))
+
+
+def _withdraw() -> None:
+    """A worker shutting down (warm or cold) takes no new task: runners must not count it
+    as serving its queues for the advert's remaining ADVERT_TTL."""
+    if not _advert_stop:
+        return
+    stop, name = _advert_stop
+    stop.set()
+    import redis
+
+    with contextlib.suppress(Exception):
+        r = redis.Redis.from_url(str(_backend), socket_timeout=2, socket_connect_timeout=2)
+        r.delete(f"{PREFIX}worker:{name}")
+        r.srem(f"{PREFIX}workers", name)
+        r.close()
+    if _broker_is_redis():
+        with contextlib.suppress(Exception):
+            rb = redis.Redis.from_url(str(_broker), socket_timeout=2, socket_connect_timeout=2)
+            rb.delete(f"{PREFIX}consumer:{name}")
+            rb.srem(f"{PREFIX}consumers", name)
+            rb.close()
+
+
 def _connect_signals() -> None:
-    from celery.signals import worker_ready
+    from celery.signals import worker_ready, worker_shutting_down
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def _ready(sender: Any = None, **_: Any) -> None:
         if sender is not None:
             _advertise(sender)
+
+    @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _shutting_down(**_: Any) -> None:
+        _withdraw()
 
 
 _connect_signals()
