@@ -79,6 +79,7 @@ class _Job:
     cancelling: bool = False
     suspect: bool = False  # its heartbeat was missing at the last check
     warned: bool = False  # its log says the result backend did not answer
+    message: str | None = None  # the task as pushed onto a Redis broker's list
 
 
 def _safe(url: str) -> str:
@@ -248,6 +249,7 @@ class CeleryExecutor:
             # refuses the attempt of a run that is not live.
             pipe.set(run_key(run_id), "1", ex=RUN_TTL)
             self._runs[run_id] = time.monotonic()
+            message: str | None = None
             if self.fast:
                 message = task_envelope(TASK_NAME, task_id, queue, args, wait, argsrepr)
                 if self.rb is self.r:
@@ -270,7 +272,7 @@ class CeleryExecutor:
                       f"{_reason(exc)}")))
             return None
         job = _Job(req=request, task_id=task_id, run_id=run_id, queue=queue, sent=now,
-                   queue_timeout=wait)
+                   queue_timeout=wait, message=message)
         self._jobs[request.key] = job
         self._by_task[task_id] = job
         self._placed[request.key] = Placement(task_id=task_id, queue=queue, queued_at=now)
@@ -317,6 +319,7 @@ class CeleryExecutor:
             job.cancelling = True
             settled, claimed = self._settle_job(job, "x:cancelled")
             if settled and not claimed:  # no worker will ever start it
+                self._unqueue(job)
                 self._finish(key, job, Outcome(exit_code=143, started_at=now, ended_at=now,
                                                interrupted=True,
                                                error="interrupted before a worker took it"))
@@ -364,6 +367,7 @@ class CeleryExecutor:
         did when the worker died). Raises rather than let a second attempt start."""
         lines: list[str] = []
         running: dict[str, str] = {}
+        claimed_ids: list[str] = []
         for key in keys:
             task_id, claimed, beating = self._settle_key(run_id, key, "x:resumed")
             if not task_id:
@@ -371,7 +375,9 @@ class CeleryExecutor:
             if not claimed:
                 lines.append(f"step {key!r} of run {run_id}: its queued celery task "
                              f"{task_id} will not start (given up)")
-            elif beating:
+                continue
+            claimed_ids.append(task_id)
+            if beating:
                 self.r.set(task_key("cancel", task_id), "1", ex=86400)
                 self._revoke(task_id, terminate=True)
                 running[key] = task_id
@@ -399,7 +405,18 @@ class CeleryExecutor:
         for key, task_id in running.items():
             lines.append(f"step {key!r} of run {run_id} was still running on a worker "
                          f"(celery task {task_id}); stopped it before running it again")
+        for task_id in claimed_ids:  # their ends are in by now (pushed as the beat went)
+            self._forget_events(task_id)
         return lines
+
+    def _forget_events(self, task_id: str) -> None:
+        """The dead runner's event list: nobody reads it again, and an attempt's end there
+        carries its outputs (secret ones in clear) for a day."""
+        with contextlib.suppress(Exception):
+            raw = self.r.get(task_key("claim", task_id))
+            client = json.loads(raw).get("client") if raw else None
+            if client and client != self.client:
+                self.r.delete(events_key(str(client)))
 
     # -- internals ------------------------------------------------------------------
 
@@ -511,11 +528,19 @@ class CeleryExecutor:
         if claimed or not settled:
             return  # a worker took it just now: its start event is on its way
         self._revoke(job.task_id)
+        self._unqueue(job)
         reason = (f"no worker started step {job.req.key!r} within its queue_timeout "
                   f"({job.queue_timeout:g}s) on celery queue {job.queue!r}; it will not run")
         now = time.time()
         self._finish(job.req.key, job, Outcome(exit_code=EXIT_TIMEOUT, started_at=now,
                                                ended_at=now, error=reason))
+
+    def _unqueue(self, job: _Job) -> None:
+        """Take a given-up task off a Redis broker's list: it holds the step's environment
+        (secret params in clear) and would stay there for ever with no worker."""
+        if job.message is not None:
+            with contextlib.suppress(Exception):
+                self.rb.lrem(job.queue, 1, job.message)
 
     def _lost(self, job: _Job, why: str) -> None:
         # Settled and told to stop, in case it is only stalled (a stopped process, a

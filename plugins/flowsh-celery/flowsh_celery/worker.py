@@ -340,7 +340,8 @@ def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = Non
     claim = r.eval(
         CLAIM, 5, want_key(meta["run_id"], meta["key"]), run_key(meta["run_id"]),
         task_key("claim", task_id), task_key("beat", task_id), events_key(meta["client"]),
-        task_id, json.dumps({"worker": worker, "pid": os.getpid(), "at": started}),
+        task_id, json.dumps({"worker": worker, "pid": os.getpid(), "at": started,
+                             "client": meta["client"]}),
         int(float(meta.get("lost_after") or 10.0) * 1000),
         json.dumps({"e": "start", "t": task_id, "worker": worker, "pid": os.getpid(),
                     "at": started}))

@@ -141,8 +141,8 @@ def test_a_queue_nobody_consumes_is_an_error_not_a_hang(cluster: Cluster, tmp_pa
     res = flowsh("run", str(flow), "--quiet")
     assert res.returncode == 1 and time.monotonic() - started < 15
     msg = status()["steps"]["a"]["message"]
-    assert msg.startswith(f"no celery worker consumes queue 'nobody-{tag}' with result "
-                          f"backend {REDIS}; workers there:"), msg
+    assert msg.startswith(f"no celery worker consumes queue 'nobody-{tag}' on broker "
+                          f"{REDIS} with result backend {REDIS}; workers there:"), msg
     assert f"{w.name} (queues other-{tag})" in msg
 
 
