@@ -582,17 +582,15 @@ class CeleryExecutor:
             entries = self.r.mget([f"{PREFIX}worker:{n}" for n in names]) if names else []
             # A Redis broker: who consumes there, from the broker itself (a worker that
             # reports here but reads another broker is no consumer of this queue).
-            consumers: set[str] = set()
+            consumers: dict[str, list[str]] = {}
             if self.fast:
                 for raw in self._registry(self.rb, "consumer"):
-                    with contextlib.suppress(ValueError, AttributeError):
-                        consumers.update(json.loads(raw).get("queues") or [])
+                    with contextlib.suppress(ValueError, AttributeError, KeyError):
+                        info = json.loads(raw)
+                        consumers[str(info["name"])] = list(info.get("queues") or [])
         except Exception as exc:
             return f"cannot read the workers' registry from {_safe(self.backend)}: " \
                    f"{_reason(exc)}"
-        if queue in consumers:
-            self._queues_ok[queue] = now
-            return None
         seen = []
         for name, raw in zip(names, entries, strict=True):
             if raw is None:
@@ -600,10 +598,13 @@ class CeleryExecutor:
             with contextlib.suppress(ValueError, AttributeError):
                 info = json.loads(raw)
                 queues = info.get("queues") or []
-                if queue in queues and self.fast and info.get("consumer"):
+                # It reports here; when it says so in its broker too (a Redis one), that
+                # must be this broker.
+                if queue in queues and self.fast and info.get("consumer") \
+                        and queue not in consumers.get(name, []):
                     seen.append(f"{name} (queue {queue} on broker {info.get('broker')})")
                     continue
-                if queue in queues:  # a worker of an older flowsh-celery, or a non-Redis broker
+                if queue in queues:
                     self._queues_ok[queue] = now
                     return None
                 seen.append(f"{name} (queues {', '.join(queues)})")

@@ -57,8 +57,8 @@ def _supervise(read_fd: int, backend: str, worker: str) -> None:
             # already run the step elsewhere: no grace.
             overslept = late > watched["limit"] * 1.5
             _lost({**watched, "grace": 0.0} if overslept else watched, backend,
-                  f"its pool process on worker {worker} wrote no heartbeat for "
-                  f"{late:.1f}s (limit {watched['limit']:g}s)")
+                  f"its pool process on worker {worker} stopped answering: no heartbeat "
+                  f"written for {late:.1f}s (limit {watched['limit']:g}s)")
             watched = None
         if not ready:
             continue

@@ -290,11 +290,22 @@ class Attempt:
     def finish(self, result: dict[str, Any]) -> None:
         self._tell(b"d\n")
         client = events_key(str(self.meta["client"]))
-        pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
-        pipe.delete(task_key("beat", self.task_id))
-        pipe.rpush(client, json.dumps({"e": "end", "t": self.task_id, **result}))
-        pipe.expire(client, 86400)
-        pipe.execute()
+        # Redis away for a moment (a restart): the end is kept and sent again until it
+        # answers, as long as the runner waits for a result backend that is away
+        # (executor.away_limit); the runner finds no heartbeat only a second after that.
+        deadline = time.monotonic() + max(15.0, 2 * self.lost_after)
+        while True:
+            try:
+                pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
+                pipe.delete(task_key("beat", self.task_id))
+                pipe.rpush(client, json.dumps({"e": "end", "t": self.task_id, **result}))
+                pipe.expire(client, 86400)
+                pipe.execute()
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def _quiet_results() -> None:
@@ -382,7 +393,7 @@ def _advertise(consumer: Any) -> None:
     # that publishes to another broker (a typo in one URL) does not find it.
     entry = json.dumps({"queues": queues, "pid": os.getpid(), "host": os.uname().nodename,
                         "broker": str(maybe_sanitize_url(_broker)),
-                        "consumer": _broker_is_redis()})
+                        "consumer": _broker_is_redis(), "name": name})
     stop = threading.Event()
     _advert_stop[:] = [stop, name]
 
