@@ -197,10 +197,11 @@ class PostgresBackend:
                 self.away = True
                 warn(f"{self.url}: lost the connection to the server; trying again for "
                      f"{self.reconnect_for:g}s")
-            if self.locks.lost is not None:
+            lost = getattr(getattr(self, "locks", None), "lost", None)  # none before migrate
+            if lost is not None:
                 # A lock of the run went with the server: the run stops now, not after
                 # waiting for the server (its steps would run on meanwhile).
-                raise self.locks.lost
+                raise lost
             if now >= deadline:
                 raise error
             time.sleep(0.5)
