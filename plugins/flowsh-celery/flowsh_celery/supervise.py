@@ -29,6 +29,11 @@ def main() -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
+    # Imported now, not when a step must be stopped: on a host that thaws, the step runs
+    # again while the supervisor would be importing.
+    import flowsh.api  # noqa: F401
+    import redis  # noqa: F401
+
     _supervise(SUPERVISE_FD, str(conf["backend"]), str(conf["worker"]))
 
 
@@ -99,6 +104,9 @@ def _lost(watched: dict[str, Any], backend: str, why: str) -> None:
 
 
 def _stop_group(pgid: int, task_id: str, grace: float) -> None:
+    if grace <= 0:  # the group first, before anything slower (the tagged strays' scan)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
     from flowsh.api import tagged
 
     def send(sig: int) -> bool:

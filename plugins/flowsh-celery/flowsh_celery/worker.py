@@ -272,7 +272,11 @@ class Attempt:
         self.next_beat = now + self.every
         if now - self.last_ok >= self.lost_after:
             # Thawed, or Redis away for that long: the runner may have declared the
-            # attempt lost and started another; stop before anything else.
+            # attempt lost and started another; stop before anything else, at once (no
+            # grace: another attempt may be running).
+            if pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
             return True
         try:
             pipe = self.r.pipeline(transaction=False)
