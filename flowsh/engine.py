@@ -143,6 +143,11 @@ class Engine:
             raise LockHeldError(f"run {run_id} is being run by another flowsh process right "
                                 "now (overlap: allow, or a resume of a run still going)")
         runner_fd = held
+        # A state backend whose locks live on a server (PostgreSQL) watches them from a
+        # thread: a lock lost for good stops the run's steps at once (_beat raises it).
+        watch = getattr(self.backend, "watch_locks", None)
+        if watch is not None:
+            watch(self.executor.wake)
         if self.opt.resume is not None:
             # What we were asked to resume was read before the locks were ours: another
             # runner may have run (or finished) it meanwhile. Read it again.
@@ -287,10 +292,16 @@ class Engine:
 
     def _sleep(self, seconds: float, intr: RunSignals) -> None:
         end = time.time() + seconds
+        check = getattr(self.backend, "check_locks", None)
         while intr.signum is None and time.time() < end:
+            if check is not None:
+                check()
             self.executor.wait(min(0.5, end - time.time()))
 
     def _beat(self) -> None:
+        check = getattr(self.backend, "check_locks", None)
+        if check is not None:
+            check()
         now = time.time()
         if now - self.last_beat >= HEARTBEAT_EVERY:
             self.last_beat = now

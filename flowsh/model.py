@@ -47,6 +47,14 @@ def _shell_named(value: str | None) -> str | None:
     return value
 
 
+def _positive_queue_timeout(value: float | None) -> float | None:
+    # 0 would read as "unset" (the executor's default, minutes) where one means "at once".
+    if value is not None and value <= 0:
+        raise ValueError("queue_timeout must be more than 0s (how long a step may wait "
+                         "for a worker)")
+    return value
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -218,6 +226,11 @@ class Step(_Frozen):
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "writes: a step is up to date only while they are as its last success left them.")
 
+    @field_validator("queue_timeout")
+    @classmethod
+    def _queue_timeout_positive(cls, value: float | None) -> float | None:
+        return _positive_queue_timeout(value)
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -343,6 +356,11 @@ class Workflow(_Frozen):
     queue_timeout: Duration | None = Field(
         None, description="Default `queue_timeout` of the steps (remote executors)."
     )
+
+    @field_validator("queue_timeout")
+    @classmethod
+    def _queue_timeout_positive(cls, value: float | None) -> float | None:
+        return _positive_queue_timeout(value)
     executor: str = Field(
         "local", description="Where steps run: `local`, or one a plugin adds (e.g. `celery`)."
     )

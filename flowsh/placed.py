@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from flowsh.errors import UsageError
 from flowsh.executor import Executor, Placement
-from flowsh.state import FAILED, INTERRUPTED, SKIPPED, SUCCEEDED, RunRecord, StepRecord
+from flowsh.state import (
+    CRASHED,
+    FAILED,
+    INTERRUPTED,
+    SKIPPED,
+    SUCCEEDED,
+    RunRecord,
+    StepRecord,
+)
 
 _DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, INTERRUPTED})
 
@@ -48,9 +56,12 @@ def stop_remote(executor: Executor, prior: RunRecord, kill_grace: float) -> list
     runner sent to a worker may still run or start later. Every unfinished step is
     asked about, recorded task id or not: the runner may have died between submitting a
     task and recording it."""
+    # A crashed run's running steps are recorded interrupted (store.check_liveness): a
+    # guess, their attempts may still run (or be frozen) on a worker, so they count.
+    done = _DONE - {INTERRUPTED} if prior.status == CRASHED else _DONE
     stop = getattr(executor, "stop_remote", None)
     if stop is None:
-        placed = sorted(n for n, r in prior.steps.items() if r.status not in _DONE and r.task_id)
+        placed = sorted(n for n, r in prior.steps.items() if r.status not in done and r.task_id)
         if placed:
             # This executor cannot reach the workers: going on would start these steps
             # again beside attempts that may still run there (REMOTE-2).
@@ -61,7 +72,7 @@ def stop_remote(executor: Executor, prior: RunRecord, kill_grace: float) -> list
                 "workflow's `executor:`)")
         return []
     # A step's `if:` test is a job of its own, keyed "if:NAME" (engine.IF_KEY).
-    keys = [key for name, rec in prior.steps.items() if rec.status not in _DONE
+    keys = [key for name, rec in prior.steps.items() if rec.status not in done
             for key in (name, f"if:{name}")]
     if not keys:
         return []

@@ -10,8 +10,9 @@ import hashlib
 import os
 import select
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 # A coordinator whose host vanishes (power, network) leaves no FIN: the server finds its
 # lock connections dead by TCP keepalive, after idle + interval * count seconds (~20 s).
 # idle_session_timeout off: a server-wide setting must not drop a lock held for a long run.
+# The lock connections are watched this often (and at once when one turns readable: a
+# termination's FATAL, a reset): a lock lost and not taken back again at once stops the
+# run's steps within about this long, before another host can start them again.
+WATCH_EVERY = 0.5
+
 LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
                 "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
 
@@ -43,7 +49,11 @@ class PgLocks:
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.b = backend
-        self.held: list[_HeldLock] = []  # watched at each transition and heartbeat
+        self.held: list[_HeldLock] = []  # watched by a thread while the run lives
+        self._mu = threading.RLock()  # keep() runs on the watcher and the main thread
+        self._wakes: list[Callable[[], None]] = []
+        self._watcher: threading.Thread | None = None
+        self.lost: StateError | None = None
 
     def _lock_key(self, kind: str, name: str) -> int:
         # The schema is part of the key: advisory locks are per database, and two flowsh
@@ -142,9 +152,47 @@ class PgLocks:
             "UPDATE flowsh_runs SET status = 'running', record = record || %s "
             "WHERE run_id = %s AND status = 'crashed'", args), single=True)
 
-    def _reconnect(self, purpose: str) -> psycopg.Connection[Any]:
-        """A new lock connection, waiting as a transition does for a server coming back."""
-        deadline = time.monotonic() + (0 if self.b.away else self.b.reconnect_for)
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Watch the held locks from a thread until the process ends: a lock lost and not
+        taken back at once sets `lost` and calls `wake` (the runner's loop then raises it
+        from check(), which stops the run's steps)."""
+        self._wakes.append(wake)
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="flowsh-pg-locks",
+                                             daemon=True)
+            self._watcher.start()
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def _watch(self) -> None:
+        while self.lost is None:
+            with self._mu:
+                fds = []
+                for lock in self.held:
+                    with_fd = -1 if lock.conn.closed else lock.conn.fileno()
+                    if with_fd >= 0:
+                        fds.append(with_fd)
+            try:
+                select.select(fds, [], [], WATCH_EVERY)
+            except (OSError, ValueError):
+                time.sleep(WATCH_EVERY)  # a connection closed under us: keep() sees it
+            try:
+                self.keep(wait=False)
+            except StateError:
+                pass  # kept in self.lost
+            except Exception as exc:  # a watcher that dies silently would watch nothing
+                self.lost = StateError(f"{self.b.url}: watching the run's locks failed: "
+                                       f"{type(exc).__name__}: {exc}")
+            if self.lost is not None:
+                for wake in self._wakes:
+                    wake()
+
+    def _reconnect(self, purpose: str, wait: bool = True) -> psycopg.Connection[Any]:
+        """A new lock connection, waiting as a transition does for a server coming back
+        (not at all for the watcher: the lock is gone meanwhile)."""
+        deadline = time.monotonic() + (0 if self.b.away or not wait else self.b.reconnect_for)
         while True:
             try:
                 return self._lock_connection(purpose)
@@ -154,11 +202,23 @@ class PgLocks:
                     raise
             time.sleep(0.5)
 
-    def keep(self) -> None:
+    def keep(self, wait: bool = True) -> None:
         """A lock's connection the server dropped (a restart, pg_terminate_backend) took the
         lock along: another host would soon see this runner dead, or start the workflow.
-        Checked at each heartbeat (every 10 s): taken again on a new connection, or, when
-        another coordinator has it now, this run stops rather than run beside it."""
+        Checked by the watcher thread (at once, and every WATCH_EVERY) and at each
+        transition: taken again on a new connection, or, when that fails or another
+        coordinator has it now, this run stops rather than run beside it."""
+        self.check()
+        with self._mu:
+            try:
+                self._keep(wait)
+            except StateError as exc:
+                self.lost = StateError(f"lost a lock of this run: {exc}; its steps were "
+                                       "stopped at once, before another host could run "
+                                       "them again")
+                raise self.lost from None
+
+    def _keep(self, wait: bool) -> None:
         for lock in list(self.held):
             if not _maybe_dropped(lock.conn):
                 continue
@@ -167,7 +227,7 @@ class PgLocks:
                 continue
             except self.b.psycopg.Error:
                 lock.conn.close()
-            conn = self._reconnect(lock.purpose)
+            conn = self._reconnect(lock.purpose, wait)
             try:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
             except self.b.psycopg.Error as exc:
@@ -208,9 +268,10 @@ class _HeldLock:
         self.run_id = run_id
 
     def release(self) -> None:
-        if self in self.locks.held:
-            self.locks.held.remove(self)
-        self.conn.close()  # the server drops the lock with the session
+        with self.locks._mu:  # not while the watcher takes it again
+            if self in self.locks.held:
+                self.locks.held.remove(self)
+            self.conn.close()  # the server drops the lock with the session
 
 
 class _PgWorkflowLock(_HeldLock, WorkflowLock):

@@ -197,6 +197,11 @@ class PostgresBackend:
                 self.away = True
                 warn(f"{self.url}: lost the connection to the server; trying again for "
                      f"{self.reconnect_for:g}s")
+            lost = getattr(getattr(self, "locks", None), "lost", None)  # none before migrate
+            if lost is not None:
+                # A lock of the run went with the server: the run stops now, not after
+                # waiting for the server (its steps would run on meanwhile).
+                raise lost
             if now >= deadline:
                 raise error
             time.sleep(0.5)
@@ -396,6 +401,14 @@ class PostgresBackend:
 
     def hold_runner(self, run_id: str) -> Releasable | None:
         return self.locks.hold_runner(run_id)
+
+    def watch_locks(self, wake: Callable[[], None]) -> None:
+        """Watch this run's locks from a thread (pg_locks.WATCH_EVERY)."""
+        self.locks.watch(wake)
+
+    def check_locks(self) -> None:
+        """Raise StateError when the watcher found a lock lost for good."""
+        self.locks.check()
 
     def runner_alive(self, run: RunRecord) -> bool:
         return self.locks.runner_alive(run)

@@ -16,6 +16,7 @@ import base64
 import collections
 import contextlib
 import json
+import math
 import os
 import select
 import threading
@@ -57,6 +58,7 @@ OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue
 # Redis transport options that matter to consumers only: the runner may publish itself.
 WORKER_SIDE_OPTIONS = {"visibility_timeout", "unacked_restore_interval",
                        "unacked_restore_throttle"}
+AWAY_LIMIT = 15.0  # at least this long for a result backend away (see away_limit)
 TICK = 1.0  # deadlines (queue timeout, lost worker) are checked this often
 EXIT_LOST = 1  # a lost worker fails the attempt; `retries` apply
 
@@ -78,6 +80,7 @@ class _Job:
     cancelling: bool = False
     suspect: bool = False  # its heartbeat was missing at the last check
     warned: bool = False  # its log says the result backend did not answer
+    message: str | None = None  # the task as pushed onto a Redis broker's list
 
 
 def _safe(url: str) -> str:
@@ -87,9 +90,10 @@ def _safe(url: str) -> str:
 
 
 def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UsageError(f"executor 'celery': executor_options.{name} must be a number of "
-                         f"seconds > 0 (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+            or not math.isfinite(value):
+        raise UsageError(f"executor 'celery': executor_options.{name} must be a finite "
+                         f"number of seconds > 0 (got {value!r})")
     return float(value)
 
 
@@ -120,6 +124,9 @@ class CeleryExecutor:
             raise UsageError("executor 'celery': executor_options.lost_after must be at "
                              f"least 2 seconds (got {lost_after!r})")
         self.queue_timeout = _seconds("queue_timeout", queue_timeout)
+        # How long a result backend that stopped answering is waited for before the
+        # attempts it holds fail as lost (a restart takes seconds).
+        self.away_limit = max(AWAY_LIMIT, 2 * self.lost_after)
         if not isinstance(check_workers, bool):
             raise UsageError("executor 'celery': executor_options.check_workers must be "
                              f"true or false (got {check_workers!r})")
@@ -167,6 +174,7 @@ class CeleryExecutor:
         self._runs: dict[str, float] = {}  # run id -> when its liveness key was refreshed
         self._queues_ok: dict[str, float] = {}  # queue -> when a worker was last seen on it
         self._next_tick = 0.0
+        self._away_since: float | None = None  # the result backend stopped answering
         self._fresh = False  # a placement changed since wait() last returned
         self._closing = threading.Event()
         self._listener: threading.Thread | None = None
@@ -238,9 +246,11 @@ class CeleryExecutor:
             # The attempt is the wanted one before any worker can see it; the run is live.
             pipe = self.r.pipeline(transaction=False)
             pipe.set(want_key(run_id, request.key), task_id, ex=7 * 86400)
-            if time.monotonic() - self._runs.get(run_id, -1e9) > RUN_TTL / 3:
-                pipe.set(run_key(run_id), "1", ex=RUN_TTL)
-                self._runs[run_id] = time.monotonic()
+            # At every submit: a Redis restarted without persistence lost it, and a worker
+            # refuses the attempt of a run that is not live.
+            pipe.set(run_key(run_id), "1", ex=RUN_TTL)
+            self._runs[run_id] = time.monotonic()
+            message: str | None = None
             if self.fast:
                 message = task_envelope(TASK_NAME, task_id, queue, args, wait, argsrepr)
                 if self.rb is self.r:
@@ -263,7 +273,7 @@ class CeleryExecutor:
                       f"{_reason(exc)}")))
             return None
         job = _Job(req=request, task_id=task_id, run_id=run_id, queue=queue, sent=now,
-                   queue_timeout=wait)
+                   queue_timeout=wait, message=message)
         self._jobs[request.key] = job
         self._by_task[task_id] = job
         self._placed[request.key] = Placement(task_id=task_id, queue=queue, queued_at=now)
@@ -310,6 +320,7 @@ class CeleryExecutor:
             job.cancelling = True
             settled, claimed = self._settle_job(job, "x:cancelled")
             if settled and not claimed:  # no worker will ever start it
+                self._unqueue(job)
                 self._finish(key, job, Outcome(exit_code=143, started_at=now, ended_at=now,
                                                interrupted=True,
                                                error="interrupted before a worker took it"))
@@ -357,6 +368,7 @@ class CeleryExecutor:
         did when the worker died). Raises rather than let a second attempt start."""
         lines: list[str] = []
         running: dict[str, str] = {}
+        claimed_ids: list[str] = []
         for key in keys:
             task_id, claimed, beating = self._settle_key(run_id, key, "x:resumed")
             if not task_id:
@@ -364,10 +376,17 @@ class CeleryExecutor:
             if not claimed:
                 lines.append(f"step {key!r} of run {run_id}: its queued celery task "
                              f"{task_id} will not start (given up)")
-            elif beating:
+                continue
+            claimed_ids.append(task_id)
+            if beating:
                 self.r.set(task_key("cancel", task_id), "1", ex=86400)
                 self._revoke(task_id, terminate=True)
                 running[key] = task_id
+            else:
+                # Claimed, no heartbeat: its worker died, or is frozen or cut off and may
+                # come back; it reads this before it goes on (and its supervisor stops
+                # the step once its own heartbeats lapsed).
+                self.r.set(task_key("cancel", task_id), "1", ex=86400)
         limit = time.monotonic() + kill_grace + self.lost_after + 5
         while running:
             beats = self.r.exists(*[task_key("beat", t) for t in running.values()])
@@ -387,7 +406,18 @@ class CeleryExecutor:
         for key, task_id in running.items():
             lines.append(f"step {key!r} of run {run_id} was still running on a worker "
                          f"(celery task {task_id}); stopped it before running it again")
+        for task_id in claimed_ids:  # their ends are in by now (pushed as the beat went)
+            self._forget_events(task_id)
         return lines
+
+    def _forget_events(self, task_id: str) -> None:
+        """The dead runner's event list: nobody reads it again, and an attempt's end there
+        carries its outputs (secret ones in clear) for a day."""
+        with contextlib.suppress(Exception):
+            raw = self.r.get(task_key("claim", task_id))
+            client = json.loads(raw).get("client") if raw else None
+            if client and client != self.client:
+                self.r.delete(events_key(str(client)))
 
     # -- internals ------------------------------------------------------------------
 
@@ -468,13 +498,24 @@ class CeleryExecutor:
                                         f"{self.lost_after:g}s")
                     else:
                         job.suspect = True
+            if not started:
+                self.r.ping()  # the queue deadlines below cannot tell it is away
             for job in [j for j in self._jobs.values() if j.started is None]:
                 if now - job.sent > job.queue_timeout:
                     self._queue_timeout(job)
+            self._away_since = None
         except Exception as exc:
             # The result backend is away: nothing can be decided about the attempts;
-            # they are judged again when it answers.
+            # they are judged again when it answers, up to a bound: a worker cut off from
+            # it stops its step within lost_after/2, so once it stayed away for
+            # away_limit nothing of the attempts is left to wait for.
             self._note_backend_error(exc)
+            if self._away_since is None:
+                self._away_since = now_m
+            elif now_m - self._away_since >= self.away_limit:
+                for job in list(self._jobs.values()):
+                    self._lost(job, f"celery result backend {_safe(self.backend)} not "
+                                    f"answering for {self.away_limit:g}s: {_reason(exc)}")
 
     def _note_backend_error(self, exc: BaseException) -> None:
         for job in self._jobs.values():
@@ -488,11 +529,19 @@ class CeleryExecutor:
         if claimed or not settled:
             return  # a worker took it just now: its start event is on its way
         self._revoke(job.task_id)
+        self._unqueue(job)
         reason = (f"no worker started step {job.req.key!r} within its queue_timeout "
                   f"({job.queue_timeout:g}s) on celery queue {job.queue!r}; it will not run")
         now = time.time()
         self._finish(job.req.key, job, Outcome(exit_code=EXIT_TIMEOUT, started_at=now,
                                                ended_at=now, error=reason))
+
+    def _unqueue(self, job: _Job) -> None:
+        """Take a given-up task off a Redis broker's list: it holds the step's environment
+        (secret params in clear) and would stay there for ever with no worker."""
+        if job.message is not None:
+            with contextlib.suppress(Exception):
+                self.rb.lrem(job.queue, 1, job.message)
 
     def _lost(self, job: _Job, why: str) -> None:
         # Settled and told to stop, in case it is only stalled (a stopped process, a
@@ -532,6 +581,14 @@ class CeleryExecutor:
         try:
             names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}workers"))
             entries = self.r.mget([f"{PREFIX}worker:{n}" for n in names]) if names else []
+            # A Redis broker: who consumes there, from the broker itself (a worker that
+            # reports here but reads another broker is no consumer of this queue).
+            consumers: dict[str, list[str]] = {}
+            if self.fast:
+                for raw in self._registry(self.rb, "consumer"):
+                    with contextlib.suppress(ValueError, AttributeError, KeyError):
+                        info = json.loads(raw)
+                        consumers[str(info["name"])] = list(info.get("queues") or [])
         except Exception as exc:
             return f"cannot read the workers' registry from {_safe(self.backend)}: " \
                    f"{_reason(exc)}"
@@ -539,19 +596,32 @@ class CeleryExecutor:
         for name, raw in zip(names, entries, strict=True):
             if raw is None:
                 continue
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, AttributeError):
                 info = json.loads(raw)
                 queues = info.get("queues") or []
+                # It reports here; when it says so in its broker too (a Redis one), that
+                # must be this broker.
+                if queue in queues and self.fast and info.get("consumer") \
+                        and queue not in consumers.get(name, []):
+                    seen.append(f"{name} (queue {queue} on broker {info.get('broker')})")
+                    continue
                 if queue in queues:
                     self._queues_ok[queue] = now
                     return None
                 seen.append(f"{name} (queues {', '.join(queues)})")
         found = "; workers there: " + ", ".join(seen) if seen else \
             "; no worker reports there at all"
-        return (f"no celery worker consumes queue {queue!r} with result backend "
-                f"{_safe(self.backend)}{found}. Start one with `celery -A flowsh_celery.worker "
-                f"worker -Q {queue}` and FLOWSH_CELERY_BACKEND set to that URL, or set "
+        return (f"no celery worker consumes queue {queue!r} on broker {_safe(self.broker)} "
+                f"with result backend {_safe(self.backend)}{found}. Start one with "
+                f"`celery -A flowsh_celery.worker worker -Q {queue}` and "
+                "FLOWSH_CELERY_BROKER and FLOWSH_CELERY_BACKEND set to those URLs, or set "
                 "executor_options.check_workers: false")
+
+    @staticmethod
+    def _registry(r: Any, kind: str) -> list[bytes]:
+        names = sorted(n.decode() for n in r.smembers(f"{PREFIX}{kind}s"))
+        entries = r.mget([f"{PREFIX}{kind}:{n}" for n in names]) if names else []
+        return [e for e in entries if e is not None]
 
     def _collect(self, job: _Job, value: dict[str, Any]) -> None:
         if value.get("dropped"):

@@ -20,9 +20,9 @@ import base64
 import contextlib
 import json
 import os
-import select
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from dataclasses import fields
@@ -42,11 +42,11 @@ from flowsh_celery.app import (
     task_key,
     want_key,
 )
+from flowsh_celery.supervise import SUPERVISE_CODE, SUPERVISE_FD, SUPERVISE_VAR, TAG_VAR
 
 # What travels back: the tail of the output. The whole log stays out of the store.
 OUTPUT_CAP = 1 << 20
 OUTPUTS_CAP = 1 << 20
-TAG_VAR = "FLOWSH_CELERY_TASK"  # in every process of the step: found even outside its group
 
 
 def _result(worker: str, code: int, error: str | None = None, **more: Any) -> dict[str, Any]:
@@ -190,101 +190,10 @@ def _tail_bytes(path: str, cap: int) -> tuple[bytes, int]:
     return data, dropped
 
 
-# -- the supervisor -----------------------------------------------------------------------
-# One per pool process, forked at its first attempt and kept (a fork per step cost ~10 ms
-# on a loaded 2-core host): the pool process tells it, over a pipe, which step's process
-# group it runs ("w"), that it is alive (".", at every beat) and that the step ended ("d").
-# It reads EOF when the pool process dies, however it dies.
-
-
-def _supervise(read_fd: int, backend: str, worker: str) -> None:
-    """In the forked supervisor: on EOF (the pool process died) or no tick for the
-    attempt's limit (it is stopped or hung), stop the watched step's processes, tell its
-    runner, and (on EOF) exit."""
-    with contextlib.suppress(OSError):
-        os.setsid()  # out of the worker's group: `kill -9 -WORKERPGID` leaves us running
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, signal.SIG_IGN)
-    # Hold nothing of the pool process's (its broker and Redis sockets, its pipes to the
-    # worker): a connection kept open here would outlive the pool process.
-    os.closerange(3, read_fd)
-    os.closerange(read_fd + 1, 1 << 16)
-    watched: dict[str, Any] | None = None
-    last = time.monotonic()
-    buf = b""
-    while True:
-        wait = None if watched is None else max(0.0, last + watched["limit"] - time.monotonic())
-        ready, _, _ = select.select([read_fd], [], [], wait)
-        if not ready:
-            if watched is not None:
-                _lost(watched, backend, f"its pool process on worker {worker} stopped "
-                                        f"answering for {watched['limit']:g}s")
-                watched = None
-            continue
-        try:
-            data = os.read(read_fd, 65536)
-        except OSError:
-            data = b""
-        if not data:
-            if watched is not None:
-                _lost(watched, backend, f"its pool process on worker {worker} died")
-            os._exit(0)
-        last = time.monotonic()
-        buf += data
-        buf = buf.lstrip(b".")
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            line = line.lstrip(b".")  # ticks carry no newline of their own
-            if line.startswith(b"w "):
-                watched = json.loads(line[2:])
-            elif line == b"d":
-                watched = None
-
-
-def _lost(watched: dict[str, Any], backend: str, why: str) -> None:
-    _stop_group(int(watched["pgid"]), str(watched["task"]), float(watched["grace"]))
-    with contextlib.suppress(Exception):
-        import redis
-
-        r = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
-        key = events_key(str(watched["client"]))
-        pipe = r.pipeline()
-        pipe.delete(task_key("beat", str(watched["task"])))
-        pipe.rpush(key, json.dumps({"e": "lost", "t": watched["task"],
-                                    "why": f"{why}; its processes were stopped"}))
-        pipe.expire(key, 86400)
-        pipe.execute()
-        r.close()
-
-
-def _stop_group(pgid: int, task_id: str, grace: float) -> None:
-    from flowsh.api import tagged
-
-    def send(sig: int) -> bool:
-        alive = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-            alive = True
-        for pid in tagged(TAG_VAR, task_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-                alive = True
-        return alive
-
-    if not send(signal.SIGTERM):
-        return
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            if not tagged(TAG_VAR, task_id):
-                return
-    send(signal.SIGKILL)
+# -- the supervisor (flowsh_celery/supervise.py) --------------------------------------------
+# One per pool process, started at its first attempt and kept. Forked, then exec'd as
+# `python -` with its code on stdin: its command line names no celery module, so killing
+# the worker's processes by name (`pkill -9 -f celery`) leaves it to stop the step.
 
 
 _supervisor: dict[int, int] = {}  # pool pid -> write end of its supervisor's pipe
@@ -297,19 +206,33 @@ def _supervisor_fd(backend: str, worker: str) -> int | None:
         return fd
     _supervisor.clear()  # a fork of a pool process: its parent's supervisor is not ours
     read_fd, write_fd = os.pipe()
+    code_r, code_w = os.pipe()
+    env = {**os.environ, SUPERVISE_VAR: json.dumps({"backend": backend, "worker": worker})}
     try:
         child = os.fork()
     except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in (read_fd, write_fd, code_r, code_w):
+            os.close(fd)
         return None
     if child == 0:
         try:
-            os.close(write_fd)
-            _supervise(read_fd, backend, worker)
+            # Its own session: `kill -9 -WORKERPGID` leaves it running. Nothing of the
+            # pool process's is kept (its broker and Redis sockets, its pipes): a
+            # connection held here would outlive the pool process.
+            with contextlib.suppress(OSError):
+                os.setsid()
+            os.dup2(code_r, 0)
+            os.dup2(read_fd, SUPERVISE_FD)
+            os.set_inheritable(SUPERVISE_FD, True)
+            os.closerange(SUPERVISE_FD + 1, 1 << 16)
+            os.execve(sys.executable, [sys.executable, "-"], env)
         finally:
             os._exit(0)
     os.close(read_fd)
+    os.close(code_r)
+    with contextlib.suppress(OSError):
+        os.write(code_w, SUPERVISE_CODE)
+    os.close(code_w)
     os.set_blocking(write_fd, False)  # a stalled supervisor must never stall a step
     _supervisor[pid] = write_fd
     return write_fd
@@ -330,6 +253,7 @@ class Attempt:
         # The claim set the first beat; a cancel request comes only after a claim (before
         # it, a runner settles the attempt instead) and is seen at the next beat.
         self.next_beat = time.monotonic() + self.every
+        self.last_ok = time.monotonic()  # the last heartbeat written (the claim's)
         self.sup_fd: int | None = None
 
     def _tell(self, line: bytes) -> None:
@@ -344,34 +268,57 @@ class Attempt:
             # not sent through the broker.
             self.sup_fd = _supervisor_fd(str(_backend), self.worker)
             # Stop within half the time the runner waits: the attempt is over before the
-            # runner starts another one.
+            # runner starts another one. The supervisor is told only of heartbeats that
+            # reached Redis: a worker cut off from Redis stops its step after lost_after/2
+            # (the runner waits lost_after), however the pool process fares.
             self._tell(b"w " + json.dumps({
                 "pgid": pgid, "task": self.task_id, "client": self.meta["client"],
                 "limit": max(1.0, self.lost_after / 2),
                 "grace": min(self.kill_grace, self.lost_after / 4)}).encode() + b"\n")
-        else:
-            self._tell(b".")
         now = time.monotonic()
         if now < self.next_beat:
             return False
         self.next_beat = now + self.every
+        if now - self.last_ok >= self.lost_after:
+            # Thawed, or Redis away for that long: the runner may have declared the
+            # attempt lost and started another; stop before anything else, at once (no
+            # grace: another attempt may be running).
+            if pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            return True
         try:
             pipe = self.r.pipeline(transaction=False)
-            pipe.set(task_key("beat", self.task_id), "1", px=int(self.lost_after * 1000))
+            # The cancel key first: a thawed worker must not refresh a beat that a resume
+            # or a retry already gave up.
             pipe.exists(task_key("cancel", self.task_id))
-            _, cancel = pipe.execute()
+            pipe.set(task_key("beat", self.task_id), "1", px=int(self.lost_after * 1000))
+            cancel, _ = pipe.execute()
         except Exception:
-            return False  # Redis away for a moment: the runner decides from its side
+            return False  # no tick: the supervisor stops the step after lost_after/2
+        self.last_ok = time.monotonic()
+        self._tell(b".")
         return bool(cancel)
 
     def finish(self, result: dict[str, Any]) -> None:
         self._tell(b"d\n")
         client = events_key(str(self.meta["client"]))
-        pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
-        pipe.delete(task_key("beat", self.task_id))
-        pipe.rpush(client, json.dumps({"e": "end", "t": self.task_id, **result}))
-        pipe.expire(client, 86400)
-        pipe.execute()
+        # Redis away for a moment (a restart): the end is kept and sent again until it
+        # answers, as long as the runner waits for a result backend that is away
+        # (executor.away_limit); the runner finds no heartbeat only a second after that.
+        deadline = time.monotonic() + max(15.0, 2 * self.lost_after)
+        while True:
+            try:
+                pipe = self.r.pipeline()  # MULTI: the beat ends when the result is there
+                pipe.delete(task_key("beat", self.task_id))
+                pipe.rpush(client, json.dumps({"e": "end", "t": self.task_id, **result}))
+                pipe.expire(client, 86400)
+                pipe.execute()
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def _quiet_results() -> None:
@@ -417,7 +364,8 @@ def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = Non
     claim = r.eval(
         CLAIM, 5, want_key(meta["run_id"], meta["key"]), run_key(meta["run_id"]),
         task_key("claim", task_id), task_key("beat", task_id), events_key(meta["client"]),
-        task_id, json.dumps({"worker": worker, "pid": os.getpid(), "at": started}),
+        task_id, json.dumps({"worker": worker, "pid": os.getpid(), "at": started,
+                             "client": meta["client"]}),
         int(float(meta.get("lost_after") or 10.0) * 1000),
         json.dumps({"e": "start", "t": task_id, "worker": worker, "pid": os.getpid(),
                     "at": started}))
@@ -443,6 +391,9 @@ def run_step(self: Any, request: dict[str, Any], secrets: list[str] | None = Non
 # -- telling runners which workers report here ---------------------------------------------
 
 
+_advert_stop: list[Any] = []  # the advertising loop's stop event, and its name
+
+
 def _advertise(consumer: Any) -> None:
     import threading
 
@@ -451,31 +402,74 @@ def _advertise(consumer: Any) -> None:
         if consumer.app.amqp.queues.consume_from else [_queue]
     from kombu.utils.url import maybe_sanitize_url
 
+    # "consumer": this worker also says so in its own broker (a Redis one), where a runner
+    # that publishes to another broker (a typo in one URL) does not find it.
     entry = json.dumps({"queues": queues, "pid": os.getpid(), "host": os.uname().nodename,
-                        "broker": str(maybe_sanitize_url(_broker))})
+                        "broker": str(maybe_sanitize_url(_broker)),
+                        "consumer": _broker_is_redis(), "name": name})
+    stop = threading.Event()
+    _advert_stop[:] = [stop, name]
 
     def loop() -> None:
         import redis
 
         r = redis.Redis.from_url(str(_backend), socket_timeout=5, socket_connect_timeout=5)
-        while True:
+        rb = redis.Redis.from_url(str(_broker), socket_timeout=5, socket_connect_timeout=5) \
+            if _broker_is_redis() else None
+        while not stop.is_set():
             with contextlib.suppress(Exception):
                 pipe = r.pipeline(transaction=False)
                 pipe.set(f"{PREFIX}worker:{name}", entry, ex=ADVERT_TTL)
                 pipe.sadd(f"{PREFIX}workers", name)
                 pipe.execute()
-            time.sleep(ADVERT_EVERY)
+            if rb is not None:
+                with contextlib.suppress(Exception):
+                    pipe = rb.pipeline(transaction=False)
+                    pipe.set(f"{PREFIX}consumer:{name}", entry, ex=ADVERT_TTL)
+                    pipe.sadd(f"{PREFIX}consumers", name)
+                    pipe.execute()
+            stop.wait(ADVERT_EVERY)
 
     threading.Thread(target=loop, name="flowsh-advertise", daemon=True).start()
 
 
+def _broker_is_redis() -> bool:
+    return str(_broker).startswith(("redis://", "rediss://", "unix://"))
+
+
+def _withdraw() -> None:
+    """A worker shutting down (warm or cold) takes no new task: runners must not count it
+    as serving its queues for the advert's remaining ADVERT_TTL."""
+    if not _advert_stop:
+        return
+    stop, name = _advert_stop
+    stop.set()
+    import redis
+
+    with contextlib.suppress(Exception):
+        r = redis.Redis.from_url(str(_backend), socket_timeout=2, socket_connect_timeout=2)
+        r.delete(f"{PREFIX}worker:{name}")
+        r.srem(f"{PREFIX}workers", name)
+        r.close()
+    if _broker_is_redis():
+        with contextlib.suppress(Exception):
+            rb = redis.Redis.from_url(str(_broker), socket_timeout=2, socket_connect_timeout=2)
+            rb.delete(f"{PREFIX}consumer:{name}")
+            rb.srem(f"{PREFIX}consumers", name)
+            rb.close()
+
+
 def _connect_signals() -> None:
-    from celery.signals import worker_ready
+    from celery.signals import worker_ready, worker_shutting_down
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def _ready(sender: Any = None, **_: Any) -> None:
         if sender is not None:
             _advertise(sender)
+
+    @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _shutting_down(**_: Any) -> None:
+        _withdraw()
 
 
 _connect_signals()
