@@ -102,7 +102,7 @@ def test_export_systemd_creates_the_output_directory(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["flowsh-nightly.service",
                                                      "flowsh-nightly.timer"]
-    assert "--resume --quiet" in (out / "flowsh-nightly.service").read_text()
+    assert "--resume --scheduled --quiet" in (out / "flowsh-nightly.service").read_text()
     afile = tmp_path / "a-file"
     afile.write_text("")
     r = run_cli("export", str(flow), "--systemd", "-o", str(afile))

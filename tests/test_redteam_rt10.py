@@ -243,9 +243,10 @@ def test_validate_accepts_a_library_run_refuses_as_too_large(tmp_path: Path) -> 
     Observed: a `source:` library whose top-level variables exceed the 120,000-byte limit
     (SOURCE-5) is refused by `flowsh run` (exit 2) but `flowsh validate` says "ok"
     (exit 0), and `flowsh export` writes a script that then refuses it when run.
-    Expected: validate exits 2 as run does."""
-    (tmp_path / "big.sh").write_text(
-        "X=$(head -c 130000 /dev/zero | tr '\\0' a)\nf() { :; }\n")
+    Expected: validate exits 2 as run does. (The value is written out: validate runs no
+    command, so one a command makes, `X=$(head -c 130000 ...)`, is checked by the run that
+    evaluates it: FILE-2.)"""
+    (tmp_path / "big.sh").write_text("X=" + "a" * 130_000 + "\nf() { :; }\n")
     (tmp_path / "flow.yaml").write_text("source: big.sh\nsteps:\n  - {name: a, run: f}\n")
     run = _flowsh("run", "flow.yaml", cwd=tmp_path)
     validate = _flowsh("validate", "flow.yaml", cwd=tmp_path)

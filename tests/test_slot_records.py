@@ -69,10 +69,13 @@ def test_bad_scheduled_time_is_one_line_exit_2(tmp_path: Path, cli: Cli) -> None
 def test_sqlite_store_of_an_older_flowsh_is_migrated_and_readable(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     SQLiteBackend(f"sqlite://{db}").close()
-    # Back to the schema before slots: what an older flowsh left.
+    # Back to the schema before slots (and what came after): what an older flowsh left.
     conn = sqlite3.connect(db)
-    conn.execute("ALTER TABLE runs DROP COLUMN scheduled_time")
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    first = MIGRATIONS.index("ALTER TABLE runs ADD COLUMN scheduled_time TEXT")
+    for statement in MIGRATIONS[first:]:
+        table, _, _, _, column, _ = statement.split()[2:8]
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute(f"PRAGMA user_version = {first}")
     conn.execute("INSERT INTO runs (run_id, workflow, params, status, started_at, step_names)"
                  " VALUES ('old-1', 'nightly', '{}', 'succeeded', 1.0, '[]')")
     conn.commit()
