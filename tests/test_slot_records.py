@@ -73,7 +73,7 @@ def test_sqlite_store_of_an_older_flowsh_is_migrated_and_readable(tmp_path: Path
     conn = sqlite3.connect(db)
     first = MIGRATIONS.index("ALTER TABLE runs ADD COLUMN scheduled_time TEXT")
     for statement in MIGRATIONS[first:]:
-        table, _, _, _, column, _ = statement.split()[2:8]
+        _, _, table, _, _, column = statement.split()[:6]
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute(f"PRAGMA user_version = {first}")
     conn.execute("INSERT INTO runs (run_id, workflow, params, status, started_at, step_names)"
