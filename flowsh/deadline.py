@@ -34,9 +34,11 @@ def parse_deadline(value: object) -> time | float:
         if ":" in value:
             raise ValueError(f"deadline {value!r}: a time of day is HH:MM or HH:MM:SS "
                              "(00:00 to 23:59:59)")
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML reads `06:00` unquoted as a string, but a bare number is seconds.
-        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted `6:00` as the number 360 (base 60): a bare number is
+        # refused rather than taken for 6 minutes when 6 a.m. was meant.
+        raise ValueError(f"deadline {value!r} is a bare number (YAML reads 6:00 as 360): "
+                         'write a time of day as "06:00", or a duration with its unit (4h)')
     try:
         seconds = parse_duration(value)
     except ValueError as exc:

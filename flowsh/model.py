@@ -409,8 +409,7 @@ class Workflow(_Frozen):
         from flowsh.deadline import parse_deadline
 
         parse_deadline(v)
-        # A number is seconds; kept as text so the key has one type.
-        return v if isinstance(v, str) else f"{v}s"
+        return v
 
     @field_validator("required_params")
     @classmethod
