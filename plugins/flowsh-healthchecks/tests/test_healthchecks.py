@@ -7,6 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import flowsh_healthchecks
+from flowsh.ping import rid_of
 import pytest
 
 from flowsh.api import (
@@ -78,7 +79,8 @@ def test_start_and_exit_code_pings(registered, hc_server, tmp_path):
                                    log_path=str(log))
     run.status, run.exit_code = "failed", 1
     _emit("flowsh_run_finished", run, wf, tmp_path)
-    assert [p for p, _ in pings] == ["/ping/abc/start", "/ping/abc/1"]
+    rid = rid_of("r1")
+    assert [p for p, _ in pings] == [f"/ping/abc/start?rid={rid}", f"/ping/abc/1?rid={rid}"]
     assert "disk full" in pings[1][1]
 
 
@@ -88,7 +90,7 @@ def test_success_without_exit_codes_pings_bare_url(registered, hc_server, tmp_pa
     run = RunRecord(run_id="r2", workflow="etl", file=None, definition_hash="h", params={},
                     status="succeeded", exit_code=0)
     _emit("flowsh_run_finished", run, wf, tmp_path)
-    assert [p for p, _ in pings] == ["/ping/abc"]
+    assert [p for p, _ in pings] == [f"/ping/abc?rid={rid_of('r2')}"]
 
 
 def test_bad_config(registered):
