@@ -1,8 +1,9 @@
 """flowsh plugin ``healthchecks``: ping a healthchecks.io-style URL as runs start and end.
 
-Each ping carries ``rid=`` (a UUID from the run id, healthchecks' run id: a start pairs
-with its own end when runs overlap). Declared as a notify channel (``type: healthchecks``) so it is validated and configured
-like any channel; the run hooks ping every channel of this type.
+Declared as a notify channel (``type: healthchecks``) so it is validated and configured
+like any channel; the run hooks ping every channel of this type. Each ping carries ``rid=``
+(healthchecks' run id, a UUID from flowsh's run id: a start pairs with its own end when
+runs overlap).
 """
 
 from __future__ import annotations
