@@ -7,7 +7,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import flowsh_healthchecks
-from flowsh.ping import rid_of
 import pytest
 
 from flowsh.api import (
@@ -21,6 +20,7 @@ from flowsh.api import (
     get_plugin_manager,
     reset_plugins,
 )
+from flowsh.ping import rid_of
 
 
 @pytest.fixture
