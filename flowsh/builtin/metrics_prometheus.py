@@ -244,6 +244,8 @@ def _keep_previous(path: Path | None) -> str:
 
 @hookimpl
 def flowsh_run_started(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
+    if not (workflow.deadline or workflow.schedule):
+        return  # nothing to say before the end: one write (and one push) per run, as ever
     path = textfile_path(workflow)
     if path is None and not push_url(workflow, ctx.options):
         return

@@ -165,6 +165,13 @@ def test_metrics_written_at_start_keep_the_last_run(write_flow: Callable[..., Pa
     assert path.read_text().count("# TYPE flowsh_run_deadline_timestamp_seconds") == 1
 
 
+def test_no_start_write_without_deadline_or_schedule(write_flow: Callable[..., Path]) -> None:
+    ctx = _ctx(write_flow, "name: w\nmonitor: {prometheus: true}\nsteps: [{name: a, run: x}]\n")
+    mp.flowsh_run_started(ctx=ctx, run=ctx.run, workflow=ctx.workflow)
+    path = mp.textfile_path(ctx.workflow)
+    assert path is not None and not path.exists()
+
+
 def test_model_key(write_flow: Callable[..., Path]) -> None:
     assert "deadline" in LATER_KEYS and "deadline" in json_schema()["properties"]
     plain = load_workflow(write_flow("steps: [{name: a, run: x}]\n"))
