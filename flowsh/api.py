@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from flowsh.notify import get_number as get_number
     from flowsh.notify import get_str as get_str
     from flowsh.notify import log_tail as log_tail
+    from flowsh.ping import ping_url as ping_url
     from flowsh.plugins import get_plugin_manager as get_plugin_manager
     from flowsh.plugins import reset as reset_plugins
     from flowsh.plugins import warn as warn
@@ -119,6 +120,7 @@ _WHERE = {
     **dict.fromkeys(("Alert", "Notifier", "build_notifier", "channel_timeout", "check_keys",
                      "check_notify", "config_error", "dispatch", "effective_notify",
                      "get_list", "get_number", "get_str", "log_tail"), "flowsh.notify"),
+    "ping_url": "flowsh.ping",
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
     "LocalExecutor": "flowsh.process", "tagged": "flowsh.survivors",
@@ -181,6 +183,7 @@ __all__ = [
     "load_workflow",
     "log_tail",
     "parse_duration",
+    "ping_url",
     "post_json",
     "reset_plugins",
     "tagged",

@@ -162,6 +162,10 @@ def check_exportable(wf: Workflow) -> None:
         raise UsageError(f"{wf.path}: key 'catchup': the exported script keeps no history "
                          "of the slots it ran, so it cannot make up missed ones (CATCHUP-6); "
                          "remove `catchup` (or set policy: none) to export this workflow")
+    if wf.deadline:
+        raise UsageError(f"{wf.path}: key 'deadline': the exported script has no timer to "
+                         "fire `run_late` while it runs (DEADLINE-6); remove `deadline` to "
+                         "export this workflow, or run it with `flowsh run`")
     # A command channel's `env` would be written into the script's text (REFUSE-3's rule
     # for secrets): a secret-looking one must come from the script's environment instead.
     secret = wf.secret_names()

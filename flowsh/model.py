@@ -287,7 +287,8 @@ class Step(_Frozen):
 
 
 Severity = Literal["critical", "warning", "info"]
-EventName = Literal["run_failed", "run_succeeded", "step_failed", "step_retry", "run_long"]
+EventName = Literal["run_failed", "run_succeeded", "step_failed", "step_retry", "run_long",
+                    "run_late"]
 
 
 class Channel(BaseModel):
@@ -383,6 +384,10 @@ class Workflow(_Frozen):
     catchup: CatchUp | None = Field(
         None, description="Make up slots of the `schedule` that have no succeeded run "
         "(docs/scheduling.md).")
+    deadline: str | None = Field(
+        None, description="When a run must be done by: a time of day (06:00, in the "
+        "schedule's zone, the first at or after the run's slot) or a duration after the "
+        "slot (4h); a run without a slot counts from its start. Fires `run_late`.")
     # Set by the loader, not by the file.
     path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
     # Params declared without a default (`day:` / `day: null`): taken out of `params`
@@ -412,6 +417,16 @@ class Workflow(_Frozen):
                              "fire times)")
         if v is not None and v.window <= 0:
             raise ValueError("catchup window must be more than 0")
+        return v
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        from flowsh.deadline import parse_deadline
+
+        parse_deadline(v)
         return v
 
     @field_validator("required_params")
@@ -525,7 +540,7 @@ def json_schema() -> dict[str, Any]:
 # Keys added after runs were first recorded: left out of a definition's hash while unset,
 # so the same file hashes as it did before they existed (no "changed since" warning on a
 # resume across an upgrade, no refused checkpoint in a re-exported script).
-LATER_KEYS = ("catchup", "pools")
+LATER_KEYS = ("catchup", "pools", "deadline")
 LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates")
 
 

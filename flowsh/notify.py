@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 EVENTS: tuple[str, ...] = get_args(EventName)
 # Without `events:` a workflow alerts on what nobody wants to miss.
-DEFAULT_EVENTS: dict[str, str] = {"run_failed": "critical", "run_long": "warning"}
+DEFAULT_EVENTS: dict[str, str] = {"run_failed": "critical", "run_long": "warning",
+                                  "run_late": "warning"}
 # Keys every channel accepts; the rest is the notifier's own config.
 COMMON_KEYS = frozenset({"type", "template", "subject", "timeout"})
 DEFAULT_TIMEOUT = 10.0

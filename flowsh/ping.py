@@ -6,6 +6,11 @@ measures the duration and notices a run that never finishes), ``URL`` on success
 ``URL/<exit code>`` on failure. Each is a POST whose body is the tail of the output
 (healthchecks keeps the body with the event, so the failure is readable from the alert).
 
+Each ping carries ``rid=<uuid>`` (healthchecks' run id, a UUID derived from flowsh's run
+id, the same for the start and the end of one run), so the monitor pairs a start with its
+own end when runs overlap, and the ping links back to `flowsh status RUN_ID`. A URL that
+names its own ``rid`` keeps it.
+
 A ping that cannot be delivered is a warning on stderr, never a change of the command's
 exit code: monitoring must not break the job it watches.
 """
@@ -52,16 +57,41 @@ def with_suffix(url: str, suffix: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
 
 
+def rid_of(run_id: str) -> str:
+    """healthchecks wants a UUID: one derived from the run id, stable across processes."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowsh:run:{run_id}"))
+
+
+def with_rid(url: str, run_id: str | None) -> str:
+    """`url` with ``rid=`` the run's UUID added to its query, unless it names one."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    if not run_id:
+        return url
+    parts = urlsplit(url)
+    if any(k == "rid" for k, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        return url
+    query = (parts.query + "&" if parts.query else "") + f"rid={rid_of(run_id)}"
+    return urlunsplit(parts._replace(query=query))
+
+
+def ping_url(url: str, suffix: str, run_id: str | None) -> str:
+    """`url` + ``/suffix`` in its path (none when empty), + ``rid=`` the run's UUID."""
+    return with_rid(with_suffix(url, f"/{suffix}" if suffix else ""), run_id)
+
+
 class Pinger:
     def __init__(self, url: str, timeout: float = TIMEOUT) -> None:
         self.url = check_ping_url(url)
         self.timeout = timeout
 
-    def send(self, suffix: str = "", body: bytes = b"") -> None:
+    def send(self, suffix: str = "", body: bytes = b"", run_id: str | None = None) -> None:
         """POST, giving up after `timeout` seconds in all: urllib's own timeout is per
         socket operation, so a server that trickles its answer (or a resolver that hangs)
         would otherwise hold the job forever; the abandoned attempt is a daemon thread."""
-        url = with_suffix(self.url, suffix)
+        url = with_rid(with_suffix(self.url, suffix), run_id)
         outcome: list[str] = []
         worker = threading.Thread(target=self._post, args=(url, body, outcome),
                                   name="flowsh-ping", daemon=True)
@@ -94,7 +124,7 @@ class Pinger:
 
     def finished(self, run: RunRecord, exit_code: int) -> None:
         suffix = "" if exit_code == 0 else f"/{exit_code}"
-        self.send(suffix, output_tail(run))
+        self.send(suffix, output_tail(run), run.run_id)
 
 
 def output_tail(run: RunRecord, limit: int = TAIL_BYTES) -> bytes:
@@ -126,7 +156,7 @@ class PingOnStart(Reporter):
         self.inner.prefix = value
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.pinger.send("/start")
+        self.pinger.send("/start", run_id=run.run_id)
         self.inner.run_started(run, wf)
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None:

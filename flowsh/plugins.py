@@ -71,7 +71,7 @@ DEFAULT_PLUGINS: tuple[str | Lazy, ...] = (
          "run_started step_started step_retrying step_finished run_finished"),
     Lazy("flowsh.builtin.log_jsonl",
          "run_started step_started step_retrying step_waiting step_finished run_finished"),
-    Lazy("flowsh.builtin.metrics_prometheus", "run_finished"),
+    Lazy("flowsh.builtin.metrics_prometheus", "run_started run_finished"),
     # exporters and schedulers
     Lazy("flowsh.builtin.reporters", "make_reporter"),
     Lazy("flowsh.builtin.export_bash", "register_exporters"),

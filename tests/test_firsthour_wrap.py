@@ -18,12 +18,24 @@ from tests.notify_servers import HTTPRecorder, http_server_fixture  # noqa: F401
 FLOWSH = [sys.executable, "-m", "flowsh"]
 
 
+def _split(path: str) -> tuple[str, str]:
+    """The ping's path and its `rid` (a UUID: healthchecks refuses anything else)."""
+    import uuid
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(path)
+    (rid,) = parse_qs(parts.query)["rid"]
+    assert str(uuid.UUID(rid)) == rid
+    return parts.path, rid
+
+
 def test_ping_start_then_success(http_server: HTTPRecorder, tmp_path: Path) -> None:
     url = f"{http_server.url}/ping/abc-123"
     r = run_cli("wrap", "--ping", url, "--", "bash", "-c", "echo all good", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    paths = [q.path for q in http_server.requests]
-    assert paths == ["/ping/abc-123/start", "/ping/abc-123"]
+    (start, rid1), (end, rid2) = [_split(q.path) for q in http_server.requests]
+    assert (start, end) == ("/ping/abc-123/start", "/ping/abc-123")
+    assert rid1 == rid2  # one run: healthchecks pairs the start with its own end
     assert all(q.method == "POST" for q in http_server.requests)
     assert b"all good" in http_server.requests[1].body
 
@@ -35,8 +47,8 @@ def test_ping_failure_sends_exit_code_and_output_tail(http_server: HTTPRecorder,
                 "seq 1 20000; echo 'disk full' >&2; exit 7", cwd=tmp_path)
     assert r.returncode == 7
     start, end = http_server.requests
-    assert start.path == "/ping/abc-123/start"
-    assert end.path == "/ping/abc-123/7"
+    assert _split(start.path)[0] == "/ping/abc-123/start"
+    assert _split(end.path)[0] == "/ping/abc-123/7"
     assert end.body.endswith(b"disk full\n")
     assert len(end.body) <= 10_000 and b"\n20000\n" in end.body  # the tail, not the head
 
@@ -53,8 +65,19 @@ def test_ping_suffix_goes_in_the_path_before_the_query(http_server: HTTPRecorder
     r = run_cli("wrap", "--ping", f"{http_server.url}/ping/KEY/backup/?create=1", "--", "true",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert [q.path for q in http_server.requests[2:]] == [
-        "/ping/KEY/backup/start?create=1", "/ping/KEY/backup?create=1"]
+    got = [q.path.split("&rid=")[0] for q in http_server.requests[2:]]
+    assert got == ["/ping/KEY/backup/start?create=1", "/ping/KEY/backup?create=1"]
+    assert len({_split(q.path)[1] for q in http_server.requests[2:]}) == 1
+
+
+def test_rid_is_a_stable_uuid_per_run() -> None:
+    from flowsh.ping import rid_of, with_rid
+
+    assert rid_of("20261205T020000-1a2b3c4d") == rid_of("20261205T020000-1a2b3c4d")
+    assert rid_of("r1") != rid_of("r2")
+    assert with_rid("https://hc/ping/k", "r1") == f"https://hc/ping/k?rid={rid_of('r1')}"
+    assert with_rid("https://hc/ping/k?rid=mine", "r1") == "https://hc/ping/k?rid=mine"
+    assert with_rid("https://hc/ping/k", None) == "https://hc/ping/k"
 
 
 def test_ping_unreachable_warns_and_keeps_the_exit_code(tmp_path: Path) -> None:
@@ -187,4 +210,4 @@ def test_wrap_log_that_cannot_be_written_keeps_the_exit_code_and_the_ping(
                 "bash", "-c", "echo out; exit 6", cwd=tmp_path)
     assert r.returncode == 6, r.stderr
     assert "flowsh: warning: --log /dev/full: No space left on device" in r.stderr
-    assert [q.path for q in http_server.requests] == ["/p/start", "/p/6"]
+    assert [_split(q.path)[0] for q in http_server.requests] == ["/p/start", "/p/6"]

@@ -93,7 +93,8 @@ def test_info_goes_to_the_implicit_log_channel(rec, tmp_path, monkeypatch):
 
 def test_events_default_and_no_routes_means_every_channel(rec):
     notify = Notify.model_validate({"channels": {"a": {"type": "rec"}, "b": {"type": "rec"}}})
-    assert events_of(notify) == {"run_failed": "critical", "run_long": "warning"}
+    assert events_of(notify) == {"run_failed": "critical", "run_long": "warning",
+                                 "run_late": "warning"}
     assert channels_for(notify, "info") == ["a", "b"]
     notify = Notify.model_validate({**SEED, "routes": {"critical": ["sms"]}})
     assert channels_for(notify, "warning") == []

@@ -71,14 +71,14 @@ def test_a_run_calls_slack_and_healthchecks(model_plugins, http_server, tmp_path
         """))
     res = run_cli("run", str(flow), "--quiet", env=_env("slack,healthchecks"))
     assert res.returncode == 1, res.stderr
-    paths = [r.path for r in http_server.requests]
+    paths = [r.path.split("?rid=")[0] for r in http_server.requests]
     assert paths[0] == "/ping/uuid/start"
     assert set(paths[1:]) == {"/services/T/B/x", "/ping/uuid/1"}
     [slack] = [r for r in http_server.requests if r.path.startswith("/services")]
     payload = slack.json()
     assert payload["blocks"][0]["text"]["text"].startswith("[CRITICAL] etl: run failed")
     assert "disk full" in payload["blocks"][-1]["text"]["text"]
-    [done] = [r for r in http_server.requests if r.path == "/ping/uuid/1"]
+    [done] = [r for r in http_server.requests if r.path.startswith("/ping/uuid/1?rid=")]
     assert b"disk full" in done.body
     # Without the plugin, the same file is refused with a clear line, not a traceback.
     res = run_cli("notify", "test", "team", str(flow), env=_env("healthchecks"))

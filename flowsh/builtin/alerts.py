@@ -2,13 +2,15 @@
 
 run_failed / run_succeeded when a run ends, step_failed when a step ends failed,
 step_retry when an attempt fails and another follows, run_long when a run is still going
-after ``notify.long_after`` (a timer thread, cancelled when the run ends).
+after ``notify.long_after``, run_late when a run is still going at its ``deadline``
+(flowsh/deadline.py); each a timer thread, cancelled when the run ends.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from flowsh import hookimpl
@@ -100,13 +102,41 @@ def flowsh_run_started(ctx: RunContext) -> None:
     except Exception as exc:  # reported now rather than when the alert is due
         warn(str(exc))
     notify = ctx.notify
-    if notify.long_after is None or "run_long" not in events_of(notify):
-        return
-    timer = threading.Timer(notify.long_after, _run_long, args=(ctx, notify.long_after))
+    if notify.long_after is not None and "run_long" in events_of(notify):
+        _start_timer(ctx, "timer", notify.long_after, _run_long, notify.long_after)
+    if ctx.workflow.deadline and "run_late" in events_of(notify):
+        from flowsh.deadline import of_run
+        from flowsh.slot import now
+
+        try:
+            when = of_run(ctx)
+        except Exception as exc:  # a bad FLOWSH_NOW: say so, never fail the run for it
+            warn(f"deadline: {exc}")
+            return
+        if when is not None:
+            # Already past at the start (a late start, a resume): late now, once (DEADLINE-3).
+            delay = max(0.0, (when - now()).total_seconds())
+            _start_timer(ctx, "late_timer", delay, _run_late, when)
+
+
+def _start_timer(ctx: RunContext, key: str, delay: float, func: object, arg: object) -> None:
+    timer = threading.Timer(delay, func, args=(ctx, arg))  # type: ignore[arg-type]
     timer.daemon = True
-    timer.name = f"flowsh-run-long-{ctx.run.run_id}"
-    ctx.slot("alerts")["timer"] = timer
+    timer.name = f"flowsh-{key}-{ctx.run.run_id}"
+    ctx.slot("alerts")[key] = timer
     timer.start()
+
+
+def _run_late(ctx: RunContext, when: object) -> None:
+    from flowsh.slot import format_time
+
+    run = ctx.run
+    running = [s.name for s in list(run.steps.values()) if s.status in (RUNNING, RETRYING)]
+    now = f"; running: {', '.join(running)}" if running else ""
+    due = format_time(when) if isinstance(when, datetime) else str(when)
+    send(alert_for("run_late", run, ctx.workflow, ctx.notify,
+                   message=f"run {run.run_id} is still running past its deadline "
+                           f"{due}{now}"), ctx)
 
 
 def _run_long(ctx: RunContext, after: float) -> None:
@@ -136,10 +166,11 @@ def flowsh_step_finished(ctx: RunContext, step: StepRecord) -> None:
 @hookimpl
 def flowsh_run_finished(ctx: RunContext) -> None:
     run, workflow = ctx.run, ctx.workflow
-    timer = ctx.slot("alerts").pop("timer", None)
-    if timer is not None:
-        timer.cancel()
-        timer.join()  # a run_long alert being sent goes out before the run's last word
+    for key in ("timer", "late_timer"):
+        timer = ctx.slot("alerts").pop(key, None)
+        if timer is not None:
+            timer.cancel()
+            timer.join()  # a run_long/run_late alert being sent goes out before the last word
     if run.status == SUCCEEDED:
         send(alert_for("run_succeeded", run, workflow, ctx.notify,
                        message=f"run {run.run_id} succeeded"), ctx)

@@ -66,10 +66,27 @@ STEP_SUCCESS = Family(
     "flowsh_step_last_success", "1 if the step succeeded in the last run, else 0.",
     ("workflow", "step"),
 )
+RUN_LAST_START = Family(
+    "flowsh_run_last_start_timestamp_seconds", "Unix time the last run started.",
+    ("workflow",),
+)
+# Written when a run starts as well as when it ends (DEADLINE-4): Prometheus alerts on a
+# run that has not finished by its deadline, and on a slot whose run never started.
+RUN_DEADLINE = Family(
+    "flowsh_run_deadline_timestamp_seconds",
+    "Unix time the last (or current) run must be done by (`deadline`).", ("workflow",),
+)
+SCHEDULE_NEXT = Family(
+    "flowsh_schedule_next_expected_timestamp_seconds",
+    "Unix time of the schedule's next fire time after the last run started or ended.",
+    ("workflow",),
+)
 FAMILIES = (
     RUN_DURATION, RUN_LAST_SUCCESS, RUN_LAST_END, RUN_LAST_STATUS,
-    STEP_DURATION, STEP_ATTEMPTS, STEP_SUCCESS,
+    STEP_DURATION, STEP_ATTEMPTS, STEP_SUCCESS, RUN_LAST_START, RUN_DEADLINE, SCHEDULE_NEXT,
 )
+# What a run's start writes; the rest of the file stays as the last run left it.
+START_FAMILIES = (RUN_LAST_START, RUN_DEADLINE, SCHEDULE_NEXT)
 
 
 def _escape(value: str) -> str:
@@ -110,9 +127,24 @@ def _previous_success(path: Path | None, workflow: str) -> float | None:
     return value
 
 
-def render(run: RunRecord, last_success: float | None = None) -> str:
-    """The exposition text for one finished run of one workflow."""
-    samples: dict[Family, list[tuple[tuple[str, ...], float]]] = {f: [] for f in FAMILIES}
+Samples = dict[Family, list[tuple[tuple[str, ...], float]]]
+
+
+def _timing(run: RunRecord, times: dict[Family, float | None]) -> Samples:
+    samples: Samples = {f: [] for f in FAMILIES}
+    if run.started_at:
+        samples[RUN_LAST_START].append(((run.workflow,), run.started_at))
+    for fam, value in times.items():
+        if value is not None:
+            samples[fam].append(((run.workflow,), value))
+    return samples
+
+
+def render(run: RunRecord, last_success: float | None = None,
+           times: dict[Family, float | None] | None = None) -> str:
+    """The exposition text for one finished run of one workflow (`times`: its deadline
+    and the schedule's next fire time)."""
+    samples = _timing(run, times or {})
     wf = (run.workflow,)
     if run.duration is not None:
         samples[RUN_DURATION].append((wf, run.duration))
@@ -132,6 +164,10 @@ def render(run: RunRecord, last_success: float | None = None) -> str:
             samples[STEP_DURATION].append((labels, step.duration))
         samples[STEP_ATTEMPTS].append((labels, float(step.attempts)))
         samples[STEP_SUCCESS].append((labels, 1.0 if step.status == SUCCEEDED else 0.0))
+    return _text(samples)
+
+
+def _text(samples: Samples) -> str:
     lines: list[str] = []
     for fam in FAMILIES:
         if not samples[fam]:
@@ -172,12 +208,62 @@ def push(base_url: str, workflow: str, text: str, timeout: float = PUSH_TIMEOUT)
         resp.read()
 
 
+def times_of(ctx: RunContext) -> dict[Family, float | None]:
+    """The run's deadline and the schedule's next fire time after now, as Unix times."""
+    from flowsh.deadline import next_expected, of_run
+    from flowsh.plugins import warn
+    from flowsh.slot import now
+
+    try:
+        due = of_run(ctx)
+        nxt = next_expected(list(ctx.workflow.schedule), now())
+    except Exception as exc:  # a bad FLOWSH_NOW: the metrics go out without these
+        warn(f"deadline metrics: {exc}")
+        return {}
+    return {RUN_DEADLINE: due.timestamp() if due else None,
+            SCHEDULE_NEXT: nxt.timestamp() if nxt else None}
+
+
+def _keep_previous(path: Path | None) -> str:
+    """The last run's file without the families a start rewrites."""
+    if path is None:
+        return ""
+    try:
+        old = path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    names = {f.name for f in START_FAMILIES}
+    kept = []
+    for line in old.splitlines():
+        words = line.split()
+        name = words[2] if line.startswith("#") and len(words) > 2 else line.split("{")[0]
+        if name not in names:
+            kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+@hookimpl
+def flowsh_run_started(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
+    if not (workflow.deadline or workflow.schedule):
+        return  # nothing to say before the end: one write (and one push) per run, as ever
+    path = textfile_path(workflow)
+    if path is None and not push_url(workflow, ctx.options):
+        return
+    text = _keep_previous(path) + _text(_timing(run, times_of(ctx)))
+    _write(ctx, workflow, run, path, text)
+
+
 @hookimpl
 def flowsh_run_finished(ctx: RunContext, run: RunRecord, workflow: Workflow) -> None:
+    path = textfile_path(workflow)
+    text = render(run, _previous_success(path, run.workflow), times_of(ctx))
+    _write(ctx, workflow, run, path, text)
+
+
+def _write(ctx: RunContext, workflow: Workflow, run: RunRecord, path: Path | None,
+           text: str) -> None:
     from flowsh.plugins import warn
 
-    path = textfile_path(workflow)
-    text = render(run, _previous_success(path, run.workflow))
     if path is not None:
         try:
             monitorfiles.write_creating_dir(path, text, mode=TEXTFILE_MODE)

@@ -53,7 +53,8 @@ def notify_test(
 def notify_send(
     file: Path = typer.Argument(..., help="The workflow file whose notify config routes it."),
     event: str = typer.Option(..., "--event", "-e",
-                              help="run_failed, run_succeeded, step_failed, step_retry, run_long"),
+                              help="run_failed, run_succeeded, step_failed, step_retry, "
+                                   "run_long, run_late"),
     severity: str | None = typer.Option(None, "--severity", "-s",
                                         help="Default: the event's severity in notify.events."),
     message: str = typer.Option("", "--message", "-m"),

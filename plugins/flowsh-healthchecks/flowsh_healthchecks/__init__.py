@@ -1,7 +1,9 @@
 """flowsh plugin ``healthchecks``: ping a healthchecks.io-style URL as runs start and end.
 
 Declared as a notify channel (``type: healthchecks``) so it is validated and configured
-like any channel; the run hooks ping every channel of this type.
+like any channel; the run hooks ping every channel of this type. Each ping carries ``rid=``
+(healthchecks' run id, a UUID from flowsh's run id: a start pairs with its own end when
+runs overlap).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flowsh.api import (
     get_str,
     hookimpl,
     log_tail,
+    ping_url,
     url_for_errors,
     warn,
 )
@@ -54,10 +57,10 @@ class HealthchecksChannel:
             raise RuntimeError(f"${self.url_env} (url_env) is not set")
         return url.rstrip("/")
 
-    def ping(self, suffix: str, body: str = "") -> None:
+    def ping(self, suffix: str, body: str = "", run_id: str | None = None) -> None:
         import urllib.request
 
-        url = f"{self.base()}/{suffix}" if suffix else self.base()
+        url = ping_url(self.base(), suffix, run_id)
         req = urllib.request.Request(url, data=body.encode()[:100_000], method="POST",
                                      headers={"Content-Type": "text/plain; charset=utf-8"})
         last: Exception | None = None
@@ -70,7 +73,7 @@ class HealthchecksChannel:
         raise RuntimeError(f"ping {url_for_errors(url)} failed: {last}")
 
     def send(self, alert: Alert) -> None:
-        self.ping("log", alert.text)
+        self.ping("log", alert.text, alert.run_id if alert.run_id != "-" else None)
 
 
 def _channels(ctx: RunContext) -> list[HealthchecksChannel]:
@@ -86,7 +89,7 @@ def _channels(ctx: RunContext) -> list[HealthchecksChannel]:
 def _ping_all(ctx: RunContext, suffix_for: Any, body: str = "") -> None:
     def one(ch: HealthchecksChannel) -> None:
         try:
-            ch.ping(suffix_for(ch), body)
+            ch.ping(suffix_for(ch), body, ctx.run.run_id)
         except Exception as exc:
             warn(f"healthchecks channel {ch.channel!r}: {exc}")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import flowsh_healthchecks
 import pytest
@@ -18,8 +20,14 @@ from flowsh.api import (
     WorkflowError,
     build_notifier,
     get_plugin_manager,
+    ping_url,
     reset_plugins,
 )
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
 
 
 @pytest.fixture
@@ -78,7 +86,10 @@ def test_start_and_exit_code_pings(registered, hc_server, tmp_path):
                                    log_path=str(log))
     run.status, run.exit_code = "failed", 1
     _emit("flowsh_run_finished", run, wf, tmp_path)
-    assert [p for p, _ in pings] == ["/ping/abc/start", "/ping/abc/1"]
+    assert [p for p, _ in pings] == [_path(ping_url(url, s, "r1")) for s in ("start", "1")]
+    assert pings[0][0].startswith("/ping/abc/start?rid=")
+    (rid1,), (rid2,) = (parse_qs(urlsplit(p).query)["rid"] for p, _ in pings)
+    assert rid1 == rid2 and str(uuid.UUID(rid1)) == rid1  # healthchecks wants a UUID
     assert "disk full" in pings[1][1]
 
 
@@ -88,7 +99,8 @@ def test_success_without_exit_codes_pings_bare_url(registered, hc_server, tmp_pa
     run = RunRecord(run_id="r2", workflow="etl", file=None, definition_hash="h", params={},
                     status="succeeded", exit_code=0)
     _emit("flowsh_run_finished", run, wf, tmp_path)
-    assert [p for p, _ in pings] == ["/ping/abc"]
+    assert [p for p, _ in pings] == [_path(ping_url(url, "", "r2"))]
+    assert pings[0][0].startswith("/ping/abc?rid=")
 
 
 def test_bad_config(registered):
