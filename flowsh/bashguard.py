@@ -70,12 +70,82 @@ __flowsh_test() {
   case $c in
     \[\ *|\[\[\ *|test\ *|command\ -[vV]\ *|type\ *|declare\ -F*|typeset\ -F*) ;;
     true|false) return 0 ;;
+    # `(( BASH_VERSINFO[0] >= 5 ))`: no assignment, increment or command in it.
+    \(\(*\)\))
+      c=${c//[=!<>]=/}
+      [[ $c != *[=\$\`]* && $c != *++* && $c != *--* ]]
+      return ;;
     *) return 1 ;;
   esac
   c=${c//[0-9]>&[0-9]/}; c=${c//>&[0-9]/}
   c=${c//&>\/dev\/null/}; c=${c//[0-9]>\/dev\/null/}; c=${c//>\/dev\/null/}
   c=${c//[0-9]> \/dev\/null/}; c=${c//> \/dev\/null/}
   [[ $c != *[\<\>]* || $c == \[\[\ * ]]
+}
+__flowsh_literal() {
+  # 0 when $1 expands to nothing but its own words: no `$`, backquote or redirection but to
+  # /dev/null or a descriptor (so replaying or running it runs no command, whatever the
+  # variables hold: `${X:$Y}` evaluates $Y's value as arithmetic, which can run one).
+  local c=$1
+  c=${c//[0-9]>&[0-9]/}; c=${c//>&[0-9]/}
+  c=${c//&>\/dev\/null/}; c=${c//[0-9]>\/dev\/null/}; c=${c//>\/dev\/null/}
+  c=${c//[0-9]> \/dev\/null/}; c=${c//> \/dev\/null/}
+  [[ $c != *[\$\`\<\>]* ]]
+}
+__flowsh_set() {
+  # `set` is applied after the file (its options would change the guard's own reading):
+  # as written when literal, else its leading options only (`set -e -- "$(cmd)"` keeps -e,
+  # drops the operands), so replaying it never runs a command.
+  local c=$1 keep=set i=0 w
+  if __flowsh_literal "$c"; then __flowsh_sets+=("$c"); return; fi
+  local -a ws
+  IFS=$' \t' read -ra ws <<<"${c#set}"
+  while (( i < ${#ws[@]} )); do
+    w=${ws[i]}
+    if [[ $w =~ ^[-+][a-zA-Z]*o$ && ${ws[i+1]-} =~ ^[a-z]+$ ]]; then
+      keep+=" $w ${ws[i+1]}"; i=$((i + 1))
+    elif [[ $w =~ ^[-+][a-np-zA-Z]+$ ]]; then
+      keep+=" $w"
+    else
+      break
+    fi
+    i=$((i + 1))
+  done
+  [[ $keep == set ]] || __flowsh_sets+=("$keep")
+}
+__flowsh_same_defs() {
+  # Steps read the file for its definitions with the run's final values (SOURCE-2): a
+  # top-level `if`/`case` choosing a function on a value the file changes afterwards
+  # (`case $_os in Linux) f() ..;; esac; unset _os`) would give them another function
+  # than bash defines. Read it again that way and compare; a difference is refused.
+  local file=$1 now again n line
+  now=$(declare -f)
+  [[ $now != "$__flowsh_fb" ]] || return 0
+  again=$(
+    for n in $(compgen -A function); do
+      [[ $n == __flowsh_* ]] || unset -f "$n"
+    done
+    eval "$__flowsh_fb"
+    __flowsh_defs=1
+    { __flowsh_source; trap __flowsh_guard DEBUG; builtin source "$file"; trap - DEBUG
+    } >/dev/null 2>&1
+    declare -f
+  )
+  [[ $again != "$now" ]] || return 0
+  for n in $(compgen -A function); do
+    [[ $n == __flowsh_* ]] && continue
+    [[ $again == *"$(declare -f "$n")"* ]] && continue
+    line=$(shopt -s extdebug; declare -F "$n")
+    line=${line#"$n "}
+    printf 'flowsh: %s:%s: %s\n' "$file" "${line%% *}" "function $n is chosen by a\
+ top-level if/case on a value the file changes afterwards; steps read the file for its\
+ definitions with the run's final values (SOURCE-2) and would get another $n: keep the\
+ value the choice depends on, or choose inside the function (SOURCE-1)" >&2
+    return 1
+  done
+  printf 'flowsh: %s: %s\n' "$file" "a top-level if/case chooses functions on a value the\
+ file changes afterwards; steps would get other definitions than bash's (SOURCE-1)" >&2
+  return 1
 }
 __flowsh_refuse() {
   # A top-level command flowsh can neither run nor skip: the file is refused (FILE:LINE).
@@ -123,10 +193,29 @@ __flowsh_guard() {
     __flowsh_assign_only "$cmd" && return 1
   fi
   case $cmd in
+    shopt\ *)
+      # `shopt -u extdebug` (or `-o functrace`, or a name held in a variable) would switch
+      # this guard off: every later top-level command would run.
+      if ! __flowsh_literal "$cmd" || [[ $cmd == *extdebug* || $cmd =~ \ -[a-z]*o ]]; then
+        __flowsh_refuse "$file" "$line" "\`$cmd\` would change how flowsh reads the file\
+ (extdebug, set options); a library read for its definitions may set other shell options\
+ only, named literally (SOURCE-1)"
+        return 2
+      fi ;;
+    unset\ *)
+      # Unsetting FUNCNAME or a BASH_* variable takes its meaning away, and the guard's.
+      if [[ $cmd =~ FUNCNAME|BASH_|__flowsh_ ]] || ! __flowsh_literal "$cmd"; then
+        __flowsh_refuse "$file" "$line" "\`$cmd\` would change how flowsh reads the file;\
+ a library may not unset a variable named by another variable, FUNCNAME, BASH_* or\
+ __flowsh_* at its top level (SOURCE-1)"
+        return 2
+      fi ;;
+  esac
+  case $cmd in
     declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) rc=0 ;;
     shopt\ *|umask|umask\ *) rc=0 ;;
     source\ *|.\ *) rc=0 ;;
-    set\ *) __flowsh_sets+=("$cmd"); return 1 ;;
+    set\ *) __flowsh_set "$cmd"; return 1 ;;
     # `: "${X:=default}"`; not `: > "$LOG"` nor `: "$(cmd)"`, which would do something.
     :|:\ *) [[ $cmd != *[\<\>\`]* && $cmd != *'$('* ]] && rc=0 ;;
     # A top-level loop or case runs; the commands in it are guarded one by one.
@@ -149,9 +238,17 @@ __flowsh_guard() {
     __flowsh_lines_of=$file
   fi
   text=${__flowsh_lines[line - 1]-}
+  # A test continued from the lines above (`if [ -r f ] &&` / `  grep -q x f; then`).
+  local at=$((line - 1)) word=${cmd%%[[:space:]]*}
+  while (( at > 0 )) && [[ ${__flowsh_lines[at - 1]} =~ (\&\&|\|\||\||\\|^[[:space:]]*(if|elif|!))[[:space:]]*$ ]]; do
+    at=$((at - 1)); text="${__flowsh_lines[at]%\\} $text"
+  done
+  # `((` is a word of its own, not a parenthesis to blank.
+  [[ $word == '(('* ]] && word='(('
   # Between `if`/`elif` and `then` on the command's line (not `if [ .. ]; then usage; fi`).
   if [[ $text =~ ^[[:space:]]*(if|elif)[[:space:]](.*)$ ]] && text=${BASH_REMATCH[2]%%then*} &&
-     [[ " ${text//[;&|!()]/ } " == *" ${cmd%%[[:space:]]*} "* ]]; then
+     { [[ " ${text//[;&|!()]/ } " == *" $word "* ]] ||
+       [[ $word == '((' && $text == *'(('* ]]; }; then
     __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a\
  command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test\
  with [, [[, test, command -v or type, or move the \`if\` into a function"
@@ -181,6 +278,8 @@ __flowsh_source() {
   __flowsh_lines_of=
   declare -gA __flowsh_skipped=()
   __flowsh_subshell=$BASH_SUBSHELL
+  # What the file changes in the functions, to compare with a definitions-only reading.
+  [[ -n ${__flowsh_defs-} ]] || __flowsh_fb=$(declare -f)
   shopt -s extdebug
 }
 __flowsh_sourced() {
@@ -195,6 +294,9 @@ __flowsh_sourced() {
   if [[ -n $__flowsh_refused ]]; then
     exit 2
   fi
+  if [[ -z ${__flowsh_defs-} && -r $file ]] && ! __flowsh_same_defs "$file"; then
+    exit 2
+  fi
   if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
     exit "$rc"
   fi
@@ -204,8 +306,8 @@ __flowsh_sourced() {
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
-    "__flowsh_source __flowsh_sourced; "
+    "__flowsh_source __flowsh_sourced __flowsh_literal __flowsh_set __flowsh_same_defs; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
     "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_probe __flowsh_refused __flowsh_ok "
-    "__flowsh_lines __flowsh_lines_of"
+    "__flowsh_lines __flowsh_lines_of __flowsh_fb"
 )
