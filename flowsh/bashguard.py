@@ -72,8 +72,9 @@ __flowsh_test() {
     true|false) return 0 ;;
     # `(( BASH_VERSINFO[0] >= 5 ))`: no assignment, increment or command in it.
     \(\(*\)\))
+      [[ $c != *'<<='* && $c != *'>>='* ]] || return 1
       c=${c//[=!<>]=/}
-      [[ $c != *[=\$\`]* && $c != *++* && $c != *--* ]]
+      [[ $c != *[=\`]* && $c != *'$('* && $c != *++* && $c != *--* ]]
       return ;;
     *) return 1 ;;
   esac
@@ -127,7 +128,8 @@ __flowsh_same_defs() {
     done
     eval "$__flowsh_fb"
     __flowsh_defs=1
-    { __flowsh_source; trap __flowsh_guard DEBUG; builtin source "$file"; trap - DEBUG
+    set -- "${__flowsh_argv[@]}"
+    { __flowsh_source "$@"; trap __flowsh_guard DEBUG; builtin source "$file"; trap - DEBUG
     } >/dev/null 2>&1
     declare -f
   )
@@ -135,9 +137,10 @@ __flowsh_same_defs() {
   for n in $(compgen -A function); do
     [[ $n == __flowsh_* ]] && continue
     [[ $again == *"$(declare -f "$n")"* ]] && continue
+    # `declare -F` under extdebug: "NAME LINE FILE", where the function was defined.
     line=$(shopt -s extdebug; declare -F "$n")
     line=${line#"$n "}
-    printf 'flowsh: %s:%s: %s\n' "$file" "${line%% *}" "function $n is chosen by a\
+    printf 'flowsh: %s:%s: %s\n' "${line#* }" "${line%% *}" "function $n is chosen by a\
  top-level if/case on a value the file changes afterwards; steps read the file for its\
  definitions with the run's final values (SOURCE-2) and would get another $n: keep the\
  value the choice depends on, or choose inside the function (SOURCE-1)" >&2
@@ -246,12 +249,14 @@ __flowsh_guard() {
   # `((` is a word of its own, not a parenthesis to blank.
   [[ $word == '(('* ]] && word='(('
   # Between `if`/`elif` and `then` on the command's line (not `if [ .. ]; then usage; fi`).
-  if [[ $text =~ ^[[:space:]]*(if|elif)[[:space:]](.*)$ ]] && text=${BASH_REMATCH[2]%%then*} &&
+  local re='(^|[;&|({[:space:]])(if|elif)[[:space:]](.*)$'
+  if [[ $text =~ $re ]] && text=${BASH_REMATCH[3]%%then*} &&
      { [[ " ${text//[;&|!()]/ } " == *" $word "* ]] ||
        [[ $word == '((' && $text == *'(('* ]]; }; then
-    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[1]}\` runs a\
+    __flowsh_refuse "$file" "$line" "the test of a top-level \`${BASH_REMATCH[2]}\` runs a\
  command (\`$cmd\`), which a library read for its definitions must not (SOURCE-1); test\
- with [, [[, test, command -v or type, or move the \`if\` into a function"
+ with [, [[, test, (( )) without assignment, command -v or type, or move the\
+ \`if\` into a function"
     return 2
   fi
   local key="$file:$line:$cmd"
@@ -268,6 +273,8 @@ __flowsh_source() {
   # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
   # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
   # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
+  # "$@": the caller's positional parameters, which the file sees (re-read with them).
+  __flowsh_argv=("$@")
   __flowsh_opts=$(set +o; shopt -p extdebug || :)
   __flowsh_e=${-//[^e]/}
   set +euo pipefail
@@ -309,5 +316,5 @@ _CLEANUP = (
     "__flowsh_source __flowsh_sourced __flowsh_literal __flowsh_set __flowsh_same_defs; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
     "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_probe __flowsh_refused __flowsh_ok "
-    "__flowsh_lines __flowsh_lines_of __flowsh_fb"
+    "__flowsh_lines __flowsh_lines_of __flowsh_fb __flowsh_argv"
 )
