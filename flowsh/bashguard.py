@@ -5,16 +5,21 @@ A DEBUG trap (``extdebug``) decides for each simple command at the file's top le
 * runs: assignments and ``declare/typeset/export/readonly/local/unset`` (skipped in
   definitions-only mode: the run evaluated them once, SOURCE-2), ``: "${X:=a}"`` without a
   redirection or command substitution, ``source``/``.`` (the file guarded the same way),
-  ``shopt``, ``umask``, the header of a ``for`` or ``case`` (the commands in it are guarded
-  one by one), and tests without side effects (``[``, ``[[``, ``test``, ``command -v``,
-  ``type``, ``declare -F``, ``true``, ``false``) so a top-level ``if``/``&&`` takes bash's
-  branch; ``set ...`` is recorded and replayed after the file.
+  ``shopt`` named literally, ``umask``, the header of a ``for`` or ``case`` (the commands
+  in it are guarded one by one), and tests without side effects (``[``, ``[[``, ``test``,
+  ``command -v``, ``type``, ``declare -F``, ``true``, ``false``, ``(( ))`` without assignment) so a
+  top-level ``if``/``&&`` takes bash's branch; ``set ...`` is replayed after the file, as
+  written when literal, else its leading options only (the replay runs no command).
 * a subshell at the top level (``( ... )``, ``cmd &``, a pipeline's side) runs only as a
   command substitution of the command the guard let run on that line (``DIR=$(dirname ..)``);
   when probing (validate, import: ``__flowsh_probe``) only one made of dirname, basename,
   cd, pwd, realpath, readlink, echo, printf.
 * refused (exit 2, FILE:LINE): a top-level ``if``/``elif`` whose test is any other command
-  (a skipped command reports success, so its branch would be a lie), ``source <(cmd)``.
+  (a skipped command reports success, so its branch would be a lie; continued lines too),
+  ``source <(cmd)``, a ``shopt`` that would switch the guard off (``extdebug``, ``-o``, a
+  variable), ``unset`` of FUNCNAME, BASH_*, __flowsh_* or a variable's value; and, after
+  an evaluating read, a file whose functions differ when read again for definitions only
+  with the final values (a top-level ``case``/``if`` on a value the file changes later).
 * anything else is skipped; the same skipped command coming round twice (a ``while read``
   loop that would spin) stops reading the file there.
 """
@@ -243,7 +248,8 @@ __flowsh_guard() {
   text=${__flowsh_lines[line - 1]-}
   # A test continued from the lines above (`if [ -r f ] &&` / `  grep -q x f; then`).
   local at=$((line - 1)) word=${cmd%%[[:space:]]*}
-  while (( at > 0 )) && [[ ${__flowsh_lines[at - 1]} =~ (\&\&|\|\||\||\\|^[[:space:]]*(if|elif|!))[[:space:]]*$ ]]; do
+  local cont='(&&|\|\||\||\\|^[[:space:]]*(if|elif|!))[[:space:]]*$'
+  while (( at > 0 )) && [[ ${__flowsh_lines[at - 1]} =~ $cont ]]; do
     at=$((at - 1)); text="${__flowsh_lines[at]%\\} $text"
   done
   # `((` is a word of its own, not a parenthesis to blank.
