@@ -310,7 +310,10 @@ __flowsh_sourced() {
   if [[ -z ${__flowsh_defs-} && -r $file ]] && ! __flowsh_same_defs "$file"; then
     exit 2
   fi
-  if (( rc != 0 )) && [[ -z $__flowsh_stopped ]]; then
+  # A plain `source` returns its last command's status (`[ -r conf ] && . conf`, or
+  # `[[ ${BASH_SOURCE[0]} == "$0" ]] && main "$@"` at the end): only a file bash cannot
+  # parse has failed to load.
+  if (( rc != 0 )) && [[ -z $__flowsh_stopped ]] && ! "$BASH" -n "$file" 2>/dev/null; then
     exit "$rc"
   fi
   return 0
