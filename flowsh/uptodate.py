@@ -147,7 +147,7 @@ class Change:
 
 
 _KINDS = {"cmd": "command", "fn": "function", "var": "variable", "out": "output",
-          "src": "file"}
+          "src": "file", "slot": "scheduled time"}
 
 
 def compare(old: StepRecord | None, now: Mapping[str, str], cwd: Path) -> list[Change]:
@@ -220,6 +220,10 @@ class Tracker:
         cwd = step_cwd(self.wf, step)
         text = command_text(self.wf, step)
         hashes = {"cmd": sha256_text(text)}
+        # A scheduled step's work is for its slot: another slot is other work (a catch-up
+        # of a week is seven runs, not one and six skips).
+        if env.get("FLOWSH_SCHEDULED_TIME"):
+            hashes["slot"] = sha256_text(env["FLOWSH_SCHEDULED_TIME"])
         files = library_files(self.wf, step)
         if files:
             libkey = "\n".join(files)
