@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from flowsh.errors import WorkflowError
@@ -69,10 +69,17 @@ class Graph:
         return [*cycle, cycle[0]]
 
     def descendants(self, names: Iterable[str]) -> set[str]:
+        return self._reach(names, self.dependents)
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        return self._reach(names, self.needs)
+
+    @staticmethod
+    def _reach(names: Iterable[str], edges: Mapping[str, Iterable[str]]) -> set[str]:
         seen: set[str] = set()
         stack = list(names)
         while stack:
-            for d in self.dependents[stack.pop()]:
+            for d in edges[stack.pop()]:
                 if d not in seen:
                     seen.add(d)
                     stack.append(d)

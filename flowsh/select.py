@@ -64,22 +64,11 @@ def choose(wf: Workflow, graph: Graph, *, only: Iterable[str] = (), from_: str |
         chosen &= {from_} | graph.descendants([from_])
     if until is not None:
         check_name(wf, until, "--until")
-        chosen &= {until} | ancestors(graph, [until])
+        chosen &= {until} | graph.ancestors([until])
     if not chosen:
         raise UsageError(f"--from {from_} --until {until}: no step is both; {until!r} is "
                          f"not downstream of {from_!r}")
     return chosen
-
-
-def ancestors(graph: Graph, names: Iterable[str]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(names)
-    while stack:
-        for d in graph.needs[stack.pop()]:
-            if d not in seen:
-                seen.add(d)
-                stack.append(d)
-    return seen
 
 
 def not_selected(run: RunRecord) -> set[str]:
@@ -95,7 +84,7 @@ def needed(graph: Graph, left_out: set[str], runs: set[str]) -> dict[str, str]:
     for name in graph.order:
         if name not in runs:
             continue
-        for up in sorted(ancestors(graph, [name]) & left_out, key=graph.order.index):
+        for up in sorted(graph.ancestors([name]) & left_out, key=graph.order.index):
             out.setdefault(up, name)
     return out
 
