@@ -27,7 +27,7 @@ from typing import Any
 from flowsh.errors import LockHeldError, NotFoundError, StateError, UsageError
 from flowsh.model import IDENT
 from flowsh.runopts import PARAMS_VAR
-from flowsh.state import RUNNING, RunRecord, ensure_private_dir, flowsh_home
+from flowsh.state import RUNNING, SUCCEEDED, RunRecord, ensure_private_dir, flowsh_home
 from flowsh.web import data
 
 START_WAIT = 15.0  # how long a start waits for the new run's id before answering
@@ -193,6 +193,10 @@ def resume(url: str | None, known: data.Known, run_id: str) -> dict[str, Any]:
     _startable(known, run)
     if run.status == RUNNING:
         raise LockHeldError(f"run {run.run_id} is still running (pid {run.pid} on {run.host})")
+    if run.status == SUCCEEDED:
+        # Whether or not its runner is still writing its end: the CLI's answer, at once.
+        raise UsageError(f"run {run.run_id} succeeded; nothing to resume (retry a step "
+                         "to run it again)")
     return _follow_up(url, run.run_id, ["resume", "--quiet", run.run_id])
 
 
