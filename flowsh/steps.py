@@ -139,11 +139,14 @@ def base_environment(wf: Workflow, params: dict[str, str],
     return env
 
 
-def describe_plan(wf: Workflow) -> Iterator[str]:
-    """Dry-run lines: steps by level with what each would run."""
+def describe_plan(wf: Workflow, selected: set[str] | None = None) -> Iterator[str]:
+    """Dry-run lines: steps by level with what each would run (only the selected ones when
+    --only/--from/--until chose some: the others do not run)."""
     graph = Graph.build(wf)
     steps = {s.name: s for s in wf.steps}  # wf.step() is a linear search: O(N^2) here
-    for i, level in enumerate(graph.levels(), 1):
+    levels = [[n for n in level if selected is None or n in selected]
+              for level in graph.levels()]
+    for i, level in enumerate((lv for lv in levels if lv), 1):
         yield f"stage {i}: " + ", ".join(level)
         for name in level:
             step = steps[name]

@@ -37,3 +37,20 @@ def test_an_interrupted_selection_resumes_with_the_same_steps_left_out(
     status = json.loads(cli("status", "--json").stdout)
     assert {n: s["status"] for n, s in status["steps"].items()} == {
         "a": "skipped", "b": "succeeded", "c": "skipped"}
+
+
+def test_dry_run_with_a_selection_plans_only_the_selected_steps(
+        write_flow: Callable[..., Path], tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    path = write_flow("""
+        name: plan
+        steps:
+          - {name: a, run: 'echo a'}
+          - {name: b, run: 'echo b', needs: [a]}
+          - {name: c, run: 'echo c', needs: [b]}
+        """)
+    res = cli("run", str(path), "--from", "b", "--dry-run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "selected: b, c" in lines
+    assert [ln for ln in lines if ln.startswith("stage")] == ["stage 1: b", "stage 2: c"]
+    assert not any(ln.startswith("  a:") for ln in lines)

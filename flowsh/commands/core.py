@@ -193,7 +193,7 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             from flowsh.slot import format_time
 
             typer.echo(f"scheduled time: {format_time(slot_at)}")
-        for line in describe_plan(wf):
+        for line in describe_plan(wf, selected):
             typer.echo(line)
         return
     opts = _run_options(params=params or [], jobs=jobs, quiet=quiet, json_events=json_events,
