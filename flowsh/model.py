@@ -158,6 +158,29 @@ class Defaults(_Frozen):
     timeout: Duration | None = Field(None, description="Kill the step after this long.")
 
 
+class ForeachFile(_Frozen):
+    """`foreach: {file: PATH}`: the file's lines (relative to the step's workdir)."""
+
+    file: str = Field(min_length=1, description="A file, relative to the step's workdir.")
+
+
+class ForeachCommand(_Frozen):
+    """`foreach: {command: TEXT}`: the lines a command prints, run in the step's environment."""
+
+    command: str = Field(min_length=1, description="Shell text; its stdout lines are the items.")
+
+
+class ForeachOutput(_Frozen):
+    """`foreach: {output: NAME}`: the lines of an upstream output (or env var) NAME."""
+
+    output: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                        description="An output or variable the step sees.")
+
+
+Foreach = list[Scalar] | ForeachFile | ForeachCommand | ForeachOutput
+MAX_ITEMS = 10000
+
+
 class Step(_Frozen):
     """One step: a shell command (`run`) or a script file (`script` + `args`)."""
 
@@ -218,6 +241,14 @@ class Step(_Frozen):
     params: dict[str, Scalar] = Field(
         default_factory=dict, description="With `call`: the child's params, literal text.")
 
+    foreach: Foreach | None = Field(
+        None, description="Run the step once per item: a list, `{file: PATH}`, `{command: "
+        "TEXT}` or `{output: NAME}` (lines, blank ones dropped); each item an instance "
+        "`step[item]` with $ITEM and $ITEM_INDEX (docs/semantics.md FOREACH).")
+    max_parallel: int | None = Field(
+        None, ge=1, le=MAX_ITEMS, description="With `foreach`: at most this many items at "
+        "once (within the run's concurrency).")
+
     sources: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "reads: with them the step is skipped as up to date when nothing it depends on "
@@ -269,6 +300,30 @@ class Step(_Frozen):
             raise ValueError(f"step {self.name!r}: `params` goes with `call`")
         if self.args and self.script is None:
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
+        return self
+
+    @model_validator(mode="after")
+    def _foreach(self) -> Step:
+        if self.foreach is None:
+            if self.max_parallel is not None:
+                raise ValueError(f"step {self.name!r}: `max_parallel` goes with `foreach`")
+            return self
+        for other in ("call", "sources"):
+            if getattr(self, other):
+                raise ValueError(f"step {self.name!r}: `foreach` cannot go with `{other}` "
+                                 "(docs/semantics.md FOREACH-9)")
+        if isinstance(self.foreach, list):
+            if len(self.foreach) > MAX_ITEMS:
+                raise ValueError(f"step {self.name!r}: `foreach` lists {len(self.foreach)} "
+                                 f"items; at most {MAX_ITEMS}")
+            for item in self.foreach:
+                if "\0" in item or "\n" in item or not item.strip():
+                    raise ValueError(f"step {self.name!r}: foreach item {item!r} is empty or "
+                                     "holds a line break or NUL")
+        elif isinstance(self.foreach, ForeachOutput) and SECRET_NAME.search(
+                self.foreach.output):
+            raise ValueError(f"step {self.name!r}: `foreach` over {self.foreach.output!r}, a "
+                             "secret: items name instances and are recorded in clear")
         return self
 
     @model_validator(mode="after")
@@ -541,7 +596,8 @@ def json_schema() -> dict[str, Any]:
 # so the same file hashes as it did before they existed (no "changed since" warning on a
 # resume across an upgrade, no refused checkpoint in a re-exported script).
 LATER_KEYS = ("catchup", "pools", "deadline")
-LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates")
+LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates", "foreach",
+                   "max_parallel")
 
 
 def _unset(value: object) -> bool:

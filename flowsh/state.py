@@ -109,6 +109,9 @@ class StepRecord:
     # and generated file's hash ("src:PATH", "gen:PATH", "var:NAME"...), never a value.
     fingerprint: str | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+    # A `foreach` step: its items as expanded when it became ready; a resume runs the same
+    # ones (docs/semantics.md FOREACH-3). None until expanded.
+    items: list[str] | None = None
 
     @property
     def queue_wait(self) -> float | None:
@@ -208,7 +211,7 @@ _STEP_TYPES = {
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
     "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
     "child_run": "str?",
-    "fingerprint": "str?", "hashes": "strmap",
+    "fingerprint": "str?", "hashes": "strmap", "items": "strlist?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here
