@@ -439,7 +439,7 @@ class Engine:
         if items is None:
             try:
                 items = foreach.expand(step, env, cwd, step.timeout)
-                if any(self.renv.mask.apply(i) != i for i in items):
+                if self.renv.mask and any(self.renv.mask(i) != i for i in items):
                     raise foreach.ExpandError("foreach: an item holds a secret's value; "
                                               "items name instances and are recorded")
             except foreach.ExpandError as exc:

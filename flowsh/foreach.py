@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flowsh.model import MAX_ITEMS, ForeachCommand, ForeachFile, ForeachOutput, Step
+from flowsh.state import instance_parent
 
 # An item that names its instance as it is (FOREACH-4); anything else names it by index.
 TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
@@ -52,10 +53,10 @@ def expand(step: Step, env: Mapping[str, str], cwd: Path,
         return _lines(env[source.output], source.output)
     assert isinstance(source, ForeachCommand)
     try:
-        done = subprocess.run(  # noqa: S603 - the workflow's own text, as `run:` is
+        # The workflow's own text, as a `run:` is; whatever the env holds stays in the env.
+        done = subprocess.run(
             [step.shell or "bash", "-c", source.command], cwd=cwd, env=dict(env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            timeout=timeout, check=False)
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise ExpandError("foreach: its command timed out") from None
     except OSError as exc:
@@ -76,10 +77,7 @@ def instance_names(step: str, items: Sequence[str]) -> list[str]:
     return [f"{step}[{n}]" for n in range(len(items))]
 
 
-def parent_of(name: str) -> str | None:
-    """The foreach step an instance name belongs to (step names never hold '[')."""
-    head, bracket, _ = name.partition("[")
-    return head if bracket else None
+parent_of = instance_parent
 
 
 def item_env(item: str, index: int) -> dict[str, str]:

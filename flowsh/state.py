@@ -52,6 +52,44 @@ class SkipReason(StrEnum):
     UP_TO_DATE = "up-to-date"  # its inputs and generated files are as its last success left them
 
 
+def instance_parent(name: str) -> str | None:
+    """A `foreach` instance's step (`sync` of `sync[eu]`); None for a step's own record.
+    Step names never hold '[' (docs/semantics.md FOREACH-4)."""
+    head, bracket, _ = name.partition("[")
+    return head if bracket else None
+
+
+def display_order(run: RunRecord) -> list[str]:
+    """Record names as status, the live view and the report show them: steps in file
+    order, each followed by its foreach instances in item order."""
+    names, order = list(run.steps), run.step_names
+    items: dict[str, list[str]] = {}
+    own: list[str] = []
+    for name in names:
+        parent = instance_parent(name)
+        if parent is None:
+            own.append(name)
+        else:
+            items.setdefault(parent, []).append(name)
+    steps = [n for n in (order or own) if n in own] + [n for n in own if n not in (order or own)]
+    out: list[str] = []
+    for name in steps:
+        out.append(name)
+        listed = run.steps[name].items or []
+        pos = {item: i for i, item in enumerate(listed)}
+
+        def rank(inst: str, parent: str = name) -> tuple[int, str]:
+            label = inst[len(parent) + 1:-1]  # `item` or `INDEX` (FOREACH-4)
+            if label in pos:
+                return pos[label], inst
+            return (int(label), inst) if label.isdigit() else (len(listed), inst)
+
+        out.extend(sorted(items.pop(name, ()), key=rank))
+    for rest in items.values():  # instances whose step is gone from the record
+        out.extend(rest)
+    return out
+
+
 DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE, SkipReason.UP_TO_DATE})
 
 

@@ -30,6 +30,8 @@ from flowsh.state import (
     SUCCEEDED,
     RunRecord,
     StepRecord,
+    display_order,
+    instance_parent,
 )
 
 
@@ -49,6 +51,8 @@ def _outcome(step: StepRecord) -> str:
 def summary(run: RunRecord) -> str:
     counts: dict[str, int] = {}
     for rec in run.steps.values():
+        if instance_parent(rec.name) is not None:  # its step's status stands for it
+            continue
         counts[rec.status] = counts.get(rec.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     took = format_duration(run.duration or 0.0)
@@ -84,8 +88,8 @@ class PlainReporter(Reporter):
         self.err.flush()
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(run.steps)
-        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
+        self.total = len(wf.steps)
+        self.done = sum(1 for s in wf.steps if run.steps[s.name].status == SUCCEEDED)
         verb = "resuming" if self.done else "starting"
         self._say(f"{wf.name}: {verb} run {run.run_id} ({plural(self.total, 'step')})")
 
@@ -105,6 +109,9 @@ class PlainReporter(Reporter):
         self._say(f"{step.name}: waiting for pool {pool}")
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        if instance_parent(step.name) is not None:  # the count is of steps, not items
+            self._say(f"{step.name}: {_outcome(step)}")
+            return
         self.done += step.status in (SUCCEEDED, FAILED, SKIPPED)
         self._say(f"{step.name}: {_outcome(step)} [{self.done}/{self.total}]")
 
@@ -121,8 +128,8 @@ class QuietReporter(PlainReporter):
         super().__init__(show_output=False, state_url=state_url)
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(run.steps)
-        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
+        self.total = len(wf.steps)
+        self.done = sum(1 for s in wf.steps if run.steps[s.name].status == SUCCEEDED)
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
@@ -131,7 +138,7 @@ class QuietReporter(PlainReporter):
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         if step.status == FAILED:
             super().step_finished(run, step)
-        else:
+        elif instance_parent(step.name) is None:
             self.done += step.status in (SUCCEEDED, SKIPPED)
 
     def run_finished(self, run: RunRecord) -> None:
@@ -221,7 +228,7 @@ class TTYReporter(PlainReporter):
 
     def _row(self, name: str, rec: StepRecord, now: float) -> tuple[str, ...]:
         mark, style = self.STATE.get(rec.status, ("?", ""))
-        allowed = self.allowed.get(name, 1)
+        allowed = self.allowed.get(instance_parent(name) or name, 1)
         attempt = f"{rec.attempts}/{allowed}" if rec.attempts else "-"
         if rec.status == RUNNING and name in self.running:
             elapsed = format_duration(now - self.running[name])
@@ -250,7 +257,7 @@ class TTYReporter(PlainReporter):
         if self.run is None:
             return table
         now = time.time()
-        steps = list(self.run.steps.items())
+        steps = [(n, self.run.steps[n]) for n in display_order(self.run)]
         if len(steps) > self.MAX_ROWS:
             active = [(n, r) for n, r in steps if r.status in (RUNNING, RETRYING, FAILED)]
             done = [(n, r) for n, r in steps if r.status in (SUCCEEDED, SKIPPED, INTERRUPTED)]
@@ -269,7 +276,7 @@ class TTYReporter(PlainReporter):
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         from rich.live import Live
 
-        self.total = len(run.steps)
+        self.total = len(wf.steps)
         self.run = run
         self.allowed = {s.name: s.retry_count + 1 for s in wf.steps}
         self.estimates = self._load_estimates(wf)
