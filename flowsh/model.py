@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -177,7 +179,23 @@ class ForeachOutput(_Frozen):
                         description="An output or variable the step sees.")
 
 
-Foreach = list[Scalar] | ForeachFile | ForeachCommand | ForeachOutput
+def _foreach_form(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        return key if key in ("file", "command", "output") else None
+    return None
+
+
+# One form per value, told apart by its shape, so an error names what the value should be
+# rather than why it is none of four things.
+Foreach = Annotated[
+    Annotated[list[Scalar], Tag("list")] | Annotated[ForeachFile, Tag("file")]
+    | Annotated[ForeachCommand, Tag("command")] | Annotated[ForeachOutput, Tag("output")],
+    Discriminator(_foreach_form, custom_error_type="foreach_form", custom_error_message=(
+        "should be a list of items, or one of {file: PATH}, {command: TEXT}, "
+        "{output: NAME}"))]
 MAX_ITEMS = 10000
 
 
@@ -302,6 +320,20 @@ class Step(_Frozen):
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
         return self
 
+    @field_validator("foreach")
+    @classmethod
+    def _items(cls, v: Foreach | None) -> Foreach | None:
+        if isinstance(v, list):
+            if len(v) > MAX_ITEMS:
+                raise ValueError(f"{len(v)} items; at most {MAX_ITEMS}")
+            for item in v:
+                if "\0" in item or "\n" in item or not item.strip():
+                    raise ValueError(f"item {item!r} is blank or holds a line break or NUL")
+        elif isinstance(v, ForeachOutput) and SECRET_NAME.search(v.output):
+            raise ValueError(f"{v.output!r} is a secret: items name instances and are "
+                             "recorded in clear")
+        return v
+
     @model_validator(mode="after")
     def _foreach(self) -> Step:
         if self.foreach is None:
@@ -312,18 +344,6 @@ class Step(_Frozen):
             if getattr(self, other):
                 raise ValueError(f"step {self.name!r}: `foreach` cannot go with `{other}` "
                                  "(docs/semantics.md FOREACH-9)")
-        if isinstance(self.foreach, list):
-            if len(self.foreach) > MAX_ITEMS:
-                raise ValueError(f"step {self.name!r}: `foreach` lists {len(self.foreach)} "
-                                 f"items; at most {MAX_ITEMS}")
-            for item in self.foreach:
-                if "\0" in item or "\n" in item or not item.strip():
-                    raise ValueError(f"step {self.name!r}: foreach item {item!r} is empty or "
-                                     "holds a line break or NUL")
-        elif isinstance(self.foreach, ForeachOutput) and SECRET_NAME.search(
-                self.foreach.output):
-            raise ValueError(f"step {self.name!r}: `foreach` over {self.foreach.output!r}, a "
-                             "secret: items name instances and are recorded in clear")
         return self
 
     @model_validator(mode="after")

@@ -59,6 +59,13 @@ def instance_parent(name: str) -> str | None:
     return head if bracket else None
 
 
+def _item_rank(inst: str, prefix: int, pos: dict[str, int]) -> tuple[int, str]:
+    label = inst[prefix + 1:-1]  # `item` or `INDEX` (FOREACH-4)
+    if label in pos:
+        return pos[label], inst
+    return (int(label), inst) if label.isdigit() else (len(pos), inst)
+
+
 def display_order(run: RunRecord) -> list[str]:
     """Record names as status, the live view and the report show them: steps in file
     order, each followed by its foreach instances in item order."""
@@ -77,14 +84,8 @@ def display_order(run: RunRecord) -> list[str]:
         out.append(name)
         listed = run.steps[name].items or []
         pos = {item: i for i, item in enumerate(listed)}
-
-        def rank(inst: str, parent: str = name) -> tuple[int, str]:
-            label = inst[len(parent) + 1:-1]  # `item` or `INDEX` (FOREACH-4)
-            if label in pos:
-                return pos[label], inst
-            return (int(label), inst) if label.isdigit() else (len(listed), inst)
-
-        out.extend(sorted(items.pop(name, ()), key=rank))
+        out.extend(sorted(items.pop(name, ()),
+                          key=lambda inst, n=len(name), pos=pos: _item_rank(inst, n, pos)))
     for rest in items.values():  # instances whose step is gone from the record
         out.extend(rest)
     return out
