@@ -517,8 +517,11 @@ class Engine:
             self.failed = True
         elif bad:
             rec.status = FAILED
-            rec.message = (f"{len(bad)} of {len(recs)} items did not succeed: "
-                           + ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else ""))
+            failed = [r.name for r in recs if r.status == FAILED]
+            rec.message = (f"{len(failed)} of {len(recs)} items failed: "
+                           + ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else ""))
+            if len(bad) > len(failed):
+                rec.message += f"; {len(bad) - len(failed)} not run"
             if not step.continue_on_failure:
                 self.failed = True
         else:

@@ -182,6 +182,10 @@ class ForeachOutput(_Frozen):
 def _foreach_form(value: Any) -> str | None:
     if isinstance(value, list):
         return "list"
+    for form, cls in (("file", ForeachFile), ("command", ForeachCommand),
+                      ("output", ForeachOutput)):
+        if isinstance(value, cls):  # serializing a validated step (its definition hash)
+            return form
     if isinstance(value, dict) and len(value) == 1:
         key = next(iter(value))
         return key if key in ("file", "command", "output") else None
