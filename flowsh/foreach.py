@@ -7,16 +7,12 @@ runs the recorded items, never a fresh expansion (FOREACH-3).
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flowsh.model import MAX_ITEMS, ForeachCommand, ForeachFile, ForeachOutput, Step
-from flowsh.state import instance_parent
-
-# An item that names its instance as it is (FOREACH-4); anything else names it by index.
-TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+from flowsh.state import instance_names, instance_parent
 
 
 class ExpandError(Exception):
@@ -68,14 +64,8 @@ def expand(step: Step, env: Mapping[str, str], cwd: Path,
     return _lines(done.stdout.decode("utf-8", "surrogateescape"), "its command's output")
 
 
-def instance_names(step: str, items: Sequence[str]) -> list[str]:
-    """`step[item]` for every item when all are short safe tokens and none repeats;
-    otherwise `step[INDEX]` (0-based) for every item: one rule per list, so names never
-    collide and never carry text a terminal or a file name would mangle (FOREACH-4)."""
-    if all(TOKEN.match(i) for i in items) and len(set(items)) == len(items):
-        return [f"{step}[{i}]" for i in items]
-    return [f"{step}[{n}]" for n in range(len(items))]
-
+__all__ = ["ExpandError", "expand", "instance_names", "item_env", "joined_outputs",
+           "parent_of"]
 
 parent_of = instance_parent
 

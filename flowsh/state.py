@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -52,18 +53,24 @@ class SkipReason(StrEnum):
     UP_TO_DATE = "up-to-date"  # its inputs and generated files are as its last success left them
 
 
+# An item that names its instance as it is (FOREACH-4); anything else names it by index.
+ITEM_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+def instance_names(step: str, items: list[str]) -> list[str]:
+    """`step[item]` for every item when all are short safe tokens and none repeats;
+    otherwise `step[INDEX]` (0-based) for every item: one rule per list, so names never
+    collide and never carry text a terminal or a file name would mangle (FOREACH-4)."""
+    if all(ITEM_TOKEN.match(i) for i in items) and len(set(items)) == len(items):
+        return [f"{step}[{i}]" for i in items]
+    return [f"{step}[{n}]" for n in range(len(items))]
+
+
 def instance_parent(name: str) -> str | None:
     """A `foreach` instance's step (`sync` of `sync[eu]`); None for a step's own record.
     Step names never hold '[' (docs/semantics.md FOREACH-4)."""
     head, bracket, _ = name.partition("[")
     return head if bracket else None
-
-
-def _item_rank(inst: str, prefix: int, pos: dict[str, int]) -> tuple[int, str]:
-    label = inst[prefix + 1:-1]  # `item` or `INDEX` (FOREACH-4)
-    if label in pos:
-        return pos[label], inst
-    return (int(label), inst) if label.isdigit() else (len(pos), inst)
 
 
 def display_order(run: RunRecord) -> list[str]:
@@ -83,9 +90,8 @@ def display_order(run: RunRecord) -> list[str]:
     for name in steps:
         out.append(name)
         listed = run.steps[name].items or []
-        pos = {item: i for i, item in enumerate(listed)}
-        out.extend(sorted(items.pop(name, ()),
-                          key=lambda inst, n=len(name), pos=pos: _item_rank(inst, n, pos)))
+        rank = {inst: i for i, inst in enumerate(instance_names(name, listed))}
+        out.extend(sorted(items.pop(name, ()), key=lambda n, r=rank: (r.get(n, len(r)), n)))
     for rest in items.values():  # instances whose step is gone from the record
         out.extend(rest)
     return out
