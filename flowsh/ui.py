@@ -88,8 +88,9 @@ class PlainReporter(Reporter):
         self.err.flush()
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(wf.steps)
-        self.done = sum(1 for s in wf.steps if run.steps[s.name].status == SUCCEEDED)
+        own = [r for r in run.steps.values() if instance_parent(r.name) is None]
+        self.total = len(own)  # steps, not a foreach step's items
+        self.done = sum(1 for r in own if r.status == SUCCEEDED)
         verb = "resuming" if self.done else "starting"
         self._say(f"{wf.name}: {verb} run {run.run_id} ({plural(self.total, 'step')})")
 
@@ -128,8 +129,9 @@ class QuietReporter(PlainReporter):
         super().__init__(show_output=False, state_url=state_url)
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(wf.steps)
-        self.done = sum(1 for s in wf.steps if run.steps[s.name].status == SUCCEEDED)
+        own = [r for r in run.steps.values() if instance_parent(r.name) is None]
+        self.total = len(own)  # steps, not a foreach step's items
+        self.done = sum(1 for r in own if r.status == SUCCEEDED)
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
@@ -276,7 +278,7 @@ class TTYReporter(PlainReporter):
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         from rich.live import Live
 
-        self.total = len(wf.steps)
+        self.total = sum(1 for n in run.steps if instance_parent(n) is None)
         self.run = run
         self.allowed = {s.name: s.retry_count + 1 for s in wf.steps}
         self.estimates = self._load_estimates(wf)
