@@ -118,3 +118,29 @@ def test_failed_item_resume_reruns_it_alone_and_status_lists_items(
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "r.html").read_text()
     assert "sync[us]" in html and "sync[ap]" in html
+
+
+def test_an_item_holding_a_secret_fails_the_step_and_is_recorded_nowhere(
+        tmp_path: Path, home: Path) -> None:
+    (tmp_path / "flow.yaml").write_text(
+        "params: {API_KEY: s3cr3t-value}\n"
+        "steps:\n"
+        "  - {name: up, run: 'printf \"L<<E\\nok\\n%s\\nE\\n\" \"$API_KEY\" >> \"$FLOWSH_OUTPUT\"'}\n"
+        "  - {name: each, foreach: {output: L}, run: 'touch ran'}\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "an item holds a secret's value" in res.stderr
+    assert not (tmp_path / "ran").exists()
+    rec = _flowsh("status", "--json", cwd=tmp_path).stdout
+    assert "s3cr3t-value" not in rec and '"items": null' in rec
+
+
+def test_retry_of_the_step_runs_every_recorded_item_again(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "items.txt").write_text("a\nb\n")
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n  - {name: s, foreach: {file: items.txt}, run: 'echo $ITEM >> trace'}\n")
+    assert _flowsh("run", "flow.yaml", cwd=tmp_path).returncode == 0
+    (tmp_path / "items.txt").write_text("z\n")
+    res = _flowsh("retry", _run_id(home), "--step", "s", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert _trace(tmp_path / "trace") == Counter({"a": 2, "b": 2})
