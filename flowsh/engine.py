@@ -444,7 +444,8 @@ class Engine:
                                               "items name instances and are recorded")
             except foreach.ExpandError as exc:
                 rec.attempts += 1
-                rec.status, rec.message = FAILED, str(exc)
+                # A command's error line may show a secret it was handed.
+                rec.status, rec.message = FAILED, self.renv.mask(str(exc))
                 rec.started_at = rec.ended_at = time.time()
                 if not step.continue_on_failure:
                     self.failed = True
