@@ -246,7 +246,10 @@ class TTYReporter(PlainReporter):
         state: str = rec.status
         if rec.status == PENDING and name in self.pool_wait:
             state, style = f"waiting for pool {self.pool_wait[name]}", "yellow"
-        return (f"[{style}]{mark}[/]", name, f"[{style}]{state}[/]", attempt,
+        from rich.markup import escape
+
+        # `sync[eu]`, a foreach item, is no markup tag.
+        return (f"[{style}]{mark}[/]", escape(name), f"[{style}]{state}[/]", attempt,
                 elapsed, f"[dim]{estimate}[/]")
 
     def _render(self) -> Any:
@@ -306,15 +309,20 @@ class TTYReporter(PlainReporter):
 
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
         self.running.pop(step.name, None)
-        self.console.print(f"[yellow]↻[/] {step.name}: {step.message}; retry "
-                           f"{step.attempts + 1} in {format_duration(delay)}")
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]↻[/] {escape(step.name)}: {escape(step.message or '')}; "
+                           f"retry {step.attempts + 1} in {format_duration(delay)}")
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self.running.pop(step.name, None)
         self.pool_wait.pop(step.name, None)
         mark = {SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "-", INTERRUPTED: "!"}.get(step.status, "?")
         style = self.STYLE.get(step.status, "")
-        self.console.print(f"[{style}]{mark}[/] {step.name} [dim]{_outcome(step)}[/]")
+        from rich.markup import escape
+
+        self.console.print(f"[{style}]{mark}[/] {escape(step.name)} "
+                           f"[dim]{escape(_outcome(step))}[/]")
 
     def run_finished(self, run: RunRecord) -> None:
         if self.live is not None:
