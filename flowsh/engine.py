@@ -11,11 +11,13 @@ from __future__ import annotations
 import heapq
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from flowsh import calls, placed, plugins, steplog
+from flowsh import calls, foreach, placed, plugins, steplog
 from flowsh.conditions import IF_KEY, IfTests
 from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
@@ -71,6 +73,21 @@ SKIP_MESSAGES = {
 HEARTBEAT_EVERY = 10.0
 
 
+@dataclass
+class Fan:
+    """A `foreach` step under way: its instances, those still to start, those started."""
+
+    parent: str
+    names: list[str]
+    limit: int
+    queue: deque[str] = field(default_factory=deque)
+    active: set[str] = field(default_factory=set)
+    # Instances not final yet: the step ends when none is left (a count, not a scan of
+    # every instance at every end: 10,000 items stay linear).
+    open: set[str] = field(default_factory=set)
+    outputs: dict[int, dict[str, str]] = field(default_factory=dict)  # item index -> real
+
+
 class Engine:
     def __init__(
         self, wf: Workflow, options: RunOptions, backend: StateBackend,
@@ -101,6 +118,8 @@ class Engine:
         self.origins: dict[str, dict[str, int]] = {}
         self.rank = {n: i for i, n in enumerate(self.graph.order)}
         self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
+        self.fans: dict[str, Fan] = {}  # foreach steps under way (FOREACH)
+        self.instance_of: dict[str, tuple[Fan, int]] = {}  # instance -> its fan, item index
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
@@ -258,7 +277,7 @@ class Engine:
         failed = any(
             (r.status == FAILED and not self.steps[n].continue_on_failure)
             or r.status == INTERRUPTED
-            for n, r in run.steps.items()
+            for n, r in run.steps.items() if foreach.parent_of(n) is None
         )
         self._finish_run(FAILED if failed else SUCCEEDED, EXIT_FAILED if failed else EXIT_OK)
 
@@ -328,18 +347,25 @@ class Engine:
             del self.pool_wait[name]
             self._record_finished(rec)
 
+    def _full(self) -> bool:
+        # a step waiting for a pool slot counts: it has started as far as the run goes
+        return len(self.running) + len(self.pool_wait) >= self.concurrency
+
     def _start_ready(self) -> None:
-        """Start (or skip) what can go, in graph order, up to the concurrency limit."""
-        for name, why in self.ready.take(self.run.steps,
-                                         # a step waiting for a pool slot counts:
-                                         # it has started as far as the run goes
-                                         lambda: len(self.running) + len(self.pool_wait)
-                                         >= self.concurrency,
-                                         lambda: self.failed):
-            if why is None:
-                self._start(self.steps[name], self.run.steps[name])
-            else:
-                self._skip(self.run.steps[name], why)
+        """Start (or skip) what can go, in graph order, up to the concurrency limit:
+        the items of foreach steps under way first (they have started), then new steps.
+        Again while anything was acted on: a foreach step's items come to exist, or its
+        end frees its dependents, in the middle of a pass."""
+        acted = True
+        while acted:
+            acted = self._start_instances()
+            for name, why in self.ready.take(self.run.steps, self._full,
+                                             lambda: self.failed):
+                acted = acted or bool(self.fans) or self.steps[name].foreach is not None
+                if why is None:
+                    self._start(self.steps[name], self.run.steps[name])
+                else:
+                    self._skip(self.run.steps[name], why)
 
     def _skip(self, rec: StepRecord, why: SkipReason, message: str | None = None) -> None:
         rec.status, rec.skip_reason = SKIPPED, why
@@ -349,8 +375,9 @@ class Engine:
         self._record_finished(rec)
 
     def _upstream(self, name: str) -> dict[str, str]:
-        """What `name`'s dependencies pass on (their exports, merged by OUT-2's rule)."""
-        return self._merged(self.graph.needs[name])[0]
+        """What `name`'s dependencies pass on (their exports, merged by OUT-2's rule); an
+        instance sees what its foreach step does."""
+        return self._merged(self.graph.needs[foreach.parent_of(name) or name])[0]
 
     def _merged(self, needs: list[str]) -> tuple[dict[str, str], dict[str, int]]:
         """The exports of `needs` with who set each: per name, the value set latest in the
@@ -393,6 +420,9 @@ class Engine:
 
     def _go(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
         """Launch an attempt, or queue it for its pool's slot (no attempt counted yet)."""
+        if step.foreach is not None:
+            self._fan_out(step, rec, env, cwd)
+            return
         if step.pool is None or self.pools.acquire(step.name, step.pool):
             rec.attempts += 1
             self._launch(step, rec, env, cwd)
@@ -402,6 +432,111 @@ class Engine:
         self.backend.save_step(self.run, rec)
         self.reporter.step_waiting(self.run, rec, step.pool)
         self.events.emit("flowsh_step_waiting", step=rec, pool=step.pool)
+
+    # -- foreach (docs/semantics.md FOREACH) --------------------------------------------
+
+    def _fan_out(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
+        """Expand the step's items (or take those recorded: a resume runs the same ones)
+        and queue its instances; the step runs until every instance is final."""
+        items = rec.items
+        if items is None:
+            try:
+                items = foreach.expand(step, env, cwd, step.timeout)
+                if self.renv.mask and any(self.renv.mask(i) != i for i in items):
+                    raise foreach.ExpandError("foreach: an item holds a secret's value; "
+                                              "items name instances and are recorded")
+            except foreach.ExpandError as exc:
+                rec.attempts += 1
+                # A command's error line may show a secret it was handed.
+                rec.status, rec.message = FAILED, self.renv.mask(str(exc))
+                rec.started_at = rec.ended_at = time.time()
+                if not step.continue_on_failure:
+                    self.failed = True
+                self._record_finished(rec)
+                return
+            rec.items = items
+        rec.attempts += 1
+        rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
+        rec.message = f"{len(items)} item{'s' * (len(items) != 1)}"
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_started(self.run, rec)
+        self.events.emit("flowsh_step_started", step=rec)
+        names = foreach.instance_names(step.name, items)
+        fan = Fan(step.name, names, min(step.max_parallel or self.concurrency,
+                                        self.concurrency))
+        self.fans[step.name] = fan
+        for index, (name, item) in enumerate(zip(names, items, strict=True)):
+            self.steps[name] = step.model_copy(update={
+                "name": name, "foreach": None, "max_parallel": None, "if_": None,
+                "env": {**step.env, **foreach.item_env(item, index)}})
+            self.instance_of[name] = (fan, index)
+            old = self.run.steps.get(name)
+            if old is not None and old.status == SUCCEEDED:  # a resume: kept as it was
+                fan.outputs[index] = self.renv.unmask_outputs(self.run_dir, name, old.outputs)
+                continue
+            inst = StepRecord(name=name, attempts=old.attempts if old else 0,
+                              log_path=old.log_path if old else None)
+            self.run.steps[name] = inst
+            self.backend.save_step(self.run, inst)
+            fan.queue.append(name)
+            fan.open.add(name)
+        self._fan_done(fan)
+
+    def _start_instances(self) -> bool:
+        """Start (or skip) queued instances; whether any was."""
+        acted = False
+        for fan in list(self.fans.values()):
+            while fan.queue and not self._full() and len(fan.active) < fan.limit:
+                acted = True
+                name = fan.queue.popleft()
+                step, rec = self.steps[name], self.run.steps[name]
+                if self.failed and rec.attempts == 0 and not step.always:
+                    self._skip(rec, SkipReason.RUN_FAILED)  # FAIL-2, as for any step
+                    continue
+                fan.active.add(name)
+                env = self.renv.for_step(step, self._upstream(name), run_id=self.run.run_id,
+                                         attempt=rec.attempts + 1,
+                                         out_path=self.run_dir / f"{name}.out")
+                self._go(step, rec, env, step_cwd(self.wf, step))
+        return acted
+
+    def _instance_finished(self, rec: StepRecord) -> None:
+        fan, _ = self.instance_of[rec.name]
+        fan.active.discard(rec.name)
+        fan.open.discard(rec.name)
+        self.backend.save_step(self.run, rec)
+        self.reporter.step_finished(self.run, rec)
+        self.events.emit("flowsh_step_finished", step=rec)
+        self._fan_done(fan)
+
+    def _fan_done(self, fan: Fan) -> None:
+        """Once every instance is final, the step's own end (FOREACH-5, FOREACH-7)."""
+        if fan.open:
+            return
+        recs = [self.run.steps[n] for n in fan.names]
+        del self.fans[fan.parent]
+        step, rec = self.steps[fan.parent], self.run.steps[fan.parent]
+        rec.ended_at = time.time()
+        bad = [r.name for r in recs if not r.lets_dependents_run]
+        if any(r.status == INTERRUPTED for r in recs):
+            rec.status, rec.message = INTERRUPTED, "an item was interrupted"
+            self.failed = True
+        elif bad:
+            rec.status = FAILED
+            failed = [r.name for r in recs if r.status == FAILED]
+            rec.message = (f"{len(failed)} of {len(recs)} items failed: "
+                           + ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else ""))
+            if len(bad) > len(failed):
+                rec.message += f"; {len(bad) - len(failed)} not run"
+            if not step.continue_on_failure:
+                self.failed = True
+        else:
+            outputs = foreach.joined_outputs([fan.outputs[i] for i in sorted(fan.outputs)])
+            rec.status = SUCCEEDED
+            rec.message = None if recs else "no items"
+            rec.outputs = self.renv.keep_outputs(self.run_dir, fan.parent, outputs)
+            self._export(fan.parent, outputs)
+        self._record_finished(rec)
 
     def _wake_pools(self) -> None:
         for name in self.pools.ready():
@@ -476,6 +611,8 @@ class Engine:
             return
         self.running.discard(name)
         self.pools.release(name)
+        if name in self.instance_of:
+            self.instance_of[name][0].active.discard(name)
         step, rec = self.steps[name], self.run.steps[name]
         rec.exit_code, rec.signal, rec.pid = outcome.exit_code, outcome.signal, None
         rec.ended_at = outcome.ended_at
@@ -515,7 +652,12 @@ class Engine:
         self._record_finished(rec)
 
     def _export(self, name: str, outputs: dict[str, str]) -> None:
-        """What `name` passes downstream: its dependencies' exports plus its own outputs."""
+        """What `name` passes downstream: its dependencies' exports plus its own outputs.
+        An instance's are kept for its foreach step, which hands them on joined."""
+        if name in self.instance_of:
+            fan, index = self.instance_of[name]
+            fan.outputs[index] = outputs
+            return
         merged, origin = self._merged(self.graph.needs[name])
         if outputs:  # never into a dict shared with a dependency
             rank = self.rank[name]
@@ -527,9 +669,15 @@ class Engine:
         while self.waiting and self.waiting[0][0] <= now:
             _, name = heapq.heappop(self.waiting)
             self.run.steps[name].status = PENDING
-            self.ready.consider([name])
+            if name in self.instance_of:  # back to the head of its step's queue
+                self.instance_of[name][0].queue.appendleft(name)
+            else:
+                self.ready.consider([name])
 
     def _record_finished(self, rec: StepRecord) -> None:
+        if rec.name in self.instance_of:
+            self._instance_finished(rec)
+            return
         if rec.name not in self.exports:
             # Failed or skipped: its own outputs are discarded (a failed step's file may
             # hold half of them); what it received from steps that succeeded passes on.
@@ -543,6 +691,12 @@ class Engine:
         run = self.run
         if run.ended_at is not None and run.status == status:
             return
+        for fan in self.fans.values():  # interrupted with items still to go
+            rec = run.steps[fan.parent]
+            if rec.status == RUNNING:
+                rec.status, rec.ended_at = INTERRUPTED, time.time()
+                rec.message = "run interrupted with items still to go"
+                self.backend.save_step(run, rec)
         for rec in run.steps.values():
             if rec.status in (PENDING, RETRYING):
                 if rec.name in self.ready.pass_through:  # a resume leaves it out too

@@ -126,16 +126,22 @@ def _check_names(wf: Workflow) -> None:
 
 
 def _refuse_calls(wf: Workflow) -> None:
-    """CALL-7: a `call:` step, FILE:LINE naming the step."""
+    """CALL-7: a `call:` step, FILE:LINE naming the step; FOREACH-10: a `foreach:` step."""
     for i, step in enumerate(wf.steps):
+        if step.call is None and step.foreach is None:
+            continue
+        text = None
+        with contextlib.suppress(OSError, UnicodeDecodeError, TypeError):
+            text = Path(wf.path).read_text(encoding="utf-8")  # type: ignore[arg-type]
         if step.call is not None:
-            text = None
-            with contextlib.suppress(OSError, UnicodeDecodeError, TypeError):
-                text = Path(wf.path).read_text(encoding="utf-8")  # type: ignore[arg-type]
             raise Positions(Path(wf.path) if wf.path else None, text).error(
                 f"step {step.name!r}: key 'call': the exported script cannot run another "
                 "workflow; export the child and call its script from a run: step",
                 ("steps", i, "call"))
+        raise Positions(Path(wf.path) if wf.path else None, text).error(
+            f"step {step.name!r}: key 'foreach': the exported script cannot fan a step out "
+            "over items yet (FOREACH-10); run it with flowsh run, or loop over the items "
+            "inside one run: step", ("steps", i, "foreach"))
 
 
 def check_exportable(wf: Workflow) -> None:

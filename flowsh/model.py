@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -158,6 +160,49 @@ class Defaults(_Frozen):
     timeout: Duration | None = Field(None, description="Kill the step after this long.")
 
 
+class ForeachFile(_Frozen):
+    """`foreach: {file: PATH}`: the file's lines (relative to the step's workdir)."""
+
+    file: str = Field(min_length=1, description="A file, relative to the step's workdir.")
+
+
+class ForeachCommand(_Frozen):
+    """`foreach: {command: TEXT}`: the lines a command prints, run in the step's environment."""
+
+    command: str = Field(min_length=1, description="Shell text; its stdout lines are the items.")
+
+
+class ForeachOutput(_Frozen):
+    """`foreach: {output: NAME}`: the lines of an upstream output (or env var) NAME."""
+
+    output: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                        description="An output or variable the step sees.")
+
+
+def _foreach_form(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "list"
+    for form, cls in (("file", ForeachFile), ("command", ForeachCommand),
+                      ("output", ForeachOutput)):
+        if isinstance(value, cls):  # serializing a validated step (its definition hash)
+            return form
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        return key if key in ("file", "command", "output") else None
+    return None
+
+
+# One form per value, told apart by its shape, so an error names what the value should be
+# rather than why it is none of four things.
+Foreach = Annotated[
+    Annotated[list[Scalar], Tag("list")] | Annotated[ForeachFile, Tag("file")]
+    | Annotated[ForeachCommand, Tag("command")] | Annotated[ForeachOutput, Tag("output")],
+    Discriminator(_foreach_form, custom_error_type="foreach_form", custom_error_message=(
+        "should be a list of items, or one of {file: PATH}, {command: TEXT}, "
+        "{output: NAME}"))]
+MAX_ITEMS = 10000
+
+
 class Step(_Frozen):
     """One step: a shell command (`run`) or a script file (`script` + `args`)."""
 
@@ -218,6 +263,14 @@ class Step(_Frozen):
     params: dict[str, Scalar] = Field(
         default_factory=dict, description="With `call`: the child's params, literal text.")
 
+    foreach: Foreach | None = Field(
+        None, description="Run the step once per item: a list, `{file: PATH}`, `{command: "
+        "TEXT}` or `{output: NAME}` (lines, blank ones dropped); each item an instance "
+        "`step[item]` with $ITEM and $ITEM_INDEX (docs/semantics.md FOREACH).")
+    max_parallel: int | None = Field(
+        None, ge=1, le=MAX_ITEMS, description="With `foreach`: at most this many items at "
+        "once (within the run's concurrency).")
+
     sources: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
         "reads: with them the step is skipped as up to date when nothing it depends on "
@@ -269,6 +322,32 @@ class Step(_Frozen):
             raise ValueError(f"step {self.name!r}: `params` goes with `call`")
         if self.args and self.script is None:
             raise ValueError(f"step {self.name!r}: `args` goes with `script`")
+        return self
+
+    @field_validator("foreach")
+    @classmethod
+    def _items(cls, v: Foreach | None) -> Foreach | None:
+        if isinstance(v, list):
+            if len(v) > MAX_ITEMS:
+                raise ValueError(f"{len(v)} items; at most {MAX_ITEMS}")
+            for item in v:
+                if "\0" in item or "\n" in item or not item.strip():
+                    raise ValueError(f"item {item!r} is blank or holds a line break or NUL")
+        elif isinstance(v, ForeachOutput) and SECRET_NAME.search(v.output):
+            raise ValueError(f"{v.output!r} is a secret: items name instances and are "
+                             "recorded in clear")
+        return v
+
+    @model_validator(mode="after")
+    def _foreach(self) -> Step:
+        if self.foreach is None:
+            if self.max_parallel is not None:
+                raise ValueError(f"step {self.name!r}: `max_parallel` goes with `foreach`")
+            return self
+        for other in ("call", "sources"):
+            if getattr(self, other):
+                raise ValueError(f"step {self.name!r}: `foreach` cannot go with `{other}` "
+                                 "(docs/semantics.md FOREACH-9)")
         return self
 
     @model_validator(mode="after")
@@ -541,7 +620,8 @@ def json_schema() -> dict[str, Any]:
 # so the same file hashes as it did before they existed (no "changed since" warning on a
 # resume across an upgrade, no refused checkpoint in a re-exported script).
 LATER_KEYS = ("catchup", "pools", "deadline")
-LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates")
+LATER_STEP_KEYS = ("pool", "call", "params", "sources", "generates", "foreach",
+                   "max_parallel")
 
 
 def _unset(value: object) -> bool:

@@ -24,7 +24,7 @@ from flowsh.loader import load_workflow
 from flowsh.monitorfiles import events_path as events_path_of
 from flowsh.monitorfiles import read_events
 from flowsh.secrets import Masker
-from flowsh.state import RunRecord, StepRecord
+from flowsh.state import RunRecord, StepRecord, display_order, instance_parent
 from flowsh.stats import WorkflowStats, compute
 from flowsh.templating import templates_dir
 
@@ -287,12 +287,14 @@ def build_context(
     masker: Masker,
     tail_lines: int = TAIL_LINES,
 ) -> dict[str, Any]:
-    names = [n for n in (run.step_names or list(run.steps)) if n in run.steps]
-    names += [n for n in run.steps if n not in names]
-    exact = needs is not None and set(needs) == set(names)
+    names = display_order(run)
+    own = [n for n in names if instance_parent(n) is None]
+    exact = needs is not None and set(needs) == set(own)
     if not exact:  # no workflow file to read dependencies from: show file order
-        needs = {n: ([names[i - 1]] if i else []) for i, n in enumerate(names)}
+        needs = {n: ([own[i - 1]] if i else []) for i, n in enumerate(own)}
     assert needs is not None
+    # A foreach step's instances hang off it (FOREACH-8).
+    needs = {**needs, **{n: [p] for n in names if (p := instance_parent(n)) is not None}}
     stats: WorkflowStats = compute(run.workflow, history)
     steps = []
     for n in names:

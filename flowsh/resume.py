@@ -27,6 +27,7 @@ from flowsh.state import (
     SkipReason,
     StateBackend,
     StepRecord,
+    instance_parent,
 )
 from flowsh.store import check_liveness
 from flowsh.survivors import stop_leftovers, stop_orphan
@@ -108,9 +109,22 @@ def take_up(backend: StateBackend, wf: Workflow, prior: RunRecord, graph: Graph,
                 name=name, attempts=rec.attempts if rec else 0,
                 log_path=rec.log_path if rec else None,
                 # CALL-5: a resume goes on with the same child run; a retry starts anew.
-                child_run=rec.child_run if rec and only is None else None)
-    for name in [n for n in run.steps if n not in steps]:
-        del run.steps[name]
+                child_run=rec.child_run if rec and only is None else None,
+                # FOREACH-3: the items as first expanded, whoever runs the step again.
+                items=rec.items if rec and steps[name].foreach is not None else None)
+    for name in list(run.steps):
+        parent = instance_parent(name)
+        if parent is None:
+            if name not in steps:
+                del run.steps[name]
+            continue
+        rec = run.steps[name]
+        if parent not in steps or steps[parent].foreach is None:
+            del run.steps[name]  # an instance of a step that is no longer a foreach
+        elif parent in again and (only is not None or rec.status != SUCCEEDED):
+            # FOREACH-6: a resume runs again the items that did not succeed; a retry, all.
+            run.steps[name] = StepRecord(name=name, attempts=rec.attempts,
+                                         log_path=rec.log_path)
     backend.update_run(run)
     for rec in run.steps.values():
         if rec.status == PENDING:

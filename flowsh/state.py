@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -50,6 +51,50 @@ class SkipReason(StrEnum):
     # dependents wait for and depend on its own dependencies (docs/semantics.md SELECT-2).
     NOT_SELECTED = "not-selected"
     UP_TO_DATE = "up-to-date"  # its inputs and generated files are as its last success left them
+
+
+# An item that names its instance as it is (FOREACH-4); anything else names it by index.
+ITEM_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+def instance_names(step: str, items: list[str]) -> list[str]:
+    """`step[item]` for every item when all are short safe tokens and none repeats;
+    otherwise `step[INDEX]` (0-based) for every item: one rule per list, so names never
+    collide and never carry text a terminal or a file name would mangle (FOREACH-4)."""
+    if all(ITEM_TOKEN.match(i) for i in items) and len(set(items)) == len(items):
+        return [f"{step}[{i}]" for i in items]
+    return [f"{step}[{n}]" for n in range(len(items))]
+
+
+def instance_parent(name: str) -> str | None:
+    """A `foreach` instance's step (`sync` of `sync[eu]`); None for a step's own record.
+    Step names never hold '[' (docs/semantics.md FOREACH-4)."""
+    head, bracket, _ = name.partition("[")
+    return head if bracket else None
+
+
+def display_order(run: RunRecord) -> list[str]:
+    """Record names as status, the live view and the report show them: steps in file
+    order, each followed by its foreach instances in item order."""
+    names, order = list(run.steps), run.step_names
+    items: dict[str, list[str]] = {}
+    own: list[str] = []
+    for name in names:
+        parent = instance_parent(name)
+        if parent is None:
+            own.append(name)
+        else:
+            items.setdefault(parent, []).append(name)
+    steps = [n for n in (order or own) if n in own] + [n for n in own if n not in (order or own)]
+    out: list[str] = []
+    for name in steps:
+        out.append(name)
+        listed = run.steps[name].items or []
+        rank = {inst: i for i, inst in enumerate(instance_names(name, listed))}
+        out.extend(sorted(items.pop(name, ()), key=lambda n, r=rank: (r.get(n, len(r)), n)))
+    for rest in items.values():  # instances whose step is gone from the record
+        out.extend(rest)
+    return out
 
 
 DEPENDENTS_RUN = frozenset({SkipReason.CONDITION, SkipReason.EXIT_CODE, SkipReason.UP_TO_DATE})
@@ -109,6 +154,9 @@ class StepRecord:
     # and generated file's hash ("src:PATH", "gen:PATH", "var:NAME"...), never a value.
     fingerprint: str | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+    # A `foreach` step: its items as expanded when it became ready; a resume runs the same
+    # ones (docs/semantics.md FOREACH-3). None until expanded.
+    items: list[str] | None = None
 
     @property
     def queue_wait(self) -> float | None:
@@ -208,7 +256,7 @@ _STEP_TYPES = {
     "log_path": "str?", "message": "str?", "pid": "pid?", "skip_reason": "skip reason?",
     "task_id": "str?", "queue": "str?", "worker": "str?", "queued_at": "time?",
     "child_run": "str?",
-    "fingerprint": "str?", "hashes": "strmap",
+    "fingerprint": "str?", "hashes": "strmap", "items": "strlist?",
 }
 # Numbers are checked for range as well as type: JSON takes NaN, Infinity and 1e300, SQLite
 # takes any 64-bit integer, and each of those turned into a traceback far from here

@@ -166,5 +166,12 @@ def describe_plan(wf: Workflow, selected: set[str] | None = None) -> Iterator[st
                 extra.append("continue_on_failure")
             if step.pool:
                 extra.append(f"pool={step.pool} (size {wf.pools[step.pool]})")
+            if step.foreach is not None:  # items are known only when the step is ready
+                each = step.foreach
+                extra.append("foreach=" + (", ".join(each) if isinstance(each, list) else
+                                           " ".join(f"{k} {v}" for k, v in
+                                                    each.model_dump().items())).splitlines()[0]
+                             + (f" (max_parallel={step.max_parallel})"
+                                if step.max_parallel else ""))
             first = (what or "").strip().splitlines()[0] if (what or "").strip() else ""
             yield f"  {name}: {first}" + (f"  [{', '.join(extra)}]" if extra else "")

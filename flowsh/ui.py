@@ -30,6 +30,8 @@ from flowsh.state import (
     SUCCEEDED,
     RunRecord,
     StepRecord,
+    display_order,
+    instance_parent,
 )
 
 
@@ -49,6 +51,8 @@ def _outcome(step: StepRecord) -> str:
 def summary(run: RunRecord) -> str:
     counts: dict[str, int] = {}
     for rec in run.steps.values():
+        if instance_parent(rec.name) is not None:  # its step's status stands for it
+            continue
         counts[rec.status] = counts.get(rec.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     took = format_duration(run.duration or 0.0)
@@ -84,8 +88,9 @@ class PlainReporter(Reporter):
         self.err.flush()
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(run.steps)
-        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
+        own = [r for r in run.steps.values() if instance_parent(r.name) is None]
+        self.total = len(own)  # steps, not a foreach step's items
+        self.done = sum(1 for r in own if r.status == SUCCEEDED)
         verb = "resuming" if self.done else "starting"
         self._say(f"{wf.name}: {verb} run {run.run_id} ({plural(self.total, 'step')})")
 
@@ -105,6 +110,9 @@ class PlainReporter(Reporter):
         self._say(f"{step.name}: waiting for pool {pool}")
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
+        if instance_parent(step.name) is not None:  # the count is of steps, not items
+            self._say(f"{step.name}: {_outcome(step)}")
+            return
         self.done += step.status in (SUCCEEDED, FAILED, SKIPPED)
         self._say(f"{step.name}: {_outcome(step)} [{self.done}/{self.total}]")
 
@@ -121,8 +129,9 @@ class QuietReporter(PlainReporter):
         super().__init__(show_output=False, state_url=state_url)
 
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
-        self.total = len(run.steps)
-        self.done = sum(1 for s in run.steps.values() if s.status == SUCCEEDED)
+        own = [r for r in run.steps.values() if instance_parent(r.name) is None]
+        self.total = len(own)  # steps, not a foreach step's items
+        self.done = sum(1 for r in own if r.status == SUCCEEDED)
 
     def step_started(self, run: RunRecord, step: StepRecord) -> None: ...
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None: ...
@@ -131,7 +140,7 @@ class QuietReporter(PlainReporter):
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         if step.status == FAILED:
             super().step_finished(run, step)
-        else:
+        elif instance_parent(step.name) is None:
             self.done += step.status in (SUCCEEDED, SKIPPED)
 
     def run_finished(self, run: RunRecord) -> None:
@@ -221,7 +230,7 @@ class TTYReporter(PlainReporter):
 
     def _row(self, name: str, rec: StepRecord, now: float) -> tuple[str, ...]:
         mark, style = self.STATE.get(rec.status, ("?", ""))
-        allowed = self.allowed.get(name, 1)
+        allowed = self.allowed.get(instance_parent(name) or name, 1)
         attempt = f"{rec.attempts}/{allowed}" if rec.attempts else "-"
         if rec.status == RUNNING and name in self.running:
             elapsed = format_duration(now - self.running[name])
@@ -237,7 +246,10 @@ class TTYReporter(PlainReporter):
         state: str = rec.status
         if rec.status == PENDING and name in self.pool_wait:
             state, style = f"waiting for pool {self.pool_wait[name]}", "yellow"
-        return (f"[{style}]{mark}[/]", name, f"[{style}]{state}[/]", attempt,
+        from rich.markup import escape
+
+        # `sync[eu]`, a foreach item, is no markup tag.
+        return (f"[{style}]{mark}[/]", escape(name), f"[{style}]{state}[/]", attempt,
                 elapsed, f"[dim]{estimate}[/]")
 
     def _render(self) -> Any:
@@ -250,7 +262,7 @@ class TTYReporter(PlainReporter):
         if self.run is None:
             return table
         now = time.time()
-        steps = list(self.run.steps.items())
+        steps = [(n, self.run.steps[n]) for n in display_order(self.run)]
         if len(steps) > self.MAX_ROWS:
             active = [(n, r) for n, r in steps if r.status in (RUNNING, RETRYING, FAILED)]
             done = [(n, r) for n, r in steps if r.status in (SUCCEEDED, SKIPPED, INTERRUPTED)]
@@ -269,7 +281,7 @@ class TTYReporter(PlainReporter):
     def run_started(self, run: RunRecord, wf: Workflow) -> None:
         from rich.live import Live
 
-        self.total = len(run.steps)
+        self.total = sum(1 for n in run.steps if instance_parent(n) is None)
         self.run = run
         self.allowed = {s.name: s.retry_count + 1 for s in wf.steps}
         self.estimates = self._load_estimates(wf)
@@ -297,15 +309,20 @@ class TTYReporter(PlainReporter):
 
     def step_retrying(self, run: RunRecord, step: StepRecord, delay: float) -> None:
         self.running.pop(step.name, None)
-        self.console.print(f"[yellow]↻[/] {step.name}: {step.message}; retry "
-                           f"{step.attempts + 1} in {format_duration(delay)}")
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]↻[/] {escape(step.name)}: {escape(step.message or '')}; "
+                           f"retry {step.attempts + 1} in {format_duration(delay)}")
 
     def step_finished(self, run: RunRecord, step: StepRecord) -> None:
         self.running.pop(step.name, None)
         self.pool_wait.pop(step.name, None)
         mark = {SUCCEEDED: "✓", FAILED: "✗", SKIPPED: "-", INTERRUPTED: "!"}.get(step.status, "?")
         style = self.STYLE.get(step.status, "")
-        self.console.print(f"[{style}]{mark}[/] {step.name} [dim]{_outcome(step)}[/]")
+        from rich.markup import escape
+
+        self.console.print(f"[{style}]{mark}[/] {escape(step.name)} "
+                           f"[dim]{escape(_outcome(step))}[/]")
 
     def run_finished(self, run: RunRecord) -> None:
         if self.live is not None:

@@ -36,6 +36,9 @@ def test_list_prints_steps_in_run_order(write_flow: Callable[..., Path], cli) ->
     ]
 
 
+NO_FOREACH = {"foreach": None, "max_parallel": None}
+
+
 def test_list_json_shape(write_flow: Callable[..., Path], cli) -> None:  # type: ignore[no-untyped-def]
     path = write_flow(FLOW)
     res = cli("list", str(path), "--json")
@@ -44,11 +47,29 @@ def test_list_json_shape(write_flow: Callable[..., Path], cli) -> None:  # type:
         "version": 1, "workflow": "etl", "file": str(path),
         "steps": [
             {"name": "extract", "needs": [],
-             "description": "Fetch the day's dump.\n(second line: only in --json)\n"},
-            {"name": "report", "needs": [], "description": None},
-            {"name": "transform", "needs": ["extract"], "description": "Clean it."},
-            {"name": "load", "needs": ["transform"], "description": None},
+             "description": "Fetch the day's dump.\n(second line: only in --json)\n",
+             **NO_FOREACH},
+            {"name": "report", "needs": [], "description": None, **NO_FOREACH},
+            {"name": "transform", "needs": ["extract"], "description": "Clean it.",
+             **NO_FOREACH},
+            {"name": "load", "needs": ["transform"], "description": None, **NO_FOREACH},
         ]}
+
+
+def test_list_shows_foreach_steps(write_flow: Callable[..., Path], cli) -> None:  # type: ignore[no-untyped-def]
+    path = write_flow("""
+        steps:
+          - {name: sync, foreach: [eu, us], max_parallel: 1, run: 'true'}
+          - {name: each, foreach: {file: regions.txt}, description: Per region., run: 'true'}
+        """)
+    res = cli("list", str(path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1:] == [
+        "sync  -      each of eu, us (max 1)",
+        "each  sync   Per region.; each of file regions.txt"]
+    steps = json.loads(cli("list", str(path), "--json").stdout)["steps"]
+    assert steps[0]["foreach"] == ["eu", "us"] and steps[0]["max_parallel"] == 1
+    assert steps[1]["foreach"] == {"file": "regions.txt"} and steps[1]["max_parallel"] is None
 
 
 def test_list_of_a_bad_file_is_one_line_exit_2(write_flow: Callable[..., Path], cli) -> None:  # type: ignore[no-untyped-def]

@@ -82,6 +82,8 @@ MIGRATIONS: tuple[str, ...] = (
     # A step's fingerprint and its inputs' and generated files' hashes (flowsh/uptodate.py).
     "ALTER TABLE steps ADD COLUMN fingerprint TEXT",
     "ALTER TABLE steps ADD COLUMN hashes TEXT",
+    # A `foreach` step's items as expanded (JSON list; docs/semantics.md FOREACH-3).
+    "ALTER TABLE steps ADD COLUMN items TEXT",
 )
 
 RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status", "pid", "host",
@@ -89,7 +91,8 @@ RUN_COLS = ("run_id", "workflow", "file", "definition_hash", "params", "status",
             "scheduled_time", "parent_run", "parent_step")
 STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "started_at",
              "ended_at", "outputs", "log_path", "message", "pid", "skip_reason", "task_id",
-             "queue", "worker", "queued_at", "child_run", "fingerprint", "hashes")
+             "queue", "worker", "queued_at", "child_run", "fingerprint", "hashes",
+             "items")
 
 
 class SQLiteBackend:
@@ -211,7 +214,8 @@ class SQLiteBackend:
         return (run_id, s.name, s.status, s.attempts, s.exit_code, s.signal, s.started_at,
                 s.ended_at, json.dumps(s.outputs), s.log_path, s.message, s.pid, s.skip_reason,
                 s.task_id, s.queue, s.worker, s.queued_at, s.child_run, s.fingerprint,
-                json.dumps(s.hashes) if s.hashes else None)
+                json.dumps(s.hashes) if s.hashes else None,
+                json.dumps(s.items) if s.items is not None else None)
 
     def create_run(self, run: RunRecord) -> None:
         with self._tx() as c:
@@ -285,6 +289,8 @@ class SQLiteBackend:
                                      data["outputs"])
         data["hashes"] = self._json(run_id, f"hashes of step {data['name']!r}",
                                     data["hashes"]) if data["hashes"] else {}
+        if data["items"] is not None:
+            data["items"] = self._json(run_id, f"items of step {data['name']!r}", data["items"])
         try:
             return StepRecord.from_dict(data)
         except ValueError as exc:

@@ -17,8 +17,8 @@ JSON_VERSION = 1
 
 
 def steps_listing(wf: Workflow) -> dict[str, Any]:
-    """`{"version", "workflow", "file", "steps": [{"name", "needs", "description"}]}`,
-    the steps in the order a run with one slot starts them."""
+    """`{"version", "workflow", "file", "steps": [{"name", "needs", "description",
+    "foreach", "max_parallel"}]}`, the steps in the order a run with one slot starts them."""
     from flowsh.graph import Graph
 
     steps = {s.name: s for s in wf.steps}
@@ -27,9 +27,32 @@ def steps_listing(wf: Workflow) -> dict[str, Any]:
         "workflow": wf.name,
         "file": wf.path,
         "steps": [{"name": n, "needs": list(steps[n].needs or ()),
-                   "description": steps[n].description}
+                   "description": steps[n].description,
+                   "foreach": _foreach(steps[n].foreach),
+                   "max_parallel": steps[n].max_parallel}
                   for n in Graph.build(wf).order],
     }
+
+
+def _foreach(value: object) -> Any:
+    """A step's `foreach:` as the file writes it (a list, or {file|command|output: TEXT})."""
+    if value is None or isinstance(value, list):
+        return value
+    from pydantic import BaseModel
+
+    assert isinstance(value, BaseModel)
+    return value.model_dump()
+
+
+def _foreach_text(step: dict[str, Any]) -> str:
+    each = step["foreach"]
+    if each is None:
+        return ""
+    text = (", ".join(each) if isinstance(each, list)
+            else " ".join(f"{k} {v}" for k, v in each.items()))
+    text = text.splitlines()[0] if text.strip() else text
+    limit = f" (max {step['max_parallel']})" if step["max_parallel"] else ""
+    return f"each of {text}{limit}"
 
 
 def list_cmd(
@@ -41,7 +64,10 @@ def list_cmd(
     The names are those `flowsh run --only`, `--from` and `--until` take.
 
     --json prints {"version": 1, "workflow": NAME, "file": PATH, "steps": [{"name":
-    STEP, "needs": [STEP...], "description": TEXT or null}...]}, the steps in run order.
+    STEP, "needs": [STEP...], "description": TEXT or null, "foreach": [ITEM...] or
+    {"file"|"command"|"output": TEXT} or null, "max_parallel": N or null}...]}, the steps
+    in run order. A foreach step runs as one instance per item (STEP[ITEM]); the
+    selection options take the step's name, which selects all its items.
     """
     import json
 
@@ -52,7 +78,9 @@ def list_cmd(
         typer.echo(json.dumps(data, indent=2))
         return
     rows = [(s["name"], ", ".join(s["needs"]) or "-",
-             (s["description"] or "").strip().splitlines()[0] if s["description"] else "")
+             "; ".join(x for x in (
+                 (s["description"] or "").strip().splitlines()[0] if s["description"] else "",
+                 _foreach_text(s)) if x))
             for s in data["steps"]]
     width = [max(len(r[i]) for r in [("STEP", "NEEDS", ""), *rows]) for i in (0, 1)]
     for name, needs, desc in [("STEP", "NEEDS", "DESCRIPTION"), *rows]:

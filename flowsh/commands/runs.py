@@ -14,7 +14,7 @@ import typer
 from flowsh import hookimpl
 from flowsh.durations import format_duration
 from flowsh.errors import NotFoundError, UsageError
-from flowsh.state import RUNNING, RunRecord, StateBackend, StepRecord
+from flowsh.state import RUNNING, RunRecord, StateBackend, StepRecord, display_order
 
 
 def _when(ts: float | None) -> str:
@@ -86,7 +86,8 @@ def status_cmd(
     typer.echo("")
     width = max([len(n) for n in run.steps] + [4])
     typer.echo(f"{'STEP':<{width}}  {'STATUS':<11} {'TRIES':>5} {'TOOK':>8} {'EXIT':>5}  NOTE")
-    for rec in run.steps.values():
+    for name in display_order(run):
+        rec = run.steps[name]
         code = "-" if rec.exit_code is None else str(rec.exit_code)
         child = f"child run {rec.child_run}" if rec.child_run else None
         note = "; ".join(x for x in (rec.message, _where(rec), child) if x)

@@ -20,7 +20,16 @@ from typing import Any
 from flowsh.errors import FlowshError, NotFoundError
 from flowsh.model import Workflow
 from flowsh.secrets import MASK, Masker
-from flowsh.state import FINISHED_RUN, RUNNING, SUCCEEDED, RunRecord, StateBackend, flowsh_home
+from flowsh.state import (
+    FINISHED_RUN,
+    RUNNING,
+    SUCCEEDED,
+    RunRecord,
+    StateBackend,
+    display_order,
+    flowsh_home,
+    instance_parent,
+)
 from flowsh.store import STALE_AFTER, check_liveness, open_backend
 
 TREND_RUNS = 20  # runs behind a workflow's success rate and duration trend
@@ -210,7 +219,8 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
             "name": name, "status": rec.status, "attempts": rec.attempts,
             "exit_code": rec.exit_code, "signal": rec.signal, "started_at": rec.started_at,
             "ended_at": rec.ended_at, "duration": rec.duration, "message": rec.message,
-            "needs": needs.get(name, []), "has_log": bool(rec.log_path),
+            "needs": needs.get(name, []) if (p := instance_parent(name)) is None else [p],
+            "has_log": bool(rec.log_path),
             "attempt_spans": [{"attempt": s.attempt, "start": s.start, "end": s.end,
                                "status": s.status}
                               for s in segments_from_events(events, rec)],
@@ -219,8 +229,8 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
 
 
 def step_order(run: RunRecord) -> list[str]:
-    names = [n for n in (run.step_names or list(run.steps)) if n in run.steps]
-    return names + [n for n in run.steps if n not in names]
+    """File order, each foreach step followed by its items (FOREACH-8)."""
+    return display_order(run)
 
 
 def log_path(run: RunRecord, step: str) -> Path | None:

@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from flowsh.durations import format_duration
 from flowsh.errors import FlowshError, NotFoundError, UsageError
-from flowsh.state import FINISHED_RUN, RUNNING, RunRecord
+from flowsh.state import FINISHED_RUN, RUNNING, RunRecord, instance_parent
 from flowsh.templating import templates_dir
 from flowsh.web import actions, data
 from flowsh.web.api import query_int
@@ -113,12 +113,15 @@ def graph_context(run: RunRecord) -> dict[str, Any]:
 
     wf = data.load_workflow_quietly(run.file)
     names = data.step_order(run)
+    own = [n for n in names if instance_parent(n) is None]
     needs = None
-    if wf is not None and {s.name for s in wf.steps} == set(names):
+    if wf is not None and {s.name for s in wf.steps} == set(own):
         needs = {s.name: list(s.needs or ()) for s in wf.steps}
     exact = needs is not None
     if needs is None:  # no file to read dependencies from: file order
-        needs = {n: ([names[i - 1]] if i else []) for i, n in enumerate(names)}
+        needs = {n: ([own[i - 1]] if i else []) for i, n in enumerate(own)}
+    # A foreach step's items hang off it (FOREACH-8).
+    needs = {**needs, **{n: [p] for n in names if (p := instance_parent(n)) is not None}}
     events = read_events(events_path(wf), run.run_id)
     steps = []
     for n in names:

@@ -30,6 +30,7 @@ def round_trip(backend: StateBackend) -> None:
     a = run.steps["a"]
     a.status, a.attempts, a.exit_code, a.started_at, a.ended_at = SUCCEEDED, 2, 0, 1001.0, 1002.5
     a.outputs = {"K": "v\nw"}
+    a.items = ["eu", "x y", ""]  # a foreach step's recorded list (FOREACH-3)
     backend.save_step(run, a)
     b = run.steps["b"]
     b.status, b.skip_reason, b.message = SKIPPED, SkipReason.EXIT_CODE, "exit code 3 (skip_on)"

@@ -137,3 +137,19 @@ def test_keys_added_later_leave_the_definition_hash_alone_while_unset(tmp_path: 
     f.write_text("pools: {db: 1}\nsteps:\n  - {name: a, run: 'true', pool: db}\n")
     text = definition_json(load_workflow(f))
     assert '"pools":{"db":1}' in text and '"pool":"db"' in text
+
+
+def test_foreach_forms_hash_as_written_without_serializer_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    from flowsh.model import definition_json
+
+    f = tmp_path / "w.yaml"
+    for form, text in (("[eu, 3]", '"foreach":["eu","3"]'),
+                       ("{file: l.txt}", '"foreach":{"file":"l.txt"}'),
+                       ("{command: ls}", '"foreach":{"command":"ls"}'),
+                       ("{output: L}", '"foreach":{"output":"L"}')):
+        f.write_text(f"steps:\n  - {{name: a, run: 'true', foreach: {form}}}\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert text in definition_json(load_workflow(f))

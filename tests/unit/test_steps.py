@@ -114,3 +114,14 @@ def test_describe_plan_names_the_pool_and_its_size(write_flow: Callable[..., Pat
     wf = load_workflow(write_flow("name: w\npools: {db: 2}\nsteps:\n"
                                   "  - {name: a, run: x, pool: db}\n"))
     assert list(describe_plan(wf)) == ["stage 1: a", "  a: x  [pool=db (size 2)]"]
+
+
+def test_describe_plan_names_a_foreach_and_its_bound(write_flow: Callable[..., Path]) -> None:
+    wf = load_workflow(write_flow("""
+        steps:
+          - {name: a, foreach: [eu, us], max_parallel: 1, run: 'sync "$ITEM"'}
+          - {name: b, foreach: {file: regions.txt}, run: 'true'}
+        """))
+    lines = list(describe_plan(wf))
+    assert lines[1] == '  a: sync "$ITEM"  [foreach=eu, us (max_parallel=1)]'
+    assert lines[3] == "  b: true  [foreach=file regions.txt]"

@@ -121,3 +121,28 @@ def test_reporter_kind() -> None:
     assert reporter_kind(json_events=True, quiet=True) == "json"
     assert reporter_kind(quiet=True) == "quiet"
     assert reporter_kind() == "plain"  # under pytest stdout is no terminal
+
+
+def test_tty_view_shows_foreach_items_under_their_step_brackets_and_all() -> None:
+    """`sync[eu]` is no rich markup tag: the live view and its lines show it whole."""
+    import io
+
+    from rich.console import Console
+
+    from flowsh.state import RunRecord
+    from flowsh.ui import TTYReporter
+
+    r = TTYReporter()
+    buf = io.StringIO()
+    r.console = Console(file=buf, width=120, color_system=None, force_terminal=False)
+    run = RunRecord(run_id="r", workflow="w", file=None, definition_hash="", params={},
+                    step_names=["sync"])
+    run.steps = {"sync[us]": StepRecord("sync[us]"), "sync": StepRecord("sync", items=["eu", "us"]),
+                 "sync[eu]": StepRecord("sync[eu]")}
+    r.run = run
+    r.console.print(r._render())
+    r.step_finished(run, StepRecord("sync", status=FAILED, attempts=1,
+                                    message="1 of 2 items failed: sync[us]"))
+    rows = [line.split()[1] for line in buf.getvalue().splitlines()[1:4]]
+    assert rows == ["sync", "sync[eu]", "sync[us]"]
+    assert "1 of 2 items failed: sync[us]" in buf.getvalue()
