@@ -19,15 +19,15 @@ of it: it differs between a terminal and cron and would make no step ever up to 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowsh.bashglob import Stopped, match_files
 from flowsh.bashlib import STATE_EVAL, source_script
 from flowsh.model import Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
@@ -47,32 +47,30 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def sha256_file(path: Path) -> str | None:
+def _never() -> bool:
+    return False
+
+
+def sha256_file(path: Path, stopped: Callable[[], bool] = _never) -> str | None:
+    """The file's sha256 (None: unreadable); Stopped when `stopped()` turns true meanwhile
+    (a signal must not wait for a huge file to be read to its end)."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
+                if stopped():
+                    raise Stopped
                 h.update(chunk)
     except OSError:
         return None
     return h.hexdigest()
 
 
-def match_files(patterns: Iterable[str], cwd: Path) -> list[str]:
-    """Regular files the globs match, relative to `cwd` (as written: `**` recurses, `*`
-    skips dot files, like bash with globstar), sorted, without duplicates."""
-    found: set[str] = set()
-    for pattern in patterns:
-        for rel in glob.glob(pattern, root_dir=cwd, recursive=True):
-            if (cwd / rel).is_file():
-                found.add(rel)
-    return sorted(found)
-
-
-def file_hashes(prefix: str, patterns: Iterable[str], cwd: Path) -> dict[str, str]:
+def file_hashes(prefix: str, patterns: Iterable[str], cwd: Path,
+                stopped: Callable[[], bool] = _never) -> dict[str, str]:
     out: dict[str, str] = {}
-    for rel in match_files(patterns, cwd):
-        digest = sha256_file(cwd / rel)
+    for rel in match_files(patterns, cwd, stopped):
+        digest = sha256_file(cwd / rel, stopped)
         if digest is not None:
             out[prefix + rel] = digest
     return out
@@ -213,6 +211,8 @@ class Tracker:
     force_all: bool = False
     force: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, str]] = field(default_factory=dict)
+    # True once the run is asked to stop: expanding and hashing then raise Stopped.
+    stopped: Callable[[], bool] = _never
     _functions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def inputs(self, step: Step, env: Mapping[str, str],
@@ -237,7 +237,7 @@ class Tracker:
                 hashes[f"var:{name}"] = sha256_text(f"{name}={env[name]}")
         for name, value in upstream.items():
             hashes[f"out:{name}"] = sha256_text(f"{name}={value}")
-        hashes.update(file_hashes("src:", step.sources, cwd))
+        hashes.update(file_hashes("src:", step.sources, cwd, self.stopped))
         return hashes
 
     def check(self, step: Step, env: Mapping[str, str],
@@ -259,7 +259,8 @@ class Tracker:
         now = self.pending.pop(step.name, None)
         if now is None:
             return
-        now.update(file_hashes("gen:", step.generates, step_cwd(self.wf, step)))
+        now.update(file_hashes("gen:", step.generates, step_cwd(self.wf, step),
+                               self.stopped))
         rec.hashes, rec.fingerprint = now, fingerprint(now)
         self.baseline[step.name] = rec
 
