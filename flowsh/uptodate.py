@@ -7,7 +7,9 @@ kept flat in its record (`StepRecord.hashes`), keyed by kind:
 * ``fn:NAME``      the body (``declare -f``) of each library function it calls, directly or
                    through another called function (a word of its text naming a function)
 * ``var:NAME``     each param, workflow/step env and env_file value that reaches it
-* ``out:NAME``     each output its dependencies hand it
+* ``out:NAME``     each output its dependencies hand it (a secret's, var: or out:, is an
+                   HMAC under the FLOWSH_HOME's key, flowsh/fpkey.py: a plain hash of a
+                   PIN is the PIN to whoever reads `flowsh status --json`)
 * ``src:PATH``     each file its `sources:` globs match (relative to its workdir)
 * ``gen:PATH``     each file its `generates:` globs matched when it succeeded
 
@@ -29,10 +31,11 @@ from pathlib import Path
 
 from flowsh.bashglob import Stopped, match_files
 from flowsh.bashlib import STATE_EVAL, source_script
-from flowsh.model import Step, Workflow
+from flowsh.fpkey import fingerprint_key, keyed
+from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.secrets import MASK
-from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord
+from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord, flowsh_home
 from flowsh.steps import library_files
 
 UP_TO_DATE = "up to date"
@@ -213,6 +216,7 @@ class Tracker:
     pending: dict[str, dict[str, str]] = field(default_factory=dict)
     # True once the run is asked to stop: expanding and hashing then raise Stopped.
     stopped: Callable[[], bool] = _never
+    secret_names: set[str] = field(default_factory=set)
     _functions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def inputs(self, step: Step, env: Mapping[str, str],
@@ -234,11 +238,16 @@ class Tracker:
                 hashes[f"fn:{name}"] = sha256_text(functions[name])
         for name in sorted(self.var_names | set(step.env)):
             if name in env and name not in upstream:
-                hashes[f"var:{name}"] = sha256_text(f"{name}={env[name]}")
+                hashes[f"var:{name}"] = self._value_hash(name, env[name])
         for name, value in upstream.items():
-            hashes[f"out:{name}"] = sha256_text(f"{name}={value}")
+            hashes[f"out:{name}"] = self._value_hash(name, value)
         hashes.update(file_hashes("src:", step.sources, cwd, self.stopped))
         return hashes
+
+    def _value_hash(self, name: str, value: str) -> str:
+        if name in self.secret_names or SECRET_NAME.search(name):
+            return keyed(fingerprint_key(flowsh_home()), f"{name}={value}")
+        return sha256_text(f"{name}={value}")
 
     def check(self, step: Step, env: Mapping[str, str],
               upstream: Mapping[str, str]) -> StepRecord | None:
@@ -281,8 +290,10 @@ def tracker_for(wf: Workflow, backend: StateBackend, run_id: str, params: Iterab
     from flowsh.steps import env_file_values
 
     names = set(params) | set(wf.env) | set(env_file_values(wf))
+    fingerprint_key(flowsh_home())  # a bad key file is refused before anything runs
     baseline = {} if force_all else last_successes(backend, wf.identity, tracked, run_id)
-    return Tracker(wf, baseline, names, force_all, set(force))
+    return Tracker(wf, baseline, names, force_all, set(force),
+                   secret_names=wf.secret_names())
 
 
 def force_names(wf: Workflow, given: Iterable[str]) -> set[str]:
@@ -345,7 +356,8 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     files = library_files(wf, step)
     if files:
         env["FLOWSH_LIBRARY_STATE"] = evaluate(files, renv.env, step_cwd(wf, step)).text
-    tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)))
+    tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)),
+                      secret_names=wf.secret_names())
     now = tracker.inputs(step, env, upstream)
     old = records.get(name)
     if old is not None:

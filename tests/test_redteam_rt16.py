@@ -27,7 +27,6 @@ OPEN = frozenset({
     "test_script_refuses_impossible_offset[2026-12-05T02:00:00+24:00]",
     "test_script_slot_at_a_30_minute_dst_jump",
     "test_script_slot_in_a_30_minute_repeated_half_hour",
-    "test_secret_not_recoverable_from_status_json",
     "test_year_one_slot_is_refused_or_late",
 })
 
