@@ -20,14 +20,8 @@ from tests.conftest import run_cli
 # Findings still open (issue 16's note lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
-    "test_deadline_in_the_repeated_hour_is_not_pushed_a_day",
-    "test_next_expected_metric_skips_the_repeated_hour",
-    "test_run_refuses_offset_with_60_minutes",
-    "test_script_refuses_impossible_offset[2026-12-05T02:00:00+05:60]",
-    "test_script_refuses_impossible_offset[2026-12-05T02:00:00+24:00]",
     "test_script_slot_at_a_30_minute_dst_jump",
     "test_script_slot_in_a_30_minute_repeated_half_hour",
-    "test_year_one_slot_is_refused_or_late",
 })
 
 
