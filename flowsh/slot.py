@@ -108,7 +108,16 @@ def _prev(sched: Schedule, before: datetime) -> datetime:
     from croniter import croniter
 
     it: Any = croniter(sched.expr, before.astimezone(_zone(sched)))
-    return it.get_prev(datetime)  # type: ignore[no-any-return]
+    t: datetime = it.get_prev(datetime)
+    # croniter's get_prev can miss a fire time in a repeated half hour (Lord Howe, */20:
+    # 01:40+11:00); its get_next does not: on from the one found to `before`.
+    nxt: Any = croniter(sched.expr, t)
+    for _ in range(MAX_SLOTS):
+        n: datetime = nxt.get_next(datetime)
+        if n >= before:
+            break
+        t = n
+    return t
 
 
 def latest_slot(texts: list[str], at: datetime) -> datetime | None:

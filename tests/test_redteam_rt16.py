@@ -20,8 +20,6 @@ from tests.conftest import run_cli
 # Findings still open (issue 16's note lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
-    "test_script_slot_at_a_30_minute_dst_jump",
-    "test_script_slot_in_a_30_minute_repeated_half_hour",
 })
 
 
