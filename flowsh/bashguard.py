@@ -184,7 +184,7 @@ __flowsh_scan() {
   # `done < <(cmd)`): bash performs it before the DEBUG trap sees a command inside, so it
   # would happen in every step. Read with bash's own parser: the file as the body of a
   # function defined but never called, printed back by `declare -f`.
-  local file=$1 body l ind= re red op word bad= closer n at
+  local file=$1 body l ind= re rd red op word bad= closer n at
   local -a got
   [[ -r $file ]] || return 0
   body=$(
@@ -206,6 +206,9 @@ __flowsh_scan() {
   mapfile -t got <<<"$body"
   re='^[[:space:]]+(\}|fi|done|esac|\)|(\[\[|\(\(|\().*(\]\]|\)\)|\)))[[:space:]]+'
   re+='(([0-9]*|&)(>|<|<<<|<<)[^;]*);?$'
+  # One redirection: descriptor, operator, word; then the rest.
+  rd='^([0-9]*|&)(>>|>\||<>|<<<|<<-?|>&|<&|>|<)[[:space:]]*'
+  rd+=$'("[^"]*"|\'[^\']*\'|[^[:space:]]+)[[:space:]]*(.*)$'
   for l in "${got[@]}"; do
     if [[ -n $ind ]]; then
       # Inside a function's body: a redirection there happens when it is called.
@@ -218,9 +221,10 @@ __flowsh_scan() {
     fi
     [[ $l =~ $re ]] || continue
     closer=${BASH_REMATCH[1]} red=${BASH_REMATCH[4]}
-    closer=${closer: -2}; closer=${closer##[![:punct:]]}
+    (( ${#closer} < 5 )) || closer=${closer: -2}
+    closer=${closer//[[:space:]]/}
     while [[ -n $red ]]; do
-      [[ $red =~ ^([0-9]*|&)(\>\>|\>\||\<\>|\<\<\<|\<\<-?|\>\&|\<\&|\>|\<)[[:space:]]*(\"[^\"]*\"|\'[^\']*\'|[^[:space:]]+)[[:space:]]*(.*)$ ]] || break
+      [[ $red =~ $rd ]] || break
       op=${BASH_REMATCH[2]} word=${BASH_REMATCH[3]} red=${BASH_REMATCH[4]}
       case $op in
         '>&'|'<&') [[ $word =~ ^[0-9]*-?$ ]] || bad="$op $word" ;;
@@ -421,16 +425,17 @@ __flowsh_listed() {
   # 0 when, in line $1, command word $2 is followed by `&&`/`||` (REPLY) and then by what
   # the guard would run (on that line, or the next one $3 when the line ends there).
   local t=" $1" w=$2 q rest
-  # Quoted strings hold no operator.
+  # Quoted strings hold no operator (their `=` kept: `: "${X:=a}"` assigns).
   while [[ $t =~ ^([^\'\"]*)(\'[^\']*\'|\"([^\"\\]|\\.)*\")(.*)$ ]]; do
-    t="${BASH_REMATCH[1]}q${BASH_REMATCH[4]}"
+    q=${BASH_REMATCH[2]}
+    t="${BASH_REMATCH[1]}q${q//[!=]/}${BASH_REMATCH[4]}"
   done
   [[ $t =~ [[:space:]\;\&\|\(\{!]"$w"([[:space:]]|$)(.*)$ ]] || return 1
   rest=${BASH_REMATCH[2]}
   [[ $rest =~ ^[^\;\&\|]*(\&\&|\|\|)(.*)$ ]] || return 1
   REPLY=${BASH_REMATCH[1]} rest=${BASH_REMATCH[2]}
   [[ $rest == *[![:space:]]* ]] || rest=$3
-  q='^[[:space:]]*(!?[[:space:]]*)([A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=|[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\(\)|(declare|typeset|export|readonly|local|unset|source|\.|shopt|umask|set|:[[:space:]].*=|\{|\(|\[|\[\[|test|true|false|command|type|if|case|for|while|until|function)([[:space:]]|$))'
+  q='^[[:space:]]*(!?[[:space:]]*)([A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=|[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\(\)|(declare|typeset|export|readonly|local|unset|source|\.|shopt|umask|set|:[[:space:]][^;&|]*=[^;&|]*|\{|\(|\[|\[\[|test|true|false|command|type|if|case|for|while|until|function)([[:space:]]|$))'
   [[ $rest =~ $q ]]
 }
 __flowsh_source() {
@@ -439,11 +444,11 @@ __flowsh_source() {
   # $(set +o) reports errexit as off (command substitutions clear it): keep $- too.
   # "$@": the caller's positional parameters, which the file sees (re-read with them).
   __flowsh_argv=("$@")
-  # A redirection on a top-level compound command cannot be skipped: refused before reading.
-  __flowsh_scan "$__flowsh_file" || exit 2
   __flowsh_opts=$(set +o; shopt -p extdebug || :)
   __flowsh_e=${-//[^e]/}
   set +euo pipefail
+  # A redirection on a top-level compound command cannot be skipped: refused before reading.
+  __flowsh_scan "${__flowsh_file-}" || exit 2
   __flowsh_sets=()
   __flowsh_stopped=
   __flowsh_refused=

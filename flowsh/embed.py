@@ -7,7 +7,8 @@ path relative to its own directory (``. "$(dirname "${BASH_SOURCE[0]}")/inner.sh
 unchanged. A literal path (``source ./x.sh``, ``. lib/y.sh``, ``. /opt/z.sh``) is resolved
 now, against the step's working directory as bash would, and that word is rewritten to
 the embedded copy; a file missing at export is not embedded and its word stays as written
-(an optional include finds it, or not, where `flowsh run` would). Any other ``source`` argument (a variable, a glob, a command) cannot be
+(an optional include finds it, or not, where `flowsh run` would). Any other ``source``
+argument (a variable, a glob, a command) cannot be
 followed statically: the export is refused with FILE:LINE naming it, never a silent loss.
 """
 
