@@ -9,15 +9,24 @@ A DEBUG trap (``extdebug``) decides for each simple command at the file's top le
   in it are guarded one by one), and tests without side effects (``[``, ``[[``, ``test``,
   ``command -v``, ``type``, ``declare -F``, ``true``, ``false``, ``(( ))`` without assignment) so a
   top-level ``if``/``&&`` takes bash's branch; ``set ...`` is replayed after the file, as
-  written when literal, else its leading options only (the replay runs no command).
+  written when literal, else its leading options only (the replay runs no command). The
+  trap sees a command's text before expansion, so of these only assignments and
+  declarations may hold a command substitution (evaluated once per run), a ``source`` one
+  made of the probing commands below; none may redirect (outside its substitutions) but to
+  /dev/null or a descriptor; a name defined as a function in the file is a call (skipped).
 * a subshell at the top level (``( ... )``, ``cmd &``, a pipeline's side) runs only as a
-  command substitution of the command the guard let run on that line (``DIR=$(dirname ..)``);
+  command substitution of the command the guard let run on that line (``DIR=$(dirname ..)``,
+  its command part of that command's text);
   when probing (validate, import: ``__flowsh_probe``) only one made of dirname, basename,
   cd, pwd, realpath, readlink, echo, printf.
 * refused (exit 2, FILE:LINE): a top-level ``if``/``elif`` whose test is any other command
   (a skipped command reports success, so its branch would be a lie; continued lines too),
   ``source <(cmd)``, a ``shopt`` that would switch the guard off (``extdebug``, ``-o``, a
-  variable), ``unset`` of FUNCNAME, BASH_*, __flowsh_* or a variable's value; and, after
+  variable), ``unset`` of FUNCNAME, BASH_*, __flowsh_* or a variable's value, any use of
+  a ``__flowsh`` name, a ``case``/``for`` header running a command, a redirected ``source``,
+  a skipped command followed by ``&&``/``||`` and something the guard runs, a redirection on
+  a top-level compound command (found before reading, ``__flowsh_scan``: bash performs it
+  before the trap sees anything inside); and, after
   an evaluating read, a file whose functions differ when read again for definitions only
   with the final values (a top-level ``case``/``if`` on a value the file changes later).
 * anything else is skipped; the same skipped command coming round twice (a ``while read``
