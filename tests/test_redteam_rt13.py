@@ -906,8 +906,6 @@ def test_pkill_celery_leaves_the_step_running_beside_the_retry(own_redis: RedisS
 
 
 
-@pytest.mark.xfail(strict=True, reason="left for a later round: validate cannot yet check "
-                   "an executor's options with FILE:LINE (rt13 #16)")
 def test_bad_executor_options_pass_validate_and_lack_file_line(tmp_path: Path,
                                                                 celery_home: Path):
     """Promise: "bad input: one clear line naming FILE:LINE and key, exit 2" (COMMON
