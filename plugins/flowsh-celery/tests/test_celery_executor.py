@@ -234,9 +234,9 @@ def test_bad_executor_options_are_usage_errors(write_flow, celery_env):
     res = flowsh("run", str(flow), "--quiet")
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "flowsh: error: executor 'celery': unknown executor_options brokr (known: broker, "
-        "backend, queue, connect_timeout, lost_after, queue_timeout, check_workers, "
-        "transport_options)"]
+        f"flowsh: error: {flow}:3:30: executor 'celery': unknown executor_options brokr "
+        "(known: broker, backend, queue, connect_timeout, lost_after, queue_timeout, "
+        "check_workers, transport_options)"]
 
 
 def test_missing_directory_on_the_worker_is_reported(tmp_path):
