@@ -861,10 +861,11 @@ class CeleryCluster:
 
         # Started together, then waited for: their start-ups overlap. WARNING: a log
         # line per task would be part of what is measured.
-        for i in range(n):
+        first = len(self.cluster.workers)  # `n` more: a host each
+        for i in range(first, first + n):
             self.cluster.start(f"host{i}", [self.queue], concurrency=concurrency,
                                ready=False, loglevel="WARNING")
-        for w in self.cluster.workers:
+        for w in self.cluster.workers[first:]:
             wait_ready(w, 120)
 
     def stop(self) -> None:

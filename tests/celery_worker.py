@@ -74,6 +74,22 @@ class Worker:
             self.proc.wait()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, sessions of their own included (a step's supervisor)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True,
+                         check=False).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = (int(x) for x in line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
 def node_name(prefix: str) -> str:
     """A node name unique to this start (`-n`), %h left for celery to expand."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}@%h"

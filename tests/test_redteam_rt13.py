@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.celery_worker import Cluster
+from tests.celery_worker import Cluster, descendants
 from tests.conftest import PG_SERVER as PG
 
 pytest.importorskip("flowsh_celery")
@@ -765,21 +765,6 @@ def test_worker_cut_off_from_redis_keeps_running_beside_the_retry(own_redis: Red
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True,
-                         check=False).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = (int(x) for x in line.split())
-        children.setdefault(pp, []).append(p)
-    found, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            found.append(c)
-            todo.append(c)
-    return found
 
 
 def test_pkill_celery_leaves_the_step_running_beside_the_retry(own_redis: RedisServer,
