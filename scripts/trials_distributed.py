@@ -294,6 +294,11 @@ def loss_trial(kind: str, i: int, root: Path, a: Coordinator, cluster: Cluster,
         wait_for(lambda: proc.poll() is not None or
                  any(e["event"] == "step_retrying" for e in events), 90)
         retry = next((e for e in events if e["event"] == "step_retrying"), None)
+        # A frozen host that never comes back is a dead one: its attempt's flock would
+        # hold the retry (the trace's own check) forever otherwise.
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if retry is not None:
             t.noticed_after = round(retry["time"] - harmed, 2)
             t.message = str(retry.get("message"))
@@ -303,6 +308,7 @@ def loss_trial(kind: str, i: int, root: Path, a: Coordinator, cluster: Cluster,
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         reader.join(5)
         t.run_exit = proc.returncode
         # A frozen attempt keeps its flock until it is killed below: its OVERLAP line says
@@ -361,7 +367,7 @@ def main() -> int:
             t = kill_trial(i, root, a, b, queue, seen)
             i += 1
             kills.append(t)
-            print(f"kill {i:2d} at {t.kill_after:4.2f}s ({t.phase}): resumed={t.resumed} "
+            print(f"kill {t.trial:2d} at {t.kill_after:4.2f}s ({t.phase}): resumed={t.resumed} "
                   f"status={t.status} attempts={sum(t.attempts.values())} "
                   f"overlaps={len(t.overlaps)} reruns={','.join(t.reruns) or '-'} "
                   f"{'ok' if t.ok else 'FAILED ' + str(t.ends)}",
