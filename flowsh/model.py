@@ -23,15 +23,10 @@ from pydantic import (
 )
 
 from flowsh.durations import DURATION_PATTERN, parse_duration
+from flowsh.secrets import SECRET_NAME as SECRET_NAME  # kept importable from here
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-# Names whose values are masked everywhere flowsh writes or shows them.
-# Also any name ending in KEY as a word (SSH_KEY, MASTER_KEY): SECRET-1 says `*_KEY`. The
-# exported script uses the same pattern (bash ERE, on the upper-cased name).
-SECRET_NAME = re.compile(
-    r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS?|(^|_)KEY$)",
-    re.I)
 
 # Bounds on counts (docs/reference.md): beyond them a value is a typo, not a plan.
 MAX_RETRIES = 1000
