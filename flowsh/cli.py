@@ -60,8 +60,26 @@ def build_app(command: str | None = None) -> typer.Typer:
         # pluggy calls the last registered plugin first; help lists built-ins first.
         app.registered_commands.sort(key=_rank)
         app.registered_groups.sort(key=_rank)
+        if command is not None:
+            _only(command)
         _loaded = want
     return app
+
+
+def _only(command: str) -> None:
+    """Keep just what `flowsh COMMAND` runs, when it is registered under that name: typer
+    turns every registered command into a click one at each start (argument types, help),
+    and a command module defines up to 7 (`run` and its siblings). Nameless registrations
+    (named by typer after their function) are kept. A name nothing registers keeps them
+    all, so "No such command" and its suggestion are what they were."""
+    def wanted(name: str | None) -> bool:
+        return name is None or name == command
+
+    if not (any(i.name == command for i in app.registered_commands)
+            or any(i.name == command for i in app.registered_groups)):
+        return
+    app.registered_commands[:] = [i for i in app.registered_commands if wanted(i.name)]
+    app.registered_groups[:] = [i for i in app.registered_groups if wanted(i.name)]
 
 
 def _rank(info: typer.models.CommandInfo | typer.models.TyperInfo) -> int:

@@ -87,6 +87,8 @@ def due(value: str, base: datetime, schedule: list[str]) -> datetime:
 
 def next_expected(schedule: list[str], after: datetime) -> datetime | None:
     """The next fire time of `schedule` strictly after `after` (None: no schedule)."""
+    if not schedule:
+        return None  # before importing croniter: every run's metrics ask (~6 ms)
     from typing import Any
 
     from croniter import croniter

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,7 @@ class LocalExecutor:
         self._stragglers: list[tuple[str, int, float]] = []
         self._victims: set[int] = set()
         self._subreaper = become_subreaper()
+        self._programs: dict[tuple[str, str], str] = {}  # (name, PATH) -> absolute path
 
     # -- interface ------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class LocalExecutor:
         try:
             proc = subprocess.Popen(
                 request.argv,
+                executable=self._program(request.argv[0], request.env.get("PATH")),
                 cwd=request.cwd,
                 env={**request.env, TOKEN_VAR: token},
                 stdin=stdin,
@@ -147,6 +150,24 @@ class LocalExecutor:
             self._sel.register(job.pidfd, selectors.EVENT_READ, ("exit", job))
         self._jobs[request.key] = job
         return proc.pid
+
+    def _program(self, name: str, path: str | None) -> str | None:
+        """Where `name` is on the step's PATH, looked up once per run rather than by Popen
+        at every step (a join per PATH entry in flowsh, a failed execve per entry before
+        bash's in the child). None leaves the search to Popen: a name with a slash, one
+        not found (its error is Popen's own), a PATH with a relative entry (the step's cwd
+        decides), and a file gone since (looked up again)."""
+        if "/" in name or not path:
+            return None
+        found = self._programs.get((name, path))
+        if found is None or not os.access(found, os.X_OK):
+            if not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+                return None
+            found = shutil.which(name, path=path)
+            if found is None:
+                return None
+            self._programs[(name, path)] = found
+        return found
 
     def wait(self, timeout: float | None) -> list[tuple[str, Outcome]]:
         end = None if timeout is None else time.monotonic() + timeout

@@ -163,3 +163,45 @@ def test_wake_returns_an_empty_wait(ex: LocalExecutor, tmp_path: Path) -> None:
 def test_no_executor_options() -> None:
     with pytest.raises(UsageError, match="takes no executor_options"):
         LocalExecutor(workers=2)
+
+
+def _program(d: Path, says: str) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "prog").write_text(f"#!/bin/sh\necho {says}\n")
+    (d / "prog").chmod(0o755)
+
+
+def test_program_found_once_per_path_and_again_when_gone(
+        ex: LocalExecutor, tmp_path: Path, lines: list[tuple[str, str]]) -> None:
+    """The step's program is looked up on its PATH once per run; a file removed since is
+    looked up again (the next PATH entry that has it), as Popen's own search would."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    _program(first, "one")
+    _program(second, "two")
+    env = {"PATH": f"{first}:{second}:{ENV['PATH']}"}
+    for key in ("a", "b"):
+        ex.start(StepRequest(key=key, argv=["prog"], cwd=str(tmp_path), env=env,
+                             log_path=str(tmp_path / f"{key}.log")))
+        collect(ex)
+    (first / "prog").unlink()
+    ex.start(StepRequest(key="c", argv=["prog"], cwd=str(tmp_path), env=env,
+                         log_path=str(tmp_path / "c.log")))
+    assert collect(ex)["c"].exit_code == 0
+    assert lines == [("a", "one"), ("b", "one"), ("c", "two")]
+
+
+def test_program_on_a_relative_path_entry_is_found_from_the_step_cwd(
+        ex: LocalExecutor, tmp_path: Path, lines: list[tuple[str, str]]) -> None:
+    _program(tmp_path / "work" / "bin", "here")
+    ex.start(StepRequest(key="s", argv=["prog"], cwd=str(tmp_path / "work"),
+                         env={"PATH": f"bin:{ENV['PATH']}"}, log_path=str(tmp_path / "s.log")))
+    assert collect(ex)["s"].exit_code == 0
+    assert lines == [("s", "here")]
+
+
+def test_program_not_found_is_popens_error(ex: LocalExecutor, tmp_path: Path) -> None:
+    ex.start(StepRequest(key="s", argv=["no-such-prog-x"], cwd=str(tmp_path), env=ENV,
+                         log_path=str(tmp_path / "s.log")))
+    out = collect(ex)["s"]
+    assert out.exit_code == 127 and out.error == \
+        "cannot start 'no-such-prog-x': No such file or directory"
