@@ -52,7 +52,7 @@ def list_cmd(
         typer.echo(json.dumps(data, indent=2))
         return
     rows = [(s["name"], ", ".join(s["needs"]) or "-",
-             (s["description"] or "").strip().splitlines()[0] if s["description"] else "")
+             next(iter((s["description"] or "").strip().splitlines()), ""))
             for s in data["steps"]]
     width = [max(len(r[i]) for r in [("STEP", "NEEDS", ""), *rows]) for i in (0, 1)]
     for name, needs, desc in [("STEP", "NEEDS", "DESCRIPTION"), *rows]:
