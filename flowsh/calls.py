@@ -49,10 +49,14 @@ def _short(path: str | Path) -> str:
 
 
 def cycle_message(chain: Sequence[str], path: str) -> str | None:
-    """`call cycle: a.yaml -> b.yaml -> a.yaml` when `path` is already in `chain`."""
-    if path not in chain:
+    """`call cycle: a.yaml -> b.yaml -> a.yaml` when `path` is already in `chain`.
+    Compared by real path: through a symlinked directory (`loop -> .`, `call:
+    loop/a.yaml`) every level is a new spelling of the same file."""
+    real = [os.path.realpath(p) if p else p for p in chain]
+    target = os.path.realpath(path)
+    if target not in real:
         return None
-    loop = [*chain[chain.index(path):], path]
+    loop = [*chain[real.index(target):], path]
     return "call cycle: " + " -> ".join(_short(p) for p in loop)
 
 
@@ -113,9 +117,9 @@ def called_secrets(wf: Workflow, seen: set[str] | None = None) -> set[str]:
         if step.call is None:
             continue
         path = str(child_path(wf, step))
-        if path in seen:
+        if os.path.realpath(path) in seen:
             continue
-        seen.add(path)
+        seen.add(os.path.realpath(path))
         try:
             child = load_workflow(path)
         except FlowshError:

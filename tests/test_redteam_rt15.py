@@ -22,7 +22,6 @@ from tests.conftest import run_cli
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass to be
 # removed from here.
 OPEN = frozenset({
-    "test_call_cycle_through_a_symlinked_directory_is_refused_not_a_traceback",
     "test_only_borrows_the_output_an_up_to_date_skip_handed_on",
     "test_script_only_borrows_the_output_an_up_to_date_skip_handed_on",
     "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
