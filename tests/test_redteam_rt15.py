@@ -25,7 +25,6 @@ OPEN = frozenset({
     "test_only_borrows_the_output_an_up_to_date_skip_handed_on",
     "test_script_only_borrows_the_output_an_up_to_date_skip_handed_on",
     "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
-    "test_script_only_takes_a_comma_list_with_spaces_as_run_does",
     "test_sigkilled_runner_does_not_free_the_slot_its_running_step_uses",
     "test_script_keeps_no_secret_value_for_later_selections",
     "test_call_step_and_its_child_in_one_pool_do_not_deadlock",
