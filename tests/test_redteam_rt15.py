@@ -22,8 +22,6 @@ from tests.conftest import run_cli
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass to be
 # removed from here.
 OPEN = frozenset({
-    "test_only_borrows_the_output_an_up_to_date_skip_handed_on",
-    "test_script_only_borrows_the_output_an_up_to_date_skip_handed_on",
     "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
     "test_sigkilled_runner_does_not_free_the_slot_its_running_step_uses",
     "test_script_keeps_no_secret_value_for_later_selections",
