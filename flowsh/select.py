@@ -125,7 +125,7 @@ def borrow(backend: StateBackend, wf: Workflow, wants: dict[str, str],
                 f"step {user!r} needs the outputs of {name!r}, which is not selected and "
                 f"has not succeeded in any successful run of {wf.name}: select it too "
                 f"(--from {name}), or run the whole workflow once")
-        lost = sorted(k for k, v in found[name].items() if v == MASK)
+        lost = sorted(k for k, v in found[name].items() if MASK in v)
         if lost:
             raise UsageError(
                 f"step {user!r} needs output {', '.join(lost)} of {name!r}, which is not "
