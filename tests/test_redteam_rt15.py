@@ -24,7 +24,6 @@ from tests.conftest import run_cli
 OPEN = frozenset({
     "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
     "test_sigkilled_runner_does_not_free_the_slot_its_running_step_uses",
-    "test_call_step_and_its_child_in_one_pool_do_not_deadlock",
 })
 
 
