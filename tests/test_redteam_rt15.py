@@ -23,7 +23,6 @@ from tests.conftest import run_cli
 # removed from here.
 OPEN = frozenset({
     "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
-    "test_sigkilled_runner_does_not_free_the_slot_its_running_step_uses",
 })
 
 
