@@ -22,7 +22,6 @@ from tests.conftest import run_cli
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass to be
 # removed from here.
 OPEN = frozenset({
-    "test_pg_pool_slot_lost_with_its_connection_stops_the_holder",
 })
 
 
@@ -274,6 +273,39 @@ HOLD = ('echo "{host}-start" >> "$OUT/trace"; touch "$OUT/{host}.started"; '
         'while [ ! -e "$OUT/go" ]; do sleep 0.05; done; echo "{host}-end" >> "$OUT/trace"')
 
 
+def _pg_hosts(tmp_path: Path, pg_schema: str) -> tuple[Path, Callable[[str], None],
+                                                      dict[str, subprocess.Popen[str]]]:
+    """Two hosts (own FLOWSH_HOMEs) sharing pool db of size 1 through PostgreSQL; `start`
+    runs one's workflow (its step holds the pool until $OUT/go), output in OUT/HOST.out."""
+    url = f"{SERVER}?options=-csearch_path%3D{pg_schema}"
+    out = tmp_path / "out"
+    out.mkdir()
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for host in ("east", "west"):
+        (tmp_path / host).mkdir()
+        flow = tmp_path / f"{host}.yaml"
+        flow.write_text(f"name: {host}\npools: {{db: 1}}\nsteps:\n  - name: h\n    pool: db\n"
+                        f"    run: '{HOLD.format(host=host)}'\n")
+    env = {**os.environ, "OUT": str(out), "FLOWSH_STATE": url}
+
+    def start(host: str) -> None:
+        home = tmp_path / host
+        with (out / f"{host}.out").open("w") as fh:
+            procs[host] = subprocess.Popen(
+                [sys.executable, "-m", "flowsh", "run", str(tmp_path / f"{host}.yaml")],
+                env={**env, "FLOWSH_HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg")},
+                stdout=fh, stderr=subprocess.STDOUT, text=True)
+
+    return out, start, procs
+
+
+def _slot_key(pg_schema: str) -> tuple[int, int]:
+    from flowsh.builtin.pg_locks import advisory_key
+
+    key = advisory_key("pool", pg_schema, "db/0")
+    return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+
+
 def test_pg_pool_slot_lost_with_its_connection_stops_the_holder(tmp_path: Path,
                                                                 pg_schema: str) -> None:
     """HIGH. POOL-8 with PostgreSQL state, pool db of size 1, two hosts (own
@@ -287,53 +319,72 @@ def test_pg_pool_slot_lost_with_its_connection_stops_the_holder(tmp_path: Path,
     as "interrupted".
     Observed: trace east-start, west-start, ... (both inside the pool at once).
     Expected: east's step stopped (as for a lost overlap lock) before west can start, or
-    west still waiting until east's step ends."""
+    west still waiting until east's step ends.
+    (fix15: the poll below waited only for the first two outcomes, so "west still
+    waiting" — what the fix does, taking the slot again at once on a new connection as
+    the overlap lock is — timed out; it now ends on west's waiting line too, and east's
+    run must succeed, its step recorded as it ended.)"""
     import psycopg
 
-    from flowsh.builtin.pg_locks import advisory_key
-
-    url = f"{SERVER}?options=-csearch_path%3D{pg_schema}"
-    out = tmp_path / "out"
-    out.mkdir()
-    procs = {}
-    for host in ("east", "west"):
-        (tmp_path / host).mkdir()
-        flow = tmp_path / f"{host}.yaml"
-        flow.write_text(f"name: {host}\npools: {{db: 1}}\nsteps:\n  - name: h\n    pool: db\n"
-                        f"    run: '{HOLD.format(host=host)}'\n")
-    env = {**os.environ, "OUT": str(out), "FLOWSH_STATE": url}
-
-    def start(host: str) -> None:
-        home = tmp_path / host
-        procs[host] = subprocess.Popen(
-            [sys.executable, "-m", "flowsh", "run", "-q", str(tmp_path / f"{host}.yaml")],
-            env={**env, "FLOWSH_HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg")},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
+    out, start, procs = _pg_hosts(tmp_path, pg_schema)
     try:
         start("east")
         _poll(lambda: (out / "east.started").exists(), "east's step to hold the slot")
-        key = advisory_key("pool", pg_schema, "db/0")
-        classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
         with psycopg.connect(SERVER, autocommit=True) as conn:
             rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = %s AND objid = %s AND objsubid = 1 AND granted",
-                (classid, objid)).fetchall()
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE "
+                "locktype = 'advisory' AND classid = %s AND objid = %s AND objsubid = 1 "
+                "AND granted", _slot_key(pg_schema)).fetchall()
         assert rows == [(True,)], rows
         start("west")
         _poll(lambda: (out / "west.started").exists() or procs["east"].poll() is not None
-              or procs["west"].poll() is not None, "west to start or east to stop", 30)
-        if (out / "west.started").exists():
-            (out / "go").touch()
-            for p in procs.values():
-                p.communicate(timeout=60)
-            trace = (out / "trace").read_text().split()
-            # The bound: east's step was stopped (no end) or ended before west's began.
-            assert "east-end" not in trace or \
-                trace.index("east-end") < trace.index("west-start"), trace
+              or procs["west"].poll() is not None
+              or "waiting for pool db" in (out / "west.out").read_text(),
+              "west to start or wait, or east to stop", 30)
+        (out / "go").touch()
+        codes = {h: p.wait(timeout=60) for h, p in procs.items()}
+        trace = (out / "trace").read_text().split()
+        # The bound: east's step was stopped (no end) or ended before west's began.
+        assert "east-end" not in trace or "west-start" not in trace or \
+            trace.index("east-end") < trace.index("west-start"), trace
+        if "east-end" in trace:  # east kept its slot: its run is recorded as it went
+            assert codes["east"] == 0, (out / "east.out").read_text()
     finally:
         (out / "go").touch()
         for p in procs.values():
             if p.poll() is None:
-                p.communicate(timeout=60)
+                p.wait(timeout=60)
+
+
+def test_pg_pool_slot_taken_by_another_host_meanwhile_stops_the_run(
+        tmp_path: Path, pg_schema: str) -> None:
+    """fix15, the other side of the finding above: east's pool connection is terminated
+    and, in the same statement, another session takes slot 0's advisory lock before
+    east can take it back. East's run MUST stop its step at once and fail, saying it lost
+    a lock (as for a lost overlap lock), rather than run on or record a wrong end."""
+    import psycopg
+
+    out, start, procs = _pg_hosts(tmp_path, pg_schema)
+    classid, objid = _slot_key(pg_schema)
+    key = (classid << 32) | objid
+    key = key - (1 << 64) if key >= 1 << 63 else key
+    try:
+        start("east")
+        _poll(lambda: (out / "east.started").exists(), "east's step to hold the slot")
+        with psycopg.connect(SERVER, autocommit=True) as thief:
+            row = thief.execute(
+                "SELECT CASE WHEN pg_terminate_backend(pid, 10000) "
+                "THEN pg_try_advisory_lock(%s) END FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = %s AND objid = %s AND objsubid = 1 AND granted",
+                (key, classid, objid)).fetchall()
+            assert row == [(True,)], row
+            code = procs["east"].wait(timeout=60)
+        text = (out / "east.out").read_text()
+        assert code == 3 or code == 1, (code, text)
+        assert "lost a lock" in text and "pool slots" in text, text
+        assert "east-end" not in (out / "trace").read_text().split()
+    finally:
+        (out / "go").touch()
+        for p in procs.values():
+            if p.poll() is None:
+                p.wait(timeout=60)
