@@ -358,26 +358,38 @@ def test_pg_pool_slot_lost_with_its_connection_stops_the_holder(tmp_path: Path,
 
 def test_pg_pool_slot_taken_by_another_host_meanwhile_stops_the_run(
         tmp_path: Path, pg_schema: str) -> None:
-    """fix15, the other side of the finding above: east's pool connection is terminated
-    and, in the same statement, another session takes slot 0's advisory lock before
-    east can take it back. East's run MUST stop its step at once and fail, saying it lost
-    a lock (as for a lost overlap lock), rather than run on or record a wrong end."""
+    """fix15, the other side of the finding above: another session queues for slot 0's
+    advisory lock, then east's pool connection is terminated: the queued session is
+    granted the lock as the server drops it, before east can take it back. East's run
+    MUST stop its step at once and fail, saying it lost a lock (as for a lost overlap
+    lock), rather than run on or record a wrong end."""
+    import threading
+
     import psycopg
 
     out, start, procs = _pg_hosts(tmp_path, pg_schema)
     classid, objid = _slot_key(pg_schema)
     key = (classid << 32) | objid
     key = key - (1 << 64) if key >= 1 << 63 else key
+    where = ("FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+             "AND objsubid = 1")
     try:
         start("east")
         _poll(lambda: (out / "east.started").exists(), "east's step to hold the slot")
-        with psycopg.connect(SERVER, autocommit=True) as thief:
-            row = thief.execute(
-                "SELECT CASE WHEN pg_terminate_backend(pid, 10000) "
-                "THEN pg_try_advisory_lock(%s) END FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = %s AND objid = %s AND objsubid = 1 AND granted",
-                (key, classid, objid)).fetchall()
-            assert row == [(True,)], row
+        with psycopg.connect(SERVER, autocommit=True) as thief, \
+                psycopg.connect(SERVER, autocommit=True) as admin:
+            holder = admin.execute(f"SELECT pid {where} AND granted",
+                                   (classid, objid)).fetchall()
+            assert len(holder) == 1, holder
+            queued = threading.Thread(
+                target=lambda: thief.execute("SELECT pg_advisory_lock(%s)", (key,)))
+            queued.start()
+            _poll(lambda: admin.execute(f"SELECT count(*) {where} AND NOT granted",
+                                        (classid, objid)).fetchone() == (1,),
+                  "the thief to queue for the slot")
+            admin.execute("SELECT pg_terminate_backend(%s)", (holder[0][0],))
+            queued.join(timeout=30)
+            assert not queued.is_alive()
             code = procs["east"].wait(timeout=60)
         text = (out / "east.out").read_text()
         assert code == 3 or code == 1, (code, text)
