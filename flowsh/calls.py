@@ -49,10 +49,14 @@ def _short(path: str | Path) -> str:
 
 
 def cycle_message(chain: Sequence[str], path: str) -> str | None:
-    """`call cycle: a.yaml -> b.yaml -> a.yaml` when `path` is already in `chain`."""
-    if path not in chain:
+    """`call cycle: a.yaml -> b.yaml -> a.yaml` when `path` is already in `chain`.
+    Compared by real path: through a symlinked directory (`loop -> .`, `call:
+    loop/a.yaml`) every level is a new spelling of the same file."""
+    real = [os.path.realpath(p) if p else p for p in chain]
+    target = os.path.realpath(path)
+    if target not in real:
         return None
-    loop = [*chain[chain.index(path):], path]
+    loop = [*chain[real.index(target):], path]
     return "call cycle: " + " -> ".join(_short(p) for p in loop)
 
 
@@ -80,6 +84,32 @@ def check_calls(wf: Workflow, chain: Sequence[str] = ()) -> None:
                 pos = positions_of(wf) or Positions(Path(wf.path) if wf.path else None)
             raise pos.error(f"step {step.name!r}: call {step.call!r}: {problem}",
                             ("steps", i, "call"))
+        user = _pool_user(child, step.pool) if child is not None and step.pool else None
+        if user is not None:
+            if pos is None:
+                pos = positions_of(wf) or Positions(Path(wf.path) if wf.path else None)
+            raise pos.error(
+                f"step {step.name!r}: pool {step.pool!r} is also used by {user}, which would "
+                f"wait for ever for the slot its call step holds (POOL-9): drop `pool` from "
+                f"the call step or from the child's steps", ("steps", i, "pool"))
+
+
+def _pool_user(child: Workflow, pool: str) -> str | None:
+    """`step 'x' of child.yaml` when a step of `child`, or of a workflow it calls, uses
+    `pool`: its call step holds a slot of it for the whole child run (POOL-1), so in a
+    pool of one the child's step never gets one. check_calls has refused cycles already."""
+    for step in child.steps:
+        if step.pool == pool:
+            return f"step {step.name!r} of {_short(child.path or '')}"
+        if step.call is not None:
+            try:
+                grandchild = load_workflow(child_path(child, step))
+            except FlowshError:
+                continue  # refused by check_calls
+            user = _pool_user(grandchild, pool)
+            if user is not None:
+                return user
+    return None
 
 
 def _check_params(child: Workflow, params: Mapping[str, str]) -> None:
@@ -113,9 +143,9 @@ def called_secrets(wf: Workflow, seen: set[str] | None = None) -> set[str]:
         if step.call is None:
             continue
         path = str(child_path(wf, step))
-        if path in seen:
+        if os.path.realpath(path) in seen:
             continue
-        seen.add(path)
+        seen.add(os.path.realpath(path))
         try:
             child = load_workflow(path)
         except FlowshError:

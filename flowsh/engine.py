@@ -590,6 +590,9 @@ class Engine:
             queue_timeout=step.queue_timeout or self.wf.queue_timeout,
             run_id=self.run.run_id,
         ))
+        if step.pool is not None and rec.pid is not None:
+            # A daemon a keep_children step leaves behind must not keep the slot.
+            self.pools.keep_for(step.name, rec.pid, group=not step.keep_children)
         rec.task_id = rec.queue = rec.worker = rec.queued_at = None
         placed.apply(self.executor, self.run.steps)
         # Recorded once started, with its pid: a crash before this line leaves the step

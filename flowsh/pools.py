@@ -14,8 +14,10 @@ again each POLL seconds.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,21 +43,55 @@ def pool_dir(name: str, home: Path | None = None) -> Path:
     return (home or flowsh_home()) / "pools" / name
 
 
+# The keeper of a slot whose step runs on this host: it inherits the slot file's open
+# descriptor (one open file, one flock) and exits when the step's process group (or, for a
+# `keep_children` step, its main process) is gone. The runner ends it when the attempt
+# ends. It is in the runner's process group, as the exported script's job shells are in
+# the script's: a runner killed alone with SIGKILL leaves it holding the slot for as long
+# as the step it left behind runs (a resume stops the orphan, which ends the keeper); a
+# kill of the runner's whole group takes it too and frees the slot (POOL-1). Ctrl-C is
+# the runner's to handle: the keeper ignores it. bash, not Python: a few milliseconds to
+# start, and its checks fork one `sleep` a second.
+_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1; done"
+KEEPER_NAME = "flowsh-pool-keeper"
+
+
 class Slot:
-    """One held slot: the open, flocked slot file. `release` (or the process's death)
-    lets it go."""
+    """One held slot: the open, flocked slot file. `release` (or the death of the process
+    and of its keeper) lets it go."""
 
     def __init__(self, pool: str, index: int, fd: int,
                  remote: RemoteSlots | None = None) -> None:
         self.pool, self.index, self._fd, self._remote = pool, index, fd, remote
+        self._keeper: subprocess.Popen[bytes] | None = None
+
+    def keep_for(self, pid: int, *, group: bool) -> None:
+        """Hold the slot also in a keeper watching process group `pid` (`group`) or
+        process `pid`. Best effort: without bash the runner alone holds it, as before."""
+        if self._fd < 0 or self._keeper is not None:
+            return
+        target = f"-{pid}" if group else str(pid)
+        try:
+            self._keeper = subprocess.Popen(
+                ["bash", "-c", _KEEPER, KEEPER_NAME, target], pass_fds=(self._fd,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={"PATH": os.defpath})
+        except OSError:
+            self._keeper = None
 
     def release(self) -> None:
         if self._fd >= 0:
             try:
+                if self._keeper is not None:
+                    # Reaped before the slot counts as free: its descriptor is the lock's too.
+                    with contextlib.suppress(ProcessLookupError):
+                        self._keeper.kill()
+                    self._keeper.wait()
+                    self._keeper = None
                 if self._remote is not None:
                     self._remote.unlock(self.pool, self.index)
             finally:
-                os.close(self._fd)  # closing the only descriptor drops the flock
+                os.close(self._fd)  # closing the last descriptor drops the flock
                 self._fd = -1
 
 
@@ -65,8 +101,8 @@ def try_take(name: str, size: int, home: Path | None = None,
     host, or through `remote` on another)."""
     where = ensure_private_dir(pool_dir(name, home))
     for index in range(size):
-        # Not inherited by steps (O_CLOEXEC, Python's default): the runner holds the slot
-        # for the attempt, and a daemon a step leaves behind never keeps it.
+        # Not inherited by steps (O_CLOEXEC, Python's default): the runner (and its keeper,
+        # Slot.keep_for) holds the slot for the attempt, a daemon a step leaves behind never.
         fd = os.open(where / str(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -151,6 +187,13 @@ class PoolQueue:
         if step in self.queue:
             self.queue.remove(step)
             del self.pool_of[step]
+
+    def keep_for(self, step: str, pid: int, *, group: bool) -> None:
+        """`step`'s attempt runs as `pid` on this host: its slot outlives a killed runner
+        for as long as the attempt's processes do (Slot.keep_for)."""
+        slot = self.held.get(step)
+        if slot is not None:
+            slot.keep_for(pid, group=group)
 
     def release(self, step: str) -> None:
         slot = self.held.pop(step, None)

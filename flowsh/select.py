@@ -16,7 +16,7 @@ from flowsh.errors import UsageError
 from flowsh.graph import Graph
 from flowsh.model import Workflow
 from flowsh.secrets import MASK
-from flowsh.state import SKIPPED, SUCCEEDED, RunRecord, SkipReason, StateBackend
+from flowsh.state import SKIPPED, SUCCEEDED, RunRecord, SkipReason, StateBackend, StepRecord
 
 # How far back a missing step's last success is looked for: runs are newest first, and a
 # step that has not succeeded in this many successful runs is as good as never.
@@ -89,13 +89,21 @@ def needed(graph: Graph, left_out: set[str], runs: set[str]) -> dict[str, str]:
     return out
 
 
+def handed_on(rec: StepRecord) -> bool:
+    """A step's record carries outputs it vouched for: it succeeded, or was skipped up to
+    date, handing on its last success's outputs (UPTODATE-2/3) as if it had run again."""
+    return rec.status == SUCCEEDED or (
+        rec.status == SKIPPED and rec.skip_reason == SkipReason.UP_TO_DATE)
+
+
 def borrow(backend: StateBackend, wf: Workflow, wants: dict[str, str],
            unmask: Unmask,
            runs_dir: Path) -> dict[str, dict[str, str]]:
     """Outputs of the steps in `wants` (step -> the selected step that needs it), each
-    from the latest successful run in which it succeeded. `unmask(run_dir, step,
-    outputs)` puts back secret values that run still keeps (never, once it succeeded:
-    SECRET-2), so a secret one is refused as a resume refuses it."""
+    from the latest successful run in which it succeeded or was up to date. `unmask(run_dir,
+    step, outputs)` puts back secret values that run still keeps (never, once it
+    succeeded: SECRET-2), so a secret one is refused as a resume refuses it; so is a
+    value the store keeps masked because it held a secret value (`copy=$password`)."""
     found: dict[str, dict[str, str]] = {}
     source: dict[str, str] = {}
     if wants:
@@ -108,7 +116,7 @@ def borrow(backend: StateBackend, wf: Workflow, wants: dict[str, str],
                 run = backend.load_run(run.run_id)
             for name in missing:
                 rec = run.steps.get(name)
-                if rec is not None and rec.status == SUCCEEDED:
+                if rec is not None and handed_on(rec):
                     found[name] = unmask(runs_dir / run.run_id, name, rec.outputs)
                     source[name] = run.run_id
     for name, user in wants.items():
@@ -117,7 +125,7 @@ def borrow(backend: StateBackend, wf: Workflow, wants: dict[str, str],
                 f"step {user!r} needs the outputs of {name!r}, which is not selected and "
                 f"has not succeeded in any successful run of {wf.name}: select it too "
                 f"(--from {name}), or run the whole workflow once")
-        lost = sorted(k for k, v in found[name].items() if v == MASK)
+        lost = sorted(k for k, v in found[name].items() if MASK in v)
         if lost:
             raise UsageError(
                 f"step {user!r} needs output {', '.join(lost)} of {name!r}, which is not "

@@ -142,6 +142,39 @@ def test_a_holder_killed_with_sigkill_frees_its_slot(
                     os.killpg(group, signal.SIGKILL)  # the step outlives its runner
 
 
+@pytest.mark.parametrize("holder", ["run", "script"])
+def test_a_daemon_a_keep_children_step_leaves_keeps_no_slot(
+        tmp_path: Path, shared: dict[str, str], holder: str) -> None:
+    """The slot's keeper (pools.Slot.keep_for) watches a keep_children step's main process,
+    and is ended with the attempt: the daemon left in the step's group holds nothing."""
+    daemon = tmp_path / "daemon.yaml"
+    daemon.write_text("pools: {db: 1}\nsteps:\n  - {name: d, pool: db, keep_children: true, "
+                      "run: " + json.dumps('sleep 300 >/dev/null 2>&1 & echo $! > "$OUT/pid"')
+                      + "}\n")
+    after = tmp_path / "after.yaml"
+    after.write_text("pools: {db: 1}\nsteps:\n  - {name: a, pool: db, timeout: 20s, run: "
+                     + json.dumps('touch "$OUT/ran"') + "}\n")
+    out = Path(shared["OUT"])
+    if holder == "run":
+        argv = [*FLOWSH, "run", "-q", str(daemon)]
+    else:
+        subprocess.run([*FLOWSH, "export", "--bash", str(daemon), "-o", str(tmp_path / "d.sh")],
+                       env=shared, check=True, capture_output=True)
+        argv = ["bash", str(tmp_path / "d.sh"), "-q"]
+    try:
+        first = subprocess.run(argv, env=shared, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        second = subprocess.run([*FLOWSH, "run", str(after)], env=shared, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 0 and "waiting for pool" not in second.stdout + \
+            second.stderr, second.stdout + second.stderr
+        assert (out / "ran").exists()
+    finally:
+        if (out / "pid").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int((out / "pid").read_text()), signal.SIGKILL)
+
+
 def test_waiting_fires_the_hook_and_the_wait_is_outside_the_timeout(write_flow) -> None:
     from flowsh.engine import RunOptions, run_workflow
     from flowsh.loader import load_workflow

@@ -48,6 +48,11 @@ def test_dry_run_with_a_selection_plans_only_the_selected_steps(
           - {name: b, run: 'echo b', needs: [a]}
           - {name: c, run: 'echo c', needs: [b]}
         """)
+    # No run yet: b would need a's outputs from a successful run, and the run would be
+    # refused (SELECT-3), so the plan is too (fix15: it printed a plan, exit 0).
+    res = cli("run", str(path), "--from", "b", "--dry-run", cwd=tmp_path)
+    assert res.returncode == 2 and "needs the outputs of 'a'" in res.stderr, res.stderr
+    assert cli("run", str(path), cwd=tmp_path).returncode == 0
     res = cli("run", str(path), "--from", "b", "--dry-run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()

@@ -228,16 +228,18 @@ class PgLocks:
             except self.b.psycopg.Error:
                 lock.conn.close()
             conn = self._reconnect(lock.purpose, wait)
-            try:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()
-            except self.b.psycopg.Error as exc:
-                conn.close()
-                raise self.b._error(exc) from None
-            if not (row and row[0]):
-                conn.close()
-                raise StateError(f"{self.b.url}: the server dropped the connection holding the "
-                                 f"{lock.purpose} lock, and another coordinator holds it now; "
-                                 "stopping this run")
+            for key in lock.advisory_keys():
+                try:
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                except self.b.psycopg.Error as exc:
+                    conn.close()
+                    raise self.b._error(exc) from None
+                if not (row and row[0]):
+                    conn.close()
+                    raise StateError(
+                        f"{self.b.url}: the server dropped the connection holding the "
+                        f"{lock.purpose} lock, and another coordinator holds it now; "
+                        "stopping this run")
             lock.conn = conn
             if lock.run_id is not None:
                 # Another host may have read the run as crashed meanwhile: it is not.
@@ -267,6 +269,10 @@ class _HeldLock:
         self.locks, self.conn, self.key, self.purpose = locks, conn, key, purpose
         self.run_id = run_id
 
+    def advisory_keys(self) -> list[int]:
+        """The advisory locks its connection holds, to take again on a new one."""
+        return [self.key]
+
     def release(self) -> None:
         with self.locks._mu:  # not while the watcher takes it again
             if self in self.locks.held:
@@ -293,37 +299,81 @@ class _PgWorkflowLock(_HeldLock, WorkflowLock):
             raise self.locks.b._error(exc) from None
 
 
+class _HeldSlots(_HeldLock):
+    """The pool connection, watched with the run's other locks (PgLocks.watch): when the
+    server drops it (a restart, failover, a proxy's cut) the slots it held go with it, so
+    they are taken again at once on a new connection, or, when another coordinator has
+    one now, the run stops its steps as for a lost overlap lock (POOL-8)."""
+
+    def __init__(self, locks: PgLocks, conn: psycopg.Connection[Any]) -> None:
+        super().__init__(locks, conn, 0, "pool slots")
+        self.slots: dict[str, int] = {}  # "P/I" -> its advisory key, while held
+
+    def advisory_keys(self) -> list[int]:
+        return list(self.slots.values())
+
+
 class PgPoolLocks:
     """Pool slots across hosts (flowsh.pools.RemoteSlots, docs/semantics.md POOL-8): slot I
     of pool P is also the advisory lock ("pool", schema, "P/I"), taken after the host's slot
     file I, on one connection the runner opens at its first pooled step and keeps for the
     run. The server drops them all with that session, so a dead runner frees its slots on
-    every host; a release is pg_advisory_unlock."""
+    every host; a release is pg_advisory_unlock. The connection is watched as the overlap
+    lock's is (_HeldSlots)."""
 
     def __init__(self, locks: PgLocks) -> None:
         self.locks = locks
-        self.conn: psycopg.Connection[Any] | None = None
+        self.held: _HeldSlots | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any] | None:
+        return None if self.held is None else self.held.conn
 
     def _key(self, pool: str, index: int) -> int:
         return self.locks._lock_key("pool", f"{pool}/{index}")
 
     def _query(self, sql: str, pool: str, index: int) -> bool:
-        b = self.locks.b
-        try:
-            if self.conn is None or self.conn.closed:
-                self.conn = self.locks._lock_connection("pools")
-            row = self.conn.execute(sql, (self._key(pool, index),)).fetchone()
-        except b.psycopg.Error as exc:
-            raise b._error(exc) from None
-        return bool(row and row[0])
+        locks, b = self.locks, self.locks.b
+        # A lock lost for good stops the run: no new slot on a connection that lost one.
+        locks.check()
+        name = f"{pool}/{index}"
+        with locks._mu:  # the watcher may be taking the slots again on a new connection
+            try:
+                if self.held is None or self.held.conn.closed:
+                    if self.held is not None and self.held.slots:
+                        locks.keep()  # held slots went with it: taken again, or lost
+                    else:
+                        self._open()
+                assert self.held is not None
+                row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
+            except b.psycopg.Error as exc:
+                raise b._error(exc) from None
+            got = bool(row and row[0])
+            if sql.startswith("SELECT pg_try_advisory_lock") and got:
+                self.held.slots[name] = self._key(pool, index)
+            elif not sql.startswith("SELECT pg_try_advisory_lock"):
+                self.held.slots.pop(name, None)
+            return got
+
+    def _open(self) -> None:
+        conn = self.locks._lock_connection("pools")
+        if self.held is None:
+            self.held = _HeldSlots(self.locks, conn)
+            self.locks.held.append(self.held)
+        else:
+            self.held.conn = conn
 
     def try_lock(self, pool: str, index: int) -> bool:
         return self._query("SELECT pg_try_advisory_lock(%s)", pool, index)
 
     def unlock(self, pool: str, index: int) -> None:
+        if self.locks.lost is not None:  # the server dropped it: nothing to let go
+            if self.held is not None:
+                self.held.slots.pop(f"{pool}/{index}", None)
+            return
         self._query("SELECT pg_advisory_unlock(%s)", pool, index)
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # the server drops whatever this session still holds
-            self.conn = None
+        if self.held is not None:
+            self.held.release()  # the server drops whatever this session still holds
+            self.held = None

@@ -178,6 +178,8 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
 
     forced = force_names(wf, force_step or [])
     if dry_run:
+        if selected is not None:
+            _check_borrow(wf, selected, state)
         width = jobs or wf.concurrency
         from flowsh.ui import plural
 
@@ -254,6 +256,27 @@ def _select(wf: Workflow, sel: Selection, resume: bool) -> set[str] | None:
     from flowsh.select import choose
 
     return choose(wf, Graph.build(wf), only=sel.only, from_=sel.from_, until=sel.until)
+
+
+def _check_borrow(wf: Workflow, selected: set[str], state: str | None) -> None:
+    """`--dry-run` with a selection refuses what the run would refuse (SELECT-3/4): the
+    outputs the steps left out must be found in the store."""
+    from flowsh.graph import Graph
+    from flowsh.secrets import load_secret_outputs
+    from flowsh.select import selection
+    from flowsh.state import flowsh_home
+    from flowsh.store import open_backend
+
+    def unmask(run_dir: Path, name: str, outputs: dict[str, str]) -> dict[str, str]:
+        kept = load_secret_outputs(run_dir, name)
+        return {**outputs, **{k: kept[k] for k in outputs if k in kept}}
+
+    backend = open_backend(state)
+    try:
+        selection(backend, wf, Graph.build(wf), selected, None, None, unmask,
+                  flowsh_home() / "runs")
+    finally:
+        backend.close()
 
 
 def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,

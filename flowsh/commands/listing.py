@@ -79,7 +79,7 @@ def list_cmd(
         return
     rows = [(s["name"], ", ".join(s["needs"]) or "-",
              "; ".join(x for x in (
-                 (s["description"] or "").strip().splitlines()[0] if s["description"] else "",
+                 next(iter((s["description"] or "").strip().splitlines()), ""),
                  _foreach_text(s)) if x))
             for s in data["steps"]]
     width = [max(len(r[i]) for r in [("STEP", "NEEDS", ""), *rows]) for i in (0, 1)]

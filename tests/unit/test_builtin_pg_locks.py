@@ -89,3 +89,51 @@ def test_runner_liveness_is_seen_from_another_backend_while_held(url: str) -> No
     finally:
         a.close()
         b.close()
+
+
+def _terminate(conn: object) -> None:
+    pid = conn.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+
+
+def test_pool_slots_lost_with_their_connection_are_taken_again(url: str) -> None:
+    """rt15 HIGH: the pool connection is watched as the overlap lock's is: dropped by the
+    server, its slots are taken again on a new connection (not only at release)."""
+    a, b = open_backend(url), open_backend(url)
+    try:
+        slots_a, slots_b = a.pool_locks(), b.pool_locks()  # type: ignore[attr-defined]
+        assert slots_a.try_lock("db", 0)
+        old = slots_a.conn
+        _terminate(old)
+        a.locks.keep(wait=False)  # type: ignore[attr-defined]  # as the watcher does
+        assert slots_a.conn is not old and not slots_a.conn.closed
+        assert not slots_b.try_lock("db", 0)  # still ours
+        slots_a.unlock("db", 0)
+        assert slots_b.try_lock("db", 0)
+        slots_a.close()
+        slots_b.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pool_slot_taken_elsewhere_meanwhile_is_lost_for_good(url: str) -> None:
+    from flowsh.errors import StateError
+
+    a, b = open_backend(url), open_backend(url)
+    try:
+        slots_a, slots_b = a.pool_locks(), b.pool_locks()  # type: ignore[attr-defined]
+        assert slots_a.try_lock("db", 0)
+        _terminate(slots_a.conn)
+        assert slots_b.try_lock("db", 0)  # another host, before `a` noticed
+        with pytest.raises(StateError, match="pool slots"):
+            a.locks.keep(wait=False)  # type: ignore[attr-defined]
+        with pytest.raises(StateError, match="lost a lock"):
+            slots_a.try_lock("db", 1)  # no new slot for a run that lost one
+        slots_a.unlock("db", 0)  # a release after the loss: nothing to do, no error
+        slots_a.close()
+        slots_b.close()
+    finally:
+        a.close()
+        b.close()

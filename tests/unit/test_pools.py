@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from flowsh import pools
@@ -92,3 +94,61 @@ def test_queue_first_come_first_served_within_a_run(home: Path) -> None:
     assert queue.ready() == [] and queue.queue == []
     queue.release_all()
     assert pools.try_take("db", 1) is not None and pools.try_take("api", 1) is not None
+
+
+def _free(name: str) -> bool:
+    slot = pools.try_take(name, 1)
+    if slot is None:
+        return False
+    slot.release()
+    return True
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    import time
+
+    end = time.monotonic() + 30
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_keeper_holds_the_slot_past_its_runner_until_the_step_group_ends(
+        home: Path) -> None:
+    """rt15 HIGH: the runner's descriptor gone (as when it is killed with SIGKILL), the
+    keeper holds the slot while the step's process group lives, and frees it after."""
+    step = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        held = pools.try_take("db", 1)
+        assert held is not None
+        held.keep_for(step.pid, group=True)
+        keeper = held._keeper
+        assert keeper is not None
+        os.close(held._fd)  # the runner's own descriptor: what its death closes
+        held._fd, held._keeper = -1, None
+        assert not _free("db")
+        step.kill()
+        step.wait()
+        _until(lambda: _free("db"), "the keeper to let the slot go")
+        keeper.wait(timeout=30)
+    finally:
+        if step.poll() is None:
+            step.kill()
+
+
+def test_release_ends_the_keeper_and_frees_the_slot_at_once(home: Path) -> None:
+    """A daemon the step leaves running (keep_children) keeps nothing once the runner
+    releases: the keeper is stopped and reaped before release returns."""
+    step = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        held = pools.try_take("db", 1)
+        assert held is not None
+        held.keep_for(step.pid, group=False)
+        keeper = held._keeper
+        assert keeper is not None
+        held.release()
+        assert keeper.returncode is not None
+        assert _free("db")
+    finally:
+        step.kill()
+        step.wait()
