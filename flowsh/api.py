@@ -21,6 +21,9 @@ Protocols a plugin implements:
   yielding ``(key, Outcome)``, ``wake()``, ``cancel_all()``, ``running()``, ``close()``.
   A `RemoteExecutor` adds ``placements()`` (where each attempt runs, recorded) and
   ``stop_remote(run_id, keys, kill_grace)`` (a resume stops what a dead runner left).
+  Its registered factory may have a ``check_options(options)`` attribute that checks
+  ``executor_options`` without connecting anywhere and raises `OptionError` naming the
+  key: `flowsh validate` and the start of a run then point at its line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from flowsh.durations import format_duration as format_duration
     from flowsh.durations import parse_duration as parse_duration
     from flowsh.errors import FlowshError as FlowshError
+    from flowsh.errors import OptionError as OptionError
     from flowsh.errors import UsageError as UsageError
     from flowsh.errors import WorkflowError as WorkflowError
     from flowsh.events import RunContext as RunContext
@@ -107,6 +111,7 @@ class Exporter(Protocol):
 _WHERE = {
     "format_duration": "flowsh.durations", "parse_duration": "flowsh.durations",
     "FlowshError": "flowsh.errors", "UsageError": "flowsh.errors",
+    "OptionError": "flowsh.errors",
     "WorkflowError": "flowsh.errors",
     "RunContext": "flowsh.events",
     "EXIT_TIMEOUT": "flowsh.executor", "Executor": "flowsh.executor",
@@ -150,6 +155,7 @@ __all__ = [
     "Masker",
     "Notifier",
     "Notify",
+    "OptionError",
     "Outcome",
     "OutputCallback",
     "Placement",

@@ -9,15 +9,24 @@ A DEBUG trap (``extdebug``) decides for each simple command at the file's top le
   in it are guarded one by one), and tests without side effects (``[``, ``[[``, ``test``,
   ``command -v``, ``type``, ``declare -F``, ``true``, ``false``, ``(( ))`` without assignment) so a
   top-level ``if``/``&&`` takes bash's branch; ``set ...`` is replayed after the file, as
-  written when literal, else its leading options only (the replay runs no command).
+  written when literal, else its leading options only (the replay runs no command). The
+  trap sees a command's text before expansion, so of these only assignments and
+  declarations may hold a command substitution (evaluated once per run), a ``source`` one
+  made of the probing commands below; none may redirect (outside its substitutions) but to
+  /dev/null or a descriptor; a name defined as a function in the file is a call (skipped).
 * a subshell at the top level (``( ... )``, ``cmd &``, a pipeline's side) runs only as a
-  command substitution of the command the guard let run on that line (``DIR=$(dirname ..)``);
+  command substitution of the command the guard let run on that line (``DIR=$(dirname ..)``,
+  its command part of that command's text);
   when probing (validate, import: ``__flowsh_probe``) only one made of dirname, basename,
   cd, pwd, realpath, readlink, echo, printf.
 * refused (exit 2, FILE:LINE): a top-level ``if``/``elif`` whose test is any other command
   (a skipped command reports success, so its branch would be a lie; continued lines too),
   ``source <(cmd)``, a ``shopt`` that would switch the guard off (``extdebug``, ``-o``, a
-  variable), ``unset`` of FUNCNAME, BASH_*, __flowsh_* or a variable's value; and, after
+  variable), ``unset`` of FUNCNAME, BASH_*, __flowsh_* or a variable's value, any use of
+  a ``__flowsh`` name, a ``case``/``for`` header running a command, a redirected ``source``,
+  a skipped command followed by ``&&``/``||`` and something the guard runs, a redirection on
+  a top-level compound command (found before reading, ``__flowsh_scan``: bash performs it
+  before the trap sees anything inside); and, after
   an evaluating read, a file whose functions differ when read again for definitions only
   with the final values (a top-level ``case``/``if`` on a value the file changes later).
 * anything else is skipped; the same skipped command coming round twice (a ``while read``
@@ -39,10 +48,10 @@ __flowsh_assign_only() {
     [[ ${s:i:1} == "(" ]] && return 0  # an array assignment cannot prefix a command
     while (( i < n )); do
       c=${s:i:1}
-      if [[ $c != [\\\"\'\`\$\(\)\{\}[:space:]] ]]; then
+      if [[ $c != [\\\"\'\`\$\(\)\{\}\<\>[:space:]] ]]; then
         # A run of plain characters in one step: bash copies $s for every ${s:i:1}, so
         # going char by char made a 140 KB value take minutes.
-        c=${s:i}; c=${c%%[\\\"\'\`\$\(\)\{\}[:space:]]*}; i=$((i + ${#c}))
+        c=${s:i}; c=${c%%[\\\"\'\`\$\(\)\{\}\<\>[:space:]]*}; i=$((i + ${#c}))
         continue
       fi
       case ${stack: -1}:$c in
@@ -63,6 +72,8 @@ __flowsh_assign_only() {
         p:\)) stack=${stack%?} ;;
         b:\}) stack=${stack%?} ;;
         :[[:space:]]) break ;;
+        # `X=1 >f`: a redirection (it would create f); `<(..)` too.
+        :\<|:\>) return 1 ;;
       esac
       i=$((i + 1))
     done
@@ -70,8 +81,11 @@ __flowsh_assign_only() {
 }
 __flowsh_test() {
   # 0 when $1 is a test without side effects: `[`, `[[`, `test`, `command -v/-V`, `type`,
-  # `declare -F`, `true`, `false`, with no redirection but to /dev/null or another descriptor.
+  # `declare -F`, `true`, `false`, with no command or process substitution and no
+  # redirection but to /dev/null or another descriptor (the DEBUG trap sees the text before
+  # expansion: `[ -z "$(cmd)" ]` would run cmd).
   local c=$1
+  [[ $c != *'$('* && $c != *\`* && $c != *'<('* && $c != *'>('* ]] || return 1
   case $c in
     \[\ *|\[\[\ *|test\ *|command\ -[vV]\ *|type\ *|declare\ -F*|typeset\ -F*) ;;
     true|false) return 0 ;;
@@ -86,7 +100,25 @@ __flowsh_test() {
   c=${c//[0-9]>&[0-9]/}; c=${c//>&[0-9]/}
   c=${c//&>\/dev\/null/}; c=${c//[0-9]>\/dev\/null/}; c=${c//>\/dev\/null/}
   c=${c//[0-9]> \/dev\/null/}; c=${c//> \/dev\/null/}
+  # `[[ a < b ]]` compares; a `[[ .. ]] > f` redirection is not in its text (__flowsh_scan).
   [[ $c != *[\<\>]* || $c == \[\[\ * ]]
+}
+__flowsh_quiet() {
+  # 0 when $1, outside quotes and substitutions, redirects nothing but to /dev/null or a
+  # descriptor (`declare -f f > funcs.txt` would write a file in every step, and validate).
+  local c=$1 out= q
+  while [[ -n $c ]]; do
+    case $c in
+      \'*) q=${c:1}; [[ $q == *\'* ]] || return 1; c=${q#*\'} ;;
+      \"*) q=${c:1}; while [[ $q == *\\\"* && ${q%%\"*} == *\\ ]]; do q=${q#*\"}; done
+           [[ $q == *\"* ]] || return 1; c=${q#*\"} ;;
+      *) out+=${c:0:1}; c=${c:1} ;;
+    esac
+  done
+  out=${out//[0-9]>&[0-9]/}; out=${out//>&[0-9]/}
+  out=${out//&>\/dev\/null/}; out=${out//[0-9]>\/dev\/null/}; out=${out//>\/dev\/null/}
+  out=${out//[0-9]> \/dev\/null/}; out=${out//> \/dev\/null/}
+  [[ $out != *[\<\>]* ]]
 }
 __flowsh_literal() {
   # 0 when $1 expands to nothing but its own words: no `$`, backquote or redirection but to
@@ -155,6 +187,79 @@ __flowsh_same_defs() {
  file changes afterwards; steps would get other definitions than bash's (SOURCE-1)" >&2
   return 1
 }
+__flowsh_scan() {
+  # 1 (and a FILE:LINE message) when a top-level compound command of file $1 carries a
+  # redirection that writes or runs something (`{ ..; } > "$LOG"`, `[[ .. ]] > f`,
+  # `done < <(cmd)`): bash performs it before the DEBUG trap sees a command inside, so it
+  # would happen in every step. Read with bash's own parser: the file as the body of a
+  # function defined but never called, printed back by `declare -f`.
+  local file=$1 body l ind= re rd red op word bad= closer n at
+  local -a got
+  [[ -r $file ]] || return 0
+  body=$(
+    __flowsh_w=$'__flowsh_parse() {\n'"$(<"$file")"$'\n}'
+    __flowsh_once=
+    __flowsh_only() {
+      # A file closing the function early would run its next command here: stop instead.
+      if [[ -z $__flowsh_once && $BASH_COMMAND == 'eval "$__flowsh_w"' ]]; then
+        __flowsh_once=1
+        return 0
+      fi
+      [[ $BASH_COMMAND == 'declare -f __flowsh_parse' ]] || exit 97
+    }
+    shopt -s extglob
+    trap __flowsh_only DEBUG
+    eval "$__flowsh_w"
+    declare -f __flowsh_parse
+  ) 2>/dev/null || return 0
+  mapfile -t got <<<"$body"
+  re='^[[:space:]]+(\}|fi|done|esac|\)|(\[\[|\(\(|\().*(\]\]|\)\)|\)))[[:space:]]+'
+  re+='(([0-9]*|&)(>|<|<<<|<<)[^;]*);?$'
+  # One redirection: descriptor, operator, word; then the rest.
+  rd='^([0-9]*|&)(>>|>\||<>|<<<|<<-?|>&|<&|>|<)[[:space:]]*'
+  rd+=$'("[^"]*"|\'[^\']*\'|[^[:space:]]+)[[:space:]]*(.*)$'
+  for l in "${got[@]}"; do
+    if [[ -n $ind ]]; then
+      # Inside a function's body: a redirection there happens when it is called.
+      [[ $l != "$ind}"* ]] || ind=
+      continue
+    fi
+    if [[ $l =~ ^([[:space:]]+)function\ [^[:space:]]+\ \(\)\ ?$ ]]; then
+      ind=${BASH_REMATCH[1]}
+      continue
+    fi
+    [[ $l =~ $re ]] || continue
+    closer=${BASH_REMATCH[1]} red=${BASH_REMATCH[4]}
+    (( ${#closer} < 5 )) || closer=${closer: -2}
+    closer=${closer//[[:space:]]/}
+    while [[ -n $red ]]; do
+      [[ $red =~ $rd ]] || break
+      op=${BASH_REMATCH[2]} word=${BASH_REMATCH[3]} red=${BASH_REMATCH[4]}
+      case $op in
+        '>&'|'<&') [[ $word =~ ^[0-9]*-?$ ]] || bad="$op $word" ;;
+        '<'|'<<<') [[ $word != *'$('* && $word != *\`* && $word != '<('* ]] || bad="$op $word" ;;
+        '<<'|'<<-') [[ $word == [\'\"\\]* ]] || bad="$op$word" ;;
+        *) [[ $word == /dev/null ]] || bad="$op $word" ;;
+      esac
+      [[ -z $bad ]] || break
+    done
+    [[ -n $bad ]] && break
+  done
+  [[ -n $bad ]] || return 0
+  mapfile -t got <"$file"
+  for l in "$closer${bad//[[:space:]]/}" "${bad//[[:space:]]/}" "${word//[[:space:]]/}"; do
+    for ((n = 0; n < ${#got[@]}; n++)); do
+      at=${got[n]//[[:space:]]/}
+      [[ $at != *"$l"* ]] || break 2
+    done
+  done
+  (( n < ${#got[@]} )) && n=$((n + 1)) || n='?'
+  printf 'flowsh: %s:%s: %s\n' "$file" "$n" "a redirection (\`$bad\`) on a top-level\
+ compound command ({ }, [[ ]], ( ), if, while, for, case) is performed before flowsh sees\
+ the commands inside: it would happen in every step; a library read for its definitions\
+ must not write or run commands at its top level (move it into a function, SOURCE-1)" >&2
+  return 1
+}
 __flowsh_refuse() {
   # A top-level command flowsh can neither run nor skip: the file is refused (FILE:LINE).
   printf 'flowsh: %s:%s: %s\n' "$1" "$2" "$3" >&2
@@ -164,14 +269,17 @@ __flowsh_refuse() {
 __flowsh_guard() {
   # DEBUG trap while a file is sourced: 0 runs the command, 1 skips it, 2 stops reading.
   [[ ${FUNCNAME[1]-} == source ]] || return 0
-  local cmd=$BASH_COMMAND line=${BASH_LINENO[0]} file=${BASH_SOURCE[1]} rc=1 text
+  local cmd=$BASH_COMMAND line=${BASH_LINENO[0]} file=${BASH_SOURCE[1]} rc=1 word
   [[ -z $__flowsh_refused ]] || return 2
   if [[ $BASH_SUBSHELL != "$__flowsh_subshell" ]]; then
     # A subshell at the top level runs only as a command substitution of the command the
     # guard let run (`DIR=$(dirname ..)`: same file, same line); a `( ... )` or `cmd &`
     # never does.
     [[ $__flowsh_ok == "$file:$line" ]] || return 1
-    [[ -z ${__flowsh_probe-} ]] && return 0
+    # Part of that command's text (`STAMP=$(date +%s); ( backup )`: the subshell is not).
+    [[ ${__flowsh_okcmd//[[:space:]]/} == *"${cmd//[[:space:]]/}"* ]] || return 1
+    # A `source` runs in every step: only these in its substitution, as when probing.
+    [[ -z ${__flowsh_probe-}$__flowsh_oksafe ]] && return 0
     # Probing (validate, import): only what cannot change anything, so `DIR=$(dirname ..)`
     # still finds a nested file; `X=$(cmd)` waits for the run (SOURCE-2).
     [[ $cmd != *[\<\>]* ]] || return 1
@@ -181,20 +289,48 @@ __flowsh_guard() {
     esac
     return 1
   fi
-  __flowsh_ok=
+  __flowsh_ok= __flowsh_okcmd= __flowsh_oksafe=
+  word=${cmd%%[[:space:]]*}
+  if [[ $cmd == *__flowsh* ]]; then
+    # `__flowsh_probe=` would switch validate's probing off: the guard's names are its own.
+    __flowsh_refuse "$file" "$line" "\`$cmd\`: names starting with __flowsh are flowsh's\
+ own; a library may not use them (SOURCE-1)"
+    return 2
+  fi
   case $cmd in
     source\ *\<\(*|.\ *\<\(*)
       __flowsh_refuse "$file" "$line" "sourcing a command's output (\`$cmd\`) would run\
  that command in every step; a library is read for its definitions only (SOURCE-1)"
       return 2 ;;
+    source\ *|.\ *)
+      if ! __flowsh_quiet "$cmd"; then
+        __flowsh_refuse "$file" "$line" "a redirection on a top-level \`$word\` (\`$cmd\`)\
+ would be performed in every step; a library read for its definitions must not write at\
+ its top level (redirect inside the sourced file's functions, or to /dev/null; SOURCE-1)"
+        return 2
+      fi ;;
+    case\ *|for\ *)
+      if [[ $cmd == *'$('* || $cmd == *\`* || $cmd == *'<('* ]]; then
+        __flowsh_refuse "$file" "$line" "the header of a top-level \`$word\` runs a command\
+ (\`$cmd\`), which a library read for its definitions must not, in every step\
+ (SOURCE-1); compute the value in an assignment first (\`X=\$(cmd)\`, evaluated once\
+ per run), or move the \`$word\` into a function"
+        return 2
+      fi ;;
   esac
+  # A function named like a command the guard lets run (`test() { ..; }`, then `test -d .`)
+  # would run in its place: such a command is a call, skipped like any other.
+  if [[ $word != *=* ]] && declare -F -- "$word" >/dev/null 2>&1; then
+    __flowsh_skip "$file" "$line" "$cmd" "$word"
+    return
+  fi
   if [[ -n ${__flowsh_defs-} ]]; then
     # Definitions only: the run evaluated the file's assignments once (FLOWSH_LIBRARY_STATE).
     # Checked before the general case below, which lets declarations run. Not counted as a
     # skipped command: a loop of assignments is no reason to stop reading. `:` only assigns
     # defaults (`: "${X:=a}"`), evaluated with the assignments.
     case $cmd in
-      declare\ -f*|declare\ -F*|typeset\ -f*) return 0 ;;
+      declare\ -f*|declare\ -F*|typeset\ -f*) __flowsh_quiet "$cmd" && return 0 ;;
       declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) return 1 ;;
       :|:\ *) return 1 ;;
     esac
@@ -220,9 +356,11 @@ __flowsh_guard() {
       fi ;;
   esac
   case $cmd in
-    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *) rc=0 ;;
-    shopt\ *|umask|umask\ *) rc=0 ;;
-    source\ *|.\ *) rc=0 ;;
+    # Not with a redirection (`declare -f f > funcs.txt`, `umask 022 > x`): skipped.
+    declare|declare\ *|typeset\ *|export\ *|readonly\ *|local\ *|unset\ *)
+      __flowsh_quiet "$cmd" && rc=0 ;;
+    shopt\ *|umask|umask\ *) __flowsh_quiet "$cmd" && rc=0 ;;
+    source\ *|.\ *) rc=0; __flowsh_oksafe=1 ;;
     set\ *) __flowsh_set "$cmd"; return 1 ;;
     # `: "${X:=default}"`; not `: > "$LOG"` nor `: "$(cmd)"`, which would do something.
     :|:\ *) [[ $cmd != *[\<\>\`]* && $cmd != *'$('* ]] && rc=0 ;;
@@ -237,9 +375,16 @@ __flowsh_guard() {
     rc=0
   fi
   if (( rc == 0 )); then
-    [[ $cmd != *'$('* && $cmd != *\`* ]] || __flowsh_ok="$file:$line"
+    if [[ $cmd == *'$('* || $cmd == *\`* ]]; then
+      __flowsh_ok="$file:$line" __flowsh_okcmd=$cmd
+    fi
     return 0
   fi
+  __flowsh_skip "$file" "$line" "$cmd" "$word"
+}
+__flowsh_skip() {
+  # Skip command $3 (file $1, line $2, command word $4): 1, or 2 when that is refused.
+  local file=$1 line=$2 cmd=$3 word=$4 text
   # A skipped command reports success: the test of a top-level `if` must be one that runs.
   if [[ $__flowsh_lines_of != "$file" ]]; then
     mapfile -t __flowsh_lines <"$file" 2>/dev/null
@@ -247,7 +392,7 @@ __flowsh_guard() {
   fi
   text=${__flowsh_lines[line - 1]-}
   # A test continued from the lines above (`if [ -r f ] &&` / `  grep -q x f; then`).
-  local at=$((line - 1)) word=${cmd%%[[:space:]]*}
+  local at=$((line - 1))
   local cont='(&&|\|\||\||\\|^[[:space:]]*(if|elif|!))[[:space:]]*$'
   while (( at > 0 )) && [[ ${__flowsh_lines[at - 1]} =~ $cont ]]; do
     at=$((at - 1)); text="${__flowsh_lines[at]%\\} $text"
@@ -265,6 +410,16 @@ __flowsh_guard() {
  \`if\` into a function"
     return 2
   fi
+  # `grep -q x f && IS_X=1`: a skipped command reports success, so what follows `&&` would
+  # run when bash might not run it (and `||` the reverse): refused when that is something
+  # the guard runs (an assignment, a declaration, a test, a source, a group...).
+  if __flowsh_listed "${__flowsh_lines[line - 1]-}" "$word" "${__flowsh_lines[line]-}"; then
+    __flowsh_refuse "$file" "$line" "\`$cmd\` is skipped (a library's top-level commands\
+ do not run; it reports success) and decides with $REPLY what runs after it, so the result\
+ would not be bash's (SOURCE-1); test with [, [[, test, (( )), command -v or type, or move\
+ the list into a function"
+    return 2
+  fi
   local key="$file:$line:$cmd"
   if [[ -n ${__flowsh_skipped[$key]-} ]]; then
     printf 'flowsh: %s:%s: a top-level loop; stopped reading the file here\n' \
@@ -275,6 +430,23 @@ __flowsh_guard() {
   __flowsh_skipped[$key]=1
   return 1
 }
+__flowsh_listed() {
+  # 0 when, in line $1, command word $2 is followed by `&&`/`||` (REPLY) and then by what
+  # the guard would run (on that line, or the next one $3 when the line ends there).
+  local t=" $1" w=$2 q rest
+  # Quoted strings hold no operator (their `=` kept: `: "${X:=a}"` assigns).
+  while [[ $t =~ ^([^\'\"]*)(\'[^\']*\'|\"([^\"\\]|\\.)*\")(.*)$ ]]; do
+    q=${BASH_REMATCH[2]}
+    t="${BASH_REMATCH[1]}q${q//[!=]/}${BASH_REMATCH[4]}"
+  done
+  [[ $t =~ [[:space:]\;\&\|\(\{!]"$w"([[:space:]]|$)(.*)$ ]] || return 1
+  rest=${BASH_REMATCH[2]}
+  [[ $rest =~ ^[^\;\&\|]*(\&\&|\|\|)(.*)$ ]] || return 1
+  REPLY=${BASH_REMATCH[1]} rest=${BASH_REMATCH[2]}
+  [[ $rest == *[![:space:]]* ]] || rest=$3
+  q='^[[:space:]]*(!?[[:space:]]*)([A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=|[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\(\)|(declare|typeset|export|readonly|local|unset|source|\.|shopt|umask|set|:[[:space:]][^;&|]*=[^;&|]*|\{|\(|\[|\[\[|test|true|false|command|type|if|case|for|while|until|function)([[:space:]]|$))'
+  [[ $rest =~ $q ]]
+}
 __flowsh_source() {
   # Prepare, then the caller runs `builtin source FILE` at top level (so `declare` in the
   # file makes globals, as with a plain `source`), then `__flowsh_sourced $?`.
@@ -284,10 +456,12 @@ __flowsh_source() {
   __flowsh_opts=$(set +o; shopt -p extdebug || :)
   __flowsh_e=${-//[^e]/}
   set +euo pipefail
+  # A redirection on a top-level compound command cannot be skipped: refused before reading.
+  __flowsh_scan "${__flowsh_file-}" || exit 2
   __flowsh_sets=()
   __flowsh_stopped=
   __flowsh_refused=
-  __flowsh_ok=
+  __flowsh_ok= __flowsh_okcmd= __flowsh_oksafe=
   __flowsh_lines_of=
   declare -gA __flowsh_skipped=()
   __flowsh_subshell=$BASH_SUBSHELL
@@ -322,8 +496,9 @@ __flowsh_sourced() {
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
-    "__flowsh_source __flowsh_sourced __flowsh_literal __flowsh_set __flowsh_same_defs; "
+    "__flowsh_source __flowsh_sourced __flowsh_literal __flowsh_set __flowsh_same_defs "
+    "__flowsh_scan __flowsh_quiet __flowsh_skip __flowsh_listed; "
     "unset __flowsh_opts __flowsh_sets __flowsh_skipped __flowsh_subshell __flowsh_stopped "
     "__flowsh_rc __flowsh_e __flowsh_defs __flowsh_probe __flowsh_refused __flowsh_ok "
-    "__flowsh_lines __flowsh_lines_of __flowsh_fb __flowsh_argv"
+    "__flowsh_lines __flowsh_lines_of __flowsh_fb __flowsh_argv __flowsh_okcmd __flowsh_oksafe"
 )

@@ -85,7 +85,8 @@ def source_lines(refs: Sequence[str]) -> list[str]:
     words, quoted by the caller (a path, or an expression such as ``"$DIR"/lib.sh``)."""
     # One line per file: the trap is set and cleared at top level, around the source.
     return [
-        f'__flowsh_source "$@"; trap __flowsh_guard DEBUG; builtin source {ref}; '
+        f'__flowsh_file={ref} __flowsh_source "$@"; trap __flowsh_guard DEBUG; '
+        f'builtin source {ref}; '
         f'__flowsh_rc=$?; trap - DEBUG; __flowsh_sourced "$__flowsh_rc" {ref}'
         for ref in refs
     ]

@@ -77,6 +77,11 @@ def due(value: str, base: datetime, schedule: list[str]) -> datetime:
         when = wall.astimezone(timezone.utc).astimezone(zone)
         if when >= base:
             return when
+        # One that happens twice (clocks went back) is also due at its second occurrence:
+        # a slot in the repeated hour is due at the same wall time later that hour.
+        again = wall.replace(fold=1).astimezone(timezone.utc).astimezone(zone)
+        if again.replace(tzinfo=None) == wall.replace(tzinfo=None) and again >= base:
+            return again
     raise ValueError(f"deadline {value!r}: no such time after {base.isoformat()}")
 
 
@@ -87,13 +92,15 @@ def next_expected(schedule: list[str], after: datetime) -> datetime | None:
     from croniter import croniter
 
     from flowsh.cron import parse
-    from flowsh.slot import local_zone
+    from flowsh.slot import local_zone, repeated
 
     best: datetime | None = None
     for text in schedule:
         sched = parse(text)
         it: Any = croniter(sched.expr, after.astimezone(sched.zone() or local_zone()))
         t: datetime = it.get_next(datetime)
+        while repeated(sched, t):  # the second of a repeated wall time fires not (SLOT-1)
+            t = it.get_next(datetime)
         if best is None or t < best:
             best = t
     return best
@@ -113,7 +120,12 @@ def of_run(ctx: RunContext) -> datetime | None:
             if ctx.run.scheduled_time:
                 with contextlib.suppress(ValueError):
                     base = parse_time(ctx.run.scheduled_time)
-            when = due(wf.deadline, base, list(wf.schedule))
+            try:
+                when = due(wf.deadline, base, list(wf.schedule))
+            except OverflowError:
+                # Past the calendar's ends (year 1, year 9999): an early slot's deadline is
+                # long gone (fire at the start, DEADLINE-3), a late one's never comes.
+                when = datetime(1, 1, 1, tzinfo=timezone.utc) if base.year < 5000 else None
         mine["due"] = when
     result: datetime | None = mine["due"]
     return result

@@ -6,7 +6,9 @@ path relative to its own directory (``. "$(dirname "${BASH_SOURCE[0]}")/inner.sh
 ``. "$DIR/inner.sh"`` with ``DIR`` set from such an expression) is found beside it
 unchanged. A literal path (``source ./x.sh``, ``. lib/y.sh``, ``. /opt/z.sh``) is resolved
 now, against the step's working directory as bash would, and that word is rewritten to
-the embedded copy. Any other ``source`` argument (a variable, a glob, a command) cannot be
+the embedded copy; a file missing at export is not embedded and its word stays as written
+(an optional include finds it, or not, where `flowsh run` would). Any other ``source``
+argument (a variable, a glob, a command) cannot be
 followed statically: the export is refused with FILE:LINE naming it, never a silent loss.
 """
 
@@ -103,6 +105,10 @@ def embed(path: Path, cwd: Path, seen: dict[str, str]) -> Iterator[dict[str, str
                     "not a literal nor relative to the file's own directory (export without "
                     "--inline, or source it by such a path)", path=path, line=n,
                 )
+            if not target.exists():
+                # Nothing to carry (`[ -r ./local.conf ] && . ./local.conf`): the word stays
+                # as written, so the script looks for the file where `flowsh run` does.
+                continue
             if not target.is_file():
                 raise WorkflowError(f"cannot embed {word}: {target} is not a file",
                                     path=path, line=n)

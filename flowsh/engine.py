@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowsh import calls, foreach, placed, plugins, steplog
+from flowsh.bashglob import Stopped
 from flowsh.conditions import IF_KEY, IfTests
 from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LockHeldError, UsageError
 from flowsh.events import DRAIN_LIMIT, Dispatcher, RunContext
@@ -102,6 +103,7 @@ class Engine:
         self.steps = {s.name: s for s in wf.steps}
         self.concurrency = options.concurrency or wf.concurrency
         self.failed = False  # a failure that stops new (non-`always`) steps
+        self.stop_asked: Callable[[], bool] = lambda: False  # a signal came (RunSignals)
         self.waiting: list[tuple[float, str]] = []  # (wake time, step) for retries
         self.running: set[str] = set()
         # Steps waiting for a slot of a shared pool (POOL-4), with what they will run with.
@@ -253,6 +255,10 @@ class Engine:
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:
+                self.stop_asked = lambda: intr.signum is not None
+                if self.uptodate is not None:
+                    # Expanding `sources:` and hashing them may take long: a signal stops it.
+                    self.uptodate.stopped = self.stop_asked
                 self._loop(intr)
         except BaseException as exc:
             executor.cancel_all()
@@ -358,9 +364,13 @@ class Engine:
         end frees its dependents, in the middle of a pass."""
         acted = True
         while acted:
+            if self.stop_asked():  # nothing new starts; the loop stops what runs
+                return
             acted = self._start_instances()
             for name, why in self.ready.take(self.run.steps, self._full,
                                              lambda: self.failed):
+                if self.stop_asked():
+                    return
                 acted = acted or bool(self.fans) or self.steps[name].foreach is not None
                 if why is None:
                     self._start(self.steps[name], self.run.steps[name])
@@ -403,7 +413,10 @@ class Engine:
         cwd = step_cwd(self.wf, step)
         if self.uptodate is not None and rec.attempts == 0 and step.sources:
             upstream = self._upstream(step.name)
-            old = self.uptodate.check(step, env, upstream)
+            try:
+                old = self.uptodate.check(step, env, upstream)
+            except Stopped:  # the run was asked to stop: the step never started
+                return
             if old is not None:  # skipped; its last success's outputs are handed on
                 self.uptodate.up_to_date(step, rec, old)
                 self._export(step.name, rec.outputs)

@@ -31,7 +31,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 _ENV_EXPORT = re.compile(r"export[ \t]+(.*)\Z", re.S)
 _ENV_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
 _ENV_BADNAME = re.compile(r"([^= \t]+)=")
-_ENV_PLAIN = re.compile(r"[^'\"\\$` \t]+")
+# `;|&<>()` end a shell word: a shell would run or redirect what follows (ENVFILE-2).
+_ENV_PLAIN = re.compile(r"[^'\"\\$` \t;|&<>()]+")
+_ENV_OPERATORS = ";|&<>()"
 _ENV_INSIDE = re.compile(r'[^"\\$`]+')
 _ENV_BLANKS = re.compile(r"[ \t]+")
 _SPECIAL = "$#?-!@*"  # bash's special parameters ($0-$9 are digits, refused with the rest)
@@ -57,7 +59,7 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
             raise refuse(line, f"{name}: a $ before a backslash-newline is not allowed in an "
                                "env_file (single-quote a literal $)")
         special = _SPECIAL if quoted else _SPECIAL + "'\""
-        if nxt and ((nxt.isascii() and (nxt.isalnum() or nxt in "_{(")) or nxt in special):
+        if nxt and ((nxt.isascii() and (nxt.isalnum() or nxt in "_{([")) or nxt in special):
             raise refuse(line, f"{name}: expansion ${nxt}... is not allowed in an env_file "
                                "(single-quote a literal $)")
 
@@ -175,6 +177,9 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
                 dollar(n, name, rest)
                 val.append("$")
                 rest = rest[1:]
+            elif c in _ENV_OPERATORS:
+                raise refuse(n, f"{name}: an unquoted {c!r} ends the value and makes a shell "
+                                "run or redirect what follows (quote the value)")
             else:
                 raise backtick(n, name)
         out[name] = "".join(val)

@@ -64,6 +64,15 @@ class WorkflowError(UsageError):
         super().__init__(f"{where}: {message}", hint=hint)
 
 
+class OptionError(UsageError):
+    """An executor option that is wrong: `key` names it within `executor_options`, so a
+    check before the run can point at its line (flowsh.checks)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class StateError(FlowshError):
     """The state store cannot be read or written (permission, corruption, full disk)."""
 

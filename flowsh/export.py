@@ -210,25 +210,37 @@ def check_exportable(wf: Workflow) -> None:
                     f"{name} in the script's environment (the channel's command sees it)")
 
 
-# `NAME=value` at the start of a line, after `export`/`readonly`/`declare -x`...: what
-# puts a literal value in the file's text.
-_ASSIGN = re.compile(r"\s*(?:(?:export|readonly|declare|typeset|local)(?:\s+-\w+)*\s+)?"
-                     r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+# Where a library's text gives a variable a literal value: `NAME=value` or `NAME+=value`
+# anywhere a command can start (after `export`/`declare -x`..., `;`, `&&`, a `case` pattern's
+# `)`...), and the default forms `${NAME:-value}`, `${NAME-value}`, `${NAME:=value}`,
+# `${NAME=value}`.
+_ASSIGN = re.compile(r"(?:^|[\s;&|(){}`])(?:(?:export|readonly|declare|typeset|local)"
+                     r"(?:\s+-\w+)*\s+)?([A-Za-z_][A-Za-z0-9_]*)\+?=(.*)")
+_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-=](.*)")
+
+
+def _literal(value: str) -> bool:
+    """Whether an assigned or default value written in the text holds literal characters
+    (not only another variable's value, nothing, or the end of the command)."""
+    value = value.strip().lstrip("\"'")
+    return bool(value) and not value.startswith(("$", "#", ";", ")", "}", "&", "|"))
 
 
 def _refuse_embedded_secrets(fs: _Files, secret: set[str]) -> None:
-    """SECRET-2 / REFUSE-3: an `--inline` script holds its libraries' text; one that sets a
-    secret-looking variable to a literal value would put that value in the script."""
+    """SECRET-2 / REFUSE-3: an `--inline` script holds its libraries' text; one that gives a
+    secret-looking variable a literal value (assigned, appended or as a default) would put
+    that value in the script."""
+    def secretish(name: str) -> bool:
+        return name in secret or bool(SECRET_NAME.search(name))
+
     for item in fs.items:
         for lineno, line in enumerate(item["content"].split("\n"), 1):
-            m = _ASSIGN.match(line)
-            if not m or not (m.group(1) in secret or SECRET_NAME.search(m.group(1))):
-                continue
-            value = m.group(2).strip().lstrip("\"'")
-            if value and not value.startswith(("$", "#", ";", ")")):
+            found = [m for m in (*_ASSIGN.finditer(line), *_DEFAULT.finditer(line))
+                     if secretish(m.group(1)) and _literal(m.group(2))]
+            if found:
                 raise UsageError(
-                    f"{item['origin']}:{lineno}: {m.group(1)}: a secret's value would be "
-                    "written into the --inline script's text (SECRET-2); set it in the "
+                    f"{item['origin']}:{lineno}: {found[0].group(1)}: a secret's value would "
+                    "be written into the --inline script's text (SECRET-2); set it in the "
                     "script's environment (or an env_file), or export without --inline")
 
 

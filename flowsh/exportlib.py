@@ -38,8 +38,22 @@ def step_prelude(refs: Sequence[str]) -> str:
         'eval "${FLOWSH_LIBRARY_STATE-}"',
         "__flowsh_defs=1",
         *source_lines(refs),
+        # `--inline`: a library variable holding a path into an embedded copy's directory
+        # (`DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)`) reaches the step as the path
+        # where the library lived at export, as under `flowsh run` (SOURCE-4); the sourcing
+        # above used the copies.
+        "__flowsh_root=${FLOWSH_FILES-}/root",
+        'if [[ -n ${FLOWSH_FILES-} && -d $__flowsh_root ]]; then',
+        '  while IFS= read -r __flowsh_n; do',
+        r'    [[ $__flowsh_n =~ ^declare\ -[a-zA-Z-]*\ ([A-Za-z_][A-Za-z0-9_]*)= ]] || continue',
+        '    __flowsh_n=${BASH_REMATCH[1]}',
+        '    [[ $(declare -p "$__flowsh_n" 2>/dev/null) != "declare -"[aA]* ]] || continue',
+        '    [[ ${!__flowsh_n-} == "$__flowsh_root"/* ]] || continue',
+        '    printf -v "$__flowsh_n" %s "${!__flowsh_n#"$__flowsh_root"}"',
+        '  done <<<"${FLOWSH_LIBRARY_STATE-}"',
+        'fi',
         'eval "$__flowsh_keep"',
-        _CLEANUP + " __flowsh_keep",
+        _CLEANUP + " __flowsh_keep __flowsh_root __flowsh_n",
     ])
 
 

@@ -104,12 +104,14 @@ def _check_cron(value: str) -> str:
 CronList = Annotated[list[Annotated[str, AfterValidator(_check_cron)]], BeforeValidator(_as_list)]
 
 
-# Names the bash of every step sets itself when it starts, whatever its environment says:
-# a param, env or output of one of them would never reach the step (PARAM-6). Refused on
+# Names the bash of every step sets itself when it starts, whatever its environment says,
+# or computes on every read (RANDOM, LINENO...; PS4 is reset when bash runs as root): a
+# param, env or output of one of them would never reach the step (PARAM-6). Refused on
 # every runtime rather than lost in silence.
 BASH_SETS = frozenset({
     "BASH", "BASH_VERSION", "BASH_VERSINFO", "SHLVL", "OPTIND", "OPTERR", "OLDPWD", "PWD",
-    "PPID", "PS1", "PS2", "COMP_WORDBREAKS",
+    "PPID", "PS1", "PS2", "PS4", "COMP_WORDBREAKS", "BASHOPTS", "SHELLOPTS", "BASHPID",
+    "LINENO", "HISTCMD", "RANDOM", "SRANDOM", "EPOCHSECONDS", "EPOCHREALTIME",
 })
 
 
@@ -124,7 +126,7 @@ def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
             raise ValueError(f"{what} name {key!r} is reserved: FLOWSH_* names are flowsh's own")
         if key in BASH_SETS:
             raise ValueError(f"{what} name {key!r} cannot reach a step: the step's bash sets "
-                             f"{key} itself when it starts; rename it")
+                             f"{key} itself (when it starts, or on every read); rename it")
     return mapping
 
 

@@ -60,7 +60,8 @@ def _check(name: bytes, lineno: int) -> str:
                           "an identifier (letters, digits, _)")
     if text in BASH_SETS:
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
-                          f"step's bash sets {text} itself when it starts (PARAM-6)")
+                          f"step's bash sets {text} itself (when it starts, or on every read; "
+                          "PARAM-6)")
     if refused_name(text):
         raise OutputError(f"$FLOWSH_OUTPUT line {lineno}: output {text} is refused: the "
                           "environment depends on it (PATH, HOME, IFS, ENV, BASH_ENV, LD_*, "

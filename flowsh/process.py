@@ -31,10 +31,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from flowsh.errors import UsageError
+from flowsh.errors import OptionError
 from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
 from flowsh.survivors import TOKEN_VAR, become_subreaper, tagged
 
@@ -64,15 +64,20 @@ class _Job:
 class LocalExecutor:
     """Runs each step as a process group on this machine."""
 
+    @staticmethod
+    def check_options(options: Mapping[str, object]) -> None:
+        if options:
+            got = ", ".join(options)
+            raise OptionError(f"executor 'local' takes no executor_options (got {got})",
+                              key=next(iter(options)))
+
     def __init__(
         self,
         on_output: OutputCallback | None = None,
         mask: Callable[[str], str] | None = None,
         **options: object,
     ) -> None:
-        if options:
-            got = ", ".join(options)
-            raise UsageError(f"executor 'local' takes no executor_options (got {got})")
+        self.check_options(options)
         self.on_output = on_output
         self.mask = mask
         self._sel = selectors.DefaultSelector()

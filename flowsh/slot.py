@@ -26,7 +26,10 @@ NOW_VAR = "FLOWSH_NOW"  # for testing: "now" for slots and catch-up
 MAX_SLOTS = 10000  # a window wider than this many fire times is a typo, not a plan
 
 # Whole seconds: a slot is a fire time, and the exported script checks the same grammar.
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([Zz]|[+-]\d\d:\d\d)\Z")
+# An offset is at most 23:59 (RFC 3339 time-numoffset): fromisoformat would read +05:60 as
+# +06:00, a slot nobody gave.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)\Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -35,9 +38,17 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an RFC 3339 time in whole seconds with an "
                          "offset (e.g. 2026-12-05T02:00:00+01:00 or 2026-12-05T01:00:00Z)")
     try:
-        return datetime.fromisoformat(text.strip().replace("z", "Z"))
+        when = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a valid time: {exc}") from None
+    try:
+        # Slots are compared and deadlines computed as instants: one that is no date in
+        # UTC (0001-01-01T00:00:00+01:00 is in year 0) would lose its deadline.
+        when.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range (0001-01-01 to 9999-12-31 in UTC)") \
+            from None
+    return when
 
 
 def format_time(when: datetime) -> str:
@@ -82,7 +93,7 @@ def _zone(sched: Schedule) -> tzinfo:
     return sched.zone() or local_zone()
 
 
-def _repeated(sched: Schedule, when: datetime) -> bool:
+def repeated(sched: Schedule, when: datetime) -> bool:
     """`when` is the second occurrence of a wall-clock time repeated when clocks go back,
     and the schedule names its hours: cron runs such a job once (at the first), not twice.
     A schedule firing every hour (`*` hours) fires in both hours, as real time goes on."""
@@ -97,7 +108,16 @@ def _prev(sched: Schedule, before: datetime) -> datetime:
     from croniter import croniter
 
     it: Any = croniter(sched.expr, before.astimezone(_zone(sched)))
-    return it.get_prev(datetime)  # type: ignore[no-any-return]
+    t: datetime = it.get_prev(datetime)
+    # croniter's get_prev can miss a fire time in a repeated half hour (Lord Howe, */20:
+    # 01:40+11:00); its get_next does not: on from the one found to `before`.
+    nxt: Any = croniter(sched.expr, t)
+    for _ in range(MAX_SLOTS):
+        n: datetime = nxt.get_next(datetime)
+        if n >= before:
+            break
+        t = n
+    return t
 
 
 def latest_slot(texts: list[str], at: datetime) -> datetime | None:
@@ -109,7 +129,7 @@ def latest_slot(texts: list[str], at: datetime) -> datetime | None:
     for text in texts:
         sched = parse(text)
         t = _prev(sched, start)
-        while _repeated(sched, t):
+        while repeated(sched, t):
             t = _prev(sched, t)
         if best is None or t > best:
             best = t
@@ -128,7 +148,7 @@ def slots_between(texts: list[str], start: datetime, end: datetime) -> list[date
             t: datetime = it.get_next(datetime)
             if t >= end:
                 break
-            if t >= start and not _repeated(sched, t):
+            if t >= start and not repeated(sched, t):
                 found.setdefault(t.astimezone(timezone.utc), t)
         else:
             raise ValueError(f"schedule {text!r} fires more than {MAX_SLOTS} times in the "

@@ -7,7 +7,9 @@ kept flat in its record (`StepRecord.hashes`), keyed by kind:
 * ``fn:NAME``      the body (``declare -f``) of each library function it calls, directly or
                    through another called function (a word of its text naming a function)
 * ``var:NAME``     each param, workflow/step env and env_file value that reaches it
-* ``out:NAME``     each output its dependencies hand it
+* ``out:NAME``     each output its dependencies hand it (a secret's, var: or out:, is an
+                   HMAC under the FLOWSH_HOME's key, flowsh/fpkey.py: a plain hash of a
+                   PIN is the PIN to whoever reads `flowsh status --json`)
 * ``src:PATH``     each file its `sources:` globs match (relative to its workdir)
 * ``gen:PATH``     each file its `generates:` globs matched when it succeeded
 
@@ -19,20 +21,21 @@ of it: it differs between a terminal and cron and would make no step ever up to 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowsh.bashglob import Stopped, match_files
 from flowsh.bashlib import STATE_EVAL, source_script
-from flowsh.model import Step, Workflow
+from flowsh.fpkey import fingerprint_key, keyed
+from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.secrets import MASK
-from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord
+from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord, flowsh_home
 from flowsh.steps import library_files
 
 UP_TO_DATE = "up to date"
@@ -47,32 +50,30 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def sha256_file(path: Path) -> str | None:
+def _never() -> bool:
+    return False
+
+
+def sha256_file(path: Path, stopped: Callable[[], bool] = _never) -> str | None:
+    """The file's sha256 (None: unreadable); Stopped when `stopped()` turns true meanwhile
+    (a signal must not wait for a huge file to be read to its end)."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
+                if stopped():
+                    raise Stopped
                 h.update(chunk)
     except OSError:
         return None
     return h.hexdigest()
 
 
-def match_files(patterns: Iterable[str], cwd: Path) -> list[str]:
-    """Regular files the globs match, relative to `cwd` (as written: `**` recurses, `*`
-    skips dot files, like bash with globstar), sorted, without duplicates."""
-    found: set[str] = set()
-    for pattern in patterns:
-        for rel in glob.glob(pattern, root_dir=cwd, recursive=True):
-            if (cwd / rel).is_file():
-                found.add(rel)
-    return sorted(found)
-
-
-def file_hashes(prefix: str, patterns: Iterable[str], cwd: Path) -> dict[str, str]:
+def file_hashes(prefix: str, patterns: Iterable[str], cwd: Path,
+                stopped: Callable[[], bool] = _never) -> dict[str, str]:
     out: dict[str, str] = {}
-    for rel in match_files(patterns, cwd):
-        digest = sha256_file(cwd / rel)
+    for rel in match_files(patterns, cwd, stopped):
+        digest = sha256_file(cwd / rel, stopped)
         if digest is not None:
             out[prefix + rel] = digest
     return out
@@ -213,6 +214,9 @@ class Tracker:
     force_all: bool = False
     force: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, str]] = field(default_factory=dict)
+    # True once the run is asked to stop: expanding and hashing then raise Stopped.
+    stopped: Callable[[], bool] = _never
+    secret_names: set[str] = field(default_factory=set)
     _functions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def inputs(self, step: Step, env: Mapping[str, str],
@@ -234,11 +238,16 @@ class Tracker:
                 hashes[f"fn:{name}"] = sha256_text(functions[name])
         for name in sorted(self.var_names | set(step.env)):
             if name in env and name not in upstream:
-                hashes[f"var:{name}"] = sha256_text(f"{name}={env[name]}")
+                hashes[f"var:{name}"] = self._value_hash(name, env[name])
         for name, value in upstream.items():
-            hashes[f"out:{name}"] = sha256_text(f"{name}={value}")
-        hashes.update(file_hashes("src:", step.sources, cwd))
+            hashes[f"out:{name}"] = self._value_hash(name, value)
+        hashes.update(file_hashes("src:", step.sources, cwd, self.stopped))
         return hashes
+
+    def _value_hash(self, name: str, value: str) -> str:
+        if name in self.secret_names or SECRET_NAME.search(name):
+            return keyed(fingerprint_key(flowsh_home()), f"{name}={value}")
+        return sha256_text(f"{name}={value}")
 
     def check(self, step: Step, env: Mapping[str, str],
               upstream: Mapping[str, str]) -> StepRecord | None:
@@ -259,7 +268,8 @@ class Tracker:
         now = self.pending.pop(step.name, None)
         if now is None:
             return
-        now.update(file_hashes("gen:", step.generates, step_cwd(self.wf, step)))
+        now.update(file_hashes("gen:", step.generates, step_cwd(self.wf, step),
+                               self.stopped))
         rec.hashes, rec.fingerprint = now, fingerprint(now)
         self.baseline[step.name] = rec
 
@@ -280,8 +290,10 @@ def tracker_for(wf: Workflow, backend: StateBackend, run_id: str, params: Iterab
     from flowsh.steps import env_file_values
 
     names = set(params) | set(wf.env) | set(env_file_values(wf))
+    fingerprint_key(flowsh_home())  # a bad key file is refused before anything runs
     baseline = {} if force_all else last_successes(backend, wf.identity, tracked, run_id)
-    return Tracker(wf, baseline, names, force_all, set(force))
+    return Tracker(wf, baseline, names, force_all, set(force),
+                   secret_names=wf.secret_names())
 
 
 def force_names(wf: Workflow, given: Iterable[str]) -> set[str]:
@@ -344,7 +356,8 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     files = library_files(wf, step)
     if files:
         env["FLOWSH_LIBRARY_STATE"] = evaluate(files, renv.env, step_cwd(wf, step)).text
-    tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)))
+    tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)),
+                      secret_names=wf.secret_names())
     now = tracker.inputs(step, env, upstream)
     old = records.get(name)
     if old is not None:

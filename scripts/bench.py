@@ -851,41 +851,25 @@ class CeleryCluster:
         self.redis = os.environ.get("FLOWSH_BENCH_REDIS", "redis://127.0.0.1:6379/11")
         self.work = work
         self.queue = f"bench-{uuid.uuid4().hex[:8]}"
-        self.procs: list[subprocess.Popen[bytes]] = []
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.celery_worker import Cluster
+
+        self.cluster = Cluster(work, broker=self.redis, backend=self.redis)
 
     def start(self, n: int, concurrency: int) -> None:
-        import redis
+        from tests.celery_worker import wait_ready
 
-        r = redis.Redis.from_url(self.redis)
-        names = []
-        for i in range(n):
-            name = f"bench{i}-{self.queue}@{platform.node()}"
-            host = self.work / f"host{i}"
-            host.mkdir(exist_ok=True)
-            env = {**os.environ, "FLOWSH_CELERY_BROKER": self.redis,
-                   "FLOWSH_CELERY_BACKEND": self.redis}
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
-                 "-Q", self.queue, "-n", name, "-c", str(concurrency), "-l", "WARNING",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env=env, cwd=host, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True))
-            names.append(name)
-        deadline = time.monotonic() + 120
-        while not all(r.exists(f"flowsh:worker:{n}") for n in names):
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: celery workers not ready after 120 s")
-            time.sleep(0.2)
-        r.close()
+        # Started together, then waited for: their start-ups overlap. WARNING: a log
+        # line per task would be part of what is measured.
+        first = len(self.cluster.workers)  # `n` more: a host each
+        for i in range(first, first + n):
+            self.cluster.start(f"host{i}", [self.queue], concurrency=concurrency,
+                               ready=False, loglevel="WARNING")
+        for w in self.cluster.workers[first:]:
+            wait_ready(w, 120)
 
     def stop(self) -> None:
-        import signal
-
-        for p in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        self.procs.clear()
+        self.cluster.stop()
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
         return {**base, "FLOWSH_CELERY_BROKER": self.redis, "FLOWSH_CELERY_BACKEND": self.redis,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,33 @@ import pytest
 from flowsh import plugins
 
 ROOT = Path(__file__).resolve().parent.parent
+# The machine's PostgreSQL: tests of `postgresql://` state each take a schema of their own.
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_server_or_skip() -> Any:
+    """psycopg, once the server answers; else the test (or the module, at import) is
+    skipped, except on CI, whose machine has the server: its absence is a failure there."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(PG_SERVER, connect_timeout=3).close()
+    except psycopg.Error:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"no PostgreSQL at {PG_SERVER} (the machine's service is not "
+                               "running)") from None
+        pytest.skip(f"no PostgreSQL at {PG_SERVER}", allow_module_level=True)
+    return psycopg
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A state URL whose schema is this test's alone (flowsh creates it on first use; it is
+    dropped after), so xdist workers never meet."""
+    psycopg = pg_server_or_skip()
+    schema = f"flowsh_test_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_SERVER}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(autouse=True)

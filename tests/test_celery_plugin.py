@@ -53,8 +53,8 @@ def test_executor_unknown_without_the_plugin(write_flow):
         """)
     res = run_cli("run", str(flow), "--quiet")
     assert res.returncode == 2
-    assert res.stderr.strip() == ("flowsh: error: unknown executor 'celery' (known: local; "
-                                  "a plugin may add it)")
+    assert res.stderr.strip() == (f"flowsh: error: {flow}:2:11: unknown executor 'celery' "
+                                  "(known: local; a plugin may add it)")
 
 
 def test_the_plugins_own_suite_against_redis_and_a_real_worker(celery_plugin):

@@ -97,3 +97,26 @@ def test_secret_outputs_are_not_kept_so_the_step_runs(tmp_path: Path) -> None:
     assert (tmp_path / "runs").read_text() == "a\na\n"
     home = Path(os.environ["FLOWSH_HOME"])
     assert not (home / "exported" / "sec" / "uptodate" / "a").exists()
+
+
+def test_script_says_start_only_for_a_step_that_runs(tmp_path: Path) -> None:
+    """As `flowsh run`: a step skipped as up to date (or by its `if`) is reported skipped,
+    never "start" first; a step that runs says "start" before its end, once."""
+    (tmp_path / "in").write_text("x\n")
+    flow = tmp_path / "say.yaml"
+    flow.write_text("name: say\nsteps:\n  - {name: a, run: 'true', sources: in}\n"
+                    "  - {name: b, run: 'true', needs: [a], if: 'false'}\n"
+                    "  - {name: c, run: 'true', needs: [a]}\n")
+    script = export_script(flow)
+
+    def lines() -> list[str]:
+        res = run_script(script)
+        assert res.returncode == 0, res.stderr
+        return [line.split(" ", 1)[1] for line in res.stdout.splitlines()[1:-1]]
+
+    assert lines()[:2] == ["start   a", "ok      a"]
+    second = lines()
+    assert second[0] == "skipped a: up to date"
+    assert "skipped b: condition false" in second and "start   b" not in second
+    assert second.count("start   c") == 1
+    assert second.index("start   c") < second.index("ok      c")

@@ -10,39 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import pg_server_or_skip
 from tests.test_pools_e2e import FLOWSH, HELD, _most_at_once, _poll
 
-psycopg = pytest.importorskip("psycopg")
-
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _server_up() -> bool:
-    try:
-        psycopg.connect(SERVER, connect_timeout=3).close()
-    except psycopg.Error:
-        return False
-    return True
-
-
-if not _server_up():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"no PostgreSQL at {SERVER} (the machine's service is not running)")
-    pytest.skip(f"no PostgreSQL at {SERVER}", allow_module_level=True)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    schema = f"flowsh_test_{uuid.uuid4().hex[:12]}"
-    yield f"{SERVER}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+psycopg = pg_server_or_skip()
 
 
 def _host(root: Path, name: str, url: str, out: Path) -> dict[str, str]:

@@ -5,19 +5,17 @@ the conformance harness (tests/conformance/harness.py), against docs/semantics.m
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.celery_worker import running
 from tests.conformance import harness
 
 LOCAL = ("run", "script", "inline")
@@ -30,37 +28,9 @@ REDIS = os.environ.get("FLOWSH_RT10_REDIS", "redis://127.0.0.1:6379/11")
 def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real flowsh-celery worker (prefork) on a queue of its own, as the conformance
     suite starts one; the harness's `celery` runtime uses it."""
-    from flowsh_celery.app import make_app
-
-    tag = uuid.uuid4().hex[:8]
-    name, queue = f"rt10-{tag}@{os.uname().nodename}", f"flowsh-rt10-{tag}"
-    log = tmp_path_factory.mktemp("celery") / "worker.log"
-    env = {**os.environ, "FLOWSH_CELERY_BROKER": REDIS, "FLOWSH_CELERY_QUEUE": queue}
-    env.pop("FLOWSH_CELERY_BACKEND", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker", "-Q",
-             queue, "-n", name, "-c", "2", "--pool", "prefork", "-l", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    app = make_app(REDIS, REDIS, queue)
-    try:
-        deadline = time.monotonic() + 60
-        while not (app.control.ping(destination=[name], timeout=0.5)
-                   and app.backend.client.exists(f"flowsh:worker:{name}")):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        harness.CELERY.update(FLOWSH_CELERY_BROKER=REDIS, FLOWSH_CELERY_QUEUE=queue)
+    with running("rt10", broker=REDIS, log=tmp_path_factory.mktemp("celery") / "worker.log"
+                 ) as w, harness.serving(w):
         yield
-    finally:
-        harness.CELERY.clear()
-        app.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

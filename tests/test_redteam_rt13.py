@@ -29,12 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.celery_worker import Cluster, descendants
+from tests.conftest import PG_SERVER as PG
+
 pytest.importorskip("flowsh_celery")
 redis = pytest.importorskip("redis")
 if shutil.which("redis-server") is None:
     pytest.skip("no redis-server on PATH", allow_module_level=True)
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # -- parts ----------------------------------------------------------------------------
@@ -98,56 +99,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-class Worker:
-    def __init__(self, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
-        self.proc, self.name, self.log = proc, name, log
-
-    def pool_pids(self) -> set[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True, check=False).stdout
-        return {int(p) for p in out.split()}
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.workers: list[Worker] = []
-
-    def start(self, name: str, queues: list[str], broker: str, backend: str,
-              ready: bool = True) -> Worker:
-        host = self.root / name
-        host.mkdir(parents=True, exist_ok=True)
-        log = host / "worker.log"
-        env = {**os.environ, "FLOWSH_CELERY_BROKER": broker, "FLOWSH_CELERY_BACKEND": backend}
-        node = f"{name}-{uuid.uuid4().hex[:6]}@%h"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
-                 "-Q", ",".join(queues), "-n", node, "-c", "1", "--pool", "prefork",
-                 "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env=env, cwd=host, stdout=fh, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        w = Worker(proc, node.replace("%h", os.uname().nodename), log)
-        self.workers.append(w)
-        if ready:
-            r = redis.Redis.from_url(backend)
-            wait_for(lambda: r.exists(f"flowsh:worker:{w.name}")
-                     or proc.poll() is not None, "worker registered", 60)
-            r.close()
-            assert proc.poll() is None, log.read_text()
-        return w
-
-    def stop(self) -> None:
-        for w in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.proc.pid, signal.SIGCONT)
-                for pid in w.pool_pids():
-                    os.kill(pid, signal.SIGCONT)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(w.proc.pid, signal.SIGKILL)
-            w.proc.wait()
 
 
 @pytest.fixture
@@ -436,19 +387,6 @@ def test_broker_restart_mid_run_strands_the_next_step(own_redis: RedisServer,
 
 
 # -- PostgreSQL: "locks span hosts" ---------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(PG, connect_timeout=3).close()
-    except psycopg.Error:
-        pytest.skip(f"no PostgreSQL at {PG}")
-    schema = f"rt13_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pg_terminate(application_name: str) -> int:
@@ -829,21 +767,6 @@ def test_worker_cut_off_from_redis_keeps_running_beside_the_retry(own_redis: Red
         proc.communicate()
 
 
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True,
-                         check=False).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = (int(x) for x in line.split())
-        children.setdefault(pp, []).append(p)
-    found, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            found.append(c)
-            todo.append(c)
-    return found
-
-
 def test_pkill_celery_leaves_the_step_running_beside_the_retry(own_redis: RedisServer,
                                                                cluster: Cluster,
                                                                tmp_path: Path,
@@ -906,8 +829,6 @@ def test_pkill_celery_leaves_the_step_running_beside_the_retry(own_redis: RedisS
 
 
 
-@pytest.mark.xfail(strict=True, reason="left for a later round: validate cannot yet check "
-                   "an executor's options with FILE:LINE (rt13 #16)")
 def test_bad_executor_options_pass_validate_and_lack_file_line(tmp_path: Path,
                                                                 celery_home: Path):
     """Promise: "bad input: one clear line naming FILE:LINE and key, exit 2" (COMMON

@@ -20,18 +20,6 @@ from tests.conftest import run_cli
 # Findings still open (issue 16's note lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
-    "test_deadline_in_the_repeated_hour_is_not_pushed_a_day",
-    "test_next_expected_metric_skips_the_repeated_hour",
-    "test_run_bracket_caret_negation_like_bash",
-    "test_run_refuses_offset_with_60_minutes",
-    "test_run_sources_glob_survives_a_symlink_loop",
-    "test_script_refuses_impossible_offset[2026-12-05T02:00:00+05:60]",
-    "test_script_refuses_impossible_offset[2026-12-05T02:00:00+24:00]",
-    "test_script_slot_at_a_30_minute_dst_jump",
-    "test_script_slot_in_a_30_minute_repeated_half_hour",
-    "test_script_source_with_newline_in_name_change_reruns",
-    "test_secret_not_recoverable_from_status_json",
-    "test_year_one_slot_is_refused_or_late",
 })
 
 

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,34 +22,9 @@ import pytest
 from flowsh.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE, StateError
 from flowsh.state import RunRecord, StepRecord
 from flowsh.store import open_backend
-from tests.conftest import wait_dead
+from tests.conftest import PG_SERVER, pg_server_or_skip, wait_dead
 
-psycopg = pytest.importorskip("psycopg")
-
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _server_up() -> bool:
-    try:
-        psycopg.connect(SERVER, connect_timeout=3).close()
-    except psycopg.Error:
-        return False
-    return True
-
-
-if not _server_up():
-    if os.environ.get("CI"):  # CI's machine has the server: its absence is a failure there
-        raise RuntimeError(f"no PostgreSQL at {SERVER} (the machine's service is not running)")
-    pytest.skip(f"no PostgreSQL at {SERVER}", allow_module_level=True)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A state URL whose schema is this test's alone (flowsh creates it on first use)."""
-    schema = f"flowsh_test_{uuid.uuid4().hex[:12]}"
-    yield f"{SERVER}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+psycopg = pg_server_or_skip()
 
 
 class Host:
@@ -166,7 +139,7 @@ def test_two_coordinators_migrating_at_once_create_the_schema_once(pg_url: str,
     assert [p.returncode for p in procs] == [0] * 6, outs
     schema = pg_url.rsplit("%3D", 1)[1]
     assert {o.strip() for o, _ in outs} == {schema}
-    with psycopg.connect(SERVER) as conn:
+    with psycopg.connect(PG_SERVER) as conn:
         tables = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
             (schema,))}
@@ -401,7 +374,7 @@ def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
     schema = pg_url.rsplit("%3D", 1)[1]
     keys = [advisory_key("runner", schema, run_id), advisory_key("workflow", schema, "held")]
     with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(psycopg.connect(SERVER, autocommit=True))
+        conn = stack.enter_context(psycopg.connect(PG_SERVER, autocommit=True))
         pids = [r[0] for r in conn.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
             "(classid::bigint << 32 | objid::bigint) = ANY(%s)", (keys,)).fetchall()]
@@ -411,7 +384,7 @@ def test_a_dropped_lock_connection_is_taken_again_or_the_run_stops(
             # Another coordinator resumes the run in the gap. The runner's watcher takes a
             # dropped lock again within milliseconds, so the other one waits for the lock
             # before it is dropped: the server hands it over as the session ends.
-            other = stack.enter_context(psycopg.connect(SERVER, autocommit=True))
+            other = stack.enter_context(psycopg.connect(PG_SERVER, autocommit=True))
 
             def take() -> None:
                 other.execute("SELECT pg_advisory_lock(%s)", (keys[0],))

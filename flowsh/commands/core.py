@@ -171,7 +171,8 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             f"cannot resume {prior.run_id} for slot {format_time(slot_at)}: it stands for "
             f"{'slot ' + prior.scheduled_time if prior.scheduled_time else 'no slot'}; "
             "--resume alone finishes it, without --resume a new run starts for this slot")
-    check_workflow(wf, overrides, given=prior.params if prior is not None else ())
+    check_workflow(wf, overrides, given=prior.params if prior is not None else (),
+                   executor=executor)
     selected = _select(wf, sel, resume)
     from flowsh.uptodate import force_names
 

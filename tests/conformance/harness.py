@@ -11,15 +11,20 @@ log, the files steps wrote, and stderr.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from tests.celery_worker import Worker
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -28,6 +33,18 @@ RUNTIMES = ("run", "script", "inline", "celery")
 # the worker's log (`$WORKER_LOG` in a `before:`; /dev/null on the other runtimes).
 CELERY: dict[str, str] = {}
 CELERY_LOG: list[str] = []
+
+
+@contextlib.contextmanager
+def serving(worker: Worker) -> Iterator[None]:
+    """The `celery` runtime sends its steps to `worker` within the block."""
+    CELERY.update(FLOWSH_CELERY_BROKER=worker.broker, FLOWSH_CELERY_QUEUE=worker.queue)
+    CELERY_LOG[:] = [str(worker.log)]
+    try:
+        yield
+    finally:
+        CELERY.clear()
+        CELERY_LOG.clear()
 TIMEOUT = 120
 # A PostgreSQL server (`postgresql://postgres@127.0.0.1/test`) to keep the `run` and
 # `celery` runtimes' state in, instead of each case's SQLite file: each case gets a schema

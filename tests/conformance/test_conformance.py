@@ -11,15 +11,12 @@ its message), never run it some other way.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.celery_worker import running
 from tests.conformance import harness
 from tests.conformance.harness import RUNTIMES, Case, Result, load_cases, mismatches, run_case
 
@@ -69,67 +67,12 @@ def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
     client.flushdb()
     client.close()
-    tag = uuid.uuid4().hex[:8]
-    name, queue = f"conformance-{tag}@%h", f"flowsh-conformance-{tag}"
-    log = tmp_path_factory.mktemp("celery") / "worker.log"
-    env = {**os.environ, "FLOWSH_CELERY_BROKER": REDIS, "FLOWSH_CELERY_QUEUE": queue}
-    env.pop("FLOWSH_CELERY_BACKEND", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
-             "-Q", queue, "-n", name, "-c", str(CELERY_CONCURRENCY), "--pool", "prefork",
-             "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_ready(proc, name.replace("%h", os.uname().nodename), queue, log)
-        harness.CELERY.update(FLOWSH_CELERY_BROKER=REDIS, FLOWSH_CELERY_QUEUE=queue)
-        harness.CELERY_LOG[:] = [str(log)]
+    # What still runs at the end (a step a killed coordinator left behind) is stopped the
+    # way flowsh does before the worker's warm shutdown waits for it.
+    with running("conformance", broker=REDIS, log=tmp_path_factory.mktemp("celery") /
+                 "worker.log", concurrency=CELERY_CONCURRENCY, revoke_active=True
+                 ) as w, harness.serving(w):
         yield
-    finally:
-        harness.CELERY.clear()
-        harness.CELERY_LOG.clear()
-        _stop_worker(proc, name.replace("%h", os.uname().nodename), queue)
-
-
-def _stop_worker(proc: subprocess.Popen[bytes], name: str, queue: str) -> None:
-    """Stop what still runs (a step a killed coordinator left behind) the way flowsh
-    does, TERM then KILL of its group by its pool process, then the worker itself."""
-    from flowsh_celery.app import make_app
-
-    app = make_app(REDIS, REDIS, queue)
-    try:
-        if proc.poll() is None:
-            active = app.control.inspect(destination=[name], timeout=1).active() or {}
-            for task in (t for tasks in active.values() for t in tasks):
-                app.control.revoke(task["id"], terminate=True, signal="SIGTERM")
-    finally:
-        app.close()
-    proc.send_signal(signal.SIGTERM)  # warm shutdown: waits for the tasks revoked above
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], name: str, queue: str, log: Path) -> None:
-    from flowsh_celery.app import make_app
-
-    app = make_app(REDIS, REDIS, queue)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError("celery worker exited:\n" + log.read_text())
-            # Ready once it also says so in the result backend: a runner checks there
-            # which workers consume its queue before it submits a step.
-            if app.control.ping(destination=[name], timeout=0.5) and \
-                    app.backend.client.exists(f"flowsh:worker:{name}"):
-                return
-        raise RuntimeError("celery worker not ready after 60s:\n" + log.read_text())
-    finally:
-        app.close()
 
 
 @pytest.fixture(scope="session")

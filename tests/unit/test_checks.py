@@ -59,3 +59,49 @@ def test_check_workflow_unknown_notify_channel(write_flow: Callable[..., Path]) 
     with pytest.raises(WorkflowError, match="nowhere") as exc:
         check_workflow(wf)
     assert exc.value.path == str(path) and exc.value.line == 4
+
+
+def test_executor_options_are_checked_at_their_line(write_flow: Callable[..., Path]) -> None:
+    path = write_flow("name: w\nexecutor_options:\n  workers: 4\nsteps:\n  - {name: a, run: x}\n")
+    wf = load_workflow(path)
+    with pytest.raises(WorkflowError) as exc:
+        check_workflow(wf)
+    assert str(exc.value).startswith(f"{path}:3:3: executor 'local' takes no executor_options")
+    assert exc.value.exit_code == 2
+
+
+def test_unknown_executor_is_refused_at_its_line(write_flow: Callable[..., Path]) -> None:
+    path = write_flow("name: w\nexecutor: nosuch\nsteps:\n  - {name: a, run: x}\n")
+    wf = load_workflow(path)
+    with pytest.raises(WorkflowError, match=rf"^{path}:2:11: unknown executor 'nosuch'"):
+        check_workflow(wf)
+    # Named on the command line, it is not the file's fault: no FILE:LINE.
+    ok = load_workflow(write_flow("name: w\nsteps:\n  - {name: a, run: x}\n", "ok.yaml"))
+    with pytest.raises(UsageError, match=r"^unknown executor 'nosuch'") as exc:
+        check_workflow(ok, executor="nosuch")
+    assert not isinstance(exc.value, WorkflowError)
+
+
+def test_an_executor_without_check_options_checks_them_when_it_starts(
+        write_flow: Callable[..., Path]) -> None:
+    from typing import Any
+
+    from flowsh import hookimpl, plugins
+
+    class Mine:
+        @hookimpl
+        def flowsh_register_executors(self, register: Any) -> None:
+            register("mine", lambda **options: None)
+
+    plugins.reset()
+    pm = plugins.get_plugin_manager()
+    mine = Mine()
+    pm.register(mine, name="mine-executor")
+    try:
+        wf = load_workflow(write_flow(
+            "name: w\nexecutor: mine\nexecutor_options: {anything: 1}\n"
+            "steps:\n  - {name: a, run: x}\n"))
+        check_workflow(wf)
+    finally:
+        pm.unregister(mine)
+        plugins.reset()

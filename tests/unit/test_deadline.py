@@ -52,6 +52,28 @@ def test_due_time_of_day_in_the_schedule_zone() -> None:
     assert got == t("2026-03-29T03:30:00+02:00")
 
 
+NY_HOURLY = ["CRON_TZ=America/New_York 40 * * * *"]
+
+
+def test_due_in_the_repeated_hour_is_that_hour_not_the_next_day() -> None:
+    # 2026-11-01 01:00-01:59 happens twice in New York: the second 01:40 is due 01:50 then.
+    second = t("2026-11-01T01:40:00-05:00")
+    # Timestamps: PEP 495 makes == across zones False in a repeated hour.
+    assert due("01:50", second, NY_HOURLY).timestamp() == t("2026-11-01T01:50:00-05:00").timestamp()
+    first = t("2026-11-01T01:40:00-04:00")
+    assert due("01:50", first, NY_HOURLY).timestamp() == t("2026-11-01T01:50:00-04:00").timestamp()
+
+
+def test_next_expected_skips_the_repeated_time_of_a_fixed_hour() -> None:
+    def at(expr: str) -> float:
+        got = next_expected([f"CRON_TZ=America/New_York {expr}"], t("2026-11-01T01:35:00-04:00"))
+        assert got is not None
+        return got.timestamp()
+
+    assert at("30 1 * * *") == t("2026-11-02T01:30:00-05:00").timestamp()
+    assert at("30 * * * *") == t("2026-11-01T01:30:00-05:00").timestamp()  # both (SLOT-1)
+
+
 def test_next_expected() -> None:
     after = t("2026-12-05T02:00:00+00:00")
     assert next_expected(["CRON_TZ=UTC 0 2 * * *"], after) == t("2026-12-06T02:00:00+00:00")

@@ -48,14 +48,25 @@ def test_each_file_once_even_in_a_cycle(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("line", "message"), [
     ('. "$LIBDIR/x.sh"', "its path is not a literal"),
     (". ./lib/*.sh", "its path is not a literal"),
-    (". ./missing.sh", "is not a file"),
+    (". ./adir", "is not a file"),
 ])
 def test_refused_with_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     main = tmp_path / "main.sh"
     main.write_text(f"f() {{ :; }}\n{line}\n")
+    (tmp_path / "adir").mkdir()
     with pytest.raises(WorkflowError, match=message) as exc:
         list(embed(main, tmp_path, {}))
     assert exc.value.path == str(main) and exc.value.line == 2
+
+
+def test_a_file_missing_at_export_stays_as_written(tmp_path: Path) -> None:
+    """REFUSE-4: an optional include has nothing to carry; the script looks for it where
+    `flowsh run` does (the word is not rewritten to an embedded copy)."""
+    main = tmp_path / "main.sh"
+    main.write_text("f() { :; }\n[ -r ./local.conf ] && . ./local.conf\n")
+    items = list(embed(main, tmp_path, {}))
+    assert len(items) == 1
+    assert items[0]["content"] == main.read_text()
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

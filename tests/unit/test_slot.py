@@ -35,6 +35,20 @@ def test_parse_time_refuses_what_is_not_rfc3339_with_an_offset(bad: str) -> None
         parse_time(bad)
 
 
+@pytest.mark.parametrize("bad", ["2026-12-05T02:00:00+05:60", "2026-12-05T02:00:00+24:00",
+                                 "2026-12-05T02:00:00-99:00"])
+def test_parse_time_refuses_an_offset_that_is_none(bad: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_time(bad)
+
+
+@pytest.mark.parametrize("bad", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_parse_time_refuses_an_instant_beyond_the_calendar(bad: str) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_time(bad)
+    assert parse_time("0001-01-01T00:00:00+00:00").year == 1
+
+
 def test_z_is_written_as_an_offset() -> None:
     assert format_time(at("2026-12-05T01:00:00Z")) == "2026-12-05T01:00:00+00:00"
     assert format_time(at("2026-12-05T01:00:00z")) == "2026-12-05T01:00:00+00:00"

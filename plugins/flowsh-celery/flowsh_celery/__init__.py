@@ -17,6 +17,15 @@ def _factory(**options: Any) -> Any:
     return CeleryExecutor(**options)
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    from flowsh_celery.options import check_options
+
+    check_options(options)
+
+
+_factory.check_options = _check_options  # type: ignore[attr-defined]
+
+
 @hookimpl
 def flowsh_register_executors(register: Register) -> None:
     register("celery", _factory)

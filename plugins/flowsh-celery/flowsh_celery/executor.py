@@ -16,7 +16,6 @@ import base64
 import collections
 import contextlib
 import json
-import math
 import os
 import select
 import threading
@@ -51,10 +50,9 @@ from flowsh_celery.app import (
     task_key,
     want_key,
 )
+from flowsh_celery.options import check_options
 from flowsh_celery.publish import task_envelope
 
-OPTIONS = ("broker", "backend", "queue", "connect_timeout", "lost_after", "queue_timeout",
-           "check_workers", "transport_options")
 # Redis transport options that matter to consumers only: the runner may publish itself.
 WORKER_SIDE_OPTIONS = {"visibility_timeout", "unacked_restore_interval",
                        "unacked_restore_throttle"}
@@ -89,14 +87,6 @@ def _safe(url: str) -> str:
     return str(maybe_sanitize_url(url))
 
 
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-            or not math.isfinite(value):
-        raise UsageError(f"executor 'celery': executor_options.{name} must be a finite "
-                         f"number of seconds > 0 (got {value!r})")
-    return float(value)
-
-
 class CeleryExecutor:
     """Runs each step as a Celery task on whichever worker consumes its queue."""
 
@@ -114,25 +104,15 @@ class CeleryExecutor:
         transport_options: dict[str, Any] | None = None,
         **unknown: Any,
     ) -> None:
-        if unknown:
-            got = ", ".join(sorted(unknown))
-            raise UsageError(f"executor 'celery': unknown executor_options {got} "
-                             f"(known: {', '.join(OPTIONS)})")
-        connect_timeout = _seconds("connect_timeout", connect_timeout)
-        self.lost_after = _seconds("lost_after", lost_after)
-        if self.lost_after < 2:
-            raise UsageError("executor 'celery': executor_options.lost_after must be at "
-                             f"least 2 seconds (got {lost_after!r})")
-        self.queue_timeout = _seconds("queue_timeout", queue_timeout)
+        check_options({"broker": broker, "backend": backend, "queue": queue,
+                       "connect_timeout": connect_timeout, "lost_after": lost_after,
+                       "queue_timeout": queue_timeout, "check_workers": check_workers,
+                       "transport_options": transport_options, **unknown})
+        self.lost_after = float(lost_after)
+        self.queue_timeout = float(queue_timeout)
         # How long a result backend that stopped answering is waited for before the
         # attempts it holds fail as lost (a restart takes seconds).
         self.away_limit = max(AWAY_LIMIT, 2 * self.lost_after)
-        if not isinstance(check_workers, bool):
-            raise UsageError("executor 'celery': executor_options.check_workers must be "
-                             f"true or false (got {check_workers!r})")
-        if transport_options is not None and not isinstance(transport_options, dict):
-            raise UsageError("executor 'celery': executor_options.transport_options must "
-                             "be a mapping (e.g. {visibility_timeout: 7200})")
         self.check_workers = check_workers
         self.on_output = on_output
         self.mask = mask
@@ -146,7 +126,7 @@ class CeleryExecutor:
                              "Redis; flowsh-celery keeps each attempt's liveness there and "
                              "needs redis:// or rediss://")
         self.backend: str = backend_url
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = float(connect_timeout)
         self.transport_options = dict(transport_options or {})
         self._app: Any = None
         import redis

@@ -234,9 +234,9 @@ def test_bad_executor_options_are_usage_errors(write_flow, celery_env):
     res = flowsh("run", str(flow), "--quiet")
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "flowsh: error: executor 'celery': unknown executor_options brokr (known: broker, "
-        "backend, queue, connect_timeout, lost_after, queue_timeout, check_workers, "
-        "transport_options)"]
+        f"flowsh: error: {flow}:3:30: executor 'celery': unknown executor_options brokr "
+        "(known: broker, backend, queue, connect_timeout, lost_after, queue_timeout, "
+        "check_workers, transport_options)"]
 
 
 def test_missing_directory_on_the_worker_is_reported(tmp_path):
@@ -294,3 +294,35 @@ def test_missing_script_or_program_on_the_worker_is_reported(tmp_path):
     out = run_request({"key": "a", "argv": ["bash", gone], "cwd": str(tmp_path), "env": {},
                        "log_path": "/nonexistent/a.log"}, [], "w1@h")
     assert out["exit_code"] == 127 and out["error"] == f"script {gone} does not exist on worker w1@h"
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    ({"lost_after": -1}, "lost_after"), ({"lost_after": float("inf")}, "lost_after"),
+    ({"lost_after": 1}, "lost_after"), ({"queue_timeout": "5m"}, "queue_timeout"),
+    ({"brokr": "redis://x"}, "brokr"), ({"queue": 3}, "queue"),
+    ({"check_workers": "no"}, "check_workers"), ({"transport_options": 7}, "transport_options"),
+])
+def test_check_options_names_the_bad_key(options: dict, key: str) -> None:
+    """What `flowsh validate` calls: no broker is reached, the error names the option."""
+    from flowsh.api import OptionError
+
+    from flowsh_celery.options import check_options
+
+    with pytest.raises(OptionError) as exc:
+        check_options(options)
+    assert exc.value.key == key and key in str(exc.value)
+
+
+def test_validate_points_at_the_bad_option(write_flow) -> None:
+    flow = write_flow("""
+        name: v
+        executor: celery
+        executor_options:
+          broker: redis://127.0.0.1:1/0
+          lost_after: .nan
+        steps:
+          - {name: a, run: 'true'}
+        """)
+    res = flowsh("validate", str(flow))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"{flow}:5:3: executor 'celery': executor_options.lost_after")

@@ -346,7 +346,7 @@ def test_tasks_of_an_interrupted_run_never_run_later(cluster: Cluster, tmp_path:
     # The task the stopped worker had reserved sits in Redis's `unacked` until the
     # visibility timeout (made short here through the transport options, with kombu's
     # sweep for such messages every second rather than every 100 s) brings it back.
-    w2 = cluster.start("hostB", [f"i-{tag}"], concurrency=4, extra_env={
+    w2 = cluster.start("hostB", [f"i-{tag}"], concurrency=4, env={
         "FLOWSH_CELERY_TRANSPORT_OPTIONS": '{"visibility_timeout": 3, '
         '"unacked_restore_interval": 1, "unacked_restore_throttle": 1}'})
     wait_for(lambda: w2.log.read_text().count("not running task") >= left,
