@@ -23,7 +23,16 @@ from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.graph import Graph
-from flowsh.model import IDENT, SECRET_NAME, Step, Workflow, definition_json
+from flowsh.model import (
+    IDENT,
+    SECRET_NAME,
+    ForeachCommand,
+    ForeachFile,
+    ForeachOutput,
+    Step,
+    Workflow,
+    definition_json,
+)
 from flowsh.notify import SEVERITIES, channel_config, channels_for, effective_notify, events_of
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.quoting import bash_quote, quote_name
@@ -126,22 +135,39 @@ def _check_names(wf: Workflow) -> None:
 
 
 def _refuse_calls(wf: Workflow) -> None:
-    """CALL-7: a `call:` step, FILE:LINE naming the step; FOREACH-10: a `foreach:` step."""
+    """CALL-7: a `call:` step, FILE:LINE naming the step."""
     for i, step in enumerate(wf.steps):
-        if step.call is None and step.foreach is None:
+        if step.call is None:
             continue
         text = None
         with contextlib.suppress(OSError, UnicodeDecodeError, TypeError):
             text = Path(wf.path).read_text(encoding="utf-8")  # type: ignore[arg-type]
-        if step.call is not None:
-            raise Positions(Path(wf.path) if wf.path else None, text).error(
-                f"step {step.name!r}: key 'call': the exported script cannot run another "
-                "workflow; export the child and call its script from a run: step",
-                ("steps", i, "call"))
         raise Positions(Path(wf.path) if wf.path else None, text).error(
-            f"step {step.name!r}: key 'foreach': the exported script cannot fan a step out "
-            "over items yet (FOREACH-10); run it with flowsh run, or loop over the items "
-            "inside one run: step", ("steps", i, "foreach"))
+            f"step {step.name!r}: key 'call': the exported script cannot run another "
+            "workflow; export the child and call its script from a run: step",
+            ("steps", i, "call"))
+
+
+def _foreach(wf: Workflow, step: Step) -> dict[str, Any] | None:
+    """How the script expands a `foreach:` step's items (FOREACH-2, FOREACH-10): a literal
+    list is quoted data; a file, command or output name is read when the step is ready."""
+    source = step.foreach
+    if source is None:
+        return None
+    ctx: dict[str, Any] = {"kind": "list", "arg": "", "items": [],
+                           "limit": min(step.max_parallel or wf.concurrency, wf.concurrency),
+                           # As flowsh run: the step's own shell, else bash (not the workflow's).
+                           "shell": [bash_quote(a) for a in shlex.split(step.shell or "bash")]}
+    if isinstance(source, list):
+        ctx["items"] = [bash_quote(str(i)) for i in source]
+    elif isinstance(source, ForeachFile):
+        ctx.update(kind="file", arg=source.file)
+    elif isinstance(source, ForeachCommand):
+        ctx.update(kind="command", arg=source.command)
+    else:
+        assert isinstance(source, ForeachOutput)
+        ctx.update(kind="output", arg=source.output)
+    return ctx
 
 
 def check_exportable(wf: Workflow) -> None:
@@ -334,6 +360,7 @@ def _step_context(
         "policy": policy,
         "if_": if_,
         "workdir": _expand(step.workdir) if step.workdir else ".",
+        "foreach": _foreach(wf, step),
     }
 
 

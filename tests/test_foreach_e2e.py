@@ -144,3 +144,72 @@ def test_retry_of_the_step_runs_every_recorded_item_again(tmp_path: Path, home: 
     res = _flowsh("retry", _run_id(home), "--step", "s", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert _trace(tmp_path / "trace") == Counter({"a": 2, "b": 2})
+
+
+def _checkpoint(home: Path) -> dict[str, object] | None:
+    """The exported script's checkpoint, or None while it has none (it is renamed into
+    place whole, so a read never sees half of one)."""
+    found = list((home / "exported").glob("*/state_*.json"))
+    return json.loads(found[0].read_text()) if found else None
+
+
+def _script_recorded(home: Path, names: list[str]) -> bool:
+    cp = _checkpoint(home)
+    if cp is None:
+        return False
+    steps = cp["steps"]
+    assert isinstance(steps, dict)
+    instances = steps["sync"].get("instances", {})
+    return all(instances.get(n) == "succeeded" for n in names)
+
+
+def test_exported_script_killed_mid_fan_out_resumes_only_unfinished_items(
+        tmp_path: Path, home: Path) -> None:
+    # FOREACH-10: the script records the items in its checkpoint; killed with SIGKILL while
+    # c hangs, `--resume` stops the c it left running and runs c alone, over the recorded
+    # list (the file changed since).
+    (tmp_path / "items.txt").write_text("a\nb\nc\nd\ne\n")
+    item = ('echo "start $ITEM" >> trace; '
+            'if [ "$ITEM" = c ] && [ "$FLOWSH_ATTEMPT" = 1 ]; then sleep 600; fi; '
+            'echo "end $ITEM" >> trace; echo "DONE=$ITEM" >> "$FLOWSH_OUTPUT"')
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        f"  - {{name: sync, foreach: {{file: items.txt}}, max_parallel: 2, run: {json.dumps(item)}}}\n"
+        "  - {name: after, run: 'printf %s \"$DONE\" > after.out'}\n")
+    res = _flowsh("export", "--bash", "flow.yaml", "-o", "flow.sh", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    trace = tmp_path / "trace"
+    runner = subprocess.Popen(["bash", "flow.sh", "--quiet"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _poll(lambda: {"end a", "end b", "end d", "end e", "start c"} <= set(_trace(trace))
+              and _script_recorded(home, ["sync[a]", "sync[b]", "sync[d]", "sync[e]"]),
+              "a, b, d and e to end and be checkpointed while c hangs")
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    (tmp_path / "items.txt").write_text("a\nb\nc\nd\ne\nf\n")
+    cp = _checkpoint(home)
+    assert cp is not None and cp["status"] == "running"
+    sync = cp["steps"]["sync"]  # type: ignore[index]
+    assert sync["items"] == ["a", "b", "c", "d", "e"]
+    assert sync["instances"]["sync[c]"] == "running"
+
+    res = subprocess.run(["bash", "flow.sh", "--resume"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "crashed (its runner is gone): stopped what it left running" in res.stdout
+    got = _trace(trace)
+    assert got == Counter({"start a": 1, "end a": 1, "start b": 1, "end b": 1,
+                           "start c": 2, "end c": 1, "start d": 1, "end d": 1,
+                           "start e": 1, "end e": 1}), got
+    # The outputs of the items kept from before the kill reach downstream, in item order.
+    assert (tmp_path / "after.out").read_text() == "a\nb\nc\nd\ne"
+    cp = _checkpoint(home)
+    assert cp is not None and cp["status"] == "succeeded"
+    sync = cp["steps"]["sync"]  # type: ignore[index]
+    assert sync["items"] == ["a", "b", "c", "d", "e"]
+    assert set(sync["instances"].values()) == {"succeeded"}
+    assert "sync[f]" not in sync["instances"]

@@ -116,7 +116,9 @@ def test_case(case: Case, runtime: str, outcomes: tuple[Outcomes, Path]) -> None
 SHELLCHECKED = ("file-step-named-keyword", "source-nested-relative", "env-precedence-full-chain",
                 "secret-multiline-masked", "notify-command-on-failure",
                 "shell-script-args-and-name", "refuse-secret-default-in-script",
-                "out-plain-and-multiline", "keep-children-opt-out", "if-sees-params-and-outputs")
+                "out-plain-and-multiline", "keep-children-opt-out", "if-sees-params-and-outputs",
+                "foreach-unsafe-or-repeated-items-named-by-index",
+                "foreach-file-command-and-output-forms")
 
 
 def test_exported_scripts_pass_shellcheck(outcomes: tuple[Outcomes, Path]) -> None:
