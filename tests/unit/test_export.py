@@ -62,8 +62,13 @@ def test_render_bash_is_valid_bash_that_runs(write_flow: Callable[..., Path], tm
 
 
 def test_refusals(write_flow: Callable[..., Path]) -> None:
-    wf = load_workflow(write_flow("name: w\nenv:\n  RANDOM: x\nsteps:\n  - {name: a, run: x}\n"))
-    with pytest.raises(WorkflowError, match="cannot hand RANDOM to a step") as exc:
+    # RANDOM never reaches a step on any runtime (PARAM-6): refused at load, before export
+    with pytest.raises(WorkflowError, match="RANDOM' cannot reach a step") as exc:
+        load_workflow(write_flow("name: w\nenv:\n  RANDOM: x\nsteps:\n  - {name: a, run: x}\n",
+                                 name="r.yaml"))
+    assert exc.value.line == 3
+    wf = load_workflow(write_flow("name: w\nenv:\n  SECONDS: x\nsteps:\n  - {name: a, run: x}\n"))
+    with pytest.raises(WorkflowError, match="cannot hand SECONDS to a step") as exc:
         check_exportable(wf)
     assert exc.value.line == 3
     other = load_workflow(write_flow("name: w\nexecutor: celery\nsteps:\n  - {name: a, run: x}\n",
