@@ -1,0 +1,203 @@
+"""Red-team reproducers for `foreach:` (issue 15, docs/semantics.md FOREACH), each failing
+on `integ` at b3b0324 for the reason its name gives. Real `flowsh` processes, real files;
+waits poll a condition (the runner's own exit, a file, /proc).
+
+Findings: /work/wt/rtfe-findings.md (numbered; the test names are given there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+FLOWSH = [sys.executable, "-m", "flowsh"]
+
+# Findings still open: strict xfails, so that a fix shows as an unexpected pass.
+OPEN: frozenset[str] = frozenset()
+
+
+@pytest.fixture(autouse=True)
+def _open_findings(request: pytest.FixtureRequest) -> None:
+    if request.node.name in OPEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="rtfe finding still open"))
+
+
+def _poll(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    end = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FLOWSH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def _status(cwd: Path) -> dict:  # type: ignore[type-arg]
+    res = _flowsh("status", "--json", cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _read_pid(path: Path) -> int:
+    _poll(lambda: path.exists() and path.read_text().strip().isdigit(), f"{path.name}")
+    return int(path.read_text())
+
+
+# -- 1: the `{command:}` expansion ran inside the run loop, blocking it --------------------
+
+def test_sigterm_during_expansion_stops_it_and_starts_no_item(tmp_path: Path,
+                                                              home: Path) -> None:
+    """The runner sat in the expansion command: SIGTERM was acted on only once it ended,
+    and then the items still started (a run recorded `interrupted` with its step run)."""
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        "  - name: s\n"
+        "    foreach: {command: 'echo $$ > exp.pid; sleep 600; echo a'}\n"
+        "    run: 'echo $ITEM >> trace'\n")
+    runner = subprocess.Popen([*FLOWSH, "run", "flow.yaml", "--quiet"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        exp = _read_pid(tmp_path / "exp.pid")
+        runner.send_signal(signal.SIGTERM)
+        try:
+            runner.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the runner did not act on SIGTERM during the expansion")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 130
+    _poll(lambda: not _running(exp), "the expansion command to be stopped", 10)
+    assert not (tmp_path / "trace").exists()
+    rec = _status(tmp_path)
+    assert rec["status"] == "interrupted"
+    assert rec["steps"]["s"]["status"] == "interrupted"
+    assert rec["steps"]["s"]["items"] is None
+
+
+def test_another_steps_timeout_holds_during_an_expansion(tmp_path: Path,
+                                                         home: Path) -> None:
+    """While the runner sat in an expansion, no other step's timeout was enforced: here
+    the expansion waits for `other` to be killed by its timeout, which never came."""
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        "  - {name: other, needs: [], timeout: 1, run: 'echo $$ > other.pid; exec sleep 600'}\n"
+        "  - name: s\n"
+        "    needs: []\n"
+        "    continue_on_failure: true\n"
+        "    foreach:\n"
+        "      command: >-\n"
+        "        while [ ! -s other.pid ]; do sleep 0.05; done;\n"
+        "        while kill -0 \"$(cat other.pid)\" 2>/dev/null; do sleep 0.05; done; echo a\n"
+        "    run: 'echo $ITEM >> trace'\n")
+    try:
+        res = subprocess.run([*FLOWSH, "run", "flow.yaml"], cwd=tmp_path, text=True,
+                             capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        other = tmp_path / "other.pid"
+        if other.exists():
+            os.kill(int(other.read_text()), signal.SIGKILL)
+        raise AssertionError("`other` was never timed out while the items were expanded")
+    assert res.returncode == 1, res.stderr
+    rec = _status(tmp_path)
+    assert rec["steps"]["other"]["status"] == "failed"
+    assert "timed out" in (rec["steps"]["other"]["message"] or "")
+    assert rec["steps"]["s"]["items"] == ["a"]
+
+
+def test_expansion_timeout_leaves_no_process_behind(tmp_path: Path, home: Path) -> None:
+    """On its timeout only the shell was killed; what it started ran on, orphaned."""
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        "  - name: s\n"
+        "    timeout: 1\n"
+        "    foreach: {command: 'sleep 600 & echo $! > bg.pid; wait; echo a'}\n"
+        "    run: 'echo $ITEM >> trace'\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "foreach: its command timed out" in res.stderr
+    bg = _read_pid(tmp_path / "bg.pid")
+    try:
+        _poll(lambda: not _running(bg), "the expansion's background child to be stopped", 10)
+    finally:
+        if _running(bg):
+            os.kill(bg, signal.SIGKILL)
+
+
+def test_kill_9_during_expansion_then_resume_expands_once_more(tmp_path: Path,
+                                                               home: Path) -> None:
+    """The runner killed while its expansion command runs: the resume stops that command
+    and expands again (nothing was recorded), and every item runs once."""
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        "  - name: s\n"
+        "    foreach:\n"
+        "      command: >-\n"
+        "        echo $$ >> exp.pids; [ -e go ] || sleep 600; printf 'a\\nb\\n'\n"
+        "    run: 'echo $ITEM >> trace'\n")
+    runner = subprocess.Popen([*FLOWSH, "run", "flow.yaml", "--quiet"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = _read_pid(tmp_path / "exp.pids")
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    (tmp_path / "go").touch()
+    (run_id,) = [p.name for p in (home / "runs").iterdir()]
+    res = _flowsh("resume", run_id, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not _running(first)
+    assert sorted((tmp_path / "trace").read_text().split()) == ["a", "b"]
+
+
+# -- 2: the expansion command ignored the step's (and the workflow's) `shell:` ----------
+
+def test_expansion_command_runs_with_the_steps_shell_and_its_options(
+        tmp_path: Path, home: Path) -> None:
+    """`shell: bash -eu` was handed to exec as one program name: 'could not start'."""
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n"
+        "  - name: s\n"
+        "    shell: bash -eu\n"
+        "    foreach: {command: 'printf \"%s\\n\" \"$-\" | tr -d \\n; echo'}\n"
+        "    run: 'echo \"$ITEM\" >> trace'\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    flags = (tmp_path / "trace").read_text().strip()
+    assert "e" in flags and "u" in flags, flags
+
+
+def test_expansion_command_runs_with_the_workflows_shell(tmp_path: Path,
+                                                         home: Path) -> None:
+    (tmp_path / "flow.yaml").write_text(
+        "shell: bash -u\n"
+        "steps:\n"
+        "  - name: s\n"
+        "    foreach: {command: 'echo \"x$-\"'}\n"
+        "    run: 'echo \"$ITEM\" >> trace'\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "u" in (tmp_path / "trace").read_text()
