@@ -82,7 +82,8 @@ def test_sigterm_during_expansion_stops_it_and_starts_no_item(tmp_path: Path,
         try:
             runner.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            raise AssertionError("the runner did not act on SIGTERM during the expansion")
+            raise AssertionError("the runner did not act on SIGTERM during the expansion") \
+                from None
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -118,7 +119,8 @@ def test_another_steps_timeout_holds_during_an_expansion(tmp_path: Path,
         other = tmp_path / "other.pid"
         if other.exists():
             os.kill(int(other.read_text()), signal.SIGKILL)
-        raise AssertionError("`other` was never timed out while the items were expanded")
+        raise AssertionError("`other` was never timed out while the items were expanded") \
+            from None
     assert res.returncode == 1, res.stderr
     rec = _status(tmp_path)
     assert rec["steps"]["other"]["status"] == "failed"
