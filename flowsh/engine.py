@@ -460,6 +460,7 @@ class Engine:
         self._fan_items(step, rec, env, cwd)
 
     def _take_items(self, rec: StepRecord, items: list[str]) -> None:
+        foreach.check_items(items)
         if self.renv.mask and any(self.renv.mask(i) != i for i in items):
             raise foreach.ExpandError("foreach: an item holds a secret's value; "
                                       "items name instances and are recorded")

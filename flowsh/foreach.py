@@ -54,6 +54,20 @@ def expand(step: Step, env: Mapping[str, str], cwd: Path) -> list[str]:
     return _lines(env[source.output], source.output)
 
 
+# Linux's MAX_ARG_STRLEN: one environment string ("ITEM=" + the item + NUL) holds at most
+# 32 pages; a longer item would fail its instance at exec ("Argument list too long").
+MAX_ITEM_BYTES = 32 * 4096 - len("ITEM=") - 1
+
+
+def check_items(items: Sequence[str]) -> None:
+    """Raise ExpandError for an item no instance could be handed (FOREACH-2)."""
+    for index, item in enumerate(items):
+        size = len(item.encode("utf-8", "surrogateescape"))
+        if size > MAX_ITEM_BYTES:
+            raise ExpandError(f"foreach: item {index} is {size} bytes long; an environment "
+                              f"variable holds at most {MAX_ITEM_BYTES}")
+
+
 class Expansion:
     """A `foreach: {command:}` running: started in a session of its own with its stdout
     and stderr in files of the run directory, and polled by the run loop, which goes on
@@ -123,8 +137,8 @@ class Expansion:
             path.unlink(missing_ok=True)
 
 
-__all__ = ["ExpandError", "Expansion", "expand", "instance_names", "item_env", "joined_outputs",
-           "parent_of"]
+__all__ = ["ExpandError", "Expansion", "check_items", "expand", "instance_names", "item_env",
+           "joined_outputs", "parent_of"]
 
 parent_of = instance_parent
 

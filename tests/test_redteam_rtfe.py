@@ -203,3 +203,51 @@ def test_expansion_command_runs_with_the_workflows_shell(tmp_path: Path,
     res = _flowsh("run", "flow.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "u" in (tmp_path / "trace").read_text()
+
+
+# -- 3: an item too long for an environment variable failed at each instance's start --------
+
+def test_an_item_longer_than_an_env_var_can_hold_fails_the_step_at_expansion(
+        tmp_path: Path, home: Path) -> None:
+    """Linux takes at most 128 KiB per environment string: such an item was recorded and
+    its instance failed to start ('Argument list too long', exit 127) while the others
+    ran. It is refused with the other bad expansions (FOREACH-2): no instance runs."""
+    (tmp_path / "items.txt").write_text("a\n" + "x" * 200_000 + "\nb\n")
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n  - {name: s, foreach: {file: items.txt}, run: 'echo $ITEM_INDEX >> trace'}\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "foreach: item 1 is 200000 bytes long" in res.stderr, res.stderr
+    assert not (tmp_path / "trace").exists()
+    assert _status(tmp_path)["steps"]["s"]["items"] is None
+
+
+# -- not defects: bounds proven from the timestamps items write ---------------------------
+
+def test_max_parallel_pool_and_concurrency_bound_items_with_retries(tmp_path: Path,
+                                                                    home: Path) -> None:
+    def item(step: str, extra: str = "") -> str:
+        return (f'echo "+ {step} $ITEM $(date +%s.%N)" >> trace; sleep 0.2; '
+                f'echo "- {step} $ITEM $(date +%s.%N)" >> trace{extra}')
+    fail_b_once = '; [ "$FLOWSH_ATTEMPT" = 2 ] || [ "$ITEM" != b ]'
+    (tmp_path / "flow.yaml").write_text(
+        "concurrency: 3\npools: {db: 1}\nsteps:\n"
+        f"  - {{name: x, needs: [], foreach: [a, b, c, d, e], max_parallel: 2, retries: 1,"
+        f" retry_delay: 0, run: {json.dumps(item('x', fail_b_once))}}}\n"
+        f"  - {{name: y, needs: [], foreach: [a, b, c, d], max_parallel: 2,"
+        f" run: {json.dumps(item('y'))}}}\n"
+        f"  - {{name: z, needs: [], foreach: [a, b, c], pool: db,"
+        f" run: {json.dumps(item('z'))}}}\n")
+    res = _flowsh("run", "flow.yaml", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    events = sorted((float(t), k == "+", s) for k, s, _, t in
+                    (line.split() for line in (tmp_path / "trace").read_text().splitlines()))
+    now: dict[str, int] = {}
+    most: dict[str, int] = {}
+    total = top = 0
+    for _, start, step in events:
+        now[step] = now.get(step, 0) + (1 if start else -1)
+        total += 1 if start else -1
+        most[step], top = max(most.get(step, 0), now[step]), max(top, total)
+    assert len(events) == 2 * (6 + 4 + 3)  # b of x twice
+    assert most["x"] <= 2 and most["y"] <= 2 and most["z"] == 1 and top <= 3, (most, top)

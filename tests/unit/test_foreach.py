@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from flowsh.foreach import ExpandError, Expansion, expand, instance_names, joined_outputs, parent_of
+from flowsh.foreach import (
+    MAX_ITEM_BYTES,
+    ExpandError,
+    Expansion,
+    check_items,
+    expand,
+    instance_names,
+    joined_outputs,
+    parent_of,
+)
 from flowsh.model import Step
 from flowsh.state import RunRecord, StepRecord, display_order
 
@@ -119,3 +128,9 @@ def test_display_order_of_index_names_is_by_index_whatever_the_items() -> None:
     for name in ("s[2]", "s[1]", "s[0]"):
         run.steps[name] = StepRecord(name)
     assert display_order(run) == ["s", "s[0]", "s[1]", "s[2]"]
+
+
+def test_an_item_an_environment_variable_cannot_hold_is_refused() -> None:
+    check_items(["a", "x" * MAX_ITEM_BYTES])
+    with pytest.raises(ExpandError, match="item 1 is 131067 bytes long"):
+        check_items(["a", "x" * (MAX_ITEM_BYTES + 1)])
