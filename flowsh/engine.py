@@ -520,7 +520,10 @@ class Engine:
         items = rec.items
         assert items is not None
         rec.attempts += 1
-        rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
+        # The step's time includes its items command's, when it just ran one.
+        expanded = rec.status == RUNNING and rec.started_at is not None
+        rec.started_at = rec.started_at if expanded else time.time()
+        rec.status, rec.ended_at = RUNNING, None
         rec.message = f"{len(items)} item{'s' * (len(items) != 1)}"
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)

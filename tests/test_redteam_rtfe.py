@@ -126,6 +126,8 @@ def test_another_steps_timeout_holds_during_an_expansion(tmp_path: Path,
     assert rec["steps"]["other"]["status"] == "failed"
     assert "timed out" in (rec["steps"]["other"]["message"] or "")
     assert rec["steps"]["s"]["items"] == ["a"]
+    # The step's time includes its expansion, which ended only after `other` did.
+    assert rec["steps"]["s"]["started_at"] < rec["steps"]["other"]["ended_at"]
 
 
 def test_expansion_timeout_leaves_no_process_behind(tmp_path: Path, home: Path) -> None:
