@@ -7,13 +7,14 @@ Findings: /work/wt/rtfe-findings.md (numbered; the test names are given there).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,76 @@ def test_max_parallel_pool_and_concurrency_bound_items_with_retries(tmp_path: Pa
         most[step], top = max(most.get(step, 0), now[step]), max(top, total)
     assert len(events) == 2 * (6 + 4 + 3)  # b of x twice
     assert most["x"] <= 2 and most["y"] <= 2 and most["z"] == 1 and top <= 3, (most, top)
+
+
+# -- Celery: a real worker; kill -9 of the runner mid fan-out, then resume ----------------
+
+@pytest.fixture
+def celery_worker(tmp_path: Path, home: Path) -> Iterator[dict[str, str]]:
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    broker = os.environ.get("FLOWSH_CONFORMANCE_REDIS", "redis://127.0.0.1:6379/6")
+    env = {**os.environ, "FLOWSH_CELERY_BROKER": broker,
+           "FLOWSH_CELERY_QUEUE": f"rtfe-{tag}", "FLOWSH_LOAD_ENTRYPOINTS": "1"}
+    env.pop("FLOWSH_CELERY_BACKEND", None)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "flowsh_celery.worker", "worker",
+             "-Q", env["FLOWSH_CELERY_QUEUE"], "-n", f"rtfe-{tag}@%h", "-c", "4",
+             "--pool", "prefork", "-l", "INFO", "--without-gossip", "--without-mingle",
+             "--without-heartbeat"],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _poll(lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
+              "the celery worker to be ready")
+        assert proc.poll() is None, log.read_text()
+        yield {k: env[k] for k in ("FLOWSH_CELERY_BROKER", "FLOWSH_CELERY_QUEUE",
+                                   "FLOWSH_LOAD_ENTRYPOINTS")}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_celery_kill_9_mid_fan_out_then_resume_runs_each_item_once(
+        tmp_path: Path, home: Path, celery_worker: dict[str, str]) -> None:
+    item = ('echo "start $ITEM" >> trace; '
+            'if [ "$ITEM" = c ] && [ ! -e go ]; then echo $$ > c.pid; sleep 600; fi; '
+            'echo "end $ITEM" >> trace; echo "V=$ITEM" >> "$FLOWSH_OUTPUT"')
+    (tmp_path / "flow.yaml").write_text(
+        "executor: celery\nkill_grace: 0.5s\nsteps:\n"
+        f"  - {{name: s, foreach: [a, b, c, d, e], max_parallel: 2, run: {json.dumps(item)}}}\n"
+        "  - {name: after, run: 'printf %s \"$V\" > after.out'}\n")
+    env = {**os.environ, **celery_worker}
+    runner = subprocess.Popen([*FLOWSH, "run", "flow.yaml", "--quiet"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trace = tmp_path / "trace"
+
+    def done() -> bool:
+        lines = set(trace.read_text().splitlines()) if trace.exists() else set()
+        if not {"end a", "end b", "end d", "end e", "start c"} <= lines:
+            return False
+        steps = _status(tmp_path)["steps"]
+        return all(steps.get(f"s[{i}]", {}).get("status") == "succeeded" for i in "abde")
+
+    try:
+        _poll(done, "a, b, d, e to end and be recorded while c hangs", 120)
+        first_c = _read_pid(tmp_path / "c.pid")
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    (tmp_path / "go").touch()
+    (run_id,) = [p.name for p in (home / "runs").iterdir()]
+    res = subprocess.run([*FLOWSH, "resume", run_id], cwd=tmp_path, env=env, text=True,
+                         capture_output=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr
+    assert not _running(first_c)
+    lines = trace.read_text().splitlines()
+    assert sorted(lines) == sorted(["start a", "end a", "start b", "end b", "start c",
+                                    "start c", "end c", "start d", "end d", "start e",
+                                    "end e"]), lines
+    assert (tmp_path / "after.out").read_text() == "a\nb\nc\nd\ne"
