@@ -26,7 +26,7 @@ from flowsh.executor import Outcome, StepRequest
 from flowsh.graph import Graph
 from flowsh.libstate import STATE_FILE, run_states
 from flowsh.lock import WorkflowLock, hold_runner_lock, workflow_lock
-from flowsh.model import Step, Workflow
+from flowsh.model import ForeachCommand, Step, Workflow
 from flowsh.paths import step_cwd
 from flowsh.pools import POLL, PoolQueue
 from flowsh.ready import ReadySet
@@ -122,6 +122,8 @@ class Engine:
         self.borrowed: dict[str, dict[str, str]] = {}  # outputs of steps not selected
         self.fans: dict[str, Fan] = {}  # foreach steps under way (FOREACH)
         self.instance_of: dict[str, tuple[Fan, int]] = {}  # instance -> its fan, item index
+        # `foreach: {command:}` steps whose command runs: (it, its env, its cwd)
+        self.expanding: dict[str, tuple[foreach.Expansion, dict[str, str], Path]] = {}
         self.last_beat = 0.0
         self.reporter.prefix = self.concurrency > 1 and not self._is_chain()
         # Resolved before the run is recorded, so a typo never leaves a dangling run.
@@ -262,6 +264,7 @@ class Engine:
                 self._loop(intr)
         except BaseException as exc:
             executor.cancel_all()
+            self._stop_expansions()
             if isinstance(exc, KeyboardInterrupt):
                 # A second Ctrl-C: no grace period. Record what was running; closing the
                 # executor (in `execute`) kills their process groups.
@@ -295,13 +298,17 @@ class Engine:
                 return
             self._wake_retries()
             self._wake_pools()
+            self._poll_expansions()
             self._start_ready()
-            if not self.running and not self.waiting and not self.pool_wait:
+            if (not self.running and not self.waiting and not self.pool_wait
+                    and not self.expanding):
                 return
             timeout = None
             if self.waiting:
                 timeout = max(0.0, self.waiting[0][0] - time.time())
-            if self.pool_wait:  # another process frees a slot without telling us: look again
+            if self.pool_wait or self.expanding:
+                # another process frees a slot, or an expansion command ends, without
+                # telling us: look again
                 timeout = POLL if timeout is None else min(timeout, POLL)
             if self.running:
                 timeout = HEARTBEAT_EVERY if timeout is None else min(timeout, HEARTBEAT_EVERY)
@@ -334,6 +341,7 @@ class Engine:
             self.backend.heartbeat(self.run)
 
     def _drain_interrupted(self) -> None:
+        self._stop_expansions()
         while self.executor.running():
             for key, outcome in self.executor.wait(1.0):
                 outcome.interrupted = True
@@ -355,7 +363,9 @@ class Engine:
 
     def _full(self) -> bool:
         # a step waiting for a pool slot counts: it has started as far as the run goes
-        return len(self.running) + len(self.pool_wait) >= self.concurrency
+        # (an expansion command is a process the run runs)
+        return (len(self.running) + len(self.pool_wait) + len(self.expanding)
+                >= self.concurrency)
 
     def _start_ready(self) -> None:
         """Start (or skip) what can go, in graph order, up to the concurrency limit:
@@ -451,25 +461,82 @@ class Engine:
     def _fan_out(self, step: Step, rec: StepRecord, env: dict[str, str], cwd: Path) -> None:
         """Expand the step's items (or take those recorded: a resume runs the same ones)
         and queue its instances; the step runs until every instance is final."""
-        items = rec.items
-        if items is None:
+        if rec.items is None:
             try:
-                items = foreach.expand(step, env, cwd, step.timeout)
-                if self.renv.mask and any(self.renv.mask(i) != i for i in items):
-                    raise foreach.ExpandError("foreach: an item holds a secret's value; "
-                                              "items name instances and are recorded")
+                if isinstance(step.foreach, ForeachCommand):
+                    self._expand_beside(step, rec, env, cwd)
+                    return
+                self._take_items(rec, foreach.expand(step, env, cwd))
             except foreach.ExpandError as exc:
-                rec.attempts += 1
-                # A command's error line may show a secret it was handed.
-                rec.status, rec.message = FAILED, self.renv.mask(str(exc))
-                rec.started_at = rec.ended_at = time.time()
-                if not step.continue_on_failure:
-                    self.failed = True
-                self._record_finished(rec)
+                self._expansion_failed(step, rec, exc)
                 return
-            rec.items = items
+        self._fan_items(step, rec, env, cwd)
+
+    def _take_items(self, rec: StepRecord, items: list[str]) -> None:
+        foreach.check_items(items)
+        if self.renv.mask and any(self.renv.mask(i) != i for i in items):
+            raise foreach.ExpandError("foreach: an item holds a secret's value; "
+                                      "items name instances and are recorded")
+        rec.items = items
+
+    def _expansion_failed(self, step: Step, rec: StepRecord,
+                          exc: foreach.ExpandError) -> None:
         rec.attempts += 1
+        # A command's error line may show a secret it was handed.
+        rec.status, rec.message, rec.pid = FAILED, self.renv.mask(str(exc)), None
+        rec.started_at = rec.started_at or time.time()
+        rec.ended_at = time.time()
+        if not step.continue_on_failure:
+            self.failed = True
+        self._record_finished(rec)
+
+    def _expand_beside(self, step: Step, rec: StepRecord, env: dict[str, str],
+                       cwd: Path) -> None:
+        """Start the step's items command; the loop polls it (`_poll_expansions`). The
+        step is `running` with the command's pid meanwhile: a resume after a crash stops
+        that command (its group) and expands again, nothing having been recorded."""
+        exp = foreach.Expansion(step, env, cwd, self.run_dir / step.name, step.timeout)
+        self.expanding[step.name] = (exp, env, cwd)
         rec.status, rec.started_at, rec.ended_at = RUNNING, time.time(), None
+        rec.pid, rec.message = exp.pid, "expanding its items"
+        self.backend.save_step(self.run, rec)
+
+    def _poll_expansions(self) -> None:
+        for name, (exp, env, cwd) in list(self.expanding.items()):
+            step, rec = self.steps[name], self.run.steps[name]
+            try:
+                items = exp.poll()
+                if items is None:
+                    continue
+                del self.expanding[name]
+                self._take_items(rec, items)
+            except foreach.ExpandError as exc:
+                self.expanding.pop(name, None)
+                self._expansion_failed(step, rec, exc)
+                continue
+            rec.pid = None
+            self._fan_items(step, rec, env, cwd)
+
+    def _stop_expansions(self) -> None:
+        """An interrupt: the commands are killed; their steps were not attempted."""
+        for name, (exp, _, _) in list(self.expanding.items()):
+            exp.stop()
+            del self.expanding[name]
+            rec = self.run.steps[name]
+            rec.status, rec.ended_at, rec.pid = INTERRUPTED, time.time(), None
+            rec.message = "interrupted while expanding its items"
+            self.failed = True
+            self._record_finished(rec)
+
+    def _fan_items(self, step: Step, rec: StepRecord, env: dict[str, str],
+                   cwd: Path) -> None:
+        items = rec.items
+        assert items is not None
+        rec.attempts += 1
+        # The step's time includes its items command's, when it just ran one.
+        expanded = rec.status == RUNNING and rec.started_at is not None
+        rec.started_at = rec.started_at if expanded else time.time()
+        rec.status, rec.ended_at = RUNNING, None
         rec.message = f"{len(items)} item{'s' * (len(items) != 1)}"
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)

@@ -42,7 +42,8 @@ def tagged(var: str, value: str) -> list[int]:
     """Pids of processes (not this one) whose environment holds ``var=value`` (for the
     step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR)."""
     needle = f"{var}={value}".encode()
-    outer = f"{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR else None
+    wanted = b"\0" + needle + b"\0"
+    outer = f"\0{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR else None
     me, found = os.getpid(), []
     try:
         names = os.listdir("/proc")
@@ -56,10 +57,13 @@ def tagged(var: str, value: str) -> list[int]:
                 environ = fh.read()
         except OSError:
             continue  # gone, or another user's
-        entries = environ.split(b"\0")
-        if needle in entries or (outer is not None and any(
-                e.startswith(outer) and value.encode() in e[len(outer):].split()
-                for e in entries)):
+        # One substring search per process, not a split of every environment: this scan
+        # runs at the end of every step that ran beside others (a foreach of 2,000 items
+        # spent half its time splitting environments here).
+        blob = b"\0" + environ + b"\0"
+        if wanted in blob or (outer is not None and outer in blob and any(
+                e.startswith(outer[1:]) and value.encode() in e[len(outer) - 1:].split()
+                for e in blob.split(b"\0"))):
             found.append(int(name))
     return found
 
