@@ -162,3 +162,22 @@ steps:
     (src / "d0" / "-dash name\\back.txt").write_text("changed\n")
     script()
     assert (tmp_path / "log").read_text().split() == ["ran", "ran"]
+
+
+# --- 4. croniter-only schedules in the exported script ------------------------------------
+
+@pytest.mark.parametrize("expr", ["0 0 * * 5#2", "0 0 L * *", "0 0 1W * *"])
+def test_script_refuses_a_schedule_it_cannot_read(tmp_path: Path, expr: str) -> None:
+    """MEDIUM. `schedule: "0 0 * * 5#2"` (croniter's second Friday) is accepted; `flowsh
+    run --scheduled` on 2026-12-05 stands for 2026-11-13, the exported script's
+    `--scheduled` for 2026-12-04 (it reads `5#2` as every Friday): two runtimes, two slots
+    for one tick, silently. `0 0 L * *` exported fine and then failed at every tick
+    ("no fire time of the schedule found", exit 2). Expected: `flowsh export --bash`
+    refuses such a schedule (exit 2, naming the key), as the systemd exporter does."""
+    flow = tmp_path / "x.yaml"
+    flow.write_text(f'name: x\nschedule: "CRON_TZ=UTC {expr}"\n'
+                    "steps:\n  - name: a\n    run: 'true'\n")
+    r = run_cli("export", "--bash", str(flow), "-o", str(tmp_path / "x.sh"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "schedule" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "x.sh").exists()
