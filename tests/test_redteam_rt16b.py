@@ -181,3 +181,35 @@ def test_script_refuses_a_schedule_it_cannot_read(tmp_path: Path, expr: str) -> 
     assert r.returncode == 2, r.stdout + r.stderr
     assert "schedule" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "x.sh").exists()
+
+
+# --- 5. the fingerprint key as the two runtimes read it -------------------------------------
+
+@pytest.mark.parametrize("layout", ["{k}", " {k}\r\n"])
+def test_script_reads_the_key_flowsh_run_reads(tmp_path: Path, home: Path,
+                                               layout: str) -> None:
+    """LOW. `$FLOWSH_HOME/fingerprint-key` written without its final line break (`printf
+    %s "$KEY" > key`, a secret manager's file) or with CRLF: `flowsh run` reads it (it
+    strips the text), the exported script refused it ("must be a file of yours with mode
+    0600 holding 64 hex characters", exit 3): `read -r` fails at an end of file without
+    a line break. One key file, two verdicts. Expected: both runtimes take it."""
+    (tmp_path / "in").write_text("i\n")
+    flow = tmp_path / "k.yaml"
+    flow.write_text('name: k\nparams: {API_TOKEN: "1234"}\nsteps:\n  - name: a\n'
+                    "    sources: in\n    run: echo ran >> log\n")
+    _ok(run_cli("run", str(flow), cwd=tmp_path))
+    keyfile = home / "fingerprint-key"
+    key = keyfile.read_text().strip()
+    keyfile.write_text(layout.format(k=key), newline="")
+    keyfile.chmod(0o600)
+    r = run_cli("run", str(flow), cwd=tmp_path)
+    _ok(r)
+    assert "up to date" in r.stderr + r.stdout
+    out = tmp_path / "k.sh"
+    _ok(run_cli("export", "--bash", str(flow), "-o", str(out)))
+    env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(home), "API_TOKEN": "1234"}
+    for _ in range(2):
+        r = subprocess.run(["bash", str(out)], cwd=tmp_path, env=env, text=True,
+                           capture_output=True, timeout=120, check=False)
+        _ok(r)
+    assert "up to date" in r.stdout + r.stderr
