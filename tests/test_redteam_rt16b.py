@@ -102,11 +102,13 @@ steps:
     first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     done = tmp_path / "done"
-    # The first tick holds the lock once its first run (the missed slot) has started.
-    _poll(lambda: done.exists(), "the first tick")
-    second = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    (tmp_path / "go").touch()
+    try:
+        # The first tick holds the lock once its first run (the missed slot) has started.
+        _poll(lambda: done.exists(), "the first tick")
+        second = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+    finally:
+        (tmp_path / "go").touch()  # never leave a tick waiting behind a failed test
     assert first.wait(timeout=120) == 0
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 0, out
