@@ -80,6 +80,16 @@ def parse(text: str) -> Schedule:
     return Schedule(text=text, expr=" ".join(fields), tz=tz)
 
 
+def extensions(sched: Schedule) -> bool:
+    """The expression uses croniter's extensions (``L``, ``W``, ``#``) that cron's own
+    fields do not have: no crontab line, systemd timer or exported script reads them."""
+    from croniter import croniter
+
+    fields, nth_weekday = croniter.expand(" ".join(sched.expr.split()[:5]))
+    return bool(nth_weekday or re.search(r"\dW|W\d|LW", sched.expr.upper()) or any(
+        isinstance(v, str) and v != "*" for f in fields for v in f))
+
+
 def _check_zone(tz: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -194,6 +194,7 @@ def check_exportable(wf: Workflow) -> None:
         raise UsageError(f"{wf.path}: key 'catchup': the exported script keeps no history "
                          "of the slots it ran, so it cannot make up missed ones (CATCHUP-6); "
                          "remove `catchup` (or set policy: none) to export this workflow")
+    _refuse_cron_extensions(wf)
     if wf.deadline:
         raise UsageError(f"{wf.path}: key 'deadline': the exported script has no timer to "
                          "fire `run_late` while it runs (DEADLINE-6); remove `deadline` to "
@@ -502,6 +503,19 @@ def systemd_quote(value: str) -> str:
 
 
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def _refuse_cron_extensions(wf: Workflow) -> None:
+    """The script's --scheduled reads cron's fields (runtime.sh.j2 flowsh_latest_slot): a
+    `5#2` (second Friday) read there as every Friday would give the run another slot."""
+    from flowsh.cron import extensions
+
+    for i, text in enumerate(wf.schedule):
+        if extensions(parse(text)):
+            key = "schedule" if len(wf.schedule) == 1 else f"schedule.{i}"
+            raise UsageError(f"{wf.path}: key {key!r}: {text!r} uses L, W or # (croniter's "
+                             "extensions, not cron's): the exported script cannot compute "
+                             "its slots; write it with cron's fields to export this workflow")
 
 
 def on_calendar(text: str) -> list[str]:

@@ -142,6 +142,10 @@ class Change:
             return "the command text changed"
         if self.kind == "history":
             return self.how
+        if self.kind == "scheduled time":
+            # A slot is its own work (UPTODATE-4): a run for no slot, or for another one,
+            # runs the step again.
+            return f"the scheduled time (FLOWSH_SCHEDULED_TIME) {self.how}"
         what = {"function": "function", "variable": "variable", "output": "upstream output",
                 "file": "source file", "generated": "generated file"}[self.kind]
         return f"{what} {self.name} {self.how}"
