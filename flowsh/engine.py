@@ -643,6 +643,12 @@ class Engine:
         if rec.attempts > 1:
             steplog.append(log_path, f"--- flowsh: attempt {rec.attempts} ---\n")
         self.running.add(step.name)
+        # Recorded `running` before it starts: a runner killed between the start and the
+        # save below must not leave a record that reads "never started" (pending), or a
+        # resume on another host, which cannot find the orphan, would start it again beside
+        # it (REMOTE-3).
+        rec.pid = rec.task_id = rec.queue = rec.worker = rec.queued_at = None
+        self.backend.save_step(self.run, rec)
         rec.pid = self.executor.start(StepRequest(
             key=step.name,
             argv=build_argv(self.wf, step,
@@ -660,10 +666,8 @@ class Engine:
         if step.pool is not None and rec.pid is not None:
             # A daemon a keep_children step leaves behind must not keep the slot.
             self.pools.keep_for(step.name, rec.pid, group=not step.keep_children)
-        rec.task_id = rec.queue = rec.worker = rec.queued_at = None
         placed.apply(self.executor, self.run.steps)
-        # Recorded once started, with its pid: a crash before this line leaves the step
-        # `pending` (run again on resume); after it, resume can stop the orphan first.
+        # Again with its pid (and task id): resume can stop the orphan first.
         self.backend.save_step(self.run, rec)
         self.reporter.step_started(self.run, rec)
         self.events.emit("flowsh_step_started", step=rec)

@@ -368,8 +368,9 @@ def _refuse_steps_left_elsewhere(run: RunRecord, *, force: bool) -> None:
     # Read as crashed before (any `status` or `history` does it): its running steps are
     # recorded interrupted (store.check_liveness), still with their pids.
     live = {RUNNING, INTERRUPTED} if run.status == CRASHED else {RUNNING}
-    left = sorted(n for n, r in run.steps.items()
-                  if r.status in live and r.pid and not r.task_id)
+    # A step recorded running without its pid was being started when the runner died: it
+    # may run all the same.
+    left = sorted(n for n, r in run.steps.items() if r.status in live and not r.task_id)
     if left and not force and run.host and run.host != socket.gethostname():
         raise LockHeldError(
             f"run {run.run_id}: step(s) {', '.join(left)} were running on host {run.host} "
