@@ -1,0 +1,121 @@
+"""Red team rt10c (issue 10, third pass): the same workflow file must mean the same on
+`flowsh run`, `flowsh validate`, the exported script (`--inline` too) and the Celery
+executor (docs/semantics.md). Each test is a reproducer that failed on integ (ebe2b0c)
+when written, run through the conformance harness on every runtime or with `flowsh
+validate`; findings are listed in /work/wt/rt10c-findings.md."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.celery_worker import running
+from tests.conformance import harness
+
+LOCAL = ("run", "script", "inline")
+ALL = (*LOCAL, "celery")
+# Not the conformance suite's db 6 (its session fixture flushes it), rt10's 11, rt10b's 12.
+REDIS = os.environ.get("FLOWSH_RT10C_REDIS", "redis://127.0.0.1:6379/13")
+
+# Findings still open (rt10c-findings.md lists them): strict xfails, so that a fix shows as
+# an unexpected pass to be removed from here.
+OPEN = frozenset({
+})
+
+
+@pytest.fixture(autouse=True)
+def _open_findings(request: pytest.FixtureRequest) -> None:
+    if request.node.name in OPEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="rt10c finding still open"))
+
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real flowsh-celery worker (prefork) on a queue of its own, as the conformance
+    suite starts one; the harness's `celery` runtime uses it."""
+    with running("rt10c", broker=REDIS, log=tmp_path_factory.mktemp("celery") / "worker.log"
+                 ) as w, harness.serving(w):
+        yield
+
+
+@pytest.fixture
+def runtime(request: pytest.FixtureRequest) -> str:
+    """The parametrized runtime; `celery` brings up the module's worker."""
+    name: str = request.param
+    if name == "celery":
+        request.getfixturevalue("celery_worker")
+    return name
+
+
+
+
+def _case(workflow: Any, files: dict[str, str] | None = None, **kw: Any) -> harness.Case:
+    return harness.Case(id="rt10c", proves=[], workflow=workflow, files=files or {}, **kw)
+
+
+def _run(case: harness.Case, runtime: str, root: Path,
+         read: tuple[str, ...] = ()) -> tuple[harness.Result, dict[str, str | None]]:
+    """The case's first invocation on `runtime`, and the files `read` as it left them."""
+    runner = harness.Runner(case, runtime, root)
+    runner.prepare()
+    result = runner.invoke([str(a) for a in case.args], {})
+    return result, {rel: runner.read(rel) for rel in read}
+
+
+def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLOWSH_LOAD_ENTRYPOINTS": "0", "FLOWSH_HOME": str(cwd / ".home")}
+    return subprocess.run([sys.executable, "-m", "flowsh", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def _two_steps(lib: str) -> harness.Case:
+    return _case({"source": "lib.sh", "steps": [{"name": "a", "run": "f a"},
+                                                {"name": "b", "run": "f b"}]},
+                 {"lib.sh": "f() { echo \"$1\" >> calls; }\n" + lib})
+
+
+def _validate(tmp_path: Path, lib: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "lib.sh").write_text("f() { :; }\n" + lib)
+    (tmp_path / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f}\n")
+    return _flowsh("validate", "flow.yaml", cwd=tmp_path)
+
+
+# --- `set -x` replayed after the file: PS4 runs commands -----------------------------------
+
+_TRACED = "PS4='+$(echo t >> side)'\nset -x\n"
+
+
+def test_validate_runs_ps4_command_substitution_under_replayed_xtrace(tmp_path: Path) -> None:
+    """HIGH. SOURCE-1: validate runs no command substitution but dirname, basename, cd,
+    pwd, realpath, readlink, echo, printf.
+
+    Observed: `PS4='+$(echo t >> side)'` and `set -x` at a library's top level: the guard
+    replays `set -x` after the file (outside its trap), and every command flowsh's own
+    bash runs after that expands PS4: `flowsh validate` appends ~700 lines to `side`.
+    Expected: no `side` file."""
+    res = _validate(tmp_path, _TRACED)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "side").exists(), "validate expanded the library's PS4"
+
+
+@pytest.mark.parametrize("runtime", ALL, indirect=True)
+def test_replayed_xtrace_traces_flowsh_itself(runtime: str, tmp_path: Path) -> None:
+    """HIGH. SOURCE-1 (a library's `set` applies to its functions, as with `source`).
+
+    Observed: `set -x` (with a PS4 running a command) turns tracing on inside flowsh's
+    own evaluation and step prelude, so PS4's command runs hundreds of times per step, a
+    different number on each runtime, and flowsh's internals are traced into the step's
+    log. Expected: as `bash -c '. lib.sh; f a'`: one trace per command of the step
+    (`f a`, `echo ...`), so `side` has 2 lines per step, 4 in all."""
+    res, files = _run(_two_steps(_TRACED), runtime, tmp_path, ("calls", "side"))
+    assert res.exit == 0, res.stderr
+    assert files["calls"] == "a\nb\n"
+    assert files["side"] == "t\n" * 4, f"PS4 ran {(files['side'] or '').count('t')} times"
+
