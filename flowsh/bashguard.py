@@ -470,10 +470,19 @@ __flowsh_source() {
   shopt -s extdebug
 }
 __flowsh_sourced() {
-  local rc=$1 file=$2 s
-  eval "$__flowsh_opts"
-  if [[ -n $__flowsh_e ]]; then set -e; fi
-  for s in "${__flowsh_sets[@]}"; do eval "$s"; done
+  local rc=$1 file=$2 s ps4=${PS4-}
+  # `set -x` traces each command and expands PS4 for it (`PS4='$(cmd)'` runs cmd): on
+  # here, it would trace flowsh's own reading, evaluation and prelude (hundreds of
+  # commands, a different count on each runtime; at validate too). Noted instead
+  # (__flowsh_xtrace) and switched on right before the step's own text.
+  PS4=
+  {
+    eval "$__flowsh_opts"
+    if [[ -n $__flowsh_e ]]; then set -e; fi
+    for s in "${__flowsh_sets[@]}"; do eval "$s"; done
+    if [[ $- == *x* ]]; then set +x; __flowsh_xtrace=1; fi
+  } 2>/dev/null
+  PS4=$ps4
   if (( rc == 1 )) && [[ ! -r $file ]]; then
     printf 'flowsh: cannot read %s\n' "$file" >&2
     exit 2
@@ -493,6 +502,10 @@ __flowsh_sourced() {
   return 0
 }
 """
+
+# The step's last prelude line: a library's `set -x` (noted by `__flowsh_sourced`) traces
+# the step's own commands only, as after a plain `source`.
+XTRACE_ON = "if [[ -n ${__flowsh_xtrace-} ]]; then unset __flowsh_xtrace; set -x; fi"
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
