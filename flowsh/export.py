@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowsh.bashguard import XTRACE_ON
 from flowsh.config import load_user_config
 from flowsh.cron import parse
 from flowsh.embed import embed, mirror_word
 from flowsh.errors import UsageError
-from flowsh.bashguard import XTRACE_ON
 from flowsh.exportlib import eval_script, guard, step_prelude
 from flowsh.graph import Graph
 from flowsh.model import IDENT, SECRET_NAME, Step, Workflow, definition_json
