@@ -26,6 +26,11 @@ REDIS = os.environ.get("FLOWSH_RT10C_REDIS", "redis://127.0.0.1:6379/13")
 # Findings still open (rt10c-findings.md lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
+    "test_validate_nested_library_compound_redirection",
+    "test_nested_library_compound_redirection_in_every_step[run]",
+    "test_nested_library_compound_redirection_in_every_step[script]",
+    "test_nested_library_compound_redirection_in_every_step[inline]",
+    "test_nested_library_compound_redirection_in_every_step[celery]",
 })
 
 
@@ -119,3 +124,38 @@ def test_replayed_xtrace_traces_flowsh_itself(runtime: str, tmp_path: Path) -> N
     assert files["calls"] == "a\nb\n"
     assert files["side"] == "t\n" * 4, f"PS4 ran {(files['side'] or '').count('t')} times"
 
+
+# --- a file the library sources itself is not pre-scanned -----------------------------------
+
+_NESTED = {"lib.sh": "f() { echo \"$1\" >> calls; }\n"
+                     ". \"$(dirname \"${BASH_SOURCE[0]}\")/inner.sh\"\n",
+           "inner.sh": "g() { :; }\n{ g; } > side\n"}
+
+
+def test_validate_nested_library_compound_redirection(tmp_path: Path) -> None:
+    """HIGH (open; the fixer's known gap). SOURCE-1: a redirection on a top-level compound
+    command is refused, FILE:LINE, before anything runs; validate runs nothing.
+
+    Observed: the pre-scan (`__flowsh_scan`) reads only the files named in `source:`; a
+    file they source (`. "$DIR/inner.sh"`) is read by bash's `source` under the trap
+    only, so `{ g; } > side` in it creates `side` at validate. Expected: refused
+    (exit 2, inner.sh:2), no `side`."""
+    for rel, text in _NESTED.items():
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f}\n")
+    res = _flowsh("validate", "flow.yaml", cwd=tmp_path)
+    assert not (tmp_path / "side").exists(), "validate ran a nested file's redirection"
+    assert res.returncode == 2 and "inner.sh:2" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("runtime", ALL, indirect=True)
+def test_nested_library_compound_redirection_in_every_step(runtime: str,
+                                                          tmp_path: Path) -> None:
+    """HIGH (open). SOURCE-1, as above, on every runtime: the nested file's `{ g; } >
+    side` is performed at evaluation and in every step. Expected: refused before
+    any step (exit 2), `side` never written."""
+    case = _case({"source": "lib.sh", "steps": [{"name": "a", "run": "f a"},
+                                                {"name": "b", "run": "f b"}]}, _NESTED)
+    res, files = _run(case, runtime, tmp_path, ("calls", "side"))
+    assert files["side"] is None, f"nested redirection ran: {files['side']!r}"
+    assert res.exit == 2, res.stderr
