@@ -167,6 +167,7 @@ __flowsh_same_defs() {
     __flowsh_defs=1
     set -- "${__flowsh_argv[@]}"
     { __flowsh_source "$@"; trap __flowsh_guard DEBUG; builtin source "$file"; trap - DEBUG
+      unset -f . source
     } >/dev/null 2>&1
     declare -f
   )
@@ -320,7 +321,8 @@ __flowsh_guard() {
   esac
   # A function named like a command the guard lets run (`test() { ..; }`, then `test -d .`)
   # would run in its place: such a command is a call, skipped like any other.
-  if [[ $word != *=* ]] && declare -F -- "$word" >/dev/null 2>&1; then
+  if [[ $word != *=* && $word != source && $word != . ]] &&
+     declare -F -- "$word" >/dev/null 2>&1; then
     __flowsh_skip "$file" "$line" "$cmd" "$word"
     return
   fi
@@ -467,10 +469,16 @@ __flowsh_source() {
   __flowsh_subshell=$BASH_SUBSHELL
   # What the file changes in the functions, to compare with a definitions-only reading.
   [[ -n ${__flowsh_defs-} ]] || __flowsh_fb=$(declare -f)
+  # A file the library sources itself (`. "$DIR/inner.sh"`) is scanned the same way before
+  # bash reads it: only these wrappers see its expanded path. `source` goes through `.`,
+  # whose commands the guard lets run (it guards a frame named `source` only).
+  .() { __flowsh_scan "${1-}" || exit 2; builtin source "$@"; }
+  source() { . "$@"; }
   shopt -s extdebug
 }
 __flowsh_sourced() {
   local rc=$1 file=$2 s ps4=${PS4-}
+  unset -f . source
   # `set -x` traces each command and expands PS4 for it (`PS4='$(cmd)'` runs cmd): on
   # here, it would trace flowsh's own reading, evaluation and prelude (hundreds of
   # commands, a different count on each runtime; at validate too). Noted instead

@@ -26,11 +26,6 @@ REDIS = os.environ.get("FLOWSH_RT10C_REDIS", "redis://127.0.0.1:6379/13")
 # Findings still open (rt10c-findings.md lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
-    "test_validate_nested_library_compound_redirection",
-    "test_nested_library_compound_redirection_in_every_step[run]",
-    "test_nested_library_compound_redirection_in_every_step[script]",
-    "test_nested_library_compound_redirection_in_every_step[inline]",
-    "test_nested_library_compound_redirection_in_every_step[celery]",
 })
 
 
