@@ -26,6 +26,7 @@ REDIS = os.environ.get("FLOWSH_RT10C_REDIS", "redis://127.0.0.1:6379/13")
 # Findings still open (rt10c-findings.md lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
+    "test_scan_line_points_at_the_top_level_redirection",
 })
 
 
@@ -154,3 +155,18 @@ def test_nested_library_compound_redirection_in_every_step(runtime: str,
     res, files = _run(case, runtime, tmp_path, ("calls", "side"))
     assert files["side"] is None, f"nested redirection ran: {files['side']!r}"
     assert res.exit == 2, res.stderr
+
+
+# --- the scan's FILE:LINE is found by matching text ----------------------------------------
+
+def test_scan_line_points_at_the_top_level_redirection(tmp_path: Path) -> None:
+    """LOW (open; the fixer's known gap). SOURCE-1: a refusal names FILE:LINE of the
+    offending command.
+
+    Observed: `__flowsh_scan` finds the redirection with bash's parser (which keeps no
+    line numbers) and then its line by matching text: a function body with the same text
+    earlier (`g() { { :; } > "$LOG"; }`) gets the blame: lib.sh:3 instead of lib.sh:6.
+    Expected: lib.sh:6 (the file starts with `f() { :; }`)."""
+    res = _validate(tmp_path, 'g() {\n  { :; } > "$LOG"\n}\n\n{ g; } > "$LOG"\n')
+    assert res.returncode == 2, res.stderr
+    assert "lib.sh:6:" in res.stderr, res.stderr
