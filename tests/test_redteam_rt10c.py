@@ -170,3 +170,33 @@ def test_scan_line_points_at_the_top_level_redirection(tmp_path: Path) -> None:
     res = _validate(tmp_path, 'g() {\n  { :; } > "$LOG"\n}\n\n{ g; } > "$LOG"\n')
     assert res.returncode == 2, res.stderr
     assert "lib.sh:6:" in res.stderr, res.stderr
+
+
+# --- `--inline`: a library's DIR computed with `pwd -P` under a symlinked state dir ----------
+
+def test_inline_dir_variable_resolved_through_a_symlinked_home(tmp_path: Path) -> None:
+    """MEDIUM. SOURCE-4: a library variable holding a path into an embedded copy's
+    directory reaches the step as the path where the library lived at export, as under
+    `flowsh run`.
+
+    Observed: the `--inline` script maps only values starting with the copy's directory
+    as written (`$FLOWSH_HOME/exported/.../files/root`); with FLOWSH_HOME (or HOME) behind
+    a symlink, `DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)` is the resolved
+    path, kept as is: the step reads `$DIR/data.txt` in the copy's directory, where it
+    is not, and fails (`flowsh run` prints "hello"). Expected: `out` is "hello"."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "home").symlink_to(tmp_path / "real")
+    (work / "lib.sh").write_text('DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)\n'
+                                 'f() { cat "$DIR/data.txt" > out; }\n')
+    (work / "data.txt").write_text("hello\n")
+    (work / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f}\n")
+    exp = _flowsh("export", "--bash", "--inline", "flow.yaml", "-o", "flow.sh", cwd=work)
+    assert exp.returncode == 0, exp.stderr
+    res = subprocess.run(["bash", "flow.sh"], cwd=work, capture_output=True, text=True,
+                         timeout=60, check=False,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "FLOWSH_HOME": str(tmp_path / "home")})
+    assert res.returncode == 0, res.stderr
+    assert (work / "out").read_text() == "hello\n"
