@@ -200,3 +200,19 @@ def test_inline_dir_variable_resolved_through_a_symlinked_home(tmp_path: Path) -
                               "FLOWSH_HOME": str(tmp_path / "home")})
     assert res.returncode == 0, res.stderr
     assert (work / "out").read_text() == "hello\n"
+
+
+def test_replayed_verbose_prints_flowsh_prelude_into_the_step_log(tmp_path: Path) -> None:
+    """LOW. SOURCE-1 (a library's `set` applies as after a plain `source`).
+
+    Observed: `set -v` at a library's top level is replayed inside the step's prelude, so
+    bash echoes flowsh's own remaining prelude lines (`unset -f __flowsh_...`, `set -eo
+    pipefail`, ...) into the step's log, text that differs per runtime. Expected: as
+    `bash -c $'. lib.sh\\nf a'`: the step's own text only ("f a")."""
+    (tmp_path / "lib.sh").write_text('f() { echo "$1" >> calls; }\nset -v\n')
+    (tmp_path / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f a}\n")
+    res = _flowsh("run", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    logs = list((tmp_path / ".home").glob("runs/*/a.log"))
+    assert len(logs) == 1
+    assert logs[0].read_text() == "f a\n"
