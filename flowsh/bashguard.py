@@ -488,7 +488,9 @@ __flowsh_sourced() {
     eval "$__flowsh_opts"
     if [[ -n $__flowsh_e ]]; then set -e; fi
     for s in "${__flowsh_sets[@]}"; do eval "$s"; done
-    if [[ $- == *x* ]]; then set +x; __flowsh_xtrace=1; fi
+    if [[ $- == *x* ]]; then set +x; __flowsh_xtrace+=x; fi
+    # `set -v` likewise: on here, bash would echo the rest of flowsh's prelude.
+    if [[ $- == *v* ]]; then set +v; __flowsh_xtrace+=v; fi
   } 2>/dev/null
   PS4=$ps4
   if (( rc == 1 )) && [[ ! -r $file ]]; then
@@ -511,9 +513,11 @@ __flowsh_sourced() {
 }
 """
 
-# The step's last prelude line: a library's `set -x` (noted by `__flowsh_sourced`) traces
-# the step's own commands only, as after a plain `source`.
-XTRACE_ON = "if [[ -n ${__flowsh_xtrace-} ]]; then unset __flowsh_xtrace; set -x; fi"
+# The step's last prelude line: a library's `set -x`/`set -v` (noted by `__flowsh_sourced`)
+# traces or echoes the step's own commands only, as after a plain `source`.
+# `set` last (its value is only x and v letters), so nothing of flowsh's is traced after it.
+XTRACE_ON = ('[[ -z ${__flowsh_xtrace-} ]] || '
+             'eval "unset __flowsh_xtrace; set -$__flowsh_xtrace"')
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "
