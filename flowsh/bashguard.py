@@ -248,10 +248,28 @@ __flowsh_scan() {
   done
   [[ -n $bad ]] || return 0
   mapfile -t got <"$file"
-  for l in "$closer${bad//[[:space:]]/}" "${bad//[[:space:]]/}" "${word//[[:space:]]/}"; do
-    for ((n = 0; n < ${#got[@]}; n++)); do
-      at=${got[n]//[[:space:]]/}
-      [[ $at != *"$l"* ]] || break 2
+  # The parser keeps no line numbers: the line is found by its text, first outside what
+  # looks like a function's body (`f() {` .. a `}` as indented; a one-line `f() { ..; }`),
+  # which may hold the same text, then anywhere.
+  local -a infn=()
+  local fre='^([[:space:]]*)(function[[:space:]]+[^[:space:]()]+([[:space:]]*\(\))?|'
+  fre+='[A-Za-z_][A-Za-z0-9_:.-]*[[:space:]]*\(\))[[:space:]]*(\{.*)?$'
+  ind=
+  for ((n = 0; n < ${#got[@]}; n++)); do
+    if [[ -n $ind ]]; then
+      infn[n]=1
+      [[ ${got[n]} != "${ind#x}}"* ]] || ind=
+    elif [[ ${got[n]} =~ $fre ]]; then
+      infn[n]=1
+      [[ ${got[n]} =~ \}[[:space:]]*(\;[[:space:]]*)?$ ]] || ind=x${BASH_REMATCH[1]}
+    fi
+  done
+  for at in skip any; do
+    for l in "$closer${bad//[[:space:]]/}" "${bad//[[:space:]]/}" "${word//[[:space:]]/}"; do
+      for ((n = 0; n < ${#got[@]}; n++)); do
+        [[ $at == any || -z ${infn[n]-} ]] || continue
+        [[ ${got[n]//[[:space:]]/} != *"$l"* ]] || break 3
+      done
     done
   done
   (( n < ${#got[@]} )) && n=$((n + 1)) || n='?'

@@ -26,7 +26,6 @@ REDIS = os.environ.get("FLOWSH_RT10C_REDIS", "redis://127.0.0.1:6379/13")
 # Findings still open (rt10c-findings.md lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
 OPEN = frozenset({
-    "test_scan_line_points_at_the_top_level_redirection",
 })
 
 
@@ -160,7 +159,7 @@ def test_nested_library_compound_redirection_in_every_step(runtime: str,
 # --- the scan's FILE:LINE is found by matching text ----------------------------------------
 
 def test_scan_line_points_at_the_top_level_redirection(tmp_path: Path) -> None:
-    """LOW (open; the fixer's known gap). SOURCE-1: a refusal names FILE:LINE of the
+    """LOW (the fixer's known gap). SOURCE-1: a refusal names FILE:LINE of the
     offending command.
 
     Observed: `__flowsh_scan` finds the redirection with bash's parser (which keeps no
