@@ -128,7 +128,7 @@ _NESTED = {"lib.sh": "f() { echo \"$1\" >> calls; }\n"
 
 
 def test_validate_nested_library_compound_redirection(tmp_path: Path) -> None:
-    """HIGH (open; the fixer's known gap). SOURCE-1: a redirection on a top-level compound
+    """HIGH (the fixer's known gap). SOURCE-1: a redirection on a top-level compound
     command is refused, FILE:LINE, before anything runs; validate runs nothing.
 
     Observed: the pre-scan (`__flowsh_scan`) reads only the files named in `source:`; a
@@ -146,7 +146,7 @@ def test_validate_nested_library_compound_redirection(tmp_path: Path) -> None:
 @pytest.mark.parametrize("runtime", ALL, indirect=True)
 def test_nested_library_compound_redirection_in_every_step(runtime: str,
                                                           tmp_path: Path) -> None:
-    """HIGH (open). SOURCE-1, as above, on every runtime: the nested file's `{ g; } >
+    """HIGH. SOURCE-1, as above, on every runtime: the nested file's `{ g; } >
     side` is performed at evaluation and in every step. Expected: refused before
     any step (exit 2), `side` never written."""
     case = _case({"source": "lib.sh", "steps": [{"name": "a", "run": "f a"},
