@@ -215,3 +215,19 @@ def test_replayed_verbose_prints_flowsh_prelude_into_the_step_log(tmp_path: Path
     logs = list((tmp_path / ".home").glob("runs/*/a.log"))
     assert len(logs) == 1
     assert logs[0].read_text() == "f a\n"
+
+
+def test_unset_of_the_source_wrappers_skips_the_nested_scan(tmp_path: Path) -> None:
+    """LOW (needs intent). SOURCE-1: a redirection on a top-level compound command of a
+    file the library sources is refused before anything runs.
+
+    Observed (after fix 2): `unset -f . source` at the library's top level removes the
+    guard's wrappers, so the nested file is sourced unscanned again and `{ g; } > side`
+    is performed at validate. Expected: refused (exit 2, lib.sh:2), no `side`."""
+    (tmp_path / "lib.sh").write_text("f() { :; }\nunset -f . source\n"
+                                     ". \"$(dirname \"${BASH_SOURCE[0]}\")/inner.sh\"\n")
+    (tmp_path / "inner.sh").write_text("g() { :; }\n{ g; } > side\n")
+    (tmp_path / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f}\n")
+    res = _flowsh("validate", "flow.yaml", cwd=tmp_path)
+    assert not (tmp_path / "side").exists(), "validate ran a nested file's redirection"
+    assert res.returncode == 2 and "lib.sh:2" in res.stderr, res.stderr
