@@ -368,10 +368,12 @@ __flowsh_guard() {
       fi ;;
     unset\ *)
       # Unsetting FUNCNAME or a BASH_* variable takes its meaning away, and the guard's.
-      if [[ $cmd =~ FUNCNAME|BASH_|__flowsh_ ]] || ! __flowsh_literal "$cmd"; then
+      # `unset -f . source` would remove the wrappers that scan a nested file.
+      if [[ $cmd =~ FUNCNAME|BASH_|__flowsh_|[[:space:]](source|\.)([[:space:]]|$) ]] ||
+         ! __flowsh_literal "$cmd"; then
         __flowsh_refuse "$file" "$line" "\`$cmd\` would change how flowsh reads the file;\
- a library may not unset a variable named by another variable, FUNCNAME, BASH_* or\
- __flowsh_* at its top level (SOURCE-1)"
+ a library may not unset a variable named by another variable, FUNCNAME, BASH_*,\
+ __flowsh_*, or the functions source and . at its top level (SOURCE-1)"
         return 2
       fi ;;
   esac
