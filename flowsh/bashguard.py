@@ -167,6 +167,7 @@ __flowsh_same_defs() {
     __flowsh_defs=1
     set -- "${__flowsh_argv[@]}"
     { __flowsh_source "$@"; trap __flowsh_guard DEBUG; builtin source "$file"; trap - DEBUG
+      unset -f . source
     } >/dev/null 2>&1
     declare -f
   )
@@ -247,10 +248,28 @@ __flowsh_scan() {
   done
   [[ -n $bad ]] || return 0
   mapfile -t got <"$file"
-  for l in "$closer${bad//[[:space:]]/}" "${bad//[[:space:]]/}" "${word//[[:space:]]/}"; do
-    for ((n = 0; n < ${#got[@]}; n++)); do
-      at=${got[n]//[[:space:]]/}
-      [[ $at != *"$l"* ]] || break 2
+  # The parser keeps no line numbers: the line is found by its text, first outside what
+  # looks like a function's body (`f() {` .. a `}` as indented; a one-line `f() { ..; }`),
+  # which may hold the same text, then anywhere.
+  local -a infn=()
+  local fre='^([[:space:]]*)(function[[:space:]]+[^[:space:]()]+([[:space:]]*\(\))?|'
+  fre+='[A-Za-z_][A-Za-z0-9_:.-]*[[:space:]]*\(\))[[:space:]]*(\{.*)?$'
+  ind=
+  for ((n = 0; n < ${#got[@]}; n++)); do
+    if [[ -n $ind ]]; then
+      infn[n]=1
+      [[ ${got[n]} != "${ind#x}}"* ]] || ind=
+    elif [[ ${got[n]} =~ $fre ]]; then
+      infn[n]=1
+      [[ ${got[n]} =~ \}[[:space:]]*(\;[[:space:]]*)?$ ]] || ind=x${BASH_REMATCH[1]}
+    fi
+  done
+  for at in skip any; do
+    for l in "$closer${bad//[[:space:]]/}" "${bad//[[:space:]]/}" "${word//[[:space:]]/}"; do
+      for ((n = 0; n < ${#got[@]}; n++)); do
+        [[ $at == any || -z ${infn[n]-} ]] || continue
+        [[ ${got[n]//[[:space:]]/} != *"$l"* ]] || break 3
+      done
     done
   done
   (( n < ${#got[@]} )) && n=$((n + 1)) || n='?'
@@ -320,7 +339,8 @@ __flowsh_guard() {
   esac
   # A function named like a command the guard lets run (`test() { ..; }`, then `test -d .`)
   # would run in its place: such a command is a call, skipped like any other.
-  if [[ $word != *=* ]] && declare -F -- "$word" >/dev/null 2>&1; then
+  if [[ $word != *=* && $word != source && $word != . ]] &&
+     declare -F -- "$word" >/dev/null 2>&1; then
     __flowsh_skip "$file" "$line" "$cmd" "$word"
     return
   fi
@@ -348,10 +368,12 @@ __flowsh_guard() {
       fi ;;
     unset\ *)
       # Unsetting FUNCNAME or a BASH_* variable takes its meaning away, and the guard's.
-      if [[ $cmd =~ FUNCNAME|BASH_|__flowsh_ ]] || ! __flowsh_literal "$cmd"; then
+      # `unset -f . source` would remove the wrappers that scan a nested file.
+      if [[ $cmd =~ FUNCNAME|BASH_|__flowsh_|[[:space:]](source|\.)([[:space:]]|$) ]] ||
+         ! __flowsh_literal "$cmd"; then
         __flowsh_refuse "$file" "$line" "\`$cmd\` would change how flowsh reads the file;\
- a library may not unset a variable named by another variable, FUNCNAME, BASH_* or\
- __flowsh_* at its top level (SOURCE-1)"
+ a library may not unset a variable named by another variable, FUNCNAME, BASH_*,\
+ __flowsh_*, or the functions source and . at its top level (SOURCE-1)"
         return 2
       fi ;;
   esac
@@ -467,13 +489,30 @@ __flowsh_source() {
   __flowsh_subshell=$BASH_SUBSHELL
   # What the file changes in the functions, to compare with a definitions-only reading.
   [[ -n ${__flowsh_defs-} ]] || __flowsh_fb=$(declare -f)
+  # A file the library sources itself (`. "$DIR/inner.sh"`) is scanned the same way before
+  # bash reads it: only these wrappers see its expanded path. `source` goes through `.`,
+  # whose commands the guard lets run (it guards a frame named `source` only).
+  .() { __flowsh_scan "${1-}" || exit 2; builtin source "$@"; }
+  source() { . "$@"; }
   shopt -s extdebug
 }
 __flowsh_sourced() {
-  local rc=$1 file=$2 s
-  eval "$__flowsh_opts"
-  if [[ -n $__flowsh_e ]]; then set -e; fi
-  for s in "${__flowsh_sets[@]}"; do eval "$s"; done
+  local rc=$1 file=$2 s ps4=${PS4-}
+  unset -f . source
+  # `set -x` traces each command and expands PS4 for it (`PS4='$(cmd)'` runs cmd): on
+  # here, it would trace flowsh's own reading, evaluation and prelude (hundreds of
+  # commands, a different count on each runtime; at validate too). Noted instead
+  # (__flowsh_xtrace) and switched on right before the step's own text.
+  PS4=
+  {
+    eval "$__flowsh_opts"
+    if [[ -n $__flowsh_e ]]; then set -e; fi
+    for s in "${__flowsh_sets[@]}"; do eval "$s"; done
+    if [[ $- == *x* ]]; then set +x; __flowsh_xtrace+=x; fi
+    # `set -v` likewise: on here, bash would echo the rest of flowsh's prelude.
+    if [[ $- == *v* ]]; then set +v; __flowsh_xtrace+=v; fi
+  } 2>/dev/null
+  PS4=$ps4
   if (( rc == 1 )) && [[ ! -r $file ]]; then
     printf 'flowsh: cannot read %s\n' "$file" >&2
     exit 2
@@ -493,6 +532,12 @@ __flowsh_sourced() {
   return 0
 }
 """
+
+# The step's last prelude line: a library's `set -x`/`set -v` (noted by `__flowsh_sourced`)
+# traces or echoes the step's own commands only, as after a plain `source`.
+# `set` last (its value is only x and v letters), so nothing of flowsh's is traced after it.
+XTRACE_ON = ('[[ -z ${__flowsh_xtrace-} ]] || '
+             'eval "unset __flowsh_xtrace; set -$__flowsh_xtrace"')
 
 _CLEANUP = (
     "unset -f __flowsh_assign_only __flowsh_test __flowsh_refuse __flowsh_guard "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowsh.bashguard import XTRACE_ON
 from flowsh.config import load_user_config
 from flowsh.cron import parse
 from flowsh.embed import embed, mirror_word
@@ -315,7 +316,7 @@ def _step_context(
             prelude.append(step_prelude(refs))
             if if_ is not None:
                 # The test sees the libraries as the step does (IF-1, ENV-1).
-                if_ = step_prelude(refs) + "\n" + if_
+                if_ = step_prelude(refs) + "\n" + XTRACE_ON + "\n" + if_
         else:
             for ref in refs:
                 shown = ref.replace("'", "").replace('"', "")
@@ -324,6 +325,8 @@ def _step_context(
         if wf.strict:
             name = shell_name(shell)
             prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
+        if refs and shell_name(shell) == "bash":
+            prelude.append(XTRACE_ON)
         text = "\n".join([*prelude, step.run or ""])
         argv = [*(bash_quote(a) for a in shell), "-c", bash_quote(text),
                 bash_quote(f"flowsh:{step.name}")]

@@ -44,16 +44,22 @@ def step_prelude(refs: Sequence[str]) -> str:
         # above used the copies.
         "__flowsh_root=${FLOWSH_FILES-}/root",
         'if [[ -n ${FLOWSH_FILES-} && -d $__flowsh_root ]]; then',
+        # The copy's directory as written and resolved (`pwd -P`, `realpath`: the state
+        # directory may lie behind a symlink, as /tmp on macOS).
+        '  __flowsh_rootp=$(cd "$__flowsh_root" && pwd -P) || __flowsh_rootp=$__flowsh_root',
         '  while IFS= read -r __flowsh_n; do',
         r'    [[ $__flowsh_n =~ ^declare\ -[a-zA-Z-]*\ ([A-Za-z_][A-Za-z0-9_]*)= ]] || continue',
         '    __flowsh_n=${BASH_REMATCH[1]}',
         '    [[ $(declare -p "$__flowsh_n" 2>/dev/null) != "declare -"[aA]* ]] || continue',
-        '    [[ ${!__flowsh_n-} == "$__flowsh_root"/* ]] || continue',
-        '    printf -v "$__flowsh_n" %s "${!__flowsh_n#"$__flowsh_root"}"',
+        '    if [[ ${!__flowsh_n-} == "$__flowsh_root"/* ]]; then',
+        '      printf -v "$__flowsh_n" %s "${!__flowsh_n#"$__flowsh_root"}"',
+        '    elif [[ ${!__flowsh_n-} == "$__flowsh_rootp"/* ]]; then',
+        '      printf -v "$__flowsh_n" %s "${!__flowsh_n#"$__flowsh_rootp"}"',
+        '    fi',
         '  done <<<"${FLOWSH_LIBRARY_STATE-}"',
         'fi',
         'eval "$__flowsh_keep"',
-        _CLEANUP + " __flowsh_keep __flowsh_root __flowsh_n",
+        _CLEANUP + " __flowsh_keep __flowsh_root __flowsh_rootp __flowsh_n",
     ])
 
 

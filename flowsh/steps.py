@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from flowsh import calls
+from flowsh.bashguard import XTRACE_ON
 from flowsh.bashlib import STATE_EVAL, source_script
 from flowsh.envfile import read_env_file
 from flowsh.executor import Outcome
@@ -65,7 +66,8 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
         return [*shell, "-c", step.run or ""]  # python3 -c, node -e users set shell: "node -e"
     prelude = []
     sources = [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
-    if sources and name == "bash":
+    library = bool(sources) and name == "bash"
+    if library:
         names = sorted(n for n in set(keep) if IDENT.match(n))
         if names:
             prelude.append(f"__flowsh_keep=$(declare -p {' '.join(names)} 2>/dev/null)")
@@ -81,6 +83,8 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
         prelude.append(f". {path} || {{ echo 'flowsh: cannot source {path}' >&2; exit 2; }}")
     if wf.strict and not if_test:
         prelude.append("set -eo pipefail" if name in ("bash", "zsh", "ksh") else "set -e")
+    if library:
+        prelude.append(XTRACE_ON)
     text = "\n".join([*prelude, run or ""])
     return [*shell, "-c", text, f"flowsh:{step.name}"]
 
