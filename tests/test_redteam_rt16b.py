@@ -20,9 +20,7 @@ import pytest
 from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
-OPEN = frozenset({
-    "test_second_tick_of_a_slot_that_succeeded_meanwhile_does_not_run_it_again",
-})
+OPEN: frozenset[str] = frozenset()
 
 
 @pytest.fixture(autouse=True)
