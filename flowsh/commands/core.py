@@ -241,7 +241,7 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
                 # Another tick of this slot ran it while this one waited (SLOT-8).
                 cron.nothing_to_do(wf.name, f"slot {opts.scheduled_time} already "
                                    f"succeeded in run {done_by}: nothing to do",
-                                   err=json_events)
+                                   err=json_events, quiet=quiet)
                 return
             # The first that did not succeed decides the exit code and the transcript.
             run = next((r for r in runs if r.status != "succeeded"), runs[-1])
