@@ -157,11 +157,11 @@ def test_exported_script_line_mails_only_a_failure(flow: Path, tmp_path: Path,
     script = tmp_path / "nightly.sh"
     assert run_cli("export", str(flow), "--bash", "-o", str(script)).returncode == 0
     command = _line(flow, script=str(script))
-    ok = _cron(command, tmp_path)
+    ok = _cron(command, tmp_path, "2026-12-04T03:00:00Z")
     assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == "", ok.stdout + ok.stderr
     assert "ok      a" in (home / "cron" / "nightly.log").read_text()
     (tmp_path / "fail").touch()  # an exported script runs in its own directory
-    bad = _cron(command, tmp_path)
+    bad = _cron(command, tmp_path, "2026-12-05T03:00:00Z")
     assert bad.returncode != 0 and bad.stderr == ""
     # The log's tail (the script's own lines; step output is in its per-step logs).
     assert "ok      a" in bad.stdout and "failed" in bad.stdout, bad.stdout
