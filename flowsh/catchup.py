@@ -11,7 +11,7 @@ slot twice.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from flowsh.errors import UsageError
@@ -78,6 +78,35 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     runs.sort(key=lambda r: r[0])
     own = opts if first is None else replace(opts, resume=None, run_id=None)
     return [o for _, o in runs] + [own]
+
+
+def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime) -> str | None:
+    """The id of the latest run of `slot` (as an instant) that succeeded, if any."""
+    for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
+        if _slot_of(run.scheduled_time) == slot:
+            return run.run_id
+    return None
+
+
+@dataclass
+class Tick:
+    """A `--scheduled` tick's plan (SLOT-8): `plan`, but this slot's own run is left out
+    when a run of it succeeded meanwhile (another tick of the same slot held the lock
+    first); `done_by` then names that run. A resume of this slot's own run still runs."""
+
+    wf: Workflow
+    opts: RunOptions
+    texts: list[str]
+    slot: datetime
+    done_by: str | None = None
+
+    def __call__(self, backend: StateBackend) -> list[RunOptions]:
+        runs = plan(self.wf, backend, self.opts, self.texts, self.slot)
+        resumed = self.opts.resume
+        if resumed is not None and _slot_of(resumed.scheduled_time) == self.slot:
+            return runs
+        self.done_by = succeeded_run(backend, self.wf, self.slot)
+        return runs[:-1] if self.done_by is not None else runs
 
 
 def _slot_of(text: str | None) -> datetime | None:

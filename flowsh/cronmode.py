@@ -239,6 +239,17 @@ class CronOutput:
         finally:
             sys.stderr = real
 
+    def nothing_to_do(self, workflow: str, line: str, *, err: bool = False,
+                      quiet: bool = False) -> None:
+        """No run at all (SLOT-8): one line, kept in --log, not printed under --quiet or
+        --quiet-on-success (a success cron should not mail about); on stderr beside --json."""
+        if self.log is not None:
+            self._append(self._header(workflow, line))
+        if self._buffer is not None:
+            self._buffer.close()
+        if not (self.quiet_on_success or quiet):
+            (sys.stderr if err else sys.stdout).write(line + "\n")
+
     def finish(self, run: RunRecord) -> None:
         """Keep the transcript in --log; print it when the run failed (chronic)."""
         if self._buffer is None:

@@ -174,14 +174,14 @@ def render_crontab(
     path: str | None = None,
 ) -> str:
     """The marked crontab block for `wf` (BEGIN/END flowsh:IDENTITY comment lines)."""
-    from flowsh.cron import parse
+    from flowsh.cron import extensions, parse
     from flowsh.export import environment
 
     texts = list(exprs) if exprs else list(wf.schedule)
     if not texts:
         raise UsageError(f"{wf.path}: no `schedule` in the workflow; give one with --cron EXPR")
     entries = []
-    for text in texts:
+    for i, text in enumerate(texts):
         try:
             sched = parse(text)
         except ValueError as exc:
@@ -190,6 +190,13 @@ def render_crontab(
             raise UsageError(
                 f"{text!r}: cron has no seconds field; use `flowsh scheduler run` or --systemd"
             )
+        if extensions(sched):
+            # cron's own fields have no L, W or #: the line would never fire as meant.
+            key = ("--cron" if exprs else
+                   f"key {'schedule' if len(texts) == 1 else f'schedule.{i}'!r}")
+            raise UsageError(f"{wf.path}: {key}: {text!r} uses L, W or # (croniter's "
+                             "extensions, not cron's): cron cannot read it in a crontab "
+                             "line; use `flowsh scheduler run`, or write it with cron's fields")
         entries.append({"expr": sched.expr, "tz": sched.tz})
     job = scheduled_job(wf, script=script, path=path, exprs=exprs)
     # A crontab entry is one line: no quoting carries a newline through it (cron would

@@ -34,8 +34,10 @@ def _line(flow: Path, **kw: str) -> str:
     return line.removeprefix("0 2 * * * ")
 
 
-def _cron(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env={"HOME": str(cwd)},
+def _cron(command: str, cwd: Path, now: str | None = None) -> subprocess.CompletedProcess[str]:
+    # `now` (FLOWSH_NOW): a tick of another day; two ticks of one slot run it once (SLOT-8).
+    env = {"HOME": str(cwd), **({"FLOWSH_NOW": now} if now else {})}
+    return subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -54,7 +56,7 @@ def test_cron_line_is_silent_on_success_keeps_the_log_and_prints_a_failure(
     assert ">>" not in command and "2>&1" not in command
     assert "--resume --scheduled --quiet-on-success --log " in command
 
-    ok = _cron(command, tmp_path)
+    ok = _cron(command, tmp_path, "2026-12-04T03:00:00Z")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == "" and ok.stderr == ""  # nothing for cron to mail
     log = (home / "cron" / "nightly.log").read_text()
@@ -62,7 +64,7 @@ def test_cron_line_is_silent_on_success_keeps_the_log_and_prints_a_failure(
     assert oct((home / "cron" / "nightly.log").stat().st_mode & 0o777) == "0o600"
 
     (flow.parent / "fail").touch()
-    bad = _cron(command, tmp_path)
+    bad = _cron(command, tmp_path, "2026-12-05T03:00:00Z")
     assert bad.returncode == 1
     # chronic: the whole transcript, on stdout, only now — the step's output and the hint.
     assert "out of a" in bad.stdout and "b broke" in bad.stdout
@@ -72,7 +74,7 @@ def test_cron_line_is_silent_on_success_keeps_the_log_and_prints_a_failure(
 
     # --resume: the next tick finishes the failed run; `a` is not run again.
     (flow.parent / "fail").unlink()
-    again = _cron(command, tmp_path)
+    again = _cron(command, tmp_path, "2026-12-05T03:00:00Z")
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
     assert (flow.parent / "ran.txt").read_text() == "a ran\nb ran\na ran\nb ran\n"
     assert "resuming run" in (home / "cron" / "nightly.log").read_text()
@@ -155,11 +157,11 @@ def test_exported_script_line_mails_only_a_failure(flow: Path, tmp_path: Path,
     script = tmp_path / "nightly.sh"
     assert run_cli("export", str(flow), "--bash", "-o", str(script)).returncode == 0
     command = _line(flow, script=str(script))
-    ok = _cron(command, tmp_path)
+    ok = _cron(command, tmp_path, "2026-12-04T03:00:00Z")
     assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == "", ok.stdout + ok.stderr
     assert "ok      a" in (home / "cron" / "nightly.log").read_text()
     (tmp_path / "fail").touch()  # an exported script runs in its own directory
-    bad = _cron(command, tmp_path)
+    bad = _cron(command, tmp_path, "2026-12-05T03:00:00Z")
     assert bad.returncode != 0 and bad.stderr == ""
     # The log's tail (the script's own lines; step output is in its per-step logs).
     assert "ok      a" in bad.stdout and "failed" in bad.stdout, bad.stdout

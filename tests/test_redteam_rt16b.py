@@ -20,9 +20,7 @@ import pytest
 from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
-OPEN = frozenset({
-    "test_second_tick_of_a_slot_that_succeeded_meanwhile_does_not_run_it_again",
-})
+OPEN: frozenset[str] = frozenset()
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +112,46 @@ steps:
     assert second.returncode == 0, out
     assert done.read_text().split() == ["2026-12-04T02:00:00+00:00",
                                         "2026-12-05T02:00:00+00:00"]
+
+
+def test_second_tick_of_a_slot_in_the_exported_script_does_not_run_it_again(
+        tmp_path: Path, home: Path) -> None:
+    """The same race with the exported script (SLOT-8): its second `--scheduled` tick
+    waits for the lock, then finds the slot in the last run's checkpoint and runs nothing,
+    exit 0, one line."""
+    flow = tmp_path / "ov.yaml"
+    flow.write_text("""\
+name: ov
+schedule: "CRON_TZ=UTC 0 2 * * *"
+overlap: wait
+steps:
+  - name: day
+    run: |
+      echo "$FLOWSH_SCHEDULED_TIME" >> done
+      while [ ! -e go ]; do sleep 0.05; done
+""")
+    script = tmp_path / "ov.sh"
+    _ok(run_cli("export", str(flow), "--bash", "-o", str(script)))
+    env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(home),
+           "FLOWSH_NOW": "2026-12-05T03:00:00Z"}
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", str(script),
+           "--scheduled"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    done = tmp_path / "done"
+    try:
+        _poll(lambda: done.exists(), "the first tick")
+        second = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        # The second tick waits for the lock (its flock polls), then finds the slot done.
+    finally:
+        (tmp_path / "go").touch()
+    assert first.wait(timeout=120) == 0
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out
+    assert out.strip().startswith("slot 2026-12-05T02:00:00+00:00 already succeeded in run ")
+    assert out.strip().endswith(": nothing to do") and len(out.splitlines()) == 1, out
+    assert done.read_text().split() == ["2026-12-05T02:00:00+00:00"]
 
 
 # --- 3. the exported script's hashing of a big tree ---------------------------------------

@@ -46,11 +46,12 @@ def cron_command(entry: str) -> tuple[str, str]:
     return "".join(out), ""
 
 
-def cron(entry: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """Run a crontab entry's command as cron does: /bin/sh -c, cron's minimal environment."""
+def cron(entry: str, home: Path, now: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a crontab entry's command as cron does: /bin/sh -c, cron's minimal environment.
+    `now` (FLOWSH_NOW): a tick of another day; two ticks of one slot run it once (SLOT-8)."""
     command, stdin = cron_command(entry)
     env = {"HOME": str(home), "LOGNAME": "cronuser", "SHELL": "/bin/sh",
-           "PATH": "/usr/bin:/bin"}
+           "PATH": "/usr/bin:/bin", **({"FLOWSH_NOW": now} if now else {})}
     return subprocess.run(["/bin/sh", "-c", command], cwd=home, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -85,7 +86,7 @@ def test_cron_line_survives_spaces_quotes_percent_dollar_and_unicode(
     assert " succeeded ===" in log.read_text()
 
     (wf_dir / "fail").touch()
-    bad = cron(entry, tmp_path)
+    bad = cron(entry, tmp_path, "2099-01-01T03:00:00Z")  # the next day's tick, say
     assert bad.returncode == 1 and "b broke" in bad.stdout and bad.stderr == ""
 
 

@@ -330,6 +330,31 @@ def test_a_required_param_is_refused(fake_crontab: str, tmp_path: Path,
     assert read_table() == ""
 
 
+@pytest.mark.parametrize("expr", ["0 0 * * 5#2", "0 0 L * *", "0 0 15W * *"])
+def test_croniter_extensions_are_refused_in_a_crontab_line(
+        fake_crontab: str, tmp_path: Path, expr: str,
+        cli) -> None:  # type: ignore[no-untyped-def]
+    """rt16b #3: cron's fields have no L, W or #; the line would never fire as meant (cron
+    rejects it, or a `5#2` read loosely). Refused like `export --bash` and systemd do."""
+    env = {"FLOWSH_CRONTAB": fake_crontab, "FAKE_SPOOL": os.environ.get("FAKE_SPOOL", "")}
+    f = tmp_path / "w.yaml"
+    f.write_text(f'schedule: ["0 1 * * *", "{expr}"]\nsteps:\n  - {{name: s, run: "true"}}\n')
+    for args in (["schedule", "add", str(f)], ["export", str(f), "--crontab"]):
+        r = cli(*args, env=env)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "key 'schedule.1'" in r.stderr and expr in r.stderr, r.stderr
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == "", r.stderr
+    r = cli("schedule", "add", str(flow_file(tmp_path)), "--cron", expr, env=env)
+    assert r.returncode == 2 and "--cron" in r.stderr and expr in r.stderr, r.stderr
+    assert read_table() == ""
+
+
+def flow_file(tmp_path: Path) -> Path:
+    p = tmp_path / "nightly.yaml"
+    p.write_text(FLOW)
+    return p
+
+
 def test_the_line_carries_state_and_config(fake_crontab: str, tmp_path: Path,
                                            cli) -> None:  # type: ignore[no-untyped-def]
     """rt18 #15: FLOWSH_STATE / FLOWSH_CONFIG set when the line is written are on it, so a

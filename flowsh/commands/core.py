@@ -235,9 +235,14 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
             else:
                 _check_resumable(prior, wf, force=False)
                 opts.resume = prior
-        if texts and slot_at is not None and (
-                wf.catchup is not None or (earlier and opts.resume is not None)):
-            runs = _series(wf, opts, texts, slot_at)
+        if texts and slot_at is not None:
+            runs, done_by = _series(wf, opts, texts, slot_at)
+            if not runs and done_by is not None:
+                # Another tick of this slot ran it while this one waited (SLOT-8).
+                cron.nothing_to_do(wf.name, f"slot {opts.scheduled_time} already "
+                                   f"succeeded in run {done_by}: nothing to do",
+                                   err=json_events, quiet=quiet)
+                return
             # The first that did not succeed decides the exit code and the transcript.
             run = next((r for r in runs if r.status != "succeeded"), runs[-1])
         else:
@@ -294,13 +299,15 @@ def _same_slot(run: RunRecord, slot_at: Any) -> bool:
 
 
 def _series(wf: Workflow, opts: RunOptions, texts: list[str],
-            slot_at: Any) -> list[RunRecord]:
+            slot_at: Any) -> tuple[list[RunRecord], str | None]:
     """An unfinished run of an earlier slot taken up (SLOT-5) and the missed slots
-    (CATCHUP-1), oldest first, then this slot's run: under one hold of the lock."""
-    from flowsh.catchup import plan
+    (CATCHUP-1), oldest first, then this slot's run unless a run of it already succeeded
+    (SLOT-8; that run's id is returned): under one hold of the lock."""
+    from flowsh.catchup import Tick
     from flowsh.engine import run_series
 
-    return run_series(wf, opts, lambda backend: plan(wf, backend, opts, texts, slot_at))
+    tick = Tick(wf, opts, texts, slot_at)
+    return run_series(wf, opts, tick), tick.done_by
 
 
 def _latest_unfinished(wf: Workflow, state: str | None) -> RunRecord | None:
