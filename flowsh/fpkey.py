@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import stat
 from pathlib import Path
 
 from flowsh.errors import UsageError
+from flowsh.ownfile import NotOwn, make_once, read_own
 from flowsh.state import ensure_private_dir
 
 KEY_NAME = "fingerprint-key"
@@ -51,46 +50,23 @@ def fingerprint_key(home: Path) -> bytes:
 
 
 def _make(home: Path, path: Path) -> bytes:
-    # Written whole under a private name, then linked into place: a runner (or an exported
-    # script) making it at the same moment reads either no file or a complete one.
-    tmp = home / f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask says
-        os.write(fd, (secrets.token_hex(32) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:  # the other one won: use its key
-        pass
-    finally:
-        os.unlink(tmp)
+    # The runner or an exported script making it at the same moment: either one's key
+    # is the key.
+    make_once(path, secrets.token_hex(32) + "\n")
     return _read_own(path)
 
 
 def _read_own(path: Path) -> bytes:
     """The key in `path` if the file is a regular file of ours, mode 0600, holding 64 hex
     characters; else refused (another account could have planted it, or could read it)."""
+    advice = "delete it (a new key is made; steps that see a secret run once)"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise UsageError(f"{path}: {exc.strerror or exc}: delete it (a new key is made; "
-                         "steps that see a secret run once)") from None
-    try:
-        st = os.fstat(fd)
-        mode = stat.S_IMODE(st.st_mode)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or mode != 0o600:
-            raise UsageError(f"{path}: the fingerprint key must be a file of yours with mode "
-                             "0600: delete it (a new key is made; steps that see a secret "
-                             "run once)")
-        text = os.read(fd, 4096).decode("ascii", errors="replace").strip()
-    finally:
-        os.close(fd)
+        text = read_own(path)
+    except NotOwn as exc:
+        if not exc.opened:
+            raise UsageError(f"{path}: {exc}: {advice}") from None
+        raise UsageError(f"{path}: the fingerprint key must be a file of yours with mode "
+                         f"0600 ({exc}): {advice}") from None
     if not _HEX.match(text):
-        raise UsageError(f"{path}: not a fingerprint key (64 hex characters): delete it (a "
-                         "new key is made; steps that see a secret run once)")
+        raise UsageError(f"{path}: not a fingerprint key (64 hex characters): {advice}")
     return text.encode("ascii")
