@@ -51,8 +51,10 @@ def pool_dir(name: str, home: Path | None = None) -> Path:
 # as the step it left behind runs (a resume stops the orphan, which ends the keeper); a
 # kill of the runner's whole group takes it too and frees the slot (POOL-1). Ctrl-C is
 # the runner's to handle: the keeper ignores it. bash, not Python: a few milliseconds to
-# start, and its checks fork one `sleep` a second.
-_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1; done"
+# start, and its checks fork one `sleep` a second, without the slot's descriptor (FD>&-):
+# a sleep holding it outlived the keeper's kill at release by up to a second, and the
+# next step waited for a slot its run had given back.
+_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {fd}>&-; done"
 KEEPER_NAME = "flowsh-pool-keeper"
 
 
@@ -73,7 +75,8 @@ class Slot:
         target = f"-{pid}" if group else str(pid)
         try:
             self._keeper = subprocess.Popen(
-                ["bash", "-c", _KEEPER, KEEPER_NAME, target], pass_fds=(self._fd,),
+                ["bash", "-c", _KEEPER.format(fd=self._fd), KEEPER_NAME, target],
+                pass_fds=(self._fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={"PATH": os.defpath})
         except OSError:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,6 +147,13 @@ def test_release_ends_the_keeper_and_frees_the_slot_at_once(home: Path) -> None:
         held.keep_for(step.pid, group=False)
         keeper = held._keeper
         assert keeper is not None
+        # Released while the keeper waits in its `sleep`: that child must not hold the
+        # slot's descriptor (it outlived the keeper by up to a second).
+        children = Path(f"/proc/{keeper.pid}/task/{keeper.pid}/children")
+        deadline = time.monotonic() + 30
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "the keeper never started its sleep"
+            time.sleep(0.01)
         held.release()
         assert keeper.returncode is not None
         assert _free("db")
