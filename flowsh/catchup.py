@@ -18,7 +18,7 @@ from flowsh.errors import UsageError
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, latest_slot, parse_time, slots_between
-from flowsh.state import SUCCEEDED, StateBackend
+from flowsh.state import SUCCEEDED, RunRecord, SkipReason, StateBackend
 
 
 def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
@@ -81,11 +81,16 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
 
 
 def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime) -> str | None:
-    """The id of the latest run of `slot` (as an instant) that succeeded, if any."""
+    """The id of the latest run of `slot` (as an instant) that succeeded, if any. A run
+    of a selection (`--only`, `--from`, `--until`) left steps out: the slot is not done."""
     for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
-        if _slot_of(run.scheduled_time) == slot:
+        if _slot_of(run.scheduled_time) == slot and not _partial(backend.load_run(run.run_id)):
             return run.run_id
     return None
+
+
+def _partial(run: RunRecord) -> bool:
+    return any(r.skip_reason == SkipReason.NOT_SELECTED for r in run.steps.values())
 
 
 @dataclass
