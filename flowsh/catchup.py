@@ -66,13 +66,13 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
     slots of `catchup` but that one, then a run of `slot` itself."""
     first = opts.resume
-    if first is not None and _slot_of(first.scheduled_time) == slot:
+    if first is not None and _slot_of(first.scheduled_time) == slot.astimezone(timezone.utc):
         first = None  # this slot's own run, taken up: nothing comes before it
     todo = missed(wf, backend, texts, slot)
     runs: list[tuple[datetime, RunOptions]] = []
     if first is not None:
         when = _slot_of(first.scheduled_time)
-        todo = [t for t in todo if t != when]
+        todo = [t for t in todo if t.astimezone(timezone.utc) != when]
         runs.append((when or datetime.min.replace(tzinfo=timezone.utc), opts))
     runs.extend((t, options_for(opts, t)) for t in todo)
     runs.sort(key=lambda r: r[0])
@@ -83,6 +83,7 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
 def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime) -> str | None:
     """The id of the latest run of `slot` (as an instant) that succeeded, if any. A run
     of a selection (`--only`, `--from`, `--until`) left steps out: the slot is not done."""
+    slot = slot.astimezone(timezone.utc)
     for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
         if _slot_of(run.scheduled_time) == slot and not _partial(backend.load_run(run.run_id)):
             return run.run_id
@@ -108,15 +109,18 @@ class Tick:
     def __call__(self, backend: StateBackend) -> list[RunOptions]:
         runs = plan(self.wf, backend, self.opts, self.texts, self.slot)
         resumed = self.opts.resume
-        if resumed is not None and _slot_of(resumed.scheduled_time) == self.slot:
+        if resumed is not None and (_slot_of(resumed.scheduled_time)
+                                    == self.slot.astimezone(timezone.utc)):
             return runs
         self.done_by = succeeded_run(backend, self.wf, self.slot)
         return runs[:-1] if self.done_by is not None else runs
 
 
 def _slot_of(text: str | None) -> datetime | None:
+    # In UTC, and so compared with slots in UTC: an aware datetime in a repeated hour
+    # (01:30 on a fall-back day) is never equal to one in another zone (PEP 495).
     try:
-        return parse_time(text) if text else None
+        return parse_time(text).astimezone(timezone.utc) if text else None
     except ValueError:
         return None
 

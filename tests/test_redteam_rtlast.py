@@ -82,3 +82,43 @@ def test_script_tick_after_only_selection_runs_the_whole_slot(tmp_path: Path,
     r = _script(out, "--scheduled", home=home, now="2026-12-05T02:32:00Z")
     _ok(r)
     assert "already succeeded" in r.stdout
+
+
+DST_FLOW = """\
+name: dst
+schedule: "CRON_TZ=America/New_York 30 1 * * *"
+steps:
+  - name: a
+    run: echo "$FLOWSH_SCHEDULED_TIME" >> done
+"""
+
+
+def test_second_tick_of_a_slot_in_the_repeated_hour_runs_nothing(tmp_path: Path) -> None:
+    """HIGH. On a fall-back day the slot 01:30 America/New_York (01:30-04:00) is the tick's
+    slot at 05:45Z and again at 06:45Z (01:45 EST). `flowsh run --scheduled` ran it twice,
+    then a third time: SLOT-8's check compared the recorded slot (fixed offset) with the
+    zone's datetime, and an aware datetime in a repeated hour is never equal to one of
+    another zone (PEP 495). The exported script ran it once. Expected: once."""
+    flow = tmp_path / "dst.yaml"
+    flow.write_text(DST_FLOW)
+    for now in ("2026-11-01T05:45:00Z", "2026-11-01T06:45:00Z", "2026-11-01T06:50:00Z"):
+        _ok(run_cli("run", "-q", str(flow), "--scheduled", cwd=tmp_path,
+                    env={"FLOWSH_NOW": now}))
+    assert (tmp_path / "done").read_text().split() == ["2026-11-01T01:30:00-04:00"]
+
+
+def test_scheduled_resume_in_the_repeated_hour_takes_up_its_own_run(tmp_path: Path) -> None:
+    """MEDIUM. A run of the 01:30 slot on a fall-back day that failed, then `flowsh run
+    --scheduled --resume` in the same slot: the run was read as one of *another* slot
+    (SLOT-5's same-slot test, PEP 495 again), finished, and a new run of the same slot
+    started after it: the succeeded step ran twice. Expected: one resumed run."""
+    flow = tmp_path / "dst.yaml"
+    flow.write_text(DST_FLOW.replace('run: echo "$FLOWSH_SCHEDULED_TIME" >> done',
+                                     'run: echo "$FLOWSH_SCHEDULED_TIME" >> done\n'
+                                     "  - name: b\n    needs: [a]\n    run: test -e ok"))
+    env = {"FLOWSH_NOW": "2026-11-01T05:45:00Z"}
+    assert run_cli("run", "-q", str(flow), "--scheduled", cwd=tmp_path, env=env).returncode == 1
+    (tmp_path / "ok").write_text("")
+    _ok(run_cli("run", "-q", str(flow), "--scheduled", "--resume", cwd=tmp_path,
+                env={"FLOWSH_NOW": "2026-11-01T05:50:00Z"}))
+    assert (tmp_path / "done").read_text().split() == ["2026-11-01T01:30:00-04:00"]
