@@ -16,6 +16,8 @@ from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
 OPEN = frozenset({
+    "test_tick_with_other_params_runs_its_slot",
+    "test_script_tick_with_other_params_runs_its_slot",
 })
 
 
@@ -122,3 +124,43 @@ def test_scheduled_resume_in_the_repeated_hour_takes_up_its_own_run(tmp_path: Pa
     _ok(run_cli("run", "-q", str(flow), "--scheduled", "--resume", cwd=tmp_path,
                 env={"FLOWSH_NOW": "2026-11-01T05:50:00Z"}))
     assert (tmp_path / "done").read_text().split() == ["2026-11-01T01:30:00-04:00"]
+
+
+PARAM_FLOW = """\
+name: reg
+schedule: "CRON_TZ=UTC 0 2 * * *"
+params:
+  region: eu
+steps:
+  - name: a
+    run: echo "$region" >> done
+"""
+
+
+def test_tick_with_other_params_runs_its_slot(tmp_path: Path) -> None:
+    """HIGH (open: a contract question). Two crontab lines for one file and schedule,
+    `-- region=eu` and `-- region=us`: the second tick of the slot prints "slot ...
+    already succeeded in run <eu's run>: nothing to do" and exits 0, so `us` never runs,
+    silently, every day. SLOT-8 looks at the slot only, never at the run's parameters.
+    Expected: a run with other parameters is not this tick's run (compare the non-secret
+    params; secrets are masked in the record)."""
+    flow = tmp_path / "reg.yaml"
+    flow.write_text(PARAM_FLOW)
+    _ok(run_cli("run", "-q", str(flow), "--scheduled", "--", "region=eu", cwd=tmp_path,
+                env={"FLOWSH_NOW": "2026-12-05T02:30:00Z"}))
+    _ok(run_cli("run", "-q", str(flow), "--scheduled", "--", "region=us", cwd=tmp_path,
+                env={"FLOWSH_NOW": "2026-12-05T02:30:01Z"}))
+    assert (tmp_path / "done").read_text().split() == ["eu", "us"]
+
+
+def test_script_tick_with_other_params_runs_its_slot(tmp_path: Path, home: Path) -> None:
+    """HIGH (open). The exported script's flowsh_slot_done has the same hole."""
+    flow = tmp_path / "reg.yaml"
+    flow.write_text(PARAM_FLOW)
+    out = tmp_path / "reg.sh"
+    _ok(run_cli("export", "--bash", str(flow), "-o", str(out)))
+    _ok(_script(out, "-q", "--scheduled", "--", "region=eu", home=home,
+                now="2026-12-05T02:30:00Z"))
+    _ok(_script(out, "-q", "--scheduled", "--", "region=us", home=home,
+                now="2026-12-05T02:30:01Z"))
+    assert (tmp_path / "done").read_text().split() == ["eu", "us"]
