@@ -42,8 +42,11 @@ def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime
     policy = wf.catchup
     if policy is None or policy.policy == "none":
         return []
-    start = slot - timedelta(seconds=policy.window)
-    end = slot + timedelta(seconds=1) if include_slot else slot
+    # In UTC: `slot - window` on the zone's datetime is wall-clock arithmetic, an hour off
+    # across a DST change (a 3h window took 4 hours of slots on a fall-back night).
+    at = slot.astimezone(timezone.utc)
+    start = at - timedelta(seconds=policy.window)
+    end = at + timedelta(seconds=1) if include_slot else at
     try:
         slots = slots_between(texts, start, end)
     except ValueError as exc:  # a window of more than MAX_SLOTS fire times

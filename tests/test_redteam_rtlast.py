@@ -164,3 +164,20 @@ def test_script_tick_with_other_params_runs_its_slot(tmp_path: Path, home: Path)
     _ok(_script(out, "-q", "--scheduled", "--", "region=us", home=home,
                 now="2026-12-05T02:30:01Z"))
     assert (tmp_path / "done").read_text().split() == ["eu", "us"]
+
+
+def test_catchup_window_is_a_duration_across_fall_back(tmp_path: Path) -> None:
+    """LOW. `catchup: {window: 3h}` on an hourly America/New_York schedule, ticking at
+    02:10 EST on the fall-back night: the window [S - 3h, S) was computed on the zone's
+    wall clock (S - 3h = 23:00 EDT, 4 real hours), so 4 missed slots ran, 23:00-04:00
+    included. Expected (CATCHUP-1, `window` a duration): 00:00-04:00, 01:00-04:00,
+    01:00-05:00, then the tick's own 02:00-05:00."""
+    flow = tmp_path / "hourly.yaml"
+    flow.write_text('name: hourly\nschedule: "CRON_TZ=America/New_York 0 * * * *"\n'
+                    "catchup: {window: 3h, policy: all}\nsteps:\n  - name: a\n"
+                    '    run: echo "$FLOWSH_SCHEDULED_TIME" >> done\n')
+    _ok(run_cli("run", "-q", str(flow), "--scheduled", cwd=tmp_path,
+                env={"FLOWSH_NOW": "2026-11-01T07:10:00Z"}))
+    assert (tmp_path / "done").read_text().split() == [
+        "2026-11-01T00:00:00-04:00", "2026-11-01T01:00:00-04:00",
+        "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]
