@@ -18,7 +18,7 @@ from flowsh.errors import UsageError
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, latest_slot, parse_time, slots_between
-from flowsh.state import SUCCEEDED, StateBackend
+from flowsh.state import SUCCEEDED, RunRecord, SkipReason, StateBackend
 
 
 def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
@@ -42,8 +42,11 @@ def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime
     policy = wf.catchup
     if policy is None or policy.policy == "none":
         return []
-    start = slot - timedelta(seconds=policy.window)
-    end = slot + timedelta(seconds=1) if include_slot else slot
+    # In UTC: `slot - window` on the zone's datetime is wall-clock arithmetic, an hour off
+    # across a DST change (a 3h window took 4 hours of slots on a fall-back night).
+    at = slot.astimezone(timezone.utc)
+    start = at - timedelta(seconds=policy.window)
+    end = at + timedelta(seconds=1) if include_slot else at
     try:
         slots = slots_between(texts, start, end)
     except ValueError as exc:  # a window of more than MAX_SLOTS fire times
@@ -66,13 +69,13 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
     slots of `catchup` but that one, then a run of `slot` itself."""
     first = opts.resume
-    if first is not None and _slot_of(first.scheduled_time) == slot:
+    if first is not None and _slot_of(first.scheduled_time) == slot.astimezone(timezone.utc):
         first = None  # this slot's own run, taken up: nothing comes before it
     todo = missed(wf, backend, texts, slot)
     runs: list[tuple[datetime, RunOptions]] = []
     if first is not None:
         when = _slot_of(first.scheduled_time)
-        todo = [t for t in todo if t != when]
+        todo = [t for t in todo if t.astimezone(timezone.utc) != when]
         runs.append((when or datetime.min.replace(tzinfo=timezone.utc), opts))
     runs.extend((t, options_for(opts, t)) for t in todo)
     runs.sort(key=lambda r: r[0])
@@ -81,11 +84,17 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
 
 
 def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime) -> str | None:
-    """The id of the latest run of `slot` (as an instant) that succeeded, if any."""
+    """The id of the latest run of `slot` (as an instant) that succeeded, if any. A run
+    of a selection (`--only`, `--from`, `--until`) left steps out: the slot is not done."""
+    slot = slot.astimezone(timezone.utc)
     for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
-        if _slot_of(run.scheduled_time) == slot:
+        if _slot_of(run.scheduled_time) == slot and not _partial(backend.load_run(run.run_id)):
             return run.run_id
     return None
+
+
+def _partial(run: RunRecord) -> bool:
+    return any(r.skip_reason == SkipReason.NOT_SELECTED for r in run.steps.values())
 
 
 @dataclass
@@ -103,15 +112,18 @@ class Tick:
     def __call__(self, backend: StateBackend) -> list[RunOptions]:
         runs = plan(self.wf, backend, self.opts, self.texts, self.slot)
         resumed = self.opts.resume
-        if resumed is not None and _slot_of(resumed.scheduled_time) == self.slot:
+        if resumed is not None and (_slot_of(resumed.scheduled_time)
+                                    == self.slot.astimezone(timezone.utc)):
             return runs
         self.done_by = succeeded_run(backend, self.wf, self.slot)
         return runs[:-1] if self.done_by is not None else runs
 
 
 def _slot_of(text: str | None) -> datetime | None:
+    # In UTC, and so compared with slots in UTC: an aware datetime in a repeated hour
+    # (01:30 on a fall-back day) is never equal to one in another zone (PEP 495).
     try:
-        return parse_time(text) if text else None
+        return parse_time(text).astimezone(timezone.utc) if text else None
     except ValueError:
         return None
 

@@ -161,7 +161,9 @@ def same_slot(a: str | None, b: datetime) -> bool:
     if not a:
         return False
     try:
-        return parse_time(a) == b
+        # Both in UTC: a slot in a repeated hour (01:30 on a fall-back day) compares
+        # unequal to any datetime of another zone, itself included (PEP 495).
+        return parse_time(a).astimezone(timezone.utc) == b.astimezone(timezone.utc)
     except ValueError:
         return False
 
