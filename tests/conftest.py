@@ -119,6 +119,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+def poll(cond: Callable[[], object], what: str, limit: float = 60.0) -> None:
+    """Until `cond()` is true; AssertionError naming `what` after `limit` seconds."""
+    import time
+
+    end = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def wait_dead(pid: int, seconds: float = 5.0) -> bool:
     import time
 

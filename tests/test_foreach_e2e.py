@@ -10,20 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import poll as _poll
+
 FLOWSH = [sys.executable, "-m", "flowsh"]
-
-
-def _poll(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,12 @@ import pytest
 
 from flowsh import hookimpl, plugins
 from flowsh.state import RunRecord
+from tests.conftest import poll as _poll
 
 FLOWSH = [sys.executable, "-m", "flowsh"]
 # Each step records when it held the pool: its start, a pause, its end (all in the slot).
 HELD = ('date +%s.%N > "$OUT/$FLOWSH_WORKFLOW.$FLOWSH_STEP.start"; sleep 0.6; '
         'date +%s.%N > "$OUT/$FLOWSH_WORKFLOW.$FLOWSH_STEP.end"')
-
-
-def _poll(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _flow(path: Path, name: str, steps: int, size: int = 2) -> Path:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import poll as _poll
 from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass to be
@@ -39,14 +39,6 @@ def _script(path: Path, *args: str, home: Path) -> subprocess.CompletedProcess[s
     env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(home)}
     return subprocess.run(["bash", str(path), *args], cwd=path.parent, env=env, text=True,
                           capture_output=True, timeout=120, check=False)
-
-
-def _poll(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # --- call: ----------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import poll as _poll
 from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
@@ -31,14 +31,6 @@ def _open_findings(request: pytest.FixtureRequest) -> None:
 
 def _ok(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def _poll(cond: object, what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 SLOT_FLOW = """\

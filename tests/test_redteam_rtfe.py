@@ -13,11 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import poll as _poll
 
 FLOWSH = [sys.executable, "-m", "flowsh"]
 
@@ -29,14 +30,6 @@ OPEN: frozenset[str] = frozenset()
 def _open_findings(request: pytest.FixtureRequest) -> None:
     if request.node.name in OPEN:
         request.applymarker(pytest.mark.xfail(strict=True, reason="rtfe finding still open"))
-
-
-def _poll(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
