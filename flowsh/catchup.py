@@ -11,11 +11,13 @@ slot twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from flowsh.errors import UsageError
 from flowsh.model import Workflow
+from flowsh.runenv import resolve_params
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, latest_slot, parse_time, slots_between
 from flowsh.state import SUCCEEDED, RunRecord, SkipReason, StateBackend
@@ -83,12 +85,22 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     return [o for _, o in runs] + [own]
 
 
-def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime) -> str | None:
-    """The id of the latest run of `slot` (as an instant) that succeeded, if any. A run
-    of a selection (`--only`, `--from`, `--until`) left steps out: the slot is not done."""
+def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime,
+                  params: Mapping[str, str]) -> str | None:
+    """The id of the latest run of `slot` (as an instant) with these `params` that
+    succeeded, if any. A run of a selection (`--only`, `--from`, `--until`) left steps out:
+    the slot is not done. Nor by a run with other params (two crontab lines, `region=eu`
+    and `region=us`, are two jobs); secret params are not recorded and not compared."""
     slot = slot.astimezone(timezone.utc)
+    secret = wf.secret_names()
+
+    def plain(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in values.items() if k not in secret}
+
+    want = plain(params)
     for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
-        if _slot_of(run.scheduled_time) == slot and not _partial(backend.load_run(run.run_id)):
+        if (_slot_of(run.scheduled_time) == slot and plain(run.params) == want
+                and not _partial(backend.load_run(run.run_id))):
             return run.run_id
     return None
 
@@ -115,7 +127,8 @@ class Tick:
         if resumed is not None and (_slot_of(resumed.scheduled_time)
                                     == self.slot.astimezone(timezone.utc)):
             return runs
-        self.done_by = succeeded_run(backend, self.wf, self.slot)
+        self.done_by = succeeded_run(backend, self.wf, self.slot,
+                                     resolve_params(self.wf, self.opts.params, None))
         return runs[:-1] if self.done_by is not None else runs
 
 

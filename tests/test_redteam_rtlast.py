@@ -16,8 +16,6 @@ from tests.conftest import run_cli
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
 OPEN = frozenset({
-    "test_tick_with_other_params_runs_its_slot",
-    "test_script_tick_with_other_params_runs_its_slot",
 })
 
 
