@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -75,7 +76,10 @@ class Slot:
         target = f"-{pid}" if group else str(pid)
         try:
             self._keeper = subprocess.Popen(
-                ["bash", "-c", _KEEPER.format(fd=self._fd), KEEPER_NAME, target],
+                # bash from the runner's PATH: the keeper's own is the bare default, and
+                # bash may live elsewhere (/usr/local/bin, NixOS)
+                [shutil.which("bash") or "bash", "-c", _KEEPER.format(fd=self._fd),
+                 KEEPER_NAME, target],
                 pass_fds=(self._fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={"PATH": os.defpath})
