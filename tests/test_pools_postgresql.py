@@ -75,3 +75,44 @@ def test_a_sigkilled_holder_on_one_host_frees_the_slot_on_another(
         if step:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(step, signal.SIGKILL)
+
+
+def test_a_slot_whose_live_holder_lost_its_lock_is_not_taken(
+        tmp_path: Path, pg_url: str) -> None:
+    """The gap of POOL-8: a runner whose pool connection the server dropped runs its step
+    on until its watcher notices. Here that runner is a session holding run r-east's
+    liveness lock, with `flowsh_pool_holders` naming r-east for slot db/0 and the slot's
+    advisory lock free, as right after the drop. Another host MUST wait for that run to
+    end, not take the free lock and start beside it."""
+    from flowsh.builtin.pg_locks import advisory_key
+    from flowsh.store import open_backend
+
+    schema = pg_url.rsplit("%3D", 1)[1]
+    open_backend(pg_url).close()  # creates the schema and its tables
+    out = tmp_path / "out"
+    out.mkdir()
+    flow = tmp_path / "west.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                    + json.dumps('touch "$OUT/ran"') + "}\n")
+    with psycopg.connect(pg_url, autocommit=True) as east:
+        east.execute("SELECT pg_advisory_lock(%s)", (advisory_key("runner", schema, "r-east"),))
+        east.execute("INSERT INTO flowsh_pool_holders (key, run_id, since) VALUES (%s, %s, 0)",
+                     (advisory_key("pool", schema, "db/0"), "r-east"))
+        err = tmp_path / "west.err"
+        with open(err, "w") as fh:
+            west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                    env=_host(tmp_path, "west", pg_url, out),
+                                    stdout=subprocess.DEVNULL, stderr=fh)
+        try:
+            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
+                  "the other host to wait")
+            assert not (out / "ran").exists(), err.read_text()
+            assert west.poll() is None, err.read_text()
+        except BaseException:
+            west.kill()
+            raise
+    # r-east's session is gone: its run has ended, and the slot is free.
+    assert west.wait(timeout=60) == 0, err.read_text()
+    assert (out / "ran").exists()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM flowsh_pool_holders").fetchone() == (0,)

@@ -6,6 +6,7 @@ holder's connection goes, whatever killed it (docs/distributed.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import select
@@ -54,6 +55,7 @@ class PgLocks:
         self._wakes: list[Callable[[], None]] = []
         self._watcher: threading.Thread | None = None
         self.lost: StateError | None = None
+        self.run_id: str | None = None  # the run whose liveness lock this process holds
 
     def _lock_key(self, kind: str, name: str) -> int:
         # The schema is part of the key: advisory locks are per database, and two flowsh
@@ -133,12 +135,16 @@ class PgLocks:
             return None
         held = _HeldLock(self, conn, key, f"run {run_id}", run_id)
         self.held.append(held)
+        self.run_id = run_id
         return held
 
     def runner_alive(self, run: RunRecord) -> bool:
+        return self.run_alive(run.run_id)
+
+    def run_alive(self, run_id: str) -> bool:
         """Whether any session holds the run's liveness lock, from pg_locks: a read that
         never takes the lock, so it cannot make a starting runner think it is taken."""
-        key = self._lock_key("runner", run.run_id)
+        key = self._lock_key("runner", run_id)
         row = self.b._do(lambda c: c.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
@@ -364,10 +370,45 @@ class PgPoolLocks:
             self.held.conn = conn
 
     def try_lock(self, pool: str, index: int) -> bool:
-        return self._query("SELECT pg_try_advisory_lock(%s)", pool, index)
+        if not self._query("SELECT pg_try_advisory_lock(%s)", pool, index):
+            return False
+        # A free lock does not mean a free slot: a holder whose connection the server
+        # dropped still runs its step until its watcher notices (WATCH_EVERY, more on a
+        # loaded host), and taking the slot in that gap put two steps in a pool of one.
+        # So a holder is also written down, and a slot whose last holder never let it go
+        # is taken only once that run has ended (its liveness lock gone).
+        key, locks = self._key(pool, index), self.locks
+        try:
+            row = locks.b._do(lambda c: c.execute(
+                "SELECT run_id FROM flowsh_pool_holders WHERE key = %s", (key,)).fetchone(),
+                single=True)
+            if row and row[0] != locks.run_id and locks.run_alive(str(row[0])):
+                self._query("SELECT pg_advisory_unlock(%s)", pool, index)
+                return False
+            if locks.run_id is not None:
+                args = (key, locks.run_id, time.time())
+                locks.b._do(lambda c: c.execute(
+                    "INSERT INTO flowsh_pool_holders (key, run_id, since) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, "
+                    "since = excluded.since", args), single=True)
+        except BaseException:
+            with contextlib.suppress(StateError):
+                self._query("SELECT pg_advisory_unlock(%s)", pool, index)
+            raise
+        return True
 
     def unlock(self, pool: str, index: int) -> None:
-        if self.locks.lost is not None:  # the server dropped it: nothing to let go
+        # The attempt has ended (its processes are gone): the slot is free for any host,
+        # even when this run lost the lock meanwhile.
+        key, locks = self._key(pool, index), self.locks
+        if locks.run_id is not None:
+            args = (key, locks.run_id)
+            # Kept when the server is away: other hosts then wait until this run ends.
+            with contextlib.suppress(StateError):
+                locks.b._do(lambda c: c.execute(
+                    "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
+                    single=True)
+        if locks.lost is not None:  # the server dropped it: nothing to let go
             if self.held is not None:
                 self.held.slots.pop(f"{pool}/{index}", None)
             return

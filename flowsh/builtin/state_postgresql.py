@@ -66,6 +66,15 @@ MIGRATIONS: tuple[str, ...] = (
         since double precision NOT NULL
     );
     """,
+    # POOL-8: who holds each cross-host pool slot, so a slot whose holder lost its
+    # connection is not taken while that run may still run its step.
+    """
+    CREATE TABLE flowsh_pool_holders (
+        key bigint PRIMARY KEY,
+        run_id text NOT NULL,
+        since double precision NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long a transition waits for a server that dropped its connection to take it again
