@@ -305,3 +305,25 @@ def test_a_seed_file_among_workflows_is_listed_not_sourced(home: Path, tmp_path:
                      f"/api/v1/runs/{run_id}/steps/a/log", "/dashboard/cards"):
             assert srv.client.get(path).status_code == 200, path
         assert not proof.exists(), "showing the run sourced its file"
+
+
+def test_a_call_step_links_its_child_run_and_back(home: Path, tmp_path: Path) -> None:
+    """A `call:` step's child run (CALL-*): the API gives the step's `child_run` and the
+    child's `parent_run`/`parent_step`, and each run's page links to the other."""
+    (tmp_path / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\nsteps:\n  - name: sub\n    call: child.yaml\n")
+    done = run_cli("run", "--json", str(parent))
+    assert done.returncode == 0, done.stderr
+    parent_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    with serve(home) as srv:
+        run = srv.client.get(f"/api/v1/runs/{parent_id}").json()
+        child_id = next(s for s in run["steps"] if s["name"] == "sub")["child_run"]
+        assert child_id and child_id != parent_id
+        child = srv.client.get(f"/api/v1/runs/{child_id}").json()
+        assert (child["workflow"], child["parent_run"], child["parent_step"]) == \
+            ("child", parent_id, "sub")
+        assert f'class="child-run" href="/runs/{child_id}"' in \
+            srv.client.get(f"/runs/{parent_id}").text
+        assert f'class="parent-run" href="/runs/{parent_id}"' in \
+            srv.client.get(f"/runs/{child_id}").text

@@ -166,3 +166,36 @@ def test_usable_on_a_phone(browser: Browser, night: tuple[Server, Path], tmp_pat
     page.goto(srv.url + "/")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     _shot(page, tmp_path, "ui-phone.png")
+
+
+def test_a_call_step_links_its_child_run_live(browser: Browser, home: Path,
+                                              tmp_path: Path) -> None:
+    """A run page open before its `call:` step starts gets the link to the child run live,
+    without a reload; the child's page links back."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flag = tmp_path / "go"
+    (flows / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
+    (flows / "parent.yaml").write_text(
+        "name: parent\nsteps:\n  - name: first\n"
+        f"    run: while [ ! -f '{flag}' ]; do sleep 0.05; done\n"
+        "  - name: sub\n    needs: [first]\n    call: child.yaml\n")
+    with serve(home, "--workflows", str(flows)) as srv:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(srv.printed)
+        page.locator('section.wf[data-workflow="parent"]').get_by_role(
+            "button", name="Start run").click()
+        page.wait_for_url("**/runs/*")
+        page.evaluate("window.__sameDocument = true")
+        sub = page.locator('details.log[data-step="sub"]')
+        expect(sub).to_have_attribute("data-status", "pending", timeout=20_000)
+        assert sub.locator(".child-run").count() == 0
+        flag.touch()
+        expect(page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        link = sub.locator("a.child-run")
+        expect(link).to_be_visible()
+        assert page.evaluate("window.__sameDocument") is True  # live, not reloaded
+        link.click()
+        page.wait_for_url("**/runs/*")
+        expect(page.locator("h1")).to_have_text("child")
+        expect(page.locator("a.parent-run")).to_be_visible()

@@ -129,6 +129,7 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "status": run.status, "exit_code": run.exit_code, "started_at": run.started_at,
         "ended_at": run.ended_at, "duration": run.duration, "params": dict(run.params),
         "host": run.host, "pid": run.pid, "resumed_from": run.resumed_from,
+        "parent_run": run.parent_run, "parent_step": run.parent_step,
     }
 
 
@@ -220,7 +221,7 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
             "exit_code": rec.exit_code, "signal": rec.signal, "started_at": rec.started_at,
             "ended_at": rec.ended_at, "duration": rec.duration, "message": rec.message,
             "needs": needs.get(name, []) if (p := instance_parent(name)) is None else [p],
-            "has_log": bool(rec.log_path),
+            "has_log": bool(rec.log_path), "child_run": rec.child_run,
             "attempt_spans": [{"attempt": s.attempt, "start": s.start, "end": s.end,
                                "status": s.status}
                               for s in segments_from_events(events, rec)],

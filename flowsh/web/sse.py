@@ -34,13 +34,16 @@ def snapshot(url: str | None, run_id: str) -> dict[str, Any]:
     run = data.load_run(url, run_id)
     return {**data.run_summary(run),
             "steps": {n: {"status": r.status, "attempts": r.attempts, "exit_code": r.exit_code,
-                          "duration": r.duration, "message": r.message}
+                          "duration": r.duration, "message": r.message,
+                          "child_run": r.child_run}
                       for n, r in run.steps.items()}}
 
 
 def _key(snap: dict[str, Any]) -> str:
-    """What counts as a change: statuses, attempts, exit codes (not the ticking durations)."""
-    steps = {n: (s["status"], s["attempts"], s["exit_code"]) for n, s in snap["steps"].items()}
+    """What counts as a change: statuses, attempts, exit codes, a call's child run (not the
+    ticking durations)."""
+    steps = {n: (s["status"], s["attempts"], s["exit_code"], s["child_run"])
+             for n, s in snap["steps"].items()}
     return json.dumps([snap["status"], snap["exit_code"], steps])
 
 

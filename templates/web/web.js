@@ -120,6 +120,17 @@
       if (st.exit_code !== null) text += " · exit " + st.exit_code;
       if (st.attempts > 1) text += " · " + st.attempts + " attempts";
       if (meta) meta.textContent = text;
+      if (st.child_run && !det.querySelector("summary .child-run")) {
+        // A `call:` step's child run exists once the step starts: link to it.
+        const a = document.createElement("a");
+        a.className = "child-run";
+        a.href = "/runs/" + encodeURIComponent(st.child_run);
+        a.append("child run ");
+        const code = document.createElement("code");
+        code.textContent = st.child_run;
+        a.append(code);
+        det.querySelector("summary").append(a);
+      }
       const log = logs.get(name);
       const attemptsWas = det.dataset.attempts;
       det.dataset.attempts = String(st.attempts);
