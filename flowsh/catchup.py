@@ -19,7 +19,7 @@ from flowsh.errors import UsageError
 from flowsh.model import Workflow
 from flowsh.runenv import resolve_params
 from flowsh.runopts import RunOptions
-from flowsh.slot import format_time, latest_slot, parse_time, slots_between
+from flowsh.slot import format_time, latest_slot, parse_instant, slots_by_instant
 from flowsh.state import SUCCEEDED, RunRecord, SkipReason, StateBackend
 
 
@@ -29,7 +29,7 @@ def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
     for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
         if run.scheduled_time:
             try:
-                done.add(parse_time(run.scheduled_time).astimezone(timezone.utc))
+                done.add(parse_instant(run.scheduled_time))
             except ValueError:
                 continue  # a record edited by hand: not a slot
     return done
@@ -41,23 +41,30 @@ def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime
 
     The window is [slot - window, slot): its start is included, and `slot` itself only
     when `include_slot` (by hand, no run is about to stand for it)."""
+    return list(_missed(wf, backend, texts, slot.astimezone(timezone.utc),
+                        include_slot).values())
+
+
+def _missed(wf: Workflow, backend: StateBackend, texts: list[str], at: datetime,
+            include_slot: bool = False) -> dict[datetime, datetime]:
+    """`missed`, each slot keyed by its instant: `at` and the keys are in UTC, the one form
+    slots are compared in (an aware datetime in a repeated hour, 01:30 on a fall-back day,
+    is never equal to one in another zone: PEP 495); the values keep their zone's offset
+    for FLOWSH_SCHEDULED_TIME."""
     policy = wf.catchup
     if policy is None or policy.policy == "none":
-        return []
+        return {}
     # In UTC: `slot - window` on the zone's datetime is wall-clock arithmetic, an hour off
     # across a DST change (a 3h window took 4 hours of slots on a fall-back night).
-    at = slot.astimezone(timezone.utc)
     start = at - timedelta(seconds=policy.window)
     end = at + timedelta(seconds=1) if include_slot else at
     try:
-        slots = slots_between(texts, start, end)
+        slots = slots_by_instant(texts, start, end)
     except ValueError as exc:  # a window of more than MAX_SLOTS fire times
         raise UsageError(f"{wf.path}: key 'catchup': {exc}") from None
     done = succeeded_slots(backend, wf)
-    todo = [t for t in slots if t.astimezone(timezone.utc) not in done]
-    if policy.policy == "latest":
-        return todo[-1:]
-    return todo
+    todo = [(u, t) for u, t in slots.items() if u not in done]
+    return dict(todo[-1:] if policy.policy == "latest" else todo)
 
 
 def options_for(opts: RunOptions, slot: datetime) -> RunOptions:
@@ -70,16 +77,18 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     """A scheduled tick's runs, oldest slot first: `opts.resume` when it is an unfinished
     run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
     slots of `catchup` but that one, then a run of `slot` itself."""
+    at = slot.astimezone(timezone.utc)
     first = opts.resume
-    if first is not None and _slot_of(first.scheduled_time) == slot.astimezone(timezone.utc):
+    if first is not None and _slot_of(first.scheduled_time) == at:
         first = None  # this slot's own run, taken up: nothing comes before it
-    todo = missed(wf, backend, texts, slot)
+    todo = _missed(wf, backend, texts, at)
     runs: list[tuple[datetime, RunOptions]] = []
     if first is not None:
         when = _slot_of(first.scheduled_time)
-        todo = [t for t in todo if t.astimezone(timezone.utc) != when]
+        if when is not None:
+            todo.pop(when, None)
         runs.append((when or datetime.min.replace(tzinfo=timezone.utc), opts))
-    runs.extend((t, options_for(opts, t)) for t in todo)
+    runs.extend((u, options_for(opts, t)) for u, t in todo.items())
     runs.sort(key=lambda r: r[0])
     own = opts if first is None else replace(opts, resume=None, run_id=None)
     return [o for _, o in runs] + [own]
@@ -121,11 +130,13 @@ class Tick:
     slot: datetime
     done_by: str | None = None
 
+    def __post_init__(self) -> None:
+        self.slot = self.slot.astimezone(timezone.utc)  # compared as an instant only
+
     def __call__(self, backend: StateBackend) -> list[RunOptions]:
         runs = plan(self.wf, backend, self.opts, self.texts, self.slot)
         resumed = self.opts.resume
-        if resumed is not None and (_slot_of(resumed.scheduled_time)
-                                    == self.slot.astimezone(timezone.utc)):
+        if resumed is not None and _slot_of(resumed.scheduled_time) == self.slot:
             return runs
         self.done_by = succeeded_run(backend, self.wf, self.slot,
                                      resolve_params(self.wf, self.opts.params, None))
@@ -136,7 +147,7 @@ def _slot_of(text: str | None) -> datetime | None:
     # In UTC, and so compared with slots in UTC: an aware datetime in a repeated hour
     # (01:30 on a fall-back day) is never equal to one in another zone (PEP 495).
     try:
-        return parse_time(text).astimezone(timezone.utc) if text else None
+        return parse_instant(text) if text else None
     except ValueError:
         return None
 
