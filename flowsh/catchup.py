@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 
 from flowsh.errors import UsageError
 from flowsh.model import Workflow
@@ -23,16 +24,47 @@ from flowsh.slot import format_time, latest_slot, parse_instant, slots_by_instan
 from flowsh.state import SUCCEEDED, RunRecord, SkipReason, StateBackend
 
 
+class Succeeded:
+    """This workflow's succeeded runs by the slot they stand for, read from the store once
+    and only when asked: a tick's catch-up and its own slot (SLOT-8) ask the same
+    question of the same runs, and a store of many runs makes the read the tick's cost."""
+
+    def __init__(self, backend: StateBackend, wf: Workflow) -> None:
+        self.backend = backend
+        self.wf = wf
+
+    @cached_property
+    def by_slot(self) -> dict[datetime, list[RunRecord]]:
+        """Each slot (its UTC instant) and its succeeded runs, newest first."""
+        found: dict[datetime, list[RunRecord]] = {}
+        for run in self.backend.list_runs(self.wf.identity,
+                                          statuses=frozenset({SUCCEEDED})):
+            when = _slot_of(run.scheduled_time)  # None: no slot, or a record edited by hand
+            if when is not None:
+                found.setdefault(when, []).append(run)
+        return found
+
+    def run_for(self, at: datetime, params: Mapping[str, str]) -> str | None:
+        """The id of the latest run of `at` (a UTC instant) with these `params` that
+        succeeded, if any. A run of a selection (`--only`, `--from`, `--until`) left steps
+        out: the slot is not done. Nor by a run with other params (two crontab lines,
+        `region=eu` and `region=us`, are two jobs); secret params are not recorded and
+        not compared."""
+        secret = self.wf.secret_names()
+
+        def plain(values: Mapping[str, str]) -> dict[str, str]:
+            return {k: v for k, v in values.items() if k not in secret}
+
+        want = plain(params)
+        for run in self.by_slot.get(at, ()):
+            if plain(run.params) == want and not _partial(self.backend.load_run(run.run_id)):
+                return run.run_id
+        return None
+
+
 def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
     """The slots (UTC instants) of this workflow's runs that succeeded."""
-    done: set[datetime] = set()
-    for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
-        if run.scheduled_time:
-            try:
-                done.add(parse_instant(run.scheduled_time))
-            except ValueError:
-                continue  # a record edited by hand: not a slot
-    return done
+    return set(Succeeded(backend, wf).by_slot)
 
 
 def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime, *,
@@ -41,11 +73,11 @@ def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime
 
     The window is [slot - window, slot): its start is included, and `slot` itself only
     when `include_slot` (by hand, no run is about to stand for it)."""
-    return list(_missed(wf, backend, texts, slot.astimezone(timezone.utc),
+    return list(_missed(wf, Succeeded(backend, wf), texts, slot.astimezone(timezone.utc),
                         include_slot).values())
 
 
-def _missed(wf: Workflow, backend: StateBackend, texts: list[str], at: datetime,
+def _missed(wf: Workflow, done: Succeeded, texts: list[str], at: datetime,
             include_slot: bool = False) -> dict[datetime, datetime]:
     """`missed`, each slot keyed by its instant: `at` and the keys are in UTC, the one form
     slots are compared in (an aware datetime in a repeated hour, 01:30 on a fall-back day,
@@ -62,8 +94,7 @@ def _missed(wf: Workflow, backend: StateBackend, texts: list[str], at: datetime,
         slots = slots_by_instant(texts, start, end)
     except ValueError as exc:  # a window of more than MAX_SLOTS fire times
         raise UsageError(f"{wf.path}: key 'catchup': {exc}") from None
-    done = succeeded_slots(backend, wf)
-    todo = [(u, t) for u, t in slots.items() if u not in done]
+    todo = [(u, t) for u, t in slots.items() if u not in done.by_slot]
     return dict(todo[-1:] if policy.policy == "latest" else todo)
 
 
@@ -77,11 +108,15 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     """A scheduled tick's runs, oldest slot first: `opts.resume` when it is an unfinished
     run of another slot (finished first, keeping its slot: SLOT-4, SLOT-5), the missed
     slots of `catchup` but that one, then a run of `slot` itself."""
-    at = slot.astimezone(timezone.utc)
+    return _plan(wf, Succeeded(backend, wf), opts, texts, slot.astimezone(timezone.utc))
+
+
+def _plan(wf: Workflow, done: Succeeded, opts: RunOptions, texts: list[str],
+          at: datetime) -> list[RunOptions]:
     first = opts.resume
     if first is not None and _slot_of(first.scheduled_time) == at:
         first = None  # this slot's own run, taken up: nothing comes before it
-    todo = _missed(wf, backend, texts, at)
+    todo = _missed(wf, done, texts, at)
     runs: list[tuple[datetime, RunOptions]] = []
     if first is not None:
         when = _slot_of(first.scheduled_time)
@@ -92,26 +127,6 @@ def plan(wf: Workflow, backend: StateBackend, opts: RunOptions, texts: list[str]
     runs.sort(key=lambda r: r[0])
     own = opts if first is None else replace(opts, resume=None, run_id=None)
     return [o for _, o in runs] + [own]
-
-
-def succeeded_run(backend: StateBackend, wf: Workflow, slot: datetime,
-                  params: Mapping[str, str]) -> str | None:
-    """The id of the latest run of `slot` (as an instant) with these `params` that
-    succeeded, if any. A run of a selection (`--only`, `--from`, `--until`) left steps out:
-    the slot is not done. Nor by a run with other params (two crontab lines, `region=eu`
-    and `region=us`, are two jobs); secret params are not recorded and not compared."""
-    slot = slot.astimezone(timezone.utc)
-    secret = wf.secret_names()
-
-    def plain(values: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in values.items() if k not in secret}
-
-    want = plain(params)
-    for run in backend.list_runs(wf.identity, statuses=frozenset({SUCCEEDED})):
-        if (_slot_of(run.scheduled_time) == slot and plain(run.params) == want
-                and not _partial(backend.load_run(run.run_id))):
-            return run.run_id
-    return None
 
 
 def _partial(run: RunRecord) -> bool:
@@ -134,12 +149,12 @@ class Tick:
         self.slot = self.slot.astimezone(timezone.utc)  # compared as an instant only
 
     def __call__(self, backend: StateBackend) -> list[RunOptions]:
-        runs = plan(self.wf, backend, self.opts, self.texts, self.slot)
+        done = Succeeded(backend, self.wf)
+        runs = _plan(self.wf, done, self.opts, self.texts, self.slot)
         resumed = self.opts.resume
         if resumed is not None and _slot_of(resumed.scheduled_time) == self.slot:
             return runs
-        self.done_by = succeeded_run(backend, self.wf, self.slot,
-                                     resolve_params(self.wf, self.opts.params, None))
+        self.done_by = done.run_for(self.slot, resolve_params(self.wf, self.opts.params, None))
         return runs[:-1] if self.done_by is not None else runs
 
 

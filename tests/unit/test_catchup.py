@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flowsh.builtin.state_sqlite import SQLiteBackend
-from flowsh.catchup import missed, options_for, plan, succeeded_slots
+from flowsh.catchup import Tick, missed, options_for, plan, succeeded_slots
 from flowsh.errors import UsageError
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
@@ -129,3 +130,28 @@ def test_a_window_of_too_many_slots_is_a_usage_error(tmp_path: Path,
                     "catchup: {window: 1d, policy: all}\nsteps:\n  - {name: a, run: 'true'}\n")
     with pytest.raises(UsageError, match=r"flow.yaml: key 'catchup': .* more than 10000"):
         missed(load_workflow(path), backend, ["* * * * * */5"], SLOT)
+
+
+class CountingBackend(SQLiteBackend):
+    """The real SQLite store, counting its reads of the run list."""
+
+    lists = 0
+
+    def list_runs(self, *args: Any, **kwargs: Any) -> list[RunRecord]:
+        self.lists += 1
+        return super().list_runs(*args, **kwargs)
+
+
+def test_a_tick_reads_the_succeeded_runs_once(tmp_path: Path) -> None:
+    """Catch-up and SLOT-8 ask the same store the same question: one read per tick, the
+    cost that grows with the history."""
+    backend = CountingBackend(f"sqlite://{tmp_path / 'state.db'}")
+    record(backend, "2026-12-03T02:00:00+00:00", SUCCEEDED, 1)
+    record(backend, "2026-12-05T02:00:00+00:00", SUCCEEDED, 2)
+    tick = Tick(flow(tmp_path, "all"), RunOptions(scheduled_time=format_time(SLOT)), [DAILY],
+                SLOT)
+    got = tick(backend)
+    assert [o.scheduled_time for o in got] == ["2026-12-02T02:00:00+00:00",
+                                               "2026-12-04T02:00:00+00:00"]
+    assert tick.done_by == "r2"
+    assert backend.lists == 1
