@@ -2,7 +2,8 @@
 
 When a scheduled run starts (or `flowsh schedule catchup FILE` is run by hand), the
 slots of the workflow's `schedule` in the `catchup.window` before the run's own slot that
-have no succeeded run in the history (matched by scheduled time, as an instant) are run
+no run made good in the history (as SLOT-8 says of the run's own: a succeeded run of that
+slot, as an instant, with the same params, secrets aside, that ran every step) are run
 first, each as a new run with its own FLOWSH_SCHEDULED_TIME: all of them oldest first
 (`policy: all`), the newest only (`latest`), or none. They run under the same hold of the
 workflow's overlap lock as the run that found them, so two ticks never make up the same
@@ -68,17 +69,19 @@ def succeeded_slots(backend: StateBackend, wf: Workflow) -> set[datetime]:
 
 
 def missed(wf: Workflow, backend: StateBackend, texts: list[str], slot: datetime, *,
-           include_slot: bool = False) -> list[datetime]:
-    """The slots `wf.catchup` says to run before `slot`, oldest first.
+           include_slot: bool = False,
+           params: Mapping[str, str] | None = None) -> list[datetime]:
+    """The slots `wf.catchup` says to run before `slot`, oldest first, with `params` (the
+    command line's; the file's defaults under them).
 
     The window is [slot - window, slot): its start is included, and `slot` itself only
     when `include_slot` (by hand, no run is about to stand for it)."""
     return list(_missed(wf, Succeeded(backend, wf), texts, slot.astimezone(timezone.utc),
-                        include_slot).values())
+                        params or {}, include_slot).values())
 
 
 def _missed(wf: Workflow, done: Succeeded, texts: list[str], at: datetime,
-            include_slot: bool = False) -> dict[datetime, datetime]:
+            given: Mapping[str, str], include_slot: bool = False) -> dict[datetime, datetime]:
     """`missed`, each slot keyed by its instant: `at` and the keys are in UTC, the one form
     slots are compared in (an aware datetime in a repeated hour, 01:30 on a fall-back day,
     is never equal to one in another zone: PEP 495); the values keep their zone's offset
@@ -94,7 +97,10 @@ def _missed(wf: Workflow, done: Succeeded, texts: list[str], at: datetime,
         slots = slots_by_instant(texts, start, end)
     except ValueError as exc:  # a window of more than MAX_SLOTS fire times
         raise UsageError(f"{wf.path}: key 'catchup': {exc}") from None
-    todo = [(u, t) for u, t in slots.items() if u not in done.by_slot]
+    # The runs it makes up run with these params: a slot is missed unless a run of them
+    # made it good (SLOT-8; eu's run is not us's).
+    params = resolve_params(wf, given, None)
+    todo = [(u, t) for u, t in slots.items() if done.run_for(u, params) is None]
     return dict(todo[-1:] if policy.policy == "latest" else todo)
 
 
@@ -116,7 +122,7 @@ def _plan(wf: Workflow, done: Succeeded, opts: RunOptions, texts: list[str],
     first = opts.resume
     if first is not None and _slot_of(first.scheduled_time) == at:
         first = None  # this slot's own run, taken up: nothing comes before it
-    todo = _missed(wf, done, texts, at)
+    todo = _missed(wf, done, texts, at, opts.params)
     runs: list[tuple[datetime, RunOptions]] = []
     if first is not None:
         when = _slot_of(first.scheduled_time)

@@ -16,7 +16,7 @@ from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, parse_time
-from flowsh.state import FAILED, SUCCEEDED, RunRecord
+from flowsh.state import FAILED, SKIPPED, SUCCEEDED, RunRecord, SkipReason, StepRecord
 
 DAILY = "CRON_TZ=UTC 0 2 * * *"
 
@@ -29,10 +29,13 @@ def flow(tmp_path: Path, policy: str, window: str = "3d") -> Workflow:
     return load_workflow(path)
 
 
-def record(backend: SQLiteBackend, slot: str | None, status: str, n: int) -> None:
-    backend.create_run(RunRecord(run_id=f"r{n}", workflow="nightly", file=None,
-                                 definition_hash="x", params={}, status=status,  # type: ignore[arg-type]
-                                 started_at=time.time() + n, scheduled_time=slot))
+def record(backend: SQLiteBackend, slot: str | None, status: str, n: int,
+           params: dict[str, str] | None = None) -> RunRecord:
+    run = RunRecord(run_id=f"r{n}", workflow="nightly", file=None, definition_hash="x",
+                    params=params or {}, status=status,  # type: ignore[arg-type]
+                    started_at=time.time() + n, scheduled_time=slot)
+    backend.create_run(run)
+    return run
 
 
 @pytest.fixture
@@ -155,3 +158,26 @@ def test_a_tick_reads_the_succeeded_runs_once(tmp_path: Path) -> None:
                                                "2026-12-04T02:00:00+00:00"]
     assert tick.done_by == "r2"
     assert backend.lists == 1
+
+
+def test_a_slot_is_made_good_only_by_a_whole_run_of_the_same_params(
+        tmp_path: Path, backend: SQLiteBackend) -> None:
+    """CATCHUP-1 as SLOT-8: eu's run is not us's; a selection's run left steps out; a
+    secret param is not recorded and not compared."""
+    path = tmp_path / "flow.yaml"
+    path.write_text(f"name: nightly\nschedule: {DAILY!r}\ncatchup: {{window: 3d, policy: all}}\n"
+                    "params: {region: eu, API_TOKEN: t}\nsteps:\n  - {name: a, run: 'true'}\n")
+    wf = load_workflow(path)
+    record(backend, "2026-12-02T02:00:00+00:00", SUCCEEDED, 1,
+           {"region": "eu", "API_TOKEN": "***"})
+    record(backend, "2026-12-03T02:00:00+00:00", SUCCEEDED, 2, {"region": "us", "API_TOKEN": "***"})
+    partial = record(backend, "2026-12-04T02:00:00+00:00", SUCCEEDED, 3,
+                     {"region": "us", "API_TOKEN": "***"})
+    backend.save_step(partial, StepRecord(name="b", status=SKIPPED,  # type: ignore[arg-type]
+                                          skip_reason=SkipReason.NOT_SELECTED))
+    eu = [format_time(t) for t in missed(wf, backend, [DAILY], SLOT,
+                                         params={"region": "eu", "API_TOKEN": "x"})]
+    assert eu == ["2026-12-03T02:00:00+00:00", "2026-12-04T02:00:00+00:00"]
+    us = [format_time(t) for t in missed(wf, backend, [DAILY], SLOT,
+                                         params={"region": "us", "API_TOKEN": "y"})]
+    assert us == ["2026-12-02T02:00:00+00:00", "2026-12-04T02:00:00+00:00"]
