@@ -49,6 +49,20 @@ def fingerprint_key(home: Path) -> bytes:
     return key
 
 
+def existing_key(home: Path) -> bytes | None:
+    """The key in `home/fingerprint-key`, None when there is none: a command that only
+    reads (`flowsh why`) makes no key (no success recorded here was hashed with one)."""
+    path = home / KEY_NAME
+    if path in _cache:
+        return _cache[path]
+    try:
+        key = _read_own(path)
+    except FileNotFoundError:
+        return None
+    _cache[path] = key
+    return key
+
+
 def _make(home: Path, path: Path) -> bytes:
     # The runner or an exported script making it at the same moment: either one's key
     # is the key.

@@ -34,6 +34,15 @@ _RFC3339 = re.compile(
 
 def parse_time(text: str) -> datetime:
     """An RFC 3339 time with its offset (``Z`` or ``+01:00``); ValueError otherwise."""
+    return _parse(text)[0]
+
+
+def parse_instant(text: str) -> datetime:
+    """`parse_time`'s instant in UTC: the form slots are compared in (`same_slot`)."""
+    return _parse(text)[1]
+
+
+def _parse(text: str) -> tuple[datetime, datetime]:
     if not isinstance(text, str) or not _RFC3339.match(text.strip()):
         raise ValueError(f"{text!r} is not an RFC 3339 time in whole seconds with an "
                          "offset (e.g. 2026-12-05T02:00:00+01:00 or 2026-12-05T01:00:00Z)")
@@ -44,11 +53,11 @@ def parse_time(text: str) -> datetime:
     try:
         # Slots are compared and deadlines computed as instants: one that is no date in
         # UTC (0001-01-01T00:00:00+01:00 is in year 0) would lose its deadline.
-        when.astimezone(timezone.utc)
+        utc = when.astimezone(timezone.utc)
     except OverflowError:
         raise ValueError(f"{text!r} is out of range (0001-01-01 to 9999-12-31 in UTC)") \
             from None
-    return when
+    return when, utc
 
 
 def format_time(when: datetime) -> str:
@@ -138,6 +147,13 @@ def latest_slot(texts: list[str], at: datetime) -> datetime | None:
 
 def slots_between(texts: list[str], start: datetime, end: datetime) -> list[datetime]:
     """Every fire time t of `texts` with start <= t < end, oldest first, each instant once."""
+    return list(slots_by_instant(texts, start, end).values())
+
+
+def slots_by_instant(texts: list[str], start: datetime,
+                     end: datetime) -> dict[datetime, datetime]:
+    """`slots_between`, each keyed by its instant in UTC (the key to compare: see
+    `same_slot`), oldest first."""
     from croniter import croniter
 
     found: dict[datetime, datetime] = {}
@@ -153,7 +169,7 @@ def slots_between(texts: list[str], start: datetime, end: datetime) -> list[date
         else:
             raise ValueError(f"schedule {text!r} fires more than {MAX_SLOTS} times in the "
                              "catch-up window; make the window shorter")
-    return [found[k] for k in sorted(found)]
+    return {k: found[k] for k in sorted(found)}
 
 
 def same_slot(a: str | None, b: datetime) -> bool:
@@ -163,7 +179,7 @@ def same_slot(a: str | None, b: datetime) -> bool:
     try:
         # Both in UTC: a slot in a repeated hour (01:30 on a fall-back day) compares
         # unequal to any datetime of another zone, itself included (PEP 495).
-        return parse_time(a).astimezone(timezone.utc) == b.astimezone(timezone.utc)
+        return parse_instant(a) == b.astimezone(timezone.utc)
     except ValueError:
         return False
 

@@ -42,6 +42,19 @@ def open_backend(url: str | None = None) -> StateBackend:
     return backend
 
 
+def open_existing(url: str | None = None) -> StateBackend | None:
+    """The store `url` names for a command that only reads (`flowsh why`), or None when
+    there is none yet: reading must not create one. A backend class says so with a
+    `store_exists(url)` staticmethod (the built-in file stores); without one it is opened
+    (a server's store exists once the server does)."""
+    url = state_url(url)
+    factory = plugins.registry("state_backends").get(url.split(":", 1)[0] if ":" in url else "")
+    exists = getattr(factory, "store_exists", None)
+    if exists is not None and not exists(url):
+        return None
+    return open_backend(url)
+
+
 def check_liveness(backend: StateBackend, run: RunRecord, *, read_only: bool = False) -> RunRecord:
     """A `running` run whose runner is gone is marked `crashed` (and recorded so).
 

@@ -31,10 +31,11 @@ from pathlib import Path
 
 from flowsh.bashglob import Stopped, match_files
 from flowsh.bashlib import STATE_EVAL, source_script
-from flowsh.fpkey import fingerprint_key, keyed
+from flowsh.fpkey import existing_key, fingerprint_key, keyed
 from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.secrets import MASK
+from flowsh.slot import SLOT_VAR
 from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord, flowsh_home
 from flowsh.steps import library_files
 
@@ -44,6 +45,8 @@ UP_TO_DATE = "up to date"
 _WORDS = re.compile(r"[A-Za-z0-9_:.-]+")
 # How many of the workflow's runs are read back to find a step's last success.
 HISTORY_LIMIT = 1000
+# A secret's entry when there is no fingerprint key to hash it with (Tracker.make_key).
+NO_KEY = "no-key"
 
 
 def sha256_text(text: str) -> str:
@@ -221,6 +224,9 @@ class Tracker:
     # True once the run is asked to stop: expanding and hashing then raise Stopped.
     stopped: Callable[[], bool] = _never
     secret_names: set[str] = field(default_factory=set)
+    # False for a reader (`flowsh why`): no key is made; without one a secret's entry is
+    # NO_KEY, which no recorded hash equals (a run would make a key: the step would run).
+    make_key: bool = True
     _functions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def inputs(self, step: Step, env: Mapping[str, str],
@@ -250,7 +256,9 @@ class Tracker:
 
     def _value_hash(self, name: str, value: str) -> str:
         if name in self.secret_names or SECRET_NAME.search(name):
-            return keyed(fingerprint_key(flowsh_home()), f"{name}={value}")
+            key = (fingerprint_key(flowsh_home()) if self.make_key
+                   else existing_key(flowsh_home()))
+            return NO_KEY if key is None else keyed(key, f"{name}={value}")
         return sha256_text(f"{name}={value}")
 
     def check(self, step: Step, env: Mapping[str, str],
@@ -331,10 +339,12 @@ class Verdict:
 
 
 def explain(wf: Workflow, name: str, params: Mapping[str, str],
-            backend: StateBackend) -> Verdict:
-    """Whether `flowsh run` would run step `name` now, and what changed since its last
-    success (`flowsh why`). Upstream outputs are those of the dependencies' last successes
-    (a secret one, which the store keeps masked, is taken as unchanged)."""
+            backend: StateBackend | None, slot: str | None = None) -> Verdict:
+    """Whether `flowsh run` would run step `name` now, for `slot` (FLOWSH_SCHEDULED_TIME,
+    part of the fingerprint) or none, and what changed since its last success (`flowsh
+    why`). Upstream outputs are those of the dependencies' last successes (a secret one,
+    which the store keeps masked, is taken as unchanged). No `backend`: no store yet, so
+    no success. It writes nothing: no store, no fingerprint key."""
     from flowsh.graph import Graph
     from flowsh.libstate import evaluate
     from flowsh.runenv import RunEnvironment
@@ -343,6 +353,10 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     if not step.sources:
         return Verdict(name, True, "it has no `sources:`, so it is never up to date")
     renv = RunEnvironment(wf, params, None)
+    if slot:  # as the engine sets it: libraries see it too
+        renv.env[SLOT_VAR] = slot
+    else:
+        renv.env.pop(SLOT_VAR, None)
     graph = Graph.build(wf)
     ancestors: list[str] = []
     todo = list(graph.needs[name])
@@ -351,7 +365,8 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
         if dep not in ancestors:
             ancestors.append(dep)
             todo.extend(graph.needs[dep])
-    records = last_successes(backend, wf.identity, [name, *ancestors])
+    records = ({} if backend is None
+               else last_successes(backend, wf.identity, [name, *ancestors]))
     upstream: dict[str, str] = {}
     for dep in graph.order:  # in run order, as exports accumulate
         if dep in ancestors and dep in records:
@@ -361,7 +376,7 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     if files:
         env["FLOWSH_LIBRARY_STATE"] = evaluate(files, renv.env, step_cwd(wf, step)).text
     tracker = Tracker(wf, {}, set(renv.params) | set(wf.env) | set(_env_file_names(wf)),
-                      secret_names=wf.secret_names())
+                      secret_names=wf.secret_names(), make_key=False)
     now = tracker.inputs(step, env, upstream)
     old = records.get(name)
     if old is not None:

@@ -1,8 +1,9 @@
 """Third-party plugins installed with pip into this environment: the models under plugins/,
 a scaffolded plugin, and a plugin whose entry point does not import.
 
-The session fixture runs ``pip install --no-deps -e plugins/flowsh-*`` with this interpreter;
-tests that want entry points set FLOWSH_LOAD_ENTRYPOINTS=1 and an allow-list.
+The module's fixture runs ``pip install --no-deps -e plugins/flowsh-*`` with this
+interpreter, and uninstalls after the module what it installed: the venv is left as found
+(checked). Tests that want entry points set FLOWSH_LOAD_ENTRYPOINTS=1 and an allow-list.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +33,38 @@ def pip(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, check=False, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def model_plugins() -> None:
-    res = pip("install", "-q", "--no-deps", "-e", str(ROOT / "plugins" / "flowsh-slack"),
-              "-e", str(ROOT / "plugins" / "flowsh-healthchecks"))
+def installed() -> set[str]:
+    res = pip("list", "--format=json")
     assert res.returncode == 0, res.stderr
+    return {d["name"].lower() for d in json.loads(res.stdout)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _venv_left_as_found() -> Iterator[None]:
+    """Every test here that pip-installs uninstalls what it installed: a plugin left in the
+    venv is loaded by every later flowsh of a developer who allows entry points. Checked
+    at the session's end, after every fixture here has let go."""
+    before = installed()
+    yield
+    assert installed() == before, "the venv's distributions changed"
+
+
+MODELS = ("flowsh-slack", "flowsh-healthchecks")
+
+
+@pytest.fixture(scope="module")
+def model_plugins() -> Iterator[None]:
+    had = installed()
+    try:
+        res = pip("install", "-q", "--no-deps",
+                  *(a for name in MODELS for a in ("-e", str(ROOT / "plugins" / name))))
+        assert res.returncode == 0, res.stderr
+        yield
+    finally:
+        # Only what this fixture installed: a developer's own install of one stays.
+        mine = [name for name in MODELS if name not in had]
+        if mine:
+            pip("uninstall", "-y", *mine)
 
 
 def _env(allow: str) -> dict[str, str]:

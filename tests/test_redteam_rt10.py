@@ -9,56 +9,23 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.celery_worker import running
+from tests import redteam_kit as kit
 from tests.conformance import harness
+from tests.redteam_kit import ALL, LOCAL
+from tests.redteam_kit import run_case as _run
 
-LOCAL = ("run", "script", "inline")
-ALL = (*LOCAL, "celery")
 # Not the conformance suite's db 6: its session fixture flushes that one.
 REDIS = os.environ.get("FLOWSH_RT10_REDIS", "redis://127.0.0.1:6379/11")
-
-
-@pytest.fixture(scope="module")
-def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A real flowsh-celery worker (prefork) on a queue of its own, as the conformance
-    suite starts one; the harness's `celery` runtime uses it."""
-    with running("rt10", broker=REDIS, log=tmp_path_factory.mktemp("celery") / "worker.log"
-                 ) as w, harness.serving(w):
-        yield
-
-
-@pytest.fixture
-def runtime(request: pytest.FixtureRequest) -> str:
-    """The parametrized runtime; `celery` brings up the module's worker."""
-    name: str = request.param
-    if name == "celery":
-        request.getfixturevalue("celery_worker")
-    return name
-
-
-def _case(workflow: Any, files: dict[str, str] | None = None, **kw: Any) -> harness.Case:
-    return harness.Case(id="rt10", proves=[], workflow=workflow, files=files or {}, **kw)
-
-
-def _run(case: harness.Case, runtime: str, root: Path,
-         read: tuple[str, ...] = ()) -> tuple[harness.Result, dict[str, str | None]]:
-    """The case's first invocation on `runtime`, and the files `read` as it left them."""
-    runner = harness.Runner(case, runtime, root)
-    runner.prepare()
-    result = runner.invoke([str(a) for a in case.args], {})
-    return result, {rel: runner.read(rel) for rel in read}
+celery_worker, runtime = kit.celery_runtime("rt10", REDIS)
+_case = kit.case_maker("rt10")
 
 
 def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLOWSH_LOAD_ENTRYPOINTS": "0"}
-    return subprocess.run([sys.executable, "-m", "flowsh", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return kit.flowsh(*args, cwd=cwd)
 
 
 # --- SOURCE-1: a library's top-level commands never run ----------------------------------

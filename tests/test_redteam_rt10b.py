@@ -8,83 +8,33 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.celery_worker import running
+from tests import redteam_kit as kit
 from tests.conformance import harness
+from tests.redteam_kit import ALL, LOCAL
+from tests.redteam_kit import run_case as _run
+from tests.redteam_kit import validate as _validate
 
-LOCAL = ("run", "script", "inline")
-ALL = (*LOCAL, "celery")
 # Not the conformance suite's db 6 (its session fixture flushes it) nor rt10's 11.
 REDIS = os.environ.get("FLOWSH_RT10B_REDIS", "redis://127.0.0.1:6379/12")
 
 # Findings still open (issue 10's note lists them): strict xfails, so that a fix shows as
 # an unexpected pass to be removed from here.
-OPEN = frozenset({
-})
-
-
-@pytest.fixture(autouse=True)
-def _open_findings(request: pytest.FixtureRequest) -> None:
-    if request.node.name in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="rt10b finding still open"))
-
-
-
-@pytest.fixture(scope="module")
-def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A real flowsh-celery worker (prefork) on a queue of its own, as the conformance
-    suite starts one; the harness's `celery` runtime uses it."""
-    with running("rt10b", broker=REDIS, log=tmp_path_factory.mktemp("celery") / "worker.log"
-                 ) as w, harness.serving(w):
-        yield
-
-
-@pytest.fixture
-def runtime(request: pytest.FixtureRequest) -> str:
-    """The parametrized runtime; `celery` brings up the module's worker."""
-    name: str = request.param
-    if name == "celery":
-        request.getfixturevalue("celery_worker")
-    return name
-
-
-
-
-def _case(workflow: Any, files: dict[str, str] | None = None, **kw: Any) -> harness.Case:
-    return harness.Case(id="rt10b", proves=[], workflow=workflow, files=files or {}, **kw)
-
-
-def _run(case: harness.Case, runtime: str, root: Path,
-         read: tuple[str, ...] = ()) -> tuple[harness.Result, dict[str, str | None]]:
-    """The case's first invocation on `runtime`, and the files `read` as it left them."""
-    runner = harness.Runner(case, runtime, root)
-    runner.prepare()
-    result = runner.invoke([str(a) for a in case.args], {})
-    return result, {rel: runner.read(rel) for rel in read}
+OPEN: frozenset[str] = frozenset()
+_open_findings = kit.open_findings("rt10b", OPEN)
+celery_worker, runtime = kit.celery_runtime("rt10b", REDIS)
+_case = kit.case_maker("rt10b")
 
 
 def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLOWSH_LOAD_ENTRYPOINTS": "0", "FLOWSH_HOME": str(cwd / ".home")}
-    return subprocess.run([sys.executable, "-m", "flowsh", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return kit.flowsh(*args, cwd=cwd, home=cwd / ".home")
 
 
 def _two_steps(lib: str) -> harness.Case:
-    return _case({"source": "lib.sh", "steps": [{"name": "a", "run": "f a"},
-                                                {"name": "b", "run": "f b"}]},
-                 {"lib.sh": "f() { echo \"$1\" >> calls; }\n" + lib})
-
-
-def _validate(tmp_path: Path, lib: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "lib.sh").write_text("f() { :; }\n" + lib)
-    (tmp_path / "flow.yaml").write_text("source: lib.sh\nsteps:\n  - {name: a, run: f}\n")
-    return _flowsh("validate", "flow.yaml", cwd=tmp_path)
+    return kit.two_steps("rt10b", lib)
 
 
 # --- `set` is replayed with eval: its command substitutions run ---------------------------

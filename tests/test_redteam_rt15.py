@@ -16,29 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from tests import redteam_kit as kit
 from tests.conftest import poll as _poll
 from tests.conftest import run_cli
+from tests.redteam_kit import ok as _ok
+from tests.redteam_kit import script as _script
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass to be
 # removed from here.
-OPEN = frozenset({
-})
+OPEN: frozenset[str] = frozenset()
 
-
-@pytest.fixture(autouse=True)
-def _open_findings(request: pytest.FixtureRequest) -> None:
-    if request.node.name in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="rt15 finding still open"))
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> None:
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def _script(path: Path, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(home)}
-    return subprocess.run(["bash", str(path), *args], cwd=path.parent, env=env, text=True,
-                          capture_output=True, timeout=120, check=False)
+_open_findings = kit.open_findings("rt15", OPEN)
 
 
 # --- call: ----------------------------------------------------------------------------------

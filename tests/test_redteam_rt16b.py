@@ -16,21 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests import redteam_kit as kit
 from tests.conftest import poll as _poll
 from tests.conftest import run_cli
+from tests.redteam_kit import ok as _ok
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
 OPEN: frozenset[str] = frozenset()
 
-
-@pytest.fixture(autouse=True)
-def _open_findings(request: pytest.FixtureRequest) -> None:
-    if request.node.name in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="rt16b finding still open"))
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> None:
-    assert r.returncode == 0, r.stdout + r.stderr
+_open_findings = kit.open_findings("rt16b", OPEN)
 
 
 SLOT_FLOW = """\

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import redteam_kit as kit
 from tests.conftest import poll as _poll
 
 FLOWSH = [sys.executable, "-m", "flowsh"]
@@ -25,16 +26,11 @@ FLOWSH = [sys.executable, "-m", "flowsh"]
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
 OPEN: frozenset[str] = frozenset()
 
-
-@pytest.fixture(autouse=True)
-def _open_findings(request: pytest.FixtureRequest) -> None:
-    if request.node.name in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="rtfe finding still open"))
+_open_findings = kit.open_findings("rtfe", OPEN)
 
 
 def _flowsh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FLOWSH, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return kit.flowsh(*args, cwd=cwd, timeout=120)
 
 
 def _status(cwd: Path) -> dict:  # type: ignore[type-arg]

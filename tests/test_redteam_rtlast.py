@@ -7,32 +7,17 @@ test hook), the exported script runs under `env -i PATH=/usr/bin:/bin`.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests import redteam_kit as kit
 from tests.conftest import run_cli
+from tests.redteam_kit import ok as _ok
+from tests.redteam_kit import script as _script
 
 # Findings still open: strict xfails, so that a fix shows as an unexpected pass.
-OPEN = frozenset({
-})
+OPEN: frozenset[str] = frozenset()
 
-
-@pytest.fixture(autouse=True)
-def _open_findings(request: pytest.FixtureRequest) -> None:
-    if request.node.name in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="rtlast finding still open"))
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> None:
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
-def _script(path: Path, *args: str, home: Path, now: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(home), "FLOWSH_NOW": now}
-    return subprocess.run(["bash", str(path), *args], cwd=path.parent, env=env, text=True,
-                          capture_output=True, timeout=120, check=False)
+_open_findings = kit.open_findings("rtlast", OPEN)
 
 
 TWO_STEPS = """\

@@ -88,3 +88,40 @@ def test_force_and_force_step(tmp_path: Path, write_flow: Callable[..., Path],
         assert "build: skipped" not in res.stderr + res.stdout, args
     res = cli("run", str(path), "--force-step", "plain")
     assert "build: skipped (up to date)" in res.stderr + res.stdout
+
+
+def test_why_writes_nothing_in_a_fresh_home(tmp_path: Path, write_flow: Callable[..., Path],
+                                            cli: Cli, flowsh_env: Path) -> None:
+    """A reader makes no store and no fingerprint key (a step seeing DB_PASSWORD would
+    hash it with one): `why` before any run leaves $FLOWSH_HOME without state, and a
+    json:// store's directory unmade."""
+    path = setup(tmp_path, write_flow)
+    res = cli("why", str(path), "build")
+    assert res.returncode == 0 and "no successful run" in res.stdout, res.stderr
+    made = sorted(p.name for p in flowsh_env.iterdir())
+    assert "flowsh.db" not in made and "fingerprint-key" not in made, made
+    res = cli("why", str(path), "build", "--state", f"json://{tmp_path / 'js'}")
+    assert res.returncode == 0 and not (tmp_path / "js").exists(), res.stderr
+    # A run makes the key; without it, a secret cannot be compared: it counts as changed.
+    assert cli("run", str(path), "-q").returncode == 0
+    assert "up to date" in cli("why", str(path), "build").stdout
+    (flowsh_env / "fingerprint-key").unlink()
+    res = cli("why", str(path), "build")
+    assert "variable DB_PASSWORD changed" in res.stdout, res.stdout + res.stderr
+    assert not (flowsh_env / "fingerprint-key").exists()
+
+
+def test_why_for_a_slot(tmp_path: Path, write_flow: Callable[..., Path], cli: Cli) -> None:
+    """UPTODATE-4: the slot (FLOWSH_SCHEDULED_TIME, as steps see it: `Z` is written
+    +00:00) is part of the fingerprint, so `why` takes it as `run` does."""
+    path = setup(tmp_path, write_flow)
+    assert cli("run", str(path), "-q", "--scheduled-time", "2026-12-05T02:00:00Z").returncode == 0
+    res = cli("why", str(path), "build", "--scheduled-time", "2026-12-05T02:00:00+00:00")
+    assert res.stdout.startswith("build: would be skipped, up to date"), res.stdout + res.stderr
+    res = cli("why", str(path), "build", "--scheduled-time", "2026-12-06T02:00:00Z")
+    assert "the scheduled time (FLOWSH_SCHEDULED_TIME) changed" in res.stdout, res.stdout
+    res = cli("why", str(path), "build")
+    assert "the scheduled time (FLOWSH_SCHEDULED_TIME) removed" in res.stdout, res.stdout
+    res = cli("why", str(path), "build", "--scheduled-time", "2026-12-05T02:00:00+05:60")
+    assert res.returncode == 2 and res.stderr.startswith("flowsh: error: --scheduled-time:")
+    assert "Traceback" not in res.stderr

@@ -31,14 +31,24 @@ def _write_record(path: Path, text: str) -> None:
                   "the previous record is intact") from None
 
 
+def _dir_of(url: str) -> Path:
+    raw = url.removeprefix("json://")
+    raw = raw[1:] if raw.startswith("//") else raw
+    return Path(os.path.expanduser(raw))
+
+
 class JSONBackend:
     def __init__(self, url: str) -> None:
         self.url = url
-        raw = url.removeprefix("json://")
-        raw = raw[1:] if raw.startswith("//") else raw
-        self.dir = ensure_private_dir(Path(os.path.expanduser(raw)))
+        self.dir = ensure_private_dir(_dir_of(url))
         if not os.access(self.dir, os.W_OK | os.X_OK):
             raise StateError(f"{self.dir}: permission denied (state directory not writable)")
+
+    @staticmethod
+    def store_exists(url: str) -> bool:
+        """Whether opening `url` would find the directory rather than make it
+        (store.open_existing)."""
+        return _dir_of(url).is_dir()
 
     def _path(self, run_id: str) -> Path:
         if "/" in run_id or run_id.startswith("."):

@@ -95,18 +95,30 @@ STEP_COLS = ("run_id", "name", "status", "attempts", "exit_code", "signal", "sta
              "items")
 
 
+def _path_of(url: str) -> Path | None:
+    """The database file (None: `:memory:`). As for json:// (and file URLs): what follows
+    `sqlite://` is the path, so sqlite:///var/lib/x.db is absolute; SQLAlchemy's
+    sqlite:////abs form works too."""
+    path = url.removeprefix("sqlite://")
+    path = path[1:] if path.startswith("//") else path
+    if path.startswith("~"):
+        path = os.path.expanduser(path)
+    return Path(path) if path.lstrip("/") != ":memory:" else None
+
+
 class SQLiteBackend:
     def __init__(self, url: str) -> None:
         self.url = url
-        # As for json:// (and file URLs): what follows `sqlite://` is the path, so
-        # sqlite:///var/lib/x.db is absolute; SQLAlchemy's sqlite:////abs form works too.
-        path = url.removeprefix("sqlite://")
-        path = path[1:] if path.startswith("//") else path
-        if path.startswith("~"):
-            path = os.path.expanduser(path)
-        self.path = Path(path) if path.lstrip("/") != ":memory:" else None
+        self.path = _path_of(url)
         self.full = False  # opened read-only because the disk is full
         self.conn = self._connect()
+
+    @staticmethod
+    def store_exists(url: str) -> bool:
+        """Whether opening `url` would find a database rather than make one
+        (store.open_existing)."""
+        path = _path_of(url)
+        return path is None or path.exists()
 
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:"

@@ -15,18 +15,24 @@ def why_cmd(
     step: str = typer.Argument(..., help="Step name."),
     params: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE params, as for run."),  # noqa: UP045
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    scheduled_time: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--scheduled-time", metavar="T",
+        help="For the run of slot T (RFC 3339, as `flowsh run --scheduled-time`): the slot "
+             "is part of the fingerprint. Default: a run that stands for no slot."),
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE", help="State URL."),  # noqa: UP045
 ) -> None:
     """Whether a step with `sources:` would run, and exactly what changed since its last
-    successful run (files, function bodies, variables, the command text). Reads `flowsh
-    run`'s store; the exported script keeps its own record."""
+    successful run (files, function bodies, variables, the command text, the slot). Reads
+    `flowsh run`'s store and writes nothing (no store, no key is made); the exported
+    script keeps its own record."""
     import difflib
     import json
 
     from flowsh.checks import check_params
     from flowsh.errors import UsageError
     from flowsh.loader import load_workflow, parse_overrides
-    from flowsh.store import open_backend
+    from flowsh.slot import format_time, parse_time
+    from flowsh.store import open_existing
     from flowsh.uptodate import explain
 
     wf = load_workflow(file)
@@ -35,13 +41,20 @@ def why_cmd(
         close = difflib.get_close_matches(step, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"no step {step!r} in {wf.path}{hint}")
+    slot = None
+    if scheduled_time is not None:
+        try:  # as the run records it: `Z` written +00:00
+            slot = format_time(parse_time(scheduled_time))
+        except ValueError as exc:
+            raise UsageError(f"--scheduled-time: {exc}") from None
     overrides = parse_overrides(params or [])
     check_params(wf, overrides)
-    backend = open_backend(state or wf.state)
+    backend = open_existing(state or wf.state)
     try:
-        verdict = explain(wf, step, overrides, backend)
+        verdict = explain(wf, step, overrides, backend, slot)
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
     if as_json:
         typer.echo(json.dumps(verdict.to_dict(), indent=2))
         return

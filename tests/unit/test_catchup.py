@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flowsh.builtin.state_sqlite import SQLiteBackend
-from flowsh.catchup import missed, options_for, plan, succeeded_slots
+from flowsh.catchup import Tick, missed, options_for, plan, succeeded_slots
 from flowsh.errors import UsageError
 from flowsh.loader import load_workflow
 from flowsh.model import Workflow
 from flowsh.runopts import RunOptions
 from flowsh.slot import format_time, parse_time
-from flowsh.state import FAILED, SUCCEEDED, RunRecord
+from flowsh.state import FAILED, SKIPPED, SUCCEEDED, RunRecord, SkipReason, StepRecord
 
 DAILY = "CRON_TZ=UTC 0 2 * * *"
 
@@ -28,10 +29,13 @@ def flow(tmp_path: Path, policy: str, window: str = "3d") -> Workflow:
     return load_workflow(path)
 
 
-def record(backend: SQLiteBackend, slot: str | None, status: str, n: int) -> None:
-    backend.create_run(RunRecord(run_id=f"r{n}", workflow="nightly", file=None,
-                                 definition_hash="x", params={}, status=status,  # type: ignore[arg-type]
-                                 started_at=time.time() + n, scheduled_time=slot))
+def record(backend: SQLiteBackend, slot: str | None, status: str, n: int,
+           params: dict[str, str] | None = None) -> RunRecord:
+    run = RunRecord(run_id=f"r{n}", workflow="nightly", file=None, definition_hash="x",
+                    params=params or {}, status=status,  # type: ignore[arg-type]
+                    started_at=time.time() + n, scheduled_time=slot)
+    backend.create_run(run)
+    return run
 
 
 @pytest.fixture
@@ -129,3 +133,51 @@ def test_a_window_of_too_many_slots_is_a_usage_error(tmp_path: Path,
                     "catchup: {window: 1d, policy: all}\nsteps:\n  - {name: a, run: 'true'}\n")
     with pytest.raises(UsageError, match=r"flow.yaml: key 'catchup': .* more than 10000"):
         missed(load_workflow(path), backend, ["* * * * * */5"], SLOT)
+
+
+class CountingBackend(SQLiteBackend):
+    """The real SQLite store, counting its reads of the run list."""
+
+    lists = 0
+
+    def list_runs(self, *args: Any, **kwargs: Any) -> list[RunRecord]:
+        self.lists += 1
+        return super().list_runs(*args, **kwargs)
+
+
+def test_a_tick_reads_the_succeeded_runs_once(tmp_path: Path) -> None:
+    """Catch-up and SLOT-8 ask the same store the same question: one read per tick, the
+    cost that grows with the history."""
+    backend = CountingBackend(f"sqlite://{tmp_path / 'state.db'}")
+    record(backend, "2026-12-03T02:00:00+00:00", SUCCEEDED, 1)
+    record(backend, "2026-12-05T02:00:00+00:00", SUCCEEDED, 2)
+    tick = Tick(flow(tmp_path, "all"), RunOptions(scheduled_time=format_time(SLOT)), [DAILY],
+                SLOT)
+    got = tick(backend)
+    assert [o.scheduled_time for o in got] == ["2026-12-02T02:00:00+00:00",
+                                               "2026-12-04T02:00:00+00:00"]
+    assert tick.done_by == "r2"
+    assert backend.lists == 1
+
+
+def test_a_slot_is_made_good_only_by_a_whole_run_of_the_same_params(
+        tmp_path: Path, backend: SQLiteBackend) -> None:
+    """CATCHUP-1 as SLOT-8: eu's run is not us's; a selection's run left steps out; a
+    secret param is not recorded and not compared."""
+    path = tmp_path / "flow.yaml"
+    path.write_text(f"name: nightly\nschedule: {DAILY!r}\ncatchup: {{window: 3d, policy: all}}\n"
+                    "params: {region: eu, API_TOKEN: t}\nsteps:\n  - {name: a, run: 'true'}\n")
+    wf = load_workflow(path)
+    record(backend, "2026-12-02T02:00:00+00:00", SUCCEEDED, 1,
+           {"region": "eu", "API_TOKEN": "***"})
+    record(backend, "2026-12-03T02:00:00+00:00", SUCCEEDED, 2, {"region": "us", "API_TOKEN": "***"})
+    partial = record(backend, "2026-12-04T02:00:00+00:00", SUCCEEDED, 3,
+                     {"region": "us", "API_TOKEN": "***"})
+    backend.save_step(partial, StepRecord(name="b", status=SKIPPED,  # type: ignore[arg-type]
+                                          skip_reason=SkipReason.NOT_SELECTED))
+    eu = [format_time(t) for t in missed(wf, backend, [DAILY], SLOT,
+                                         params={"region": "eu", "API_TOKEN": "x"})]
+    assert eu == ["2026-12-03T02:00:00+00:00", "2026-12-04T02:00:00+00:00"]
+    us = [format_time(t) for t in missed(wf, backend, [DAILY], SLOT,
+                                         params={"region": "us", "API_TOKEN": "y"})]
+    assert us == ["2026-12-02T02:00:00+00:00", "2026-12-04T02:00:00+00:00"]

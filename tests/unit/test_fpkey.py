@@ -22,6 +22,18 @@ def _no_cache() -> None:
     fpkey._cache.clear()
 
 
+def test_existing_key_makes_none_and_reads_the_one_made(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert fpkey.existing_key(home) is None and not home.exists()
+    made = fpkey.fingerprint_key(home)
+    fpkey._cache.clear()
+    assert fpkey.existing_key(home) == made
+    (home / fpkey.KEY_NAME).chmod(0o644)
+    fpkey._cache.clear()
+    with pytest.raises(UsageError, match="mode 0600"):
+        fpkey.existing_key(home)
+
+
 def test_made_once_private_and_reused(tmp_path: Path) -> None:
     key = fpkey.fingerprint_key(tmp_path)
     path = tmp_path / fpkey.KEY_NAME

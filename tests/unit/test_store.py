@@ -13,7 +13,7 @@ import pytest
 from flowsh.errors import UsageError
 from flowsh.lock import hold_runner_lock
 from flowsh.state import CRASHED, INTERRUPTED, RUNNING, SUCCEEDED, StateBackend, flowsh_home
-from flowsh.store import STALE_AFTER, check_liveness, open_backend, state_url
+from flowsh.store import STALE_AFTER, check_liveness, open_backend, open_existing, state_url
 
 from . import backend_cases as cases
 
@@ -25,6 +25,20 @@ def backend() -> Iterator[StateBackend]:
         yield b
     finally:
         b.close()
+
+
+def test_open_existing_makes_no_store(tmp_path: Path) -> None:
+    """A reader opens a store that is there, and makes none that is not."""
+    for url, made in ((f"sqlite://{tmp_path / 'a' / 'x.db'}", tmp_path / "a"),
+                      (f"json://{tmp_path / 'j'}", tmp_path / "j")):
+        assert open_existing(url) is None and not made.exists(), url
+        open_backend(url).close()
+        found = open_existing(url)
+        assert found is not None, url
+        found.close()
+    memory = open_existing("sqlite://:memory:")
+    assert memory is not None
+    memory.close()
 
 
 def test_state_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
