@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from flowsh.config import config_path, load_user_config, merge
 from flowsh.envfile import read_env_file
 from flowsh.errors import UsageError, WorkflowError
@@ -49,7 +47,13 @@ def validate_data(data: Any, pos: Positions, *, default_name: str) -> Workflow:
         _refuse_nul(data, pos, ())
     try:
         wf = Workflow.model_validate(data)
-    except ValidationError as exc:
+    except Exception as exc:
+        # Only pydantic refuses (flowsh.model hands it what it cannot vouch for), so it is
+        # imported by now; a valid file never imports it.
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
         message, loc, key = describe(exc.errors()[0], data)
         more = exc.error_count() - 1
         if more:
