@@ -157,6 +157,11 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
 
     params = [*_params_from_environment(), *(params or [])]
     wf = load_workflow(file)
+    # The workflow lives as long as this process: out of the cycle collector's every later
+    # pass (a 10,000-step model is ~100,000 containers to walk each time).
+    import gc
+
+    gc.freeze()
     texts, slot_at = _slot(wf, *slot_args)
     overrides = parse_overrides(params)
     prior = _latest_unfinished(wf, state) if resume and not dry_run else None
