@@ -13,8 +13,17 @@ def main() -> None:
 
         print(f"flowsh {__version__}")
         return
-    from flowsh.cli import main as cli_main
+    import gc
 
+    # The imports (typer, flowsh) make tens of thousands of objects that live as long as
+    # the process: the cycle collector paused while they are made (dozens of collections
+    # that find nothing), then told to leave them out of every later collection.
+    gc.disable()
+    try:
+        from flowsh.cli import main as cli_main
+    finally:
+        gc.freeze()
+        gc.enable()
     cli_main()
 
 

@@ -11,10 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-
 from flowsh.errors import WorkflowError
-from flowsh.model import Defaults, Notify, PoolName, PoolSize
 from flowsh.yamlsrc import describe, parse_yaml
 
 TOP_KEYS = ("notify", "defaults", "state", "pools")
@@ -63,24 +60,33 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
                 (key,),
                 key=True,
             )
-    _check(Notify, data, "notify", pos)
-    _check(Defaults, data, "defaults", pos)
-    _check(_POOLS, data, "pools", pos)
+    if any(k in data for k in ("notify", "defaults", "pools")):
+        _check_sections(data, pos)
     if "state" in data and not isinstance(data["state"], str):
         raise pos.error("key 'state': must be a state URL string", ("state",))
     return data
 
 
-# `pools: {db: 2}`: shared with every workflow run by this user (docs/semantics.md POOL).
-_POOLS: TypeAdapter[dict[str, int]] = TypeAdapter(dict[PoolName, PoolSize])
+def _check_sections(data: dict[str, Any], pos: Any) -> None:
+    """`notify`, `defaults` and `pools` against the workflow model's pydantic classes (a
+    config holding none of them does not import pydantic: ~75 ms of every start)."""
+    from pydantic import TypeAdapter
+
+    from flowsh.modelcheck import Defaults, Notify, PoolName, PoolSize
+
+    _check(Notify, data, "notify", pos)
+    _check(Defaults, data, "defaults", pos)
+    # `pools: {db: 2}`: shared with every workflow run by this user (docs/semantics.md POOL).
+    _check(TypeAdapter(dict[PoolName, PoolSize]), data, "pools", pos)
 
 
-def _check(model: type[BaseModel] | TypeAdapter[Any], data: dict[str, Any], key: str,
-           pos: Any) -> None:
+def _check(model: Any, data: dict[str, Any], key: str, pos: Any) -> None:
     if key not in data:
         return
     if not isinstance(data[key], dict):
         raise pos.error(f"key {key!r}: must be a mapping", (key,))
+    from pydantic import TypeAdapter, ValidationError
+
     try:
         if isinstance(model, TypeAdapter):
             model.validate_python(data[key])

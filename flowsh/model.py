@@ -3,555 +3,821 @@
 Loaders (YAML, TOML, seed-style bash) turn a file into plain data; `Workflow.model_validate`
 checks it. After validation every step carries its effective settings (defaults applied,
 the implicit chain turned into `needs`), so nothing downstream looks at `defaults` again.
+
+Plain classes, without pydantic: importing pydantic and building its models cost ~130 ms
+of every `flowsh run` and `validate` (issue 14). `flowsh.modelcheck` holds the same model
+as pydantic classes, and it stays the contract: `model_validate` here accepts only data
+it can vouch for field by field (the shapes a file gives: text, numbers, booleans, lists,
+mappings) and gives what pydantic would; anything else, every invalid file included, is
+validated by pydantic and the result converted. So every refusal, its wording and its
+position are pydantic's, as before. The rest of pydantic's surface that callers use
+(`model_copy`, `model_dump`, `model_dump_json`, `model_fields`...) is here too, natively
+where a run needs it, through the pydantic twin otherwise.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+import json
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
+from flowsh.durations import parse_duration
+from flowsh.modelrules import BASH_SETS as BASH_SETS
+from flowsh.modelrules import IDENT as IDENT
+from flowsh.modelrules import (
+    MAX_CONCURRENCY,
+    MAX_POOL_SIZE,
+    MAX_RETRIES,
+    check_globs,
+    check_idents,
+    str_value,
 )
-
-from flowsh.durations import DURATION_PATTERN, parse_duration
+from flowsh.modelrules import MAX_ITEMS as MAX_ITEMS
+from flowsh.modelrules import MAX_STEP_NAME as MAX_STEP_NAME
+from flowsh.modelrules import STEP_NAME as STEP_NAME
+from flowsh.modelrules import EventName as EventName
+from flowsh.modelrules import Severity as Severity
 from flowsh.secrets import SECRET_NAME as SECRET_NAME  # kept importable from here
 
-IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-
-# Bounds on counts (docs/reference.md): beyond them a value is a typo, not a plan.
-MAX_RETRIES = 1000
-MAX_CONCURRENCY = 10000
-# A step's name makes file names (`<step>.secret-outputs.json` is 20 more): under the 255
-# bytes a file name may have, with room to spare.
-MAX_STEP_NAME = 128
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
-def _shell_named(value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise ValueError("shell is blank: name an interpreter (bash, sh, zsh...)")
+_M = TypeVar("_M", bound="_Model")
+
+
+_FIELDS_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+class _Slow(Exception):
+    """The fast path cannot vouch for a value: pydantic decides."""
+
+
+class _Meta(type):
+    def __getattr__(cls, name: str) -> Any:
+        # Class-level pydantic API (model_fields, model_json_schema...): the twin's.
+        if name.startswith("model_"):
+            return getattr(_checked(cls), name)
+        raise AttributeError(name)
+
+
+class _Model(metaclass=_Meta):
+    """A frozen record with pydantic's API over the fields of its `flowsh.modelcheck` twin."""
+
+    _fields: ClassVar[tuple[str, ...]] = ()  # declaration order, as the twin's
+    _excluded: ClassVar[frozenset[str]] = frozenset()  # `Field(exclude=True)`
+    _alias: ClassVar[dict[str, str]] = {}
+
+    if TYPE_CHECKING:
+        model_fields: ClassVar[dict[str, Any]]
+
+    def __init__(self, **data: Any) -> None:
+        made = type(self).model_validate(data)
+        object.__setattr__(self, "__dict__", made.__dict__)
+
+    @classmethod
+    def _make(cls: type[_M], values: dict[str, Any], fields_set: AbstractSet[str]) -> _M:
+        obj = object.__new__(cls)
+        # One frozenset per distinct set of keys, shared: a set of 6-10 names is 728
+        # bytes, a third of a step (7 MiB of a 10,000-step file's model).
+        frozen = frozenset(fields_set)
+        values["_fset"] = _FIELDS_SETS.setdefault(frozen, frozen)
+        object.__setattr__(obj, "__dict__", values)  # the caller's fresh dict, as it is
+        return obj
+
+    @classmethod
+    def _fast(cls, data: dict[str, Any]) -> Any:
+        raise _Slow
+
+    @classmethod
+    def model_validate(cls: type[_M], obj: Any, **kwargs: Any) -> _M:
+        if not kwargs:
+            if isinstance(obj, cls):
+                return obj  # pydantic's default: an instance is not validated again
+            if type(obj) is dict:
+                try:
+                    made: _M = cls._fast(obj)
+                    return made
+                except _Slow:
+                    pass
+        checked: _M = _plain(_checked(cls).model_validate(_twin_value(obj), **kwargs))
+        return checked
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_twin(self), name, value)  # frozen: pydantic's ValidationError
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        delattr(_twin(self), name)
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def _values(self) -> tuple[Any, ...]:
+        d = self.__dict__
+        return tuple(d[f] for f in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Model)
+        return self._values() == other._values() and self._extra() == other._extra()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        d = self.__dict__
+        parts = [f"{f}={d[f]!r}" for f in self._fields]
+        parts += [f"{k}={v!r}" for k, v in self._extra().items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __iter__(self) -> Any:
+        d = self.__dict__
+        yield from ((f, d[f]) for f in self._fields)
+        yield from self._extra().items()
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        return set(self.__dict__["_fset"])
+
+    def model_copy(self: _M, *, update: dict[str, Any] | None = None,
+                   deep: bool = False) -> _M:
+        """A copy sharing the values, `update` applied without validation (as pydantic)."""
+        values = {**self.__dict__, **(update or {})}
+        values.pop("_fset", None)
+        values.pop("_step_index", None)
+        if deep:
+            import copy
+
+            values = copy.deepcopy(values)
+        return type(self)._make(values, self.model_fields_set | (update or {}).keys())
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        if kwargs:
+            dumped: dict[str, Any] = _twin(self).model_dump(**kwargs)
+            return dumped
+        d = self.__dict__
+        out = {f: _dump_value(d[f]) for f in self._fields if f not in self._excluded}
+        out.update({k: _dump_value(v) for k, v in self._extra().items()})
+        return out
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        text: str = _twin(self).model_dump_json(**kwargs)
+        return text
+
+
+def _dump_value(value: Any) -> Any:
+    if isinstance(value, _Model):
+        return value.model_dump()
+    if type(value) is list:
+        return [_dump_value(v) for v in value]
+    if type(value) is dict:
+        return {k: _dump_value(v) for k, v in value.items()}
     return value
 
 
-def _positive_queue_timeout(value: float | None) -> float | None:
-    # 0 would read as "unset" (the executor's default, minutes) where one means "at once".
-    if value is not None and value <= 0:
-        raise ValueError("queue_timeout must be more than 0s (how long a step may wait "
-                         "for a worker)")
-    return value
+# -- checks of one value each: the value pydantic would give, or _Slow ----------------------
 
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": DURATION_PATTERN},
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "Seconds, or a duration such as 90s, 5m, 1h30m, 250ms.",
-        }
-    ),
-]
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise _Slow
+    return v
 
 
-def _str_value(value: Any) -> Any:
-    """Env and param values are strings; accept YAML scalars (numbers, booleans) as text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
+def _opt_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not str:
+        raise _Slow
+    return v
 
 
-Scalar = Annotated[str, BeforeValidator(_str_value)]
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _Slow
+    return v
 
 
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
+def _int(v: Any, lo: int, hi: int) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise _Slow
+    return v
 
 
-StrList = Annotated[list[str], BeforeValidator(_as_list)]
-# `sources:`/`generates:`: one glob or a list; the schema says both (an editor must not flag
-# `sources: "src/*.c"`).
-GlobList = Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
-    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+def _float(v: Any, lo: float, hi: float) -> float:
+    if type(v) is not float and type(v) is not int:
+        raise _Slow
+    f = float(v)
+    if not lo <= f <= hi:  # nan too
+        raise _Slow
+    return f
 
 
-def _check_cron(value: str) -> str:
-    from flowsh.cron import check  # croniter only when a file has a schedule
-
-    return check(value)
-
-
-CronList = Annotated[list[Annotated[str, AfterValidator(_check_cron)]], BeforeValidator(_as_list)]
+def _duration(v: Any) -> float:
+    try:
+        return parse_duration(v)
+    except Exception:  # its message is pydantic's to give
+        raise _Slow from None
 
 
-# Names the bash of every step sets itself when it starts, whatever its environment says,
-# or computes on every read (RANDOM, LINENO...; PS4 is reset when bash runs as root): a
-# param, env or output of one of them would never reach the step (PARAM-6). Refused on
-# every runtime rather than lost in silence.
-BASH_SETS = frozenset({
-    "BASH", "BASH_VERSION", "BASH_VERSINFO", "SHLVL", "OPTIND", "OPTERR", "OLDPWD", "PWD",
-    "PPID", "PS1", "PS2", "PS4", "COMP_WORDBREAKS", "BASHOPTS", "SHELLOPTS", "BASHPID",
-    "LINENO", "HISTCMD", "RANDOM", "SRANDOM", "EPOCHSECONDS", "EPOCHREALTIME",
-})
+def _opt_duration(v: Any) -> float | None:
+    return None if v is None else _duration(v)
 
 
-def _check_idents(mapping: dict[str, str], what: str) -> dict[str, str]:
-    for key in mapping:
-        if not IDENT.match(key):
-            raise ValueError(
-                f"{what} name {key!r} is not a shell identifier (letters, digits, _; "
-                "not starting with a digit)"
-            )
-        if key.upper().startswith("FLOWSH_"):
-            raise ValueError(f"{what} name {key!r} is reserved: FLOWSH_* names are flowsh's own")
-        if key in BASH_SETS:
-            raise ValueError(f"{what} name {key!r} cannot reach a step: the step's bash sets "
-                             f"{key} itself (when it starts, or on every read); rename it")
-    return mapping
+def _str_list(v: Any) -> list[str]:
+    if type(v) is str:
+        return [v]
+    if type(v) is not list:
+        raise _Slow
+    for item in v:
+        if type(item) is not str:
+            raise _Slow
+    return list(v)
 
 
-# A pool's name makes a directory under $FLOWSH_HOME/pools (docs/semantics.md POOL).
-POOL_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
-PoolName = Annotated[str, Field(pattern=POOL_NAME)]
-MAX_POOL_SIZE = 1000
-PoolSize = Annotated[int, Field(ge=1, le=MAX_POOL_SIZE)]
+def _scalar(v: Any) -> str:
+    v = str_value(v)
+    if type(v) is not str:
+        raise _Slow
+    return v
 
 
-# A command's own exit code that `skip_on`/`success_on` may name: 124 and up also mean a
-# timeout, a command that could not run, or a signal, which a shell cannot tell apart.
-OwnExitCode = Annotated[int, Field(ge=1, le=123)]
-RetryCode = Annotated[int, Field(ge=1, le=255)]
+def _scalar_list(v: Any) -> list[str]:
+    if type(v) is not list:
+        raise _Slow
+    return [_scalar(x) for x in v]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+def _names(v: Any, what: str) -> dict[str, str]:
+    """`env`/`params`: shell names -> text."""
+    if type(v) is not dict:
+        raise _Slow
+    out = {}
+    for k, x in v.items():
+        if type(k) is not str:
+            raise _Slow
+        out[k] = _scalar(x)
+    try:
+        check_idents(out, what)
+    except ValueError:
+        raise _Slow from None
+    return out
 
 
-class Defaults(_Frozen):
+def _codes(v: Any, lo: int, hi: int) -> list[int]:
+    if type(v) is not list:
+        raise _Slow
+    return [_int(x, lo, hi) for x in v]
+
+
+def _literal(v: Any, allowed: frozenset[str]) -> str:
+    if type(v) is not str or v not in allowed:
+        raise _Slow
+    return v
+
+
+def _nonblank_shell(v: Any) -> str:
+    if type(v) is not str or not v.strip():
+        raise _Slow
+    return v
+
+
+def _keys(data: dict[str, Any], known: frozenset[str]) -> None:
+    if not data.keys() <= known:
+        raise _Slow  # an unknown key (or an alias pydantic takes by name): its error
+
+
+def _nested(cls: type[_Model], v: Any) -> Any:
+    if isinstance(v, cls):
+        return v
+    if type(v) is not dict:
+        raise _Slow
+    return cls._fast(v)
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+class Defaults(_Model):
     """Settings every step inherits unless it sets its own."""
 
-    retries: int = Field(0, ge=0, le=MAX_RETRIES, description="Extra attempts after a failure.")
-    retry_delay: Duration = Field(1.0, description="Wait before the first retry.")
-    backoff: float = Field(
-        2.0, ge=1.0, le=100.0, description="Multiplier applied to the delay per retry."
-    )
-    max_delay: Duration = Field(300.0, description="Upper bound on one retry delay.")
-    jitter: float = Field(
-        0.1, ge=0.0, le=1.0, description="Random +/- fraction applied to each retry delay."
-    )
-    timeout: Duration | None = Field(None, description="Kill the step after this long.")
+    retries: int
+    retry_delay: float
+    backoff: float
+    max_delay: float
+    jitter: float
+    timeout: float | None
+
+    _fields = ("retries", "retry_delay", "backoff", "max_delay", "jitter", "timeout")
+    _known = frozenset(_fields)
+
+    @classmethod
+    def _fast(cls, d: dict[str, Any]) -> Defaults:
+        _keys(d, cls._known)
+        g = d.get
+        return cls._make({
+            "retries": _int(g("retries", 0), 0, MAX_RETRIES),
+            "retry_delay": _duration(d["retry_delay"]) if "retry_delay" in d else 1.0,
+            "backoff": _float(g("backoff", 2.0), 1.0, 100.0),
+            "max_delay": _duration(d["max_delay"]) if "max_delay" in d else 300.0,
+            "jitter": _float(g("jitter", 0.1), 0.0, 1.0),
+            "timeout": _opt_duration(g("timeout")),
+        }, set(d))
 
 
-class ForeachFile(_Frozen):
+class ForeachFile(_Model):
     """`foreach: {file: PATH}`: the file's lines (relative to the step's workdir)."""
 
-    file: str = Field(min_length=1, description="A file, relative to the step's workdir.")
+    file: str
+    _fields = ("file",)
 
 
-class ForeachCommand(_Frozen):
+class ForeachCommand(_Model):
     """`foreach: {command: TEXT}`: the lines a command prints, run in the step's environment."""
 
-    command: str = Field(min_length=1, description="Shell text; its stdout lines are the items.")
+    command: str
+    _fields = ("command",)
 
 
-class ForeachOutput(_Frozen):
+class ForeachOutput(_Model):
     """`foreach: {output: NAME}`: the lines of an upstream output (or env var) NAME."""
 
-    output: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                        description="An output or variable the step sees.")
+    output: str
+    _fields = ("output",)
 
 
-def _foreach_form(value: Any) -> str | None:
-    if isinstance(value, list):
-        return "list"
-    for form, cls in (("file", ForeachFile), ("command", ForeachCommand),
-                      ("output", ForeachOutput)):
-        if isinstance(value, cls):  # serializing a validated step (its definition hash)
-            return form
-    if isinstance(value, dict) and len(value) == 1:
-        key = next(iter(value))
-        return key if key in ("file", "command", "output") else None
-    return None
+Foreach = list[str] | ForeachFile | ForeachCommand | ForeachOutput
 
 
-# One form per value, told apart by its shape, so an error names what the value should be
-# rather than why it is none of four things.
-Foreach = Annotated[
-    Annotated[list[Scalar], Tag("list")] | Annotated[ForeachFile, Tag("file")]
-    | Annotated[ForeachCommand, Tag("command")] | Annotated[ForeachOutput, Tag("output")],
-    Discriminator(_foreach_form, custom_error_type="foreach_form", custom_error_message=(
-        "should be a list of items, or one of {file: PATH}, {command: TEXT}, "
-        "{output: NAME}"))]
-MAX_ITEMS = 10000
+def _foreach(v: Any) -> Foreach | None:
+    if v is None or isinstance(v, ForeachFile | ForeachCommand | ForeachOutput):
+        return v  # type: ignore[no-any-return]
+    if type(v) is list:
+        items = _scalar_list(v)
+        if len(items) > MAX_ITEMS:
+            raise _Slow
+        for item in items:
+            if "\0" in item or "\n" in item or not item.strip():
+                raise _Slow
+        return items
+    if type(v) is not dict or len(v) != 1:
+        raise _Slow
+    ((key, value),) = v.items()
+    if type(value) is not str or not value:
+        raise _Slow
+    if key == "file":
+        return ForeachFile._make({"file": value}, {"file"})  # type: ignore[no-any-return]
+    if key == "command":
+        return ForeachCommand._make(  # type: ignore[no-any-return]
+            {"command": value}, {"command"})
+    if key == "output" and IDENT.match(value) and not SECRET_NAME.search(value):
+        return ForeachOutput._make({"output": value}, {"output"})  # type: ignore[no-any-return]
+    raise _Slow
 
 
-class Step(_Frozen):
+_QUEUE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
+_POOL_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_POOL_CHARS = _POOL_FIRST | frozenset(".-")
+
+
+def _pool_name(v: Any) -> str:
+    if type(v) is not str or not 1 <= len(v) <= 64 or v[0] not in _POOL_FIRST \
+            or not _POOL_CHARS.issuperset(v):
+        raise _Slow
+    return v
+
+
+class Step(_Model):
     """One step: a shell command (`run`) or a script file (`script` + `args`)."""
 
-    name: str = Field(description="Unique step name (letters, digits, _ . -).")
-    description: str | None = None
-    run: str | None = Field(None, description="Shell text, run by `shell`.")
-    script: str | None = Field(None, description="A script file, relative to the workdir.")
-    args: list[Scalar] = Field(default_factory=list, description="Arguments for `script`.")
-    needs: StrList | None = Field(
-        None, description="Steps this one waits for. Absent: the step listed before it."
+    name: str
+    description: str | None
+    run: str | None
+    script: str | None
+    args: list[str]
+    needs: list[str] | None
+    env: dict[str, str]
+    workdir: str | None
+    source: list[str]
+    shell: str | None
+    retries: int | None
+    retry_delay: float | None
+    backoff: float | None
+    max_delay: float | None
+    jitter: float | None
+    timeout: float | None
+    if_: str | None
+    always: bool
+    continue_on_failure: bool
+    keep_children: bool
+    retry_on: list[int] | None
+    skip_on: list[int]
+    success_on: list[int]
+    queue: str | None
+    queue_timeout: float | None
+    pool: str | None
+    call: str | None
+    params: dict[str, str]
+    foreach: Foreach | None
+    max_parallel: int | None
+    sources: list[str]
+    generates: list[str]
+
+    _fields = (
+        "name", "description", "run", "script", "args", "needs", "env", "workdir", "source",
+        "shell", "retries", "retry_delay", "backoff", "max_delay", "jitter", "timeout", "if_",
+        "always", "continue_on_failure", "keep_children", "retry_on", "skip_on", "success_on",
+        "queue", "queue_timeout", "pool", "call", "params", "foreach", "max_parallel",
+        "sources", "generates",
     )
-    env: dict[str, Scalar] = Field(default_factory=dict)
-    workdir: str | None = None
-    source: StrList = Field(
-        default_factory=list,
-        description="Bash files sourced before the step (after the workflow's).",
-    )
-    shell: Annotated[str | None, AfterValidator(_shell_named)] = None
-    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
-    retry_delay: Duration | None = None
-    backoff: float | None = Field(None, ge=1.0, le=100.0)
-    max_delay: Duration | None = None
-    jitter: float | None = Field(None, ge=0.0, le=1.0)
-    timeout: Duration | None = None
-    if_: str | None = Field(
-        None, alias="if", description="Shell test; a non-zero exit skips the step."
-    )
-    always: bool = Field(False, description="Run even after failures (like `finally`).")
-    continue_on_failure: bool = Field(
-        False, description="A failure of this step does not fail the run."
-    )
-    keep_children: bool = Field(
-        False, description="When it exits normally, leave running what it started (a daemon)."
-    )
-    retry_on: list[RetryCode] | None = Field(
-        None, description="Retry only after these exit codes (124: a timeout, 128+N: signal "
-        "N). Absent: after any failure.")
-    skip_on: list[OwnExitCode] = Field(
-        default_factory=list, description="These exit codes mark the step skipped ('exit N'); "
-        "its dependents still run.")
-    success_on: list[OwnExitCode] = Field(
-        default_factory=list, description="These exit codes count as success, like 0.")
-    queue: str | None = Field(
-        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$",
-        description="Executor queue (host group) this step runs on; the local executor "
-                    "and exports ignore it.",
-    )
-    queue_timeout: Duration | None = Field(
-        None, description="Fail the step when no worker has started it this long after "
-                          "it was submitted (remote executors).",
-    )
-    pool: PoolName | None = Field(
-        None, description="A pool (declared in `pools`, here or in the user config) each "
-        "attempt holds a slot of while it runs; it waits for a free one first.")
-    call: str | None = Field(
-        None, min_length=1, description="Another workflow file (relative to this one) run "
-        "as this step: a child run (docs/semantics.md CALL).")
-    params: dict[str, Scalar] = Field(
-        default_factory=dict, description="With `call`: the child's params, literal text.")
-
-    foreach: Foreach | None = Field(
-        None, description="Run the step once per item: a list, `{file: PATH}`, `{command: "
-        "TEXT}` or `{output: NAME}` (lines, blank ones dropped); each item an instance "
-        "`step[item]` with $ITEM and $ITEM_INDEX (docs/semantics.md FOREACH).")
-    max_parallel: int | None = Field(
-        None, ge=1, le=MAX_ITEMS, description="With `foreach`: at most this many items at "
-        "once (within the run's concurrency).")
-
-    sources: GlobList = Field(
-        default_factory=list, description="Globs (relative to the workdir) of the files it "
-        "reads: with them the step is skipped as up to date when nothing it depends on "
-        "changed since its last success (docs/semantics.md UPTODATE).")
-    generates: GlobList = Field(
-        default_factory=list, description="Globs (relative to the workdir) of the files it "
-        "writes: a step is up to date only while they are as its last success left them.")
-
-    @field_validator("queue_timeout")
-    @classmethod
-    def _queue_timeout_positive(cls, value: float | None) -> float | None:
-        return _positive_queue_timeout(value)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not STEP_NAME.match(v):
-            raise ValueError(f"step name {v!r} may hold only letters, digits, '_', '.', '-'")
-        if len(v) > MAX_STEP_NAME:
-            raise ValueError(f"step name {v[:20]}... is {len(v)} characters long; at most "
-                             f"{MAX_STEP_NAME}")
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_idents(v, "env")
-
-    @field_validator("params")
-    @classmethod
-    def _call_params(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_idents(v, "param")
-
-    @field_validator("sources", "generates")
-    @classmethod
-    def _globs(cls, v: list[str]) -> list[str]:
-        for glob in v:
-            # The exported script keeps them one a line.
-            if not glob.strip() or "\n" in glob or "\0" in glob:
-                raise ValueError(f"{glob!r} is not a glob (empty, or a line break in it)")
-        return v
-
-    @model_validator(mode="after")
-    def _one_action(self) -> Step:
-        if [self.run, self.script, self.call].count(None) != 2:
-            raise ValueError(f"step {self.name!r} needs exactly one of `run`, `script` or "
-                             "`call`")
-        if self.params and self.call is None:
-            raise ValueError(f"step {self.name!r}: `params` goes with `call`")
-        if self.args and self.script is None:
-            raise ValueError(f"step {self.name!r}: `args` goes with `script`")
-        return self
-
-    @field_validator("foreach")
-    @classmethod
-    def _items(cls, v: Foreach | None) -> Foreach | None:
-        if isinstance(v, list):
-            if len(v) > MAX_ITEMS:
-                raise ValueError(f"{len(v)} items; at most {MAX_ITEMS}")
-            for item in v:
-                if "\0" in item or "\n" in item or not item.strip():
-                    raise ValueError(f"item {item!r} is blank or holds a line break or NUL")
-        elif isinstance(v, ForeachOutput) and SECRET_NAME.search(v.output):
-            raise ValueError(f"{v.output!r} is a secret: items name instances and are "
-                             "recorded in clear")
-        return v
-
-    @model_validator(mode="after")
-    def _foreach(self) -> Step:
-        if self.foreach is None:
-            if self.max_parallel is not None:
-                raise ValueError(f"step {self.name!r}: `max_parallel` goes with `foreach`")
-            return self
-        for other in ("call", "sources"):
-            if getattr(self, other):
-                raise ValueError(f"step {self.name!r}: `foreach` cannot go with `{other}` "
-                                 "(docs/semantics.md FOREACH-9)")
-        return self
-
-    @model_validator(mode="after")
-    def _codes(self) -> Step:
-        if not ((self.success_on and (self.skip_on or self.retry_on))
-                or (self.retry_on and self.skip_on)):
-            return self  # no two lists to share a code: most steps (10,000 in W4: -30 ms)
-        for a, b in (("success_on", "skip_on"), ("retry_on", "success_on"),
-                     ("retry_on", "skip_on")):
-            both = sorted(set(getattr(self, a) or ()) & set(getattr(self, b) or ()))
-            if both:
-                raise ValueError(f"step {self.name!r}: exit code {both[0]} is in both `{a}` "
-                                 f"and `{b}`")
-        return self
+    _alias = {"if_": "if"}
+    _known = frozenset(_fields) - {"if_"} | {"if"}
 
     @property
     def retry_count(self) -> int:
         return self.retries or 0
 
+    @classmethod
+    def _fast(cls, d: dict[str, Any], inherit: tuple[dict[str, Any], str, str | None]
+              | None = None) -> Step:
+        """The step, or _Slow; with `inherit` (the workflow's defaults, its shell and the
+        previous step's name), resolved as the twin's `Workflow._resolve` resolves it."""
+        if not d.keys() <= cls._known or "name" not in d:
+            raise _Slow  # an unknown key (or `if_`, which pydantic takes by name): its error
+        v = dict(_STEP_BLANK)
+        v["args"], v["env"], v["source"], v["params"] = [], {}, [], {}
+        v["skip_on"], v["success_on"], v["sources"], v["generates"] = [], [], [], []
+        checks = _STEP_CHECKS
+        for key, value in d.items():
+            v[key] = checks[key](value)
+        fields_set = set(d)
+        if "if" in v:
+            v["if_"] = v.pop("if")
+            fields_set.discard("if")
+            fields_set.add("if_")
+        call, foreach = v["call"], v["foreach"]
+        if (v["run"], v["script"], call).count(None) != 2 \
+                or (v["params"] and call is None) or (v["args"] and v["script"] is None):
+            raise _Slow
+        if foreach is None:
+            if v["max_parallel"] is not None:
+                raise _Slow
+        elif call or v["sources"]:
+            raise _Slow
+        retry_on, skip_on, success_on = v["retry_on"], v["skip_on"], v["success_on"]
+        if (success_on and (skip_on or retry_on)) or (retry_on and skip_on):
+            for a, b in ((success_on, skip_on), (retry_on, success_on), (retry_on, skip_on)):
+                if set(a or ()) & set(b or ()):
+                    raise _Slow
+        if inherit is not None:
+            defaults, shell, previous = inherit
+            for key in _INHERITED:
+                if v[key] is None:
+                    v[key] = defaults[key]
+                    fields_set.add(key)
+            if v["needs"] is None:
+                v["needs"] = [previous] if previous is not None else []
+                fields_set.add("needs")
+            if v["shell"] is None:
+                v["shell"] = shell
+                fields_set.add("shell")
+        return cls._make(v, fields_set)
 
-Severity = Literal["critical", "warning", "info"]
-EventName = Literal["run_failed", "run_succeeded", "step_failed", "step_retry", "run_long",
-                    "run_late"]
+
+def _step_name(v: Any) -> str:
+    if type(v) is not str or not STEP_NAME.match(v) or len(v) > MAX_STEP_NAME:
+        raise _Slow
+    return v
 
 
-class Channel(BaseModel):
+def _opt(check: Any, *args: Any) -> Any:
+    """`check` for a value that may also be None."""
+    def opt(v: Any) -> Any:
+        return None if v is None else check(v, *args)
+    return opt
+
+
+def _nonempty_str(v: Any) -> str:
+    if type(v) is not str or not v:
+        raise _Slow
+    return v
+
+
+def _queue(v: Any) -> str:
+    if type(v) is not str or not 1 <= len(v) <= 200 or not _QUEUE_CHARS.issuperset(v):
+        raise _Slow
+    return v
+
+
+def _positive_duration(v: Any) -> float:
+    seconds = _duration(v)
+    if seconds <= 0:
+        raise _Slow
+    return seconds
+
+
+def _globs(v: Any) -> list[str]:
+    globs = _str_list(v)
+    try:
+        return check_globs(globs)
+    except ValueError:
+        raise _Slow from None
+
+
+_STEP_CHECKS: dict[str, Any] = {
+    "name": _step_name, "description": _opt_str, "run": _opt_str, "script": _opt_str,
+    "args": _scalar_list, "needs": _opt(_str_list), "env": lambda v: _names(v, "env"),
+    "workdir": _opt_str, "source": _str_list, "shell": _opt(_nonblank_shell),
+    "retries": _opt(_int, 0, MAX_RETRIES), "retry_delay": _opt_duration,
+    "backoff": _opt(_float, 1.0, 100.0), "max_delay": _opt_duration,
+    "jitter": _opt(_float, 0.0, 1.0), "timeout": _opt_duration, "if": _opt_str,
+    "always": _bool, "continue_on_failure": _bool, "keep_children": _bool,
+    "retry_on": _opt(_codes, 1, 255), "skip_on": lambda v: _codes(v, 1, 123),
+    "success_on": lambda v: _codes(v, 1, 123), "queue": _opt(_queue),
+    "queue_timeout": _opt(_positive_duration), "pool": _opt(_pool_name),
+    "call": _opt(_nonempty_str), "params": lambda v: _names(v, "param"),
+    "foreach": _foreach, "max_parallel": _opt(_int, 1, MAX_ITEMS), "sources": _globs,
+    "generates": _globs,
+}
+# A step's values before its keys are read (lists and mappings are made for each step).
+_STEP_BLANK: dict[str, Any] = dict.fromkeys(Step._fields)
+_STEP_BLANK.update(always=False, continue_on_failure=False, keep_children=False)
+_INHERITED = ("retries", "retry_delay", "backoff", "max_delay", "jitter", "timeout")
+
+
+class Channel(_Model):
     """A notification channel: `type` names a notifier; other keys are its config."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     type: str
+    _fields = ("type",)
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = self.__dict__["_xtra"]
+        return extra
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names missing from __dict__: pydantic's extras read as attributes.
+        extra = self.__dict__.get("_xtra") or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(name)
+
+    def model_copy(self: _M, *, update: dict[str, Any] | None = None,
+                   deep: bool = False) -> _M:
+        copied: _M = _plain(_twin(self).model_copy(update=update, deep=deep))
+        return copied
+
+    @classmethod
+    def _fast(cls, d: dict[str, Any]) -> Channel:
+        extra = {k: v for k, v in d.items() if k != "type"}
+        if any(type(k) is not str for k in extra):
+            raise _Slow
+        ch: Channel = cls._make({"type": _str(d.get("type"))}, set(d))
+        ch.__dict__["_xtra"] = extra
+        return ch
 
 
-class Notify(_Frozen):
+_SEVERITIES = frozenset(("critical", "warning", "info"))
+_EVENTS = frozenset(("run_failed", "run_succeeded", "step_failed", "step_retry", "run_long",
+                     "run_late"))
+
+
+class Notify(_Model):
     """The seed's `alert()`: channels, severity routes, and which events alert at what level."""
 
-    channels: dict[str, Channel] = Field(default_factory=dict)
-    routes: dict[Severity, StrList] = Field(default_factory=dict)
-    events: dict[EventName, Severity] = Field(default_factory=dict)
-    long_after: Duration | None = Field(
-        None, description="A run still going after this long fires `run_long`."
-    )
+    channels: dict[str, Channel]
+    routes: dict[Severity, list[str]]
+    events: dict[EventName, Severity]
+    long_after: float | None
+
+    _fields = ("channels", "routes", "events", "long_after")
+    _known = frozenset(_fields)
+
+    @classmethod
+    def _fast(cls, d: dict[str, Any]) -> Notify:
+        _keys(d, cls._known)
+        channels, routes, events = d.get("channels", {}), d.get("routes", {}), \
+            d.get("events", {})
+        if type(channels) is not dict or type(routes) is not dict or type(events) is not dict:
+            raise _Slow
+        return cls._make({
+            "channels": {_str(k): _nested(Channel, v) for k, v in channels.items()},
+            "routes": {_literal(k, _SEVERITIES): _str_list(v) for k, v in routes.items()},
+            "events": {_literal(k, _EVENTS): _literal(v, _SEVERITIES)
+                       for k, v in events.items()},
+            "long_after": _opt_duration(d.get("long_after")),
+        }, set(d))
 
 
-class Monitor(_Frozen):
+def _bool_or_str(v: Any) -> bool | str:
+    if type(v) is not bool and type(v) is not str:
+        raise _Slow
+    return v  # type: ignore[no-any-return]
+
+
+class Monitor(_Model):
     """Logs and metrics written by the built-in monitoring plugins."""
 
-    csv: bool | str = Field(True, description="The seed's CSV log: true, false or a path.")
-    jsonl: bool | str = Field(True, description="JSON Lines event log: true, false or a path.")
-    prometheus: bool | str = Field(
-        False, description="Prometheus textfile: true (default path), false, or a path."
-    )
-    push: str | None = Field(None, description="Pushgateway URL.")
+    csv: bool | str
+    jsonl: bool | str
+    prometheus: bool | str
+    push: str | None
+
+    _fields = ("csv", "jsonl", "prometheus", "push")
+    _known = frozenset(_fields)
+
+    @classmethod
+    def _fast(cls, d: dict[str, Any]) -> Monitor:
+        _keys(d, cls._known)
+        g = d.get
+        return cls._make({
+            "csv": _bool_or_str(g("csv", True)),
+            "jsonl": _bool_or_str(g("jsonl", True)),
+            "prometheus": _bool_or_str(g("prometheus", False)),
+            "push": _opt_str(g("push")),
+        }, set(d))
 
 
-class CatchUp(_Frozen):
+class CatchUp(_Model):
     """Slots of the `schedule` missed in a window, run before a scheduled run's own."""
 
-    window: Duration = Field(
-        description="How far back from the run's slot a missed slot is made up (e.g. 2d).")
-    policy: Literal["latest", "all", "none"] = Field(
-        "latest", description="latest: the newest missed slot only; all: every missed slot, "
-        "oldest first; none: nothing.")
+    window: float
+    policy: Literal["latest", "all", "none"]
+
+    _fields = ("window", "policy")
+    _known = frozenset(_fields)
+
+    @classmethod
+    def _fast(cls, d: dict[str, Any]) -> CatchUp:
+        _keys(d, cls._known)
+        if "window" not in d:
+            raise _Slow
+        return cls._make({
+            "window": _duration(d["window"]),
+            "policy": _literal(d.get("policy", "latest"), frozenset(("latest", "all", "none"))),
+        }, set(d))
 
 
-class Workflow(_Frozen):
+_OVERLAP = frozenset(("skip", "wait", "allow"))
+
+
+class Workflow(_Model):
     """A validated workflow. Build it with `flowsh.loader.load_workflow`."""
 
     name: str
-    description: str | None = None
-    params: dict[str, Scalar] = Field(default_factory=dict)
-    env: dict[str, Scalar] = Field(default_factory=dict)
-    env_file: str | None = None
-    secrets: StrList = Field(
-        default_factory=list, description="More env/param names whose values are masked."
-    )
-    shell: Annotated[str, AfterValidator(_shell_named)] = Field(
-        "bash", description="Interpreter for `run` text (bash, sh, zsh...)."
-    )
-    strict: bool = Field(True, description="Run `run` text under `set -eo pipefail`.")
-    workdir: str | None = None
-    source: StrList = Field(default_factory=list)
-    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
-    overlap: Literal["skip", "wait", "allow"] = "skip"
-    lock_timeout: Duration | None = None
-    kill_grace: Duration = Field(
-        5.0, description="After a timeout or Ctrl-C: wait this long after TERM before KILL."
-    )
-    state: str | None = Field(None, description="State URL, e.g. sqlite:///path or json:///dir.")
-    queue_timeout: Duration | None = Field(
-        None, description="Default `queue_timeout` of the steps (remote executors)."
-    )
-
-    @field_validator("queue_timeout")
-    @classmethod
-    def _queue_timeout_positive(cls, value: float | None) -> float | None:
-        return _positive_queue_timeout(value)
-    executor: str = Field(
-        "local", description="Where steps run: `local`, or one a plugin adds (e.g. `celery`)."
-    )
-    executor_options: dict[str, Any] = Field(
-        default_factory=dict, description="Options for the executor (broker URL, queue...)."
-    )
-    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
-    steps: list[Step] = Field(min_length=1)
-    notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
-    monitor: Monitor = Field(default_factory=Monitor)  # type: ignore[arg-type]
-    pools: dict[PoolName, PoolSize] = Field(
-        default_factory=dict, description="Concurrency pools shared by every flowsh process "
-        "on the host: name -> how many steps may hold it at once (the user config's value "
-        "when smaller).")
-    schedule: CronList = Field(
-        default_factory=list,
-        description="Cron expressions (5 fields, or 6 with seconds last), optionally "
-        "prefixed with CRON_TZ=Zone.",
-    )
-    catchup: CatchUp | None = Field(
-        None, description="Make up slots of the `schedule` that have no succeeded run "
-        "(docs/scheduling.md).")
-    deadline: str | None = Field(
-        None, description="When a run must be done by: a time of day (06:00, in the "
-        "schedule's zone, the first at or after the run's slot) or a duration after the "
-        "slot (4h); a run without a slot counts from its start. Fires `run_late`.")
+    description: str | None
+    params: dict[str, str]
+    env: dict[str, str]
+    env_file: str | None
+    secrets: list[str]
+    shell: str
+    strict: bool
+    workdir: str | None
+    source: list[str]
+    concurrency: int
+    overlap: Literal["skip", "wait", "allow"]
+    lock_timeout: float | None
+    kill_grace: float
+    state: str | None
+    queue_timeout: float | None
+    executor: str
+    executor_options: dict[str, Any]
+    defaults: Defaults
+    steps: list[Step]
+    notify: Notify
+    monitor: Monitor
+    pools: dict[str, int]
+    schedule: list[str]
+    catchup: CatchUp | None
+    deadline: str | None
     # Set by the loader, not by the file.
-    path: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
-    # Params declared without a default (`day:` / `day: null`): taken out of `params`
-    # by `_split_params`, so `params` keeps only names with a value.
-    required_params: tuple[str, ...] = Field(
-        (), exclude=True, json_schema_extra={"readOnly": True})
+    path: str | None
+    # Params declared without a default (`day:` / `day: null`): taken out of `params`,
+    # so `params` keeps only names with a value.
+    required_params: tuple[str, ...]
     # False when the file has no `name:` (the loader then names it after the file): see
     # `identity`.
-    name_declared: bool = Field(True, exclude=True, json_schema_extra={"readOnly": True})
+    name_declared: bool
 
-    @model_validator(mode="before")
+    _fields = (
+        "name", "description", "params", "env", "env_file", "secrets", "shell", "strict",
+        "workdir", "source", "concurrency", "overlap", "lock_timeout", "kill_grace", "state",
+        "queue_timeout", "executor", "executor_options", "defaults", "steps", "notify",
+        "monitor", "pools", "schedule", "catchup", "deadline", "path", "required_params",
+        "name_declared",
+    )
+    _excluded = frozenset(("path", "required_params", "name_declared"))
+    _known = frozenset(_fields)
+
     @classmethod
-    def _split_params(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        params = data.get("params")
-        if isinstance(params, dict) and any(v is None for v in params.values()):
-            data = {**data, "params": {k: v for k, v in params.items() if v is not None},
-                    "required_params": tuple(k for k, v in params.items() if v is None)}
-        return data
+    def _fast(cls, d: dict[str, Any]) -> Workflow:
+        _keys(d, cls._known)
+        g = d.get
+        fields_set = set(d)
+        params = g("params")
+        required: Any = g("required_params", ())
+        if type(params) is dict and any(v is None for v in params.values()):
+            # `day:` declares a required param (the twin's `_split_params`).
+            required = tuple(k for k, v in params.items() if v is None)
+            params = {k: v for k, v in params.items() if v is not None}
+            fields_set.add("required_params")
+        if type(required) not in (tuple, list):
+            raise _Slow
+        required = tuple(_str(r) for r in required)
+        try:
+            check_idents(dict.fromkeys(required, ""), "param")
+        except ValueError:
+            raise _Slow from None
+        name = _str(g("name"))
+        if not STEP_NAME.match(name) or len(name) > MAX_STEP_NAME:
+            raise _Slow
+        steps = g("steps")
+        if type(steps) is not list or not steps:
+            raise _Slow
+        queue_timeout = _opt_duration(g("queue_timeout"))
+        if queue_timeout is not None and queue_timeout <= 0:
+            raise _Slow
+        options = g("executor_options", {})
+        if type(options) is not dict or any(type(k) is not str for k in options):
+            raise _Slow
+        pools = g("pools", {})
+        if type(pools) is not dict:
+            raise _Slow
+        schedule = _str_list(g("schedule", []))
+        if schedule:
+            from flowsh.cron import check
 
-    @field_validator("catchup")
-    @classmethod
-    def _catchup(cls, v: CatchUp | None, info: ValidationInfo) -> CatchUp | None:
-        if v is not None and not info.data.get("schedule"):
-            raise ValueError("catchup needs a `schedule` (the slots it makes up are its "
-                             "fire times)")
-        if v is not None and v.window <= 0:
-            raise ValueError("catchup window must be more than 0")
-        return v
+            try:
+                schedule = [check(s) for s in schedule]
+            except Exception:
+                raise _Slow from None
+        catchup = g("catchup")
+        if catchup is not None:
+            catchup = _nested(CatchUp, catchup)
+            if not schedule or catchup.window <= 0:
+                raise _Slow
+        deadline = _opt_str(g("deadline"))
+        if deadline is not None:
+            from flowsh.deadline import parse_deadline
 
-    @field_validator("deadline", mode="before")
-    @classmethod
-    def _deadline(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        from flowsh.deadline import parse_deadline
-
-        parse_deadline(v)
-        return v
-
-    @field_validator("required_params")
-    @classmethod
-    def _required(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        _check_idents(dict.fromkeys(v, ""), "param")
-        return v
-
-    @field_validator("name")
-    @classmethod
-    def _wf_name(cls, v: str) -> str:
-        if not STEP_NAME.match(v):
-            raise ValueError(f"workflow name {v!r} may hold only letters, digits, '_', '.', '-'")
-        if len(v) > MAX_STEP_NAME:  # it names files (the lock, the script's checkpoint) too
-            raise ValueError(f"workflow name {v[:20]}... is {len(v)} characters long; at "
-                             f"most {MAX_STEP_NAME}")
-        return v
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_idents(v, "param")
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_idents(v, "env")
-
-    @model_validator(mode="after")
-    def _resolve(self) -> Workflow:
-        d = self.defaults
+            try:
+                parse_deadline(deadline)
+            except Exception:
+                raise _Slow from None
+        defaults = _nested(Defaults, d["defaults"]) if "defaults" in d \
+            else Defaults._make(dict(_DEFAULTS), set())
+        shell = _nonblank_shell(d["shell"]) if "shell" in d else "bash"
         resolved: list[Step] = []
         previous: str | None = None
-        for step in self.steps:
-            updates: dict[str, Any] = {}
-            for key in ("retries", "retry_delay", "backoff", "max_delay", "jitter", "timeout"):
-                if getattr(step, key) is None:
-                    updates[key] = getattr(d, key)
-            if step.needs is None:
-                updates["needs"] = [previous] if previous is not None else []
-            if step.shell is None:
-                updates["shell"] = self.shell
-            resolved.append(_updated(step, updates) if updates else step)
+        inherited = defaults.__dict__
+        for s in steps:  # each with its effective settings (the twin's `_resolve`)
+            if type(s) is dict:
+                step = Step._fast(s, (inherited, shell, previous))
+            elif isinstance(s, Step):
+                step = _resolved(s, inherited, shell, previous)
+            else:
+                raise _Slow
+            resolved.append(step)
             previous = step.name
-        object.__setattr__(self, "steps", resolved)
-        return self
+        wf: Workflow = cls._make({
+            "name": name,
+            "description": _opt_str(g("description")),
+            "params": _names(params, "param") if "params" in d else {},
+            "env": _names(d["env"], "env") if "env" in d else {},
+            "env_file": _opt_str(g("env_file")),
+            "secrets": _str_list(d["secrets"]) if "secrets" in d else [],
+            "shell": shell,
+            "strict": _bool(d["strict"]) if "strict" in d else True,
+            "workdir": _opt_str(g("workdir")),
+            "source": _str_list(d["source"]) if "source" in d else [],
+            "concurrency": _int(d["concurrency"], 1, MAX_CONCURRENCY)
+            if "concurrency" in d else 4,
+            "overlap": _literal(g("overlap", "skip"), _OVERLAP),
+            "lock_timeout": _opt_duration(g("lock_timeout")),
+            "kill_grace": _duration(d["kill_grace"]) if "kill_grace" in d else 5.0,
+            "state": _opt_str(g("state")),
+            "queue_timeout": queue_timeout,
+            "executor": _str(d["executor"]) if "executor" in d else "local",
+            "executor_options": dict(options),
+            "defaults": defaults,
+            "steps": resolved,
+            "notify": _nested(Notify, d["notify"]) if "notify" in d
+            else Notify._make({"channels": {}, "routes": {}, "events": {}, "long_after": None},
+                              set()),
+            "monitor": _nested(Monitor, d["monitor"]) if "monitor" in d
+            else Monitor._make(dict(_MONITOR), set()),
+            "pools": {_pool_name(k): _int(v, 1, MAX_POOL_SIZE) for k, v in pools.items()},
+            "schedule": schedule,
+            "catchup": catchup,
+            "deadline": deadline,
+            "path": _opt_str(g("path")),
+            "required_params": required,
+            "name_declared": _bool(d["name_declared"]) if "name_declared" in d else True,
+        }, fields_set)
+        return wf
 
     def step(self, name: str) -> Step:
         """The step called `name` (KeyError if none); O(1), plugins call it per event."""
@@ -586,35 +852,89 @@ class Workflow(_Frozen):
         return names | set(self.secrets)
 
 
+_DEFAULTS = {"retries": 0, "retry_delay": 1.0, "backoff": 2.0, "max_delay": 300.0,
+             "jitter": 0.1, "timeout": None}
+_MONITOR = {"csv": True, "jsonl": True, "prometheus": False, "push": None}
+
+
+def _resolved(step: Step, defaults: dict[str, Any], shell: str, previous: str | None) -> Step:
+    """A step given as an instance, with its effective settings (as `Step._fast`)."""
+    sd = step.__dict__
+    updates: dict[str, Any] = {k: defaults[k] for k in _INHERITED if sd[k] is None}
+    if sd["needs"] is None:
+        updates["needs"] = [previous] if previous is not None else []
+    if sd["shell"] is None:
+        updates["shell"] = shell
+    return _updated(step, updates) if updates else step
+
+
 def _updated(step: Step, updates: dict[str, Any]) -> Step:
-    """``step.model_copy(update=updates)``, in half the time: what model_copy does (a new
-    instance sharing the values, the updated fields marked set) without its three generic
-    ``copy.copy`` calls. 9.5 -> 4.8 us a step: 47 ms of validating 10,000 steps."""
-    new = Step.__new__(Step)
-    object.__setattr__(new, "__dict__", {**step.__dict__, **updates})
-    object.__setattr__(new, "__pydantic_extra__", step.__pydantic_extra__)
-    object.__setattr__(new, "__pydantic_fields_set__",
-                       step.__pydantic_fields_set__ | updates.keys())
-    object.__setattr__(new, "__pydantic_private__", step.__pydantic_private__)
-    return new
+    """``step.model_copy(update=updates)`` without its generic work (10,000 steps)."""
+    values = {**step.__dict__, **updates}
+    values.pop("_step_index", None)
+    return Step._make(values, step.__dict__["_fset"] | updates.keys())
+
+
+# -- the pydantic twin ----------------------------------------------------------------------
+
+_PLAIN: dict[str, type[_Model]] = {c.__name__: c for c in (
+    Defaults, ForeachFile, ForeachCommand, ForeachOutput, Step, Channel, Notify, Monitor,
+    CatchUp, Workflow)}
+
+
+def _checked(cls: type) -> type[BaseModel]:
+    """`cls`'s pydantic twin in flowsh.modelcheck (imported here, on first need)."""
+    from flowsh import modelcheck
+
+    twin: type[BaseModel] = getattr(modelcheck, cls.__name__)
+    return twin
+
+
+def _plain(obj: Any) -> Any:
+    """A value validated by pydantic, its models turned into ours (sharing the values)."""
+    from pydantic import BaseModel
+
+    if isinstance(obj, BaseModel):
+        cls = _PLAIN[type(obj).__name__]
+        values = {f: _plain(getattr(obj, f)) for f in cls._fields}
+        made = cls._make(values, set(obj.model_fields_set))
+        if cls is Channel:
+            made.__dict__["_xtra"] = dict(obj.__pydantic_extra__ or {})
+        return made
+    if type(obj) is list:
+        return [_plain(v) for v in obj]
+    if type(obj) is dict:
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _twin(obj: _Model) -> Any:
+    """`obj` as its pydantic twin (not validated again: pydantic's model_construct)."""
+    twin = _checked(type(obj))
+    d = obj.__dict__
+    values = {f: _twin_value(d[f]) for f in obj._fields}
+    values.update(obj._extra())
+    return twin.model_construct(_fields_set=set(obj.model_fields_set), **values)
+
+
+def _twin_value(value: Any) -> Any:
+    if isinstance(value, _Model):
+        return _twin(value)
+    if type(value) is list:
+        return [_twin_value(v) for v in value]
+    if type(value) is dict:
+        return {k: _twin_value(v) for k, v in value.items()}
+    return value
 
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of a workflow file (`flowsh schema`)."""
-    schema = Workflow.model_json_schema(by_alias=True, mode="validation")
-    schema["properties"].pop("path", None)
-    schema["properties"].pop("required_params", None)
-    schema["properties"].pop("name_declared", None)
-    # `day:` (null) declares a required param.
-    params = schema["properties"]["params"]
-    params["additionalProperties"] = {"anyOf": [params["additionalProperties"],
-                                                {"type": "null"}]}
-    params["description"] = ("Names (shell identifiers) and default values; a name with "
-                             "no value (null) is required on the command line.")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "flowsh workflow"
-    return schema
+    from flowsh import modelcheck
 
+    return modelcheck.json_schema()
+
+
+# -- the definition's JSON --------------------------------------------------------------
 
 # Keys added after runs were first recorded: left out of a definition's hash while unset,
 # so the same file hashes as it did before they existed (no "changed since" warning on a
@@ -629,10 +949,57 @@ def _unset(value: object) -> bool:
 
 
 def definition_json(wf: Workflow) -> str:
-    """The workflow as its definition hashes hash it (resume, the exported script)."""
+    """The workflow as its definition hashes hash it (resume, the exported script): the
+    twin's ``model_dump_json(by_alias=True, exclude=...)``, byte for byte. Written here
+    for what JSON gives back as pydantic writes it; a value it cannot vouch for (a float
+    in exponent form, a date in executor_options...) goes through pydantic."""
+    try:
+        text = json.dumps(_jsonable(wf, top=True), ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate: pydantic's to refuse
+        return text
+    except (_Slow, ValueError, UnicodeError):
+        pass
     exclude: dict[Any, Any] = {"path": True}
     exclude |= {k: True for k in LATER_KEYS if _unset(getattr(wf, k))}
     steps = {i: {k: True for k in LATER_STEP_KEYS if _unset(getattr(step, k))}
              for i, step in enumerate(wf.steps)}
     exclude["steps"] = {i: keys for i, keys in steps.items() if keys}
-    return wf.model_dump_json(by_alias=True, exclude=exclude)
+    checked: str = _twin(wf).model_dump_json(by_alias=True, exclude=exclude)
+    return checked
+
+
+def _jsonable(obj: _Model, *, top: bool = False) -> dict[str, Any]:
+    d = obj.__dict__
+    later: tuple[str, ...] = LATER_KEYS if top else LATER_STEP_KEYS if type(obj) is Step \
+        else ()
+    out: dict[str, Any] = {}
+    for f in obj._fields:
+        if f in obj._excluded:
+            continue
+        v = d[f]
+        if f in later and _unset(v):
+            continue
+        out[obj._alias.get(f, f)] = _json_value(v)
+    for k, v in obj._extra().items():
+        out[k] = _json_value(v)
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    kind = type(v)
+    if kind is str or kind is bool or kind is int or v is None:
+        return v
+    if kind is float:
+        if "e" in repr(v) or v != v or v in (float("inf"), float("-inf")):
+            raise _Slow  # exponent form, inf, nan: written differently by pydantic
+        return v
+    if kind is list or kind is tuple:
+        return [_json_value(x) for x in v]
+    if kind is dict:
+        if any(type(k) is not str for k in v):
+            raise _Slow
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, _Model):
+        return _jsonable(v)
+    raise _Slow

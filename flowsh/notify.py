@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -42,6 +41,12 @@ DEFAULT_TIMEOUT = 10.0
 LOG_TAIL_LINES = 20
 
 
+def _hostname() -> str:
+    import socket  # only when an alert is made: `validate` never needs it (~2 ms)
+
+    return socket.gethostname()
+
+
 @dataclass
 class Alert:
     """What a notifier receives. ``subject`` and ``text`` are rendered per channel."""
@@ -53,7 +58,7 @@ class Alert:
     step: str | None = None
     exit_code: int | None = None
     duration: float | None = None
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=_hostname)
     log_tail: str = ""
     message: str = ""
     file: str | None = None  # the workflow file: notifiers resolve relative paths from it

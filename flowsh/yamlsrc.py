@@ -15,11 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from flowsh import cache
 from flowsh.errors import WorkflowError
-from flowsh.model import IDENT, Workflow
+from flowsh.model import IDENT
 
 if TYPE_CHECKING:
     import yaml
@@ -286,6 +284,10 @@ def _parse(text: str, path: Path | None) -> Any:
 
 def _fields_at(loc: Loc) -> list[str]:
     """Known keys of the mapping at `loc`, for "did you mean" hints."""
+    from pydantic import BaseModel  # an error's hint: pydantic refused the file
+
+    from flowsh.modelcheck import Workflow
+
     cls: Any = Workflow
     for part in loc:
         if isinstance(part, int):

@@ -218,3 +218,31 @@ def test_the_failure_hint_names_the_store_and_pastes(write_flow, tmp_path):
     argv = [sys.executable, "-m", *shlex.split(resume)]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=flow.parent, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_start_up_leaves_its_imports_to_no_collection_and_the_collector_on(tmp_path: Path) -> None:
+    """`flowsh` pauses the cycle collector while it imports, freezes what the imports made
+    (they live as long as the process) and turns the collector back on before the command
+    runs; `run` freezes the loaded workflow too."""
+    flow = tmp_path / "w.yaml"
+    flow.write_text("steps: [{name: a, run: 'true'}]\n")
+    code = (
+        "import gc, sys\n"
+        "import flowsh.engine\n"
+        "seen = []\n"
+        "real = flowsh.engine.run_workflow\n"
+        "def spy(*a, **k):\n"
+        "    seen.append((gc.isenabled(), gc.get_freeze_count()))\n"
+        "    return real(*a, **k)\n"
+        "flowsh.engine.run_workflow = spy\n"
+        "from flowsh.__main__ import main\n"
+        f"sys.argv = ['flowsh', 'run', '-q', {str(flow)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(seen[0][0], seen[0][1] > 10000)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "FLOWSH_HOME": str(tmp_path / "home")}, check=True)
+    assert out.stdout.split() == ["True", "True"], out.stderr

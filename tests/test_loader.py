@@ -150,3 +150,28 @@ def test_resolved_steps_equal_what_model_copy_makes():
     assert mine == theirs and mine.model_fields_set == theirs.model_fields_set
     assert mine.model_dump(exclude_unset=True) == theirs.model_dump(exclude_unset=True)
     assert step.timeout is None and step.model_fields_set == {"name", "run", "retries"}
+
+
+def test_the_cycle_collector_is_paused_only_while_loading(tmp_path: Path) -> None:
+    """load_workflow pauses gc (its new containers set off full collections) and leaves it
+    as it found it, error or not."""
+    import gc
+
+    from flowsh.loader import load_workflow
+
+    f = tmp_path / "w.yaml"
+    f.write_text("steps: [{name: a, run: 'true'}]\n")
+    assert gc.isenabled()
+    load_workflow(f)
+    assert gc.isenabled()
+    f.write_text("steps: [{name: a}]\n")
+    with pytest.raises(WorkflowError):
+        load_workflow(f)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        f.write_text("steps: [{name: a, run: 'true'}]\n")
+        load_workflow(f)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -38,10 +38,8 @@ def _foreach(value: object) -> Any:
     """A step's `foreach:` as the file writes it (a list, or {file|command|output: TEXT})."""
     if value is None or isinstance(value, list):
         return value
-    from pydantic import BaseModel
-
-    assert isinstance(value, BaseModel)
-    return value.model_dump()
+    dumped: dict[str, Any] = value.model_dump()  # type: ignore[attr-defined]
+    return dumped
 
 
 def _foreach_text(step: dict[str, Any]) -> str:
