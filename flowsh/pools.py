@@ -39,6 +39,12 @@ class RemoteSlots(Protocol):
     def unlock(self, pool: str, index: int) -> None: ...
     def close(self) -> None: ...
 
+    def keep_fds(self) -> tuple[int, ...]:
+        """Descriptors a slot's keeper holds with the slot file, so that other hosts see
+        the slot held while its step runs on after the runner (PostgreSQL: the socket of
+        the session holding the advisory locks, which the server keeps while it is open)."""
+        ...
+
 
 def pool_dir(name: str, home: Path | None = None) -> Path:
     return (home or flowsh_home()) / "pools" / name
@@ -54,8 +60,11 @@ def pool_dir(name: str, home: Path | None = None) -> Path:
 # the runner's to handle: the keeper ignores it. bash, not Python: a few milliseconds to
 # start, and its checks fork one `sleep` a second, without the slot's descriptor (FD>&-):
 # a sleep holding it outlived the keeper's kill at release by up to a second, and the
-# next step waited for a slot its run had given back.
-_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {fd}>&-; done"
+# next step waited for a slot its run had given back. With a backend sharing the slots
+# between hosts, it also holds that backend's connection (RemoteSlots.keep_fds): a runner
+# killed alone would otherwise take the advisory lock along and let another host in beside
+# the step it left running (POOL-1, POOL-8).
+_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {closes}; done"
 KEEPER_NAME = "flowsh-pool-keeper"
 
 
@@ -74,13 +83,15 @@ class Slot:
         if self._fd < 0 or self._keeper is not None:
             return
         target = f"-{pid}" if group else str(pid)
+        fds = (self._fd, *(self._remote.keep_fds() if self._remote is not None else ()))
+        closes = " ".join(f"{fd}>&-" for fd in fds)
         try:
             self._keeper = subprocess.Popen(
                 # bash from the runner's PATH: the keeper's own is the bare default, and
                 # bash may live elsewhere (/usr/local/bin, NixOS)
-                [shutil.which("bash") or "bash", "-c", _KEEPER.format(fd=self._fd),
+                [shutil.which("bash") or "bash", "-c", _KEEPER.format(closes=closes),
                  KEEPER_NAME, target],
-                pass_fds=(self._fd,),
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={"PATH": os.defpath})
         except OSError:

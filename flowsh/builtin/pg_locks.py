@@ -414,6 +414,20 @@ class PgPoolLocks:
             return
         self._query("SELECT pg_advisory_unlock(%s)", pool, index)
 
+    def keep_fds(self) -> tuple[int, ...]:
+        """The pool connection's socket, for a slot's keeper (flowsh.pools.Slot.keep_for):
+        while any process has it open the server keeps the session, and its advisory
+        locks, so a runner killed alone leaves its running steps' slots held on every host
+        until those steps end (POOL-1). The runner's close still ends the session at once
+        (libpq says Terminate), whoever else holds the socket."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return ()
+        try:
+            return (conn.fileno(),)
+        except self.locks.b.psycopg.Error:
+            return ()
+
     def close(self) -> None:
         if self.held is not None:
             self.held.release()  # the server drops whatever this session still holds

@@ -1,0 +1,129 @@
+"""Red-team reproducers for pools (docs/semantics.md POOL), above all the cross-host fence
+of POOL-8 (flowsh_pool_holders, d34d85f). Each test failed on main at d34d85f.
+
+Two hosts are two coordinators with FLOWSH_HOMEs of their own sharing one PostgreSQL schema
+(as tests/test_pools_postgresql.py); real `flowsh` processes, real kills, the machine's
+server on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import pg_server_or_skip
+from tests.conftest import poll as _poll
+from tests.test_pools_e2e import FLOWSH
+
+psycopg = pg_server_or_skip()
+
+# Findings still open: strict xfails, so that a fix shows as an unexpected pass.
+OPEN = frozenset({
+})
+
+
+@pytest.fixture(autouse=True)
+def _open_findings(request: pytest.FixtureRequest) -> None:
+    if request.node.name in OPEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="rtpool finding still open"))
+
+
+def _host(root: Path, name: str, url: str, out: Path) -> dict[str, str]:
+    home = root / name
+    home.mkdir(exist_ok=True)
+    return {**os.environ, "FLOWSH_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+            "FLOWSH_STATE": url, "OUT": str(out)}
+
+
+def _backends(url: str, like: str) -> list[int]:
+    """Server pids of this schema's flowsh sessions whose application_name is LIKE `like`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s "
+            "AND pid <> pg_backend_pid()", (like,)).fetchall()]
+
+
+# A step that says it runs (its process group in $OUT/NAME.pgid), then runs until
+# $OUT/NAME.stop appears: the test decides when it ends.
+UNTIL_STOPPED = ('echo $$ > "$OUT/$FLOWSH_WORKFLOW.tmp"; '
+                 'mv "$OUT/$FLOWSH_WORKFLOW.tmp" "$OUT/$FLOWSH_WORKFLOW.pgid"; '
+                 'while [ ! -e "$OUT/$FLOWSH_WORKFLOW.stop" ]; do sleep 0.05; done')
+
+
+@contextlib.contextmanager
+def _holding(tmp_path: Path, url: str, out: Path, host: str = "east",
+             pool: str = "db") -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Host `host` runs a workflow of that name whose one step holds slot 0 of a pool of 1
+    until $OUT/<host>.stop exists; yields (its runner, its step's process group)."""
+    flow = tmp_path / f"{host}.yaml"
+    flow.write_text(f"name: {host}\npools: {{{pool}: 1}}\nsteps:\n"
+                    f"  - {{name: h, pool: {pool}, run: {json.dumps(UNTIL_STOPPED)}}}\n")
+    err = open(tmp_path / f"{host}.err", "w")  # noqa: SIM115 - closed below
+    runner = subprocess.Popen([*FLOWSH, "run", str(flow)], env=_host(tmp_path, host, url, out),
+                              stdout=subprocess.DEVNULL, stderr=err)
+    step = 0
+    try:
+        _poll((out / f"{host}.pgid").is_file, f"{host}'s step to start")
+        step = int((out / f"{host}.pgid").read_text())
+        yield runner, step
+    finally:
+        (out / f"{host}.stop").touch()
+        runner.kill()
+        runner.wait()
+        if step:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(step, signal.SIGKILL)
+        err.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- F1: a runner killed alone -------------------------------------------------------------
+
+def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_every_host(
+        tmp_path: Path, pg_url: str) -> None:
+    """HIGH. POOL-1: "a runner killed alone (`kill -9 PID`) MUST NOT free the slot its
+    still-running step uses". On one host the keeper keeps the slot file locked, but the
+    advisory lock lived on the runner's pool connection only: the server dropped it with
+    the runner, the holder row names a run no longer alive, so another host took the slot
+    and ran its step beside the orphan still running — two steps in a pool of one.
+    Expected: the other host waits until the orphan ends (then gets the slot)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with _holding(tmp_path, pg_url, out) as (runner, step):
+        runner.kill()  # SIGKILL of the runner alone: its step runs on
+        runner.wait()
+        # The run is dead as far as the server knows (its liveness session is gone).
+        _poll(lambda: not _backends(pg_url, "flowsh run %"), "the dead runner's session to go")
+        assert _group_alive(step)
+        flow = tmp_path / "west.yaml"
+        flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                        + json.dumps('touch "$OUT/ran"') + "}\n")
+        err = tmp_path / "west.err"
+        with open(err, "w") as fh:
+            west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                    env=_host(tmp_path, "west", pg_url, out),
+                                    stdout=subprocess.DEVNULL, stderr=fh)
+        try:
+            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
+                  "the other host to wait")
+            assert not (out / "ran").exists(), "two steps ran at once in a pool of one"
+            (out / "east.stop").touch()  # the orphan ends: its keeper, and the slot, go
+            assert west.wait(timeout=60) == 0, err.read_text()
+            assert (out / "ran").exists()
+        finally:
+            west.kill()
+            west.wait()
