@@ -127,3 +127,60 @@ def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_every_host(
         finally:
             west.kill()
             west.wait()
+
+
+# --- F2: the fence itself makes a holder think it lost its slot ----------------------------
+
+def _slot_key(url: str, name: str = "db/0") -> int:
+    from flowsh.builtin.pg_locks import advisory_key
+
+    return advisory_key("pool", url.rsplit("%3D", 1)[1], name)
+
+
+def test_a_holder_taking_its_slot_back_is_not_beaten_by_a_fencing_reader(
+        tmp_path: Path, pg_url: str) -> None:
+    """MED. The fence of d34d85f reads the holder row WHILE holding the slot's advisory
+    lock (pg_try_advisory_lock, read, unlock). When the server drops the holder's pool
+    connection (pg_terminate_backend), its watcher takes the lock again at once — and
+    finds it held by a waiting host that is only looking (a few round trips every 0.1 s:
+    a real chance with a remote server). It then fails its run "lost a lock" and stops
+    its step, though nobody took the slot. Here the looking host is a session granted the
+    lock as the drop frees it and letting it go a moment later, as a fence does on seeing
+    the row name a live run. Expected: the holder takes its slot back; its run succeeds."""
+    import threading
+
+    out = tmp_path / "out"
+    out.mkdir()
+    key = _slot_key(pg_url)
+    with _holding(tmp_path, pg_url, out) as (runner, _step), \
+            psycopg.connect(pg_url, autocommit=True) as fencer, \
+            psycopg.connect(pg_url, autocommit=True) as admin:
+        def look() -> None:
+            fencer.execute("SELECT pg_advisory_lock(%s)", (key,))
+            # The fence's read: the row names east, alive; it lets go.
+            row = fencer.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
+                                 (key,)).fetchone()
+            assert row is not None
+            admin_wait = psycopg.connect(pg_url, autocommit=True)
+            with admin_wait:  # a loaded host's few round trips: until east has looked
+                _poll(lambda: "lost a lock" in (tmp_path / "east.err").read_text()
+                      or runner.poll() is not None
+                      or admin_wait.execute(
+                          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                          "AND NOT granted").fetchone() != (0,), "east to look", 10)
+            fencer.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+        queued = threading.Thread(target=look)
+        queued.start()
+        _poll(lambda: admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone() == (1,), "the fencer to queue")
+        pids = _backends(pg_url, "flowsh pools")
+        assert len(pids) == 1, pids
+        admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+        queued.join(timeout=30)
+        (out / "east.stop").touch()
+        code = runner.wait(timeout=60)
+        text = (tmp_path / "east.err").read_text()
+        assert code == 0, text
+        assert "lost a lock" not in text, text

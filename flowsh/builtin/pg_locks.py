@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 # run's steps within about this long, before another host can start them again.
 WATCH_EVERY = 0.5
 
+# How long a holder taking its pool slots back on a new connection waits for a waiting
+# host's fence to let one go (a few round trips, on a loaded host more): _HeldSlots.reclaim.
+RECLAIM_FOR = 3.0
+
 LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
                 "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
 
@@ -240,7 +244,7 @@ class PgLocks:
                 except self.b.psycopg.Error as exc:
                     conn.close()
                     raise self.b._error(exc) from None
-                if not (row and row[0]):
+                if not (row and row[0]) and not lock.reclaim(conn, key):
                     conn.close()
                     raise StateError(
                         f"{self.b.url}: the server dropped the connection holding the "
@@ -278,6 +282,11 @@ class _HeldLock:
     def advisory_keys(self) -> list[int]:
         """The advisory locks its connection holds, to take again on a new one."""
         return [self.key]
+
+    def reclaim(self, conn: psycopg.Connection[Any], key: int) -> bool:
+        """Lock `key` on `conn` although another session holds it now, when that session
+        is sure to let it go (a pool slot's fence only looking). No for the others."""
+        return False
 
     def release(self) -> None:
         with self.locks._mu:  # not while the watcher takes it again
@@ -317,6 +326,32 @@ class _HeldSlots(_HeldLock):
 
     def advisory_keys(self) -> list[int]:
         return list(self.slots.values())
+
+    def reclaim(self, conn: psycopg.Connection[Any], key: int) -> bool:
+        """A slot's lock held by another session while the holder row still names this
+        run: a host waiting for the slot, holding the lock only while it reads that row
+        (PgPoolLocks.try_lock), which it lets go on finding this run alive. Failing the
+        run on that look stopped a step nobody had taken the slot from. So it is waited
+        for, a few seconds at most; a host that took the slot for good (this run seemed
+        dead: its row names that host's run now) is not."""
+        b, run_id = self.locks.b, self.locks.run_id
+        if run_id is None:
+            return False
+        try:
+            row = conn.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
+                               (key,)).fetchone()
+            if not row or row[0] != run_id:
+                return False
+            conn.execute(f"SET lock_timeout = {int(RECLAIM_FOR * 1000)}")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except b.psycopg.errors.LockNotAvailable:
+                return False
+            finally:
+                conn.execute("SET lock_timeout = 0")
+        except b.psycopg.Error:
+            return False
+        return True
 
 
 class PgPoolLocks:
