@@ -42,12 +42,53 @@ def _host(root: Path, name: str, url: str, out: Path) -> dict[str, str]:
             "FLOWSH_STATE": url, "OUT": str(out)}
 
 
-def _backends(url: str, like: str) -> list[int]:
-    """Server pids of this schema's flowsh sessions whose application_name is LIKE `like`."""
+def _lock_holders(url: str, key: int) -> list[int]:
+    """Server pids of the sessions holding advisory lock `key` (keys are the schema's own:
+    the server's other users, other tests and helpers, never count)."""
     with psycopg.connect(url, autocommit=True) as conn:
         return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s "
-            "AND pid <> pg_backend_pid()", (like,)).fetchall()]
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchall()]
+
+
+def _holder_run(url: str, key: int) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
+                           (key,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _local_ports(pid: int) -> set[int]:
+    """The local TCP ports of process `pid`'s sockets (its server sessions' client ports)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _client_port(conn: psycopg.Connection[tuple[int]], pid: int) -> int | None:
+    row = conn.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s",
+                       (pid,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _runner_key(url: str, run_id: str) -> int:
+    from flowsh.builtin.pg_locks import advisory_key
+
+    return advisory_key("runner", url.rsplit("%3D", 1)[1], run_id)
 
 
 # A step that says it runs (its process group in $OUT/NAME.pgid), then runs until
@@ -104,10 +145,11 @@ def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_every_host(
     out = tmp_path / "out"
     out.mkdir()
     with _holding(tmp_path, pg_url, out) as (runner, step):
+        alive = _runner_key(pg_url, _holder_run(pg_url, _slot_key(pg_url)))
         runner.kill()  # SIGKILL of the runner alone: its step runs on
         runner.wait()
         # The run is dead as far as the server knows (its liveness session is gone).
-        _poll(lambda: not _backends(pg_url, "flowsh run %"), "the dead runner's session to go")
+        _poll(lambda: not _lock_holders(pg_url, alive), "the dead runner's session to go")
         assert _group_alive(step)
         flow = tmp_path / "west.yaml"
         flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
@@ -152,6 +194,10 @@ def test_a_holder_taking_its_slot_back_is_not_beaten_by_a_fencing_reader(
     out = tmp_path / "out"
     out.mkdir()
     key = _slot_key(pg_url)
+    # Sessions queued for the slot's lock (the server's other users are not counted).
+    waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+               "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1")
+    split = ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
     with _holding(tmp_path, pg_url, out) as (runner, _step), \
             psycopg.connect(pg_url, autocommit=True) as fencer, \
             psycopg.connect(pg_url, autocommit=True) as admin:
@@ -165,17 +211,14 @@ def test_a_holder_taking_its_slot_back_is_not_beaten_by_a_fencing_reader(
             with admin_wait:  # a loaded host's few round trips: until east has looked
                 _poll(lambda: "lost a lock" in (tmp_path / "east.err").read_text()
                       or runner.poll() is not None
-                      or admin_wait.execute(
-                          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                          "AND NOT granted").fetchone() != (0,), "east to look", 10)
+                      or admin_wait.execute(waiting, split).fetchone() != (0,),
+                      "east to look", 10)
             fencer.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
         queued = threading.Thread(target=look)
         queued.start()
-        _poll(lambda: admin.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone() == (1,), "the fencer to queue")
-        pids = _backends(pg_url, "flowsh pools")
+        _poll(lambda: admin.execute(waiting, split).fetchone() == (1,), "the fencer to queue")
+        pids = _lock_holders(pg_url, key)
         assert len(pids) == 1, pids
         admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
         queued.join(timeout=30)
@@ -184,3 +227,64 @@ def test_a_holder_taking_its_slot_back_is_not_beaten_by_a_fencing_reader(
         text = (tmp_path / "east.err").read_text()
         assert code == 0, text
         assert "lost a lock" not in text, text
+
+
+# --- F3: every session of the holder dropped at once ----------------------------------------
+
+def test_a_holder_whose_every_session_the_server_dropped_keeps_its_slot(
+        tmp_path: Path, pg_url: str) -> None:
+    """HIGH. The fence asks whether the row's run is alive by its liveness lock. A server
+    that drops ALL the holder's sessions at once (an admin's `pg_terminate_backend` of
+    every flowsh session, a pooler's reset, a failover) frees the slot's lock and the
+    liveness lock together: until the holder's watcher has taken its liveness lock back,
+    a waiting host reads the run as dead, takes the slot, and starts its step beside the
+    holder's (which then fails 'lost a lock' a moment later). Here the drop is repeated
+    until that race is run often enough to be seen. Expected: the waiting host waits
+    for as long as the holder's step runs; the holder's run succeeds."""
+    from flowsh.builtin.pg_locks import advisory_key
+
+    out = tmp_path / "out"
+    out.mkdir()
+    schema = pg_url.rsplit("%3D", 1)[1]
+    slot = _slot_key(pg_url)
+    flow = tmp_path / "west.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                    + json.dumps('touch "$OUT/ran"') + "}\n")
+    werr = tmp_path / "west.err"
+    with _holding(tmp_path, pg_url, out) as (runner, _step), \
+            psycopg.connect(pg_url, autocommit=True) as admin, open(werr, "w") as fh:
+        west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                env=_host(tmp_path, "west", pg_url, out),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+        try:
+            _poll(lambda: "w: waiting for pool db" in werr.read_text() or west.poll() is not None,
+                  "the other host to wait")
+            row = admin.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
+                                (slot,)).fetchone()
+            assert row is not None
+            keys = (advisory_key("runner", schema, str(row[0])), slot)
+
+            # West's own look at the slot (its fence) holds the lock a moment: only east's
+            # sessions are dropped (F4 is west's drop).
+            def holders() -> list[int]:
+                ports = _local_ports(west.pid)
+                return [pid for key in keys for pid in _lock_holders(pg_url, key)
+                        if _client_port(admin, pid) not in ports]
+
+            for _ in range(25):
+                pids = holders()
+                if len(pids) != 2 or (out / "ran").exists() or runner.poll() is not None:
+                    break
+                admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
+                              (pids,))
+                _poll(lambda p=pids: (len(holders()) == 2 and not set(holders()) & set(p))
+                      or runner.poll() is not None or (out / "ran").exists(),
+                      "the holder to take its locks back", 30)
+            assert not (out / "ran").exists(), "two steps ran at once in a pool of one"
+            assert runner.poll() is None, (tmp_path / "east.err").read_text()
+            (out / "east.stop").touch()
+            assert runner.wait(timeout=60) == 0, (tmp_path / "east.err").read_text()
+            assert west.wait(timeout=60) == 0, werr.read_text()
+        finally:
+            west.kill()
+            west.wait()

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 # run's steps within about this long, before another host can start them again.
 WATCH_EVERY = 0.5
 
+# How long a slot's holder row must name a run seen dead before another host takes the
+# slot: a server that drops every session of a runner at once (a terminate-all, a pooler's
+# reset) frees its liveness lock with its slots, and the run reads dead until its watcher
+# (at once, or within WATCH_EVERY) has taken its locks back or stopped its steps.
+DEAD_GRACE = 5.0
+
 # How long a holder taking its pool slots back on a new connection waits for a waiting
 # host's fence to let one go (a few round trips, on a loaded host more): _HeldSlots.reclaim.
 RECLAIM_FOR = 3.0
@@ -365,6 +371,9 @@ class PgPoolLocks:
     def __init__(self, locks: PgLocks) -> None:
         self.locks = locks
         self.held: _HeldSlots | None = None
+        # slot key -> (the run its holder row names, when this process first saw that run
+        # dead): DEAD_GRACE
+        self._dead_since: dict[int, tuple[str, float]] = {}
 
     @property
     def conn(self) -> psycopg.Connection[Any] | None:
@@ -417,9 +426,10 @@ class PgPoolLocks:
             row = locks.b._do(lambda c: c.execute(
                 "SELECT run_id FROM flowsh_pool_holders WHERE key = %s", (key,)).fetchone(),
                 single=True)
-            if row and row[0] != locks.run_id and locks.run_alive(str(row[0])):
+            if row and row[0] != locks.run_id and not self._holder_gone(key, str(row[0])):
                 self._query("SELECT pg_advisory_unlock(%s)", pool, index)
                 return False
+            self._dead_since.pop(key, None)
             if locks.run_id is not None:
                 args = (key, locks.run_id, time.time())
                 locks.b._do(lambda c: c.execute(
@@ -431,6 +441,19 @@ class PgPoolLocks:
                 self._query("SELECT pg_advisory_unlock(%s)", pool, index)
             raise
         return True
+
+    def _holder_gone(self, key: int, run_id: str) -> bool:
+        """Whether run `run_id`, named by slot `key`'s holder row, has ended: its liveness
+        lock free, and seen free for DEAD_GRACE (not only while the server had dropped
+        its sessions and its watcher was taking them back)."""
+        now = time.monotonic()
+        if self.locks.run_alive(run_id):
+            self._dead_since.pop(key, None)
+            return False
+        seen = self._dead_since.get(key)
+        if seen is None or seen[0] != run_id:
+            self._dead_since[key] = seen = (run_id, now)
+        return now - seen[1] >= DEAD_GRACE
 
     def unlock(self, pool: str, index: int) -> None:
         # The attempt has ended (its processes are gone): the slot is free for any host,
