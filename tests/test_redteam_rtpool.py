@@ -288,3 +288,63 @@ def test_a_holder_whose_every_session_the_server_dropped_keeps_its_slot(
         finally:
             west.kill()
             west.wait()
+
+
+# --- F4: a holder row left behind by a release the server missed ---------------------------
+
+def test_a_row_left_by_a_failed_release_does_not_block_other_hosts_for_the_run(
+        tmp_path: Path, pg_url: str) -> None:
+    """MED. A release erases the holder row, "kept when the server is away: other hosts
+    then wait until this run ends". For a run that goes on for hours with other steps,
+    that is hours of a pool slot nobody uses and no other host may take (the run's own
+    later steps may: the row names it). Here the erase fails once (the table is locked by
+    an admin and the run's connection is cut while it waits, FLOWSH_PG_RECONNECT=0), the
+    run goes on with an unpooled step. Expected: the row is erased once the server
+    answers again, and the waiting host gets the slot while the run still runs."""
+    import threading
+
+    out = tmp_path / "out"
+    out.mkdir()
+    flow = tmp_path / "east.yaml"
+    flow.write_text("name: east\npools: {db: 1}\nsteps:\n"
+                    "  - {name: p, pool: db, run: 'until [ -e \"$OUT/p.stop\" ]; do sleep 0.05;"
+                    " done'}\n"
+                    f"  - {{name: later, needs: [p], run: {json.dumps(UNTIL_STOPPED)}}}\n")
+    env = {**_host(tmp_path, "east", pg_url, out), "FLOWSH_PG_RECONNECT": "0"}
+    eerr = tmp_path / "east.err"
+    wflow = tmp_path / "west.yaml"
+    wflow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                     + json.dumps('touch "$OUT/ran"') + "}\n")
+    werr = tmp_path / "west.err"
+    slot = _slot_key(pg_url)
+    with open(eerr, "w") as efh, open(werr, "w") as wfh, \
+            psycopg.connect(pg_url, autocommit=True) as admin, \
+            psycopg.connect(pg_url) as locker:
+        east = subprocess.Popen([*FLOWSH, "run", str(flow)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=efh)
+        west = None
+        try:
+            _poll(lambda: _lock_holders(pg_url, slot), "east to hold the slot")
+            locker.execute("LOCK TABLE flowsh_pool_holders IN ACCESS EXCLUSIVE MODE")
+            (out / "p.stop").touch()  # p ends: its release waits for the table
+            blocked = ("SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted "
+                       "AND relation = 'flowsh_pool_holders'::regclass")
+            _poll(lambda: admin.execute(blocked).fetchall(), "the release to wait")
+            admin.execute(f"SELECT pg_terminate_backend(pid) FROM ({blocked}) b")
+            locker.rollback()
+            _poll((out / "east.pgid").is_file, "the run to go on with its next step")
+            _poll(lambda: not _lock_holders(pg_url, slot), "the slot's lock to be let go")
+            west = subprocess.Popen([*FLOWSH, "run", str(wflow)],
+                                    env=_host(tmp_path, "west", pg_url, out),
+                                    stdout=subprocess.DEVNULL, stderr=wfh)
+            threading.Thread(target=west.wait, daemon=True).start()
+            _poll(lambda: west.poll() is not None, "west to get the slot while east runs", 30)
+            assert west.returncode == 0, werr.read_text()
+            assert east.poll() is None, eerr.read_text()
+        finally:
+            (out / "east.stop").touch()
+            (out / "p.stop").touch()
+            assert east.wait(timeout=60) == 0, eerr.read_text()
+            if west is not None:
+                west.kill()
+                west.wait()

@@ -228,6 +228,8 @@ class PgLocks:
         with self._mu:
             try:
                 self._keep(wait)
+                for lock in self.held:
+                    lock.settle()
             except StateError as exc:
                 self.lost = StateError(f"lost a lock of this run: {exc}; its steps were "
                                        "stopped at once, before another host could run "
@@ -294,6 +296,9 @@ class _HeldLock:
         is sure to let it go (a pool slot's fence only looking). No for the others."""
         return False
 
+    def settle(self) -> None:
+        """Writes owed to the server since it last failed one (a pool slot's holder row)."""
+
     def release(self) -> None:
         with self.locks._mu:  # not while the watcher takes it again
             if self in self.locks.held:
@@ -329,9 +334,25 @@ class _HeldSlots(_HeldLock):
     def __init__(self, locks: PgLocks, conn: psycopg.Connection[Any]) -> None:
         super().__init__(locks, conn, 0, "pool slots")
         self.slots: dict[str, int] = {}  # "P/I" -> its advisory key, while held
+        # Keys of slots let go whose holder row the server missed erasing: other hosts
+        # would wait for the whole run (PgPoolLocks.try_lock), so it is erased later.
+        self.owed: set[int] = set()
 
     def advisory_keys(self) -> list[int]:
         return list(self.slots.values())
+
+    def settle(self) -> None:
+        """Erase the holder rows owed (on the watcher's pass, and at each transition)."""
+        run_id = self.locks.run_id
+        if not self.owed or run_id is None or self.conn.closed:
+            return
+        keys = sorted(self.owed - set(self.slots.values()))  # a slot held again: not yet
+        try:
+            self.conn.execute("DELETE FROM flowsh_pool_holders WHERE key = ANY(%s) "
+                              "AND run_id = %s", (keys, run_id))
+        except self.locks.b.psycopg.Error:
+            return  # the server is still away: the next pass tries again
+        self.owed.difference_update(keys)
 
     def reclaim(self, conn: psycopg.Connection[Any], key: int) -> bool:
         """A slot's lock held by another session while the holder row still names this
@@ -461,11 +482,18 @@ class PgPoolLocks:
         key, locks = self._key(pool, index), self.locks
         if locks.run_id is not None:
             args = (key, locks.run_id)
-            # Kept when the server is away: other hosts then wait until this run ends.
-            with contextlib.suppress(StateError):
+            # When the server is away, erased once it answers again (_HeldSlots.settle):
+            # until then other hosts wait for this slot.
+            try:
                 locks.b._do(lambda c: c.execute(
                     "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
                     single=True)
+                if self.held is not None:
+                    self.held.owed.discard(key)
+            except StateError:
+                if self.held is not None:
+                    with locks._mu:
+                        self.held.owed.add(key)
         if locks.lost is not None:  # the server dropped it: nothing to let go
             if self.held is not None:
                 self.held.slots.pop(f"{pool}/{index}", None)
