@@ -348,3 +348,52 @@ def test_a_row_left_by_a_failed_release_does_not_block_other_hosts_for_the_run(
             if west is not None:
                 west.kill()
                 west.wait()
+
+
+# --- F5: a waiting run's pool connection dropped ---------------------------------------------
+
+def test_a_waiting_run_survives_its_pool_connection_being_dropped(
+        tmp_path: Path, pg_url: str) -> None:
+    """MED. A run waiting for a slot asks the server every 0.1 s on its pool connection.
+    When the server drops that connection (pg_terminate_backend, a pooler's cut), the
+    watcher opens a new one at once — but the waiting loop may ask first, on the dead
+    connection, and psycopg's error went up as a state error: the run failed (exit 3)
+    though it held nothing and nobody took anything from it. Here the drop is repeated
+    until that race is seen. Expected: the run waits on, and runs once the slot is free."""
+    out = tmp_path / "out"
+    out.mkdir()
+    flow = tmp_path / "west.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                    + json.dumps('touch "$OUT/ran"') + "}\n")
+    werr = tmp_path / "west.err"
+    with _holding(tmp_path, pg_url, out) as (_runner, _step), open(werr, "w") as fh, \
+            psycopg.connect(pg_url, autocommit=True) as admin:
+        west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                env=_host(tmp_path, "west", pg_url, out),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+        try:
+            _poll(lambda: "w: waiting for pool db" in werr.read_text() or west.poll() is not None,
+                  "the other host to wait")
+
+            def west_pool() -> list[int]:
+                ports = _local_ports(west.pid)
+                return [r[0] for r in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'flowsh pool%'"
+                ).fetchall() if _client_port(admin, r[0]) in ports]
+
+            for _ in range(40):
+                pids = west_pool()
+                if west.poll() is not None:
+                    break
+                if pids:
+                    done = admin.execute("SELECT pg_terminate_backend(pid) FROM "
+                                         "unnest(%s::int[]) pid", (pids,)).fetchall()
+                    assert done == [(True,)] * len(pids), done
+                _poll(lambda p=pids: (west_pool() and not set(west_pool()) & set(p))
+                      or west.poll() is not None, "west's new pool connection", 30)
+            assert west.poll() is None, werr.read_text()
+            (out / "east.stop").touch()
+            assert west.wait(timeout=60) == 0, werr.read_text()
+        finally:
+            west.kill()
+            west.wait()

@@ -409,17 +409,25 @@ class PgPoolLocks:
         locks.check()
         name = f"{pool}/{index}"
         with locks._mu:  # the watcher may be taking the slots again on a new connection
-            try:
-                if self.held is None or self.held.conn.closed:
-                    if self.held is not None and self.held.slots:
-                        locks.keep()  # held slots went with it: taken again, or lost
-                    else:
+            for again in (True, False):
+                try:
+                    if self.held is None:
                         self._open()
-                assert self.held is not None
-                row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
-            except b.psycopg.Error as exc:
-                raise b._error(exc) from None
+                    elif self.held.conn.closed or _maybe_dropped(self.held.conn):
+                        # The server dropped it, and this thread asks before the watcher
+                        # has seen it (a waiting step asks every 0.1 s): the watcher's
+                        # work, done here: held slots taken again (or lost), a new
+                        # connection. An error went up as the run's failure, exit 3.
+                        locks.keep()
+                    assert self.held is not None
+                    row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
+                    break
+                except b.psycopg.Error as exc:
+                    if again and self.held is not None and self.held.conn.broken:
+                        continue  # dropped while asking: once more, as above
+                    raise b._error(exc) from None
             got = bool(row and row[0])
+            assert self.held is not None
             if sql.startswith("SELECT pg_try_advisory_lock") and got:
                 self.held.slots[name] = self._key(pool, index)
             elif not sql.startswith("SELECT pg_try_advisory_lock"):
