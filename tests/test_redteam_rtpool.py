@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -397,3 +398,49 @@ def test_a_waiting_run_survives_its_pool_connection_being_dropped(
         finally:
             west.kill()
             west.wait()
+
+
+def test_a_runner_killed_alone_after_its_pool_connection_was_renewed_keeps_the_slot(
+        tmp_path: Path, pg_url: str) -> None:
+    """MED (F1 again). The slot's keeper holds the pool connection's socket, so a runner
+    killed alone keeps its running step's slot on every host — but only the socket it was
+    given: once the server has dropped that connection and the runner has taken the slot
+    back on a new one, the keeper holds a dead socket, and a kill -9 of the runner alone
+    frees the slot for other hosts while its step runs on. Expected: as before the drop."""
+    out = tmp_path / "out"
+    out.mkdir()
+    slot = _slot_key(pg_url)
+    with _holding(tmp_path, pg_url, out) as (runner, step):
+        old = _lock_holders(pg_url, slot)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (old[0],))
+        _poll(lambda: _lock_holders(pg_url, slot) not in ([], old), "the slot taken back")
+        _poll(lambda: "took the lock again" in (tmp_path / "east.err").read_text(),
+              "the runner to say so")
+        alive = _runner_key(pg_url, _holder_run(pg_url, slot))
+        runner.kill()  # SIGKILL of the runner alone: its step runs on
+        runner.wait()
+        _poll(lambda: not _lock_holders(pg_url, alive), "the dead runner's session to go")
+        assert _group_alive(step)
+        flow = tmp_path / "west.yaml"
+        flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                        + json.dumps('touch "$OUT/ran"') + "}\n")
+        err = tmp_path / "west.err"
+        with open(err, "w") as fh:
+            west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                    env=_host(tmp_path, "west", pg_url, out),
+                                    stdout=subprocess.DEVNULL, stderr=fh)
+        try:
+            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
+                  "the other host to wait")
+            # Past the dead-holder grace (5 s): a slot only its row guards is taken then.
+            since = time.monotonic()
+            _poll(lambda: west.poll() is not None or time.monotonic() - since > 7,
+                  "the other host to wait past the grace", 30)
+            assert not (out / "ran").exists(), "two steps ran at once in a pool of one"
+            (out / "east.stop").touch()
+            assert west.wait(timeout=60) == 0, err.read_text()
+        finally:
+            west.kill()
+            west.wait()
+

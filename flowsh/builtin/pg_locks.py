@@ -262,6 +262,8 @@ class PgLocks:
             if lock.run_id is not None:
                 # Another host may have read the run as crashed meanwhile: it is not.
                 self._mark_running(lock.run_id)
+            for wake in self._wakes:
+                wake()  # a pass of the run loop: its slots' keepers take the new connection
             warn(f"{self.b.url}: the server dropped the connection holding the {lock.purpose} "
                  "lock; took the lock again")
 
