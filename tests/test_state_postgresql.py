@@ -144,7 +144,8 @@ def test_two_coordinators_migrating_at_once_create_the_schema_once(pg_url: str,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
             (schema,))}
         version = conn.execute(f'SELECT version FROM "{schema}".flowsh_meta').fetchall()
-    assert tables == {"flowsh_meta", "flowsh_runs", "flowsh_steps", "flowsh_lock_holders"}
+    assert tables == {"flowsh_meta", "flowsh_runs", "flowsh_steps", "flowsh_lock_holders",
+                      "flowsh_pool_holders"}
     assert version == [(1,)]
 
 
