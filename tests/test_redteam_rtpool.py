@@ -444,3 +444,68 @@ def test_a_runner_killed_alone_after_its_pool_connection_was_renewed_keeps_the_s
             west.kill()
             west.wait()
 
+
+
+def test_a_waiting_run_only_looking_at_a_slot_is_not_failed_by_a_drop(
+        tmp_path: Path, pg_url: str) -> None:
+    """LOW. A waiting host looks at a free slot's holder row while holding its lock (the
+    fence). The slot counted as held by it from the lock on, so a drop of its pool
+    connection during the look made its watcher take it back, and when a third session
+    had been granted the lock meanwhile, fail the waiting run "lost a lock" — a run that
+    held nothing. Here east is a session holding run r-east's liveness lock, named by the
+    row; the look is frozen by an admin's lock on the table. Expected: west waits on."""
+    out = tmp_path / "out"
+    out.mkdir()
+    schema = pg_url.rsplit("%3D", 1)[1]
+    from flowsh.store import open_backend
+
+    open_backend(pg_url).close()
+    key = _slot_key(pg_url)
+    flow = tmp_path / "west.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
+                    + json.dumps('touch "$OUT/ran"') + "}\n")
+    err = tmp_path / "west.err"
+    waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+               "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1")
+    split = ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+    import threading
+
+    with psycopg.connect(pg_url, autocommit=True) as east, \
+            psycopg.connect(pg_url, autocommit=True) as admin, \
+            psycopg.connect(pg_url, autocommit=True) as third, \
+            psycopg.connect(pg_url) as locker, open(err, "w") as fh:
+        from flowsh.builtin.pg_locks import advisory_key
+
+        east.execute("SELECT pg_advisory_lock(%s)", (advisory_key("runner", schema, "r-east"),))
+        east.execute("INSERT INTO flowsh_pool_holders (key, run_id, since) VALUES (%s, %s, 0)",
+                     (key, "r-east"))
+        west = subprocess.Popen([*FLOWSH, "run", str(flow)],
+                                env=_host(tmp_path, "west", pg_url, out),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+        queued = threading.Thread(
+            target=lambda: third.execute("SELECT pg_advisory_lock(%s)", (key,)))
+        try:
+            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
+                  "west to wait")
+            locker.execute("LOCK TABLE flowsh_pool_holders IN ACCESS EXCLUSIVE MODE")
+            _poll(lambda: _lock_holders(pg_url, key) or west.poll() is not None,
+                  "west's look to hold the slot's lock")
+            looking = _lock_holders(pg_url, key)
+            queued.start()
+            _poll(lambda: admin.execute(waiting, split).fetchone() == (1,), "the third to queue")
+            admin.execute("SELECT pg_terminate_backend(%s)", (looking[0],))
+            queued.join(timeout=30)
+            locker.rollback()
+            _poll(lambda: "took the lock again" in err.read_text() or west.poll() is not None,
+                  "west's watcher to act")
+            assert west.poll() is None, err.read_text()
+            third.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            with contextlib.suppress(Exception):
+                locker.rollback()
+            east.close()  # r-east ends: the slot is west's after the grace
+        try:
+            assert west.wait(timeout=60) == 0, err.read_text()
+        finally:
+            west.kill()
+            west.wait()

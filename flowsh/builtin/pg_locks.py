@@ -397,6 +397,7 @@ class PgPoolLocks:
         # slot key -> (the run its holder row names, when this process first saw that run
         # dead): DEAD_GRACE
         self._dead_since: dict[int, tuple[str, float]] = {}
+        self._asked_on: psycopg.Connection[Any] | None = None  # the last _query's
 
     @property
     def conn(self) -> psycopg.Connection[Any] | None:
@@ -430,11 +431,26 @@ class PgPoolLocks:
                     raise b._error(exc) from None
             got = bool(row and row[0])
             assert self.held is not None
-            if sql.startswith("SELECT pg_try_advisory_lock") and got:
-                self.held.slots[name] = self._key(pool, index)
-            elif not sql.startswith("SELECT pg_try_advisory_lock"):
+            # A lock taken counts as a held slot only once try_lock's look says so (_hold).
+            self._asked_on = self.held.conn
+            if not sql.startswith("SELECT pg_try_advisory_lock"):
                 self.held.slots.pop(name, None)
             return got
+
+    def _hold(self, pool: str, index: int) -> bool:
+        """Count slot `index` as held, after try_lock's look: unless the server dropped
+        the connection its lock was taken on meanwhile (the lock went with it)."""
+        with self.locks._mu:
+            conn = self._asked_on
+            if self.held is None or conn is None or self.held.conn is not conn:
+                return False
+            if conn.closed or _maybe_dropped(conn):
+                try:
+                    conn.execute("SELECT 1")
+                except self.locks.b.psycopg.Error:
+                    return False  # the watcher opens a new one
+            self.held.slots[f"{pool}/{index}"] = self._key(pool, index)
+            return True
 
     def _open(self) -> None:
         conn = self.locks._lock_connection("pools")
@@ -471,7 +487,30 @@ class PgPoolLocks:
             with contextlib.suppress(StateError):
                 self._query("SELECT pg_advisory_unlock(%s)", pool, index)
             raise
-        return True
+        if self._hold(pool, index):
+            return True
+        # The lock went with a connection the server dropped during the look: not taken
+        # (another try comes in POLL), and its row must not bar other hosts.
+        self._erase(key)
+        return False
+
+    def _erase(self, key: int) -> None:
+        locks = self.locks
+        if locks.run_id is None:
+            return
+        args = (key, locks.run_id)
+        try:
+            locks.b._do(lambda c: c.execute(
+                "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
+                single=True)
+            if self.held is not None:
+                self.held.owed.discard(key)
+        except StateError:
+            # When the server is away, erased once it answers again (_HeldSlots.settle):
+            # until then other hosts wait for this slot.
+            if self.held is not None:
+                with locks._mu:
+                    self.held.owed.add(key)
 
     def _holder_gone(self, key: int, run_id: str) -> bool:
         """Whether run `run_id`, named by slot `key`'s holder row, has ended: its liveness
@@ -490,20 +529,7 @@ class PgPoolLocks:
         # The attempt has ended (its processes are gone): the slot is free for any host,
         # even when this run lost the lock meanwhile.
         key, locks = self._key(pool, index), self.locks
-        if locks.run_id is not None:
-            args = (key, locks.run_id)
-            # When the server is away, erased once it answers again (_HeldSlots.settle):
-            # until then other hosts wait for this slot.
-            try:
-                locks.b._do(lambda c: c.execute(
-                    "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
-                    single=True)
-                if self.held is not None:
-                    self.held.owed.discard(key)
-            except StateError:
-                if self.held is not None:
-                    with locks._mu:
-                        self.held.owed.add(key)
+        self._erase(key)
         if locks.lost is not None:  # the server dropped it: nothing to let go
             if self.held is not None:
                 self.held.slots.pop(f"{pool}/{index}", None)
