@@ -245,8 +245,16 @@ class PgLocks:
                 continue
             except self.b.psycopg.Error:
                 lock.conn.close()
-            conn = self._reconnect(lock.purpose, wait)
-            for key in lock.advisory_keys():
+            keys = lock.advisory_keys()
+            try:
+                conn = self._reconnect(lock.purpose, wait)
+            except StateError:
+                if keys:
+                    raise
+                # Nothing held on it (a run waiting for a slot): opened again when next
+                # needed, not a lost lock — a waiting run died of a second drop in a row.
+                continue
+            for key in keys:
                 try:
                     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
                 except self.b.psycopg.Error as exc:
@@ -422,6 +430,8 @@ class PgPoolLocks:
                         # work, done here: held slots taken again (or lost), a new
                         # connection. An error went up as the run's failure, exit 3.
                         locks.keep()
+                        if self.held.conn.closed:  # nothing was held on it: left closed
+                            self._open()
                     assert self.held is not None
                     row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
                     break
