@@ -4,6 +4,15 @@ of POOL-8 (flowsh_pool_holders, d34d85f). Each test failed on main at d34d85f.
 Two hosts are two coordinators with FLOWSH_HOMEs of their own sharing one PostgreSQL schema
 (as tests/test_pools_postgresql.py); real `flowsh` processes, real kills, the machine's
 server on loopback.
+
+Findings (all fixed on branch rtpool; none open):
+  F1  HIGH runner killed alone: its running step's slot free on other hosts
+  F1b MED  ... again once the pool connection had been renewed after a drop
+  F2  MED  holder taking its slot back beaten by a waiting host's fence look
+  F3  HIGH every session of the holder dropped at once: another host in beside it
+  F4  MED  holder row the server missed erasing barred the slot for the whole run
+  F5  MED  waiting run failed (exit 3) when its pool connection was dropped
+  F6  LOW  waiting run failed "lost a lock" when dropped while only looking
 """
 
 from __future__ import annotations
