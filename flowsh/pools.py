@@ -39,6 +39,12 @@ class RemoteSlots(Protocol):
     def unlock(self, pool: str, index: int) -> None: ...
     def close(self) -> None: ...
 
+    def keep_fds(self) -> tuple[int, ...]:
+        """Descriptors a slot's keeper holds with the slot file, so that other hosts see
+        the slot held while its step runs on after the runner (PostgreSQL: the socket of
+        the session holding the advisory locks, which the server keeps while it is open)."""
+        ...
+
 
 def pool_dir(name: str, home: Path | None = None) -> Path:
     return (home or flowsh_home()) / "pools" / name
@@ -54,8 +60,11 @@ def pool_dir(name: str, home: Path | None = None) -> Path:
 # the runner's to handle: the keeper ignores it. bash, not Python: a few milliseconds to
 # start, and its checks fork one `sleep` a second, without the slot's descriptor (FD>&-):
 # a sleep holding it outlived the keeper's kill at release by up to a second, and the
-# next step waited for a slot its run had given back.
-_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {fd}>&-; done"
+# next step waited for a slot its run had given back. With a backend sharing the slots
+# between hosts, it also holds that backend's connection (RemoteSlots.keep_fds): a runner
+# killed alone would otherwise take the advisory lock along and let another host in beside
+# the step it left running (POOL-1, POOL-8).
+_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {closes}; done"
 KEEPER_NAME = "flowsh-pool-keeper"
 
 
@@ -67,24 +76,49 @@ class Slot:
                  remote: RemoteSlots | None = None) -> None:
         self.pool, self.index, self._fd, self._remote = pool, index, fd, remote
         self._keeper: subprocess.Popen[bytes] | None = None
+        self._target = ""  # what the keeper watches: "-PGID" or "PID"
+        self._kept: tuple[tuple[int, int], ...] = ()  # the remote's sockets it holds
 
     def keep_for(self, pid: int, *, group: bool) -> None:
         """Hold the slot also in a keeper watching process group `pid` (`group`) or
         process `pid`. Best effort: without bash the runner alone holds it, as before."""
         if self._fd < 0 or self._keeper is not None:
             return
-        target = f"-{pid}" if group else str(pid)
+        self._target = f"-{pid}" if group else str(pid)
+        self._keeper, self._kept = self._spawn()
+
+    def renew(self) -> None:
+        """The remote's connection was opened again (the server dropped the one the keeper
+        holds): a keeper holding the new one takes over, before the old one goes, so
+        that the slot file's lock never lapses. Else a runner killed alone after the
+        drop let other hosts in beside its step again (POOL-1)."""
+        if self._keeper is None or self._remote is None or self._fd < 0:
+            return
+        if _identify(self._remote.keep_fds()) == self._kept:
+            return
+        keeper, kept = self._spawn()
+        if keeper is None:
+            return
+        old, self._keeper, self._kept = self._keeper, keeper, kept
+        with contextlib.suppress(ProcessLookupError):
+            old.kill()
+        old.wait()
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes] | None, tuple[tuple[int, int], ...]]:
+        remote = self._remote.keep_fds() if self._remote is not None else ()
+        fds = (self._fd, *remote)
+        closes = " ".join(f"{fd}>&-" for fd in fds)
         try:
-            self._keeper = subprocess.Popen(
+            return subprocess.Popen(
                 # bash from the runner's PATH: the keeper's own is the bare default, and
                 # bash may live elsewhere (/usr/local/bin, NixOS)
-                [shutil.which("bash") or "bash", "-c", _KEEPER.format(fd=self._fd),
-                 KEEPER_NAME, target],
-                pass_fds=(self._fd,),
+                [shutil.which("bash") or "bash", "-c", _KEEPER.format(closes=closes),
+                 KEEPER_NAME, self._target],
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={"PATH": os.defpath})
+                stderr=subprocess.DEVNULL, env={"PATH": os.defpath}), _identify(remote)
         except OSError:
-            self._keeper = None
+            return None, ()
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -100,6 +134,16 @@ class Slot:
             finally:
                 os.close(self._fd)  # closing the last descriptor drops the flock
                 self._fd = -1
+
+
+def _identify(fds: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Which open files `fds` are (a new socket may get the number of a closed one)."""
+    got = []
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            got.append((st.st_dev, st.st_ino))
+    return tuple(got)
 
 
 def try_take(name: str, size: int, home: Path | None = None,
@@ -173,6 +217,8 @@ class PoolQueue:
 
     def ready(self) -> list[str]:
         """Queued steps that got a slot now, in queue order (they hold it from here)."""
+        for held in self.held.values():
+            held.renew()  # cheap unless the remote's connection is a new one
         got: list[str] = []
         full: set[str] = set()
         for step in list(self.queue):

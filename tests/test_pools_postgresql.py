@@ -53,9 +53,12 @@ def test_a_sigkilled_holder_on_one_host_frees_the_slot_on_another(
                                  'sleep 300') + "}\n")
     wait.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
                     + json.dumps('touch "$OUT/ran"') + "}\n")
+    # A group of its own: the whole group dies below (POOL-1: a runner killed alone
+    # keeps its running step's slot, on every host: tests/test_redteam_rtpool.py).
     first = subprocess.Popen([*FLOWSH, "run", str(hold)],
                              env=_host(tmp_path, "east", pg_url, out),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     step = 0
     try:
         _poll((out / "pgid").is_file, "the holder's step to start")
@@ -66,7 +69,9 @@ def test_a_sigkilled_holder_on_one_host_frees_the_slot_on_another(
                                       env=_host(tmp_path, "west", pg_url, out),
                                       stdout=subprocess.DEVNULL, stderr=fh)
         _poll(lambda: "w: waiting for pool db" in err.read_text(), "the other host to wait")
-        first.kill()  # SIGKILL: the server drops the runner's session, and its locks
+        # SIGKILL of the runner's group (runner and keeper; the step, in a group of its
+        # own, runs on): the server drops the runner's sessions, and its locks
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
         assert second.wait(timeout=60) == 0, err.read_text()
         assert (out / "ran").exists()

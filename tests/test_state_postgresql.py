@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flowsh.builtin.state_postgresql import SCHEMA_VERSION
 from flowsh.errors import EXIT_LOCKED, EXIT_STATE, EXIT_USAGE, StateError
 from flowsh.state import RunRecord, StepRecord
 from flowsh.store import open_backend
@@ -144,8 +145,9 @@ def test_two_coordinators_migrating_at_once_create_the_schema_once(pg_url: str,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
             (schema,))}
         version = conn.execute(f'SELECT version FROM "{schema}".flowsh_meta').fetchall()
-    assert tables == {"flowsh_meta", "flowsh_runs", "flowsh_steps", "flowsh_lock_holders"}
-    assert version == [(1,)]
+    assert tables == {"flowsh_meta", "flowsh_runs", "flowsh_steps", "flowsh_lock_holders",
+                      "flowsh_pool_holders"}
+    assert version == [(SCHEMA_VERSION,)]
 
 
 def test_a_schema_from_a_newer_flowsh_is_refused(pg_url: str) -> None:

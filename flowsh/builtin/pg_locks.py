@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 # run's steps within about this long, before another host can start them again.
 WATCH_EVERY = 0.5
 
+# How long a slot's holder row must name a run seen dead before another host takes the
+# slot: a server that drops every session of a runner at once (a terminate-all, a pooler's
+# reset) frees its liveness lock with its slots, and the run reads dead until its watcher
+# (at once, or within WATCH_EVERY) has taken its locks back or stopped its steps.
+DEAD_GRACE = 5.0
+
+# How long a holder taking its pool slots back on a new connection waits for a waiting
+# host's fence to let one go (a few round trips, on a loaded host more): _HeldSlots.reclaim.
+RECLAIM_FOR = 3.0
+
 LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; "
                 "SET tcp_keepalives_count = 3; SET idle_session_timeout = 0")
 
@@ -218,6 +228,8 @@ class PgLocks:
         with self._mu:
             try:
                 self._keep(wait)
+                for lock in self.held:
+                    lock.settle()
             except StateError as exc:
                 self.lost = StateError(f"lost a lock of this run: {exc}; its steps were "
                                        "stopped at once, before another host could run "
@@ -233,14 +245,22 @@ class PgLocks:
                 continue
             except self.b.psycopg.Error:
                 lock.conn.close()
-            conn = self._reconnect(lock.purpose, wait)
-            for key in lock.advisory_keys():
+            keys = lock.advisory_keys()
+            try:
+                conn = self._reconnect(lock.purpose, wait)
+            except StateError:
+                if keys:
+                    raise
+                # Nothing held on it (a run waiting for a slot): opened again when next
+                # needed, not a lost lock — a waiting run died of a second drop in a row.
+                continue
+            for key in keys:
                 try:
                     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
                 except self.b.psycopg.Error as exc:
                     conn.close()
                     raise self.b._error(exc) from None
-                if not (row and row[0]):
+                if not (row and row[0]) and not lock.reclaim(conn, key):
                     conn.close()
                     raise StateError(
                         f"{self.b.url}: the server dropped the connection holding the "
@@ -250,6 +270,8 @@ class PgLocks:
             if lock.run_id is not None:
                 # Another host may have read the run as crashed meanwhile: it is not.
                 self._mark_running(lock.run_id)
+            for wake in self._wakes:
+                wake()  # a pass of the run loop: its slots' keepers take the new connection
             warn(f"{self.b.url}: the server dropped the connection holding the {lock.purpose} "
                  "lock; took the lock again")
 
@@ -278,6 +300,14 @@ class _HeldLock:
     def advisory_keys(self) -> list[int]:
         """The advisory locks its connection holds, to take again on a new one."""
         return [self.key]
+
+    def reclaim(self, conn: psycopg.Connection[Any], key: int) -> bool:
+        """Lock `key` on `conn` although another session holds it now, when that session
+        is sure to let it go (a pool slot's fence only looking). No for the others."""
+        return False
+
+    def settle(self) -> None:
+        """Writes owed to the server since it last failed one (a pool slot's holder row)."""
 
     def release(self) -> None:
         with self.locks._mu:  # not while the watcher takes it again
@@ -314,9 +344,51 @@ class _HeldSlots(_HeldLock):
     def __init__(self, locks: PgLocks, conn: psycopg.Connection[Any]) -> None:
         super().__init__(locks, conn, 0, "pool slots")
         self.slots: dict[str, int] = {}  # "P/I" -> its advisory key, while held
+        # Keys of slots let go whose holder row the server missed erasing: other hosts
+        # would wait for the whole run (PgPoolLocks.try_lock), so it is erased later.
+        self.owed: set[int] = set()
 
     def advisory_keys(self) -> list[int]:
         return list(self.slots.values())
+
+    def settle(self) -> None:
+        """Erase the holder rows owed (on the watcher's pass, and at each transition)."""
+        run_id = self.locks.run_id
+        if not self.owed or run_id is None or self.conn.closed:
+            return
+        keys = sorted(self.owed - set(self.slots.values()))  # a slot held again: not yet
+        try:
+            self.conn.execute("DELETE FROM flowsh_pool_holders WHERE key = ANY(%s) "
+                              "AND run_id = %s", (keys, run_id))
+        except self.locks.b.psycopg.Error:
+            return  # the server is still away: the next pass tries again
+        self.owed.difference_update(keys)
+
+    def reclaim(self, conn: psycopg.Connection[Any], key: int) -> bool:
+        """A slot's lock held by another session while the holder row still names this
+        run: a host waiting for the slot, holding the lock only while it reads that row
+        (PgPoolLocks.try_lock), which it lets go on finding this run alive. Failing the
+        run on that look stopped a step nobody had taken the slot from. So it is waited
+        for, a few seconds at most; a host that took the slot for good (this run seemed
+        dead: its row names that host's run now) is not."""
+        b, run_id = self.locks.b, self.locks.run_id
+        if run_id is None:
+            return False
+        try:
+            row = conn.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
+                               (key,)).fetchone()
+            if not row or row[0] != run_id:
+                return False
+            conn.execute(f"SET lock_timeout = {int(RECLAIM_FOR * 1000)}")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except b.psycopg.errors.LockNotAvailable:
+                return False
+            finally:
+                conn.execute("SET lock_timeout = 0")
+        except b.psycopg.Error:
+            return False
+        return True
 
 
 class PgPoolLocks:
@@ -330,6 +402,10 @@ class PgPoolLocks:
     def __init__(self, locks: PgLocks) -> None:
         self.locks = locks
         self.held: _HeldSlots | None = None
+        # slot key -> (the run its holder row names, when this process first saw that run
+        # dead): DEAD_GRACE
+        self._dead_since: dict[int, tuple[str, float]] = {}
+        self._asked_on: psycopg.Connection[Any] | None = None  # the last _query's
 
     @property
     def conn(self) -> psycopg.Connection[Any] | None:
@@ -344,22 +420,47 @@ class PgPoolLocks:
         locks.check()
         name = f"{pool}/{index}"
         with locks._mu:  # the watcher may be taking the slots again on a new connection
-            try:
-                if self.held is None or self.held.conn.closed:
-                    if self.held is not None and self.held.slots:
-                        locks.keep()  # held slots went with it: taken again, or lost
-                    else:
+            for again in (True, False):
+                try:
+                    if self.held is None:
                         self._open()
-                assert self.held is not None
-                row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
-            except b.psycopg.Error as exc:
-                raise b._error(exc) from None
+                    elif self.held.conn.closed or _maybe_dropped(self.held.conn):
+                        # The server dropped it, and this thread asks before the watcher
+                        # has seen it (a waiting step asks every 0.1 s): the watcher's
+                        # work, done here: held slots taken again (or lost), a new
+                        # connection. An error went up as the run's failure, exit 3.
+                        locks.keep()
+                        if self.held.conn.closed:  # nothing was held on it: left closed
+                            self._open()
+                    assert self.held is not None
+                    row = self.held.conn.execute(sql, (self._key(pool, index),)).fetchone()
+                    break
+                except b.psycopg.Error as exc:
+                    if again and self.held is not None and self.held.conn.broken:
+                        continue  # dropped while asking: once more, as above
+                    raise b._error(exc) from None
             got = bool(row and row[0])
-            if sql.startswith("SELECT pg_try_advisory_lock") and got:
-                self.held.slots[name] = self._key(pool, index)
-            elif not sql.startswith("SELECT pg_try_advisory_lock"):
+            assert self.held is not None
+            # A lock taken counts as a held slot only once try_lock's look says so (_hold).
+            self._asked_on = self.held.conn
+            if not sql.startswith("SELECT pg_try_advisory_lock"):
                 self.held.slots.pop(name, None)
             return got
+
+    def _hold(self, pool: str, index: int) -> bool:
+        """Count slot `index` as held, after try_lock's look: unless the server dropped
+        the connection its lock was taken on meanwhile (the lock went with it)."""
+        with self.locks._mu:
+            conn = self._asked_on
+            if self.held is None or conn is None or self.held.conn is not conn:
+                return False
+            if conn.closed or _maybe_dropped(conn):
+                try:
+                    conn.execute("SELECT 1")
+                except self.locks.b.psycopg.Error:
+                    return False  # the watcher opens a new one
+            self.held.slots[f"{pool}/{index}"] = self._key(pool, index)
+            return True
 
     def _open(self) -> None:
         conn = self.locks._lock_connection("pools")
@@ -382,9 +483,10 @@ class PgPoolLocks:
             row = locks.b._do(lambda c: c.execute(
                 "SELECT run_id FROM flowsh_pool_holders WHERE key = %s", (key,)).fetchone(),
                 single=True)
-            if row and row[0] != locks.run_id and locks.run_alive(str(row[0])):
+            if row and row[0] != locks.run_id and not self._holder_gone(key, str(row[0])):
                 self._query("SELECT pg_advisory_unlock(%s)", pool, index)
                 return False
+            self._dead_since.pop(key, None)
             if locks.run_id is not None:
                 args = (key, locks.run_id, time.time())
                 locks.b._do(lambda c: c.execute(
@@ -395,24 +497,68 @@ class PgPoolLocks:
             with contextlib.suppress(StateError):
                 self._query("SELECT pg_advisory_unlock(%s)", pool, index)
             raise
-        return True
+        if self._hold(pool, index):
+            return True
+        # The lock went with a connection the server dropped during the look: not taken
+        # (another try comes in POLL), and its row must not bar other hosts.
+        self._erase(key)
+        return False
+
+    def _erase(self, key: int) -> None:
+        locks = self.locks
+        if locks.run_id is None:
+            return
+        args = (key, locks.run_id)
+        try:
+            locks.b._do(lambda c: c.execute(
+                "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
+                single=True)
+            if self.held is not None:
+                self.held.owed.discard(key)
+        except StateError:
+            # When the server is away, erased once it answers again (_HeldSlots.settle):
+            # until then other hosts wait for this slot.
+            if self.held is not None:
+                with locks._mu:
+                    self.held.owed.add(key)
+
+    def _holder_gone(self, key: int, run_id: str) -> bool:
+        """Whether run `run_id`, named by slot `key`'s holder row, has ended: its liveness
+        lock free, and seen free for DEAD_GRACE (not only while the server had dropped
+        its sessions and its watcher was taking them back)."""
+        now = time.monotonic()
+        if self.locks.run_alive(run_id):
+            self._dead_since.pop(key, None)
+            return False
+        seen = self._dead_since.get(key)
+        if seen is None or seen[0] != run_id:
+            self._dead_since[key] = seen = (run_id, now)
+        return now - seen[1] >= DEAD_GRACE
 
     def unlock(self, pool: str, index: int) -> None:
         # The attempt has ended (its processes are gone): the slot is free for any host,
         # even when this run lost the lock meanwhile.
         key, locks = self._key(pool, index), self.locks
-        if locks.run_id is not None:
-            args = (key, locks.run_id)
-            # Kept when the server is away: other hosts then wait until this run ends.
-            with contextlib.suppress(StateError):
-                locks.b._do(lambda c: c.execute(
-                    "DELETE FROM flowsh_pool_holders WHERE key = %s AND run_id = %s", args),
-                    single=True)
+        self._erase(key)
         if locks.lost is not None:  # the server dropped it: nothing to let go
             if self.held is not None:
                 self.held.slots.pop(f"{pool}/{index}", None)
             return
         self._query("SELECT pg_advisory_unlock(%s)", pool, index)
+
+    def keep_fds(self) -> tuple[int, ...]:
+        """The pool connection's socket, for a slot's keeper (flowsh.pools.Slot.keep_for):
+        while any process has it open the server keeps the session, and its advisory
+        locks, so a runner killed alone leaves its running steps' slots held on every host
+        until those steps end (POOL-1). The runner's close still ends the session at once
+        (libpq says Terminate), whoever else holds the socket."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return ()
+        try:
+            return (conn.fileno(),)
+        except self.locks.b.psycopg.Error:
+            return ()
 
     def close(self) -> None:
         if self.held is not None:
