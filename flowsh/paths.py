@@ -6,6 +6,7 @@ is found however flowsh is started.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from flowsh.model import Step, Workflow
 
 
 def workflow_dir(wf: Workflow) -> Path:
-    return Path(wf.path).parent if wf.path else Path.cwd()
+    return _parent(wf.path) if wf.path else Path.cwd()
+
+
+@functools.lru_cache(maxsize=64)
+def _parent(path: str) -> Path:
+    # Asked at every step (its workdir); a Path is immutable, so one serves them all.
+    return Path(path).parent
 
 
 def resolve_path(wf: Workflow, p: str, base: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from flowsh import plugins, steplog
 from flowsh.errors import UsageError
 from flowsh.libstate import LibraryState, key
 from flowsh.model import SECRET_NAME, Step, Workflow
-from flowsh.outputs import OutputError, parse_outputs, read_outputs
+from flowsh.outputs import OutputError, parse_outputs
 from flowsh.secrets import MASK, Masker, load_secret_outputs, save_secret_outputs
 from flowsh.state import RunRecord
 from flowsh.steps import base_environment, env_file_values, library_files
@@ -131,12 +131,20 @@ class RunEnvironment:
         out_file = run_dir / f"{name}.out"
         outputs: dict[str, str] = {}
         bad = None
+        found = True  # most steps write no outputs: no file to remove then
         try:
-            outputs = read_outputs(out_file) if text is None else \
-                parse_outputs(text.encode("utf-8", "surrogateescape"))
+            if text is not None:
+                outputs = parse_outputs(text.encode("utf-8", "surrogateescape"))
+            else:
+                try:
+                    raw = out_file.read_bytes()
+                except FileNotFoundError:
+                    raw, found = b"", False
+                outputs = parse_outputs(raw) if raw else {}
         except OutputError as exc:
             bad = self.mask(str(exc))
-        out_file.unlink(missing_ok=True)
+        if found:
+            out_file.unlink(missing_ok=True)
         if not read:
             # A failed step's outputs count for nothing, but a secret-named one it wrote
             # (and perhaps printed) is still a secret: masked in its log and its alerts.

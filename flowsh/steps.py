@@ -5,10 +5,11 @@ reading an `env_file`.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shlex
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 from flowsh import calls
@@ -23,7 +24,7 @@ from flowsh.paths import resolve_path, step_cwd
 POSIX_SHELLS = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox"}
 
 
-def shell_name(shell: list[str]) -> str:
+def shell_name(shell: Sequence[str]) -> str:
     """The program a `shell:` runs: `bash` for `/usr/bin/env bash` too (env's options and
     NAME=VALUE words skipped), so `source:` and `strict` apply to it as to `bash`."""
     words = iter(shell)
@@ -34,6 +35,12 @@ def shell_name(shell: list[str]) -> str:
         if not word.startswith("-") and "=" not in word:
             return os.path.basename(word)
     return name
+
+
+@functools.lru_cache(maxsize=64)
+def shell_words(shell: str) -> tuple[str, ...]:
+    """A `shell:` setting split as the shell would (the same few settings at every step)."""
+    return tuple(shlex.split(shell))
 
 
 def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
@@ -51,13 +58,12 @@ def build_argv(wf: Workflow, step: Step, keep: Iterable[str] = (),
     """
     if step.call is not None:
         return calls.argv()
-    shell = shlex.split(step.shell or wf.shell)
-    cwd = step_cwd(wf, step)
+    shell = shell_words(step.shell or wf.shell)
     run = step.if_ if if_test else step.run
     if if_test and (step.script is not None or not library_files(wf, step)):
         return [*shell, "-c", run or "true"]
     if step.script is not None:
-        script = resolve_path(wf, step.script, cwd)
+        script = resolve_path(wf, step.script, step_cwd(wf, step))
         if os.access(script, os.X_OK):
             return [str(script), *step.args]
         return [*shell, str(script), *step.args]
@@ -94,7 +100,7 @@ def library_files(wf: Workflow, step: Step) -> list[str]:
     guard (a `script` step, or a shell other than bash, which sources them plainly)."""
     if step.script is not None or not (wf.source or step.source):
         return []
-    if shell_name(shlex.split(step.shell or wf.shell)) != "bash":
+    if shell_name(shell_words(step.shell or wf.shell)) != "bash":
         return []
     return [str(resolve_path(wf, src)) for src in (*wf.source, *step.source)]
 

@@ -68,6 +68,54 @@ def tagged(var: str, value: str) -> list[int]:
     return found
 
 
+def children() -> set[int] | None:
+    """This process's children (those of every thread), from /proc/self/task/*/children;
+    None where that is not to be trusted: a kernel without the file (CONFIG_PROC_CHILDREN),
+    or a thread that ended while we read (its children moved to another thread's list,
+    perhaps one read already).
+
+    The kernel's list may skip an entry when a child listed before it is reaped during the
+    read; callers treat any pid they do not know as "something may be left", and the
+    reaped one is such a pid (flowsh's loop reaps steps only while not reading here)."""
+    me = os.getpid()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    found: set[int] = set()
+    for tid in tids:
+        try:
+            fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # no such file here, or the thread ended
+        try:
+            # One read for the whole list where it fits: each new read starts the kernel's
+            # walk again by position.
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        found.update(int(pid) for pid in b"".join(chunks).split())
+    found.discard(me)
+    return found
+
+
+def zombie(pid: int) -> bool:
+    """Whether `pid` has exited and waits to be reaped (what it started moved on already).
+    False for a pid gone altogether: reaped by someone meanwhile, which is what may make
+    `children` skip another (see there)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold any byte.
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
+
+
 def stop_leftovers(run_id: str, grace: float) -> list[int]:
     """Stop every process still carrying FLOWSH_RUN_ID=run_id (TERM, then KILL after
     `grace`): what a dead runner started but could not record (killed between starting a

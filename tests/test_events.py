@@ -98,6 +98,27 @@ def test_hooks_get_the_run_context_and_a_copy_of_the_step(write_flow):
                    ("finished", "2", "None", True)]
 
 
+def test_events_reach_plugins_while_the_run_goes_on(write_flow, tmp_path):
+    """The dispatcher lets events gather a moment (events.LINGER), never until the next
+    one comes or the run ends: step b waits for what a plugin did at a's end."""
+
+    class Marker:
+        @hookimpl
+        def flowsh_step_finished(self, step: Any) -> None:
+            (tmp_path / f"{step.name}.done").touch()
+
+    plugins.get_plugin_manager().register(Marker(), name="marker")
+    flow = write_flow(f"""
+        steps:
+          - {{name: a, run: 'true'}}
+          - name: b
+            needs: [a]
+            run: 'for i in $(seq 200); do [ -e {tmp_path}/a.done ] && exit 0; sleep 0.05; done; exit 1'
+    """)
+    run = run_workflow(load_workflow(flow), RunOptions())
+    assert run.status == "succeeded", run.steps["b"]
+
+
 def test_trace_plugins_prints_every_hook_call(write_flow):
     flow = write_flow("steps: [{name: a, run: 'true'}]")
     res = run_cli("run", str(flow), "--quiet", env={"FLOWSH_TRACE_PLUGINS": "1"})

@@ -1,9 +1,10 @@
 """Built-in state backend ``sqlite:///PATH`` (the default).
 
-WAL mode, one short IMMEDIATE transaction per transition. ``synchronous=NORMAL`` makes
-every committed transition survive a crash of flowsh (the WAL is in the kernel's page
-cache before COMMIT returns); set ``FLOWSH_SQLITE_SYNC=FULL`` to also survive power loss
-at the cost of an fsync per transition. Several flowsh processes can share one database:
+WAL mode, one short transaction per transition (BEGIN IMMEDIATE; a step's record, one
+statement, commits on its own). ``synchronous=NORMAL`` makes every committed transition
+survive a crash of flowsh (the WAL is in the kernel's page cache before COMMIT returns);
+set ``FLOWSH_SQLITE_SYNC=FULL`` to also survive power loss at the cost of an fsync per
+transition. Several flowsh processes can share one database:
 writers queue on SQLite's lock (busy timeout 30 s) and lose nothing.
 """
 
@@ -104,6 +105,15 @@ def _path_of(url: str) -> Path | None:
     if path.startswith("~"):
         path = os.path.expanduser(path)
     return Path(path) if path.lstrip("/") != ":memory:" else None
+
+
+# A step's record, written over its earlier one. An upsert rather than INSERT OR REPLACE,
+# which deletes the row and inserts it again (index entries, foreign key check): 37 us a
+# save down to 13, three saves per step.
+_SAVE_STEP = (f"INSERT INTO steps ({','.join(STEP_COLS)}) "
+              f"VALUES ({','.join('?' * len(STEP_COLS))}) "
+              "ON CONFLICT (run_id, name) DO UPDATE SET "
+              + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLS[2:]))
 
 
 class SQLiteBackend:
@@ -214,6 +224,16 @@ class SQLiteBackend:
                 raise
             self.conn.execute("COMMIT")
 
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """One statement as its own transaction (autocommit): committed, or rolled back
+        whole, when it returns, as with BEGIN IMMEDIATE and COMMIT around it (SQLite waits
+        for the write lock with the busy timeout either way), in one call instead of 3."""
+        if self.full:
+            raise NoSpaceError(f"{self.path}: cannot write state: No space left on device; "
+                               "the previous record is intact")
+        with self._errors():
+            self.conn.execute(sql, args)
+
     # -- writes ---------------------------------------------------------------------------
 
     def _run_row(self, run: RunRecord) -> tuple[Any, ...]:
@@ -251,17 +271,13 @@ class SQLiteBackend:
                 f"({','.join('?' * len(run.steps))})", (run.run_id, *run.steps))
 
     def save_step(self, run: RunRecord, step: StepRecord) -> None:
-        with self._tx() as c:
-            # The engine beats the heartbeat on its own clock; a step write needs no second
-            # statement for it.
-            c.execute(f"INSERT OR REPLACE INTO steps ({','.join(STEP_COLS)}) "
-                      f"VALUES ({','.join('?' * len(STEP_COLS))})",
-                      self._step_row(run.run_id, step))
+        # The engine beats the heartbeat on its own clock; a step write needs no second
+        # statement for it.
+        self._write(_SAVE_STEP, self._step_row(run.run_id, step))
 
     def heartbeat(self, run: RunRecord) -> None:
-        with self._tx() as c:
-            c.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?",
-                      (run.heartbeat, run.run_id))
+        self._write("UPDATE runs SET heartbeat = ? WHERE run_id = ?",
+                    (run.heartbeat, run.run_id))
 
     def delete_runs(self, run_ids: list[str]) -> int:
         n = 0

@@ -122,6 +122,37 @@ def test_leftovers_stopped_when_the_step_exits(ex: LocalExecutor, tmp_path: Path
     assert wait_dead(int((tmp_path / "child").read_text()))
 
 
+def test_leftovers_stopped_while_another_step_runs(ex: LocalExecutor, tmp_path: Path) -> None:
+    ex.start(req(tmp_path, "sleep 30", key="long", kill_grace=0.2))
+    ex.start(req(tmp_path, "setsid sleep 30 >/dev/null 2>&1 & echo $! > child", key="s",
+                 kill_grace=0.5))
+    assert collect(ex)["s"].ok
+    assert wait_dead(int((tmp_path / "child").read_text()))
+    assert ex.running() == 1
+
+
+def test_no_proc_scan_when_nothing_is_left_beside_a_running_step(
+        ex: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that leaves nothing costs no /proc scan while others run (a fan-out at -j8
+    paid one at every end); the real scan, counted."""
+    import flowsh.process
+
+    scans: list[str] = []
+    real = flowsh.process.tagged
+
+    def counted(var: str, value: str) -> list[int]:
+        scans.append(value)
+        return real(var, value)
+
+    monkeypatch.setattr(flowsh.process, "tagged", counted)
+    ex.start(req(tmp_path, "sleep 30", key="long", kill_grace=0.2))
+    for i in range(3):
+        ex.start(req(tmp_path, "true", key=f"quick{i}"))
+    got = collect(ex, 3)
+    assert all(o.ok for o in got.values())
+    assert scans == []
+
+
 def test_keep_children_leaves_a_daemon(ex: LocalExecutor, tmp_path: Path) -> None:
     ex.start(req(tmp_path, "sleep 30 >/dev/null 2>&1 & echo $! > child", keep_children=True))
     assert collect(ex)["s"].ok

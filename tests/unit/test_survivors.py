@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from flowsh.survivors import become_subreaper, stop_leftovers, stop_orphan, tagged
+from flowsh.survivors import (
+    become_subreaper,
+    children,
+    stop_leftovers,
+    stop_orphan,
+    tagged,
+    zombie,
+)
 from tests.conftest import wait_dead
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -95,3 +102,37 @@ def test_tagged_finds_a_call_steps_token_in_its_child_runs_processes() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_children_lists_this_processes_children_until_reaped() -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        kids = children()
+        assert kids is not None and proc.pid in kids
+        grandchild = subprocess.Popen(["bash", "-c", "sleep 30 & echo $!; wait"],
+                                      stdout=subprocess.PIPE)
+        assert grandchild.stdout is not None
+        inner = int(grandchild.stdout.readline())
+        kids = children() or set()
+        assert grandchild.pid in kids and inner not in kids  # a grandchild is not listed
+        os.kill(inner, signal.SIGKILL)
+        grandchild.wait(timeout=10)
+        assert grandchild.stdout.read() == b""
+        grandchild.stdout.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    kids = children()
+    assert kids is not None and proc.pid not in kids and grandchild.pid not in kids
+
+
+def test_zombie_until_reaped() -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    assert not zombie(proc.pid)
+    proc.kill()
+    end = time.monotonic() + 10
+    while not zombie(proc.pid) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert zombie(proc.pid)  # exited, not reaped yet
+    proc.wait()
+    assert not zombie(proc.pid)  # reaped: no longer a zombie
