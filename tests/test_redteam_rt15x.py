@@ -223,6 +223,38 @@ def test_a_caller_s_flowsh_lowercase_names_reach_steps_as_flowsh_run_gives_them(
     assert (tmp_path / "names").read_text() == "c v s i"
 
 
+@pytest.mark.parametrize("name", ["i", "s"])
+def test_a_param_named_like_a_runner_local_does_not_change_the_libraries(
+        tmp_path: Path, home: Path, name: str) -> None:
+    """MED (found beside the above; older than this session). The step's names are
+    exported in a subshell of the runner just before it execs, and a runner's local of
+    the same name in a calling function took the value: a param `i` replaced the index
+    of the `source:` libraries to evaluate (`${FLOWSH_LIBRARY_EVAL[i]}`), so the
+    library's variables were silently empty in every step (X= instead of X=computed,
+    which flowsh run gives). A param `s` (the up-to-date check's step, read the same way)
+    is a guard: with one library set its wrong index fell on the right one."""
+    (tmp_path / "lib.sh").write_text('f() { echo "f ran"; }\nX=$(echo computed)\n')
+    (tmp_path / "in.txt").write_text("in\n")
+    script = _export(tmp_path, f"""\
+name: lib
+source: lib.sh
+params:
+  {name}: "1"
+steps:
+  - name: a
+    sources: in.txt
+    run: f > out; echo "X=$X" >> out
+""")
+    kit.ok(kit.script(script, home=home))
+    assert (tmp_path / "out").read_text() == "f ran\nX=computed\n"
+    (tmp_path / "out").unlink()
+    kit.ok(kit.script(script, home=home))
+    assert not (tmp_path / "out").exists()  # up to date
+    (tmp_path / "lib.sh").write_text('f() { echo "f changed"; }\nX=$(echo computed)\n')
+    kit.ok(kit.script(script, home=home))
+    assert (tmp_path / "out").read_text() == "f changed\nX=computed\n"
+
+
 # --- 2. the clock ------------------------------------------------------------------------
 
 CSV_FLOW = """\
