@@ -390,3 +390,28 @@ def test_odd_ids_in_the_links_are_text_not_markup(home: Path, tmp_path: Path) ->
         assert srv.client.get(f"/api/v1/runs/{child}").json()["parent_step"] == evil
         gone = srv.client.get("/runs/" + "20991231T000000-00000000")
         assert gone.status_code == 404 and "Traceback" not in gone.text
+
+
+def test_a_pruned_child_run_s_link_leads_to_a_plain_not_found_page(home: Path,
+                                                                     tmp_path: Path) -> None:
+    """LOW. The parent's link to a child run that `flowsh prune` deleted (and the child's
+    link back to a pruned parent) led to a page headed "Refused", as if the server had
+    refused an action. Expected: a 404 headed "Not found" naming the run, the page's
+    own links, no traceback."""
+    from tests.web_helpers import serve
+
+    (tmp_path / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\nsteps:\n  - name: sub\n    call: child.yaml\n")
+    done = run_cli("run", "--json", str(parent), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    with serve(home) as srv:
+        child = srv.client.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["child_run"]
+        kit.ok(run_cli("prune", "--keep", "0", "-w", "child"))
+        assert f'href="/runs/{child}"' in srv.client.get(f"/runs/{run_id}").text
+        page = srv.client.get(f"/runs/{child}")
+        assert page.status_code == 404
+        assert "<h2>Not found</h2>" in page.text and child in page.text
+        assert "Refused" not in page.text and "Traceback" not in page.text
+        assert srv.client.get("/no/such/page").text.count("<h2>Not found</h2>") == 1
