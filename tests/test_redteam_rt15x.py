@@ -12,6 +12,7 @@ built with localedef, a real `flowsh serve` and a headless Chromium.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -138,6 +139,37 @@ def test_a_script_named_with_a_leading_dash_starts_again(tmp_path: Path, home: P
     _export(tmp_path, LONG, "-etl.sh")
     rc, err = _interrupted(["bash", "--", "-etl.sh", "-q"], tmp_path, tmp_path, _env(home))
     assert rc == 130, err
+
+
+def test_an_env_that_forks_and_resets_nothing_does_not_start_the_script_for_ever(
+        tmp_path: Path, home: Path) -> None:
+    """LOW (a risk of the pid marker above). An `env` earlier on PATH that takes
+    --default-signal but forks its command and resets nothing (a wrapper script): the
+    second start's pid is not the marker, the signal is still ignored, and the script
+    started itself again and again, each wrapper waiting on the next. Expected: it notices
+    (the marker is its parent's pid), warns once and runs."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "env").write_text(
+        "#!/bin/bash\n"
+        "while [[ $1 == --* ]]; do shift; done\n"
+        "while [[ $1 == *=* ]]; do export \"$1\"; shift; done\n"
+        '"$@"\n')
+    (shims / "env").chmod(0o755)
+    script = _export(tmp_path, ECHO)
+    proc = subprocess.Popen(["bash", str(script), "-q", "msg=m", "API_TOKEN=s"], cwd=tmp_path,
+                            env=_env(home, PATH=f"{shims}:/usr/bin:/bin"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignoring(signal.SIGINT), start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("the script kept starting itself again") from None
+    assert proc.returncode == 0, err
+    assert err.count("warning: started with SIGINT or SIGTERM ignored") == 1, err
+    assert (tmp_path / "msg").read_text() == "m"
 
 
 def test_sigterm_ignored_on_entry_stops_the_run(tmp_path: Path, home: Path) -> None:
