@@ -143,7 +143,8 @@ def test_a_script_named_with_a_leading_dash_starts_again(tmp_path: Path, home: P
 
 def test_an_env_that_forks_and_resets_nothing_does_not_start_the_script_for_ever(
         tmp_path: Path, home: Path) -> None:
-    """LOW (a risk of the pid marker above). An `env` earlier on PATH that takes
+    """Guard for the pid marker above (integ's marker, set or not, could not loop; the
+    first cut of the fix did, and this failed on it). An `env` earlier on PATH that takes
     --default-signal but forks its command and resets nothing (a wrapper script): the
     second start's pid is not the marker, the signal is still ignored, and the script
     started itself again and again, each wrapper waiting on the next. Expected: it notices
