@@ -48,7 +48,7 @@ steps:
       cd "${OUTDIR:-.}"
       printf '%s' "$msg" > msg
       printf '%s' "${FLOWSH_SIGNALS_RESET-unset}" > mark
-      printf '%s' "${flowsh_clock-unset} ${flowsh_start-unset} ${flowsh_i-unset}" > names
+      printf '%s' "${flowsh_clock-unset} ${flowsh_start-unset} ${flowsh_i-unset} ${flowsh_limit-unset} ${flowsh_k-unset}" > names
 """
 
 
@@ -245,15 +245,16 @@ def test_a_caller_s_flowsh_lowercase_names_reach_steps_as_flowsh_run_gives_them(
     hands the step the caller's environment as it is (ENV-1: the runner's environment is
     the lowest layer)."""
     script = _export(tmp_path, ECHO)
-    names = {"flowsh_clock": "c v", "flowsh_start": "s", "flowsh_i": "i"}
+    names = {"flowsh_clock": "c v", "flowsh_start": "s", "flowsh_i": "i",
+             "flowsh_limit": "l", "flowsh_k": "k"}
     r = subprocess.run(["bash", str(script), "-q", "API_TOKEN=s"], cwd=tmp_path,
                        env=_env(home, **names), capture_output=True, text=True, timeout=60)
     kit.ok(r)
-    assert (tmp_path / "names").read_text() == "c v s i"
+    assert (tmp_path / "names").read_text() == "c v s i l k"
     (tmp_path / "names").unlink()
     kit.ok(run_cli("run", "-q", str(tmp_path / "flow.yaml"), "API_TOKEN=s", cwd=tmp_path,
                    env=names))
-    assert (tmp_path / "names").read_text() == "c v s i"
+    assert (tmp_path / "names").read_text() == "c v s i l k"
 
 
 @pytest.mark.parametrize("name", ["i", "s"])
