@@ -44,7 +44,7 @@ def test_script_slot_is_run_s_around_dst_changes(tmp_path: Path) -> None:
              for zone in ZONES for change in _changes(ZoneInfo(zone))
              for expr in EXPRS for m in MINUTES]
     given = "".join(f"{bash_schedules([c])[0]}\t{int(n.timestamp())}\n" for c, n in cases)
-    # From a file: the script outgrew what one argument may hold (128 KiB, E2BIG).
+    # From a file: the script outgrew what one argument may hold (128 KiB).
     (tmp_path / "driver.sh").write_text(driver)
     got = subprocess.run(["bash", str(tmp_path / "driver.sh")], input=given,
                          capture_output=True, text=True, timeout=600,

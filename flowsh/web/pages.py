@@ -65,12 +65,14 @@ def error_page(request: Request, exc: FlowshError) -> Response:
     from flowsh.web.api import error_response
 
     status = error_response(exc).status_code
-    return _render(request, "error.html.j2", status, message=str(exc), code=exc.exit_code)
+    # A missing run (a link to a pruned child run) is not found, not refused.
+    return _render(request, "error.html.j2", status, message=str(exc), code=exc.exit_code,
+                   heading="Not found" if status == 404 else "Refused")
 
 
 def not_found(request: Request) -> Response:
     return _render(request, "error.html.j2", 404, message=f"no page {request.url.path}",
-                   code=4)
+                   code=4, heading="Not found")
 
 
 def dashboard(request: Request) -> Response:

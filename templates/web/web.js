@@ -120,16 +120,21 @@
       if (st.exit_code !== null) text += " · exit " + st.exit_code;
       if (st.attempts > 1) text += " · " + st.attempts + " attempts";
       if (meta) meta.textContent = text;
-      if (st.child_run && !det.querySelector("summary .child-run")) {
-        // A `call:` step's child run exists once the step starts: link to it.
-        const a = document.createElement("a");
-        a.className = "child-run";
-        a.href = "/runs/" + encodeURIComponent(st.child_run);
-        a.append("child run ");
-        const code = document.createElement("code");
-        code.textContent = st.child_run;
-        a.append(code);
-        det.querySelector("summary").append(a);
+      // A `call:` step's child run exists once the step starts: link to it. A retry of
+      // the step (`flowsh retry --step`) runs it again in this run with a new child run:
+      // the link follows it.
+      let child = det.querySelector("summary .child-run");
+      if (st.child_run && !child) {
+        child = document.createElement("a");
+        child.className = "child-run";
+        child.append("child run ", document.createElement("code"));
+        det.querySelector("summary").append(child);
+      }
+      if (st.child_run) {
+        child.href = "/runs/" + encodeURIComponent(st.child_run);
+        child.querySelector("code").textContent = st.child_run;
+      } else if (child) {
+        child.remove();
       }
       const log = logs.get(name);
       const attemptsWas = det.dataset.attempts;
