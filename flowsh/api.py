@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from flowsh.state import StateBackend as StateBackend
     from flowsh.state import Status as Status
     from flowsh.state import StepRecord as StepRecord
+    from flowsh.survivors import signal_marked as signal_marked
     from flowsh.survivors import tagged as tagged
 
 
@@ -128,7 +129,8 @@ _WHERE = {
     "ping_url": "flowsh.ping",
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
-    "LocalExecutor": "flowsh.process", "tagged": "flowsh.survivors",
+    "LocalExecutor": "flowsh.process",
+    "signal_marked": "flowsh.survivors", "tagged": "flowsh.survivors",
     "Reporter": "flowsh.runopts",
     "MASK": "flowsh.secrets", "Masker": "flowsh.secrets",
     **dict.fromkeys(("CRASHED", "FAILED", "INTERRUPTED", "PENDING", "RETRYING", "RUNNING",
@@ -192,6 +194,7 @@ __all__ = [
     "ping_url",
     "post_json",
     "reset_plugins",
+    "signal_marked",
     "tagged",
     "url_for_errors",
     "warn",

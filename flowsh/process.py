@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 
 from flowsh.errors import OptionError
 from flowsh.executor import EXIT_TIMEOUT, Outcome, OutputCallback, StepRequest, WakePipe
-from flowsh.survivors import TOKEN_VAR, become_subreaper, children, tagged, zombie
+from flowsh.survivors import (
+    TOKEN_VAR,
+    become_subreaper,
+    children,
+    signal_marked,
+    zombie,
+)
 
 _READ = 65536
 _HAS_PIDFD = hasattr(os, "pidfd_open")
@@ -233,16 +239,16 @@ class LocalExecutor:
     def _signal_all(self, token: str, pgid: int | None, sig: int) -> list[int]:
         """Signal the step's process group and every process carrying its token (setsid'd
         and double-forked ones included); return the tagged pids found."""
-        if pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)  # the step's session leader's pid is its pgid
-        pids = tagged(TOKEN_VAR, token) if token else []
+        # The step's session leader's pid is its pgid.
+        if not token:
+            if pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            return []
+        pids = signal_marked(pgid, TOKEN_VAR, token, sig)
         mains = self._main_pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-            if pid not in mains:  # Popen reaps its own; an adopted orphan is ours to reap
-                self._victims.add(pid)
+        # Popen reaps its own; an adopted orphan is ours to reap.
+        self._victims.update(pid for pid in pids if pid not in mains)
         return pids
 
     def _may_have_leftovers(self, job: _Job) -> bool:

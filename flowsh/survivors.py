@@ -38,12 +38,13 @@ def become_subreaper(on: bool = True) -> bool:
 OUTER_TOKENS_VAR = "FLOWSH_CALL_TOKENS"
 
 
-def tagged(var: str, value: str) -> list[int]:
+def tagged(var: str, value: str, *, outer_too: bool = True) -> list[int]:
     """Pids of processes (not this one) whose environment holds ``var=value`` (for the
-    step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR)."""
+    step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR,
+    unless ``outer_too`` is false)."""
     needle = f"{var}={value}".encode()
     wanted = b"\0" + needle + b"\0"
-    outer = f"\0{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR else None
+    outer = f"\0{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR and outer_too else None
     me, found = os.getpid(), []
     try:
         names = os.listdir("/proc")
@@ -65,6 +66,33 @@ def tagged(var: str, value: str) -> list[int]:
                 e.startswith(outer[1:]) and value.encode() in e[len(outer) - 1:].split()
                 for e in blob.split(b"\0"))):
             found.append(int(name))
+    return found
+
+
+def signal_marked(pgid: int | None, var: str, value: str, sig: int) -> list[int]:
+    """Send ``sig`` to the process group ``pgid``, then to each process marked
+    ``var=value`` outside it (setsid'd, double-forked): once each, so a process that traps
+    TERM runs its trap once (TIME-1). Return every marked pid found, in the group or not.
+
+    A polite signal goes to a `call:` step's child run, never past it to the child's own
+    steps: the child run stops them itself, with its grace period (they had TERM twice,
+    and trapped it twice). SIGKILL, the last word, reaches them all."""
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+    found = tagged(var, value)
+    own = set(found) if sig == signal.SIGKILL else set(tagged(var, value, outer_too=False))
+    for pid in found:
+        if pid not in own:
+            continue
+        if pgid is not None:
+            try:
+                if os.getpgid(pid) == pgid:
+                    continue  # had it from killpg
+            except OSError:
+                continue  # gone
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
     return found
 
 

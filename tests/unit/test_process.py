@@ -135,16 +135,16 @@ def test_no_proc_scan_when_nothing_is_left_beside_a_running_step(
         ex: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A step that leaves nothing costs no /proc scan while others run (a fan-out at -j8
     paid one at every end); the real scan, counted."""
-    import flowsh.process
+    import flowsh.survivors
 
     scans: list[str] = []
-    real = flowsh.process.tagged
+    real = flowsh.survivors.tagged
 
-    def counted(var: str, value: str) -> list[int]:
+    def counted(var: str, value: str, *, outer_too: bool = True) -> list[int]:
         scans.append(value)
-        return real(var, value)
+        return real(var, value, outer_too=outer_too)
 
-    monkeypatch.setattr(flowsh.process, "tagged", counted)
+    monkeypatch.setattr(flowsh.survivors, "tagged", counted)
     ex.start(req(tmp_path, "sleep 30", key="long", kill_grace=0.2))
     for i in range(3):
         ex.start(req(tmp_path, "true", key=f"quick{i}"))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,46 @@ def test_zombie_until_reaped() -> None:
     assert zombie(proc.pid)  # exited, not reaped yet
     proc.wait()
     assert not zombie(proc.pid)  # reaped: no longer a zombie
+
+
+
+def _counting(tmp: Path, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A shell busy in builtins (a TERM runs its trap at once) that writes a line per TERM
+    to tmp/name, then "end" once its first trap is over: a second TERM that came while the
+    trap ran runs the trap again before that "end"."""
+    out = tmp / name
+    script = (f"trap 'echo t >> {out}; sleep 0.3; g=1' TERM; g=0; touch {out}.up; "
+              f"while [ $g = 0 ]; do :; done; echo end >> {out}")
+    proc = subprocess.Popen(["bash", "-c", script], env={**ENV, **env},
+                            start_new_session=True)
+    end = time.monotonic() + 10
+    while not Path(f"{out}.up").exists() and time.monotonic() < end:
+        time.sleep(0.01)
+    return proc
+
+
+def test_signal_marked_terms_each_process_once(tmp_path: Path) -> None:
+    """TIME-1: the group, then each marked process outside it; a process in the group is
+    not signalled again (its trap ran twice); a `call:` child run's own steps (marked only
+    through FLOWSH_CALL_TOKENS) get no TERM from here (their run passes it on), only the
+    final KILL."""
+    from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR, signal_marked
+
+    leader = _counting(tmp_path, "leader", {TOKEN_VAR: "tok"})
+    away = _counting(tmp_path, "away", {TOKEN_VAR: "tok"})  # setsid'd: its own group
+    inner = _counting(tmp_path, "inner", {TOKEN_VAR: "childs", OUTER_TOKENS_VAR: "tok"})
+    procs = [leader, away, inner]
+    try:
+        found = signal_marked(leader.pid, TOKEN_VAR, "tok", signal.SIGTERM)
+        assert set(found) == {p.pid for p in procs}
+        assert leader.wait(timeout=10) == 0 and away.wait(timeout=10) == 0
+        assert (tmp_path / "leader").read_text() == "t\nend\n"
+        assert (tmp_path / "away").read_text() == "t\nend\n"
+        assert inner.poll() is None and not (tmp_path / "inner").exists()
+        assert signal_marked(leader.pid, TOKEN_VAR, "tok", signal.SIGKILL) == [inner.pid]
+        assert inner.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -107,18 +107,17 @@ def _stop_group(pgid: int, task_id: str, grace: float) -> None:
     if grace <= 0:  # the group first, before anything slower (the tagged strays' scan)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-    from flowsh.api import tagged
+    from flowsh.api import signal_marked, tagged
 
     def send(sig: int) -> bool:
-        alive = False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-            alive = True
-        for pid in tagged(TAG_VAR, task_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-                alive = True
-        return alive
+        alive = True
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            pass
+        return bool(signal_marked(pgid, TAG_VAR, task_id, sig)) or alive
 
     if grace <= 0:
         send(signal.SIGKILL)
