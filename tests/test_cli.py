@@ -246,3 +246,17 @@ def test_start_up_leaves_its_imports_to_no_collection_and_the_collector_on(tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "FLOWSH_HOME": str(tmp_path / "home")}, check=True)
     assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_status_and_history_read_without_making_a_store(cli: Cli) -> None:
+    """Reading commands on a fresh home say there are no runs, and create no database."""
+    home = Path(os.environ["FLOWSH_HOME"])
+    res = cli("status")
+    assert (res.returncode, res.stderr) == (4, "flowsh: error: no runs recorded yet\n")
+    res = cli("status", "abc")
+    assert res.returncode == 4 and "no run 'abc' in sqlite://" in res.stderr
+    res = cli("history")
+    assert (res.returncode, res.stderr) == (0, "no runs recorded\n")
+    res = cli("history", "--json")
+    assert (res.returncode, json.loads(res.stdout)) == (0, [])
+    assert not (home / "flowsh.db").exists()

@@ -126,7 +126,8 @@ def test_unwritable_state_dir_as_any_user(tmp_path: Path, cli: Cli) -> None:
     # A path under a regular file can never be created, root or not.
     blocker = tmp_path / "file"
     blocker.write_text("")
-    res = cli("history", "--state", f"sqlite:///{blocker}/sub/x.db")
+    # prune: history only reads, and says "no runs" rather than make a store.
+    res = cli("prune", "--keep", "5", "--state", f"sqlite:///{blocker}/sub/x.db")
     assert res.returncode == EXIT_STATE and str(blocker) in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -473,7 +474,7 @@ def test_sqlite_url_path_is_absolute_like_json(tmp_path: Path, cli: Cli) -> None
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     for url in (f"sqlite://{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"):
-        assert cli("history", "--state", url, cwd=elsewhere).returncode == 0
+        assert cli("prune", "--keep", "5", "--state", url, cwd=elsewhere).returncode == 0
     assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
     assert list(elsewhere.iterdir()) == []
 

@@ -55,9 +55,13 @@ def status_cmd(
 
     For a failed run: each failed step's last log lines and the command to resume it.
     """
-    from flowsh.store import check_liveness, open_backend
+    from flowsh.store import check_liveness, open_existing, state_url
 
-    backend = open_backend(state)
+    backend = open_existing(state)  # reading must not create a store
+    if backend is None:
+        if run_id is not None:
+            raise NotFoundError(f"no run {run_id!r} in {state_url(state)}")
+        raise NotFoundError("no runs recorded yet" + (f" for {workflow}" if workflow else ""))
     try:
         if run_id is None:
             latest = backend.list_runs(_workflow_key(workflow), limit=1)
@@ -200,14 +204,16 @@ def history_cmd(
     state: Optional[str] = typer.Option(None, "--state", envvar="FLOWSH_STATE"),  # noqa: UP045
 ) -> None:
     """List past runs, newest first."""
-    from flowsh.store import check_liveness, open_backend
+    from flowsh.store import check_liveness, open_backend, open_existing
 
-    backend = open_backend(state)
-    try:
-        runs = [check_liveness(backend, r, read_only=True)
-                for r in backend.list_runs(_workflow_key(workflow), limit=limit)]
-    finally:
-        backend.close()
+    backend = open_existing(state)  # reading must not create a store
+    runs = []
+    if backend is not None:
+        try:
+            runs = [check_liveness(backend, r, read_only=True)
+                    for r in backend.list_runs(_workflow_key(workflow), limit=limit)]
+        finally:
+            backend.close()
     if json_out:
         out = []
         for r in runs:
@@ -219,7 +225,7 @@ def history_cmd(
         return
     if not runs:
         typer.echo("no runs recorded", err=True)
-        if workflow:
+        if workflow and backend is not None:
             backend = open_backend(state)
             try:
                 named = identities_named(backend, workflow)
