@@ -31,6 +31,7 @@ import pytest
 from tests.conftest import pg_server_or_skip
 from tests.conftest import poll as _poll
 from tests.test_pools_e2e import FLOWSH
+from tests.test_pools_postgresql import host_env, start_waiter
 
 psycopg = pg_server_or_skip()
 
@@ -43,13 +44,6 @@ OPEN = frozenset({
 def _open_findings(request: pytest.FixtureRequest) -> None:
     if request.node.name in OPEN:
         request.applymarker(pytest.mark.xfail(strict=True, reason="rtpool finding still open"))
-
-
-def _host(root: Path, name: str, url: str, out: Path) -> dict[str, str]:
-    home = root / name
-    home.mkdir(exist_ok=True)
-    return {**os.environ, "FLOWSH_HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-            "FLOWSH_STATE": url, "OUT": str(out)}
 
 
 def _lock_holders(url: str, key: int) -> list[int]:
@@ -117,7 +111,7 @@ def _holding(tmp_path: Path, url: str, out: Path, host: str = "east",
     flow.write_text(f"name: {host}\npools: {{{pool}: 1}}\nsteps:\n"
                     f"  - {{name: h, pool: {pool}, run: {json.dumps(UNTIL_STOPPED)}}}\n")
     err = open(tmp_path / f"{host}.err", "w")  # noqa: SIM115 - closed below
-    runner = subprocess.Popen([*FLOWSH, "run", str(flow)], env=_host(tmp_path, host, url, out),
+    runner = subprocess.Popen([*FLOWSH, "run", str(flow)], env=host_env(tmp_path, host, url, out),
                               stdout=subprocess.DEVNULL, stderr=err)
     step = 0
     try:
@@ -144,7 +138,7 @@ def _group_alive(pgid: int) -> bool:
 
 # --- F1: a runner killed alone -------------------------------------------------------------
 
-def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_every_host(
+def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_everyhost_env(
         tmp_path: Path, pg_url: str) -> None:
     """HIGH. POOL-1: "a runner killed alone (`kill -9 PID`) MUST NOT free the slot its
     still-running step uses". On one host the keeper keeps the slot file locked, but the
@@ -161,17 +155,8 @@ def test_a_runner_killed_alone_keeps_its_running_steps_slot_on_every_host(
         # The run is dead as far as the server knows (its liveness session is gone).
         _poll(lambda: not _lock_holders(pg_url, alive), "the dead runner's session to go")
         assert _group_alive(step)
-        flow = tmp_path / "west.yaml"
-        flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
-                        + json.dumps('touch "$OUT/ran"') + "}\n")
-        err = tmp_path / "west.err"
-        with open(err, "w") as fh:
-            west = subprocess.Popen([*FLOWSH, "run", str(flow)],
-                                    env=_host(tmp_path, "west", pg_url, out),
-                                    stdout=subprocess.DEVNULL, stderr=fh)
+        west, err = start_waiter(tmp_path, pg_url, out)
         try:
-            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
-                  "the other host to wait")
             assert not (out / "ran").exists(), "two steps ran at once in a pool of one"
             (out / "east.stop").touch()  # the orphan ends: its keeper, and the slot, go
             assert west.wait(timeout=60) == 0, err.read_text()
@@ -257,18 +242,10 @@ def test_a_holder_whose_every_session_the_server_dropped_keeps_its_slot(
     out.mkdir()
     schema = pg_url.rsplit("%3D", 1)[1]
     slot = _slot_key(pg_url)
-    flow = tmp_path / "west.yaml"
-    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
-                    + json.dumps('touch "$OUT/ran"') + "}\n")
-    werr = tmp_path / "west.err"
     with _holding(tmp_path, pg_url, out) as (runner, _step), \
-            psycopg.connect(pg_url, autocommit=True) as admin, open(werr, "w") as fh:
-        west = subprocess.Popen([*FLOWSH, "run", str(flow)],
-                                env=_host(tmp_path, "west", pg_url, out),
-                                stdout=subprocess.DEVNULL, stderr=fh)
+            psycopg.connect(pg_url, autocommit=True) as admin:
+        west, werr = start_waiter(tmp_path, pg_url, out)
         try:
-            _poll(lambda: "w: waiting for pool db" in werr.read_text() or west.poll() is not None,
-                  "the other host to wait")
             row = admin.execute("SELECT run_id FROM flowsh_pool_holders WHERE key = %s",
                                 (slot,)).fetchone()
             assert row is not None
@@ -320,7 +297,7 @@ def test_a_row_left_by_a_failed_release_does_not_block_other_hosts_for_the_run(
                     "  - {name: p, pool: db, run: 'until [ -e \"$OUT/p.stop\" ]; do sleep 0.05;"
                     " done'}\n"
                     f"  - {{name: later, needs: [p], run: {json.dumps(UNTIL_STOPPED)}}}\n")
-    env = {**_host(tmp_path, "east", pg_url, out), "FLOWSH_PG_RECONNECT": "0"}
+    env = {**host_env(tmp_path, "east", pg_url, out), "FLOWSH_PG_RECONNECT": "0"}
     eerr = tmp_path / "east.err"
     wflow = tmp_path / "west.yaml"
     wflow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
@@ -345,7 +322,7 @@ def test_a_row_left_by_a_failed_release_does_not_block_other_hosts_for_the_run(
             _poll((out / "east.pgid").is_file, "the run to go on with its next step")
             _poll(lambda: not _lock_holders(pg_url, slot), "the slot's lock to be let go")
             west = subprocess.Popen([*FLOWSH, "run", str(wflow)],
-                                    env=_host(tmp_path, "west", pg_url, out),
+                                    env=host_env(tmp_path, "west", pg_url, out),
                                     stdout=subprocess.DEVNULL, stderr=wfh)
             threading.Thread(target=west.wait, daemon=True).start()
             _poll(lambda: west.poll() is not None, "west to get the slot while east runs", 30)
@@ -372,18 +349,10 @@ def test_a_waiting_run_survives_its_pool_connection_being_dropped(
     until that race is seen. Expected: the run waits on, and runs once the slot is free."""
     out = tmp_path / "out"
     out.mkdir()
-    flow = tmp_path / "west.yaml"
-    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
-                    + json.dumps('touch "$OUT/ran"') + "}\n")
-    werr = tmp_path / "west.err"
-    with _holding(tmp_path, pg_url, out) as (_runner, _step), open(werr, "w") as fh, \
+    with _holding(tmp_path, pg_url, out) as (_runner, _step), \
             psycopg.connect(pg_url, autocommit=True) as admin:
-        west = subprocess.Popen([*FLOWSH, "run", str(flow)],
-                                env=_host(tmp_path, "west", pg_url, out),
-                                stdout=subprocess.DEVNULL, stderr=fh)
+        west, werr = start_waiter(tmp_path, pg_url, out)
         try:
-            _poll(lambda: "w: waiting for pool db" in werr.read_text() or west.poll() is not None,
-                  "the other host to wait")
 
             def west_pool() -> list[int]:
                 ports = _local_ports(west.pid)
@@ -431,17 +400,8 @@ def test_a_runner_killed_alone_after_its_pool_connection_was_renewed_keeps_the_s
         runner.wait()
         _poll(lambda: not _lock_holders(pg_url, alive), "the dead runner's session to go")
         assert _group_alive(step)
-        flow = tmp_path / "west.yaml"
-        flow.write_text("pools: {db: 1}\nsteps:\n  - {name: w, pool: db, run: "
-                        + json.dumps('touch "$OUT/ran"') + "}\n")
-        err = tmp_path / "west.err"
-        with open(err, "w") as fh:
-            west = subprocess.Popen([*FLOWSH, "run", str(flow)],
-                                    env=_host(tmp_path, "west", pg_url, out),
-                                    stdout=subprocess.DEVNULL, stderr=fh)
+        west, err = start_waiter(tmp_path, pg_url, out)
         try:
-            _poll(lambda: "w: waiting for pool db" in err.read_text() or west.poll() is not None,
-                  "the other host to wait")
             # Past the dead-holder grace (5 s): a slot only its row guards is taken then.
             since = time.monotonic()
             _poll(lambda: west.poll() is not None or time.monotonic() - since > 7,
@@ -452,7 +412,6 @@ def test_a_runner_killed_alone_after_its_pool_connection_was_renewed_keeps_the_s
         finally:
             west.kill()
             west.wait()
-
 
 
 def test_a_waiting_run_only_looking_at_a_slot_is_not_failed_by_a_drop(
@@ -489,7 +448,7 @@ def test_a_waiting_run_only_looking_at_a_slot_is_not_failed_by_a_drop(
         east.execute("INSERT INTO flowsh_pool_holders (key, run_id, since) VALUES (%s, %s, 0)",
                      (key, "r-east"))
         west = subprocess.Popen([*FLOWSH, "run", str(flow)],
-                                env=_host(tmp_path, "west", pg_url, out),
+                                env=host_env(tmp_path, "west", pg_url, out),
                                 stdout=subprocess.DEVNULL, stderr=fh)
         queued = threading.Thread(
             target=lambda: third.execute("SELECT pg_advisory_lock(%s)", (key,)))
