@@ -41,6 +41,7 @@ from flowsh.modelrules import (
     check_cron,
     check_globs,
     check_idents,
+    not_a_bool,
     positive_queue_timeout,
     shell_named,
     str_value,
@@ -75,14 +76,17 @@ GlobList = Annotated[list[str], BeforeValidator(as_list), WithJsonSchema(
 CronList = Annotated[list[Annotated[str, AfterValidator(check_cron)]], BeforeValidator(as_list)]
 
 
+# Last, after the constraints: the JSON schema stays as it was.
+NOT_BOOL = BeforeValidator(not_a_bool)
+
 PoolName = Annotated[str, Field(pattern=POOL_NAME)]
-PoolSize = Annotated[int, Field(ge=1, le=MAX_POOL_SIZE)]
+PoolSize = Annotated[int, Field(ge=1, le=MAX_POOL_SIZE), NOT_BOOL]
 
 
 # A command's own exit code that `skip_on`/`success_on` may name: 124 and up also mean a
 # timeout, a command that could not run, or a signal, which a shell cannot tell apart.
-OwnExitCode = Annotated[int, Field(ge=1, le=123)]
-RetryCode = Annotated[int, Field(ge=1, le=255)]
+OwnExitCode = Annotated[int, Field(ge=1, le=123), NOT_BOOL]
+RetryCode = Annotated[int, Field(ge=1, le=255), NOT_BOOL]
 
 
 class _Frozen(BaseModel):
@@ -92,15 +96,15 @@ class _Frozen(BaseModel):
 class Defaults(_Frozen):
     """Settings every step inherits unless it sets its own."""
 
-    retries: int = Field(0, ge=0, le=MAX_RETRIES, description="Extra attempts after a failure.")
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES,
+                                  description="Extra attempts after a failure."), NOT_BOOL] = 0
     retry_delay: Duration = Field(1.0, description="Wait before the first retry.")
-    backoff: float = Field(
-        2.0, ge=1.0, le=100.0, description="Multiplier applied to the delay per retry."
-    )
+    backoff: Annotated[float, Field(
+        ge=1.0, le=100.0, description="Multiplier applied to the delay per retry."), NOT_BOOL] = 2.0
     max_delay: Duration = Field(300.0, description="Upper bound on one retry delay.")
-    jitter: float = Field(
-        0.1, ge=0.0, le=1.0, description="Random +/- fraction applied to each retry delay."
-    )
+    jitter: Annotated[float, Field(
+        ge=0.0, le=1.0, description="Random +/- fraction applied to each retry delay."),
+        NOT_BOOL] = 0.1
     timeout: Duration | None = Field(None, description="Kill the step after this long.")
 
 
@@ -164,11 +168,11 @@ class Step(_Frozen):
         description="Bash files sourced before the step (after the workflow's).",
     )
     shell: Annotated[str | None, AfterValidator(shell_named)] = None
-    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
+    retries: Annotated[int | None, Field(ge=0, le=MAX_RETRIES), NOT_BOOL] = None
     retry_delay: Duration | None = None
-    backoff: float | None = Field(None, ge=1.0, le=100.0)
+    backoff: Annotated[float | None, Field(ge=1.0, le=100.0), NOT_BOOL] = None
     max_delay: Duration | None = None
-    jitter: float | None = Field(None, ge=0.0, le=1.0)
+    jitter: Annotated[float | None, Field(ge=0.0, le=1.0), NOT_BOOL] = None
     timeout: Duration | None = None
     if_: str | None = Field(
         None, alias="if", description="Shell test; a non-zero exit skips the step."
@@ -210,9 +214,9 @@ class Step(_Frozen):
         None, description="Run the step once per item: a list, `{file: PATH}`, `{command: "
         "TEXT}` or `{output: NAME}` (lines, blank ones dropped); each item an instance "
         "`step[item]` with $ITEM and $ITEM_INDEX (docs/semantics.md FOREACH).")
-    max_parallel: int | None = Field(
-        None, ge=1, le=MAX_ITEMS, description="With `foreach`: at most this many items at "
-        "once (within the run's concurrency).")
+    max_parallel: Annotated[int | None, Field(
+        ge=1, le=MAX_ITEMS, description="With `foreach`: at most this many items at "
+        "once (within the run's concurrency)."), NOT_BOOL] = None
 
     sources: GlobList = Field(
         default_factory=list, description="Globs (relative to the workdir) of the files it "
@@ -363,7 +367,7 @@ class Workflow(_Frozen):
     strict: bool = Field(True, description="Run `run` text under `set -eo pipefail`.")
     workdir: str | None = None
     source: StrList = Field(default_factory=list)
-    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
+    concurrency: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY), NOT_BOOL] = 4
     overlap: Literal["skip", "wait", "allow"] = "skip"
     lock_timeout: Duration | None = None
     kill_grace: Duration = Field(

@@ -61,6 +61,14 @@ def str_value(value: Any) -> Any:
     return value
 
 
+def not_a_bool(value: Any) -> Any:
+    """A count, size, factor or exit code written `true` or `yes` is a boolean to YAML,
+    which pydantic's lax mode took as 1 (or 0) without a word."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {'true' if value else 'false'}")
+    return value
+
+
 def as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
