@@ -537,3 +537,28 @@ def test_call_links_round_trip_with_no_migration(pg_url: str) -> None:
         cases.call_links(b)
     finally:
         b.close()
+
+
+def test_a_schema_of_an_older_flowsh_is_brought_up_to_date(pg_url: str) -> None:
+    """Each migration runs once, in order, on a schema an older flowsh made (here the
+    first one only), and its runs stay readable."""
+    from flowsh.builtin.state_postgresql import MIGRATIONS
+
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(MIGRATIONS[0])
+        conn.execute("CREATE TABLE flowsh_meta (one boolean PRIMARY KEY DEFAULT true "
+                     "CHECK (one), version int NOT NULL)")
+        conn.execute("INSERT INTO flowsh_meta (version) VALUES (1)")
+    b = open_backend(pg_url)
+    b.create_run(_record("r1"))
+    assert [r.run_id for r in b.list_runs("w", statuses=frozenset({"running"}))] == ["r1"]
+    b.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        version = conn.execute("SELECT version FROM flowsh_meta").fetchall()
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
+    assert version == [(SCHEMA_VERSION,)] == [(len(MIGRATIONS),)]
+    assert {"flowsh_runs_by_workflow_status", "flowsh_runs_by_status",
+            "flowsh_pool_holders_pkey"} <= indexes

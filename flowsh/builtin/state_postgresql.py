@@ -75,6 +75,13 @@ MIGRATIONS: tuple[str, ...] = (
         since double precision NOT NULL
     );
     """,
+    # A workflow's runs of some statuses (catch-up and SLOT-8 read its succeeded ones at
+    # every scheduled tick) without reading all its runs; as SQLite's runs_by_*_status.
+    """
+    CREATE INDEX flowsh_runs_by_workflow_status
+        ON flowsh_runs (workflow, status, started_at DESC);
+    CREATE INDEX flowsh_runs_by_status ON flowsh_runs (status, started_at DESC);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long a transition waits for a server that dropped its connection to take it again
