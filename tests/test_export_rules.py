@@ -418,3 +418,26 @@ def test_script_or_script_resume_after_kill_9_on_a_parallel_dag(tmp_path: Path) 
     assert (tmp_path / "quick.count").read_text() == "x\n"
     assert (tmp_path / "join.count").read_text() == "x\n"
     assert checkpoint("paracrash")["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("opts", [["-e"], ["-u"], ["-C"], ["-a"], ["-f"], ["-k"],
+                                  ["-o", "pipefail"], ["-eu", "-o", "pipefail"]])
+def test_shell_options_given_to_bash_change_nothing(tmp_path: Path, opts: list[str]) -> None:
+    """`bash -e flow.sh` (a CI step's habit) ended the runner at its first failed test with
+    exit 1 and no word; `-C` refused to reset a record; `-a` exported the runner's own
+    variables to every step. The script runs as under plain `bash`."""
+    script = _flow(tmp_path, "steps:\n"
+                   "  - {name: a, run: 'echo hi *'}\n"
+                   "  - {name: b, run: 'false', continue_on_failure: true}\n"
+                   "  - {name: c, run: 'env > env.txt'}\n")
+    (tmp_path / "glob-me").touch()
+    base = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(tmp_path / "home"),
+            "HOME": str(tmp_path)}
+    res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in base.items()),
+                          "bash", *opts, str(script), "-q"], capture_output=True, text=True,
+                         timeout=60, check=False, cwd=tmp_path)
+    assert (res.returncode, res.stderr) == (0, "w.sh: step b failed: exit code 1\n")
+    log = next((tmp_path / "home" / "exported").glob("*/runs/*/a.log")).read_text()
+    assert log.startswith("hi ") and "glob-me" in log
+    names = {line.split("=", 1)[0] for line in (tmp_path / "env.txt").read_text().splitlines()}
+    assert not {n for n in names if n.startswith(("FLOWSH_GRACE", "flowsh_"))}
