@@ -248,3 +248,23 @@ def test_parent_secret_filling_a_child_param_stays_secret(tmp_path: Path, home: 
     for path in home.rglob("*"):
         if path.is_file():
             assert b"80417" not in path.read_bytes(), path
+
+
+def test_history_links_a_parent_to_its_call_steps_latest_child(tmp_path: Path) -> None:
+    """After `flowsh retry --step` of a call step the parent has two child runs: history
+    names the one its step now records (it named the oldest)."""
+    (tmp_path / "child.yaml").write_text("steps:\n  - {name: c, run: 'true'}\n")
+    (tmp_path / "flow.yaml").write_text("steps:\n  - {name: sub, call: child.yaml}\n")
+    assert _flowsh("run", "-q", "flow.yaml", cwd=tmp_path).returncode == 0
+    parent = json.loads(_flowsh("history", "--json", cwd=tmp_path).stdout)
+    parent_id = next(r["run_id"] for r in parent if not r.get("parent_run"))
+    res = _flowsh("retry", parent_id, "--step", "sub", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    latest = json.loads(_flowsh("status", parent_id, "--json", cwd=tmp_path).stdout)
+    child_id = latest["steps"]["sub"]["child_run"]
+    children = [r["run_id"] for r in json.loads(_flowsh("history", "--json", cwd=tmp_path).stdout)
+                if r.get("parent_run") == parent_id]
+    assert len(children) == 2 and child_id == children[0]  # newest first
+    line = next(x for x in _flowsh("history", cwd=tmp_path).stdout.splitlines()
+                if x.startswith(parent_id))
+    assert line.endswith(f"-> {child_id} (sub)")

@@ -241,7 +241,12 @@ def history_cmd(
     slots = any(r.scheduled_time for r in runs)
     typer.echo(f"{'RUN':<{rid}} {'WORKFLOW':<{wfw}} {'STATUS':<11} {'STARTED':<19} "
                f"{'TOOK':>8} EXIT" + ("  SLOT" if slots else ""))
-    calls = {r.parent_run: r for r in runs if r.parent_run}  # sub-workflow links, both ways
+    # Sub-workflow links, both ways; a retried call step has several children, and the
+    # newest (runs come newest first) is the one its step records now.
+    calls: dict[str, RunRecord] = {}
+    for r in runs:
+        if r.parent_run:
+            calls.setdefault(r.parent_run, r)
     for r in runs:
         code = "-" if r.exit_code is None else str(r.exit_code)
         slot = f"{code:<4}  {r.scheduled_time or '-'}" if slots else code
