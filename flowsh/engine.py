@@ -649,6 +649,8 @@ class Engine:
         # it (REMOTE-3).
         rec.pid = rec.task_id = rec.queue = rec.worker = rec.queued_at = None
         self.backend.save_step(self.run, rec)
+        if step.pool is not None:
+            self.pools.prepare(step.name)
         rec.pid = self.executor.start(StepRequest(
             key=step.name,
             argv=build_argv(self.wf, step,
@@ -663,7 +665,7 @@ class Engine:
             queue_timeout=step.queue_timeout or self.wf.queue_timeout,
             run_id=self.run.run_id,
         ))
-        if step.pool is not None and rec.pid is not None:
+        if step.pool is not None:
             # A daemon a keep_children step leaves behind must not keep the slot.
             self.pools.keep_for(step.name, rec.pid, group=not step.keep_children)
         placed.apply(self.executor, self.run.steps)

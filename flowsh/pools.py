@@ -64,7 +64,12 @@ def pool_dir(name: str, home: Path | None = None) -> Path:
 # between hosts, it also holds that backend's connection (RemoteSlots.keep_fds): a runner
 # killed alone would otherwise take the advisory lock along and let another host in beside
 # the step it left running (POOL-1, POOL-8).
-_KEEPER = "trap '' INT QUIT; while kill -0 -- \"$1\" 2>/dev/null; do sleep 1 {closes}; done"
+# It is started before the step (Slot.prepare) and told what to watch on its stdin once
+# the step runs: started after it, a runner killed while the keeper was still being
+# forked (a loaded host) freed the slot under a running step. A runner killed before it
+# says closes the pipe: the keeper ends, as the slot would have with it.
+_KEEPER = ("trap '' INT QUIT; IFS= read -r t || exit 0; "
+           "while kill -0 -- \"$t\" 2>/dev/null; do sleep 1 {closes}; done")
 KEEPER_NAME = "flowsh-pool-keeper"
 
 
@@ -79,13 +84,43 @@ class Slot:
         self._target = ""  # what the keeper watches: "-PGID" or "PID"
         self._kept: tuple[tuple[int, int], ...] = ()  # the remote's sockets it holds
 
+    def prepare(self) -> None:
+        """Start the keeper before the step starts: it holds the slot from now on, and
+        waits to be told what to watch (keep_for), or ends if it is not (drop_keeper)."""
+        if self._fd >= 0 and self._keeper is None:
+            self._keeper, self._kept = self._spawn()
+
     def keep_for(self, pid: int, *, group: bool) -> None:
         """Hold the slot also in a keeper watching process group `pid` (`group`) or
         process `pid`. Best effort: without bash the runner alone holds it, as before."""
-        if self._fd < 0 or self._keeper is not None:
+        if self._fd < 0 or self._target:
             return
         self._target = f"-{pid}" if group else str(pid)
-        self._keeper, self._kept = self._spawn()
+        if self._keeper is None:
+            self._keeper, self._kept = self._spawn()
+        if self._keeper is not None:
+            self._aim(self._keeper)
+
+    def drop_keeper(self) -> None:
+        """The attempt runs elsewhere (no local process to watch): the keeper goes."""
+        if self._keeper is not None and not self._target:
+            self._stop(self._keeper)
+            self._keeper = None
+
+    def _aim(self, keeper: subprocess.Popen[bytes]) -> None:
+        assert keeper.stdin is not None
+        with contextlib.suppress(OSError):  # it died: the runner holds the slot alone
+            keeper.stdin.write(self._target.encode() + b"\n")
+            keeper.stdin.close()
+
+    @staticmethod
+    def _stop(keeper: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            keeper.kill()
+        keeper.wait()
+        if keeper.stdin is not None:
+            with contextlib.suppress(OSError):
+                keeper.stdin.close()
 
     def renew(self) -> None:
         """The remote's connection was opened again (the server dropped the one the keeper
@@ -99,10 +134,10 @@ class Slot:
         keeper, kept = self._spawn()
         if keeper is None:
             return
+        if self._target:
+            self._aim(keeper)
         old, self._keeper, self._kept = self._keeper, keeper, kept
-        with contextlib.suppress(ProcessLookupError):
-            old.kill()
-        old.wait()
+        self._stop(old)
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes] | None, tuple[tuple[int, int], ...]]:
         remote = self._remote.keep_fds() if self._remote is not None else ()
@@ -113,9 +148,9 @@ class Slot:
                 # bash from the runner's PATH: the keeper's own is the bare default, and
                 # bash may live elsewhere (/usr/local/bin, NixOS)
                 [shutil.which("bash") or "bash", "-c", _KEEPER.format(closes=closes),
-                 KEEPER_NAME, self._target],
+                 KEEPER_NAME],
                 pass_fds=fds,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={"PATH": os.defpath}), _identify(remote)
         except OSError:
             return None, ()
@@ -125,9 +160,7 @@ class Slot:
             try:
                 if self._keeper is not None:
                     # Reaped before the slot counts as free: its descriptor is the lock's too.
-                    with contextlib.suppress(ProcessLookupError):
-                        self._keeper.kill()
-                    self._keeper.wait()
+                    self._stop(self._keeper)
                     self._keeper = None
                 if self._remote is not None:
                     self._remote.unlock(self.pool, self.index)
@@ -241,12 +274,22 @@ class PoolQueue:
             self.queue.remove(step)
             del self.pool_of[step]
 
-    def keep_for(self, step: str, pid: int, *, group: bool) -> None:
-        """`step`'s attempt runs as `pid` on this host: its slot outlives a killed runner
-        for as long as the attempt's processes do (Slot.keep_for)."""
+    def prepare(self, step: str) -> None:
+        """`step`'s attempt is about to start: its slot's keeper starts first (Slot.prepare)."""
         slot = self.held.get(step)
         if slot is not None:
-            slot.keep_for(pid, group=group)
+            slot.prepare()
+
+    def keep_for(self, step: str, pid: int | None, *, group: bool) -> None:
+        """`step`'s attempt runs as `pid` on this host: its slot outlives a killed runner
+        for as long as the attempt's processes do (Slot.keep_for). None: it runs on
+        another host, and the prepared keeper goes."""
+        slot = self.held.get(step)
+        if slot is not None:
+            if pid is None:
+                slot.drop_keeper()
+            else:
+                slot.keep_for(pid, group=group)
 
     def release(self, step: str) -> None:
         slot = self.held.pop(step, None)

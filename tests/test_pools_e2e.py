@@ -167,6 +167,22 @@ def test_a_daemon_a_keep_children_step_leaves_keeps_no_slot(
                 os.kill(int((out / "pid").read_text()), signal.SIGKILL)
 
 
+def test_the_slots_keeper_is_there_before_the_step_starts(
+        tmp_path: Path, shared: dict[str, str]) -> None:
+    """POOL-1: the keeper that holds the slot for a runner killed alone is started before
+    the step, not after it: on a loaded host a runner killed between the two (the step
+    already running) freed the slot under it (rt15's SIGKILL test failed at load 30). The
+    step itself looks for its runner's keeper."""
+    flow = tmp_path / "k.yaml"
+    flow.write_text("pools: {db: 1}\nsteps:\n  - {name: k, pool: db, run: "
+                    + json.dumps("pgrep -P \"$PPID\" -f 'flowsh-pool-keepe[r]' > \"$OUT/seen\"")
+                    + "}\n")
+    res = subprocess.run([*FLOWSH, "run", str(flow)], env=shared, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert (Path(shared["OUT"]) / "seen").read_text().strip().isdigit()
+
+
 def test_waiting_fires_the_hook_and_the_wait_is_outside_the_timeout(write_flow) -> None:
     from flowsh.engine import RunOptions, run_workflow
     from flowsh.loader import load_workflow
