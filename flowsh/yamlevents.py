@@ -103,6 +103,7 @@ def _build(loader: Any) -> Any:
         raise _Rare  # no document: "the file is empty" is the compose path's to say
     anchors: dict[str, Any] = {}
     keys: dict[str, str] = {}
+    plain_keys: dict[str, str] = {}  # plain keys taken, each resolved once
     # Anchors of nodes that the text-as-written rule retags: where an alias of one is
     # constructed first, the compose path gives the typed value to both, else the text.
     touched: set[str] = set()
@@ -116,12 +117,17 @@ def _build(loader: Any) -> Any:
             # a key: only a plain or quoted scalar with neither tag nor anchor
             if kind is not ScalarEvent or event.tag is not None or event.anchor is not None:
                 raise _Rare
-            tag = tag_of(event)
-            if tag != _STR and (event.style or tag not in _TYPED_TAGS):
-                raise _Rare  # null, merge `<<`, value `=`: refused or merged by the compose path
             # `ON:` is the name ON, not True. One string per distinct key, as json.loads
-            # does: 10,000 steps' `name`, `run` and `needs` held once, not 10,000 times.
-            key = keys.setdefault(event.value, event.value)
+            # does: 10,000 steps' `name`, `run` and `needs` held once, not 10,000 times;
+            # a plain key taken before is not resolved again.
+            key = plain_keys.get(event.value) if event.implicit[0] else None
+            if key is None:
+                tag = tag_of(event)
+                if tag != _STR and (event.style or tag not in _TYPED_TAGS):
+                    raise _Rare  # null, merge `<<`, value `=`: the compose path refuses or merges
+                key = keys.setdefault(event.value, event.value)
+                if event.implicit[0]:
+                    plain_keys[key] = key
             if key in top.obj:
                 raise _Rare  # a duplicate: the compose path's error, at its position
             top.key = key

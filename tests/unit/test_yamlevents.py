@@ -160,6 +160,7 @@ RARE = [
     "&k name: v\nx: *k\n",
     "a: 1\nb: 2\n]\n",
     "\ufeffa: 1\n",
+    "- {'null': 1, '<<': 2}\n- {null: 2}\n- {<<: {a: 1}}\n",  # quoted first, then plain
 ]
 
 
@@ -204,7 +205,8 @@ _TAGGED = ["!!str 0755", '!!int "12"', "!!float 1", "!!bool yes", "!!binary aGVs
            "!!map {}", "!!python/name:os.system x", "!!merge <<"]
 _KEYS = ["name", "run", "needs", "steps", "with", "A", "B", "ON", "yes", "0755", "12:30",
          "1.10", "'env'", '"params"', "~", "null", "<<", "=", "[a, b]", "{a: 1}", "é",
-         "2001-12-14", "&k key", "*k", "*a", "!!str k", "'1'", "1", '""']
+         "2001-12-14", "&k key", "*k", "*a", "!!str k", "'1'", "1", '""', "'null'", "'~'",
+         "'<<'", "'='"]
 _TAME_KEYS = ["name", "run", "needs", "steps", "with", "A", "B", "ON", "yes", "0755", "12:30",
               "1.10", "'env'", '"params"', "é", "'1'", "1", '""']
 _TEXT = ["env", "params", "args"]
