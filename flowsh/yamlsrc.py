@@ -215,15 +215,18 @@ def _may_name_a_secret(text: str) -> bool:
 
 @functools.cache
 def _parser_stamp() -> str:
-    """What a parse depends on besides the text: the interpreter, flowsh's version, this
-    file's mtime (a development checkout's change to how YAML is read here) and PyYAML's
-    files (an upgrade replaces them), found without importing it (0.3 ms)."""
+    """What a parse depends on besides the text: the interpreter, flowsh's version, the
+    mtimes of this file and of yamlevents.py (a development checkout's change to how YAML
+    is read) and PyYAML's files (an upgrade replaces them), found without importing it
+    (0.3 ms)."""
     import importlib.util
     import sys
 
     from flowsh import __version__
 
-    parts = [sys.version, __version__, str(Path(__file__).stat().st_mtime_ns)]
+    here = Path(__file__)
+    parts = [sys.version, __version__, str(here.stat().st_mtime_ns),
+             str(here.with_name("yamlevents.py").stat().st_mtime_ns)]
     try:
         spec = importlib.util.find_spec("yaml")
         where = [spec.origin] if spec and spec.origin else []
