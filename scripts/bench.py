@@ -720,8 +720,9 @@ class Bench:
                                 note=f"cpu {c.cpu:.3f} s"))
         peak = max(c.maxrss_kib for c in got.values()) / MIB
         self.report.add(Row("W4 peak RSS", peak, "MiB", target="<= 50 MiB", ok=peak <= 50))
-        # Warm and cold apart: a cold start holds PyYAML's node tree of the whole file (what
-        # `yaml.load` alone peaks at is the baseline), a warm one the cached parse.
+        # Warm and cold apart: a cold start parses the file (from libyaml's events, without
+        # the node tree `yaml.load` alone builds and peaks with: the baseline), a warm one
+        # reads the cached parse.
         for kind in ("warm", "cold"):
             rss = max(c.maxrss_kib for k, c in got.items() if k.endswith(kind)) / MIB
             self.report.add(Row(f"W4 peak RSS, {kind}", rss, "MiB",

@@ -125,3 +125,20 @@ def test_old_entries_are_removed_beyond_the_limit(monkeypatch):
     cache.store("t", "k5", b"x")
     assert sorted(p.name for p in cache.directory().glob("t-*")) == ["t-k3", "t-k4", "t-k5"]
     assert cache.load("t", "k5") == b"x"
+
+
+@pytest.mark.parametrize("module", ["yamlsrc", "yamlevents"])
+def test_a_change_to_how_yaml_is_read_is_a_new_key(module):
+    # A development checkout's edit of either file that turns text into data must not
+    # read back parses the old code made.
+    src = Path(yamlsrc.__file__).with_name(f"{module}.py")
+    st = src.stat()
+    yamlsrc._parser_stamp.cache_clear()
+    before = yamlsrc._parser_stamp()
+    try:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        yamlsrc._parser_stamp.cache_clear()
+        assert yamlsrc._parser_stamp() != before
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        yamlsrc._parser_stamp.cache_clear()

@@ -1,0 +1,197 @@
+"""YAML text -> data straight from the parser's events, without PyYAML's node tree.
+
+`yamlsrc._parse` composes the whole node tree, then constructs the data from it; the tree
+is several times the size of the data, and on a cold 10,000-step validate it was what set
+the peak RSS. This builds the same data from libyaml's event stream, for the shapes that
+workflow files have: mappings, sequences, scalars resolved and constructed by SafeLoader's
+own resolver and constructors, anchors and aliases (one shared object, as the constructor
+shares it), and `yamlsrc`'s own rules (text as written under env/params/args, duplicate
+and non-text keys refused).
+
+For anything rarer (an explicit tag, a merge key, a key that is not a plain text scalar,
+a duplicate key, several documents, an alias where the text-as-written rule would make
+the answer depend on the constructor's order, any error at all) `build` returns FALLBACK
+and the compose path decides: its data, and every error message, line and column, stay
+exactly what they were. tests/unit/test_yamlevents.py holds the two paths to the same
+answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from flowsh.yamlsrc import _TEXT_KEYS, _TYPED_TAGS, _composer, _constructor_class
+
+FALLBACK: Final = object()
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+# The scalar tags SafeLoader's resolver gives that SafeConstructor turns into data; the
+# others it can give (merge `<<`, value `=`) are the compose path's business.
+_CONSTRUCTED = frozenset(f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float",
+                                                           "timestamp"))
+_NO_KEY: Final = object()
+
+
+class _Rare(Exception):
+    """A shape this builder leaves to the compose path."""
+
+
+class _Frame:
+    """An open mapping or sequence. `text`: it is the value of an env/params/args key, so
+    its items keep their text as written; `key`: the mapping's key awaiting its value."""
+
+    __slots__ = ("anchor", "is_map", "key", "obj", "text", "text_key")
+
+    def __init__(self, obj: Any, is_map: bool, text: bool, anchor: str | None) -> None:
+        self.obj = obj
+        self.is_map = is_map
+        self.text = text
+        self.anchor = anchor
+        self.key: Any = _NO_KEY
+        self.text_key = False
+
+
+def build(text: str) -> Any:
+    """The data `yamlsrc._parse` gives for `text`, or FALLBACK when it must decide."""
+    try:
+        loader = _composer()(text)
+        try:
+            return _build(loader)
+        finally:
+            loader.dispose()
+    except Exception:  # of any kind: the compose path reports it, in its own words
+        return FALLBACK
+
+
+def _build(loader: Any) -> Any:
+    from yaml.events import (
+        AliasEvent,
+        DocumentEndEvent,
+        DocumentStartEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+        StreamEndEvent,
+        StreamStartEvent,
+    )
+    from yaml.nodes import ScalarNode
+
+    if loader.yaml_path_resolvers:  # resolution would depend on the path: not ours
+        raise _Rare
+    get = loader.get_event
+    resolve = loader.resolve
+    # The resolver tries the regexps filed under a value's first character (and any filed
+    # under None); a first character with none resolves to str without a call.
+    implicit = loader.yaml_implicit_resolvers
+    first_free = None not in implicit
+    ctor = _constructor_class()()
+    constructors = ctor.yaml_constructors
+
+    def tag_of(event: Any) -> str:
+        value = event.value
+        if event.implicit[0]:  # plain
+            if first_free and value and value[0] not in implicit:
+                return _STR
+            tag: str = resolve(ScalarNode, value, event.implicit)
+            return tag
+        return _STR  # quoted or block: not resolved (no path resolvers, checked above)
+
+    if type(get()) is not StreamStartEvent or type(get()) is not DocumentStartEvent:
+        raise _Rare  # no document: "the file is empty" is the compose path's to say
+    anchors: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    plain_keys: dict[str, str] = {}  # plain keys taken, each resolved once
+    # Anchors of nodes that the text-as-written rule retags: where an alias of one is
+    # constructed first, the compose path gives the typed value to both, else the text.
+    touched: set[str] = set()
+    stack: list[_Frame] = []
+    root: Any = _NO_KEY
+    while True:
+        event = get()
+        kind = type(event)
+        top = stack[-1] if stack else None
+        if top is not None and top.is_map and top.key is _NO_KEY and kind is not MappingEndEvent:
+            # a key: only a plain or quoted scalar with neither tag nor anchor
+            if kind is not ScalarEvent or event.tag is not None or event.anchor is not None:
+                raise _Rare
+            # `ON:` is the name ON, not True. One string per distinct key, as json.loads
+            # does: 10,000 steps' `name`, `run` and `needs` held once, not 10,000 times;
+            # a plain key taken before is not resolved again.
+            key = plain_keys.get(event.value) if event.implicit[0] else None
+            if key is None:
+                tag = tag_of(event)
+                if tag != _STR and (event.style or tag not in _TYPED_TAGS):
+                    raise _Rare  # null, merge `<<`, value `=`: the compose path refuses or merges
+                key = keys.setdefault(event.value, event.value)
+                if event.implicit[0]:
+                    plain_keys[key] = key
+            if key in top.obj:
+                raise _Rare  # a duplicate: the compose path's error, at its position
+            top.key = key
+            top.text_key = key in _TEXT_KEYS
+            continue
+        # A node in a value's place. `as_written`: a direct item of an env/params/args
+        # value; `text_value`: that value itself.
+        as_written = top is not None and top.text
+        text_value = top is not None and top.is_map and top.text_key
+        if kind is ScalarEvent:
+            if event.tag is not None:
+                raise _Rare
+            tag = tag_of(event)
+            value = event.value
+            if tag == _STR or (as_written and not event.style and tag in _TYPED_TAGS):
+                obj: Any = value
+            elif tag == _NULL:
+                obj = None
+            elif tag in _CONSTRUCTED:
+                obj = constructors[tag](ctor, ScalarNode(tag, value, style=event.style))
+            else:
+                raise _Rare
+            if event.anchor is not None:
+                _define(anchors, touched, event.anchor, obj,
+                        as_written and not event.style and tag in _TYPED_TAGS)
+        elif kind is AliasEvent:
+            if as_written or text_value or event.anchor in touched \
+                    or event.anchor not in anchors:  # not yet complete: a recursive alias
+                raise _Rare
+            obj = anchors[event.anchor]
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            if event.tag is not None:
+                raise _Rare
+            is_map = kind is MappingStartEvent
+            frame = _Frame({} if is_map else [], is_map, text_value, event.anchor)
+            if event.anchor is not None and text_value:
+                touched.add(event.anchor)  # its items are retagged
+            stack.append(frame)
+            continue
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            done = stack.pop()
+            obj = done.obj
+            if done.anchor is not None:
+                _define(anchors, touched, done.anchor, obj, done.anchor in touched)
+            top = stack[-1] if stack else None
+        elif kind is DocumentEndEvent:
+            if type(get()) is not StreamEndEvent:
+                raise _Rare  # another document: the compose path refuses it
+            return root
+        else:
+            raise _Rare
+        if top is None:
+            root = obj
+        elif top.is_map:
+            top.obj[top.key] = obj
+            top.key = _NO_KEY
+        else:
+            top.obj.append(obj)
+
+
+def _define(anchors: dict[str, Any], touched: set[str], name: str, obj: Any,
+            retagged: bool) -> None:
+    if name in anchors:
+        raise _Rare  # defined twice: the compose path's error
+    anchors[name] = obj
+    if retagged:
+        touched.add(name)
