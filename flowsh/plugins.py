@@ -413,17 +413,37 @@ def register_commands(app: Any, command: str | None = None) -> None:
     unimported. Measured: importing all 12 command modules and converting their 26 commands
     cost ~90 ms of CPU at each start."""
     pm = get_plugin_manager()
-    skip: list[object] = []
-    if command is not None:
-        lazy = [p for _, p in pm.list_name_plugin() if isinstance(p, _LazyPlugin) and p.commands]
-        if any(command in p.commands for p in lazy):
-            skip = [p for p in lazy if command not in p.commands]
+    skip = _commands_elsewhere(pm, command)
     caller = (pm.subset_hook_caller("flowsh_register_commands", remove_plugins=skip)
               if skip else pm.hook.flowsh_register_commands)
     try:
         caller(app=app)
     except Exception as exc:
         warn(f"a plugin wrapper failed in flowsh_register_commands: {type(exc).__name__}: {exc}")
+
+
+def _commands_elsewhere(pm: pluggy.PluginManager, command: str | None) -> list[object]:
+    """The lazy built-in command modules `flowsh COMMAND` need not import: those that do not
+    declare `command`, when one does (none when no built-in declares it)."""
+    if command is None:
+        return []
+    lazy = [p for _, p in pm.list_name_plugin() if isinstance(p, _LazyPlugin) and p.commands]
+    if not any(command in p.commands for p in lazy):
+        return []
+    return [p for p in lazy if command not in p.commands]
+
+
+def builtin_only(command: str, module: str) -> bool:
+    """Whether `flowsh COMMAND` is the built-in `module`'s alone: of the plugins
+    `register_commands(app, command)` would call, that module's is the only one (no third
+    party adds, replaces or wraps a command; the built-in is not disabled). The fast path of
+    `flowsh run` (climain.py) skips typer only then."""
+    pm = get_plugin_manager()
+    skip = _commands_elsewhere(pm, command)
+    impls = [i for i in pm.hook.flowsh_register_commands.get_hookimpls()
+             if i.plugin not in skip]
+    return (len(impls) == 1 and isinstance(impls[0].plugin, _LazyPlugin)
+            and impls[0].plugin.__name__ == module and command in impls[0].plugin.commands)
 
 
 def registration_rank(module: str) -> int:
