@@ -241,3 +241,33 @@ def _through(door: str, args: list[str], tmp: Path) -> tuple[int, str, str, str]
 def test_both_doors_leave_the_same(args: list[str], tmp_path: Path) -> None:
     (tmp_path / "flow.yaml").write_text(FLOW)
     assert _through("fast", args, tmp_path) == _through("typer", args, tmp_path)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), EOFError(),
+                                 BrokenPipeError(32, "Broken pipe")], ids=repr)
+def test_what_ends_a_command_ends_it_as_typer_does(exc: BaseException,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C, end of input and a closed pipe inside `run`: the exit code and stderr typer's
+    `_main` makes of them."""
+    from flowsh.cli import build_app
+    from flowsh.commands.core import run_cmd
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise exc
+
+    out, err = sys.stdout, sys.stderr
+    app = build_app("run")
+    info = next(i for i in app.registered_commands if i.name == "run")
+    saved, info.callback = info.callback, functools.wraps(run_cmd)(boom)
+    try:
+        with pytest.raises(SystemExit) as by_typer:
+            app(["run", "f.yaml"], prog_name="flowsh")
+    finally:
+        info.callback = saved
+        sys.stdout, sys.stderr = out, err
+    typer_err = capsys.readouterr().err
+    monkeypatch.setattr(runcmd, "run_command", boom)
+    code = climain.as_typer_would(climain.parse_run(["f.yaml"], {}) or {})
+    sys.stdout, sys.stderr = out, err
+    assert (code, capsys.readouterr().err) == (by_typer.value.code, typer_err)
