@@ -314,15 +314,61 @@ def _entry_points() -> list[EntryPointRecord]:
                     for n, v, d in json.loads(raw)]
         except (ValueError, TypeError):
             pass  # not what we wrote: scan again
-    from importlib.metadata import entry_points
-
     found: list[EntryPointRecord] = []
-    for ep in entry_points(group="flowsh"):
-        dist = getattr(ep, "dist", None)
-        found.append((ep.name, ep.value,
-                      (dist.metadata["Name"], dist.version) if dist is not None else None))
+    if not none_declared():
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="flowsh"):
+            dist = getattr(ep, "dist", None)
+            found.append((ep.name, ep.value,
+                          (dist.metadata["Name"], dist.version) if dist is not None else None))
     cache.store("entrypoints", digest, json.dumps(found).encode())
     return found
+
+
+def none_declared(paths: list[str] | None = None) -> bool:
+    """True when no installed distribution can declare an entry point of group ``flowsh``;
+    False when one may (then `importlib.metadata` says which, and how).
+
+    What `importlib.metadata` would read, read without it: its import and its scan were
+    13-30 ms of every start with a cold cache (a new $FLOWSH_HOME, each install). It finds
+    distributions through the meta path finders that have ``find_distributions``, which for
+    the standard one means every ``*.dist-info`` and ``*.egg-info`` directory of each
+    ``sys.path`` entry; a group is a line ``[NAME]`` of their ``entry_points.txt``. Anything
+    else (another finder, a zip or an egg on the path, an unreadable file, a section line
+    that merely mentions flowsh) answers False: never a plugin missed, at worst the slow scan.
+    """
+    from importlib.machinery import PathFinder
+
+    for finder in sys.meta_path:
+        if getattr(finder, "find_distributions", None) is not None and finder is not PathFinder:
+            return False
+    for entry in sys.path if paths is None else paths:
+        if not isinstance(entry, str):
+            return False
+        root = entry or "."
+        if os.path.basename(root).lower().endswith(".egg"):
+            return False
+        try:
+            children = os.listdir(root)
+        except OSError:
+            if os.path.lexists(root):
+                return False  # a zip, or a directory it cannot list: ask importlib.metadata
+            continue
+        for child in children:
+            if not child.lower().endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(root, child, "entry_points.txt"), encoding="utf-8") as fh:
+                    text = fh.read()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue  # what importlib.metadata reads as "no entry points"
+            except (OSError, ValueError):
+                return False
+            if "flowsh" in text and any(line.strip().startswith("[") and "flowsh" in line
+                                        for line in text.splitlines()):
+                return False
+    return True
 
 
 _dists: dict[str, tuple[str, str]] = {}
