@@ -136,6 +136,22 @@ def run_fast(args: list[str]) -> bool:
     kwargs = parse_run(args)
     if kwargs is None:
         return False
+    import gc
+
+    # What every run imports (the plugin manager, and what `runcmd._run` imports first),
+    # imported with the cycle collector paused and then frozen, as __main__ does for
+    # typer's imports: the collections meanwhile find nothing.
+    gc.disable()
+    try:
+        import flowsh.checks
+        import flowsh.engine
+        import flowsh.loader
+        import flowsh.plugins
+        import flowsh.runcmd
+        import flowsh.steps  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
     with cli_errors():
         from flowsh.plugins import builtin_only
 
