@@ -271,3 +271,22 @@ def test_what_ends_a_command_ends_it_as_typer_does(exc: BaseException,
     code = climain.as_typer_would(climain.parse_run(["f.yaml"], {}) or {})
     sys.stdout, sys.stderr = out, err
     assert (code, capsys.readouterr().err) == (by_typer.value.code, typer_err)
+
+
+def test_a_plugin_that_replaces_run_gets_it(tmp_path: Path) -> None:
+    """An installed plugin (an entry point) that registers its own `run`: `flowsh run FILE`
+    is its command, as typer would have made it, not the built-in one."""
+    where = tmp_path / "plug"
+    info = where / "myrun-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myrun\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[flowsh]\nmyrun = myrun\n")
+    (where / "myrun.py").write_text(
+        "import typer\nfrom flowsh.api import hookimpl\n\n"
+        "@hookimpl\ndef flowsh_register_commands(app):\n"
+        "    @app.command('run')\n    def run(file: str) -> None:\n"
+        "        typer.echo(f'my run of {file}')\n")
+    env = {**os.environ, "FLOWSH_LOAD_ENTRYPOINTS": "1", "PYTHONPATH": str(where)}
+    res = subprocess.run([sys.executable, "-m", "flowsh", "run", "f.yaml"], env=env,
+                         cwd=tmp_path, text=True, capture_output=True, timeout=120, check=False)
+    assert (res.returncode, res.stdout) == (0, "my run of f.yaml\n"), res.stderr
