@@ -6,9 +6,10 @@ without typer.
 pass (tests/unit/test_climain.py checks the table against typer's own `run` command and the
 arguments over a corpus of command lines). Anything else (help, an unknown, repeated or
 malformed option, a value typer would have to convert or refuse, completion, FLOWSH_DEBUG,
-a third-party plugin that adds or wraps commands) returns `False` before anything ran, and
-typer parses as ever: its messages stay its own. Measured: typer's import, its command tree
-and its conversion were ~40 ms of a 1-step run's ~100.
+FLOWSH_TRACE_PLUGINS, a third-party plugin that adds or wraps commands) returns `False`
+before anything ran, and typer parses as ever: its messages stay its own. Measured:
+typer's import, its command tree and its conversion were ~20 ms of CPU of a 1-step run's
+~115.
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ def parse_run(args: list[str], environ: Any = os.environ) -> dict[str, Any] | No
 def run_fast(args: list[str]) -> bool:
     """`flowsh run ARGS` without typer, when `parse_run` takes ARGS: ends the process.
     False, having run nothing, when typer is to parse them."""
-    if _COMPLETE_VAR in os.environ or os.environ.get("FLOWSH_DEBUG"):
+    # FLOWSH_TRACE_PLUGINS: typer's door calls (and traces) flowsh_register_commands.
+    if _COMPLETE_VAR in os.environ or os.environ.get("FLOWSH_DEBUG") \
+            or os.environ.get("FLOWSH_TRACE_PLUGINS") == "1":
         return False
     kwargs = parse_run(args)
     if kwargs is None:

@@ -171,7 +171,7 @@ def test_left_to_typer_when_core_is_disabled(monkeypatch: pytest.MonkeyPatch) ->
     assert not plugins.builtin_only("run", "flowsh.commands.core")
 
 
-@pytest.mark.parametrize("var", ["_FLOWSH_COMPLETE", "FLOWSH_DEBUG"])
+@pytest.mark.parametrize("var", ["_FLOWSH_COMPLETE", "FLOWSH_DEBUG", "FLOWSH_TRACE_PLUGINS"])
 def test_left_to_typer_for_completion_and_debug(var: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(var, "1")
