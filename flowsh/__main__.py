@@ -15,6 +15,17 @@ def main() -> None:
         return
     import gc
 
+    if sys.argv[1:2] == ["run"]:
+        # `flowsh run FILE ...` without typer when its arguments are plain (climain.py);
+        # returns, having run nothing, when typer is to parse them.
+        gc.disable()
+        try:
+            from flowsh.climain import run_fast
+        finally:
+            gc.freeze()
+            gc.enable()
+        run_fast(sys.argv[2:])
+
     # The imports (typer, flowsh) make tens of thousands of objects that live as long as
     # the process: the cycle collector paused while they are made (dozens of collections
     # that find nothing), then told to leave them out of every later collection.

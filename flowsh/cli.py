@@ -1,18 +1,18 @@
 """The ``flowsh`` command: a thin typer app over the library.
 
-Sub-commands are plugins (``flowsh_register_commands``), built-in ones included. This is
-the only place where a `FlowshError` becomes a message on stderr and an exit code.
+Sub-commands are plugins (``flowsh_register_commands``), built-in ones included. Errors
+become a message on stderr and an exit code in `climain.cli_errors`, which a plain
+`flowsh run` (climain.py) reaches without typer.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from flowsh import __version__, plugins
-from flowsh.errors import EXIT_FAILED, EXIT_INTERRUPTED, FlowshError
+from flowsh.climain import cli_errors
 from flowsh.helptext import FlowshGroup
 
 app = typer.Typer(
@@ -93,11 +93,6 @@ def _rank(info: typer.models.CommandInfo | typer.models.TyperInfo) -> int:
     return plugins.registration_rank(getattr(callback, "__module__", None) or "")
 
 
-def error(message: str, code: int) -> None:
-    sys.stderr.write(f"flowsh: error: {message}\n")
-    raise SystemExit(code)
-
-
 def _command_named(argv: list[str]) -> str | None:
     """The sub-command `argv` invokes: its first word, as the root group takes only flags.
     None (every command is registered) for `flowsh`, `flowsh --help` and the like."""
@@ -110,23 +105,6 @@ def _command_named(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
+    with cli_errors():
         args = sys.argv[1:] if argv is None else argv
         build_app(_command_named(args))(args=argv, prog_name="flowsh")
-    except FlowshError as exc:
-        hint = f" ({exc.hint})" if exc.hint else ""
-        if os.environ.get("FLOWSH_DEBUG"):
-            raise
-        error(f"{exc}{hint}", exc.exit_code)
-    except OSError as exc:
-        # An OS error nothing above expected (a directory where a file was asked for...):
-        # still one line, naming the file.
-        where = f"{exc.filename}: " if exc.filename else ""
-        error(f"{where}{exc.strerror or exc}", EXIT_FAILED)
-    except KeyboardInterrupt:
-        # Ctrl-C twice during a run (the run is recorded as interrupted), or at start-up.
-        error("interrupted", EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        # `flowsh history | head`: the reader left; not an error of ours.
-        sys.stderr.close()
-        raise SystemExit(EXIT_FAILED) from None

@@ -181,6 +181,14 @@ def _guard(hook: str, plugin: str, function: Callable[..., Any]) -> Callable[...
 class _Manager(pluggy.PluginManager):
     """pluggy's manager, guarding each implementation (but wrappers) as it is registered."""
 
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        # A lazy built-in's hooks are its `flowsh_*` stubs; its other names (a module's
+        # __name__, __doc__, __spec__... and `commands`) are no hook, and pluggy's static
+        # look-up of each was half of registering all the built-ins (2.6 -> 1.5 ms a start).
+        if isinstance(plugin, _LazyPlugin) and not name.startswith("flowsh_"):
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
+
     def register(self, plugin: object, name: str | None = None) -> str | None:
         registered = super().register(plugin, name)
         if registered is None:
@@ -314,15 +322,61 @@ def _entry_points() -> list[EntryPointRecord]:
                     for n, v, d in json.loads(raw)]
         except (ValueError, TypeError):
             pass  # not what we wrote: scan again
-    from importlib.metadata import entry_points
-
     found: list[EntryPointRecord] = []
-    for ep in entry_points(group="flowsh"):
-        dist = getattr(ep, "dist", None)
-        found.append((ep.name, ep.value,
-                      (dist.metadata["Name"], dist.version) if dist is not None else None))
+    if not none_declared():
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="flowsh"):
+            dist = getattr(ep, "dist", None)
+            found.append((ep.name, ep.value,
+                          (dist.metadata["Name"], dist.version) if dist is not None else None))
     cache.store("entrypoints", digest, json.dumps(found).encode())
     return found
+
+
+def none_declared(paths: list[str] | None = None) -> bool:
+    """True when no installed distribution can declare an entry point of group ``flowsh``;
+    False when one may (then `importlib.metadata` says which, and how).
+
+    What `importlib.metadata` would read, read without it: its import and its scan were
+    13-30 ms of every start with a cold cache (a new $FLOWSH_HOME, each install). It finds
+    distributions through the meta path finders that have ``find_distributions``, which for
+    the standard one means every ``*.dist-info`` and ``*.egg-info`` directory of each
+    ``sys.path`` entry; a group is a line ``[NAME]`` of their ``entry_points.txt``. Anything
+    else (another finder, a zip or an egg on the path, an unreadable file, a section line
+    that merely mentions flowsh) answers False: never a plugin missed, at worst the slow scan.
+    """
+    from importlib.machinery import PathFinder
+
+    for finder in sys.meta_path:
+        if getattr(finder, "find_distributions", None) is not None and finder is not PathFinder:
+            return False
+    for entry in sys.path if paths is None else paths:
+        if not isinstance(entry, str):
+            return False
+        root = entry or "."
+        if os.path.basename(root).lower().endswith(".egg"):
+            return False
+        try:
+            children = os.listdir(root)
+        except OSError:
+            if os.path.lexists(root):
+                return False  # a zip, or a directory it cannot list: ask importlib.metadata
+            continue
+        for child in children:
+            if not child.lower().endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(root, child, "entry_points.txt"), encoding="utf-8") as fh:
+                    text = fh.read()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue  # what importlib.metadata reads as "no entry points"
+            except (OSError, ValueError):
+                return False
+            if "flowsh" in text and any(line.strip().startswith("[") and "flowsh" in line
+                                        for line in text.splitlines()):
+                return False
+    return True
 
 
 _dists: dict[str, tuple[str, str]] = {}
@@ -413,17 +467,37 @@ def register_commands(app: Any, command: str | None = None) -> None:
     unimported. Measured: importing all 12 command modules and converting their 26 commands
     cost ~90 ms of CPU at each start."""
     pm = get_plugin_manager()
-    skip: list[object] = []
-    if command is not None:
-        lazy = [p for _, p in pm.list_name_plugin() if isinstance(p, _LazyPlugin) and p.commands]
-        if any(command in p.commands for p in lazy):
-            skip = [p for p in lazy if command not in p.commands]
+    skip = _commands_elsewhere(pm, command)
     caller = (pm.subset_hook_caller("flowsh_register_commands", remove_plugins=skip)
               if skip else pm.hook.flowsh_register_commands)
     try:
         caller(app=app)
     except Exception as exc:
         warn(f"a plugin wrapper failed in flowsh_register_commands: {type(exc).__name__}: {exc}")
+
+
+def _commands_elsewhere(pm: pluggy.PluginManager, command: str | None) -> list[object]:
+    """The lazy built-in command modules `flowsh COMMAND` need not import: those that do not
+    declare `command`, when one does (none when no built-in declares it)."""
+    if command is None:
+        return []
+    lazy = [p for _, p in pm.list_name_plugin() if isinstance(p, _LazyPlugin) and p.commands]
+    if not any(command in p.commands for p in lazy):
+        return []
+    return [p for p in lazy if command not in p.commands]
+
+
+def builtin_only(command: str, module: str) -> bool:
+    """Whether `flowsh COMMAND` is the built-in `module`'s alone: of the plugins
+    `register_commands(app, command)` would call, that module's is the only one (no third
+    party adds, replaces or wraps a command; the built-in is not disabled). The fast path of
+    `flowsh run` (climain.py) skips typer only then."""
+    pm = get_plugin_manager()
+    skip = _commands_elsewhere(pm, command)
+    impls = [i for i in pm.hook.flowsh_register_commands.get_hookimpls()
+             if i.plugin not in skip]
+    return (len(impls) == 1 and isinstance(impls[0].plugin, _LazyPlugin)
+            and impls[0].plugin.__name__ == module and command in impls[0].plugin.commands)
 
 
 def registration_rank(module: str) -> int:

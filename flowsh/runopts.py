@@ -10,7 +10,7 @@ from flowsh.model import Workflow
 from flowsh.state import RunRecord, StateBackend, StepRecord
 
 # `flowsh run`'s params from its environment (a JSON object of strings): what `flowsh serve`
-# hands a run, so that no param shows on its command line (commands/core.py).
+# hands a run, so that no param shows on its command line (runcmd.py).
 PARAMS_VAR = "FLOWSH_PARAMS_JSON"
 
 
