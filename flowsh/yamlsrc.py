@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flowsh import cache
 from flowsh.errors import WorkflowError
 from flowsh.model import IDENT
+from flowsh.yamlevents import _BadKey, _composer, _constructor_class
 
 if TYPE_CHECKING:
     import yaml
@@ -104,68 +105,6 @@ class Positions:
     def error(self, message: str, loc: Loc = (), *, key: bool = False) -> WorkflowError:
         line, col = self.find(loc, key=key)
         return WorkflowError(message, path=self.path, line=line, col=col)
-
-
-def _composer() -> Any:
-    """libyaml's parser when PyYAML was built with it (about 3x faster on large files); the
-    node tree, and so every line and column, is the same either way."""
-    import yaml
-
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-# Keys whose values become environment text (env, params' defaults, a script's args).
-_TEXT_KEYS = frozenset({"env", "params", "args"})
-_TYPED_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "timestamp"))
-
-
-class _BadKey(Exception):
-    def __init__(self, message: str, mark: Any) -> None:
-        super().__init__(message)
-        self.mark = mark
-
-
-@functools.cache
-def _constructor_class() -> Any:
-    import yaml
-
-    class _Constructor(yaml.constructor.SafeConstructor):
-        """SafeConstructor that refuses duplicate and non-scalar mapping keys (PyYAML keeps
-        the last of two duplicates without a word: a mistyped second `run:` would win)."""
-
-        def construct_mapping(self, node: yaml.MappingNode,
-                              deep: bool = False) -> dict[Any, Any]:
-            self.flatten_mapping(node)  # resolves `<<:` merge keys
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if _typed_plain(key_node):
-                    key = key_node.value  # `ON:` is the name ON, not True
-                else:
-                    key = self.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    raise _BadKey("mapping keys must be plain strings", key_node.start_mark)
-                key = str(key)
-                if key in out:
-                    raise _BadKey(f"duplicate key {key!r}", key_node.start_mark)
-                if key in _TEXT_KEYS:
-                    _as_written(value_node)
-                out[key] = self.construct_object(value_node, deep=deep)
-            return out
-
-    def _typed_plain(node: Any) -> bool:
-        return (isinstance(node, yaml.ScalarNode) and not node.style  # plain: None, or ""
-                and node.tag in _TYPED_TAGS)
-
-    def _as_written(node: Any) -> None:
-        # Values that reach a step as text keep the text written: YAML 1.1 makes
-        # `1.10` 1.1, `0755` 493, `12:30` 750 and `yes` True, which str() cannot undo.
-        items = (node.value if isinstance(node, yaml.SequenceNode)
-                 else [v for _, v in node.value] if isinstance(node, yaml.MappingNode) else [])
-        for item in items:
-            if _typed_plain(item):
-                item.tag = "tag:yaml.org,2002:str"
-
-    return _Constructor
 
 
 def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
