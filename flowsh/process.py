@@ -414,23 +414,26 @@ class LocalExecutor:
             self._read_available(job)
             self._finish(job)
             return
-        # Whatever the step left behind (in its group or not) goes with it.
+        # Whatever the step left behind (in its group or not) goes with it. A step timed
+        # out or interrupted had its TERM, each of its processes once (TIME-1): what is
+        # left gets the KILL when its grace period (from that TERM) ends.
+        termed = job.timed_out or job.interrupted
+        kill_at = job.kill_at if termed and job.kill_at else time.time() + job.req.kill_grace
         left = []
         if self._may_have_leftovers(job):
-            left = [p for p in self._stop(job, signal.SIGTERM) if p != job.proc.pid]
+            sig = 0 if termed else signal.SIGTERM  # 0: only found, not signalled
+            left = [p for p in self._stop(job, sig) if p != job.proc.pid]
         if job.pipe is None:
             if left:
-                self._stragglers.append(
-                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
+                self._stragglers.append((job.token, job.proc.pid, kill_at))
             self._finish(job)
         else:
             self._read_available(job)
             if job.pipe is not None:
                 # Someone left still holds the pipe: give it the grace period.
-                job.kill_at = time.time() + job.req.kill_grace
+                job.kill_at = kill_at
             elif left:
-                self._stragglers.append(
-                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
+                self._stragglers.append((job.token, job.proc.pid, kill_at))
 
     def _read_available(self, job: _Job) -> None:
         while job.pipe is not None:

@@ -243,3 +243,27 @@ def test_stop_orphan_terms_each_process_once(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_signal_marked_by_another_mark_leaves_a_live_child_run_to_its_runner(
+        tmp_path: Path) -> None:
+    """The celery supervisor marks a step's processes with the task's id: a `call:` step's
+    child runner and the child's steps all carry it. TERM goes to the runner only (it
+    passes it on: its steps had TERM twice); SIGKILL to all."""
+    from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR, signal_marked
+
+    mark = {"FLOWSH_CELERY_TASK": "task-1"}
+    runner = _counting(tmp_path, "runner", {**mark, TOKEN_VAR: "t1"})
+    step = _counting(tmp_path, "step", {**mark, TOKEN_VAR: "c1", OUTER_TOKENS_VAR: "t1"})
+    try:
+        found = signal_marked(None, "FLOWSH_CELERY_TASK", "task-1", signal.SIGTERM)
+        assert {runner.pid, step.pid} <= set(found)
+        assert runner.wait(timeout=10) == 0
+        assert step.poll() is None and not (tmp_path / "step").exists()
+        assert step.pid in signal_marked(None, "FLOWSH_CELERY_TASK", "task-1", signal.SIGKILL)
+        assert step.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in (runner, step):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
