@@ -220,7 +220,12 @@ class LocalExecutor:
         for job in list(self._jobs.values()):
             self._kill(job.token, job.proc.pid if job.proc else None)
             self._finish(job)
-        for token, pgid, _ in self._stragglers:
+        for token, pgid, at in self._stragglers:
+            # Had their TERM: the rest of their grace period to end on it (PROC-1), as
+            # they would have had if the run went on; then the KILL.
+            while time.time() < at and self._signal_all(token, pgid, 0):
+                self._reap_victims()
+                time.sleep(0.05)
             self._kill(token, pgid)
         self._stragglers.clear()
         self._reap_victims()
