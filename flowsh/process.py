@@ -220,7 +220,12 @@ class LocalExecutor:
         for job in list(self._jobs.values()):
             self._kill(job.token, job.proc.pid if job.proc else None)
             self._finish(job)
-        for token, pgid, _ in self._stragglers:
+        for token, pgid, at in self._stragglers:
+            # Had their TERM: the rest of their grace period to end on it (PROC-1), as
+            # they would have had if the run went on; then the KILL.
+            while time.time() < at and self._signal_all(token, pgid, 0):
+                self._reap_victims()
+                time.sleep(0.05)
             self._kill(token, pgid)
         self._stragglers.clear()
         self._reap_victims()
@@ -414,23 +419,26 @@ class LocalExecutor:
             self._read_available(job)
             self._finish(job)
             return
-        # Whatever the step left behind (in its group or not) goes with it.
+        # Whatever the step left behind (in its group or not) goes with it. A step timed
+        # out or interrupted had its TERM, each of its processes once (TIME-1): what is
+        # left gets the KILL when its grace period (from that TERM) ends.
+        termed = job.timed_out or job.interrupted
+        kill_at = job.kill_at if termed and job.kill_at else time.time() + job.req.kill_grace
         left = []
         if self._may_have_leftovers(job):
-            left = [p for p in self._stop(job, signal.SIGTERM) if p != job.proc.pid]
+            sig = 0 if termed else signal.SIGTERM  # 0: only found, not signalled
+            left = [p for p in self._stop(job, sig) if p != job.proc.pid]
         if job.pipe is None:
             if left:
-                self._stragglers.append(
-                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
+                self._stragglers.append((job.token, job.proc.pid, kill_at))
             self._finish(job)
         else:
             self._read_available(job)
             if job.pipe is not None:
                 # Someone left still holds the pipe: give it the grace period.
-                job.kill_at = time.time() + job.req.kill_grace
+                job.kill_at = kill_at
             elif left:
-                self._stragglers.append(
-                    (job.token, job.proc.pid, time.time() + job.req.kill_grace))
+                self._stragglers.append((job.token, job.proc.pid, kill_at))
 
     def _read_available(self, job: _Job) -> None:
         while job.pipe is not None:

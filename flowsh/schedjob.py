@@ -244,6 +244,8 @@ def render_systemd(
     service = env.get_template("systemd/flowsh.service.j2").render(
         **common, cwd=systemd_quote(job.cwd), env=job.env,
         exec_start=" ".join(systemd_quote(a) for a in job.argv),
+        # Not under flock(1): it passes no signal on, so the script would get only the KILL.
+        kill_mixed=script is None,
     )
     timer = env.get_template("systemd/flowsh.timer.j2").render(**common, calendars=calendars)
     return {f"{unit}.service": service, f"{unit}.timer": timer}

@@ -76,14 +76,17 @@ def signal_marked(pgid: int | None, var: str, value: str, sig: int) -> list[int]
 
     A polite signal goes to a `call:` step's child run, never past it to the child's own
     steps: the child run stops them itself, with its grace period (they had TERM twice,
-    and trapped it twice). SIGKILL, the last word, reaches them all."""
+    and trapped it twice). Only while a runner is there to pass it on: a process whose
+    child run's runner (or one between it and here) is gone, killed with -9, gets it from
+    here (no one else would; its trap never ran). SIGKILL, the last word, reaches them
+    all."""
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
     found = tagged(var, value)
-    own = set(found) if sig == signal.SIGKILL else set(tagged(var, value, outer_too=False))
+    relayed = set() if sig == signal.SIGKILL else _relayed(found)
     for pid in found:
-        if pid not in own:
+        if pid in relayed:
             continue
         if pgid is not None:
             try:
@@ -94,6 +97,32 @@ def signal_marked(pgid: int | None, var: str, value: str, sig: int) -> list[int]
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
     return found
+
+
+def _relayed(pids: list[int]) -> set[int]:
+    """Those of ``pids`` that a live runner among ``pids`` passes a signal on to: a `call:`
+    child run's processes list the tokens of the call steps above them (OUTER_TOKENS_VAR),
+    and the runner of each such child run carries its call step's token as its own
+    (TOKEN_VAR). A token listed whose runner is not among ``pids`` is above the marked
+    processes (or its runner is dead): no relay."""
+    token_key, outer_key = f"{TOKEN_VAR}=".encode(), f"{OUTER_TOKENS_VAR}=".encode()
+    marks: dict[int, tuple[bytes | None, list[bytes]]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue  # gone: relays nothing
+        own, outer = None, []
+        for entry in environ.split(b"\0"):
+            if entry.startswith(token_key):
+                own = entry[len(token_key):]
+            elif entry.startswith(outer_key):
+                outer = entry[len(outer_key):].split()
+        marks[pid] = (own, outer)
+    live = {own for own, _ in marks.values() if own}
+    return {pid for pid, (own, outer) in marks.items()
+            if any(t in live and t != own for t in outer)}
 
 
 def children() -> set[int] | None:
@@ -171,12 +200,9 @@ def stop_orphan(pid: int, run_id: str, grace: float) -> bool:
     if f"FLOWSH_RUN_ID={run_id}".encode() not in environ.split(b"\0"):
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        # What left the group (setsid, double fork) still carries the run's id.
-        for other in tagged("FLOWSH_RUN_ID", run_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(other, sig)
+        # The group, then what left it (setsid, double fork) still carrying the run's id:
+        # each once (TIME-1).
+        signal_marked(pid, "FLOWSH_RUN_ID", run_id, sig)
         end = time.monotonic() + grace
         while time.monotonic() < end:
             try:

@@ -268,3 +268,33 @@ def test_history_links_a_parent_to_its_call_steps_latest_child(tmp_path: Path) -
     line = next(x for x in _flowsh("history", cwd=tmp_path).stdout.splitlines()
                 if x.startswith(parent_id))
     assert line.endswith(f"-> {child_id} (sub)")
+
+
+def test_steps_a_killed_child_runner_left_get_term(tmp_path: Path, home: Path) -> None:
+    """CALL-2, TIME-1: the child's runner dies (kill -9) while its step runs; the step,
+    stopped with the call step, gets SIGTERM (its trap runs, once) before the KILL that
+    follows kill_grace later. It got only the KILL: no runner was left to pass TERM on."""
+    (tmp_path / "flow.yaml").write_text(
+        "name: parent\nkill_grace: 30s\nsteps:\n"
+        "  - {name: sub, call: child.yaml}\n"
+        # Keeps the run going (its end kills what is left at once) until the trap ran.
+        "  - {name: watch, needs: [], timeout: 60s,"
+        " run: 'until [ -s got ]; do sleep 0.05; done'}\n")
+    (tmp_path / "child.yaml").write_text(
+        "name: child\nsteps:\n"
+        "  - {name: c1, run: \"trap 'echo term >> got; exit 0' TERM; echo $$ > c1.pid;"
+        " sleep 60 & wait\"}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "flowsh", "run", "flow.yaml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(tmp_path / "c1.pid", proc)
+        step_pid = int((tmp_path / "c1.pid").read_text())
+        os.kill(_child_runner(step_pid), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert "watch: succeeded" in out, out
+    assert (tmp_path / "got").read_text() == "term\n"
+    _wait_gone(step_pid)

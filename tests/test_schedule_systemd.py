@@ -60,6 +60,9 @@ def test_add_list_remove(flow: Path, systemctl_log: Path) -> None:
     assert f"WorkingDirectory={flow.parent}\n" in service
     assert f"Environment=FLOWSH_HOME={os.environ['FLOWSH_HOME']}\n" in service
     assert "SuccessExitStatus=75" in service and "Type=oneshot" in service
+    # A stop signals flowsh alone, which stops each step with one TERM (systemd's default
+    # signalled every process of the unit as well: a step trapping TERM ran its trap twice).
+    assert "\nKillMode=mixed\n" in service
     assert "OnCalendar=*-*-* 02:00:00\n" in timer
     assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 09,10,11,12,13,14,15,16,17:00,20,40:00\n" in timer
     assert "Persistent=true" in timer and "Unit=flowsh-nightly.service" in timer
@@ -93,6 +96,20 @@ def test_cli_export_systemd(flow: Path, tmp_path: Path, cli) -> None:  # type: i
                                                       "flowsh-nightly.timer"]
     r = cli("export", str(flow), "--systemd", "-o", str(flow))
     assert r.returncode == 2 and "must be a directory" in r.stderr
+
+
+def test_unit_of_an_exported_script_keeps_systemds_kill_mode(
+        flow: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """flock(1) runs the script and passes no signal on: with KillMode=mixed the script
+    would get no TERM, only the KILL; systemd's default signals it (and its steps)."""
+    script = tmp_path / "nightly.sh"
+    script.write_text("#!/bin/sh\n")
+    out = tmp_path / "units"
+    out.mkdir()
+    r = cli("export", str(flow), "--systemd", "--script", str(script), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    service = (out / "flowsh-nightly.service").read_text()
+    assert "ExecStart=flock " in service and "KillMode" not in service
 
 
 def test_cli_schedule_systemd(flow: Path, systemctl_log: Path, cli) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,7 +169,7 @@ def test_signal_marked_terms_each_process_once(tmp_path: Path) -> None:
     procs = [leader, away, inner]
     try:
         found = signal_marked(leader.pid, TOKEN_VAR, "tok", signal.SIGTERM)
-        assert set(found) == {p.pid for p in procs}
+        assert {p.pid for p in procs} <= set(found)  # a trap's sleep may be found too
         assert leader.wait(timeout=10) == 0 and away.wait(timeout=10) == 0
         assert (tmp_path / "leader").read_text() == "t\nend\n"
         assert (tmp_path / "away").read_text() == "t\nend\n"
@@ -177,6 +178,92 @@ def test_signal_marked_terms_each_process_once(tmp_path: Path) -> None:
         assert inner.wait(timeout=10) == -signal.SIGKILL
     finally:
         for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_signal_marked_terms_what_a_dead_child_runner_left(tmp_path: Path) -> None:
+    """CALL-2, TIME-1: a `call:` child run whose runner died (kill -9) has no one to pass
+    TERM on to its steps: they get it from here, once (they got only the KILL, and their
+    traps never ran). A grandchild run whose runner lives still gets it through that
+    runner only."""
+    from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR, signal_marked
+
+    orphan = _counting(tmp_path, "orphan", {TOKEN_VAR: "c1", OUTER_TOKENS_VAR: "tok"})
+    runner = _counting(tmp_path, "runner", {TOKEN_VAR: "c2", OUTER_TOKENS_VAR: "up tok"})
+    deep = _counting(tmp_path, "deep", {TOKEN_VAR: "g1", OUTER_TOKENS_VAR: "up tok c2"})
+    procs = [orphan, runner, deep]
+    try:
+        found = signal_marked(None, TOKEN_VAR, "tok", signal.SIGTERM)
+        assert {p.pid for p in procs} <= set(found)  # a trap's sleep may be found too
+        assert orphan.wait(timeout=10) == 0 and runner.wait(timeout=10) == 0
+        assert (tmp_path / "orphan").read_text() == "t\nend\n"
+        assert (tmp_path / "runner").read_text() == "t\nend\n"
+        assert deep.poll() is None and not (tmp_path / "deep").exists()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_stop_orphan_terms_each_process_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TIME-1 on a resume after a crash: a step the dead runner left running gets SIGTERM
+    once (to its group, then to what left the group), not once from each: its trap ran
+    twice. Two TERMs that come before bash runs the trap make one run of it, so the
+    signals sent are also counted (and sent: os.kill is watched, not replaced)."""
+    sent: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        sent.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    leader = _counting(tmp_path, "leader", {"FLOWSH_RUN_ID": "unit-run-3"})
+    away = _counting(tmp_path, "away", {"FLOWSH_RUN_ID": "unit-run-3"})
+    # In a thread: these are this test's children, reaped here (a zombie leader would
+    # keep its group, and stop_orphan waiting, for the whole grace period).
+    stopped: list[bool] = []
+    stopper = threading.Thread(
+        target=lambda: stopped.append(stop_orphan(leader.pid, "unit-run-3", 10)))
+    stopper.start()
+    try:
+        assert leader.wait(timeout=10) == 0 and away.wait(timeout=10) == 0
+        stopper.join(timeout=30)
+        assert stopped == [True]
+        assert (tmp_path / "leader").read_text() == "t\nend\n"
+        assert (tmp_path / "away").read_text() == "t\nend\n"
+        assert (leader.pid, signal.SIGTERM) not in sent  # it had the group's
+        assert (away.pid, signal.SIGTERM) in sent
+    finally:
+        for proc in (leader, away):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_signal_marked_by_another_mark_leaves_a_live_child_run_to_its_runner(
+        tmp_path: Path) -> None:
+    """The celery supervisor marks a step's processes with the task's id: a `call:` step's
+    child runner and the child's steps all carry it. TERM goes to the runner only (it
+    passes it on: its steps had TERM twice); SIGKILL to all."""
+    from flowsh.survivors import OUTER_TOKENS_VAR, TOKEN_VAR, signal_marked
+
+    mark = {"FLOWSH_CELERY_TASK": "task-1"}
+    runner = _counting(tmp_path, "runner", {**mark, TOKEN_VAR: "t1"})
+    step = _counting(tmp_path, "step", {**mark, TOKEN_VAR: "c1", OUTER_TOKENS_VAR: "t1"})
+    try:
+        found = signal_marked(None, "FLOWSH_CELERY_TASK", "task-1", signal.SIGTERM)
+        assert {runner.pid, step.pid} <= set(found)
+        assert runner.wait(timeout=10) == 0
+        assert step.poll() is None and not (tmp_path / "step").exists()
+        assert step.pid in signal_marked(None, "FLOWSH_CELERY_TASK", "task-1", signal.SIGKILL)
+        assert step.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in (runner, step):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
