@@ -421,11 +421,14 @@ def test_script_or_script_resume_after_kill_9_on_a_parallel_dag(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("opts", [["-e"], ["-u"], ["-C"], ["-a"], ["-f"], ["-k"],
-                                  ["-o", "pipefail"], ["-eu", "-o", "pipefail"]])
+                                  ["-o", "pipefail"], ["-eu", "-o", "pipefail"],
+                                  ["SHELLOPTS=errexit:noclobber"],
+                                  ["BASHOPTS=failglob:nullglob:nocasematch"]])
 def test_shell_options_given_to_bash_change_nothing(tmp_path: Path, opts: list[str]) -> None:
     """`bash -e flow.sh` (a CI step's habit) ended the runner at its first failed test with
     exit 1 and no word; `-C` refused to reset a record; `-a` exported the runner's own
-    variables to every step. The script runs as under plain `bash`."""
+    variables to every step; a caller's BASHOPTS=failglob ended it at its first empty glob.
+    The script runs as under plain `bash`."""
     script = _flow(tmp_path, "steps:\n"
                    "  - {name: a, run: 'echo hi *'}\n"
                    "  - {name: b, run: 'false', continue_on_failure: true}\n"
@@ -433,7 +436,9 @@ def test_shell_options_given_to_bash_change_nothing(tmp_path: Path, opts: list[s
     (tmp_path / "glob-me").touch()
     base = {"PATH": "/usr/bin:/bin", "FLOWSH_HOME": str(tmp_path / "home"),
             "HOME": str(tmp_path)}
-    res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in base.items()),
+    given = [o for o in opts if "=" in o]  # a caller's exported SHELLOPTS, BASHOPTS
+    opts = [o for o in opts if "=" not in o]
+    res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in base.items()), *given,
                           "bash", *opts, str(script), "-q"], capture_output=True, text=True,
                          timeout=60, check=False, cwd=tmp_path)
     assert (res.returncode, res.stderr) == (0, "w.sh: step b failed: exit code 1\n")
