@@ -161,11 +161,12 @@ def _parser_stamp() -> str:
     import importlib.util
     import sys
 
-    from flowsh import __version__
+    from flowsh import __version__, yamlevents
 
-    here = Path(__file__)
-    parts = [sys.version, __version__, str(here.stat().st_mtime_ns),
-             str(here.with_name("yamlevents.py").stat().st_mtime_ns)]
+    # Each module's own __file__: an install of .pyc files alone (compileall -b, the .py
+    # removed) has no yamlevents.py beside yamlsrc.pyc.
+    parts = [sys.version, __version__, str(Path(__file__).stat().st_mtime_ns),
+             str(Path(yamlevents.__file__).stat().st_mtime_ns)]
     try:
         spec = importlib.util.find_spec("yaml")
         where = [spec.origin] if spec and spec.origin else []
