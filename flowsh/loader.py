@@ -194,7 +194,15 @@ def _load(p: Path, *, execute: bool) -> Workflow:
     # `workflow` (IDENT-1): never a refusal for a `name` key the file does not have.
     # The stem of the resolved path: a symlink of another name (cron-nightly.yaml ->
     # nightly.yaml) is the same file, hence the same identity (IDENT-1).
-    stem = p.resolve().stem
+    where = p.resolve()
+    try:
+        str(where).encode("utf-8")
+    except UnicodeEncodeError:
+        # A name in another encoding (latin-1 `caf\xe9.yaml`): the run's record keeps the
+        # path as text, and SQLite refused it with a traceback once the run had begun.
+        raise WorkflowError("the file's path is not UTF-8 text; rename the file (or its "
+                            "directory)", path=p) from None
+    stem = where.stem
     default_name = (stem if IDENT.match(stem.replace("-", "_").replace(".", "_"))
                     and STEP_NAME.match(stem) and len(stem) <= MAX_STEP_NAME else "workflow")
     suffix = p.suffix.lower()
@@ -212,7 +220,7 @@ def _load(p: Path, *, execute: bool) -> Workflow:
     else:
         data, pos = parse_yaml(text, p)
     wf = validate_data(data, pos, default_name=default_name)
-    wf = wf.model_copy(update={"path": str(p.resolve())})
+    wf = wf.model_copy(update={"path": str(where)})
     Graph.build(wf, pos)  # refuses cycles before anything runs
     _check_files(wf, pos)
     return wf

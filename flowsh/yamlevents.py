@@ -90,6 +90,12 @@ def _constructor_class() -> Any:
 
 FALLBACK: Final = object()
 
+# How deep mappings and lists may nest. Everything that walks the data (the cache's JSON
+# check, pydantic, the loader) recurses: ~450 levels, under libyaml's own 1000, ended in a
+# RecursionError traceback, and an alias inside its own anchor nests without end. No
+# workflow comes near: the compose path refuses deeper files (FILE-8).
+MAX_DEPTH: Final = 100
+
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 # The scalar tags SafeLoader's resolver gives that SafeConstructor turns into data; the
@@ -107,7 +113,7 @@ class _Frame:
     """An open mapping or sequence. `text`: it is the value of an env/params/args key, so
     its items keep their text as written; `key`: the mapping's key awaiting its value."""
 
-    __slots__ = ("anchor", "is_map", "key", "obj", "text", "text_key")
+    __slots__ = ("anchor", "height", "is_map", "key", "obj", "text", "text_key")
 
     def __init__(self, obj: Any, is_map: bool, text: bool, anchor: str | None) -> None:
         self.obj = obj
@@ -116,6 +122,7 @@ class _Frame:
         self.anchor = anchor
         self.key: Any = _NO_KEY
         self.text_key = False
+        self.height = 0  # how many levels of collections it holds, aliased ones included
 
 
 def build(text: str) -> Any:
@@ -173,6 +180,7 @@ def _build(loader: Any) -> Any:
     # Anchors of nodes that the text-as-written rule retags: where an alias of one is
     # constructed first, the compose path gives the typed value to both, else the text.
     touched: set[str] = set()
+    heights: dict[str, int] = {}  # of anchored collections
     stack: list[_Frame] = []
     root: Any = _NO_KEY
     while True:
@@ -224,9 +232,15 @@ def _build(loader: Any) -> Any:
                     or event.anchor not in anchors:  # not yet complete: a recursive alias
                 raise _Rare
             obj = anchors[event.anchor]
+            height = heights.get(event.anchor)
+            if height is not None and top is not None:
+                # the anchor's collections, nested again where the alias stands
+                if len(stack) + height >= MAX_DEPTH:
+                    raise _Rare  # too deep: the compose path's error
+                top.height = max(top.height, height + 1)
         elif kind is MappingStartEvent or kind is SequenceStartEvent:
-            if event.tag is not None:
-                raise _Rare
+            if event.tag is not None or len(stack) >= MAX_DEPTH:
+                raise _Rare  # too deep: the compose path's error
             is_map = kind is MappingStartEvent
             frame = _Frame({} if is_map else [], is_map, text_value, event.anchor)
             if event.anchor is not None and text_value:
@@ -238,7 +252,10 @@ def _build(loader: Any) -> Any:
             obj = done.obj
             if done.anchor is not None:
                 _define(anchors, touched, done.anchor, obj, done.anchor in touched)
+                heights[done.anchor] = done.height
             top = stack[-1] if stack else None
+            if top is not None:
+                top.height = max(top.height, done.height + 1)
         elif kind is DocumentEndEvent:
             if type(get()) is not StreamEndEvent:
                 raise _Rare  # another document: the compose path refuses it

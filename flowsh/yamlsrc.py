@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flowsh import cache
 from flowsh.errors import WorkflowError
 from flowsh.model import IDENT
-from flowsh.yamlevents import _BadKey, _composer, _constructor_class
+from flowsh.yamlevents import MAX_DEPTH, _BadKey, _composer, _constructor_class
 
 if TYPE_CHECKING:
     import yaml
@@ -161,11 +161,12 @@ def _parser_stamp() -> str:
     import importlib.util
     import sys
 
-    from flowsh import __version__
+    from flowsh import __version__, yamlevents
 
-    here = Path(__file__)
-    parts = [sys.version, __version__, str(here.stat().st_mtime_ns),
-             str(here.with_name("yamlevents.py").stat().st_mtime_ns)]
+    # Each module's own __file__: an install of .pyc files alone (compileall -b, the .py
+    # removed) has no yamlevents.py beside yamlsrc.pyc.
+    parts = [sys.version, __version__, str(Path(__file__).stat().st_mtime_ns),
+             str(Path(yamlevents.__file__).stat().st_mtime_ns)]
     try:
         spec = importlib.util.find_spec("yaml")
         where = [spec.origin] if spec and spec.origin else []
@@ -219,6 +220,11 @@ def _compose_and_construct(text: str, path: Path | None) -> Any:
         raise WorkflowError(f"malformed YAML: {exc}", path=path) from None
     if node is None:
         raise WorkflowError("the file is empty", path=path, line=1, col=1)
+    too_deep = _too_deep(node)
+    if too_deep is not None:
+        mark = too_deep.start_mark
+        raise WorkflowError(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+                            path=path, line=mark.line + 1, col=mark.column + 1)
     try:
         data = _constructor_class()().construct_document(node)
     except _BadKey as exc:
@@ -233,6 +239,29 @@ def _compose_and_construct(text: str, path: Path | None) -> Any:
             col=mark.column + 1 if mark else None,
         ) from None
     return data
+
+
+def _too_deep(root: yaml.Node) -> yaml.Node | None:
+    """The first collection nested deeper than MAX_DEPTH (aliases followed: one inside its
+    own anchor nests without end), or None. A node is walked again only from a deeper
+    place, so a file of shared aliases costs at most MAX_DEPTH walks of each node."""
+    import yaml
+
+    deepest: dict[int, int] = {}
+    todo: list[tuple[yaml.Node, int]] = [(root, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, yaml.ScalarNode) or deepest.get(id(node), -1) >= depth:
+            continue
+        if depth >= MAX_DEPTH:
+            return node
+        deepest[id(node)] = depth
+        if isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                todo += [(value, depth + 1), (key, depth + 1)]
+        else:
+            todo += [(item, depth + 1) for item in reversed(node.value)]
+    return None
 
 
 def _fields_at(loc: Loc) -> list[str]:

@@ -142,3 +142,28 @@ def test_a_change_to_how_yaml_is_read_is_a_new_key(module):
     finally:
         os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
         yamlsrc._parser_stamp.cache_clear()
+
+
+def test_an_install_of_pyc_files_alone_parses_yaml(tmp_path):
+    # `compileall -b` and the .py files removed (slim images do it): each module's __file__
+    # is its .pyc, and there is no yamlevents.py beside yamlsrc.pyc to stat. The parse
+    # stamp looked for one, and every YAML file failed ("yamlevents.py: No such file").
+    import compileall
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "lib" / "flowsh"
+    shutil.copytree(Path(yamlsrc.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert compileall.compile_dir(pkg, quiet=1, legacy=True)
+    for src in pkg.rglob("*.py"):
+        src.unlink()
+    f = tmp_path / "w.yaml"
+    f.write_text("name: w\nsteps:\n  - {name: a, run: 'true'}\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib"),
+           "FLOWSH_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "flowsh", "validate", str(f)], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout == f"{f}: ok (w, 1 step)\n"

@@ -260,3 +260,17 @@ def test_status_and_history_read_without_making_a_store(cli: Cli) -> None:
     res = cli("history", "--json")
     assert (res.returncode, json.loads(res.stdout)) == (0, [])
     assert not (home / "flowsh.db").exists()
+
+
+def test_a_path_that_is_not_utf8_is_refused_before_anything_runs(tmp_path: Path,
+                                                                  cli: Cli) -> None:
+    # A latin-1 name: the run's record keeps the path as text, which SQLite refused with a
+    # UnicodeEncodeError traceback (exit 1) once the run had begun; validate said "ok".
+    flow = tmp_path / os.fsdecode(b"caf\xe9.yaml")
+    flow.write_text("steps:\n  - {name: a, run: 'touch ran'}\n")
+    for args in (("run", str(flow)), ("run", "-q", str(flow)), ("validate", str(flow))):
+        res = cli(*args, cwd=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+        assert "path is not UTF-8 text" in res.stderr, res.stderr
+    assert not (tmp_path / "ran").exists()

@@ -164,6 +164,41 @@ RARE = [
 ]
 
 
+def _nest(n: int, inner: str = "") -> str:
+    return "[" * n + inner + "]" * n
+
+
+# 100 levels of collections under the root mapping reach depth 100 (FILE-8); aliases count
+# where they stand: an anchor's 59 levels below it, aliased 46 levels down, make 105.
+DEEP = [
+    f"x: {_nest(99)}\n",
+    f"a: &a {_nest(40)}\nb: {_nest(45, '*a')}\n",
+    f"a: &a {{k: {_nest(58)}}}\nb: {_nest(40, '*a')}\n",
+]
+TOO_DEEP = [
+    f"x: {_nest(100)}\n",
+    f"x: {_nest(500)}\n",  # RecursionError tracebacks, under libyaml's own 1000 limit
+    f"x: {'{a: ' * 300}1{'}' * 300}\n",
+    f"a: &a {_nest(60)}\nb: {_nest(45, '*a')}\n",
+    f"a: &a {{k: {_nest(58)}}}\nb: {_nest(41, '*a')}\n",
+    "a: &x [*x]\n",
+    "steps: &s\n  - {name: a, run: 'true', with: *s}\n",
+]
+
+
+@pytest.mark.parametrize("text", DEEP)
+def test_deep_but_allowed_nesting_is_built_the_same(text: str) -> None:
+    assert check(text), "fell back to the compose path"
+
+
+@pytest.mark.parametrize("text", TOO_DEEP)
+def test_nesting_deeper_than_the_limit_is_refused_by_both_paths(text: str) -> None:
+    assert yamlevents.build(text) is yamlevents.FALLBACK
+    with pytest.raises(WorkflowError, match="nest deeper than 100 levels"):
+        yamlsrc._parse(text, PATH)
+    check(text)
+
+
 @pytest.mark.parametrize("text", COMMON)
 def test_common_shapes_are_built_the_same(text: str) -> None:
     assert check(text), "fell back to the compose path"
