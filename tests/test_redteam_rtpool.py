@@ -83,6 +83,18 @@ def _local_ports(pid: int) -> set[int]:
     return ports
 
 
+def _keeper_ports(runner: int) -> set[int]:
+    """The local ports of the sockets the runner's slot keepers hold."""
+    ports: set[int] = set()
+    for task in Path(f"/proc/{runner}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"flowsh-pool-keeper" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        ports |= _local_ports(int(child))
+    return ports
+
+
 def _client_port(conn: psycopg.Connection[tuple[int]], pid: int) -> int | None:
     row = conn.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s",
                        (pid,)).fetchone()
@@ -395,6 +407,14 @@ def test_a_runner_killed_alone_after_its_pool_connection_was_renewed_keeps_the_s
         _poll(lambda: _lock_holders(pg_url, slot) not in ([], old), "the slot taken back")
         _poll(lambda: "took the lock again" in (tmp_path / "east.err").read_text(),
               "the runner to say so")
+        # The keeper takes the new connection at the run loop's next pass (a wake-up after
+        # the watcher's reconnect): the kill comes once it holds it. Killed before, in that
+        # pass's milliseconds (seconds at load 30), the runner frees the slot; that window
+        # is in the closing note.
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            _poll(lambda: any(_client_port(admin, p) in _keeper_ports(runner.pid)
+                              for p in _lock_holders(pg_url, slot)),
+                  "the slot's keeper to hold the new connection")
         alive = _runner_key(pg_url, _holder_run(pg_url, slot))
         runner.kill()  # SIGKILL of the runner alone: its step runs on
         runner.wait()

@@ -93,10 +93,13 @@ def corpus() -> list[tuple[str, Any]]:
 
 @pytest.mark.parametrize(("where", "flow"), corpus(), ids=[w for w, _ in corpus()])
 def test_files_of_the_repository(where: str, flow: Any) -> None:
-    try:
-        data = yaml.safe_load(flow) if isinstance(flow, str) else flow
-    except yaml.YAMLError:
-        pytest.skip("not YAML")
+    from flowsh.errors import WorkflowError
+    from flowsh.yamlsrc import parse_yaml
+
+    try:  # as the loader reads it: a file it refuses (FILE-8's alias loop) never gets here
+        data = parse_yaml(flow, None)[0] if isinstance(flow, str) else flow
+    except WorkflowError:
+        pytest.skip("refused before the model")
     if not isinstance(data, dict) or "steps" not in data:
         pytest.skip("not a workflow")
     data.setdefault("name", "w")
