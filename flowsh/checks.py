@@ -9,7 +9,6 @@ call from sourced bash libraries, and the params given on the command line.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 
 from flowsh.bashlib import check_functions
@@ -80,6 +79,7 @@ def check_params(wf: Workflow, params: Mapping[str, str], *,
     where = f" in {wf.path}" if wf.path else ""
     for key in params:
         if key not in declared:
+            import difflib  # on a mistake only (1 ms of every start)
             close = difflib.get_close_matches(key, declared, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else (
                 f" (declared: {', '.join(declared)})" if declared else

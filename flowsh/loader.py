@@ -9,7 +9,6 @@ errors name the key path. Seed-style bash files (`declare -A workflow=(...)`) go
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 from collections.abc import Iterable, Iterator
@@ -126,6 +125,7 @@ def _check_references(wf: Workflow, pos: Positions) -> None:
     for i, step in enumerate(wf.steps):
         for j, dep in enumerate(step.needs or ()):
             if dep not in seen:
+                import difflib  # on a mistake only (1 ms of every start)
                 close = difflib.get_close_matches(dep, list(seen), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise pos.error(

@@ -105,11 +105,11 @@ def config_error(channel: str, key: str | None, message: str) -> WorkflowError:
 
 def check_keys(channel: str, config: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Refuse unknown keys, suggesting the closest known one."""
-    import difflib
-
     known = set(allowed) | COMMON_KEYS
     for key in config:
         if key not in known:
+            import difflib  # on a mistake only (1 ms of every start)
+
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise config_error(channel, key, f"unknown key{hint}")

@@ -8,7 +8,6 @@ a secret the store no longer keeps, refuses the run before anything is recorded.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ def check_name(wf: Workflow, name: str, option: str) -> None:
     names = [s.name for s in wf.steps]
     if name in names:
         return
+    import difflib  # on a mistake only (1 ms of every start)
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UsageError(f"{option} {name}: no step {name!r} in {wf.path}{hint}")

@@ -7,7 +7,6 @@ are described here too, in the words the user wrote.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import os
@@ -313,6 +312,7 @@ def describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         message = f"unknown key {key!r}"
+        import difflib  # on a mistake only (1 ms of every start)
         close = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"

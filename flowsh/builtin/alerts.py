@@ -8,7 +8,7 @@ after ``notify.long_after``, run_late when a run is still going at its ``deadlin
 
 from __future__ import annotations
 
-import socket
+import os
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -39,7 +39,7 @@ def alert_for(event: str, run: RunRecord, workflow: Workflow, notify: Notify, *,
         step=step.name if step else None,
         exit_code=step.exit_code if step else run.exit_code,
         duration=(step.duration if step else run.duration),
-        host=run.host or socket.gethostname(),
+        host=run.host or os.uname().nodename,
         log_tail=log_tail(step.log_path) if step else "",
         message=message,
         file=workflow.path or run.file,

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import os
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,7 +324,7 @@ class _PgWorkflowLock(_HeldLock, WorkflowLock):
     def note(self, run_id: str | None) -> None:
         """Who holds the lock, for the message a skipped run prints on any host."""
         who = f"run {run_id}" if run_id else "a run"
-        holder = f"{who} (pid {os.getpid()} on {socket.gethostname()})"
+        holder = f"{who} (pid {os.getpid()} on {os.uname().nodename})"
         try:
             self.conn.execute(
                 "INSERT INTO flowsh_lock_holders (key, holder, since) VALUES (%s, %s, %s) "
