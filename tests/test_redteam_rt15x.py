@@ -395,6 +395,17 @@ def test_the_live_child_link_follows_a_retried_call_step(home: Path, tmp_path: P
             b.close()
 
 
+def _parent_and_child(tmp_path: Path) -> str:
+    """A parent run whose one step calls child.yaml, run to its end: the parent's id."""
+    (tmp_path / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\nsteps:\n  - name: sub\n    call: child.yaml\n")
+    done = run_cli("run", "--json", str(parent), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id: str = json.loads(done.stdout.splitlines()[0])["run_id"]
+    return run_id
+
+
 def test_odd_ids_in_the_links_are_text_not_markup(home: Path, tmp_path: Path) -> None:
     """Guard: a child run id and a parent run/step as the store holds them (a shared
     PostgreSQL state is written by every user of it) are escaped in the page and quoted
@@ -403,12 +414,7 @@ def test_odd_ids_in_the_links_are_text_not_markup(home: Path, tmp_path: Path) ->
 
     from tests.web_helpers import serve
 
-    (tmp_path / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
-    parent = tmp_path / "parent.yaml"
-    parent.write_text("name: parent\nsteps:\n  - name: sub\n    call: child.yaml\n")
-    done = run_cli("run", "--json", str(parent), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    run_id = _parent_and_child(tmp_path)
     evil = '"><img src=x onerror=alert(1)></code><script>alert(2)</script>/../x?y#z'
     with serve(home) as srv:
         child = srv.client.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["child_run"]
@@ -434,12 +440,7 @@ def test_a_pruned_child_run_s_link_leads_to_a_plain_not_found_page(home: Path,
     own links, no traceback."""
     from tests.web_helpers import serve
 
-    (tmp_path / "child.yaml").write_text("name: child\nsteps:\n  - name: c\n    run: echo c\n")
-    parent = tmp_path / "parent.yaml"
-    parent.write_text("name: parent\nsteps:\n  - name: sub\n    call: child.yaml\n")
-    done = run_cli("run", "--json", str(parent), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    run_id = _parent_and_child(tmp_path)
     with serve(home) as srv:
         child = srv.client.get(f"/api/v1/runs/{run_id}").json()["steps"][0]["child_run"]
         kit.ok(run_cli("prune", "--keep", "0", "-w", "child"))
