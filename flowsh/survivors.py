@@ -38,13 +38,12 @@ def become_subreaper(on: bool = True) -> bool:
 OUTER_TOKENS_VAR = "FLOWSH_CALL_TOKENS"
 
 
-def tagged(var: str, value: str, *, outer_too: bool = True) -> list[int]:
+def tagged(var: str, value: str) -> list[int]:
     """Pids of processes (not this one) whose environment holds ``var=value`` (for the
-    step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR,
-    unless ``outer_too`` is false)."""
+    step token, also a process started by a child run the step runs: OUTER_TOKENS_VAR)."""
     needle = f"{var}={value}".encode()
     wanted = b"\0" + needle + b"\0"
-    outer = f"\0{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR and outer_too else None
+    outer = f"\0{OUTER_TOKENS_VAR}=".encode() if var == TOKEN_VAR else None
     me, found = os.getpid(), []
     try:
         names = os.listdir("/proc")

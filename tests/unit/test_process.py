@@ -140,9 +140,9 @@ def test_no_proc_scan_when_nothing_is_left_beside_a_running_step(
     scans: list[str] = []
     real = flowsh.survivors.tagged
 
-    def counted(var: str, value: str, *, outer_too: bool = True) -> list[int]:
+    def counted(var: str, value: str) -> list[int]:
         scans.append(value)
-        return real(var, value, outer_too=outer_too)
+        return real(var, value)
 
     monkeypatch.setattr(flowsh.survivors, "tagged", counted)
     ex.start(req(tmp_path, "sleep 30", key="long", kill_grace=0.2))
