@@ -11,9 +11,10 @@ a cache that cannot be written (read-only home, full disk) is simply not kept.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
+
+from flowsh.digest import blake2b
 
 # First line of every entry: format version and a checksum of the rest, so an entry torn
 # by a crash (written without fsync: it is only a cache) or by anything else is a miss.
@@ -21,7 +22,7 @@ FORMAT = b"flowsh-cache 1 "
 
 
 def key(*parts: str | bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
+    h = blake2b(digest_size=16)
     for part in parts:
         # surrogatepass: any str (a path decoded with surrogateescape, a lone surrogate)
         # has one encoding, and two different ones never share it.
@@ -70,7 +71,7 @@ def load(kind: str, digest: str) -> bytes | None:
 
 
 def _checksum(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
+    return blake2b(payload, digest_size=16).hexdigest().encode()
 
 
 KEEP = 64  # entries of one kind kept; the oldest written go first

@@ -18,7 +18,6 @@ import fcntl
 import os
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +95,8 @@ class Spool:
         self.problem: str | None = None
         self._pending = bytearray()
         self._file: IO[bytes] | None = None
+        import tempfile  # only with --log or --quiet-on-success: ~1 ms of every start
+
         try:
             self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
         except OSError as exc:
@@ -137,6 +138,8 @@ class Spool:
         if self.problem is not None:
             if last != b"\n":
                 out.write(b"\n")  # the spool stopped mid-line
+            import tempfile
+
             out.write(f"flowsh: warning: the transcript stops here: cannot keep it in "
                       f"{tempfile.gettempdir()} ({self.problem}); each step's whole output "
                       f"is in its own log (flowsh logs RUN_ID)\n".encode())

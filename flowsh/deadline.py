@@ -113,11 +113,11 @@ def of_run(ctx: RunContext) -> datetime | None:
     (the alerts and the metrics plugins must agree on it)."""
     mine = ctx.slot("deadline")
     if "due" not in mine:
-        from flowsh.slot import now, parse_time
-
         wf = ctx.workflow
         when = None
-        if wf.deadline:
+        if wf.deadline:  # slot.py (and cron.py) only then: every run's end asks
+            from flowsh.slot import now, parse_time
+
             base = now()
             if ctx.run.scheduled_time:
                 with contextlib.suppress(ValueError):

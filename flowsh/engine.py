@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowsh import calls, foreach, placed, plugins, steplog
 from flowsh.bashglob import Stopped
@@ -38,7 +39,6 @@ from flowsh.secrets import (
 )
 from flowsh.select import selection
 from flowsh.signals import RunSignals
-from flowsh.slot import SLOT_VAR
 from flowsh.state import (
     FAILED,
     INTERRUPTED,
@@ -57,7 +57,9 @@ from flowsh.state import (
 )
 from flowsh.steps import build_argv, exit_kind, retry_delay, retryable
 from flowsh.store import open_backend
-from flowsh.uptodate import UP_TO_DATE, Tracker, tracker_for
+
+if TYPE_CHECKING:
+    from flowsh.uptodate import Tracker
 
 __all__ = ["Engine", "Reporter", "RunOptions", "run_workflow"]
 
@@ -68,7 +70,7 @@ SKIP_MESSAGES = {
     SkipReason.RUN_FAILED: "run failed",
     SkipReason.NOT_REACHED: "not reached",
     SkipReason.NOT_SELECTED: "not selected",
-    SkipReason.UP_TO_DATE: UP_TO_DATE,
+    SkipReason.UP_TO_DATE: "up to date",
 }
 
 HEARTBEAT_EVERY = 10.0
@@ -189,10 +191,7 @@ class Engine:
         # A resume stands for the slot its run was started for, not for today's (SLOT-4).
         slot = (self.opt.resume.scheduled_time if self.opt.resume is not None
                 else self.opt.scheduled_time)
-        if slot:
-            self.renv.env[SLOT_VAR] = slot
-        else:  # a run that stands for no slot: none inherited from whoever started it
-            self.renv.env.pop(SLOT_VAR, None)
+        self.renv.stand_for(slot)
         try:
             env = {**self.renv.env, "FLOWSH_RUN_ID": run_id, "FLOWSH_WORKFLOW": self.wf.name}
             self.renv.set_library(run_states(self.wf, self.run_dir, env,
@@ -250,10 +249,15 @@ class Engine:
                 self._export(name, outputs)
             elif name in self.ready.pass_through:  # exported again when it is skipped
                 self._export(name, self.borrowed.get(name, {}))
-        self.uptodate: Tracker | None = tracker_for(
-            self.wf, self.backend, run.run_id, self.renv.params,
-            # `flowsh retry --step X` asks for X to run again, up to date or not.
-            self.opt.force, self.opt.force_steps | (self.opt.only or set()))
+        self.uptodate: Tracker | None = None
+        if any(s.sources for s in self.wf.steps):
+            # Only then: fingerprints (hashlib, the key file) are ~3 ms of every start.
+            from flowsh.uptodate import tracker_for
+
+            self.uptodate = tracker_for(
+                self.wf, self.backend, run.run_id, self.renv.params,
+                # `flowsh retry --step X` asks for X to run again, up to date or not.
+                self.opt.force, self.opt.force_steps | (self.opt.only or set()))
         self.ready.consider(self.graph.order)
         try:
             with RunSignals(executor) as intr:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -16,6 +15,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     textfile collector, `state_*.json`) never pick up a half-written file. Raises OSError;
     on error the temp file is removed and `path` is untouched.
     """
+    import tempfile  # here: with shutil and random, ~1 ms of every start that writes nothing
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -841,9 +841,9 @@ class Workflow(_Model):
         """
         if self.name_declared or not self.path:
             return self.name
-        import hashlib
+        from flowsh.digest import sha256
 
-        digest = hashlib.sha256(self.path.encode("utf-8", "surrogateescape")).hexdigest()
+        digest = sha256(self.path.encode("utf-8", "surrogateescape")).hexdigest()
         return f"{self.name}-{digest[:8]}"
 
     def secret_names(self) -> set[str]:

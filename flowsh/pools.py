@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -143,6 +142,8 @@ class Slot:
         remote = self._remote.keep_fds() if self._remote is not None else ()
         fds = (self._fd, *remote)
         closes = " ".join(f"{fd}>&-" for fd in fds)
+        import shutil  # only a run that holds a pool slot needs it
+
         try:
             return subprocess.Popen(
                 # bash from the runner's PATH: the keeper's own is the bare default, and

@@ -6,12 +6,12 @@ ran on would run twice alongside its re-run (docs/semantics.md, RESUME statement
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
 
 from flowsh import placed, plugins
+from flowsh.digest import sha256
 from flowsh.errors import UsageError
 from flowsh.executor import Executor
 from flowsh.graph import Graph
@@ -46,7 +46,7 @@ def new_run_id() -> str:
 
 def definition_hash(wf: Workflow) -> str:
     data = definition_json(wf)
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
+    return sha256(data.encode()).hexdigest()[:16]
 
 
 def new_run(backend: StateBackend, wf: Workflow, run_id: str,

@@ -148,9 +148,11 @@ def _run(file: Path, params: list[str] | None, jobs: int | None, dry_run: bool, 
     check_workflow(wf, overrides, given=prior.params if prior is not None else (),
                    executor=executor)
     selected = _select(wf, sel, resume)
-    from flowsh.uptodate import force_names
+    forced: set[str] = set()
+    if force_step:
+        from flowsh.uptodate import force_names
 
-    forced = force_names(wf, force_step or [])
+        forced = force_names(wf, force_step)
     if dry_run:
         # typer's echo (click's: it strips ANSI codes off a pipe), imported only for a plan.
         from typer import echo
@@ -265,6 +267,8 @@ def _check_borrow(wf: Workflow, selected: set[str], state: str | None) -> None:
 
 def _slot(wf: Workflow, scheduled: bool, scheduled_time: str | None,
           crons: list[str]) -> tuple[list[str], Any]:
+    if scheduled_time is None and not (scheduled or crons):
+        return [], None  # no slot, as `chosen` says, without slot.py's datetime and cron
     from flowsh.slot import chosen
 
     return chosen(wf.schedule, scheduled=scheduled, scheduled_time=scheduled_time,

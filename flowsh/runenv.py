@@ -44,6 +44,10 @@ def resolve_params(wf: Workflow, given: Mapping[str, str],
     return params
 
 
+# The slot a run stands for (slot.py, docs/semantics.md SLOT-*), as its steps see it.
+SLOT_VAR = "FLOWSH_SCHEDULED_TIME"
+
+
 class RunEnvironment:
     """Params, the steps' base environment and the secret mask, before anything runs."""
 
@@ -70,6 +74,14 @@ class RunEnvironment:
         # A step's own secret-named env (`env: {DB_PASSWORD: ...}` on one step) too.
         self.mask.add(v for s in wf.steps for k, v in s.env.items() if self.secret(k))
         self.library: dict[str, LibraryState] = {}  # libstate key -> state
+
+    def stand_for(self, slot: str | None) -> None:
+        """The slot the steps (and the libraries) see; a run that stands for no slot
+        inherits none from whoever started it."""
+        if slot:
+            self.env[SLOT_VAR] = slot
+        else:
+            self.env.pop(SLOT_VAR, None)
 
     def secret(self, name: str) -> bool:
         return name in self.secret_names or SECRET_NAME.search(name) is not None

@@ -21,7 +21,6 @@ from typing import Any
 
 from flowsh.cron import Schedule, parse
 
-SLOT_VAR = "FLOWSH_SCHEDULED_TIME"
 NOW_VAR = "FLOWSH_NOW"  # for testing: "now" for slots and catch-up
 MAX_SLOTS = 10000  # a window wider than this many fire times is a typo, not a plan
 

@@ -35,11 +35,9 @@ from flowsh.fpkey import existing_key, fingerprint_key, keyed
 from flowsh.model import SECRET_NAME, Step, Workflow
 from flowsh.paths import resolve_path, step_cwd
 from flowsh.secrets import MASK
-from flowsh.slot import SLOT_VAR
 from flowsh.state import SKIPPED, SUCCEEDED, SkipReason, StateBackend, StepRecord, flowsh_home
 from flowsh.steps import library_files
 
-UP_TO_DATE = "up to date"
 # The characters a function name may hold (bashlib._WORD); anything else separates words.
 # The exported script splits the same way (`tr -cs 'A-Za-z0-9_:.-' '\n'`).
 _WORDS = re.compile(r"[A-Za-z0-9_:.-]+")
@@ -353,10 +351,7 @@ def explain(wf: Workflow, name: str, params: Mapping[str, str],
     if not step.sources:
         return Verdict(name, True, "it has no `sources:`, so it is never up to date")
     renv = RunEnvironment(wf, params, None)
-    if slot:  # as the engine sets it: libraries see it too
-        renv.env[SLOT_VAR] = slot
-    else:
-        renv.env.pop(SLOT_VAR, None)
+    renv.stand_for(slot)  # as the engine sets it: libraries see it too
     graph = Graph.build(wf)
     ancestors: list[str] = []
     todo = list(graph.needs[name])

@@ -212,11 +212,15 @@ def times_of(ctx: RunContext) -> dict[Family, float | None]:
     """The run's deadline and the schedule's next fire time after now, as Unix times."""
     from flowsh.deadline import next_expected, of_run
     from flowsh.plugins import warn
-    from flowsh.slot import now
 
+    schedule = list(ctx.workflow.schedule)
     try:
         due = of_run(ctx)
-        nxt = next_expected(list(ctx.workflow.schedule), now())
+        nxt = None
+        if schedule:  # slot.py and cron.py only then: this is on every run's way out
+            from flowsh.slot import now
+
+            nxt = next_expected(schedule, now())
     except Exception as exc:  # a bad FLOWSH_NOW: the metrics go out without these
         warn(f"deadline metrics: {exc}")
         return {}

@@ -7,7 +7,6 @@ holder's connection goes, whatever killed it (docs/distributed.md).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import select
 import threading
@@ -50,7 +49,11 @@ LOCK_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; 
 
 def advisory_key(*parts: str) -> int:
     """A stable signed 64-bit advisory-lock key (Python's hash() differs per process)."""
-    digest = hashlib.sha256("\0".join(("flowsh", *parts)).encode()).digest()
+    # The registry imports this module for every run, PostgreSQL or not: no hashlib here
+    # (OpenSSL, ~2 ms of every start).
+    from flowsh.digest import sha256
+
+    digest = sha256("\0".join(("flowsh", *parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,3 +49,33 @@ def test_imports_no_typer() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+# What a plain run of a one-step file must not import: each serves a feature it does not
+# use, and costs ~1-3 ms of every start (issue 14's budget; docs/performance.md).
+NOT_FOR_A_PLAIN_RUN = {
+    "typer", "click", "_hashlib", "shutil", "tempfile", "socket", "difflib", "croniter",
+    "flowsh.uptodate", "flowsh.fpkey", "flowsh.slot", "flowsh.cron", "flowsh.seed",
+}
+
+
+def test_a_plain_run_imports_only_what_it_uses(tmp_path: Path) -> None:
+    flow = tmp_path / "one.yaml"
+    flow.write_text('name: one\nsteps:\n  - name: s\n    run: "true"\n')
+    listing = tmp_path / "modules.txt"
+    # Only what flowsh imports: a .pth file of this machine's site may import anything.
+    code = ("import atexit, sys\n"
+            "out, flow = sys.argv[1:]\n"
+            "before = set(sys.modules)\n"
+            "atexit.register(lambda: open(out, 'w').write('\\n'.join(set(sys.modules) - before)))\n"
+            "sys.argv = ['flowsh', 'run', '-q', flow]\n"
+            "from flowsh.__main__ import main\n"
+            "main()\n")
+    # Built-in plugins only: a third-party one installed here may import anything.
+    env = {**os.environ, "FLOWSH_HOME": str(tmp_path / "home"), "FLOWSH_LOAD_ENTRYPOINTS": "0"}
+    for _ in range(2):  # the second start is the usual one: its parse cache is warm
+        subprocess.run([sys.executable, "-c", code, str(listing), str(flow)], env=env,
+                       check=True)
+    imported = set(listing.read_text().split("\n"))
+    assert "flowsh.engine" in imported  # it did run
+    assert imported & NOT_FOR_A_PLAIN_RUN == set()
