@@ -62,3 +62,30 @@ def test_the_user_config_is_refused_alike(tmp_path: Path) -> None:
     (tmp_path / "flow.yaml").write_text("steps:\n  - {name: a, run: touch ran}\n")
     res = flowsh("validate", "flow.yaml", cwd=tmp_path, timeout=30)
     refused(res, f"{config}:8:10: alias *l5: aliases expand to more than 1,000,000 nodes")
+
+
+# -- FILE-8: TOML and JSON ---------------------------------------------------------------
+
+STEP_TOML = "[[steps]]\nname = 'a'\nrun = 'touch ran'\n"
+STEP_JSON = '{"steps": [{"name": "a", "run": "touch ran"}], "executor_options": {"x": '
+
+
+@pytest.mark.parametrize("command", [["validate"], ["run"], ["export", "--bash"]])
+@pytest.mark.parametrize(("name", "text", "where"), [
+    # 5000: tomllib's RecursionError; 150: data deeper than FILE-8 allows, as YAML's is.
+    # x's list is at depth 3 (steps 1, its table 2): its 98th bracket is at 100.
+    ("flow.toml", STEP_TOML + "x = " + "[" * 5000 + "]" * 5000 + "\n", "4:102"),
+    ("flow.toml", STEP_TOML + "x = " + "[" * 150 + "]" * 150 + "\n", "4:102"),
+    ("flow.toml", STEP_TOML + "[t]\n" + ".".join(["k"] * 3000) + " = 1\n", "5:197"),
+    # read as YAML, which refused them already: x's 99th bracket, or libyaml's own limit
+    ("flow.json", STEP_JSON + "[" * 150 + "]" * 150 + "}}", f"1:{len(STEP_JSON) + 99}"),
+    ("flow.json", STEP_JSON + "[" * 5000 + "]" * 5000 + "}}", f"1:{len(STEP_JSON) + 999}"),
+])
+def test_toml_and_json_nested_deeper_than_100_levels_are_refused(
+        tmp_path: Path, command: list[str], name: str, text: str, where: str) -> None:
+    (tmp_path / name).write_text(text)
+    res = flowsh(*command, name, cwd=tmp_path)
+    message = ("malformed YAML: exceeded maximum nesting depth"
+               if name.endswith(".json") and "[" * 1001 in text else "mappings and lists nest deeper than 100 levels")
+    refused(res, f"{name}:{where}: {message}")
+    assert not (tmp_path / "ran").exists()
