@@ -89,3 +89,69 @@ def test_toml_and_json_nested_deeper_than_100_levels_are_refused(
                if name.endswith(".json") and "[" * 1001 in text else "mappings and lists nest deeper than 100 levels")
     refused(res, f"{name}:{where}: {message}")
     assert not (tmp_path / "ran").exists()
+
+
+# -- Ctrl-C at start-up ------------------------------------------------------------------
+
+# On PYTHONPATH as sitecustomize: logs each module the import system looks for, and where
+# a run gets under way ("!run": its state opened, or a process started); sends this process
+# SIGINT when it looks for $SIGINT_AT, so the Ctrl-C lands in that import.
+SITECUSTOMIZE = """
+import os, signal, sys
+
+def _log(line):
+    if os.environ.get("IMPORT_LOG"):
+        with open(os.environ["IMPORT_LOG"], "a") as fh:
+            fh.write(line + "\\n")
+
+class _Finder:
+    def find_spec(self, name, path=None, target=None):
+        _log(name)
+        if name == os.environ.get("SIGINT_AT"):
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+def _audit(event, args):
+    if event in ("sqlite3.connect", "subprocess.Popen", "os.posix_spawn", "os.fork"):
+        _log("!run")
+
+sys.meta_path.insert(0, _Finder())
+sys.addaudithook(_audit)
+"""
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_ctrl_c_while_importing_ends_quietly_with_130(tmp_path: Path, command: str) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (tmp_path / "flow.yaml").write_text("steps:\n  - {name: a, run: touch ran}\n")
+    log = tmp_path / "imports"
+    # No parse or plugin cache: every run imports all it can (YAML's reader included), and
+    # the same modules as the run that logged them.
+    env = {**os.environ, "PYTHONPATH": str(site), "IMPORT_LOG": str(log),
+           "FLOWSH_NO_CACHE": "1"}
+
+    def flowsh_at(module: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flowsh", command, "flow.yaml"],
+                              cwd=tmp_path, env={**env, "SIGINT_AT": module}, text=True,
+                              capture_output=True, timeout=60, check=False)
+
+    assert flowsh_at("").returncode == 0
+    (tmp_path / "ran").unlink(missing_ok=True)
+    names = log.read_text().split()
+    # What is imported once flowsh's own code runs (before it, while Python starts and the
+    # package's two small first modules load, Ctrl-C is Python's to handle), until a run
+    # gets under way (a Ctrl-C then is one during the run: recorded, summed up, exit 130).
+    names = names[names.index("flowsh.__main__") + 1:]
+    later = list(dict.fromkeys(names[:names.index("!run")] if "!run" in names else names))
+    assert len(later) > 40, later
+    log.unlink()
+    del env["IMPORT_LOG"]
+    for module in later[:: max(1, len(later) // 30)] + later[-1:]:
+        res = flowsh_at(module)
+        assert "Traceback" not in res.stderr, (module, res.stderr)
+        assert res.returncode == 130, (module, res.returncode, res.stderr)
+        assert res.stderr.strip() in ("", "flowsh: error: interrupted"), (module, res.stderr)
+        assert not (tmp_path / "ran").exists(), module
