@@ -155,3 +155,44 @@ def test_ctrl_c_while_importing_ends_quietly_with_130(tmp_path: Path, command: s
         assert res.returncode == 130, (module, res.returncode, res.stderr)
         assert res.stderr.strip() in ("", "flowsh: error: interrupted"), (module, res.stderr)
         assert not (tmp_path / "ran").exists(), module
+
+
+# -- FILE-5: notify channels' numbers ----------------------------------------------------
+
+@pytest.mark.parametrize(("channel", "key", "word"), [
+    ("type: email, to: ops@example.com, port: true", "port", "true"),
+    ("type: email, to: ops@example.com, timeout: yes", "timeout", "true"),
+    ("type: webhook, url: 'http://127.0.0.1:9', retries: yes", "retries", "true"),
+    ("type: webhook, url: 'http://127.0.0.1:9', retry_delay: no", "retry_delay", "false"),
+    ("type: command, run: 'true', timeout: false", "timeout", "false"),
+    ("type: log, timeout: true", "timeout", "true"),  # `log` never read its timeout
+])
+@pytest.mark.parametrize("where", ["workflow", "user config"])
+def test_a_boolean_in_a_notify_channels_number_is_refused(
+        tmp_path: Path, channel: str, key: str, word: str, where: str) -> None:
+    block = f"notify:\n  channels:\n    c: {{{channel}}}\n"
+    col = len("    c: {") + channel.index(f"{key}:") + 1
+    flow = "steps:\n  - {name: a, run: touch ran}\n"
+    if where == "workflow":
+        (tmp_path / "flow.yaml").write_text(flow + block)
+        line = f"{(tmp_path / 'flow.yaml').resolve()}:5:{col}"  # the resolved path, as notify says
+    else:
+        config = Path(os.environ["XDG_CONFIG_HOME"]) / "flowsh" / "config.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(block)
+        (tmp_path / "flow.yaml").write_text(flow)
+        line = f"{config}"  # a user config's channel is named by file (no position kept)
+    for command in ("validate", "run"):
+        res = flowsh(command, "flow.yaml", cwd=tmp_path)
+        refused(res, f"{line}: notify channel 'c' key '{key}': expected a number, not {word}")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_notify_channels_numbers_that_are_numbers_still_pass(tmp_path: Path) -> None:
+    (tmp_path / "flow.yaml").write_text(
+        "steps:\n  - {name: a, run: 'true'}\nnotify:\n  channels:\n"
+        "    l: {type: log, timeout: 5s}\n"
+        "    m: {type: email, to: ops@example.com, port: 2525, timeout: 3}\n"
+        "    w: {type: webhook, url: 'http://127.0.0.1:9', retries: 0, retry_delay: 0.5}\n")
+    res = flowsh("validate", "flow.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
