@@ -6,6 +6,17 @@ import sys
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:
+        # Ctrl-C before a command took over: while typer, pydantic and flowsh are imported
+        # (the first ~50 ms of every command), or between two of a run's Ctrl-Cs. It ends
+        # as one during a command does (typer, climain.as_typer_would): quietly, exit 130
+        # (flowsh.errors.EXIT_INTERRUPTED, not imported: this may be before any import).
+        raise SystemExit(130) from None
+
+
+def _main() -> None:
     # `flowsh --version` answers before typer, pydantic and the plugins are imported:
     # it is what monitoring and install scripts call, often.
     if sys.argv[1:] == ["--version"]:

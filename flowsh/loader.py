@@ -2,8 +2,8 @@
 
 YAML is composed into nodes first so every key and value keeps its position; pydantic's
 error locations are mapped back to those positions. TOML carries no positions, so its
-errors name the key path. Seed-style bash files (`declare -A workflow=(...)`) go through
-`flowsh.seed`.
+errors name the key path (but for its depth: flowsh.tomlsrc). Seed-style bash files
+(`declare -A workflow=(...)`) go through `flowsh.seed`.
 """
 
 from __future__ import annotations
@@ -211,12 +211,9 @@ def _load(p: Path, *, execute: bool) -> Workflow:
 
         data, pos = parse_seed(text, p, check=execute)
     elif suffix == ".toml":
-        import tomllib
+        from flowsh.tomlsrc import parse_toml
 
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise WorkflowError(f"malformed TOML: {exc}", path=p) from None
+        data = parse_toml(text, p)
         pos = Positions(p)
     else:
         data, pos = parse_yaml(text, p)

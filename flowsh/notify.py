@@ -141,10 +141,28 @@ def get_list(channel: str, config: Mapping[str, Any], key: str, *, required: boo
     return list(value)
 
 
+def not_a_bool(channel: str, key: str, value: Any) -> None:
+    """A port, count or duration written `true` or `yes` is a boolean to YAML, and a bool is
+    an int to Python (`port: true` is port 1): refused in FILE-5's words, as the workflow's
+    own numbers are (modelrules.not_a_bool)."""
+    if isinstance(value, bool):
+        raise config_error(channel, key, f"expected a number, not {'true' if value else 'false'}")
+
+
+def get_count(channel: str, config: Mapping[str, Any], key: str, default: int) -> int:
+    """A whole number >= 0 (retries)."""
+    value = config.get(key, default)
+    not_a_bool(channel, key, value)
+    if not isinstance(value, int) or value < 0:
+        raise config_error(channel, key, "must be a whole number >= 0")
+    return value
+
+
 def get_number(channel: str, config: Mapping[str, Any], key: str, default: float) -> float:
     from flowsh.durations import parse_duration
 
     value = config.get(key, default)
+    not_a_bool(channel, key, value)
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -244,6 +262,9 @@ def check_notify(workflow: Workflow) -> None:
         for name in notify.channels:
             config = channel_config(notify, name)
             build_notifier(name, config)
+            # Every channel's send is bounded by it, whether its notifier reads it or not
+            # (`log` does not): a bad one failed each alert instead of validate.
+            channel_timeout(name, config)
             _template_env(config, workflow.path, name)
     except WorkflowError as exc:
         raise _positioned(exc, workflow) from None

@@ -96,6 +96,15 @@ FALLBACK: Final = object()
 # workflow comes near: the compose path refuses deeper files (FILE-8).
 MAX_DEPTH: Final = 100
 
+# How many nodes aliases may add to a file, each alias counting every node its anchor holds
+# (the aliases in it expanded too). The data shares an anchor's object, but everything that
+# walks it (the cache's JSON check, pydantic, the loader) walks each alias again: nine
+# levels of nine aliases of the level above ("billion laughs", a few hundred bytes) are
+# 10^9 nodes, and validate ran out of memory. A million is five times what a 10,000-step
+# file adds with a ten-key `<<: *defaults` on every step (21 nodes each), and a file just
+# under it validates in 0.4 s (FILE-8).
+MAX_ALIAS_NODES: Final = 1_000_000
+
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 # The scalar tags SafeLoader's resolver gives that SafeConstructor turns into data; the
@@ -113,9 +122,10 @@ class _Frame:
     """An open mapping or sequence. `text`: it is the value of an env/params/args key, so
     its items keep their text as written; `key`: the mapping's key awaiting its value."""
 
-    __slots__ = ("anchor", "height", "is_map", "key", "obj", "text", "text_key")
+    __slots__ = ("anchor", "first", "height", "is_map", "key", "obj", "text", "text_key")
 
-    def __init__(self, obj: Any, is_map: bool, text: bool, anchor: str | None) -> None:
+    def __init__(self, obj: Any, is_map: bool, text: bool, anchor: str | None,
+                 first: int) -> None:
         self.obj = obj
         self.is_map = is_map
         self.text = text
@@ -123,6 +133,7 @@ class _Frame:
         self.key: Any = _NO_KEY
         self.text_key = False
         self.height = 0  # how many levels of collections it holds, aliased ones included
+        self.first = first  # nodes counted before it: its own count is what follows
 
 
 def build(text: str) -> Any:
@@ -181,6 +192,10 @@ def _build(loader: Any) -> Any:
     # constructed first, the compose path gives the typed value to both, else the text.
     touched: set[str] = set()
     heights: dict[str, int] = {}  # of anchored collections
+    # Nodes so far, aliases expanded; and of each anchor, how many it expands to.
+    nodes = 0
+    added = 0  # by aliases
+    sizes: dict[str, int] = {}
     stack: list[_Frame] = []
     root: Any = _NO_KEY
     while True:
@@ -224,9 +239,11 @@ def _build(loader: Any) -> Any:
                 obj = constructors[tag](ctor, ScalarNode(tag, value, style=event.style))
             else:
                 raise _Rare
+            nodes += 1
             if event.anchor is not None:
                 _define(anchors, touched, event.anchor, obj,
                         as_written and not event.style and tag in _TYPED_TAGS)
+                sizes[event.anchor] = 1
         elif kind is AliasEvent:
             if as_written or text_value or event.anchor in touched \
                     or event.anchor not in anchors:  # not yet complete: a recursive alias
@@ -238,11 +255,17 @@ def _build(loader: Any) -> Any:
                 if len(stack) + height >= MAX_DEPTH:
                     raise _Rare  # too deep: the compose path's error
                 top.height = max(top.height, height + 1)
+            size = sizes[event.anchor]
+            nodes += size
+            added += size
+            if added > MAX_ALIAS_NODES:
+                raise _Rare  # an alias bomb: the compose path's error
         elif kind is MappingStartEvent or kind is SequenceStartEvent:
             if event.tag is not None or len(stack) >= MAX_DEPTH:
                 raise _Rare  # too deep: the compose path's error
             is_map = kind is MappingStartEvent
-            frame = _Frame({} if is_map else [], is_map, text_value, event.anchor)
+            frame = _Frame({} if is_map else [], is_map, text_value, event.anchor, nodes)
+            nodes += 1
             if event.anchor is not None and text_value:
                 touched.add(event.anchor)  # its items are retagged
             stack.append(frame)
@@ -253,6 +276,7 @@ def _build(loader: Any) -> Any:
             if done.anchor is not None:
                 _define(anchors, touched, done.anchor, obj, done.anchor in touched)
                 heights[done.anchor] = done.height
+                sizes[done.anchor] = nodes - done.first
             top = stack[-1] if stack else None
             if top is not None:
                 top.height = max(top.height, done.height + 1)

@@ -25,7 +25,14 @@ _PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 
 class EmailNotifier:
     def __init__(self, channel: str, config: dict[str, Any]) -> None:
-        from flowsh.notify import channel_timeout, check_keys, config_error, get_list, get_str
+        from flowsh.notify import (
+            channel_timeout,
+            check_keys,
+            config_error,
+            get_list,
+            get_str,
+            not_a_bool,
+        )
 
         check_keys(channel, config, {
             "to", "cc", "from", "host", "port", "security", "username", "username_env",
@@ -41,11 +48,11 @@ class EmailNotifier:
         self.sender = get_str(channel, config, "from")
         self.host = get_str(channel, config, "host", "localhost") or "localhost"
         port = config.get("port")
+        not_a_bool(channel, "port", port)
         security = get_str(channel, config, "security")
         if security is not None and security not in _PORTS:
             raise config_error(channel, "security", "must be one of none, starttls, ssl")
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                                 or not 0 < port < 65536):
+        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise config_error(channel, "port", "must be a port number (1-65535)")
         if security is None:
             security = {587: "starttls", 465: "ssl"}.get(port or 25, "none")

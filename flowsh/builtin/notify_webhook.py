@@ -30,7 +30,14 @@ def check_url(channel: str, config: dict[str, Any], key: str = "url") -> str:
 
 class WebhookNotifier:
     def __init__(self, channel: str, config: dict[str, Any]) -> None:
-        from flowsh.notify import channel_timeout, check_keys, config_error, get_number, get_str
+        from flowsh.notify import (
+            channel_timeout,
+            check_keys,
+            config_error,
+            get_count,
+            get_number,
+            get_str,
+        )
 
         check_keys(channel, config, {"url", "headers", "token_env", "retries", "retry_delay"})
         self.url = check_url(channel, config)
@@ -39,10 +46,7 @@ class WebhookNotifier:
             raise config_error(channel, "headers", "must be a mapping of Header: value")
         self.headers = {str(k): str(v) for k, v in headers.items()}
         self.token_env = get_str(channel, config, "token_env")
-        retries = config.get("retries", 2)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise config_error(channel, "retries", "must be a whole number >= 0")
-        self.retries = retries
+        self.retries = get_count(channel, config, "retries", 2)
         self.retry_delay = get_number(channel, config, "retry_delay", 1.0)
         self.timeout = channel_timeout(channel, config)
 

@@ -199,6 +199,51 @@ def test_nesting_deeper_than_the_limit_is_refused_by_both_paths(text: str) -> No
     check(text)
 
 
+def _laughs(levels: int, width: int = 9) -> str:
+    """"Billion laughs": each level an anchor of `width` aliases of the level above."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# An anchor of 1,000 nodes (the list and its 999 items) aliased 1,000 times adds exactly
+# MAX_ALIAS_NODES; once more is one too many, and so is a bomb, by whichever path.
+def _aliased(times: int) -> str:
+    return "a: &a [" + ", ".join(["x"] * 999) + "]\nb: [" + ", ".join(["*a"] * times) + "]\n"
+
+
+ALIASED = _aliased(1000)
+TOO_ALIASED = [
+    _aliased(1001),
+    _laughs(9),
+    _laughs(40, 2),
+    "a: &a [" + ", ".join(["x"] * 999) + "]\nb: [<<: *a]\nc: [" + ", ".join(["*a"] * 1001) + "]\n",
+    "x: &x {<<: {a: 1}, b: [1, 2, 3]}\ny: &y [" + ", ".join(["*x"] * 1000) + "]\nz: [" + ", ".join(["*y"] * 100)
+    + "]\n",
+]
+
+
+def test_aliases_up_to_the_bound_are_built_the_same() -> None:
+    assert yamlevents.MAX_ALIAS_NODES == 1_000_000  # ALIASED is made for it
+    assert check(ALIASED), "fell back to the compose path"
+
+
+@pytest.mark.parametrize("text", TOO_ALIASED, ids=["one-past", "laughs-9x9", "laughs-2^40",
+                                                   "merge-fallback", "merge-mapping"])
+def test_aliases_past_the_bound_are_refused_by_both_paths_at_the_alias(text: str) -> None:
+    assert yamlevents.build(text) is yamlevents.FALLBACK
+    with pytest.raises(WorkflowError, match=r"f\.yaml:\d+:\d+: alias \*\w+: aliases expand "
+                       r"to more than 1,000,000 nodes$"):
+        yamlsrc._parse(text, PATH)
+    check(text)
+
+
+def test_the_bomb_is_refused_at_the_alias_that_crosses_the_bound() -> None:
+    # l0..l5 add 672,588 nodes; l6's first *l5 (597,871 more) crosses a million.
+    with pytest.raises(WorkflowError, match=r"^f\.yaml:7:10: alias \*l5: "):
+        yamlsrc._parse(_laughs(9), PATH)
+
+
 @pytest.mark.parametrize("text", COMMON)
 def test_common_shapes_are_built_the_same(text: str) -> None:
     assert check(text), "fell back to the compose path"
