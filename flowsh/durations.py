@@ -24,8 +24,8 @@ def parse_duration(value: object) -> float:
 
 
 def _parse(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, bool):  # `yes` in YAML 1.1; FILE-5 words it as for numbers
+        raise ValueError(f"expected a duration (e.g. 90s, 5m), not {'true' if value else 'false'}")
     if isinstance(value, int | float):
         if math.isnan(value):
             raise ValueError("duration nan is not a number")
