@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from flowsh.notify import config_error as config_error
     from flowsh.notify import dispatch as dispatch
     from flowsh.notify import effective_notify as effective_notify
+    from flowsh.notify import get_count as get_count
     from flowsh.notify import get_list as get_list
     from flowsh.notify import get_number as get_number
     from flowsh.notify import get_str as get_str
@@ -125,7 +126,8 @@ _WHERE = {
     "Notify": "flowsh.model", "Workflow": "flowsh.model",
     **dict.fromkeys(("Alert", "Notifier", "build_notifier", "channel_timeout", "check_keys",
                      "check_notify", "config_error", "dispatch", "effective_notify",
-                     "get_list", "get_number", "get_str", "log_tail"), "flowsh.notify"),
+                     "get_count", "get_list", "get_number", "get_str", "log_tail"),
+                   "flowsh.notify"),
     "ping_url": "flowsh.ping",
     "get_plugin_manager": "flowsh.plugins", "warn": "flowsh.plugins",
     "reset_plugins": "flowsh.plugins",
@@ -183,6 +185,7 @@ __all__ = [
     "dispatch",
     "effective_notify",
     "format_duration",
+    "get_count",
     "get_list",
     "get_number",
     "get_plugin_manager",

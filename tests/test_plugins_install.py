@@ -115,6 +115,26 @@ def test_a_run_calls_slack_and_healthchecks(model_plugins, http_server, tmp_path
     assert "notify channel 'team' key 'type': unknown notifier type 'slack'" in res.stderr
 
 
+@pytest.mark.parametrize(("kind", "settings"), [
+    ("slack", "webhook_url: https://hooks.example/x"),
+    ("healthchecks", "url: https://hc.example/ping/uuid"),
+])
+def test_model_plugins_refuse_a_boolean_count_as_flowsh_does(model_plugins, tmp_path, kind,
+                                                             settings):
+    """FILE-5 in a plugin's own setting: `retries: yes` is a boolean to YAML, not 1."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(textwrap.dedent(f"""\
+        steps:
+          - {{name: a, run: "true"}}
+        notify:
+          channels:
+            team: {{type: {kind}, {settings}, retries: yes}}
+        """))
+    res = run_cli("validate", str(flow), env=_env("slack,healthchecks"))
+    assert res.returncode == 2, res.stderr
+    assert "notify channel 'team' key 'retries': expected a number, not true" in res.stderr
+
+
 def test_bad_entry_point_is_reported_once_and_flowsh_still_works(tmp_path):
     dist = tmp_path / "flowsh-broken"
     (dist / "flowsh_broken_ep").mkdir(parents=True)

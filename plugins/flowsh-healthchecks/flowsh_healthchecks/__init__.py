@@ -21,6 +21,7 @@ from flowsh.api import (
     channel_timeout,
     check_keys,
     config_error,
+    get_count,
     get_str,
     hookimpl,
     log_tail,
@@ -45,10 +46,7 @@ class HealthchecksChannel:
         self.exit_codes = config.get("exit_codes", True)
         if not isinstance(self.exit_codes, bool):
             raise config_error(channel, "exit_codes", "must be true or false")
-        retries = config.get("retries", 2)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise config_error(channel, "retries", "must be a whole number >= 0")
-        self.retries = retries
+        self.retries = get_count(channel, config, "retries", 2)
         self.timeout = channel_timeout(channel, config)
 
     def base(self) -> str:

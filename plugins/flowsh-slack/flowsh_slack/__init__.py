@@ -12,6 +12,7 @@ from flowsh.api import (
     check_keys,
     config_error,
     format_duration,
+    get_count,
     get_str,
     hookimpl,
     post_json,
@@ -36,10 +37,7 @@ class SlackNotifier:
         self.extra: dict[str, Any] = {
             k: config[k] for k in ("channel", "username", "icon_emoji") if k in config}
         self.mention = get_str(channel, config, "mention")
-        retries = config.get("retries", 2)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise config_error(channel, "retries", "must be a whole number >= 0")
-        self.retries = retries
+        self.retries = get_count(channel, config, "retries", 2)
         self.timeout = channel_timeout(channel, config)
 
     def payload(self, alert: Alert) -> dict[str, Any]:
