@@ -75,3 +75,19 @@ def test_runs_on_a_build_without_the_builtin_hashes(tmp_path: Path,
                            capture_output=True, text=True, check=True).stdout
             for e in (env, {**env, "PYTHONPATH": ""})]
     assert seen[0] == seen[1]  # the run records and the lock keys of any other build
+
+
+def test_the_digests_other_releases_share_are_pinned() -> None:
+    """Values computed by the release before flowsh.digest (hashlib.sha256). Runners of two
+    releases on one PostgreSQL exclude each other only if they take the same advisory
+    keys; an unnamed workflow's history is kept under its identity."""
+    from flowsh.builtin.pg_locks import advisory_key
+    from flowsh.model import Workflow
+
+    assert advisory_key("migrate", "public") == 4198801095725852068
+    assert advisory_key("workflow", "public", "nightly") == 2740801875252096877
+    assert advisory_key("runner", "public", "20261205T020000-0123abcd") == 994448060920462691
+    assert advisory_key("pool", "public", "db/0") == 9063332003610549126
+    wf = Workflow.model_validate({"name": "x", "steps": [{"name": "a", "run": "true"}]})
+    wf = wf.model_copy(update={"path": "/srv/flows/x.yaml", "name_declared": False})
+    assert wf.identity == "x-aa4089f1"
