@@ -65,7 +65,9 @@ def test_runs_on_a_build_without_the_builtin_hashes(tmp_path: Path,
                              env=env, cwd=tmp_path, capture_output=True, text=True,
                              check=False)
         assert res.returncode == 0, res.stderr
-        assert "Traceback" not in res.stderr
+        # No traceback through flowsh's code (the stdlib's own random.py logs one for a
+        # missing _sha2 on 3.12, as it would on such a build with or without flowsh).
+        assert "/flowsh/" not in res.stderr, res.stderr
     assert (tmp_path / "out").read_text() == "ran\nran\n"
     code = ("import sys; from pathlib import Path; from flowsh.loader import load_workflow;"
             "from flowsh.resume import definition_hash; from flowsh.builtin.pg_locks import "
