@@ -205,8 +205,7 @@ def _load(p: Path, *, execute: bool) -> Workflow:
     default_name = (stem if IDENT.match(stem.replace("-", "_").replace(".", "_"))
                     and STEP_NAME.match(stem) and len(stem) <= MAX_STEP_NAME else "workflow")
     suffix = p.suffix.lower()
-    if suffix in (".sh", ".bash") or (suffix not in (".yaml", ".yml", ".toml", ".json")
-                                      and text.startswith("#!")):
+    if _is_bash(suffix, text):
         from flowsh.seed import parse_seed  # bash workflow files only: ~1.5 ms otherwise
 
         data, pos = parse_seed(text, p, check=execute)
@@ -256,12 +255,20 @@ def positions_of(wf: Workflow) -> Positions | None:
     path = Path(wf.path)
     try:
         text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".sh", ".bash") or text.startswith("#!"):
+        suffix = path.suffix.lower()
+        if _is_bash(suffix, text):
             from flowsh.seed import parse_seed
 
             return parse_seed(text, path, check=False)[1]
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if suffix != ".toml":  # as _load reads it: YAML
             return parse_yaml(text, path)[1]
     except (OSError, WorkflowError):
         return None
     return None
+
+
+def _is_bash(suffix: str, text: str) -> bool:
+    """A bash workflow file (flowsh.seed) rather than YAML, TOML or JSON. One rule for the
+    loader and for positions_of: a shebang on a `.yaml` file is a YAML comment."""
+    return suffix in (".sh", ".bash") or (
+        suffix not in (".yaml", ".yml", ".toml", ".json") and text.startswith("#!"))

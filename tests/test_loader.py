@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,19 @@ def test_the_cycle_collector_is_paused_only_while_loading(tmp_path: Path) -> Non
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(("name", "first"), [
+    ("flow.yaml", "#!/usr/bin/env -S flowsh run\n"),  # a comment, in YAML
+    ("flow", "# no suffix, no shebang: YAML\n"),
+])
+def test_a_yaml_file_keeps_its_positions_whatever_its_first_line_and_name(
+        tmp_path: Path, cli: Callable[..., Any], name: str, first: str) -> None:
+    """The later checks' positions were read by another rule than the file's: a shebang
+    made them parse YAML as a bash workflow file, an unknown suffix gave none. Their
+    errors lost the line."""
+    flow = tmp_path / name
+    flow.write_text(first + "name: shb\nexecutor: nope\nsteps:\n  - {name: a, run: \"true\"}\n")
+    res = cli("validate", str(flow))
+    assert res.returncode == EXIT_USAGE
+    assert f"{flow}:3:11: unknown executor 'nope'" in res.stderr
