@@ -83,9 +83,8 @@ def store(kind: str, digest: str, payload: bytes) -> None:
     workflow file makes a new entry, and nothing else would ever remove the old ones."""
     if os.environ.get("FLOWSH_NO_CACHE"):
         return
-    import tempfile
-
     from flowsh.errors import StateError
+    from flowsh.fileio import temp_file
     from flowsh.state import ensure_private_dir
 
     d = directory()
@@ -93,7 +92,7 @@ def store(kind: str, digest: str, payload: bytes) -> None:
         # Not mkdir(mode=0o700, parents=True): that mode is the leaf's only, and the cache
         # may be what first makes $FLOWSH_HOME (0777 under a umask of 000).
         ensure_private_dir(d)
-        fd, tmp = tempfile.mkstemp(prefix=f".{kind}-", suffix=".tmp", dir=d)
+        fd, tmp = temp_file(d, f".{kind}-")
     except (OSError, StateError):
         return
     try:

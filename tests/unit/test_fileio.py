@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowsh.fileio import atomic_write, tail_lines
+from flowsh.fileio import atomic_write, tail_lines, temp_file
 
 
 def _mode(p: Path) -> int:
@@ -88,3 +88,33 @@ def test_tail_lines_bad_utf8_replaced(tmp_path: Path) -> None:
     p = tmp_path / "log"
     p.write_bytes(b"ok\n\xff\xfe\n")
     assert tail_lines(str(p), 5, 100) == (["ok", "\ufffd\ufffd"], False)
+
+
+def test_temp_file_is_new_private_and_hidden(tmp_path: Path) -> None:
+    fds, names = zip(*(temp_file(tmp_path, ".f.") for _ in range(50)), strict=True)
+    try:
+        assert len(set(names)) == 50
+        for name in names:
+            base = os.path.basename(name)
+            assert base.startswith(".f.") and base.endswith(".tmp")
+            assert os.stat(name).st_mode & 0o777 == 0o600
+        os.write(fds[0], b"x")
+        assert Path(names[0]).read_bytes() == b"x"
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_temp_file_draws_again_rather_than_open_what_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """O_EXCL and O_NOFOLLOW: a name already taken (here a planted symlink) is never
+    opened; another is drawn."""
+    draws = iter([b"\0" * 6, b"\0" * 6, b"\1" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    target = tmp_path / "victim"
+    target.write_text("keep")
+    os.symlink(target, tmp_path / ".v.000000000000.tmp")
+    fd, name = temp_file(tmp_path, ".v.")
+    os.close(fd)
+    assert os.path.basename(name) == ".v.010101010101.tmp"
+    assert target.read_text() == "keep"

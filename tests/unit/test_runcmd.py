@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import flowsh
 from flowsh import runcmd
 from flowsh.errors import UsageError
 
@@ -63,19 +65,22 @@ def test_a_plain_run_imports_only_what_it_uses(tmp_path: Path) -> None:
     flow = tmp_path / "one.yaml"
     flow.write_text('name: one\nsteps:\n  - name: s\n    run: "true"\n')
     listing = tmp_path / "modules.txt"
-    # Only what flowsh imports: a .pth file of this machine's site may import anything.
     code = ("import atexit, sys\n"
             "out, flow = sys.argv[1:]\n"
-            "before = set(sys.modules)\n"
-            "atexit.register(lambda: open(out, 'w').write('\\n'.join(set(sys.modules) - before)))\n"
+            "atexit.register(lambda: open(out, 'w').write('\\n'.join(sys.modules)))\n"
             "sys.argv = ['flowsh', 'run', '-q', flow]\n"
             "from flowsh.__main__ import main\n"
             "main()\n")
-    # Built-in plugins only: a third-party one installed here may import anything.
-    env = {**os.environ, "FLOWSH_HOME": str(tmp_path / "home"), "FLOWSH_LOAD_ENTRYPOINTS": "0"}
-    for _ in range(2):  # the second start is the usual one: its parse cache is warm
-        subprocess.run([sys.executable, "-c", code, str(listing), str(flow)], env=env,
+    # Without site (-S): a .pth file of this machine may import anything (one here imports
+    # tempfile). flowsh and its dependencies from PYTHONPATH instead, whose .pth files are
+    # not run. Built-in plugins only: a third-party one installed here may import anything.
+    path = [str(Path(flowsh.__file__).parents[1]), *site.getsitepackages()]
+    env = {**os.environ, "FLOWSH_HOME": str(tmp_path / "home"), "FLOWSH_LOAD_ENTRYPOINTS": "0",
+           "PYTHONPATH": os.pathsep.join(path)}
+    # The first start (a new home: its caches are written) and the usual one (warm).
+    for start in ("first", "second"):
+        subprocess.run([sys.executable, "-S", "-c", code, str(listing), str(flow)], env=env,
                        check=True)
-    imported = set(listing.read_text().split("\n"))
-    assert "flowsh.engine" in imported  # it did run
-    assert imported & NOT_FOR_A_PLAIN_RUN == set()
+        imported = set(listing.read_text().split("\n"))
+        assert "flowsh.engine" in imported  # it did run
+        assert (start, imported & NOT_FOR_A_PLAIN_RUN) == (start, set())
