@@ -197,3 +197,20 @@ def test_a_garbage_last_success_time_in_the_old_file_is_not_carried_on(
     assert mp._previous_success(path, "w") is None
     path.write_text(f'{mp.RUN_LAST_SUCCESS.name}{{workflow="w"}} 1764900000.5\n')
     assert mp._previous_success(path, "w") == 1764900000.5
+
+
+@pytest.mark.parametrize(("schedule", "clock"), [
+    ("", "bogus"), ("schedule: '0 2 * * *'\n", "bogus-too"),  # plugins.warn says each once
+])
+def test_a_bad_test_clock_is_warned_of_with_or_without_a_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    schedule: str, clock: str,
+) -> None:
+    """A workflow without a schedule reads no clock for its metrics, but FLOWSH_NOW set
+    wrong is still said (the import of slot.py is saved only when it is unset)."""
+    monkeypatch.setenv("FLOWSH_NOW", clock)
+    wf = write_workflow(tmp_path, f"monitor: {{prometheus: true}}\n{schedule}"
+                                  "steps: [{name: a, run: 'true'}]\n")
+    emit_event("flowsh_run_finished", run=make_run(wf), workflow=wf)
+    assert f"deadline metrics: FLOWSH_NOW: '{clock}' is not an RFC 3339 time" in \
+        capsys.readouterr().err
