@@ -120,9 +120,11 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
     libyaml's events (0.8 s through the node tree) and 10 ms to read back as JSON. Only
     data that JSON gives back exactly (text, numbers, booleans, null, lists, mappings with
     text keys) is kept; a file that holds a date, binary data or a set is parsed every
-    time. A file that does not parse is never kept, so its errors are always PyYAML's. Nor
-    is a file that names a secret (a word of `flowsh.model.SECRET_NAME`, `secrets:`):
-    flowsh keeps secret values out of $FLOWSH_HOME, and a file that names one may hold one.
+    time, as is one whose JSON would be far larger than its text (aliases written out
+    again each time they stand). A file that does not parse is never kept, so its errors
+    are always PyYAML's. Nor is a file that names a secret (a word of
+    `flowsh.model.SECRET_NAME`, `secrets:`): flowsh keeps secret values out of
+    $FLOWSH_HOME, and a file that names one may hold one.
     """
     if _may_name_a_secret(text):
         return _parse(text, path), Positions(path, text)
@@ -138,7 +140,7 @@ def parse_yaml(text: str, path: Path | None) -> tuple[Any, Positions]:
             pos.nul_free = b"\\u0000" not in raw
             return data, pos
     data = _parse(text, path)
-    if _json_exact(data):
+    if _json_exact(data, _CACHE_GROWTH * len(text) + _CACHE_SLACK):
         raw = json.dumps(data).encode()
         pos.nul_free = b"\\u0000" not in raw
         cache.store("yaml", digest, raw)
@@ -182,18 +184,63 @@ def _parser_stamp() -> str:
     return "\0".join(parts)
 
 
-def _json_exact(value: Any) -> bool:
-    """Whether ``json.loads(json.dumps(value)) == value``, types included."""
-    kind = type(value)
-    if kind is str or kind is bool or kind is int or value is None:
+# How much larger than the file its cache entry may be. The data shares an anchor's object
+# wherever an alias stands, JSON writes it out again each time: FILE-8 bounds the nodes
+# aliases add, not their text, so a 10 KB file aliasing a 10 KB string 111,110 times was a
+# 1.1 GB entry (validate ran out of memory in json.dumps). A 10,000-step file with a ten-key
+# `<<: *defaults` on every step is 3.7 times its text; one past the bound is parsed each time.
+_CACHE_GROWTH = 16
+_CACHE_SLACK = 1 << 20
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json_exact(value: Any, budget: int) -> bool:
+    """Whether ``json.loads(json.dumps(value)) == value``, types included, and the JSON
+    takes at most about `budget` characters (a string counted by its length, escapes
+    aside). Stops walking once past it: aliases walk their anchor again each time."""
+    left = budget
+
+    def exact(value: Any) -> bool:
+        # Each collection charges its items' text before walking them (a string's quotes
+        # and separators counted as 4), so the budget is checked once per collection.
+        nonlocal left
+        kind = type(value)
+        if kind is list:
+            items: Any = value
+        elif kind is dict:
+            for k in value:
+                if type(k) is not str:
+                    return False
+                left -= len(k) + 4
+            items = value.values()
+        else:
+            return kind is str or kind is bool or kind is int or value is None or \
+                (kind is float and value - value == 0)  # finite
+        for v in items:
+            kind = type(v)
+            if kind is str:
+                left -= len(v) + 4
+            elif kind is dict or kind is list:
+                left -= 2
+                if not exact(v):
+                    return False
+            elif kind is bool or kind is int or v is None:
+                left -= 6
+            elif kind is float and v - v == 0:
+                left -= 8
+            else:
+                return False
+        if left < 0:
+            raise _TooLarge
         return True
-    if kind is float:
-        return bool(value - value == 0)  # finite
-    if kind is list:
-        return all(_json_exact(v) for v in value)
-    if kind is dict:
-        return all(type(k) is str and _json_exact(v) for k, v in value.items())
-    return False
+
+    try:
+        return exact(value)
+    except _TooLarge:
+        return False
 
 
 def _parse(text: str, path: Path | None) -> Any:

@@ -1,0 +1,33 @@
+"""Red-team reproducers for this session's input-handling fixes (FILE-8's alias bound and
+TOML depth, rt7). Each FAILS on main at 7488ff7.
+
+Real `flowsh` processes under a timeout and an address-space limit, as
+tests/test_trust_input.py runs them, so a regression fails instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.test_trust_input import flowsh, refused
+
+
+def _cache_bytes() -> int:
+    cache = Path(os.environ["FLOWSH_HOME"]) / "cache"
+    return sum(p.stat().st_size for p in cache.iterdir()) if cache.is_dir() else 0
+
+
+def test_a_shared_long_string_is_not_expanded_into_the_parse_cache(tmp_path: Path) -> None:
+    """FILE-8 bounds the nodes aliases add, not their text: an anchored 10 KB string
+    aliased 111,110 times (well under a million nodes) is one string in the data, but the
+    parse cache wrote it out as JSON 111,111 times: a 10 KB file ran `validate` out of
+    memory (a MemoryError traceback under 1 GiB), or, without a limit, left a 1.1 GB entry
+    in $FLOWSH_HOME/cache on every edit."""
+    lines = ["steps:", "  - {name: a, run: touch ran}", "x:", "  s0: &s0 " + "y" * 10_000]
+    lines += [f"  s{i}: &s{i} [{', '.join([f'*s{i - 1}'] * 10)}]" for i in range(1, 6)]
+    (tmp_path / "flow.yaml").write_text("\n".join(lines) + "\n")
+    for _ in range(2):  # the second from the cache, if the first kept one
+        res = flowsh("validate", "flow.yaml", cwd=tmp_path, timeout=60)
+        refused(res, "flow.yaml:3:1: unknown key 'x'")
+    assert _cache_bytes() < 1_000_000
