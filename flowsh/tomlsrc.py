@@ -17,10 +17,36 @@ from typing import Any
 from flowsh.errors import WorkflowError
 from flowsh.yamlevents import MAX_DEPTH
 
+# A key of this many parts or more (`a.b.c...`, in a table header or before `=`) is one
+# table per part, far deeper than MAX_DEPTH. tomllib takes time quadratic in a key's parts
+# (10,000: 1.2 s; a 200 KB header of 100,000: minutes), so a file that may hold one (a line
+# with as many dots: a key is on one line) is refused from the scanner's position before
+# tomllib reads it. 0.3 ms of a 10,000-step file; 4 ms if it holds that many dots at all.
+_LONG_KEY_PARTS = 4 * MAX_DEPTH
+
+
+def _may_hold_a_long_key(text: str) -> bool:
+    import re
+
+    dots = _LONG_KEY_PARTS - 1
+    if text.count(".") < dots:
+        return False
+    for line in re.finditer(rf"(?m)^[^\n]{{{2 * dots + 1}}}", text):  # long enough
+        end = text.find("\n", line.start())
+        if text.count(".", line.start(), len(text) if end < 0 else end) >= dots:
+            return True
+    return False
+
 
 def parse_toml(text: str, path: Path) -> dict[str, Any]:
     import tomllib
 
+    if _may_hold_a_long_key(text):
+        # perhaps in a string: then the scanner finds nothing so deep and tomllib decides
+        where = _deep_at(text)
+        if where is not None:
+            raise WorkflowError(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+                                path=path, line=where[0], col=where[1])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -135,15 +161,17 @@ def _deep_at(text: str) -> tuple[int, int] | None:
                 and tokens[at + 1][2] == offset + 1
             parts, at = _key(tokens, at + (2 if aot else 1))
             depth = 0
+            names = tuple(p for p, _ in parts)
             for k, (_, part_at) in enumerate(parts):
                 depth += 1
                 deeper(depth, part_at)
-                if tuple(p for p, _ in parts[:k + 1]) in arrays_of_tables and \
-                        (k + 1 < len(parts) or aot):
+                if at_depth is not None:
+                    break  # found: the prefixes below cost time quadratic in the parts
+                if names[:k + 1] in arrays_of_tables and (k + 1 < len(parts) or aot):
                     depth += 1  # the array's last table
                     deeper(depth, part_at)
-            if aot and tuple(p for p, _ in parts) not in arrays_of_tables:
-                arrays_of_tables.add(tuple(p for p, _ in parts))
+            if at_depth is None and aot and names not in arrays_of_tables:
+                arrays_of_tables.add(names)
                 depth += 1
                 deeper(depth, offset)
             table = depth

@@ -50,6 +50,11 @@ ALLOWED = [
     "[" + _keys(99) + "]\n",
     STEP + "x = " + "[" * 97 + "]" * 97 + "\n",
     "x = '" + "[" * 500 + "'\n",
+    # a line of many dots sends the file to the scanner first (tomlsrc._may_hold_a_long_key);
+    # in a string it is data
+    "x = '" + "a." * 500 + "'\n",
+    'x = """\n' + "a . " * 500 + '\n"""\n',
+    "# " + "k." * 500 + "\n" + _keys(99) + " = []\n",
 ]
 
 
