@@ -262,6 +262,16 @@ def _compose_and_construct(text: str, path: Path | None) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"
+        if isinstance(exc, yaml.composer.ComposerError) and exc.context and exc.problem \
+                and exc.context_mark is not None:
+            # The composer's problem is half a sentence ("second occurrence", "but found
+            # another document"): its context says of what.
+            first = exc.context_mark.line + 1
+            if exc.context.startswith("found duplicate anchor"):
+                # libyaml's words name no anchor (PyYAML's own do)
+                problem = f"anchor &{_anchor_twice(text)} defined twice (first at line {first})"
+            else:
+                problem = f"{exc.context} at line {first}, {exc.problem} here"
         raise WorkflowError(
             f"malformed YAML: {problem}",
             path=path,
@@ -296,6 +306,23 @@ def _compose_and_construct(text: str, path: Path | None) -> Any:
             col=mark.column + 1 if mark else None,
         ) from None
     return data
+
+
+def _anchor_twice(text: str) -> str:
+    """The first anchor the file defines a second time (the composer refused it)."""
+    import yaml
+
+    seen: set[str] = set()
+    try:
+        for event in yaml.parse(text, Loader=_composer()):
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None and not isinstance(event, yaml.AliasEvent):
+                if anchor in seen:
+                    return str(anchor)
+                seen.add(anchor)
+    except yaml.YAMLError:
+        pass
+    return "?"
 
 
 def _too_deep(root: yaml.Node) -> yaml.Node | None:

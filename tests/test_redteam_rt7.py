@@ -59,3 +59,25 @@ def test_a_toml_key_of_many_parts_is_refused_at_once(tmp_path: Path, command: li
     res = flowsh(*command, "flow.toml", cwd=tmp_path, timeout=20)
     refused(res, f"flow.toml:{where}: mappings and lists nest deeper than 100 levels")
     assert not (tmp_path / "ran").exists()
+
+
+# -- YAML's composer errors: the problem alone was half a sentence ----------------------
+
+@pytest.mark.parametrize(("text", "line"), [
+    # an anchor redefined (YAML 1.2 allows it; PyYAML refuses): was "malformed YAML:
+    # second occurrence"
+    ("x: &a 1\ny: &a 2\nsteps:\n  - {name: a, run: touch ran}\n",
+     "flow.yaml:2:4: malformed YAML: anchor &a defined twice (first at line 1)"),
+    ("x: [&a1 1, &b 2, &a1 3]\nsteps:\n  - {name: a, run: touch ran}\n",
+     "flow.yaml:1:18: malformed YAML: anchor &a1 defined twice (first at line 1)"),
+    # was "malformed YAML: but found another document"
+    ("steps:\n  - {name: a, run: touch ran}\n---\nsteps: []\n",
+     "flow.yaml:3:1: malformed YAML: expected a single document in the stream at line 1, "
+     "but found another document here"),
+])
+def test_yaml_composer_errors_say_what_is_wrong(tmp_path: Path, text: str, line: str) -> None:
+    (tmp_path / "flow.yaml").write_text(text)
+    for command in (["validate"], ["run"]):
+        res = flowsh(*command, "flow.yaml", cwd=tmp_path, timeout=30)
+        refused(res, line)
+    assert not (tmp_path / "ran").exists()
