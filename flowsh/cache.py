@@ -99,20 +99,35 @@ def store(kind: str, digest: str, payload: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(FORMAT + _checksum(payload) + b"\n" + payload)
         os.replace(tmp, d / f"{kind}-{digest}")
-    except OSError:
+    except BaseException as exc:  # Ctrl-C too: a temp file left here stays for good
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        return
+        if isinstance(exc, OSError):
+            return
+        raise
     _trim(d, kind)
 
 
+# A temp file this old is a killed writer's (SIGKILL, a crash, SIGTERM before a run's
+# handlers): a write under way takes milliseconds.
+STALE_TEMP_NS = 3600 * 10**9
+
+
 def _trim(d: Path, kind: str) -> None:
+    import time
+
     entries = []
+    stale = time.time_ns() - STALE_TEMP_NS
     with contextlib.suppress(OSError), os.scandir(d) as it:
         for e in it:
-            if e.name.startswith(f"{kind}-"):
+            temp = e.name.startswith(f".{kind}-") and e.name.endswith(".tmp")
+            if e.name.startswith(f"{kind}-") or temp:
                 with contextlib.suppress(OSError):  # removed meanwhile by another writer
-                    entries.append((e.stat().st_mtime_ns, e.path))
+                    mtime = e.stat(follow_symlinks=False).st_mtime_ns
+                    if not temp:
+                        entries.append((mtime, e.path))
+                    elif mtime < stale:
+                        os.unlink(e.path)
     entries.sort()
     for _, path in entries[: max(0, len(entries) - KEEP)]:
         with contextlib.suppress(OSError):
