@@ -26,6 +26,8 @@ def parse_duration(value: object) -> float:
 def _parse(value: object) -> float:
     if isinstance(value, bool):  # `yes` in YAML 1.1; FILE-5 words it as for numbers
         raise ValueError(f"expected a duration (e.g. 90s, 5m), not {'true' if value else 'false'}")
+    if value is None:  # `timeout:` with no value (or ~): not "invalid duration None"
+        raise ValueError("expected a duration (e.g. 90s, 5m), not null")
     if isinstance(value, int | float):
         if math.isnan(value):
             raise ValueError("duration nan is not a number")

@@ -143,3 +143,25 @@ def test_a_temp_file_left_by_a_killed_writer_is_removed_in_time(tmp_path: Path) 
     assert any(cache.glob("yaml-*"))
     assert not old.exists()
     assert new.exists() and other.exists()
+
+
+# -- FILE-5's words: a notify channel's duration written with no value -----------------------
+
+@pytest.mark.parametrize("value", ["", "~", "null"])
+@pytest.mark.parametrize(("channel", "key"), [
+    ("type: log, timeout: ", "timeout"),
+    ("type: webhook, url: 'http://127.0.0.1:9', retry_delay: ", "retry_delay"),
+])
+def test_a_notify_duration_with_no_value_is_refused_in_file5s_words(
+        tmp_path: Path, channel: str, key: str, value: str) -> None:
+    """Was "invalid duration None: use e.g. 90s, 5m, 1h30m": Python's spelling of what the
+    user wrote as nothing (or ~), as "invalid duration True" was of yes before 47d4d85."""
+    col = len("    c: {") + channel.index(f"{key}:") + 1
+    (tmp_path / "flow.yaml").write_text(
+        f"steps:\n  - {{name: a, run: touch ran}}\nnotify:\n  channels:\n"
+        f"    c: {{{channel}{value}}}\n")
+    for command in ("validate", "run"):
+        res = flowsh(command, "flow.yaml", cwd=tmp_path)
+        refused(res, f"{(tmp_path / 'flow.yaml').resolve()}:5:{col}: notify channel 'c' key "
+                f"'{key}': expected a duration (e.g. 90s, 5m), not null")
+    assert not (tmp_path / "ran").exists()
