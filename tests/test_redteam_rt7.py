@@ -40,6 +40,19 @@ def test_a_shared_long_string_is_not_expanded_into_the_parse_cache(tmp_path: Pat
     assert _cache_bytes() < 1_000_000
 
 
+def test_the_user_config_is_not_expanded_into_the_parse_cache(tmp_path: Path) -> None:
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "flowsh" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["x:", "  s0: &s0 " + "y" * 10_000]
+    lines += [f"  s{i}: &s{i} [{', '.join([f'*s{i - 1}'] * 10)}]" for i in range(1, 6)]
+    config.write_text("\n".join(lines) + "\n")
+    (tmp_path / "flow.yaml").write_text("steps:\n  - {name: a, run: touch ran}\n")
+    res = flowsh("validate", "flow.yaml", cwd=tmp_path, timeout=60)
+    refused(res, f"{config}:1:1: unknown key 'x' in the flowsh config; known: notify, "
+            "defaults, state, pools")
+    assert _cache_bytes() < 1_000_000
+
+
 # -- FILE-8: TOML keys of many parts -------------------------------------------------------
 
 TOML_STEP = "[[steps]]\nname = 'a'\nrun = 'touch ran'\n"
