@@ -70,6 +70,18 @@ def _constructor_class() -> Any:
                 out[key] = self.construct_object(value_node, deep=deep)
             return out
 
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep=deep)
+            except (yaml.YAMLError, _BadKey):
+                raise
+            except Exception as exc:
+                if not isinstance(node, yaml.ScalarNode):
+                    raise
+                # A value its tag's constructor cannot build (2024-02-30, `!!int abc`, an
+                # int of 5,000 digits) raised ValueError, KeyError... past every handler.
+                raise _BadKey(_unbuildable(node, exc), node.start_mark) from None
+
     def _typed_plain(node: Any) -> bool:
         return (isinstance(node, yaml.ScalarNode) and not node.style  # plain: None, or ""
                 and node.tag in _TYPED_TAGS)
@@ -84,6 +96,20 @@ def _constructor_class() -> Any:
                 item.tag = "tag:yaml.org,2002:str"
 
     return _Constructor
+
+
+def _unbuildable(node: Any, exc: Exception) -> str:
+    shown = node.value if len(node.value) <= 40 else node.value[:10] + "\u2026"
+    kind = str(node.tag).rsplit(":", 1)[-1]
+    why = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError | OverflowError) else ""
+    # a plain scalar read as a date or number by its looks alone: quoting keeps the text
+    import yaml
+
+    resolver: Any = yaml.resolver.Resolver()
+    looks = not node.style and resolver.resolve(yaml.ScalarNode, node.value,
+                                                (True, False)) == node.tag
+    hint = "; quote it to keep it as text" if looks else ""
+    return f"malformed YAML: {shown!r} is not a valid {kind}{why}{hint}"
 
 
 # -- the event builder ------------------------------------------------------------

@@ -178,3 +178,30 @@ def test_a_notify_duration_with_no_value_is_refused_in_file5s_words(
         refused(res, f"{(tmp_path / 'flow.yaml').resolve()}:5:{col}: notify channel 'c' key "
                 f"'{key}': expected a duration (e.g. 90s, 5m), not null")
     assert not (tmp_path / "ran").exists()
+
+
+# -- YAML values the constructor cannot build ------------------------------------------------
+
+@pytest.mark.parametrize(("value", "col", "message"), [
+    # a date that is no date (February 30th): read as a timestamp, and datetime refused it
+    ("2024-02-30", 4, "'2024-02-30' is not a valid timestamp (day is out of range for month); "
+     "quote it to keep it as text"),
+    ("2001-02-03T25:00:00", 4, "'2001-02-03T25:00:00' is not a valid timestamp (hour must be "
+     "in 0..23); quote it to keep it as text"),
+    ("!!bool abc", 4, "'abc' is not a valid bool"),
+    ("!!timestamp abc", 4, "'abc' is not a valid timestamp"),
+    ("!!int abc", 4, "'abc' is not a valid int (invalid literal for int() with base 10: 'abc')"),
+    ("!!float abc", 4, "'abc' is not a valid float (could not convert string to float: 'abc')"),
+    ("1" * 5000, 4, "'1111111111…' is not a valid int (Exceeds the limit (4300 digits) for "
+     "integer string conversion: value has 5000 digits); quote it to keep it as text"),
+])
+def test_a_value_yaml_cannot_build_is_refused_at_its_line(tmp_path: Path, value: str, col: int,
+                                                          message: str) -> None:
+    """Each was a ValueError traceback (exit 1) from PyYAML's constructor, in every command
+    that read the file: the event builder leaves any error to the compose path, which caught
+    PyYAML's own errors only."""
+    (tmp_path / "flow.yaml").write_text(f"steps:\n  - {{name: a, run: touch ran}}\nx: {value}\n")
+    for command in (["validate"], ["run"], ["export", "--bash"]):
+        res = flowsh(*command, "flow.yaml", cwd=tmp_path)
+        refused(res, f"flow.yaml:3:{col}: malformed YAML: {message}")
+    assert not (tmp_path / "ran").exists()
