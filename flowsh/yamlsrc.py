@@ -326,26 +326,54 @@ def _anchor_twice(text: str) -> str:
 
 
 def _too_deep(root: yaml.Node) -> yaml.Node | None:
-    """The first collection nested deeper than MAX_DEPTH (aliases followed: one inside its
-    own anchor nests without end), or None. A node is walked again only from a deeper
-    place, so a file of shared aliases costs at most MAX_DEPTH walks of each node."""
+    """The first collection (in the file's order, aliases followed) nested deeper than
+    MAX_DEPTH, or None. Each collection's height (how many levels of collections it holds,
+    at most MAX_DEPTH; an alias inside its own anchor nests without end) is summed once,
+    then the walk goes down only where MAX_DEPTH is reached. Walking a node again from each
+    deeper place an alias put it, as this did, took 97 walks of a 200,000-item list aliased
+    at 97 depths (4.5 s of a 900 KB file)."""
+    from itertools import chain
+
     import yaml
 
-    deepest: dict[int, int] = {}
-    todo: list[tuple[yaml.Node, int]] = [(root, 0)]
-    while todo:
-        node, depth = todo.pop()
-        if isinstance(node, yaml.ScalarNode) or deepest.get(id(node), -1) >= depth:
-            continue
-        if depth >= MAX_DEPTH:
-            return node
-        deepest[id(node)] = depth
-        if isinstance(node, yaml.MappingNode):
-            for key, value in reversed(node.value):
-                todo += [(value, depth + 1), (key, depth + 1)]
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
+
+    def kids(node: yaml.Node) -> Any:
+        return chain.from_iterable(node.value) if type(node) is mapping else node.value
+
+    if type(root) is scalar:
+        return None
+    heights: dict[int, int] = {}
+    open_: set[int] = {id(root)}  # on the path being summed: met again, a cycle
+    path: list[tuple[yaml.Node, Any]] = [(root, iter(kids(root)))]
+    sums = [0]  # the height so far of each node on the path
+    while path:
+        node, children = path[-1]
+        for child in children:
+            if type(child) is scalar:
+                continue
+            known = MAX_DEPTH if id(child) in open_ else heights.get(id(child))
+            if known is None:
+                open_.add(id(child))
+                path.append((child, iter(kids(child))))
+                sums.append(0)
+                break
+            if known + 1 > sums[-1]:
+                sums[-1] = min(known + 1, MAX_DEPTH)
         else:
-            todo += [(item, depth + 1) for item in reversed(node.value)]
-    return None
+            path.pop()
+            open_.discard(id(node))
+            height = heights[id(node)] = sums.pop()
+            if sums and height + 1 > sums[-1]:
+                sums[-1] = min(height + 1, MAX_DEPTH)
+    if heights[id(root)] < MAX_DEPTH:
+        return None
+    node, depth = root, 0
+    while depth < MAX_DEPTH:
+        node = next(child for child in kids(node) if type(child) is not scalar
+                    and depth + 1 + heights[id(child)] >= MAX_DEPTH)
+        depth += 1
+    return node
 
 
 def _alias_added(root: yaml.Node) -> int:
