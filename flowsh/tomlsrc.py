@@ -51,6 +51,15 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise WorkflowError(f"malformed TOML: {exc}", path=path) from None
+    except ValueError as exc:
+        # int() past Python's 4,300 digits (sys.get_int_max_str_digits), in tomllib's
+        # number rule: not a TOMLDecodeError, and so it was a traceback
+        import re
+
+        long = re.search(r"(?<![\w.])\d[\d_]{4300,}", text)
+        line, col = (None, None) if long is None else _line_col(text, long.start())
+        raise WorkflowError(f"malformed TOML: {str(exc).split(';')[0]}", path=path,
+                            line=line, col=col) from None
     except RecursionError:
         data = None  # nested far deeper than MAX_DEPTH: tomllib recursed into the limit
     if data is None or _too_deep(data):
@@ -209,5 +218,9 @@ def _deep_at(text: str) -> tuple[int, int] | None:
             at += 1
     if at_depth is None:
         return None
-    line = text.count("\n", 0, at_depth) + 1
-    return line, at_depth - (text.rfind("\n", 0, at_depth) + 1) + 1
+    return _line_col(text, at_depth)
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of `offset`."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1

@@ -224,3 +224,14 @@ def test_the_depth_check_walks_an_aliased_collection_once() -> None:
     start = time.process_time()
     assert yamlsrc._too_deep(node) is None
     assert time.process_time() - start < 1.0
+
+
+def test_a_toml_number_past_pythons_digit_limit_is_refused(tmp_path: Path) -> None:
+    """tomllib's int() raised ValueError (Python's 4,300-digit limit), not TOMLDecodeError:
+    a traceback, exit 1, from validate and run alike."""
+    (tmp_path / "flow.toml").write_text(TOML_STEP + "[x]\nn = " + "1" * 5000 + "\n")
+    for command in ("validate", "run"):
+        res = flowsh(command, "flow.toml", cwd=tmp_path)
+        refused(res, "flow.toml:5:5: malformed TOML: Exceeds the limit (4300 digits) for "
+                "integer string conversion: value has 5000 digits")
+    assert not (tmp_path / "ran").exists()
