@@ -66,7 +66,8 @@ PARTS = 100_000  # a 200 KB file
     (TOML_STEP + "[[" + ".".join(["k"] * PARTS) + "]]\nx = 1\n", "4:201"),
     (".".join(["k"] * PARTS) + " = 1\n" + TOML_STEP, "1:199"),
     ("'k'." * PARTS + "k = 1\n" + TOML_STEP, "1:397"),
-])
+], ids=["header", "array-of-tables", "bare-key", "quoted-key"])  # the texts are 200 KB: a test
+# id that long reaches a child's environment (PYTEST_CURRENT_TEST), past execve's limit
 def test_a_toml_key_of_many_parts_is_refused_at_once(tmp_path: Path, command: list[str],
                                                      text: str, where: str) -> None:
     """A dotted key is one table per part, so one of 100 parts or more is refused (FILE-8).
