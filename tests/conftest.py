@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,6 +91,13 @@ def emit_event(event: str, *, run: Any, workflow: Any, **kwargs: Any) -> None:
     from flowsh.builtin import alerts
 
     alerts.wait_sent(ctx)  # alerts go out on threads of their own; the test reads them now
+
+
+def sigint_default() -> None:
+    """preexec_fn for a child a test sends SIGINT: Ctrl-C as at a terminal. A suite started
+    as a background job (`... &` in a script, some CI runners) hands its children SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

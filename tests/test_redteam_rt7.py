@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sigint_default
 from tests.test_trust_input import flowsh, refused
 
 
@@ -122,7 +123,7 @@ def test_ctrl_c_while_the_parse_cache_is_written_leaves_no_temp_file(tmp_path: P
         cache.mkdir(parents=True, mode=0o700)
         proc = subprocess.Popen([sys.executable, "-m", "flowsh", "validate", "flow.yaml"],
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=sigint_default)
         while proc.poll() is None and not any(cache.glob(".yaml-*")):
             pass  # poll: the temp file is there for a few milliseconds
         proc.send_signal(signal.SIGINT)

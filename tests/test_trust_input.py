@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sigint_default
+
 # Far above what `flowsh validate` needs (~60 MB); a bomb expanded runs into it at once.
 MEMORY = 1 << 30
 
@@ -149,7 +151,8 @@ def test_ctrl_c_while_importing_ends_quietly_with_130(tmp_path: Path, command: s
     def flowsh_at(module: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "flowsh", command, "flow.yaml"],
                               cwd=tmp_path, env={**env, "SIGINT_AT": module}, text=True,
-                              capture_output=True, timeout=60, check=False)
+                              capture_output=True, timeout=60, check=False,
+                              preexec_fn=sigint_default)
 
     assert flowsh_at("").returncode == 0
     (tmp_path / "ran").unlink(missing_ok=True)
