@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from flowsh.bashlib import check_functions
 from flowsh.calls import check_calls
-from flowsh.errors import FlowshError, OptionError, UsageError, WorkflowError
+from flowsh.errors import FlowshError, OptionError, UsageError, WorkflowError, did_you_mean
 from flowsh.loader import positions_of
 from flowsh.model import Workflow
 from flowsh.notify import check_notify
@@ -79,9 +79,7 @@ def check_params(wf: Workflow, params: Mapping[str, str], *,
     where = f" in {wf.path}" if wf.path else ""
     for key in params:
         if key not in declared:
-            import difflib  # on a mistake only (1 ms of every start)
-            close = difflib.get_close_matches(key, declared, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else (
+            hint = did_you_mean(key, declared) or (
                 f" (declared: {', '.join(declared)})" if declared else
                 " (the workflow declares no params)")
             raise UsageError(f"unknown parameter {key!r}: not declared in params{where}{hint}")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flowsh.errors import WorkflowError
+from flowsh.errors import WorkflowError, did_you_mean
 from flowsh.yamlsrc import describe, parse_yaml
 
 TOP_KEYS = ("notify", "defaults", "state", "pools")
@@ -51,10 +51,7 @@ def load_user_config(path: Path | None = None) -> dict[str, Any]:
         raise pos.error("the config file must be a mapping (keys: notify, defaults, state, pools)")
     for key in data:
         if key not in TOP_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, TOP_KEYS)
             raise pos.error(
                 f"unknown key {key!r} in the flowsh config{hint}; known: {', '.join(TOP_KEYS)}",
                 (key,),

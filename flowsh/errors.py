@@ -7,6 +7,7 @@ decides exit codes. The codes are documented in docs/reference.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 # Exit codes (docs/reference.md#exit-codes).
@@ -18,6 +19,14 @@ EXIT_NOT_FOUND = 4  # unknown run id / step / channel
 EXIT_PLUGIN = 5  # plugin install/uninstall failed
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the workflow's lock
 EXIT_INTERRUPTED = 130  # SIGINT / SIGTERM
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with the known name nearest to a mistyped one, or ""."""
+    import difflib  # on a mistake only: ~1 ms of every start otherwise
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class FlowshError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 
 from flowsh.config import config_path, load_user_config, merge
 from flowsh.envfile import read_env_file
-from flowsh.errors import UsageError, WorkflowError
+from flowsh.errors import UsageError, WorkflowError, did_you_mean
 from flowsh.graph import Graph
 from flowsh.model import IDENT, MAX_STEP_NAME, STEP_NAME, Workflow
 from flowsh.paths import resolve_path, step_cwd
@@ -124,9 +124,7 @@ def _check_references(wf: Workflow, pos: Positions) -> None:
     for i, step in enumerate(wf.steps):
         for j, dep in enumerate(step.needs or ()):
             if dep not in seen:
-                import difflib  # on a mistake only (1 ms of every start)
-                close = difflib.get_close_matches(dep, list(seen), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(dep, seen)
                 raise pos.error(
                     f"step {step.name!r} needs unknown step {dep!r}{hint}",
                     ("steps", i, "needs", j),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, get_args
 
-from flowsh.errors import NotFoundError, WorkflowError
+from flowsh.errors import NotFoundError, WorkflowError, did_you_mean
 from flowsh.model import EventName, Severity
 
 if TYPE_CHECKING:
@@ -108,11 +108,7 @@ def check_keys(channel: str, config: Mapping[str, Any], allowed: Iterable[str]) 
     known = set(allowed) | COMMON_KEYS
     for key in config:
         if key not in known:
-            import difflib  # on a mistake only (1 ms of every start)
-
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise config_error(channel, key, f"unknown key{hint}")
+            raise config_error(channel, key, f"unknown key{did_you_mean(key, sorted(known))}")
 
 
 def get_str(channel: str, config: Mapping[str, Any], key: str, default: str | None = None,
@@ -230,10 +226,7 @@ def build_notifier(name: str, config: Mapping[str, Any]) -> Notifier:
     kind = config.get("type")
     factories = registry("notifiers")
     if kind not in factories:
-        import difflib
-
-        close = difflib.get_close_matches(str(kind), sorted(factories), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(kind), sorted(factories))
         raise config_error(
             name, "type",
             f"unknown notifier type {kind!r}{hint}; installed: {', '.join(sorted(factories))}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from flowsh.errors import UsageError
+from flowsh.errors import UsageError, did_you_mean
 from flowsh.graph import Graph
 from flowsh.model import Workflow
 from flowsh.secrets import MASK
@@ -33,10 +33,8 @@ def check_name(wf: Workflow, name: str, option: str) -> None:
     names = [s.name for s in wf.steps]
     if name in names:
         return
-    import difflib  # on a mistake only (1 ms of every start)
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UsageError(f"{option} {name}: no step {name!r} in {wf.path}{hint}")
+    raise UsageError(f"{option} {name}: no step {name!r} in {wf.path}"
+                     f"{did_you_mean(name, names)}")
 
 
 def choose(wf: Workflow, graph: Graph, *, only: Iterable[str] = (), from_: str | None = None,

@@ -309,17 +309,14 @@ def tracker_for(wf: Workflow, backend: StateBackend, run_id: str, params: Iterab
 def force_names(wf: Workflow, given: Iterable[str]) -> set[str]:
     """`--force-step` values (repeatable, or comma lists) checked against the file's steps;
     an unknown name is a usage error (exit 2) with the nearest step name."""
-    from flowsh.errors import UsageError
+    from flowsh.errors import UsageError, did_you_mean
 
     names = {n.strip() for value in given for n in value.split(",") if n.strip()}
     known = [s.name for s in wf.steps]
     for name in sorted(names):
         if name not in known:
-            import difflib  # on a mistake only (1 ms of every start)
-
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"--force-step: no step {name!r} in {wf.path or wf.name}{hint}")
+            raise UsageError(f"--force-step: no step {name!r} in {wf.path or wf.name}"
+                             f"{did_you_mean(name, known)}")
     return names
 
 

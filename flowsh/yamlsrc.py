@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowsh import cache
-from flowsh.errors import WorkflowError
+from flowsh.errors import WorkflowError, did_you_mean
 from flowsh.model import IDENT
 from flowsh.yamlevents import (
     MAX_ALIAS_NODES,
@@ -486,11 +486,7 @@ def describe(err: Mapping[str, Any], data: Any) -> tuple[str, Loc, bool]:
     where = _where(loc, data)
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        message = f"unknown key {key!r}"
-        import difflib  # on a mistake only (1 ms of every start)
-        close = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
+        message = f"unknown key {key!r}" + did_you_mean(key, _fields_at(loc[:-1]))
         return message, loc, True
     if kind == "missing":
         return f"{_where(loc[:-1], data)}: missing required key {str(loc[-1])!r}", loc[:-1], False

@@ -25,11 +25,10 @@ def why_cmd(
     successful run (files, function bodies, variables, the command text, the slot). Reads
     `flowsh run`'s store and writes nothing (no store, no key is made); the exported
     script keeps its own record."""
-    import difflib
     import json
 
     from flowsh.checks import check_params
-    from flowsh.errors import UsageError
+    from flowsh.errors import UsageError, did_you_mean
     from flowsh.loader import load_workflow, parse_overrides
     from flowsh.slot import format_time, parse_time
     from flowsh.store import open_existing
@@ -38,9 +37,7 @@ def why_cmd(
     wf = load_workflow(file)
     names = [s.name for s in wf.steps]
     if step not in names:
-        close = difflib.get_close_matches(step, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"no step {step!r} in {wf.path}{hint}")
+        raise UsageError(f"no step {step!r} in {wf.path}{did_you_mean(step, names)}")
     slot = None
     if scheduled_time is not None:
         try:  # as the run records it: `Z` written +00:00

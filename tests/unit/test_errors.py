@@ -51,3 +51,9 @@ def test_plugin_error_names_the_plugin() -> None:
     assert e.plugin == "acme" and str(e) == "duplicate notifier"
     with pytest.raises(FlowshError):
         raise e
+
+
+def test_did_you_mean_names_the_nearest_known_name_or_nothing() -> None:
+    assert errors.did_you_mean("biuld", ["build", "test"]) == " (did you mean 'build'?)"
+    assert errors.did_you_mean("zzz", ["build", "test"]) == ""
+    assert errors.did_you_mean("x", iter(())) == ""
