@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, get_args
 
+from flowsh import modelrules
 from flowsh.errors import NotFoundError, WorkflowError, did_you_mean
 from flowsh.model import EventName, Severity
 
@@ -141,8 +142,10 @@ def not_a_bool(channel: str, key: str, value: Any) -> None:
     """A port, count or duration written `true` or `yes` is a boolean to YAML, and a bool is
     an int to Python (`port: true` is port 1): refused in FILE-5's words, as the workflow's
     own numbers are (modelrules.not_a_bool)."""
-    if isinstance(value, bool):
-        raise config_error(channel, key, f"expected a number, not {'true' if value else 'false'}")
+    try:
+        modelrules.not_a_bool(value)
+    except ValueError as exc:
+        raise config_error(channel, key, str(exc)) from None
 
 
 def get_count(channel: str, config: Mapping[str, Any], key: str, default: int) -> int:
