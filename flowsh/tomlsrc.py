@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowsh.errors import WorkflowError
-from flowsh.yamlevents import MAX_DEPTH
+from flowsh.yamlevents import MAX_DEPTH, TOO_DEEP
 
 # A key of this many parts or more (`a.b.c...`, in a table header or before `=`) is one
 # table per part, far deeper than MAX_DEPTH. tomllib takes time quadratic in a key's parts
@@ -45,7 +45,7 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         # perhaps in a string: then the scanner finds nothing so deep and tomllib decides
         where = _deep_at(text)
         if where is not None:
-            raise WorkflowError(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+            raise WorkflowError(TOO_DEEP,
                                 path=path, line=where[0], col=where[1])
     try:
         data = tomllib.loads(text)
@@ -64,7 +64,7 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         data = None  # nested far deeper than MAX_DEPTH: tomllib recursed into the limit
     if data is None or _too_deep(data):
         line, col = _deep_at(text) or (None, None)
-        raise WorkflowError(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+        raise WorkflowError(TOO_DEEP,
                             path=path, line=line, col=col)
     return data
 

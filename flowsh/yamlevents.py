@@ -121,6 +121,7 @@ FALLBACK: Final = object()
 # RecursionError traceback, and an alias inside its own anchor nests without end. No
 # workflow comes near: the compose path refuses deeper files (FILE-8).
 MAX_DEPTH: Final = 100
+TOO_DEEP: Final = f"mappings and lists nest deeper than {MAX_DEPTH} levels"
 
 # How many nodes aliases may add to a file, each alias counting every node its anchor holds
 # (the aliases in it expanded too). The data shares an anchor's object, but everything that

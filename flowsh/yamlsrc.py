@@ -20,6 +20,7 @@ from flowsh.model import IDENT
 from flowsh.yamlevents import (
     MAX_ALIAS_NODES,
     MAX_DEPTH,
+    TOO_DEEP,
     _BadKey,
     _composer,
     _constructor_class,
@@ -285,7 +286,7 @@ def _compose_and_construct(text: str, path: Path | None) -> Any:
     too_deep = _too_deep(node)
     if too_deep is not None:
         mark = too_deep.start_mark
-        raise WorkflowError(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+        raise WorkflowError(TOO_DEEP,
                             path=path, line=mark.line + 1, col=mark.column + 1)
     if _alias_added(node) > MAX_ALIAS_NODES:
         name, mark = _alias_past_the_bound(text)
